@@ -1,0 +1,237 @@
+"""k6 ``--out json`` NDJSON -> one row per HTTP request (and the other metrics in long form).
+
+How it stays fast (see ``make perf``): lines are streamed in chunks and split into fields by
+one vectorized regex in polars (k6's Go encoder writes Point keys in a fixed order), so
+Python never touches a line. Tag objects repeat across requests, so only the *distinct* tag
+strings are JSON-decoded. A line the regex does not match is decoded by ``json`` as a fallback
+(other key order, ``metadata``), and only a line that is not a k6 Point/Metric at all is an
+error. The ``http_req_*`` Points of one request share one timestamp and tag set; a request is
+the group (time, tags, n-th occurrence), so two requests ending in the same nanosecond with
+identical tags still stay two.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import polars as pl
+
+from .errors import IngestError, LineStats, attach
+from .lines import DEFAULT_CHUNK_BYTES, Chunk, iter_line_chunks
+from .timeparse import parse_rfc3339_ns, require_parsed
+
+_PREFIX = '{"metric":"'
+_SEP_TIME = '","type":"Point","data":{"time":"'
+_SEP_VALUE = '","value":'
+_SEP_TAGS = ',"tags":'
+METRIC_PREFIX = '{"type":"Metric"'
+# k6 trend metric -> tidy column (milliseconds, as k6 reports them)
+TIMINGS = {
+    "http_req_duration": "duration_ms",
+    "http_req_waiting": "waiting_ms",
+    "http_req_sending": "sending_ms",
+    "http_req_receiving": "receiving_ms",
+    "http_req_connecting": "connecting_ms",
+    "http_req_tls_handshaking": "tls_handshaking_ms",
+    "http_req_blocked": "blocked_ms",
+}
+REQUEST_METRICS = [*TIMINGS, "http_reqs", "http_req_failed"]
+EXPECTED = "a k6 JSON output line ({'type':'Metric'|'Point', ...})"
+
+
+class _TagTable:
+    """Maps each distinct tag-object string to a small integer and its decoded dict."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.decoded: list[dict] = []
+
+    def encode(self, strings: pl.Series, stats: LineStats, first_line: int) -> pl.Series:
+        for s in strings.unique().to_list():
+            if s not in self.ids:
+                try:
+                    obj = json.loads('{"tags":' + s + "}")
+                except json.JSONDecodeError as exc:
+                    raise IngestError(stats.path, first_line, "a JSON tags object", s) from exc
+                tags = dict(obj["tags"] or {})
+                tags.update({f"meta_{k}": v for k, v in (obj.get("metadata") or {}).items()})
+                self.ids[s] = len(self.decoded)
+                self.decoded.append(tags)
+        return strings.replace_strict(self.ids, return_dtype=pl.Int32)
+
+    def frame(self) -> pl.DataFrame:
+        rows = [{**{k: str(v) for k, v in t.items()}, "_tags": i} for i, t in enumerate(self.decoded)]
+        if not rows:
+            return pl.DataFrame({"_tags": pl.Series([], dtype=pl.Int32)})
+        return pl.DataFrame(rows, infer_schema_length=None).with_columns(pl.col("_tags").cast(pl.Int32))
+
+
+def _chunk_lines(chunk: Chunk) -> pl.Series:
+    """The chunk's lines as one string column. read_csv with a separator and quote that never
+    occur in JSON text is the fastest splitter; it drops blank lines, so fall back to Python's
+    split (which keeps them, for exact line numbers) when the counts disagree."""
+    n = chunk.n_lines if chunk.complete else chunk.data.count(b"\n") + 1
+    try:
+        col = pl.read_csv(
+            chunk.data, has_header=False, separator="\x1f", quote_char=None,
+            new_columns=["line"], schema={"line": pl.String}, encoding="utf8-lossy",
+        )["line"]
+        if len(col) == n:
+            return col
+    except pl.exceptions.ComputeError:
+        pass
+    lines = chunk.data.decode("utf-8", errors="replace").split("\n")
+    if chunk.complete:
+        lines.pop()  # the empty string after the final newline
+    return pl.Series("line", lines, dtype=pl.String)
+
+
+def _split_point_fields(line: pl.Expr) -> list[pl.Expr]:
+    """metric, time, value, tags by literal search: k6 writes a Point's keys in a fixed order,
+    and substring search is an order of magnitude faster than a capturing regex."""
+    m_end = line.str.find(_SEP_TIME, literal=True)
+    t_start = m_end + len(_SEP_TIME)
+    t_end = line.str.find(_SEP_VALUE, literal=True)
+    v_start = t_end + len(_SEP_VALUE)
+    g_start = line.str.find(_SEP_TAGS, literal=True)
+    tags_start = g_start + len(_SEP_TAGS)
+    ok = (
+        line.str.starts_with(_PREFIX) & line.str.ends_with("}}")
+        & (t_end > t_start) & (g_start > v_start)
+    )
+    return [
+        pl.when(ok).then(line.str.slice(len(_PREFIX), m_end - len(_PREFIX))).alias("metric"),
+        line.str.slice(t_start, t_end - t_start).alias("time"),
+        line.str.slice(v_start, g_start - v_start).alias("value"),
+        line.str.slice(tags_start, line.str.len_chars() - tags_start - 2).alias("tags"),
+    ]
+
+
+def _fallback(line: str, stats: LineStats, line_no: int, last_incomplete: bool) -> tuple | None:
+    """Decode a line the fast path did not match. Returns (metric, time, value, tags_json) or None."""
+    if not line.strip():
+        stats.lines_skipped += 1
+        stats.notes.append(f"{stats.path}:{line_no}: blank line skipped")
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError:
+        if last_incomplete:
+            stats.skip_truncated_tail(line_no)
+            return None
+        raise IngestError(stats.path, line_no, EXPECTED, line) from None
+    if not isinstance(obj, dict) or obj.get("type") not in ("Point", "Metric"):
+        raise IngestError(stats.path, line_no, EXPECTED, line)
+    if obj["type"] == "Metric":
+        return None
+    data = obj.get("data") or {}
+    try:
+        tags = json.dumps(data.get("tags") or {}, separators=(",", ":"))
+        if data.get("metadata"):
+            tags += ',"metadata":' + json.dumps(data["metadata"], separators=(",", ":"))
+        return obj["metric"], data["time"], float(data["value"]), tags
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IngestError(stats.path, line_no, "a Point with metric, data.time, data.value", line) from exc
+
+
+def _parse_chunk(chunk: Chunk, stats: LineStats, tags: _TagTable) -> pl.DataFrame:
+    lines = _chunk_lines(chunk)
+    df = pl.DataFrame({"line": lines}).with_row_index("ln", offset=chunk.first_line)
+    fields = df.select("ln", "line", *_split_point_fields(pl.col("line")))
+    matched = fields.filter(pl.col("metric").is_not_null())
+    rest = fields.filter(pl.col("metric").is_null() & ~pl.col("line").str.starts_with(METRIC_PREFIX))
+    extra = []
+    for ln, line in rest.select("ln", "line").iter_rows():
+        got = _fallback(line, stats, ln, last_incomplete=not chunk.complete and ln == chunk.first_line + chunk.n_lines - 1)
+        if got:
+            extra.append((ln, *got))
+    stats.lines_read += len(lines)
+    if len(matched) and matched["value"].cast(pl.Float64, strict=False).null_count():
+        bad = matched.filter(pl.col("value").cast(pl.Float64, strict=False).is_null()).row(0, named=True)
+        raise IngestError(stats.path, bad["ln"], "a numeric Point value", bad["line"])
+    out = matched.select(
+        "ln", "metric", "time", pl.col("value").cast(pl.Float64), "tags"
+    )
+    if extra:
+        out = pl.concat([out, pl.DataFrame(extra, schema=out.schema, orient="row")])
+    out = out.with_columns(
+        ts_ns=parse_rfc3339_ns(pl.col("time")),
+        tag_id=tags.encode(out["tags"], stats, chunk.first_line),
+    )
+    require_parsed(out, "ts_ns", "time", "ln", stats.path)
+    out = out.drop("time", "tags")
+    return out.with_columns(pl.col("metric").cast(pl.Categorical))
+
+
+def _scan(path: str | Path, chunk_bytes: int) -> tuple[pl.DataFrame, _TagTable, LineStats]:
+    stats = LineStats(str(path))
+    tags = _TagTable()
+    parts = [_parse_chunk(c, stats, tags) for c in iter_line_chunks(path, chunk_bytes)]
+    schema = {"ln": pl.UInt32, "metric": pl.Categorical, "value": pl.Float64, "ts_ns": pl.Int64, "tag_id": pl.Int32}
+    points = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+    if stats.lines_read == 0:
+        raise IngestError(path, None, EXPECTED, "an empty file")
+    return points, tags, stats
+
+
+def _used_tags(tags: _TagTable, ids: pl.Series) -> pl.DataFrame:
+    """The tag columns of the given tag ids only (no all-null columns from other metrics' tags)."""
+    frame = tags.frame().filter(pl.col("_tags").is_in(ids.unique().implode()))
+    return frame.select([c for c in frame.columns if frame[c].null_count() < len(frame)])
+
+
+def _to_pandas_utc(df: pl.DataFrame, ts_cols: list[str]) -> pd.DataFrame:
+    out = df.to_pandas(use_pyarrow_extension_array=False)
+    for c in ts_cols:
+        out[c] = pd.to_datetime(out[c], utc=True)
+    return out
+
+
+def read_k6(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pd.DataFrame:
+    """One row per HTTP request: end_ts, start_ts (= end_ts - duration), timings in ``_ms``,
+    method, url, status, ok, error, error_code and every custom tag as a column."""
+    points, tags, stats = _scan(path, chunk_bytes)
+    req = points.filter(pl.col("metric").cast(pl.String).is_in(REQUEST_METRICS))
+    stats.lines_used = len(req)
+    if req.is_empty():
+        return attach(pd.DataFrame(columns=["end_ts", "start_ts", "duration_ms", "status", "ok"]), stats)
+    req = req.with_columns(occ=pl.int_range(pl.len()).over("ts_ns", "tag_id", "metric"))
+    wide = req.pivot(on="metric", index=["ts_ns", "tag_id", "occ"], values="value", aggregate_function="first")
+    first_line = req.group_by("ts_ns", "tag_id", "occ").agg(pl.col("ln").min().alias("line"))
+    wide = wide.join(first_line, on=["ts_ns", "tag_id", "occ"]).sort("line")
+    wide = wide.rename({m: c for m, c in TIMINGS.items() if m in wide.columns})
+    for c in TIMINGS.values():
+        if c not in wide.columns:
+            wide = wide.with_columns(pl.lit(None, dtype=pl.Float64).alias(c))
+    wide = wide.join(_used_tags(tags, wide["tag_id"]), left_on="tag_id", right_on="_tags", how="left")
+    ok = pl.col("expected_response") == "true" if "expected_response" in wide.columns else pl.lit(None)
+    wide = wide.with_columns(
+        end_ts=pl.col("ts_ns").cast(pl.Datetime("ns", "UTC")),
+        start_ts=(pl.col("ts_ns") - (pl.col("duration_ms") * 1e6).cast(pl.Int64)).cast(pl.Datetime("ns", "UTC")),
+        status=pl.col("status").cast(pl.Int32, strict=False) if "status" in wide.columns else pl.lit(None, pl.Int32),
+        ok=ok,
+        failed=pl.col("http_req_failed") == 1 if "http_req_failed" in wide.columns else pl.lit(None),
+    )
+    for col in ("error", "error_code", "method", "url"):
+        if col not in wide.columns:
+            wide = wide.with_columns(pl.lit(None, pl.String).alias(col))
+    lead = ["end_ts", "start_ts", "method", "url", "status", "ok", *TIMINGS.values(), "error", "error_code"]
+    drop = {"ts_ns", "tag_id", "occ", "http_reqs", "http_req_failed", "expected_response", "line"}
+    tag_cols = [c for c in wide.columns if c not in drop and c not in lead]
+    result = wide.select(*lead, *[c for c in tag_cols if c != "failed"], "failed")
+    return attach(_to_pandas_utc(result, []), stats)
+
+
+def read_k6_points(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pd.DataFrame:
+    """Every non-request metric (iterations, dropped_iterations, checks, data_sent, vus, ...)
+    in long form: ts, metric, value and the Point's tags as columns."""
+    points, tags, stats = _scan(path, chunk_bytes)
+    other = points.filter(~pl.col("metric").cast(pl.String).is_in(REQUEST_METRICS))
+    stats.lines_used = len(other)
+    other = other.join(_used_tags(tags, other["tag_id"]), left_on="tag_id", right_on="_tags", how="left")
+    other = other.with_columns(
+        ts=pl.col("ts_ns").cast(pl.Datetime("ns", "UTC")), metric=pl.col("metric").cast(pl.String)
+    ).drop("ts_ns", "tag_id", "ln")
+    return attach(_to_pandas_utc(other.select("ts", "metric", "value", pl.exclude("ts", "metric", "value")), []), stats)

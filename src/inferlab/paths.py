@@ -1,0 +1,45 @@
+"""Where the workspace keeps things. One place, so tests and users can relocate it.
+
+The workspace root is ``$INFERLAB_HOME`` when set, else the nearest parent of the current
+directory holding ``pyproject.toml`` and ``data/``, else the current directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def workspace_root() -> Path:
+    env = os.environ.get("INFERLAB_HOME")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for p in (here, *here.parents):
+        if (p / "pyproject.toml").is_file() and (p / "data").is_dir():
+            return p
+    return here
+
+
+def runs_dir() -> Path:
+    return workspace_root() / "data" / "runs"
+
+
+def sample_dir() -> Path:
+    return workspace_root() / "data" / "sample"
+
+
+def tidy_dir() -> Path:
+    return workspace_root() / "data" / "tidy"
+
+
+def reports_dir() -> Path:
+    return workspace_root() / "reports"
+
+
+def secrets_dir() -> Path:
+    return workspace_root() / ".secrets"
+
+
+def cache_dir() -> Path:
+    return workspace_root() / ".cache"
