@@ -84,13 +84,14 @@ def reconcile(run_dir: Path) -> Manifest:
 
 
 def inventory(run_dir: Path, known: list[FileEntry]) -> list[FileEntry]:
-    """Every file under the run (but run.json) with sha256 and size. A file already recorded
-    with a different hash means something rewrote raw data: refuse."""
+    """Every closed (sealed, mode 0444) file under the run but run.json, with sha256 and size.
+    Files still being written (telemetry, k6 output) join at the next checkpoint after they
+    close. A recorded file whose hash changed means raw data was rewritten: refuse."""
     recorded = {f.path: f for f in known}
     out = []
     for p in sorted(run_dir.rglob("*")):
         rel = p.relative_to(run_dir).as_posix()
-        if not p.is_file() or rel == MANIFEST or p.name.startswith("."):
+        if not p.is_file() or rel == MANIFEST or p.name.startswith(".") or p.stat().st_mode & 0o222:
             continue
         digest = sha256_file(p)
         old = recorded.get(rel)

@@ -1,0 +1,63 @@
+// inferlab k6 script: OpenAI chat-completions load for one sweep cell.
+// All parameters come from one JSON env var INFERLAB_K6_CONFIG (written by inferlab.load.k6);
+// the API key comes from INFERLAB_API_KEY in the environment, never from argv or the config.
+import http from 'k6/http';
+import { check } from 'k6';
+import exec from 'k6/execution';
+import { Counter } from 'k6/metrics';
+
+const C = JSON.parse(__ENV.INFERLAB_K6_CONFIG);
+const KEY = __ENV.INFERLAB_API_KEY || '';
+// Generated tokens as the server reports them (usage.completion_tokens), per request:
+// the cross-check compares their sum with vllm:generation_tokens_total.
+const completionTokens = new Counter('completion_tokens');
+const promptTokens = new Counter('prompt_tokens');
+
+function scenario() {
+  const tags = { payload: C.payload, cell: C.cell_id, vus: String(C.vus || '') };
+  if (C.executor === 'ramping-arrival-rate') {
+    return { executor: 'ramping-arrival-rate', startRate: C.rate_from, timeUnit: '1s',
+      preAllocatedVUs: C.pre_allocated_vus, maxVUs: C.max_vus,
+      stages: [{ target: C.rate_to, duration: `${C.duration_s}s` }], tags };
+  }
+  if (C.executor === 'constant-vus') {
+    return { executor: 'constant-vus', vus: C.vus, duration: `${C.duration_s}s`, tags };
+  }
+  return { executor: 'shared-iterations', vus: C.vus, iterations: C.iterations,
+    maxDuration: `${C.max_duration_s}s`, tags };
+}
+
+export const options = {
+  scenarios: { cell: scenario() },
+  summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)'],
+  thresholds: C.thresholds,
+  insecureSkipTLSVerify: !!C.tls_skip_verify,
+  discardResponseBodies: false,
+};
+
+export default function () {
+  // The first `warmup` iterations of the cell (counted across all VUs) warm the server and are
+  // tagged phase=warmup; analysis excludes them and the cross-check counts them.
+  const phase = exec.scenario.iterationInTest < C.warmup ? 'warmup' : 'measure';
+  const body = JSON.stringify({
+    model: C.model,
+    messages: [{ role: 'user', content: C.prompt }],
+    max_tokens: C.max_tokens,
+    ignore_eos: C.ignore_eos,
+    temperature: C.temperature,
+  });
+  const res = http.post(`${C.base_url}/v1/chat/completions`, body, {
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}` },
+    timeout: `${C.timeout_s}s`,
+    tags: { phase, name: 'chat' },
+  });
+  let usage = null;
+  if (res.status === 200) {
+    try { usage = res.json('usage'); } catch (e) { usage = null; }
+  }
+  if (usage) {
+    completionTokens.add(usage.completion_tokens || 0, { phase });
+    promptTokens.add(usage.prompt_tokens || 0, { phase });
+  }
+  check(res, { 'status is 200': (r) => r.status === 200 }, { phase });
+}

@@ -1,0 +1,177 @@
+"""Sweep and stress specs: strict pydantic models (a typo is an error that names the field).
+
+A spec says *what load* to apply (payloads x concurrency x repeats, or an arrival-rate ramp),
+the SLO that judges it, the probe, and, for the local target, the engine arguments, so a
+baseline and a tuned run differ by one YAML file. Precedence: model defaults < file < CLI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..runs.layout import make_cell_id
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Payload(Strict):
+    prompt: str = Field(min_length=1)
+    max_tokens: int = Field(gt=0, le=32768)
+    ignore_eos: bool = Field(True, description="fixed answer length: every request generates max_tokens")
+    temperature: float = Field(0.7, ge=0, le=2)
+
+
+DEFAULT_PAYLOADS = {
+    "short": Payload(prompt="Explain what a GPU is in two sentences.", max_tokens=64),
+    "long": Payload(prompt="Write a detailed essay about the history of parallel computing and why GPUs matter for AI.",
+                    max_tokens=256),
+}
+
+
+class Slo(Strict):
+    ttft_ms: float = Field(1000, gt=0, description="per-request time to first token (probe / goodput)")
+    tpot_ms: float = Field(200, gt=0, description="per-request time per output token")
+    e2e_p95_ms: float = Field(30000, gt=0, description="p95 end-to-end latency of a cell (k6 threshold)")
+    error_rate: float = Field(0.01, ge=0, le=1, description="max failed-request rate (k6 threshold)")
+
+
+class Ramp(Strict):
+    start_rate: int = Field(gt=0, description="requests per second at the start")
+    end_rate: int = Field(gt=0)
+    duration_s: int = Field(gt=0)
+    pre_allocated_vus: int = Field(gt=0)
+    max_vus: int = Field(gt=0)
+    payload: str = "short"
+
+    @model_validator(mode="after")
+    def _vus(self) -> Ramp:
+        if self.max_vus < self.pre_allocated_vus:
+            raise ValueError("ramp.max_vus must be >= ramp.pre_allocated_vus")
+        return self
+
+
+class ProbeSpec(Strict):
+    idle_requests: int = Field(5, ge=0, description="sequential streaming requests before the sweep")
+    under_load_requests: int = Field(3, ge=0, description="per cell, sequential, while k6 runs")
+    interval_s: float = Field(1.0, ge=0, description="pause between under-load probe requests")
+    payload: Payload = Payload(prompt="Say hello and describe the weather.", max_tokens=64)
+
+
+class EngineSpec(Strict):
+    """How the local target starts vLLM (ignored for url/k8s targets)."""
+
+    served_model_name: str = "smollm2"
+    args: list[str] = Field(default_factory=lambda: ["--max-model-len", "2048"])
+    env: dict[str, str] = Field(default_factory=lambda: {"VLLM_CPU_KVCACHE_SPACE": "2"})
+    startup_timeout_s: float = Field(420, gt=0)
+
+    @model_validator(mode="after")
+    def _no_secrets(self) -> EngineSpec:
+        if any(a.startswith("--api-key") for a in self.args) or "VLLM_API_KEY" in self.env:
+            raise ValueError("engine.args/env must not carry the API key; it comes from .secrets/")
+        return self
+
+
+class LoadSpec(Strict):
+    kind: Literal["sweep", "stress"] = "sweep"
+    name: str = Field(min_length=1, description="label part of the run_id")
+    model: str = Field("smollm2", description="the model name requests ask for")
+    payloads: dict[str, Payload] = Field(default_factory=lambda: dict(DEFAULT_PAYLOADS))
+    use_payloads: list[str] = Field(default_factory=lambda: ["short", "long"])
+    concurrency: list[int] = Field(default_factory=lambda: [1, 4], min_length=0)
+    executor: Literal["shared-iterations", "constant-vus"] = "shared-iterations"
+    iterations_per_vu: int = Field(6, gt=0, description="shared-iterations: iterations = max(min, per_vu x VUs)")
+    min_iterations: int = Field(12, gt=0)
+    duration_s: int | None = Field(None, gt=0, description="constant-vus: seconds per cell")
+    repeats: int = Field(1, ge=1, le=20)
+    warmup_requests: int = Field(2, ge=0, description="first iterations of a cell, tagged phase=warmup, excluded")
+    ramp: Ramp | None = None
+    probe: ProbeSpec = ProbeSpec()
+    slo: Slo = Slo()
+    engine: EngineSpec = EngineSpec()
+    request_timeout_s: int = Field(600, gt=0)
+    max_cell_duration_s: int = Field(1800, gt=0)
+    tls_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LoadSpec:
+        unknown = [p for p in self.use_payloads if p not in self.payloads]
+        if unknown:
+            raise ValueError(f"use_payloads names {unknown}, not in payloads {sorted(self.payloads)}")
+        if self.ramp and self.ramp.payload not in self.payloads:
+            raise ValueError(f"ramp.payload {self.ramp.payload!r} is not in payloads")
+        if self.executor == "constant-vus" and not self.duration_s:
+            raise ValueError("executor constant-vus needs duration_s")
+        if not self.concurrency and not self.ramp:
+            raise ValueError("a spec needs concurrency values or a ramp")
+        if any(v <= 0 for v in self.concurrency):
+            raise ValueError("concurrency values must be positive")
+        return self
+
+    def iterations(self, vus: int) -> int:
+        return max(self.min_iterations, self.iterations_per_vu * vus)
+
+
+class CellPlan(Strict):
+    cell_id: str
+    payload: str
+    executor: str
+    vus: int | None = None
+    iterations: int | None = None
+    duration_s: float | None = None
+    rate_from: int | None = None
+    rate_to: int | None = None
+    repeat: int | None = None
+
+
+def plan_cells(spec: LoadSpec) -> list[CellPlan]:
+    """Deterministic cell order: payload, then concurrency, then repeat; the ramp last."""
+    cells = []
+    for payload in spec.use_payloads:
+        for vus in spec.concurrency:
+            for r in range(1, spec.repeats + 1):
+                rep = r if spec.repeats > 1 else None
+                cells.append(CellPlan(
+                    cell_id=make_cell_id(payload, vus=vus, repeat=rep), payload=payload, executor=spec.executor, vus=vus,
+                    iterations=spec.iterations(vus) + spec.warmup_requests if spec.executor == "shared-iterations" else None,
+                    duration_s=spec.duration_s, repeat=rep))
+    if spec.ramp:
+        r = spec.ramp
+        cells.append(CellPlan(cell_id=make_cell_id(r.payload, rate=(r.start_rate, r.end_rate)), payload=r.payload,
+                              executor="ramping-arrival-rate", duration_s=r.duration_s,
+                              rate_from=r.start_rate, rate_to=r.end_rate))
+    return cells
+
+
+class SpecError(ValueError):
+    """A spec file is invalid; the message names the file and every bad field."""
+
+
+def load_spec(path: str | Path, overrides: dict | None = None) -> LoadSpec:
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpecError(f"{p}: cannot read YAML spec: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
+    data.update(overrides or {})
+    try:
+        return LoadSpec.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(x) for x in e['loc']) or '(spec)'}: {e['msg']}" for e in exc.errors()]
+        raise SpecError(f"{p}: invalid spec\n" + "\n".join(lines)) from None
+
+
+def builtin_spec(name: str) -> Path:
+    """Path of a spec shipped in the package (``inferlab/specs/<name>.yaml``)."""
+    p = Path(__file__).resolve().parent.parent / "specs" / f"{name}.yaml"
+    if not p.is_file():
+        raise SpecError(f"no built-in spec {name!r} (have: {', '.join(sorted(x.stem for x in p.parent.glob('*.yaml')))})")
+    return p

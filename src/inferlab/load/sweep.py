@@ -1,0 +1,210 @@
+"""Sweeps and stress runs: cells in a deterministic order, each written into the run layout.
+
+Per run: start/connect the target, start telemetry, idle probe, then per cell: scrape
+/metrics, start the under-load probe, run k6, stop the probe, scrape again, checkpoint the
+manifest. A failing cell is recorded (status, stderr tail) and the sweep goes on, unless the
+target itself is gone (then the rest is left pending and the run is ``partial``). Ctrl-C
+leaves a ``partial`` run that ``--resume RUN_ID`` completes in the same directory.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .. import paths
+from ..probe.stream import BackgroundProbe, run_probe
+from ..runs.environment import host_info, versions
+from ..runs.layout import IDLE_PROBE, make_run_id
+from ..runs.load import find_run_dir
+from ..runs.manifest import CellRecord, Manifest, TargetInfo
+from ..runs.store import RunWriter, unseal_dirs
+from ..targets.base import TargetError, TargetSession, open_target, preflight
+from ..targets.local_engine import EngineError
+from ..telemetry.samplers import HostSampler, NvidiaSmiLogger, NvmlSampler
+from .k6 import CellInterrupted, K6NotFound, k6_binary, run_cell
+from .spec import CellPlan, LoadSpec, plan_cells
+
+console = Console(stderr=True)
+
+
+def describe_plan(spec: LoadSpec, target: str) -> str:
+    """Human-readable plan: cells, requests and a rough time estimate (for --dry-run)."""
+    cells = plan_cells(spec)
+    lines = [f"{spec.kind} {spec.name!r} on target {target}: {len(cells)} cells"]
+    total_req, total_s = 0, 0.0
+    for c in cells:
+        if c.executor == "ramping-arrival-rate":
+            n = int((c.rate_from + c.rate_to) / 2 * c.duration_s)  # type: ignore[operator]
+            secs = float(c.duration_s or 0)
+        elif c.iterations:
+            n = c.iterations
+            tokens = spec.payloads[c.payload].max_tokens
+            secs = n * tokens * 0.01 / max(1, min(c.vus or 1, 16)) + 2  # ~10 ms/token/stream, CPU-engine scale
+        else:
+            n, secs = 0, float(c.duration_s or 0)
+        total_req, total_s = total_req + n, total_s + secs
+        lines.append(f"  {c.cell_id:<24} {c.executor:<22} vus={c.vus or '-':<5} requests~{n}")
+    probe = spec.probe.idle_requests + spec.probe.under_load_requests * len(cells)
+    lines.append(f"total ~{total_req} k6 requests (+{probe} probe), est. {total_s / 60:.1f} min on the local CPU engine "
+                 "(a GPU target is far faster)")
+    return "\n".join(lines)
+
+
+def _new_manifest(spec: LoadSpec, target: str, base_url: str | None, label: str) -> Manifest:
+    run_id = make_run_id(target, label)
+    cells = [CellRecord(**c.model_dump()) for c in plan_cells(spec)]
+    placeholder = TargetInfo(kind=target, base_url=base_url or "(starting)", model=spec.model)  # type: ignore[arg-type]
+    return Manifest(run_id=run_id, kind=spec.kind, label=label, created_at=datetime.now(UTC), target=placeholder,
+                    versions=versions(paths.workspace_root(), None, None), host=host_info(same_host=target == "local"),
+                    spec=spec.model_dump(mode="json"), cells=cells)
+
+
+def _unique(w: RunWriter, rel: str) -> str:
+    """A write-once name: on resume, existing files get siblings ``name-resume<N>.ext``."""
+    if not (w.dir / rel).exists():
+        return rel
+    p = Path(rel)
+    n = 1
+    while (w.dir / p.with_name(f"{p.stem}-resume{n}{p.suffix}")).exists():
+        n += 1
+    return str(p.with_name(f"{p.stem}-resume{n}{p.suffix}"))
+
+
+def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, label: str | None = None,
+        resume: str | None = None) -> str:
+    """Execute (or resume) a sweep/stress run. Returns the run_id; the manifest says how it ended."""
+    try:
+        k6 = k6_binary()
+    except K6NotFound:
+        raise
+    if resume:
+        run_dir = find_run_dir(resume)
+        unseal_dirs(run_dir)
+        w = RunWriter.resume(run_dir)
+    else:
+        m = _new_manifest(spec, target, base_url, label or spec.name)
+        w = RunWriter.create(paths.runs_dir() / m.run_id, m)
+    console.print(f"[bold]run[/] {w.manifest.run_id} -> {w.dir}")
+    status, reason = "failed", ""
+    try:
+        with open_target(target, spec, w.dir, base_url, engine_log=_unique(w, "engine/engine.log")) as session:
+            _record_target(w, session, k6)
+            preflight(session, spec.model if target != "local" else spec.engine.served_model_name)
+            with _telemetry(w, session):
+                status, reason = _run_cells(w, spec, session)
+    except (KeyboardInterrupt, CellInterrupted):
+        status, reason = "partial", "interrupted by the user (Ctrl-C); `--resume` adds the missing cells"
+    except (TargetError, EngineError) as exc:
+        done = any(c.status == "complete" for c in w.manifest.cells)
+        status, reason = ("partial" if done else "failed"), str(exc)
+    finally:
+        for c in w.manifest.cells:
+            if c.status == "running":
+                c.status, c.reason = "partial", reason or "run ended mid-cell"
+        w.finish(status, reason)
+        color = {"complete": "green", "partial": "yellow"}.get(status, "red")
+        console.print(f"[{color}]{status}[/] {w.manifest.run_id}" + (f": {reason}" if reason else ""))
+    return w.manifest.run_id
+
+
+def _record_target(w: RunWriter, session: TargetSession, k6: str) -> None:
+    w.manifest.target = session.info
+    w.manifest.versions = versions(paths.workspace_root(), k6, session.vllm_version)
+    w.checkpoint()
+
+
+class _telemetry:
+    """Whichever telemetry applies: nvidia-smi + NVML on a GPU host, psutil always."""
+
+    def __init__(self, w: RunWriter, session: TargetSession) -> None:
+        self.k6_pid: int | None = None
+        self.samplers = [HostSampler(w.dir / _unique(w, "telemetry/host.csv"),
+                                     lambda: {**session.pids, "k6": self.k6_pid})]
+        if NvidiaSmiLogger.available():
+            self.samplers.append(NvidiaSmiLogger(w.dir / _unique(w, "telemetry/nvidia-smi.csv")))
+        if NvmlSampler.available():
+            self.samplers.append(NvmlSampler(w.dir / _unique(w, "telemetry/nvml.csv")))
+        elif not w.manifest.host.gpus:
+            w.manifest.notes.append(f"no GPU telemetry: {w.manifest.host.gpu_note}; CPU/memory sampled with psutil")
+
+    def __enter__(self):
+        for s in self.samplers:
+            s.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s in reversed(self.samplers):
+            s.__exit__(*exc)
+
+
+def _run_cells(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple[str, str]:
+    probe_kw = dict(base_url=session.base_url, api_key=session.api_key, model=spec.model if session.kind != "local"
+                    else spec.engine.served_model_name, payload=spec.probe.payload, verify_tls=session.verify_tls)
+    if spec.probe.idle_requests and not (w.dir / IDLE_PROBE).exists():
+        (w.dir / "probe").mkdir(exist_ok=True)
+        run_probe(w.dir / IDLE_PROBE, n=spec.probe.idle_requests, **probe_kw)
+        w.checkpoint()
+    plans = {p.cell_id: p for p in plan_cells(spec)}
+    todo = [c for c in w.manifest.cells if c.status != "complete"]
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        overall = bar.add_task("cells", total=len(w.manifest.cells), completed=len(w.manifest.cells) - len(todo))
+        for cell in todo:
+            plan = plans.get(cell.cell_id)
+            if plan is None:
+                cell.status, cell.reason = "skipped", "not in the spec used to resume"
+                continue
+            expected = plan.iterations or 0
+            task = bar.add_task(f"  {cell.cell_id}", total=expected or None)
+            _run_one(w, spec, session, cell, plan, probe_kw, lambda n, t=task: bar.update(t, completed=n))
+            bar.update(task, visible=False)
+            bar.advance(overall)
+            if cell.status == "failed" and not session.healthy():
+                return "partial", f"target unhealthy after cell {cell.cell_id} ({cell.reason}); remaining cells left pending"
+    failed = [c.cell_id for c in w.manifest.cells if c.status != "complete"]
+    return ("complete", "") if not failed else ("partial", f"cells not complete: {', '.join(failed)}")
+
+
+def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRecord, plan: CellPlan,
+             probe_kw: dict, on_progress) -> None:
+    cell_dir = w.dir / "cells" / cell.cell_id
+    if cell_dir.exists():  # a partial earlier attempt: keep it beside, never overwrite
+        cell_dir.rename(cell_dir.with_name(f".{cell.cell_id}.attempt-{datetime.now(UTC):%H%M%S}"))
+    cell_dir.mkdir(parents=True)
+    cell.status, cell.started_at, cell.reason = "running", datetime.now(UTC), ""
+    w.checkpoint()
+    before = session.scrape_metrics()
+    if before is not None:
+        w.write_bytes(f"cells/{cell.cell_id}/metrics-before.prom", before)
+    probe = None
+    if spec.probe.under_load_requests:
+        probe = BackgroundProbe(out=cell_dir / "probe.jsonl", n=spec.probe.under_load_requests,
+                                interval_s=spec.probe.interval_s, **probe_kw).start()
+    try:
+        result = run_cell(spec, plan, session.base_url, session.api_key, cell_dir, on_progress)
+    except CellInterrupted as exc:
+        cell.status, cell.reason, cell.k6_exit_code = "partial", "interrupted", exc.result.exit_code
+        raise
+    finally:
+        if probe:
+            cell.probe_requests = probe.stop()
+        after = session.scrape_metrics()
+        if after is not None and not (cell_dir / "metrics-after.prom").exists():
+            w.write_bytes(f"cells/{cell.cell_id}/metrics-after.prom", after)
+        cell.ended_at = datetime.now(UTC)
+        w.checkpoint()
+    cell.k6_exit_code, cell.thresholds_passed = result.exit_code, result.thresholds_passed
+    cell.warmup_requests = min(spec.warmup_requests, result.requests_seen) if plan.executor != "ramping-arrival-rate" else 0
+    if result.exit_code in (0, 99) and result.requests_seen:
+        cell.status = "complete"
+        if result.exit_code == 99:
+            cell.reason = "k6 thresholds (SLO) crossed: recorded as a result"
+    else:
+        cell.status = "failed"
+        cell.reason = f"k6 exit code {result.exit_code}, {result.requests_seen} requests"
+        cell.stderr_tail = result.stderr_tail[-1500:]
+    w.checkpoint()
