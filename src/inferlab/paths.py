@@ -21,6 +21,12 @@ def workspace_root() -> Path:
     return here
 
 
+def install_root() -> Path:
+    """The checkout holding this package (for .venv-engine and the model cache), else the workspace."""
+    here = Path(__file__).resolve().parents[2]
+    return here if (here / "pyproject.toml").is_file() else workspace_root()
+
+
 def runs_dir() -> Path:
     return workspace_root() / "data" / "runs"
 
@@ -42,4 +48,4 @@ def secrets_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    return workspace_root() / ".cache"
+    return install_root() / ".cache"

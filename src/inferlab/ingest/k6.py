@@ -138,7 +138,7 @@ def _fallback(line: str, stats: LineStats, line_no: int, last_incomplete: bool) 
 
 def _parse_chunk(chunk: Chunk, stats: LineStats, tags: _TagTable) -> pl.DataFrame:
     lines = _chunk_lines(chunk)
-    df = pl.DataFrame({"line": lines}).with_row_index("ln", offset=chunk.first_line)
+    df = pl.DataFrame({"line": lines.fill_null("")}).with_row_index("ln", offset=chunk.first_line)
     fields = df.select("ln", "line", *_split_point_fields(pl.col("line")))
     matched = fields.filter(pl.col("metric").is_not_null())
     rest = fields.filter(pl.col("metric").is_null() & ~pl.col("line").str.starts_with(METRIC_PREFIX))
@@ -219,7 +219,7 @@ def read_k6(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pd.Data
             wide = wide.with_columns(pl.lit(None, pl.String).alias(col))
     lead = ["end_ts", "start_ts", "method", "url", "status", "ok", *TIMINGS.values(), "error", "error_code"]
     drop = {"ts_ns", "tag_id", "occ", "http_reqs", "http_req_failed", "expected_response", "line"}
-    tag_cols = [c for c in wide.columns if c not in drop and c not in lead]
+    tag_cols = sorted(c for c in wide.columns if c not in drop and c not in lead)
     result = wide.select(*lead, *[c for c in tag_cols if c != "failed"], "failed")
     return attach(_to_pandas_utc(result, []), stats)
 

