@@ -11,12 +11,9 @@ from . import __version__
 
 
 def _spec(path: str, name_override: str | None = None):
-    from .load.spec import builtin_spec, load_spec
+    from .load.spec import resolve_spec
 
-    p = Path(path)
-    if not p.exists() and not p.suffix:
-        p = builtin_spec(path)
-    return load_spec(p, {"name": name_override} if name_override else None)
+    return resolve_spec(path, {"name": name_override} if name_override else None)
 
 
 def cmd_runs(a) -> int:

@@ -175,3 +175,11 @@ def builtin_spec(name: str) -> Path:
     if not p.is_file():
         raise SpecError(f"no built-in spec {name!r} (have: {', '.join(sorted(x.stem for x in p.parent.glob('*.yaml')))})")
     return p
+
+
+def resolve_spec(name_or_path: str, overrides: dict | None = None) -> LoadSpec:
+    """A spec by path, or by built-in name (``matrix-local``, ``stress-local``, ``ci-tiny``, ...)."""
+    p = Path(name_or_path)
+    if not p.exists() and not p.suffix:
+        p = builtin_spec(name_or_path)
+    return load_spec(p, overrides)

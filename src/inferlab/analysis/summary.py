@@ -1,0 +1,136 @@
+"""Per-cell results and time series from a Run's tidy tables (measured requests only).
+
+Contract: inputs are ``Run`` tables; outputs are tidy frames with one row per cell (or per
+cell x time bucket) and explicit units. Warm-up requests (phase=warmup) never count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..runs.load import Run
+
+PCTS = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
+
+
+def measured(run: Run) -> pd.DataFrame:
+    req = run.requests
+    return req[req["phase"] == "measure"] if not req.empty else req
+
+
+def _span_s(g: pd.DataFrame) -> float:
+    return max((g["end_ts"].max() - g["start_ts"].min()).total_seconds(), 1e-9)
+
+
+def cell_summary(run: Run) -> pd.DataFrame:
+    """One row per cell: requests, errors, RPS, latency percentiles (ms), tokens/s, probe TTFT/TPOT,
+    and CPU or GPU utilization while the cell ran."""
+    req = measured(run)
+    if req.empty:
+        return pd.DataFrame()
+    tokens = _tokens_by_cell(run)
+    probe = run.probe
+    rows = []
+    for cell in run.manifest.cells:
+        g = req[req["cell_id"] == cell.cell_id]
+        if g.empty:
+            continue
+        ok = g[g["ok"]]
+        span = _span_s(g)
+        row = {"run_id": run.run_id, "cell_id": cell.cell_id, "payload": cell.payload, "vus": cell.vus,
+               "executor": cell.executor, "status": cell.status, "requests": len(g), "errors": int((~g["ok"]).sum()),
+               "error_rate": float((~g["ok"]).mean()), "duration_s": span, "rps": len(ok) / span}
+        for name, q in PCTS.items():
+            row[f"latency_{name}_ms"] = float(ok["duration_ms"].quantile(q)) if len(ok) else np.nan
+        row["tokens_per_s"] = tokens.get(cell.cell_id, np.nan) / span
+        pr = probe[(probe["cell_id"] == cell.cell_id) & probe["ok"]] if not probe.empty else probe
+        row["probe_ttft_p50_ms"] = float(pr["ttft_ms"].median()) if len(pr) else np.nan
+        row["probe_tpot_p50_ms"] = float(pr["tpot_ms"].median()) if len(pr) else np.nan
+        row.update(_utilization(run, g["start_ts"].min(), g["end_ts"].max()))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _tokens_by_cell(run: Run) -> dict[str, float]:
+    """Generated tokens of measured requests: k6's completion_tokens counter when recorded,
+    else ok requests x max_tokens (fixed-length payloads, ignore_eos)."""
+    pts = run.points
+    if not pts.empty and "completion_tokens" in set(pts["metric"]):
+        sel = pts[(pts["metric"] == "completion_tokens") & (pts.get("phase", "measure") == "measure")]
+        return sel.groupby("cell_id")["value"].sum().to_dict()
+    payloads = run.manifest.spec.get("payloads", {})
+    ok = measured(run)
+    ok = ok[ok["ok"]]
+    return {c: len(g) * float(payloads.get(g["payload"].iloc[0], {}).get("max_tokens", np.nan))
+            for c, g in ok.groupby("cell_id")}
+
+
+def _utilization(run: Run, start: pd.Timestamp, end: pd.Timestamp) -> dict[str, float]:
+    gpu = run.gpu
+    if not gpu.empty:
+        w = gpu[(gpu["ts"] >= start) & (gpu["ts"] <= end) & (gpu["source"] == gpu["source"].iloc[0])]
+        out = {}
+        for metric, col in (("utilization_gpu_pct", "gpu_util"), ("memory_used_mib", "gpu_mem_mib"), ("power_draw_w", "gpu_power_w")):
+            v = w.loc[w["metric"] == metric, "value"]
+            out[f"{col}_mean"], out[f"{col}_max"] = (float(v.mean()), float(v.max())) if len(v) else (np.nan, np.nan)
+        return out
+    host = run.host
+    if host.empty:
+        return {}
+    w = host[(host["ts"] >= start) & (host["ts"] <= end) & (host["metric"] == "cpu_pct")]
+    out = {}
+    for proc in ("engine", "k6", "system"):
+        v = w.loc[w["process"] == proc, "value"]
+        out[f"cpu_{proc}_pct_mean"], out[f"cpu_{proc}_pct_max"] = (float(v.mean()), float(v.max())) if len(v) else (np.nan, np.nan)
+    return out
+
+
+def error_breakdown(run: Run) -> pd.DataFrame:
+    """Failed measured requests by cell, status and k6 error code."""
+    req = measured(run)
+    bad = req[~req["ok"]] if not req.empty else req
+    cols = ["cell_id", "status", "error_code", "error"]
+    if bad.empty:
+        return pd.DataFrame(columns=[*cols, "count"])
+    return bad.fillna({"error_code": "", "error": ""}).groupby(cols, dropna=False).size().rename("count").reset_index()
+
+
+def timeseries(run: Run, freq: str = "1s", cells: list[str] | None = None) -> pd.DataFrame:
+    """Per time bucket (by request end): completed RPS, p50/p95 latency (ms), errors/s; long per cell."""
+    req = measured(run)
+    if cells:
+        req = req[req["cell_id"].isin(cells)]
+    if req.empty:
+        return pd.DataFrame(columns=["ts", "cell_id", "rps", "latency_p50_ms", "latency_p95_ms", "errors_per_s"])
+    secs = pd.Timedelta(freq).total_seconds()
+    g = req.groupby(["cell_id", pd.Grouper(key="end_ts", freq=freq)])
+    out = pd.DataFrame({
+        "rps": g.size() / secs,
+        "latency_p50_ms": g["duration_ms"].median(),
+        "latency_p95_ms": g["duration_ms"].quantile(0.95),
+        "errors_per_s": g["ok"].apply(lambda s: (~s).sum()) / secs,
+    }).reset_index().rename(columns={"end_ts": "ts"})
+    return out
+
+
+def probe_summary(run: Run) -> pd.DataFrame:
+    """Probe TTFT/TPOT/ITL/e2e percentiles per cell (idle first). TTFB shown beside TTFT on purpose."""
+    pr = run.probe
+    if pr.empty:
+        return pd.DataFrame()
+    gaps = run.probe_gaps
+    rows = []
+    for cell, g in pr.groupby("cell_id", sort=False):
+        ok = g[g["ok"]]
+        itl = gaps.loc[gaps["cell_id"] == cell, "itl_ms"]
+        rows.append({"cell_id": cell, "requests": len(g), "ok": len(ok),
+                     "ttfb_p50_ms": ok["headers_ms"].median(), "ttft_p50_ms": ok["ttft_ms"].median(),
+                     "ttft_p95_ms": ok["ttft_ms"].quantile(0.95), "tpot_p50_ms": ok["tpot_ms"].median(),
+                     "itl_p50_ms": itl.median(), "itl_p99_ms": itl.quantile(0.99), "e2e_p50_ms": ok["e2e_ms"].median()})
+    return pd.DataFrame(rows)
+
+
+def combine(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Stack tidy frames (e.g. two runs' cell summaries with a ``config`` column)."""
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,141 @@
+"""Figures from tidy frames, by column name; one look everywhere. Functions never reshape
+their input beyond filtering; each returns the matplotlib Figure (notebooks display it)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+PALETTE = "colorblind"
+
+
+def use_theme() -> None:
+    sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE, rc={"figure.dpi": 90, "savefig.dpi": 90})
+
+
+def _done(fig, title: str):
+    fig.suptitle(title, fontsize=12, fontweight="bold")
+    fig.tight_layout()
+    plt.close(fig)  # the returned Figure is displayed once by the notebook, not again by pyplot
+    return fig
+
+
+def throughput_vs_concurrency(cells: pd.DataFrame, hue: str | None = None):
+    """RPS and tokens/s vs VUs, one panel per payload."""
+    use_theme()
+    long = cells.melt(id_vars=["payload", "vus", *([hue] if hue else [])], value_vars=["rps", "tokens_per_s"],
+                      var_name="measure", value_name="value")
+    g = sns.relplot(data=long, x="vus", y="value", hue=hue, col="payload", row="measure", kind="line", marker="o",
+                    facet_kws={"sharey": False}, height=2.8, aspect=1.5)
+    g.set(xscale="log")
+    g.set_axis_labels("concurrent VUs", "")
+    return _done(g.figure, "Throughput vs concurrency (requests/s, generated tokens/s)")
+
+
+def latency_vs_concurrency(cells: pd.DataFrame):
+    use_theme()
+    long = cells.melt(id_vars=["payload", "vus"], value_vars=["latency_p50_ms", "latency_p95_ms", "latency_p99_ms"],
+                      var_name="percentile", value_name="latency_ms")
+    long["percentile"] = long["percentile"].str.extract(r"_(p\d+)_")[0]
+    g = sns.relplot(data=long, x="vus", y="latency_ms", hue="percentile", col="payload", kind="line", marker="o",
+                    facet_kws={"sharey": False}, height=3, aspect=1.4)
+    g.set(xscale="log")
+    g.set_axis_labels("concurrent VUs", "end-to-end latency (ms)")
+    return _done(g.figure, "Latency percentiles vs concurrency")
+
+
+def latency_cdf(requests: pd.DataFrame):
+    use_theme()
+    df = requests[requests["ok"]]
+    g = sns.displot(data=df, x="duration_ms", hue="vus", col="payload", kind="ecdf", height=3, aspect=1.4,
+                    palette="viridis", facet_kws={"sharex": False})
+    g.set_axis_labels("end-to-end latency (ms)", "fraction of requests")
+    return _done(g.figure, "Latency CDF per concurrency")
+
+
+def timeline(ts: pd.DataFrame, util: pd.DataFrame | None, util_label: str):
+    """RPS, p95 latency and utilization on one shared time axis."""
+    use_theme()
+    fig, axes = plt.subplots(3, 1, figsize=(10, 6.5), sharex=True)
+    sns.lineplot(data=ts, x="ts", y="rps", hue="cell_id", ax=axes[0], legend=False, drawstyle="steps-post")
+    axes[0].set_ylabel("completed RPS")
+    sns.lineplot(data=ts, x="ts", y="latency_p95_ms", hue="cell_id", ax=axes[1], legend=False)
+    axes[1].set_ylabel("p95 latency (ms)")
+    if util is not None and not util.empty:
+        sns.lineplot(data=util, x="ts", y="value", hue="series", ax=axes[2])
+        axes[2].legend(fontsize=7, loc="upper right")
+    axes[2].set_ylabel(util_label)
+    axes[2].set_xlabel("time (UTC)")
+    return _done(fig, "Time series: load, latency and utilization")
+
+
+def probe_distributions(probe: pd.DataFrame, gaps: pd.DataFrame):
+    use_theme()
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    ok = probe[probe["ok"]]
+    sns.boxplot(data=ok, x="ttft_ms", y="cell_id", ax=axes[0], color="C0")
+    axes[0].set_title("TTFT (ms)")
+    sns.boxplot(data=ok, x="headers_ms", y="cell_id", ax=axes[1], color="C1")
+    axes[1].set_title("TTFB: headers (ms) - not TTFT")
+    if not gaps.empty:
+        sns.histplot(data=gaps, x="itl_ms", hue="cell_id", ax=axes[2], element="step", stat="density",
+                     common_norm=False, log_scale=True, legend=False)
+    axes[2].set_title("inter-token gaps (ms)")
+    return _done(fig, "Streaming probe: TTFT, TTFB and inter-token latency")
+
+
+def ramp_knee(windows: pd.DataFrame, knee: dict):
+    use_theme()
+    fig, (a, b) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
+    a.plot(windows["t_start_s"], windows["target_rps"], "--", label="target rate")
+    a.plot(windows["t_start_s"], windows["achieved_rps"], "o-", label="achieved")
+    if not np.isnan(knee.get("knee_rps", np.nan)):
+        a.axhline(knee["knee_rps"], color="C3", lw=1, label=f"knee ~ {knee['knee_rps']:.0f} RPS")
+    a.set_ylabel("requests/s")
+    a.legend()
+    b.plot(windows["t_start_s"], windows["latency_p50_ms"], "o-", label="p50")
+    b.plot(windows["t_start_s"], windows["latency_p95_ms"], "o-", label="p95")
+    b.set_ylabel("latency (ms)")
+    b.set_xlabel("seconds into the ramp (window start)")
+    b.legend()
+    return _done(fig, "Arrival-rate ramp: where the server stops keeping up")
+
+
+def closed_loop_stress(cells: pd.DataFrame):
+    use_theme()
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.2))
+    sns.lineplot(data=cells, x="vus", y="rps", marker="o", ax=ax[0])
+    ax[0].set(xscale="log", xlabel="VUs", ylabel="RPS")
+    long = cells.melt(id_vars=["vus"], value_vars=["latency_p50_ms", "latency_p99_ms"], var_name="p", value_name="ms")
+    sns.lineplot(data=long, x="vus", y="ms", hue="p", marker="o", ax=ax[1])
+    ax[1].set(xscale="log", xlabel="VUs", ylabel="latency (ms)")
+    return _done(fig, "Closed loop at high concurrency")
+
+
+def errors_over_time(ts: pd.DataFrame):
+    use_theme()
+    fig, ax = plt.subplots(figsize=(10, 2.5))
+    sns.lineplot(data=ts, x="ts", y="errors_per_s", hue="cell_id", ax=ax, drawstyle="steps-post")
+    ax.set(ylabel="failed requests/s", xlabel="time (UTC)")
+    return _done(fig, "Errors over time")
+
+
+def compare_ratios(res: pd.DataFrame):
+    """Ratio tuned/baseline with 95 % CI per cell and metric (1 = no change)."""
+    use_theme()
+    df = res[res["metric"].isin(["rps", "latency_p50", "latency_p99"])].copy()
+    metrics = list(dict.fromkeys(df["metric"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 0.28 * df["cell"].nunique() + 1.5), sharey=True)
+    for ax, m in zip(np.atleast_1d(axes), metrics):
+        d = df[df["metric"] == m]
+        y = np.arange(len(d))
+        colors = d["verdict"].map({"better": "C2", "worse": "C3"}).fillna("grey")
+        ax.errorbar(d["ratio"], y, xerr=[d["ratio"] - d["ci_low"], d["ci_high"] - d["ratio"]], fmt="none", ecolor="grey")
+        ax.scatter(d["ratio"], y, c=list(colors), zorder=3)
+        ax.axvline(1, color="black", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yticks(y, d["cell"])
+        ax.set_title(f"{m}: tuned / baseline")
+    return _done(fig, "Tuned vs baseline (95 % bootstrap CI; green better, red worse, grey no significant difference)")

@@ -1,0 +1,102 @@
+"""Report building blocks that notebooks call: markdown headers, manifest facts, tables.
+
+Each returns something a notebook displays (Markdown or a styled DataFrame), so notebooks stay
+a list of calls. Nothing here prints secrets: manifests never hold them.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from IPython.display import Markdown
+
+from ..runs.load import Run
+
+
+def title(text: str, run: Run | None = None) -> Markdown:
+    sub = ""
+    if run is not None:
+        m = run.manifest
+        sub = (f"\n\nRun `{m.run_id}` ({m.kind}, status **{m.status}**{': ' + m.reason if m.reason else ''}), "
+               f"target {m.target.kind} `{m.target.base_url}`, model {m.target.model}.")
+        if m.source:
+            sub += f"\n\nSource: {m.source}."
+    return Markdown(f"# {text}{sub}")
+
+
+def manifest_facts(run: Run) -> pd.DataFrame:
+    """Versions, hardware and engine arguments as a two-column table."""
+    m = run.manifest
+    gpus = ", ".join(f"{g.name} ({g.memory_total_mib:.0f} MiB, driver {g.driver})" for g in m.host.gpus) or f"none ({m.host.gpu_note})"
+    facts = {
+        "run_id": m.run_id, "status": m.status, "started (UTC)": m.created_at, "ended (UTC)": m.ended_at,
+        "target": f"{m.target.kind} {m.target.base_url}", "model": m.target.model,
+        "engine args": " ".join(m.target.engine_args) or "(server defaults / not started by inferlab)",
+        "engine env": ", ".join(f"{k}={v}" for k, v in m.target.engine_env.items()) or "-",
+        "engine startup (s)": m.target.startup_s, "vLLM": m.versions.vllm, "k6": m.versions.k6,
+        "inferlab": f"{m.versions.inferlab} (git {(m.versions.git_sha or '-')[:10]}{' dirty' if m.versions.git_dirty else ''})",
+        "python": m.versions.python, "host": f"{m.host.hostname}: {m.host.cpu_model}, {m.host.cores} cores, "
+                                            f"{m.host.memory_gib or '?'} GiB, UTC{m.host.utc_offset_minutes:+d} min",
+        "GPU": gpus, "client and server on one host": m.host.client_server_same_host,
+        "cells": f"{sum(c.status == 'complete' for c in m.cells)}/{len(m.cells)} complete",
+        "files": f"{len(m.files)} recorded with sha256",
+    }
+    return pd.DataFrame({"fact": list(facts), "value": [str(v) for v in facts.values()]})
+
+
+def cell_status(run: Run) -> pd.DataFrame:
+    cols = ["cell_id", "status", "reason", "k6_exit_code", "thresholds_passed", "warmup_requests", "probe_requests"]
+    return run.cells_frame()[cols]
+
+
+def data_quality_notes(run: Run) -> Markdown:
+    """Lines read/used/skipped per file, partial cells, and manifest notes: nothing dropped silently."""
+    dq = run.data_quality
+    lines = ["## Data quality"]
+    if not dq.empty:
+        lines.append(f"{len(dq)} files read: {int(dq['lines_read'].sum()):,} lines, "
+                     f"{int(dq['lines_used'].sum()):,} used, {int(dq['lines_skipped'].sum()):,} skipped.")
+        for notes in dq["notes"]:
+            lines += [f"- {n}" for n in notes]
+    bad = [c for c in run.manifest.cells if c.status != "complete"]
+    lines += [f"- cell `{c.cell_id}` is **{c.status}**: {c.reason}" for c in bad]
+    lines += [f"- {n}" for n in run.manifest.notes]
+    if len(lines) == 2 and not bad:
+        lines.append("- no skipped lines, every cell complete.")
+    return Markdown("\n".join(lines))
+
+
+def utilization_series(run: Run) -> tuple[pd.DataFrame, str]:
+    """GPU utilization (first telemetry source) or CPU % of engine/k6/system for the timeline."""
+    gpu = run.gpu
+    if not gpu.empty:
+        src = gpu["source"].iloc[0]
+        u = gpu[(gpu["source"] == src) & (gpu["metric"] == "utilization_gpu_pct")]
+        return u.assign(series="GPU " + u["gpu_index"].astype(str))[["ts", "value", "series"]], "GPU utilization (%)"
+    host = run.host
+    if host.empty:
+        return pd.DataFrame(columns=["ts", "value", "series"]), "no telemetry"
+    h = host[host["metric"] == "cpu_pct"]
+    return h.assign(series=h["process"])[["ts", "value", "series"]], "CPU (% of one core)"
+
+
+def show(df: pd.DataFrame, precision: int = 1):
+    """A table rendered without the index, numbers rounded."""
+    return df.style.hide(axis="index").format(precision=precision, na_rep="-")
+
+
+def headline_md(res: pd.DataFrame) -> Markdown:
+    from ..analysis.compare import headline
+
+    a = res.attrs
+    return Markdown(f"**Baseline** `{a.get('baseline')}` vs **tuned** `{a.get('tuned')}`\n\n"
+                    + "\n".join(f"- {line}" for line in headline(res).splitlines())
+                    + f"\n\nVerdicts need the CI to exclude 1 and p < {a.get('alpha')}; "
+                      f"{a.get('n_boot')} bootstrap resamples; goodput SLO: e2e <= {a.get('slo_e2e_ms'):.0f} ms.")
+
+
+def config_diff(a: Run, b: Run) -> pd.DataFrame:
+    """Manifest facts that differ between two runs (engine args, versions, hardware...)."""
+    fa, fb = manifest_facts(a).set_index("fact")["value"], manifest_facts(b).set_index("fact")["value"]
+    skip = {"run_id", "started (UTC)", "ended (UTC)", "files"}
+    rows = [{"fact": k, "baseline": fa[k], "tuned": fb[k]} for k in fa.index if k not in skip and fa[k] != fb[k]]
+    return pd.DataFrame(rows, columns=["fact", "baseline", "tuned"])
