@@ -118,9 +118,18 @@ COMPARE = nb("Tuned vs baseline", "Per matching cell: ratio tuned/baseline with 
 ])
 
 
+DEPLOY = nb("Deploy the vLLM stack", "Render, validate and (with a reachable cluster) apply an overlay of platform/ "
+            "with the kubernetes client. With `dry_run = True` or no cluster it validates only.",
+            'overlay = "minikube-gpu"\ndry_run = True\ntimeout_s = 900\n', [
+    ("code", "from inferlab.platform import deploy, validate"),
+    ("code", "n_objects, problems = validate.validate_overlay(overlay)\n(n_objects, problems)"),
+    ("code", "exit_code = deploy.deploy(overlay, dry_run=dry_run, timeout_s=timeout_s)\nexit_code"),
+])
+
+
 def main() -> None:
     OUT.mkdir(exist_ok=True)
-    books = {"10-matrix-sweep": nb("Matrix sweep", "Run a sweep spec (payloads x concurrency) on a target.",
+    books = {"00-deploy": DEPLOY, "10-matrix-sweep": nb("Matrix sweep", "Run a sweep spec (payloads x concurrency) on a target.",
                                    SWEEP_PARAMS.format(spec="matrix-local"), SWEEP_BODY),
              "11-stress": nb("Stress run", "Closed loop to high concurrency plus an arrival-rate ramp through the knee.",
                              SWEEP_PARAMS.format(spec="stress-local"), SWEEP_BODY),

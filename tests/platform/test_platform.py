@@ -1,0 +1,55 @@
+import pytest
+
+from inferlab.platform import validate
+
+
+@pytest.mark.parametrize("overlay", validate.overlays())
+def test_overlay_builds_and_validates(overlay):
+    n, errs = validate.validate_overlay(overlay)
+    assert n >= 10 and not errs, errs
+
+
+def test_required_overlays_exist():
+    assert {"minikube-gpu", "baseline", "tuned", "cpu", "autoscale"} <= set(validate.overlays())
+
+
+def test_policy_catches_bad_manifests():
+    bad = {"kind": "Deployment", "metadata": {"name": "x", "labels": {}}, "spec": {"template": {"spec": {"containers": [
+        {"name": "c", "image": "vllm/vllm-openai:latest", "env": [{"name": "API_KEY", "value": "abc"}]}]}}}}
+    errs = " ".join(validate.policy_errors(bad))
+    for expected in ("pinned", "requests and limits", "readinessProbe", "secretKeyRef", "missing label"):
+        assert expected in errs
+
+
+def test_custom_resource_schema_catches_typos():
+    doc = {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": "x"},
+           "spec": {"selector": {}, "endpoints": [{"port": "http", "intervall": "15s"}]}}
+    assert any("intervall" in e for e in validate.schema_errors(doc))
+
+
+def test_core_schema_catches_typos():
+    doc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"portz": []}}
+    assert validate.schema_errors(doc)
+
+
+def test_no_plaintext_secrets_in_platform():
+    assert validate.plaintext_secret_errors() == []
+
+
+def test_deploy_without_cluster_stops_cleanly(monkeypatch, tmp_path):
+    from inferlab.platform import deploy
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    assert deploy.deploy("cpu") == deploy.NO_CLUSTER
+    assert deploy.deploy("cpu", dry_run=True) == 0
+
+
+@pytest.mark.cluster
+def test_live_deploy():
+    import os
+
+    if not os.environ.get("KUBECONFIG"):
+        pytest.skip("no KUBECONFIG: live-cluster test skipped")
+    from inferlab.platform import deploy
+
+    assert deploy.deploy("cpu", timeout_s=1200) == 0
