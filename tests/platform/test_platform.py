@@ -53,3 +53,12 @@ def test_live_deploy():
     from inferlab.platform import deploy
 
     assert deploy.deploy("cpu", timeout_s=1200) == 0
+
+
+def test_project_crd_schemas_are_valid_json_schema():
+    import json
+
+    import jsonschema
+
+    for f in validate.SCHEMAS.glob("*.json"):
+        jsonschema.Draft202012Validator.check_schema(json.loads(f.read_text()))
