@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,11 +146,3 @@ def _gzip_into_place(partial: Path, final: Path) -> int:
     final.chmod(0o444)
     return n
 
-
-def wait_for(pred, timeout_s: float, every_s: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(every_s)
-    return False

@@ -26,7 +26,7 @@ from ..runs.store import RunWriter, unseal_dirs
 from ..targets.base import TargetError, TargetSession, open_target, preflight
 from ..targets.local_engine import EngineError
 from ..telemetry.samplers import HostSampler, NvidiaSmiLogger, NvmlSampler
-from .k6 import CellInterrupted, K6NotFound, k6_binary, run_cell
+from .k6 import CellInterrupted, k6_binary, run_cell
 from .spec import CellPlan, LoadSpec, plan_cells
 
 console = Console(stderr=True)
@@ -78,10 +78,7 @@ def _unique(w: RunWriter, rel: str) -> str:
 def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, label: str | None = None,
         resume: str | None = None) -> str:
     """Execute (or resume) a sweep/stress run. Returns the run_id; the manifest says how it ended."""
-    try:
-        k6 = k6_binary()
-    except K6NotFound:
-        raise
+    k6 = k6_binary()  # fail before creating a run directory when k6 is missing
     if resume:
         run_dir = find_run_dir(resume)
         unseal_dirs(run_dir)

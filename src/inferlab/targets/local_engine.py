@@ -10,7 +10,6 @@ every exit path, Ctrl-C included, so no orphan keeps a port or two cores busy.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import socket
@@ -22,6 +21,7 @@ import httpx
 
 from .. import paths
 from ..load.spec import EngineSpec
+from ..runs.store import sha256_file
 
 ENGINE_VENV = ".venv-engine"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -52,19 +52,11 @@ def gguf_path(py: Path) -> Path:
     return p
 
 
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def prepare_model(py: Path | None = None) -> Path:
     """bf16 HF checkpoint of SmolLM2-135M-Instruct, converted once and cached by GGUF sha256."""
     py = py or engine_python()
     gguf = gguf_path(py)
-    out = paths.cache_dir() / "models" / f"smollm2-135m-instruct-{_sha256(gguf)[:16]}"
+    out = paths.cache_dir() / "models" / f"smollm2-135m-instruct-{sha256_file(gguf)[:16]}"
     if (out / "config.json").is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
