@@ -175,23 +175,29 @@ def test_engine_gone_mid_sweep_leaves_partial(keyed, tiny):
     assert "unhealthy" in m.reason or "not complete" in m.reason
 
 
-def test_ctrl_c_then_resume(keyed, workspace):
+def test_ctrl_c_mid_cell_then_resume(keyed, workspace):
+    # interrupt while the SECOND cell's k6 is writing requests (its NDJSON exists): the cut cell
+    # is kept aside with its files still recorded, and --resume re-runs it under the same names
+    spec = workspace / "ctrl-c.yaml"
+    spec.write_text(builtin_spec("ci-tiny").read_text().replace("iterations_per_vu: 2", "iterations_per_vu: 12"))
     env = {**os.environ, "INFERLAB_HOME": str(workspace), "INFERLAB_API_KEY": keyed.api_key}
-    argv = [sys.executable, "-m", "inferlab.cli", "sweep", "ci-tiny", "--target", "url", "--base-url", keyed.base_url]
+    argv = [sys.executable, "-m", "inferlab.cli", "sweep", str(spec), "--target", "url", "--base-url", keyed.base_url]
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     runs = workspace / "data" / "runs"
     deadline = time.time() + 120
-    while time.time() < deadline and not list(runs.glob("*/cells/short-c1/k6-summary.json")):
-        time.sleep(0.1)
+    while time.time() < deadline and not list(runs.glob("*/cells/short-c2/.k6.ndjson.partial")):
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=120)[0].decode()
     rid = next(runs.iterdir()).name
     m = inferlab.load_run(rid).manifest
     assert m.status == "partial" and "Ctrl-C" in m.reason, out
-    done_before = [c.cell_id for c in m.cells if c.status == "complete"]
-    assert len(done_before) < 2
+    assert [c.status for c in m.cells] == ["complete", "partial"], out
     res = subprocess.run(argv + ["--resume", rid], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     m = inferlab.load_run(rid).manifest
     assert m.status == "complete" and all(c.status == "complete" for c in m.cells)
     assert any("resumed" in n for n in m.notes)
+    recorded = {f.path for f in m.files}
+    assert "cells/short-c2/k6.ndjson.gz" in recorded
+    assert any(p.startswith("cells/.short-c2.attempt-") and p.endswith("k6.ndjson.gz") for p in recorded)

@@ -66,6 +66,20 @@ def test_tampering_is_detected(tmp_path):
         w.checkpoint()
 
 
+def test_set_aside_keeps_records_and_frees_the_names(tmp_path):
+    # regression (CI): a resumed cell re-wrote cells/<id>/k6.log while the cut attempt's
+    # k6.log was still recorded under that path -> false write-once violation
+    w = RunWriter.create(tmp_path / "r", manifest())
+    w.write_text("cells/short-c2/k6.log", "first attempt")
+    w.checkpoint()
+    moved = w.set_aside("cells/short-c2", "attempt-1")
+    w.write_text("cells/short-c2/k6.log", "second attempt")
+    w.checkpoint()
+    paths = {f.path: f.bytes for f in w.manifest.files}
+    assert paths == {f"{moved}/k6.log": 13, "cells/short-c2/k6.log": 14}
+    assert (tmp_path / "r" / moved / "k6.log").read_text() == "first attempt"
+
+
 def test_dead_writer_becomes_partial_then_resumes(tmp_path):
     # a real writer process that dies without finishing
     code = ("import sys; from tests.runs.test_store import manifest; from inferlab.runs.store import RunWriter;"

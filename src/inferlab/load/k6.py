@@ -101,19 +101,20 @@ def run_cell(spec: LoadSpec, cell: CellPlan, base_url: str, api_key: str | None,
     stop = threading.Event()
     counter = threading.Thread(target=_count_requests, args=(partial, stop, on_progress or (lambda n: None)), daemon=True)
     interrupted = False
+    counter.start()  # before k6: nothing may stand between Popen and the try below
     with open(cell_dir / "k6.log", "wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cell_dir)
-        counter.start()
         try:
             proc.wait()
         except KeyboardInterrupt:
+            # regression (CI): a Ctrl-C outside this try once orphaned k6, which kept writing
+            # into a cell already recorded as partial
             interrupted = True
-            proc.send_signal(signal.SIGINT)  # k6 stops gracefully and still writes its outputs
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop_gracefully(proc)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
         finally:
             stop.set()
             counter.join(timeout=5)
@@ -125,6 +126,17 @@ def run_cell(spec: LoadSpec, cell: CellPlan, base_url: str, api_key: str | None,
     if interrupted:
         raise CellInterrupted(result)
     return result
+
+
+def _stop_gracefully(proc: subprocess.Popen, grace_s: float = 30) -> None:
+    """SIGINT lets k6 finish in-flight requests and still write its summary; a second Ctrl-C
+    or ``grace_s`` without exit kills it. Either way k6 is reaped before we return."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=grace_s)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        proc.kill()
+        proc.wait()
 
 
 class CellInterrupted(KeyboardInterrupt):

@@ -172,7 +172,7 @@ def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRec
              probe_kw: dict, on_progress) -> None:
     cell_dir = w.dir / "cells" / cell.cell_id
     if cell_dir.exists():  # a partial earlier attempt: keep it beside, never overwrite
-        cell_dir.rename(cell_dir.with_name(f".{cell.cell_id}.attempt-{datetime.now(UTC):%H%M%S}"))
+        w.set_aside(f"cells/{cell.cell_id}", f"attempt-{datetime.now(UTC):%Y%m%dT%H%M%S}")
     cell_dir.mkdir(parents=True)
     cell.status, cell.started_at, cell.reason = "running", datetime.now(UTC), ""
     w.checkpoint()

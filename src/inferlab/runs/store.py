@@ -155,6 +155,20 @@ class RunWriter:
         if p.exists():
             p.chmod(0o444)
 
+    def set_aside(self, rel_dir: str, tag: str) -> str:
+        """Move an earlier, unfinished attempt (e.g. a cell cut by Ctrl-C) out of the way so a
+        retry can write the same names. Nothing is deleted: the directory becomes hidden sibling
+        ``.<name>.<tag>`` and its recorded files move with it (same sha256, new paths)."""
+        src = self.dir / rel_dir
+        dst_rel = str(Path(rel_dir).with_name(f".{Path(rel_dir).name}.{tag}"))
+        src.rename(self.dir / dst_rel)
+        prefix = rel_dir.rstrip("/") + "/"
+        for f in self.manifest.files:
+            if f.path.startswith(prefix):
+                f.path = dst_rel + "/" + f.path[len(prefix):]
+        self.checkpoint()
+        return dst_rel
+
     def checkpoint(self) -> None:
         """Refresh the file inventory and atomically replace run.json (a cell boundary)."""
         self.manifest.files = inventory(self.dir, self.manifest.files)
