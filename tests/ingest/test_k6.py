@@ -75,6 +75,30 @@ def test_two_requests_same_instant_and_tags_stay_two(tmp_path, k6_lines):
     assert len(df) == 2
 
 
+def test_interleaved_request_blocks_take_the_general_path(tmp_path, k6_lines):
+    # the fast path numbers requests by their http_reqs anchor; when two requests' Points are
+    # interleaved that does not verify, and the (time, tags, occurrence) grouping must decide
+    points = [l for l in k6_lines if '"type":"Point"' in l and '"http_req' in l]
+    a, b = points[:9], points[9:18]
+    mixed = [x for pair in zip(a, b, strict=True) for x in pair]
+    df = read_k6(write(tmp_path, mixed))
+    plain = read_k6(write(tmp_path, a + b, "plain.ndjson"))
+    assert len(df) == 2
+    pd.testing.assert_frame_equal(df, plain)
+
+
+def test_invalid_utf8_and_blank_lines_keep_line_numbers(tmp_path, k6_lines):
+    # both make the fast splitter's byte count disagree -> exact Python split, same numbering
+    p = tmp_path / "k6.ndjson"
+    lines = [l.encode() for l in k6_lines]
+    lines.insert(5, b"")
+    lines.insert(7, b'{"metric":"http_reqs","type":"Point","data":{"time":"2026-11-26T20:59:44Z","value":1,"tags":{"x":"\xff"}}}')
+    lines.insert(9, b"not json \xfe")
+    p.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(IngestError, match=r"k6.ndjson:10\b"):
+        read_k6(p)
+
+
 def test_csv_given_as_k6_names_file_and_line(tmp_path, fixtures):
     p = tmp_path / "gpu.json"
     p.write_bytes((fixtures / "nvidia-smi-580" / "h200-matrix.csv").read_bytes())

@@ -5,9 +5,9 @@ one vectorized regex in polars (k6's Go encoder writes Point keys in a fixed ord
 Python never touches a line. Tag objects repeat across requests, so only the *distinct* tag
 strings are JSON-decoded. A line the regex does not match is decoded by ``json`` as a fallback
 (other key order, ``metadata``), and only a line that is not a k6 Point/Metric at all is an
-error. The ``http_req_*`` Points of one request share one timestamp and tag set; a request is
-the group (time, tags, n-th occurrence), so two requests ending in the same nanosecond with
-identical tags still stay two.
+error. The ``http_req_*`` Points of one request share one timestamp and tag set and k6
+writes them as one block that starts with ``http_reqs``: requests are numbered by those
+anchors when that verifies, else grouped by (time, tags, n-th occurrence).
 """
 
 from __future__ import annotations
@@ -70,18 +70,19 @@ class _TagTable:
 
 def _chunk_lines(chunk: Chunk) -> pl.Series:
     """The chunk's lines as one string column. read_csv with a separator and quote that never
-    occur in JSON text is the fastest splitter; it drops blank lines, so fall back to Python's
-    split (which keeps them, for exact line numbers) when the counts disagree."""
-    n = chunk.n_lines if chunk.complete else chunk.data.count(b"\n") + 1
-    try:
-        col = pl.read_csv(
-            chunk.data, has_header=False, separator="\x1f", quote_char=None,
-            new_columns=["line"], schema={"line": pl.String}, encoding="utf8-lossy",
-        )["line"]
-        if len(col) == n:
-            return col
-    except pl.exceptions.ComputeError:
-        pass
+    occur in JSON text is the fastest splitter, but it drops blank lines and repairs invalid
+    UTF-8: when the line lengths do not add up to the bytes read, split in Python instead,
+    which keeps every line (exact line numbers)."""
+    if chunk.complete:
+        try:
+            col = pl.read_csv(
+                chunk.data, has_header=False, separator="\x1f", quote_char=None,
+                new_columns=["line"], schema={"line": pl.String}, encoding="utf8-lossy",
+            )["line"]
+            if int(col.str.len_bytes().sum() or 0) + len(col) == len(chunk.data):
+                return col
+        except pl.exceptions.ComputeError:
+            pass
     lines = chunk.data.decode("utf-8", errors="replace").split("\n")
     if chunk.complete:
         lines.pop()  # the empty string after the final newline
@@ -136,15 +137,16 @@ def _fallback(line: str, stats: LineStats, line_no: int, last_incomplete: bool) 
         raise IngestError(stats.path, line_no, "a Point with metric, data.time, data.value", line) from exc
 
 
-def _parse_chunk(chunk: Chunk, stats: LineStats, tags: _TagTable) -> pl.DataFrame:
+def _parse_chunk(chunk: Chunk, first_line: int, stats: LineStats, tags: _TagTable) -> pl.DataFrame:
+    """Points of one chunk: ln, metric, value, ts_ns, tag_id. ``first_line`` is 1-based."""
     lines = _chunk_lines(chunk)
-    df = pl.DataFrame({"line": lines.fill_null("")}).with_row_index("ln", offset=chunk.first_line)
+    df = pl.DataFrame({"line": lines.fill_null("")}).with_row_index("ln", offset=first_line)
     fields = df.select("ln", "line", *_split_point_fields(pl.col("line")))
     matched = fields.filter(pl.col("metric").is_not_null())
     rest = fields.filter(pl.col("metric").is_null() & ~pl.col("line").str.starts_with(METRIC_PREFIX))
     extra = []
     for ln, line in rest.select("ln", "line").iter_rows():
-        got = _fallback(line, stats, ln, last_incomplete=not chunk.complete and ln == chunk.first_line + chunk.n_lines - 1)
+        got = _fallback(line, stats, ln, last_incomplete=not chunk.complete)
         if got:
             extra.append((ln, *got))
     stats.lines_read += len(lines)
@@ -158,7 +160,7 @@ def _parse_chunk(chunk: Chunk, stats: LineStats, tags: _TagTable) -> pl.DataFram
         out = pl.concat([out, pl.DataFrame(extra, schema=out.schema, orient="row")])
     out = out.with_columns(
         ts_ns=parse_rfc3339_ns(pl.col("time")),
-        tag_id=tags.encode(out["tags"], stats, chunk.first_line),
+        tag_id=tags.encode(out["tags"], stats, first_line),
     )
     require_parsed(out, "ts_ns", "time", "ln", stats.path)
     out = out.drop("time", "tags")
@@ -168,7 +170,10 @@ def _parse_chunk(chunk: Chunk, stats: LineStats, tags: _TagTable) -> pl.DataFram
 def _scan(path: str | Path, chunk_bytes: int) -> tuple[pl.DataFrame, _TagTable, LineStats]:
     stats = LineStats(str(path))
     tags = _TagTable()
-    parts = [_parse_chunk(c, stats, tags) for c in iter_line_chunks(path, chunk_bytes)]
+    parts, next_line = [], 1
+    for chunk in iter_line_chunks(path, chunk_bytes):
+        parts.append(_parse_chunk(chunk, next_line, stats, tags))
+        next_line = stats.lines_read + 1
     schema = {"ln": pl.UInt32, "metric": pl.Categorical, "value": pl.Float64, "ts_ns": pl.Int64, "tag_id": pl.Int32}
     points = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
     if stats.lines_read == 0:
@@ -189,6 +194,37 @@ def _to_pandas_utc(df: pl.DataFrame, ts_cols: list[str]) -> pd.DataFrame:
     return out
 
 
+def _requests_by_anchor(req: pl.DataFrame) -> pl.DataFrame | None:
+    """Fast path: k6 writes one request's ``http_req*`` Points as one block that starts with
+    ``http_reqs``, so a running count of those anchors numbers the requests in O(n). Trusted
+    only when verified: every Point shares its anchor's time and tags, and the pivot lost no
+    value (no metric twice in a block). Otherwise None, and the caller takes the general path."""
+    anchor = pl.col("metric") == "http_reqs"
+    req = req.with_columns(rid=anchor.cum_sum())
+    consistent = req.select(
+        (anchor.first()
+         & (pl.when(anchor).then(pl.col("ts_ns")).forward_fill() == pl.col("ts_ns")).all()
+         & (pl.when(anchor).then(pl.col("tag_id")).forward_fill() == pl.col("tag_id")).all())
+    ).item()
+    if not consistent:
+        return None
+    wide = req.pivot(on="metric", index="rid", values="value", aggregate_function="first")
+    kept = sum(len(wide) - wide[c].null_count() for c in wide.columns if c != "rid")
+    if kept != len(req):
+        return None
+    heads = req.filter(anchor).select("rid", "ts_ns", "tag_id", pl.col("ln").alias("line"))
+    return heads.join(wide, on="rid", maintain_order="left").drop("rid")
+
+
+def _requests_by_key(req: pl.DataFrame) -> pl.DataFrame:
+    """General path: a request is the group (time, tags, n-th occurrence of the metric), so two
+    requests ending in the same nanosecond with identical tags still stay two."""
+    req = req.with_columns(occ=pl.int_range(pl.len()).over("ts_ns", "tag_id", "metric"))
+    wide = req.pivot(on="metric", index=["ts_ns", "tag_id", "occ"], values="value", aggregate_function="first")
+    first_line = req.group_by("ts_ns", "tag_id", "occ").agg(pl.col("ln").min().alias("line"))
+    return wide.join(first_line, on=["ts_ns", "tag_id", "occ"]).sort("line").drop("occ")
+
+
 def read_k6(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pd.DataFrame:
     """One row per HTTP request: end_ts, start_ts (= end_ts - duration), timings in ``_ms``,
     method, url, status, ok, error, error_code and every custom tag as a column."""
@@ -197,10 +233,9 @@ def read_k6(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pd.Data
     stats.lines_used = len(req)
     if req.is_empty():
         return attach(pd.DataFrame(columns=["end_ts", "start_ts", "duration_ms", "status", "ok"]), stats)
-    req = req.with_columns(occ=pl.int_range(pl.len()).over("ts_ns", "tag_id", "metric"))
-    wide = req.pivot(on="metric", index=["ts_ns", "tag_id", "occ"], values="value", aggregate_function="first")
-    first_line = req.group_by("ts_ns", "tag_id", "occ").agg(pl.col("ln").min().alias("line"))
-    wide = wide.join(first_line, on=["ts_ns", "tag_id", "occ"]).sort("line")
+    wide = _requests_by_anchor(req)
+    if wide is None:
+        wide = _requests_by_key(req)
     wide = wide.rename({m: c for m, c in TIMINGS.items() if m in wide.columns})
     for c in TIMINGS.values():
         if c not in wide.columns:
@@ -218,7 +253,7 @@ def read_k6(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pd.Data
         if col not in wide.columns:
             wide = wide.with_columns(pl.lit(None, pl.String).alias(col))
     lead = ["end_ts", "start_ts", "method", "url", "status", "ok", *TIMINGS.values(), "error", "error_code"]
-    drop = {"ts_ns", "tag_id", "occ", "http_reqs", "http_req_failed", "expected_response", "line"}
+    drop = {"ts_ns", "tag_id", "http_reqs", "http_req_failed", "expected_response", "line"}
     tag_cols = sorted(c for c in wide.columns if c not in drop and c not in lead)
     result = wide.select(*lead, *[c for c in tag_cols if c != "failed"], "failed")
     return attach(_to_pandas_utc(result, []), stats)
