@@ -167,12 +167,16 @@ def _parse_chunk(chunk: Chunk, first_line: int, stats: LineStats, tags: _TagTabl
     return out.with_columns(pl.col("metric").cast(pl.Categorical))
 
 
-def _scan(path: str | Path, chunk_bytes: int) -> tuple[pl.DataFrame, _TagTable, LineStats]:
+def _scan(path: str | Path, chunk_bytes: int, requests: bool) -> tuple[pl.DataFrame, _TagTable, LineStats]:
+    """All Points of the file, request metrics only (``requests``) or all the others: filtered
+    per chunk, so a 2 GB file never holds the Points it does not need."""
     stats = LineStats(str(path))
     tags = _TagTable()
     parts, next_line = [], 1
     for chunk in iter_line_chunks(path, chunk_bytes):
-        parts.append(_parse_chunk(chunk, next_line, stats, tags))
+        part = _parse_chunk(chunk, next_line, stats, tags)
+        is_request = pl.col("metric").cast(pl.String).is_in(REQUEST_METRICS)
+        parts.append(part.filter(is_request if requests else ~is_request))
         next_line = stats.lines_read + 1
     schema = {"ln": pl.UInt32, "metric": pl.Categorical, "value": pl.Float64, "ts_ns": pl.Int64, "tag_id": pl.Int32}
     points = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
@@ -228,8 +232,7 @@ def _requests_by_key(req: pl.DataFrame) -> pl.DataFrame:
 def read_k6(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pd.DataFrame:
     """One row per HTTP request: end_ts, start_ts (= end_ts - duration), timings in ``_ms``,
     method, url, status, ok, error, error_code and every custom tag as a column."""
-    points, tags, stats = _scan(path, chunk_bytes)
-    req = points.filter(pl.col("metric").cast(pl.String).is_in(REQUEST_METRICS))
+    req, tags, stats = _scan(path, chunk_bytes, requests=True)
     stats.lines_used = len(req)
     if req.is_empty():
         return attach(pd.DataFrame(columns=["end_ts", "start_ts", "duration_ms", "status", "ok"]), stats)
@@ -262,8 +265,7 @@ def read_k6(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pd.Data
 def read_k6_points(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pd.DataFrame:
     """Every non-request metric (iterations, dropped_iterations, checks, data_sent, vus, ...)
     in long form: ts, metric, value and the Point's tags as columns."""
-    points, tags, stats = _scan(path, chunk_bytes)
-    other = points.filter(~pl.col("metric").cast(pl.String).is_in(REQUEST_METRICS))
+    other, tags, stats = _scan(path, chunk_bytes, requests=False)
     stats.lines_used = len(other)
     other = other.join(_used_tags(tags, other["tag_id"]), left_on="tag_id", right_on="_tags", how="left")
     other = other.with_columns(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GZIP_MAGIC = b"\x1f\x8b"
-DEFAULT_CHUNK_BYTES = 48 << 20
+DEFAULT_CHUNK_BYTES = 16 << 20  # measured: 16 MB beat 8, 32 and 48 MB on speed, and on RSS all but 8
 
 
 @dataclass

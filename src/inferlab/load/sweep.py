@@ -25,6 +25,7 @@ from ..runs.manifest import CellRecord, Manifest, TargetInfo
 from ..runs.store import RunWriter, unseal_dirs
 from ..targets.base import TargetError, TargetSession, open_target, preflight
 from ..targets.local_engine import EngineError
+from ..targets.pinning import plan_pinning
 from ..telemetry.samplers import HostSampler, NvidiaSmiLogger, NvmlSampler
 from .k6 import CellInterrupted, k6_binary, run_cell
 from .spec import CellPlan, LoadSpec, plan_cells
@@ -88,8 +89,10 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
         w = RunWriter.create(paths.runs_dir() / m.run_id, m)
     console.print(f"[bold]run[/] {w.manifest.run_id} -> {w.dir}")
     status, reason = "failed", ""
+    pinning, w.manifest.host.cpu_pinning = plan_pinning() if target == "local" else (None, "")
     try:
-        with open_target(target, spec, w.dir, base_url, engine_log=_unique(w, "engine/engine.log")) as session:
+        with open_target(target, spec, w.dir, base_url, engine_log=_unique(w, "engine/engine.log"),
+                         pinning=pinning) as session:
             served = spec.model if target != "local" else spec.engine.served_model_name
             session.vllm_version = preflight(session, served) or session.vllm_version
             _record_target(w, session, k6)

