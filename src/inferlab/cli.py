@@ -44,7 +44,7 @@ def cmd_sweep(a) -> int:
     if a.dry_run:
         print(describe_plan(spec, a.target))
         return 0
-    run_id = run(spec, target=a.target, base_url=a.base_url, label=a.label, resume=a.resume)
+    run_id = run(spec, target=a.target, base_url=a.base_url, label=a.label, resume=a.resume, in_cluster=a.in_cluster)
     print(run_id)
     from .runs.load import load_run
 
@@ -155,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--label", default=None, help="run label (default: the spec's name)")
         s.add_argument("--resume", metavar="RUN_ID", help="add only the missing cells to this partial run")
         s.add_argument("--dry-run", action="store_true", help="print the plan; touch nothing")
+        s.add_argument("--in-cluster", action="store_true", default=os.environ.get("IN_CLUSTER", "") not in ("", "0"),
+                       help="TARGET=k8s: run k6 as a Job inside the cluster (k6_segments pods per cell)")
         s.set_defaults(fn=cmd_sweep)
     s = sub.add_parser("serve", help="start the local vLLM engine in the foreground")
     s.add_argument("--spec", help="take engine args from this spec")

@@ -62,3 +62,21 @@ def test_project_crd_schemas_are_valid_json_schema():
 
     for f in validate.SCHEMAS.glob("*.json"):
         jsonschema.Draft202012Validator.check_schema(json.loads(f.read_text()))
+
+
+@pytest.mark.cluster
+def test_live_in_cluster_k6_job(tmp_path, monkeypatch):
+    """After test_live_deploy (cpu overlay): a tiny sweep whose k6 runs as a 2-pod Indexed Job."""
+    import os
+
+    if not os.environ.get("KUBECONFIG"):
+        pytest.skip("no KUBECONFIG: live-cluster test skipped")
+    import inferlab
+    from inferlab.load.spec import builtin_spec, load_spec
+    from inferlab.load.sweep import run
+
+    monkeypatch.setenv("INFERLAB_HOME", str(tmp_path))
+    spec = load_spec(builtin_spec("ci-tiny"), {"k6_segments": 2, "concurrency": [2], "model": "smollm2"})
+    m = inferlab.load_run(run(spec, target="k8s", in_cluster=True)).manifest
+    assert m.status == "complete", m.reason
+    assert {f.path for f in m.files} >= {"cells/short-c2/k6.seg1of2.ndjson.gz", "cells/short-c2/k6.seg2of2.ndjson.gz"}

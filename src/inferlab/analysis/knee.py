@@ -31,9 +31,12 @@ def ramp_windows(run: Run, cell_id: str, window_s: float = 10.0, slo_p95_ms: flo
     drop_win = ((dropped["ts"] - t0).dt.total_seconds() // window_s).astype(int).value_counts() if len(dropped) else pd.Series(dtype=int)
     rows = []
     for w, g in req.groupby(win):
-        mid = (w + 0.5) * window_s
+        if w * window_s >= dur:
+            continue  # stragglers after the ramp ended: not a window of the ramp
+        span = min(window_s, dur - w * window_s)  # the last window may be shorter
+        mid = w * window_s + span / 2
         target = cell.rate_from + (cell.rate_to - cell.rate_from) * min(mid / dur, 1.0) if cell.rate_to else np.nan
-        achieved = len(g) / window_s
+        achieved = len(g) / span
         rows.append({"window": int(w), "t_start_s": w * window_s, "target_rps": target, "achieved_rps": achieved,
                      "latency_p50_ms": g["duration_ms"].median(), "latency_p95_ms": g["duration_ms"].quantile(0.95),
                      "error_rate": float((~g["ok"]).mean()), "dropped_iterations": int(drop_win.get(w, 0))})

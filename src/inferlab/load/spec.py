@@ -98,6 +98,8 @@ class LoadSpec(Strict):
     request_timeout_s: int = Field(600, gt=0)
     max_cell_duration_s: int = Field(1800, gt=0)
     tls_skip_verify: bool = False
+    k6_segments: int = Field(1, ge=1, le=64, description="split each cell over N k6 processes (Job pods in-cluster), "
+                             "one k6 execution segment each, for more load than one k6 makes; outputs kept per segment")
 
     @model_validator(mode="after")
     def _consistent(self) -> LoadSpec:
@@ -112,6 +114,12 @@ class LoadSpec(Strict):
             raise ValueError("a spec needs concurrency values or a ramp")
         if any(v <= 0 for v in self.concurrency):
             raise ValueError("concurrency values must be positive")
+        # k6 splits VUs (and iterations) between segments: a cell with fewer VUs than segments
+        # would leave some segments idle and the rest carrying everything (measured: [10, 0])
+        fewest = min([*self.concurrency, *([self.ramp.pre_allocated_vus] if self.ramp else [])])
+        if self.k6_segments > fewest:
+            raise ValueError(f"k6_segments={self.k6_segments} exceeds the fewest VUs of a cell ({fewest}); "
+                             "k6 splits VUs between segments, so each needs at least one")
         return self
 
     def iterations(self, vus: int) -> int:

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .. import paths
 from ..probe.stream import BackgroundProbe, run_probe
 from ..runs.environment import host_info, versions
-from ..runs.layout import IDLE_PROBE, make_run_id
+from ..runs.layout import IDLE_PROBE, make_run_id, segment_files
 from ..runs.load import find_run_dir
 from ..runs.manifest import CellRecord, Manifest, TargetInfo
 from ..runs.store import RunWriter, unseal_dirs
@@ -27,7 +27,8 @@ from ..targets.base import TargetError, TargetSession, open_target, preflight
 from ..targets.local_engine import EngineError
 from ..targets.pinning import plan_pinning
 from ..telemetry.samplers import HostSampler, NvidiaSmiLogger, NvmlSampler
-from .k6 import CellInterrupted, k6_binary, run_cell
+from .incluster import run_cell_in_cluster
+from .k6 import CellInterrupted, CellResult, k6_binary, run_cell
 from .spec import CellPlan, LoadSpec, plan_cells
 
 console = Console(stderr=True)
@@ -77,8 +78,11 @@ def _unique(w: RunWriter, rel: str) -> str:
 
 
 def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, label: str | None = None,
-        resume: str | None = None) -> str:
-    """Execute (or resume) a sweep/stress run. Returns the run_id; the manifest says how it ended."""
+        resume: str | None = None, in_cluster: bool = False) -> str:
+    """Execute (or resume) a sweep/stress run. Returns the run_id; the manifest says how it ended.
+    ``in_cluster`` (target k8s): k6 runs as a Job in the cluster, see load/incluster.py."""
+    if in_cluster and target != "k8s":
+        raise TargetError("--in-cluster needs --target k8s")
     k6 = k6_binary()  # fail before creating a run directory when k6 is missing
     if resume:
         run_dir = find_run_dir(resume)
@@ -92,7 +96,7 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
     pinning, w.manifest.host.cpu_pinning = plan_pinning() if target == "local" else (None, "")
     try:
         with open_target(target, spec, w.dir, base_url, engine_log=_unique(w, "engine/engine.log"),
-                         pinning=pinning) as session:
+                         pinning=pinning, in_cluster=in_cluster) as session:
             served = spec.model if target != "local" else spec.engine.served_model_name
             session.vllm_version = preflight(session, served) or session.vllm_version
             _record_target(w, session, k6)
@@ -187,7 +191,14 @@ def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRec
         probe = BackgroundProbe(out=cell_dir / "probe.jsonl", n=spec.probe.under_load_requests,
                                 interval_s=spec.probe.interval_s, **probe_kw).start()
     try:
-        result = run_cell(spec, plan, session.base_url, session.api_key, cell_dir, on_progress)
+        if session.in_cluster is not None:
+            try:
+                result = run_cell_in_cluster(session.in_cluster, spec, plan, w.manifest.run_id, cell_dir,
+                                             on_state=lambda msg: console.print(f"  {cell.cell_id}: {msg}"))
+            except Exception as exc:  # noqa: BLE001 - API errors, timeouts: record the cell, go on
+                result = CellResult(-1, None, False, 0, f"in-cluster k6 Job: {type(exc).__name__}: {exc}")
+        else:
+            result = run_cell(spec, plan, session.base_url, session.api_key, cell_dir, on_progress)
     except CellInterrupted as exc:
         cell.status, cell.reason, cell.k6_exit_code = "partial", "interrupted", exc.result.exit_code
         raise
@@ -201,7 +212,8 @@ def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRec
         w.checkpoint()
     cell.k6_exit_code, cell.thresholds_passed = result.exit_code, result.thresholds_passed
     cell.warmup_requests = min(spec.warmup_requests, result.requests_seen) if plan.executor != "ramping-arrival-rate" else 0
-    failed_rate = _failed_rate(cell_dir / "k6-summary.json")
+    failed_rate = _failed_rate([cell_dir / segment_files(i, spec.k6_segments)["summary"]
+                                for i in range(spec.k6_segments)])
     if result.exit_code in (0, 99) and result.requests_seen and failed_rate < 1.0:
         cell.status = "complete"
         if result.exit_code == 99:
@@ -214,9 +226,14 @@ def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRec
     w.checkpoint()
 
 
-def _failed_rate(summary: Path) -> float:
-    """k6's http_req_failed rate from --summary-export (1.0 = every request failed; 1.0 if absent)."""
-    try:
-        return float(json.loads(summary.read_text())["metrics"]["http_req_failed"]["value"])
-    except (OSError, KeyError, ValueError, TypeError):
-        return 1.0
+def _failed_rate(summaries: list[Path]) -> float:
+    """k6's http_req_failed rate over the cell's --summary-export file(s): 1.0 = every request
+    failed; a missing or unreadable summary counts as all failed."""
+    failed = total = 0.0
+    for summary in summaries:
+        try:
+            m = json.loads(summary.read_text())["metrics"]["http_req_failed"]
+            failed, total = failed + float(m["passes"]), total + float(m["passes"]) + float(m["fails"])
+        except (OSError, KeyError, ValueError, TypeError):
+            return 1.0
+    return failed / total if total else 1.0

@@ -88,7 +88,7 @@ def policy_errors(doc: dict) -> list[str]:
     errs = [f"{where}: missing label {label}" for label in REQUIRED_LABELS
             if label not in (doc.get("metadata", {}).get("labels") or {})]
     pod = doc.get("spec", {}).get("template", {}).get("spec") if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job") else None
-    for c in (pod or {}).get("containers", []):
+    for c in [*(pod or {}).get("initContainers", []), *(pod or {}).get("containers", [])]:
         image = c.get("image", "")
         tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
         if not tag or tag == "latest":
@@ -96,7 +96,7 @@ def policy_errors(doc: dict) -> list[str]:
         res = c.get("resources", {})
         if not res.get("requests") or not res.get("limits"):
             errs.append(f"{where}: container {c['name']} needs resource requests and limits")
-        if kind != "Job":
+        if kind != "Job" and c in (pod or {}).get("containers", []):
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 if probe not in c:
                     errs.append(f"{where}: container {c['name']} has no {probe}")
@@ -143,11 +143,28 @@ def validate_overlay(overlay: str) -> tuple[int, list[str]]:
     return len(docs), [f"[{overlay}] {e}" for e in errs]
 
 
+def validate_load_job(spec_name: str = "matrix-gpu") -> tuple[int, list[str]]:
+    """The in-cluster k6 Job (rendered from code, not kept as YAML) passes the same checks."""
+    from ..load.incluster import render
+    from ..load.spec import builtin_spec, load_spec, plan_cells
+
+    spec = load_spec(builtin_spec(spec_name), {"k6_segments": 2, "concurrency": [64]})
+    docs = render(spec, plan_cells(spec)[-1], "20261126T000000Z-k8s-validate", "inferlab",
+                  "http://vllm.inferlab.svc:8000", "vllm-api-key")
+    errs = [e for d in docs for e in schema_errors(d) + policy_errors(d)]
+    return len(docs), [f"[k6 Job] {e}" for e in errs]
+
+
 def validate_all(verbose: bool = False) -> bool:
     ok = True
     for e in plaintext_secret_errors():
         print(e)
         ok = False
+    n, errs = validate_load_job()
+    ok = ok and not errs
+    if verbose:
+        print(f"{'ok  ' if not errs else 'FAIL'} in-cluster k6 Job (ConfigMap + Indexed Job, 2 segments): {n} objects"
+              + "".join(f"\n  {e}" for e in errs))
     for name in overlays():
         n, errs = validate_overlay(name)
         ok = ok and not errs

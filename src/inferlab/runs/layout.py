@@ -4,6 +4,7 @@ data/runs/<run_id>/                  run_id = YYYYmmddTHHMMSSZ-<target>-<label>
   run.json                           manifest; the only file ever replaced (atomically)
   cells/<cell_id>/                   cell_id = <payload>-c<vus> | <payload>-rate<from>to<to> [-r<n>]
     k6.ndjson.gz k6-summary.json k6.log metrics-before.prom metrics-after.prom probe.jsonl
+    (k6 split into N execution segments: k6.seg1ofN.ndjson.gz k6-summary.seg1ofN.json k6.seg1ofN.log ...)
   probe/idle.jsonl
   telemetry/nvidia-smi.csv nvml.csv host.csv
   engine/engine.log
@@ -58,6 +59,30 @@ def make_cell_id(payload: str, vus: int | None = None, rate: tuple[int, int] | N
     if not CELL_ID_RE.match(cell):
         raise ValueError(f"cell_id {cell!r} is malformed")
     return cell
+
+
+K6_SEGMENTED = ("k6", "summary", "log")
+
+
+def segment_name(name: str, index: int, count: int) -> str:
+    """``k6.ndjson.gz`` -> ``k6.seg1of2.ndjson.gz`` (index 0-based); unchanged when count is 1."""
+    if count == 1:
+        return name
+    stem, _, rest = name.partition(".")
+    return f"{stem}.seg{index + 1}of{count}.{rest}"
+
+
+def segment_files(index: int, count: int) -> dict[str, str]:
+    """The k6 output names of one execution segment: ndjson, summary, log."""
+    return {"ndjson": segment_name(CELL_FILES["k6"], index, count),
+            "summary": segment_name(CELL_FILES["summary"], index, count),
+            "log": segment_name(CELL_FILES["log"], index, count)}
+
+
+def segment_glob(key: str) -> str:
+    """Glob for the segmented variants of a k6 cell file."""
+    stem, _, rest = CELL_FILES[key].partition(".")
+    return f"{stem}.seg*of*.{rest}"
 
 
 def cell_path(cell_id: str, key: str) -> str:

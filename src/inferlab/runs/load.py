@@ -14,7 +14,7 @@ import pandas as pd
 
 from .. import paths
 from ..ingest import read_k6, read_k6_points, read_k6_summary, read_nvidia_smi, read_probe, read_prometheus_text
-from .layout import CELL_FILES, IDLE_PROBE, MANIFEST, TELEMETRY
+from .layout import CELL_FILES, IDLE_PROBE, K6_SEGMENTED, MANIFEST, TELEMETRY, segment_glob
 from .manifest import Manifest
 from .store import reconcile
 
@@ -55,9 +55,12 @@ class Run:
 
     def _cell_files(self, key: str):
         for cell in self.manifest.cells:
-            p = self.dir / "cells" / cell.cell_id / CELL_FILES[key]
-            if p.is_file():
-                yield cell, p
+            d = self.dir / "cells" / cell.cell_id
+            if (d / CELL_FILES[key]).is_file():
+                yield cell, d / CELL_FILES[key]
+            elif key in K6_SEGMENTED:  # a cell split over k6 processes/pods: every segment's file
+                for p in sorted(d.glob(segment_glob(key))):
+                    yield cell, p
 
     def _tag(self, df: pd.DataFrame, cell_id: str, **extra) -> pd.DataFrame:
         self._quality.append({"run_id": self.run_id, "cell_id": cell_id, **df.attrs.get("ingest", {})})

@@ -36,6 +36,7 @@ class TargetSession:
     vllm_version: str | None = None
     pids: dict[str, int | None] = field(default_factory=dict)
     verify_tls: bool = True
+    in_cluster: object | None = None  # load.incluster.KubeExec when k6 runs as a Job in the cluster
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -90,7 +91,8 @@ def _client_cpus(pinning: Pinning | None) -> Iterator[None]:
 
 @contextlib.contextmanager
 def open_target(kind: str, spec: LoadSpec, run_dir: Path, base_url: str | None = None,
-                engine_log: str = "engine/engine.log", pinning: Pinning | None = None) -> Iterator[TargetSession]:
+                engine_log: str = "engine/engine.log", pinning: Pinning | None = None,
+                in_cluster: bool = False) -> Iterator[TargetSession]:
     """Start or connect to a target for the duration of a run; always cleans up. With
     ``pinning`` (local only) the engine runs on its CPUs and this process, hence k6 and the
     probe, on the others until the target closes."""
@@ -112,7 +114,7 @@ def open_target(kind: str, spec: LoadSpec, run_dir: Path, base_url: str | None =
     elif kind == "k8s":
         from .k8s import k8s_target
 
-        with k8s_target(spec, base_url) as session:
+        with k8s_target(spec, base_url, in_cluster) as session:
             yield session
     else:
         raise TargetError(f"unknown target {kind!r} (expected local, url or k8s)")

