@@ -6,6 +6,8 @@ Notebooks are generated so their structure stays uniform; edit here, then
 
 from __future__ import annotations
 
+import hashlib
+
 from pathlib import Path
 
 import nbformat as nbf
@@ -64,6 +66,9 @@ LOAD_TEST = nb("Load-test report", "Per-cell throughput, latency, streaming TTFT
     ("md", "## Measurement cross-check\nClient counts vs the delta of vLLM's counters between the /metrics scrapes "
            "(warm-up and probe requests fall inside the window and are counted). `agrees` is False beyond 3 %."),
     ("code", "sections.show(crosscheck.crosscheck(run), precision=2)"),
+    ("md", "## Per pod\nOn Kubernetes every vLLM pod is scraped directly (a Service reaches one replica): "
+           "requests and tokens each pod served per cell, from its own counters. Empty for single-server targets."),
+    ("code", "sections.show(crosscheck.per_pod(run), precision=1)"),
     ("md", "## Run manifest"),
     ("code", "sections.show(sections.manifest_facts(run))"),
     ("code", "sections.show(sections.cell_status(run))"),
@@ -135,6 +140,8 @@ def main() -> None:
                              SWEEP_PARAMS.format(spec="stress-local"), SWEEP_BODY),
              "20-load-test-report": LOAD_TEST, "21-stress-report": STRESS_NB, "30-compare": COMPARE}
     for name, book in books.items():
+        for i, cell in enumerate(book.cells):  # stable ids: regenerating changes only what changed
+            cell.id = hashlib.sha1(f"{name}/{i}".encode()).hexdigest()[:8]
         nbf.write(book, OUT / f"{name}.ipynb")
         print(OUT / f"{name}.ipynb")
 

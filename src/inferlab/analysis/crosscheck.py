@@ -42,6 +42,32 @@ def _client_tokens(run: Run, cells: list[str]) -> tuple[float, str]:
     return total, "ok requests x max_tokens (ignore_eos)"
 
 
+def scrapes(srv: pd.DataFrame, scope: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Before/after samples of one scope. Where every pod was scraped directly, their sum is
+    the server's count: a scrape through a Service reaches one replica only."""
+    rows = srv[srv["cell_id"] == scope]
+    if "pod" in rows.columns and (rows["pod"] != "").any():
+        rows = rows[rows["pod"] != ""]
+    return rows[rows["when"] == "before"], rows[rows["when"] == "after"]
+
+
+def per_pod(run: Run) -> pd.DataFrame:
+    """Per cell and vLLM pod: requests and generated tokens (server counter deltas) and each
+    pod's share of the cell's requests. Empty unless pods were scraped (k8s targets)."""
+    srv = run.server
+    cols = ["cell_id", "pod", "requests", "generated_tokens", "share_pct"]
+    if srv.empty or "pod" not in srv.columns or not (srv["pod"] != "").any():
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for (cell, pod), g in srv[srv["pod"] != ""].groupby(["cell_id", "pod"], sort=True):
+        before, after = g[g["when"] == "before"], g[g["when"] == "after"]
+        rows.append({"cell_id": cell, "pod": pod, "requests": counter_delta(before, after, "request_success"),
+                     "generated_tokens": counter_delta(before, after, "generation_tokens")})
+    df = pd.DataFrame(rows, columns=cols[:-1])
+    df["share_pct"] = 100 * df["requests"] / df.groupby("cell_id")["requests"].transform("sum")
+    return df
+
+
 def crosscheck(run: Run, tolerance: float = TOLERANCE) -> pd.DataFrame:
     srv = run.server
     if srv.empty:
@@ -49,8 +75,7 @@ def crosscheck(run: Run, tolerance: float = TOLERANCE) -> pd.DataFrame:
     rows = []
     probe = run.probe
     for scope in srv["cell_id"].unique():
-        before = srv[(srv["cell_id"] == scope) & (srv["when"] == "before")]
-        after = srv[(srv["cell_id"] == scope) & (srv["when"] == "after")]
+        before, after = scrapes(srv, scope)
         if before.empty or after.empty:
             continue
         cells = [c.cell_id for c in run.manifest.cells] if scope == "run" else [scope]

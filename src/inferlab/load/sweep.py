@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .. import paths
 from ..probe.stream import BackgroundProbe, run_probe
 from ..runs.environment import host_info, versions
-from ..runs.layout import IDLE_PROBE, make_run_id, segment_files
+from ..runs.layout import IDLE_PROBE, make_run_id, pod_metrics_path, segment_files
 from ..runs.load import find_run_dir
 from ..runs.manifest import CellRecord, Manifest, TargetInfo
 from ..runs.store import RunWriter, unseal_dirs
@@ -183,9 +183,7 @@ def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRec
     cell_dir.mkdir(parents=True)
     cell.status, cell.started_at, cell.reason = "running", datetime.now(UTC), ""
     w.checkpoint()
-    before = session.scrape_metrics()
-    if before is not None:
-        w.write_bytes(f"cells/{cell.cell_id}/metrics-before.prom", before)
+    _scrape(w, session, cell.cell_id, "before")
     probe = None
     if spec.probe.under_load_requests:
         probe = BackgroundProbe(out=cell_dir / "probe.jsonl", n=spec.probe.under_load_requests,
@@ -205,9 +203,8 @@ def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRec
     finally:
         if probe:
             cell.probe_requests = probe.stop()
-        after = session.scrape_metrics()
-        if after is not None and not (cell_dir / "metrics-after.prom").exists():
-            w.write_bytes(f"cells/{cell.cell_id}/metrics-after.prom", after)
+        if not (cell_dir / "metrics-after.prom").exists():
+            _scrape(w, session, cell.cell_id, "after")
         cell.ended_at = datetime.now(UTC)
         w.checkpoint()
     cell.k6_exit_code, cell.thresholds_passed = result.exit_code, result.thresholds_passed
@@ -224,6 +221,15 @@ def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRec
                        + (", every request failed" if failed_rate >= 1.0 else ""))
         cell.stderr_tail = result.stderr_tail[-1500:]
     w.checkpoint()
+
+
+def _scrape(w: RunWriter, session: TargetSession, cell_id: str, when: str) -> None:
+    """/metrics through the target's URL, and of every vLLM pod directly where there are pods."""
+    data = session.scrape_metrics()
+    if data is not None:
+        w.write_bytes(f"cells/{cell_id}/metrics-{when}.prom", data)
+    for pod, text in session.scrape_pods().items():
+        w.write_bytes(pod_metrics_path(cell_id, pod, when), text)
 
 
 def _failed_rate(summaries: list[Path]) -> float:

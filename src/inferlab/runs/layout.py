@@ -5,6 +5,7 @@ data/runs/<run_id>/                  run_id = YYYYmmddTHHMMSSZ-<target>-<label>
   cells/<cell_id>/                   cell_id = <payload>-c<vus> | <payload>-rate<from>to<to> [-r<n>]
     k6.ndjson.gz k6-summary.json k6.log metrics-before.prom metrics-after.prom probe.jsonl
     (k6 split into N execution segments: k6.seg1ofN.ndjson.gz k6-summary.seg1ofN.json k6.seg1ofN.log ...)
+    pods/<pod>/metrics-before.prom metrics-after.prom   (k8s: every vLLM pod scraped directly)
   probe/idle.jsonl
   telemetry/nvidia-smi.csv nvml.csv host.csv
   engine/engine.log
@@ -83,6 +84,11 @@ def segment_glob(key: str) -> str:
     """Glob for the segmented variants of a k6 cell file."""
     stem, _, rest = CELL_FILES[key].partition(".")
     return f"{stem}.seg*of*.{rest}"
+
+
+def pod_metrics_path(cell_id: str, pod: str, when: str) -> str:
+    """A per-pod /metrics scrape of a cell (k8s targets with any number of replicas)."""
+    return f"cells/{cell_id}/pods/{pod}/metrics-{when}.prom"
 
 
 def cell_path(cell_id: str, key: str) -> str:

@@ -139,14 +139,18 @@ class Run:
 
     @cached_property
     def server(self) -> pd.DataFrame:
-        """Every /metrics sample with ``when`` = before|after; cell_id ``run`` for run-level snapshots."""
+        """Every /metrics sample with ``when`` = before|after and ``pod`` (the scraped pod on k8s,
+        "" for a scrape through the Service or URL); cell_id ``run`` for run-level snapshots."""
         frames = []
         for when in ("before", "after"):
             for c, p in self._cell_files(f"metrics_{when}"):
-                frames.append(self._tag(read_prometheus_text(p), c.cell_id, when=when))
+                frames.append(self._tag(read_prometheus_text(p), c.cell_id, when=when, pod=""))
+            for cell in self.manifest.cells:
+                for p in sorted((self.dir / "cells" / cell.cell_id / "pods").glob(f"*/metrics-{when}.prom")):
+                    frames.append(self._tag(read_prometheus_text(p), cell.cell_id, when=when, pod=p.parent.name))
             p = self.dir / RUN_LEVEL_METRICS[when]
             if p.is_file():
-                frames.append(self._tag(read_prometheus_text(p), "run", when=when))
+                frames.append(self._tag(read_prometheus_text(p), "run", when=when, pod=""))
         return self._concat(frames)
 
     @property

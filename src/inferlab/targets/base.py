@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +37,7 @@ class TargetSession:
     pids: dict[str, int | None] = field(default_factory=dict)
     verify_tls: bool = True
     in_cluster: object | None = None  # load.incluster.KubeExec when k6 runs as a Job in the cluster
+    pod_scraper: Callable[[], dict[str, bytes]] | None = None  # k8s: /metrics of every vLLM pod
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -46,6 +47,13 @@ class TargetSession:
             return httpx.get(f"{self.base_url}/health", timeout=5, verify=self.verify_tls).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def scrape_pods(self) -> dict[str, bytes]:
+        """{pod name: /metrics text} of every serving pod; {} where not applicable or unreachable."""
+        try:
+            return self.pod_scraper() if self.pod_scraper else {}
+        except Exception:  # noqa: BLE001 - the Service-level scrape still stands; the report says pods are missing
+            return {}
 
     def scrape_metrics(self) -> bytes | None:
         try:

@@ -52,6 +52,26 @@ def secret_name_of(api_client, namespace: str = NAMESPACE, deployment: str = SER
     raise RuntimeError(f"deployment/{deployment} in {namespace} has no VLLM_API_KEY secretKeyRef")
 
 
+def pod_scraper(api_client, namespace: str = NAMESPACE, selector: str = "app.kubernetes.io/name=vllm",
+                port: int = PORT):
+    """A callable returning {pod: /metrics bytes} for every Running vLLM pod, through the API
+    server's pod proxy: with replicas > 1 a scrape through the Service sees one pod only."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api_client)
+
+    def scrape() -> dict[str, bytes]:
+        out = {}
+        for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
+            if pod.status.phase == "Running":
+                resp = core.connect_get_namespaced_pod_proxy_with_path(
+                    f"{pod.metadata.name}:{port}", namespace, "metrics", _preload_content=False)
+                out[pod.metadata.name] = resp.data
+        return out
+
+    return scrape
+
+
 def _in_cluster_load():
     """KubeExec for k6 Jobs next to the deployed service, or a clear error without a cluster."""
     from ..load.incluster import KubeExec
@@ -76,15 +96,20 @@ def k8s_target(spec: LoadSpec, base_url: str | None, in_cluster: bool = False):
     ``in_cluster``, where it runs as a Job beside the Service."""
     from .base import TargetSession
 
+    from ..platform.deploy import cluster_client
+
     key = secrets.api_key("k8s")
     load = _in_cluster_load() if in_cluster else None
+    dyn = cluster_client()
+    pods = pod_scraper(dyn.client) if dyn is not None else None
     via_load = {"load": f"k6 Job in namespace {NAMESPACE} -> {load.service_url}"} if load else {}
     if base_url:
         info = TargetInfo(kind="k8s", base_url=base_url, model=spec.model, served_model_name=spec.model,
                           tls_skip_verify=spec.tls_skip_verify, deployment={"via": "ingress", **via_load})
-        yield TargetSession("k8s", base_url.rstrip("/"), key, info, verify_tls=not spec.tls_skip_verify, in_cluster=load)
+        yield TargetSession("k8s", base_url.rstrip("/"), key, info, verify_tls=not spec.tls_skip_verify,
+                            in_cluster=load, pod_scraper=pods)
         return
     with port_forward() as url:
         info = TargetInfo(kind="k8s", base_url=url, model=spec.model, served_model_name=spec.model,
                           deployment={"via": f"port-forward svc/{SERVICE} -n {NAMESPACE}", **via_load})
-        yield TargetSession("k8s", url, key, info, in_cluster=load)
+        yield TargetSession("k8s", url, key, info, in_cluster=load, pod_scraper=pods)

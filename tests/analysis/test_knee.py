@@ -1,0 +1,34 @@
+import pandas as pd
+import pytest
+
+import inferlab
+from inferlab.analysis.knee import find_knee, ramp_windows
+
+
+def windows(achieved, target, p95):
+    df = pd.DataFrame({"window": range(len(achieved)), "achieved_rps": achieved, "target_rps": target,
+                       "latency_p95_ms": p95, "error_rate": 0.0})
+    df["breaks_slo"] = (df["latency_p95_ms"] > 1000) | (df["achieved_rps"] < 0.9 * df["target_rps"])
+    return df
+
+
+def test_knee_is_the_best_rate_before_the_first_break():
+    k = find_knee(windows([10, 20, 30, 31, 29], [10, 20, 30, 40, 50], [100, 120, 200, 900, 3000]))
+    assert k == {"knee_rps": 30.0, "first_break_window": 3, "reason": ""}
+
+
+def test_knee_edges_say_what_to_change():
+    assert "ramp higher" in find_knee(windows([10, 20], [10, 20], [100, 100]))["reason"]
+    assert "start the ramp lower" in find_knee(windows([5, 6], [10, 20], [100, 100]))["reason"]
+
+
+def test_sample_stress_knee_golden(workspace):
+    # H200 reference ramp 20 -> 600 req/s over 120 s passes the knee at roughly 350-425 req/s
+    run = inferlab.load_run("20261126T214243Z-url-h200-stress")
+    ramp = next(c.cell_id for c in run.manifest.cells if c.executor == "ramping-arrival-rate")
+    w = ramp_windows(run, ramp, 10.0, 10000, 0.01)
+    assert w["t_start_s"].max() < run.manifest.cell(ramp).duration_s  # no post-ramp straggler window
+    k = find_knee(w)
+    assert 350 <= k["knee_rps"] <= 450 and k["first_break_window"] is not None
+    assert w["dropped_iterations"].sum() > 0
+    assert k["knee_rps"] == pytest.approx(w.loc[: k["first_break_window"] - 1, "achieved_rps"].max())
