@@ -9,6 +9,7 @@ ENGINE_VENV := .venv-engine
 BIN := $(VENV)/bin
 TARGET ?= local
 BASE_URL ?=
+IN_CLUSTER ?=
 RUNS ?=
 OVERLAY ?= minikube-gpu
 SPEC ?= matrix-local
@@ -18,7 +19,7 @@ STRESS_SPEC ?= stress-local
 TORCH_INDEX ?=
 ENGINE_PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
-.PHONY: help setup engine test test-fast perf report lab clean serve benchmark stress validate deploy undeploy secrets sample system-deps
+.PHONY: ui help setup engine test test-fast perf report lab clean serve benchmark stress validate deploy undeploy secrets sample system-deps
 
 help: ## Show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -60,11 +61,14 @@ serve: setup engine ## Start the local vLLM engine in the foreground (Ctrl-C sto
 
 benchmark: setup ## Run the default matrix (SPEC) on TARGET (local starts the engine)
 	@if [ "$(TARGET)" = local ]; then $(MAKE) --no-print-directory engine; fi
-	$(BIN)/inferlab sweep $(SPEC) --target $(TARGET) $(if $(BASE_URL),--base-url $(BASE_URL),)
+	$(BIN)/inferlab sweep $(SPEC) --target $(TARGET) $(if $(BASE_URL),--base-url $(BASE_URL),) $(if $(IN_CLUSTER),--in-cluster,)
+
+ui: setup ## Chat UI (nginx + one page) on :8080 in front of BASE_URL (default: `make serve`'s engine)
+	$(BIN)/inferlab ui $(if $(BASE_URL),--base-url $(BASE_URL),)
 
 stress: setup ## Run the stress spec (STRESS_SPEC) on TARGET: closed loop + arrival-rate ramp
 	@if [ "$(TARGET)" = local ]; then $(MAKE) --no-print-directory engine; fi
-	$(BIN)/inferlab stress $(STRESS_SPEC) --target $(TARGET) $(if $(BASE_URL),--base-url $(BASE_URL),)
+	$(BIN)/inferlab stress $(STRESS_SPEC) --target $(TARGET) $(if $(BASE_URL),--base-url $(BASE_URL),) $(if $(IN_CLUSTER),--in-cluster,)
 
 report: setup ## Headless reports; no RUNS: run the local default first. RUNS=sample|<id>[,<id>]
 	@if [ -z "$(RUNS)" ]; then \

@@ -78,6 +78,32 @@ def cmd_serve(a) -> int:
     return 0
 
 
+def cmd_ui(a) -> int:
+    import time
+
+    from . import secrets
+    from .ui.serve import ChatUI
+
+    from . import paths
+
+    key = secrets.api_key("local") or ""  # INFERLAB_API_KEY, else .secrets/api-key (the local engine's)
+    htpasswd = None
+    if a.auth:
+        f = paths.secrets_dir() / "chat-ui-htpasswd"
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: run `make secrets` first (user inferlab, password in .secrets/chat-ui-password)")
+        htpasswd = f.read_text()
+    with ChatUI(a.base_url, key, a.port, htpasswd=htpasswd) as ui:
+        print(f"chat UI on {ui.url} -> {a.base_url} (nginx adds the API key; the browser never sees it); "
+              "Ctrl-C stops it", flush=True)
+        try:
+            while ui.proc and ui.proc.poll() is None:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
 def cmd_probe(a) -> int:
     from datetime import UTC, datetime
 
@@ -162,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", help="take engine args from this spec")
     s.add_argument("--port", type=int, default=8011)
     s.set_defaults(fn=cmd_serve)
+    s = sub.add_parser("ui", help="the chat UI (nginx + one page) in front of a running server")
+    s.add_argument("--base-url", default=os.environ.get("BASE_URL") or "http://127.0.0.1:8011")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--auth", action="store_true", help="require basic auth (user inferlab, .secrets/chat-ui-password)")
+    s.set_defaults(fn=cmd_ui)
     s = sub.add_parser("probe", help="streaming TTFT/ITL probe against a running server")
     s.add_argument("--base-url", default=os.environ.get("BASE_URL", "http://127.0.0.1:8011"))
     s.add_argument("--target", default=os.environ.get("TARGET", "local"))

@@ -39,27 +39,35 @@ def overlays() -> list[str]:
     return sorted(p.name for p in (platform_dir() / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
 
 
+GENERATOR_INPUTS = ("api-key", "chat-ui-htpasswd")  # files the secretGenerators read from .secrets/
+
+
 @contextlib.contextmanager
-def api_key_file() -> Iterator[None]:
-    key = paths.install_root() / ".secrets" / "api-key"
-    made = not key.exists()
-    if made:
-        key.parent.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(rnd.token_urlsafe(24))
+def generator_inputs() -> Iterator[None]:
+    """A fresh clone has no .secrets/: create throwaway generator inputs for the build, then
+    remove them (real ones come from `make secrets` and are left alone)."""
+    d = paths.install_root() / ".secrets"
+    made = []
+    for name in GENERATOR_INPUTS:
+        f = d / name
+        if not f.exists():
+            d.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(rnd.token_urlsafe(24))
+            made.append(f)
     try:
         yield
     finally:
-        if made:
-            key.unlink()
+        for f in made:
+            f.unlink()
 
 
 def kustomize_build(overlay: str) -> list[dict]:
     kubectl = shutil.which("kubectl")
     if not kubectl:
         raise RuntimeError("kubectl (with built-in kustomize) not found: install kubectl (Debian: kubernetes-client)")
-    with api_key_file():
+    with generator_inputs():
         proc = subprocess.run([kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone",
                                str(platform_dir() / "overlays" / overlay)], capture_output=True, text=True)
     if proc.returncode != 0:

@@ -1,0 +1,128 @@
+"""`inferlab ui`: the chat UI on this machine, Debian's nginx in front of an OpenAI server.
+
+The same server block (``server.conf.template``) runs in the cluster in the official nginx
+image, which substitutes ``${VAR}`` from the environment at start; here the substitution is
+done in Python. The API key goes only into the generated config (mode 0600, in a private
+directory deleted on stop): never argv, never the page, never a log.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).parent
+TEMPLATE = HERE / "server.conf.template"
+PAGE = HERE / "chat.html"
+
+
+class UIError(RuntimeError):
+    pass
+
+
+def render_server_block(listen: str, root: str, upstream: str, api_key: str) -> str:
+    """The template with its four variables filled (a missing one is an error, not a blank)."""
+    text = TEMPLATE.read_text()
+    for name, value in {"UI_LISTEN": listen, "UI_ROOT": root, "VLLM_UPSTREAM": upstream.rstrip("/"),
+                        "VLLM_API_KEY": api_key}.items():
+        text = text.replace("${" + name + "}", value)
+    if "${" in text:
+        raise UIError(f"{TEMPLATE}: unfilled variable near {text[text.index('${'):][:30]!r}")
+    return text
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").is_file() else None)
+    if not found:
+        raise UIError("nginx not found: `make system-deps` installs Debian's nginx")
+    return found
+
+
+class ChatUI:
+    """``with ChatUI(upstream, key, port) as ui: ui.url`` serves the page and proxies /v1."""
+
+    def __init__(self, upstream: str, api_key: str, port: int = 8080, htpasswd: str | None = None) -> None:
+        """``htpasswd``: lines (``make secrets`` writes .secrets/chat-ui-htpasswd) to require basic
+        auth, as the chat Ingress does in the cluster; None on loopback."""
+        self.upstream, self.api_key, self.port, self.htpasswd = upstream, api_key, port, htpasswd
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen | None = None
+        self.dir: Path | None = None
+
+    def _write_config(self) -> Path:
+        d = Path(tempfile.mkdtemp(prefix="inferlab-ui-"))
+        d.chmod(0o755)  # nginx workers (user nobody when started as root) read html/ and write temp/
+        for sub in ("html", "logs", "temp"):
+            (d / sub).mkdir(mode=0o755)
+        (d / "temp").chmod(0o777)
+        shutil.copy(PAGE, d / "html" / "chat.html")
+        (d / "html" / "chat.html").chmod(0o644)
+        conf = d / "conf"
+        conf.mkdir(mode=0o700)  # the key lives here; only the master (this user) reads it
+        server = render_server_block(f"127.0.0.1:{self.port}", str(d / "html"), self.upstream, self.api_key)
+        auth = ""
+        if self.htpasswd is not None:
+            fd = os.open(conf / "htpasswd", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(self.htpasswd)
+            conf.chmod(0o711)  # workers check passwords: they may traverse to the file, not list the dir
+            os.chmod(conf / "htpasswd", 0o644)  # salted hashes, not the password
+            auth = f'  auth_basic "inferlab chat";\n  auth_basic_user_file {conf}/htpasswd;\n'
+        server = auth + server
+        body = (f"worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\n"
+                "events { worker_connections 256; }\n"
+                f"http {{\n  access_log {d}/logs/access.log;\n  types {{ text/html html; }}\n"
+                "  default_type application/octet-stream;\n"
+                f"  client_body_temp_path {d}/temp/body;\n  proxy_temp_path {d}/temp/proxy;\n"
+                f"  fastcgi_temp_path {d}/temp/fastcgi;\n  uwsgi_temp_path {d}/temp/uwsgi;\n"
+                f"  scgi_temp_path {d}/temp/scgi;\n{server}\n}}\n")
+        fd = os.open(conf / "nginx.conf", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(body)
+        self.dir = d
+        return conf / "nginx.conf"
+
+    def start(self, timeout_s: float = 20) -> ChatUI:
+        conf = self._write_config()
+        assert self.dir is not None
+        argv = [nginx_binary(), "-p", str(self.dir), "-e", str(self.dir / "logs" / "error.log"), "-c", str(conf)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                self.stop()
+                raise UIError(f"nginx exited with {self.proc.returncode}: {err.strip()[-800:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise UIError(f"nginx not answering on {self.url} after {timeout_s:.0f}s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)  # graceful: finish open streams
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)  # the config held the key
+            self.dir = None
+
+    def __enter__(self) -> ChatUI:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
