@@ -21,6 +21,7 @@ import inferlab
 from inferlab.analysis.crosscheck import crosscheck
 from inferlab.load.spec import builtin_spec, load_spec
 from inferlab.load.sweep import run
+from inferlab.report import render
 
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,9 +66,15 @@ def test_sweep_writes_a_complete_checked_run(keyed, tiny):
     cc = crosscheck(r)
     counts = cc[cc.check.isin(["requests", "generated_tokens"])]
     assert len(counts) == 4 and counts.agrees.all(), cc
-    assert not r.host.empty
+    assert not r.host.empty and {"engine", "k6", "system"} <= set(r.host["process"])  # client and server CPU
     text = "".join(p.read_text(errors="ignore") for p in r.dir.rglob("*") if p.is_file() and p.suffix != ".gz")
     assert keyed.api_key not in text
+    # the load-test report renders from this real run (CPU telemetry instead of GPU): regression
+    # for a host-telemetry row without line counts that once broke the data-quality section
+    html = next(p for p in render.render(render.jobs_for(rid)[0], pdf=False) if p.suffix == ".html").read_text()
+    for section in ("Results per cell", "Measurement cross-check", "Per pod", "Data quality", "CPU"):
+        assert section in html, section
+    assert keyed.api_key not in html
 
 
 def test_wrong_key_fails_clearly(workspace, engine, monkeypatch, tiny):

@@ -80,3 +80,25 @@ def test_live_in_cluster_k6_job(tmp_path, monkeypatch):
     m = inferlab.load_run(run(spec, target="k8s", in_cluster=True)).manifest
     assert m.status == "complete", m.reason
     assert {f.path for f in m.files} >= {"cells/short-c2/k6.seg1of2.ndjson.gz", "cells/short-c2/k6.seg2of2.ndjson.gz"}
+
+
+def test_promql_checks_catch_renamed_metrics_and_bad_syntax():
+    """A dashboard on vLLM's pre-0.10 name, a broken expression, and the shipped ones."""
+    import json
+
+    from inferlab.platform.promql import expressions, promql_errors
+
+    dash = {"panels": [{"title": "KV", "targets": [{"expr": "max(vllm:gpu_cache_usage_perc)"}]},
+                       {"title": "RPS", "targets": [{"expr": "sum(rate(vllm:request_success_total[$__rate_interval])"}]},
+                       {"title": "ok", "targets": [{"expr": "avg(DCGM_FI_DEV_GPU_UTIL)"}]}]}
+    cm = {"kind": "ConfigMap", "metadata": {"name": "d", "labels": {"grafana_dashboard": "1"}},
+          "data": {"d.json": json.dumps(dash)}}
+    errs = promql_errors([cm])
+    assert len(errs) == 2
+    assert "panel 'RPS': PromQL does not parse" in errs[0]
+    assert "unknown metric vllm:gpu_cache_usage_perc" in errs[1]
+    shipped = validate.kustomize_build("autoscale")
+    exprs = expressions(shipped)
+    kinds = {where.split("/")[0] for where, _ in exprs}
+    assert kinds == {"PrometheusRule", "ConfigMap", "ScaledObject"} and len(exprs) >= 15
+    assert promql_errors(shipped) == []

@@ -13,6 +13,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -123,13 +124,24 @@ def _record_target(w: RunWriter, session: TargetSession, k6: str) -> None:
     w.checkpoint()
 
 
+def _k6_children() -> list[int]:
+    """PIDs of the k6 processes this sweep runs now (one per execution segment)."""
+    out = []
+    for child in psutil.Process().children():
+        try:
+            if child.name() == "k6":
+                out.append(child.pid)
+        except psutil.Error:
+            continue
+    return out
+
+
 class _telemetry:
     """Whichever telemetry applies: nvidia-smi + NVML on a GPU host, psutil always."""
 
     def __init__(self, w: RunWriter, session: TargetSession) -> None:
-        self.k6_pid: int | None = None
         self.samplers = [HostSampler(w.dir / _unique(w, "telemetry/host.csv"),
-                                     lambda: {**session.pids, "k6": self.k6_pid})]
+                                     lambda: {**session.pids, "k6": _k6_children()})]
         if NvidiaSmiLogger.available():
             self.samplers.append(NvidiaSmiLogger(w.dir / _unique(w, "telemetry/nvidia-smi.csv")))
         if NvmlSampler.available():

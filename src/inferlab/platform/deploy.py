@@ -16,7 +16,7 @@ from .. import paths
 from .validate import kustomize_build, validate_overlay
 
 # Apply order: cluster-scoped and config first, workloads after, routing and monitoring last.
-ORDER = ["Namespace", "ClusterIssuer", "Secret", "ConfigMap", "PersistentVolumeClaim", "Service", "Deployment",
+ORDER = ["Namespace", "ClusterIssuer", "Secret", "ConfigMap", "PersistentVolumeClaim", "Service", "Deployment", "DaemonSet",
          "Certificate", "Ingress", "ServiceMonitor", "PrometheusRule", "ScaledObject", "Job"]
 NO_CLUSTER = 3
 

@@ -4,7 +4,8 @@ Every overlay: ``kubectl kustomize`` build; core objects against the Kubernetes 
 (``kubernetes-validate --strict``); custom resources against the schemas the project keeps for
 the fields it uses (``schemas/<Kind>.json``); policy (resources and probes on every container,
 no ``:latest`` or untagged images, no plaintext secrets in git, standard labels); alert rules
-with ``promtool check rules``. Where ``.secrets/api-key`` is missing, a throwaway one is made
+with ``promtool check rules``; every PromQL expression (rules, dashboards, KEDA) parses and names
+real metrics (promql.py). Where ``.secrets/api-key`` is missing, a throwaway one is made
 for the build and removed after.
 """
 
@@ -25,6 +26,7 @@ import kubernetes_validate
 import yaml
 
 from .. import paths
+from .promql import promql_errors
 
 K8S_VERSION = "1.32"
 SCHEMAS = Path(__file__).with_name("schemas")
@@ -147,7 +149,7 @@ def validate_overlay(overlay: str) -> tuple[int, list[str]]:
     errs = []
     for d in docs:
         errs += schema_errors(d) + policy_errors(d)
-    errs += promtool_errors(docs)
+    errs += promtool_errors(docs) + promql_errors(docs)
     return len(docs), [f"[{overlay}] {e}" for e in errs]
 
 

@@ -51,12 +51,14 @@ def cell_status(run: Run) -> pd.DataFrame:
 def data_quality_notes(run: Run) -> Markdown:
     """Lines read/used/skipped per file, partial cells, and manifest notes: nothing dropped silently."""
     dq = run.data_quality
+    if "lines_read" in dq.columns:  # only line-based readers report counts (not e.g. telemetry CSVs)
+        dq = dq[dq["lines_read"].notna()]
     lines = ["## Data quality"]
     if not dq.empty:
         lines.append(f"{len(dq)} files read: {int(dq['lines_read'].sum()):,} lines, "
                      f"{int(dq['lines_used'].sum()):,} used, {int(dq['lines_skipped'].sum()):,} skipped.")
-        for notes in dq["notes"]:
-            lines += [f"- {n}" for n in notes]
+        for notes in dq.get("notes", []):
+            lines += [f"- {n}" for n in (notes if isinstance(notes, list) else [])]
     bad = [c for c in run.manifest.cells if c.status != "complete"]
     lines += [f"- cell `{c.cell_id}` is **{c.status}**: {c.reason}" for c in bad]
     lines += [f"- {n}" for n in run.manifest.notes]

@@ -134,7 +134,7 @@ class HostSampler(_ThreadSampler):
 
     header = ["ts", "process", "metric", "value"]
 
-    def __init__(self, out: Path, pids: Callable[[], dict[str, int | None]], interval_s: float = 1.0) -> None:
+    def __init__(self, out: Path, pids: Callable[[], dict[str, int | list[int] | None]], interval_s: float = 1.0) -> None:
         super().__init__(out, interval_s)
         self._pids = pids
         self._procs: dict[int, psutil.Process] = {}
@@ -160,8 +160,9 @@ class HostSampler(_ThreadSampler):
         ts = _now()
         rows = [[ts, "system", "cpu_pct", psutil.cpu_percent(None) * (psutil.cpu_count() or 1)],
                 [ts, "system", "memory_used_mib", (psutil.virtual_memory().total - psutil.virtual_memory().available) / 2**20]]
-        for name, pid in self._pids().items():
-            if pid:
-                cpu, rss = self._tree_usage(pid)
-                rows += [[ts, name, "cpu_pct", cpu], [ts, name, "rss_mib", rss]]
+        for name, pids in self._pids().items():
+            pids = [pids] if isinstance(pids, int) else [p for p in (pids or []) if p]
+            if pids:  # several processes (e.g. k6 segments) are summed under one name
+                usage = [self._tree_usage(pid) for pid in pids]
+                rows += [[ts, name, "cpu_pct", sum(u[0] for u in usage)], [ts, name, "rss_mib", sum(u[1] for u in usage)]]
         return rows
