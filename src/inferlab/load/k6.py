@@ -124,7 +124,7 @@ def run_cell(spec: LoadSpec, cell: CellPlan, base_url: str, api_key: str | None,
     land in ``cell_dir``. Raises CellInterrupted, after saving what k6 produced, on Ctrl-C."""
     k6, n = k6_binary(), spec.k6_segments
     names = [segment_files(i, n) for i in range(n)]
-    partials = [cell_dir / f".{f['ndjson']}.partial" for f in names]
+    partials = [cell_dir / f".{f['ndjson'].removesuffix('.gz')}.partial" for f in names]  # .k6.ndjson.partial
     env = k6_env(spec, cell, base_url, api_key)
     stop = threading.Event()
     counter = threading.Thread(target=_count_requests, args=(partials, stop, on_progress or (lambda n: None)), daemon=True)
