@@ -56,7 +56,6 @@ def _raise_interrupt(*_: object) -> None:
 
 
 def cmd_serve(a) -> int:
-    import signal
     import time
     from datetime import UTC, datetime
 
@@ -69,7 +68,6 @@ def cmd_serve(a) -> int:
     with LocalEngine(spec, secrets.api_key("local") or "", log, port=a.port) as eng:
         print(f"vLLM {eng.version()} serving {spec.served_model_name!r} at {eng.base_url} "
               f"(started in {eng.startup_s}s; key in .secrets/api-key; log {log}); Ctrl-C stops it", flush=True)
-        signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             while eng.proc and eng.proc.poll() is None:
                 time.sleep(1)
@@ -228,7 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     args = build_parser().parse_args(argv)
+    # SIGTERM (kill, CI timeouts, container stops) takes the Ctrl-C path: engines, k6, nginx and
+    # port-forwards are stopped and a run is left `partial`, never orphaned
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     from .ingest import IngestError
     from .load.spec import SpecError
 

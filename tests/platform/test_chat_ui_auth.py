@@ -22,3 +22,34 @@ def test_generated_htpasswd_is_accepted_by_real_nginx():
         assert httpx.get(f"{ui.url}/", auth=("inferlab", "wrong")).status_code == 401
         r = httpx.get(f"{ui.url}/", auth=("inferlab", "s3cret-pass"))
         assert r.status_code == 200 and "inferlab chat" in r.text
+
+
+@pytest.mark.skipif(not (shutil.which("nginx") or shutil.which("/usr/sbin/nginx")), reason="nginx not installed")
+def test_sigterm_stops_ui_and_its_nginx(tmp_path):
+    """`inferlab ui` killed politely (SIGTERM: kill, CI, container stop) leaves no nginx behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    port = free_port(8083)
+    env = {**os.environ, "INFERLAB_HOME": str(tmp_path), "INFERLAB_API_KEY": "k-not-used-0000000"}
+    (tmp_path / "pyproject.toml").write_text("[project]\nname='ws'\n")
+    proc = subprocess.Popen([sys.executable, "-m", "inferlab.cli", "ui", "--base-url", "http://127.0.0.1:1",
+                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    nginx = [c for c in psutil.Process(proc.pid).children() if "nginx" in c.name()]
+    assert nginx, proc.stdout
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    gone, alive = psutil.wait_procs(nginx, timeout=10)
+    assert not alive
