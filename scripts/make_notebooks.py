@@ -7,7 +7,6 @@ Notebooks are generated so their structure stays uniform; edit here, then
 from __future__ import annotations
 
 import hashlib
-
 from pathlib import Path
 
 import nbformat as nbf

@@ -56,7 +56,6 @@ def _raise_interrupt(*_: object) -> None:
 
 
 def cmd_serve(a) -> int:
-    import time
     from datetime import UTC, datetime
 
     from . import paths, secrets
@@ -68,21 +67,24 @@ def cmd_serve(a) -> int:
     with LocalEngine(spec, secrets.api_key("local") or "", log, port=a.port) as eng:
         print(f"vLLM {eng.version()} serving {spec.served_model_name!r} at {eng.base_url} "
               f"(started in {eng.startup_s}s; key in .secrets/api-key; log {log}); Ctrl-C stops it", flush=True)
-        try:
-            while eng.proc and eng.proc.poll() is None:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
+        _wait_foreground(eng.proc)
     return 0
 
 
-def cmd_ui(a) -> int:
+def _wait_foreground(proc) -> None:
+    """Block while a served child runs; Ctrl-C or SIGTERM returns (the caller's `with` stops it)."""
     import time
 
-    from . import secrets
-    from .ui.serve import ChatUI
+    try:
+        while proc and proc.poll() is None:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
 
-    from . import paths
+
+def cmd_ui(a) -> int:
+    from . import paths, secrets
+    from .ui.serve import ChatUI
 
     key = secrets.api_key("local") or ""  # INFERLAB_API_KEY, else .secrets/api-key (the local engine's)
     htpasswd = None
@@ -94,11 +96,7 @@ def cmd_ui(a) -> int:
     with ChatUI(a.base_url, key, a.port, htpasswd=htpasswd) as ui:
         print(f"chat UI on {ui.url} -> {a.base_url} (nginx adds the API key; the browser never sees it); "
               "Ctrl-C stops it", flush=True)
-        try:
-            while ui.proc and ui.proc.poll() is None:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
+        _wait_foreground(ui.proc)
     return 0
 
 

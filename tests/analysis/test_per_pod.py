@@ -8,8 +8,8 @@ import pytest
 
 import inferlab
 from inferlab.analysis.crosscheck import crosscheck, per_pod
-from inferlab.ingest.prometheus import counter_delta
 from inferlab.ingest import read_prometheus_text
+from inferlab.ingest.prometheus import counter_delta
 from inferlab.runs.layout import pod_metrics_path
 
 RUN = "20261126T205944Z-url-h200-tuned-cudagraphs"

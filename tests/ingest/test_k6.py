@@ -1,6 +1,5 @@
 import gzip
 import json
-import warnings
 
 import pandas as pd
 import pytest

@@ -4,8 +4,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inferlab.ingest import (IngestError, TruncatedLineWarning, counter_delta, histogram_delta, histogram_quantile,
-                             read_k6_summary, read_nvidia_smi, read_probe, read_prometheus_text)
+from inferlab.ingest import (
+    IngestError,
+    TruncatedLineWarning,
+    counter_delta,
+    histogram_delta,
+    histogram_quantile,
+    read_k6_summary,
+    read_nvidia_smi,
+    read_probe,
+    read_prometheus_text,
+)
 
 
 # --- k6 summary -------------------------------------------------------------------------

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import nbformat
 import numpy as np
-import papermill as pm
 import pandas as pd
+import papermill as pm
 import pytest
 
 from inferlab.analysis.compare import bootstrap_ratio, compare_cells, verdict

