@@ -94,6 +94,19 @@ def test_known_speedup_is_better():
     assert rows["latency_p50"]["effect_size"] < -0.9
 
 
+def test_tail_percentiles_need_enough_requests():
+    from inferlab.analysis.compare import min_requests
+
+    assert (min_requests(0.5), min_requests(0.95), min_requests(0.99)) == (2, 20, 100)
+    rng = np.random.default_rng(5)
+    a = _requests(rng.lognormal(7, 0.1, 30), 4)
+    b = _requests(rng.lognormal(7, 0.1, 30) * 0.5, 4)
+    rows = {r["metric"]: r for r in compare_cells(a, b, 4, 1e9, 300, rng)}
+    assert rows["latency_p95"]["verdict"] == "better"  # 30 >= 20
+    assert rows["latency_p99"]["verdict"] == "too few requests (30 < 100 for p99)"
+    assert np.isnan(rows["latency_p99"]["ci_low"]) and rows["latency_p99"]["ratio"] < 1
+
+
 def test_verdict_rules():
     assert verdict(0.5, 0.8, 0.001, lower_is_better=True) == "better"
     assert verdict(1.2, 1.5, 0.001, lower_is_better=True) == "worse"

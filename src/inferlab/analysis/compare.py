@@ -10,6 +10,9 @@ Per matching cell (same payload and concurrency; ``-r<n>`` repeats pooled) and m
 - a verdict: ``better`` / ``worse`` only when the CI excludes 1 *and* p < alpha, else
   ``no significant difference``;
 - goodput: requests/s that succeeded within the SLO's e2e bound.
+- a tail percentile needs enough requests to exist at all: with n (1 - q) < 1 the "p99" of n
+  requests is just their maximum and its bootstrap CI collapses, so below ``min_requests(q)``
+  the ratio is shown without a CI and the verdict says there are too few requests.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ from .summary import measured
 
 LOWER_IS_BETTER = {"latency_p50": True, "latency_p95": True, "latency_p99": True, "rps": False, "goodput_rps": False}
 QUANTS = {"latency_p50": 0.5, "latency_p95": 0.95, "latency_p99": 0.99}
+
+
+def min_requests(q: float) -> int:
+    """Fewest requests per side for a q-quantile to be more than the sample maximum: n (1-q) >= 1
+    (p50: 2, p95: 20, p99: 100)."""
+    return max(2, int(np.ceil(1 / (1 - q) - 1e-9)))
 
 
 def base_cell(cell_id: str) -> str:
@@ -73,9 +82,14 @@ def compare_cells(base: pd.DataFrame, tuned: pd.DataFrame, vus: int | None, slo_
     rows = []
     for metric, q in QUANTS.items():
         r, lo, hi = bootstrap_ratio(a, b, lambda x, q=q: np.quantile(x, q), n_boot, rng)
+        need = min_requests(q)
+        if min(len(a), len(b)) < need:
+            lo = hi = np.nan
+            call = f"too few requests ({min(len(a), len(b))} < {need} for p{round(q * 100)})"
+        else:
+            call = verdict(lo, hi, p, True, alpha)
         rows.append(dict(metric=metric, baseline=np.quantile(a, q), tuned=np.quantile(b, q), ratio=r, ci_low=lo,
-                         ci_high=hi, p_value=p, effect_size=effect, resampled="requests",
-                         verdict=verdict(lo, hi, p, True, alpha)))
+                         ci_high=hi, p_value=p, effect_size=effect, resampled="requests", verdict=call))
     sa, how = _rps_samples(base, vus)
     sb, _ = _rps_samples(tuned, vus)
     if how == "repeats":
@@ -137,8 +151,13 @@ def headline(res: pd.DataFrame) -> str:
     lines = []
     for payload, g in res[res["metric"] == "rps"].groupby("payload", sort=False):
         top = g.loc[g["vus"].idxmax()]
-        sig = g[g["verdict"] != "no significant difference"]
-        lines.append(f"{payload}: at {top['vus']} VUs tuned/baseline RPS = {top['ratio']:.2f}x "
-                     f"(95% CI {top['ci_low']:.2f}-{top['ci_high']:.2f}, {top['verdict']}); "
-                     f"{len(sig)} of {len(g)} concurrency levels differ significantly.")
+        sig = g[g["verdict"].isin(["better", "worse"])]
+        line = (f"{payload}: at {top['vus']} VUs tuned/baseline RPS = {top['ratio']:.2f}x "
+                f"(95% CI {top['ci_low']:.2f}-{top['ci_high']:.2f}, {top['verdict']}); "
+                f"{len(sig)} of {len(g)} concurrency levels differ significantly")
+        if len(sig) and not (sig.index == top.name).all():
+            big = sig.loc[(np.log(sig["ratio"])).abs().idxmax()]
+            line += (f", the largest at {big['vus']} VU{'s' if big['vus'] != 1 else ''}: {big['ratio']:.2f}x "
+                     f"(95% CI {big['ci_low']:.2f}-{big['ci_high']:.2f}, {big['verdict']})")
+        lines.append(line + ".")
     return "\n".join(lines)
