@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..runs.layout import make_cell_id
+from ..runs.manifest import CellPlan
 
 
 class Strict(BaseModel):
@@ -124,18 +125,6 @@ class LoadSpec(Strict):
 
     def iterations(self, vus: int) -> int:
         return max(self.min_iterations, self.iterations_per_vu * vus)
-
-
-class CellPlan(Strict):
-    cell_id: str
-    payload: str
-    executor: str
-    vus: int | None = None
-    iterations: int | None = None
-    duration_s: float | None = None
-    rate_from: int | None = None
-    rate_to: int | None = None
-    repeat: int | None = None
 
 
 def plan_cells(spec: LoadSpec) -> list[CellPlan]:

@@ -22,28 +22,30 @@ def _done(fig, title: str):
     return fig
 
 
-def throughput_vs_concurrency(cells: pd.DataFrame, hue: str | None = None):
-    """RPS and tokens/s vs VUs, one panel per payload."""
+def _vs_concurrency(long: pd.DataFrame, y: str, ylabel: str, title: str, **facets):
+    """Line plot of a long table against VUs (log x), one panel per payload."""
     use_theme()
+    g = sns.relplot(data=long, x="vus", y=y, col="payload", kind="line", marker="o",
+                    facet_kws={"sharey": False}, **facets)
+    g.set(xscale="log")
+    g.set_axis_labels("concurrent VUs", ylabel)
+    return _done(g.figure, title)
+
+
+def throughput_vs_concurrency(cells: pd.DataFrame, hue: str | None = None):
+    """RPS and tokens/s vs VUs, one panel per payload (and per config with ``hue``)."""
     long = cells.melt(id_vars=["payload", "vus", *([hue] if hue else [])], value_vars=["rps", "tokens_per_s"],
                       var_name="measure", value_name="value")
-    g = sns.relplot(data=long, x="vus", y="value", hue=hue, col="payload", row="measure", kind="line", marker="o",
-                    facet_kws={"sharey": False}, height=2.8, aspect=1.5)
-    g.set(xscale="log")
-    g.set_axis_labels("concurrent VUs", "")
-    return _done(g.figure, "Throughput vs concurrency (requests/s, generated tokens/s)")
+    return _vs_concurrency(long, "value", "", "Throughput vs concurrency (requests/s, generated tokens/s)",
+                           hue=hue, row="measure", height=2.8, aspect=1.5)
 
 
 def latency_vs_concurrency(cells: pd.DataFrame):
-    use_theme()
     long = cells.melt(id_vars=["payload", "vus"], value_vars=["latency_p50_ms", "latency_p95_ms", "latency_p99_ms"],
                       var_name="percentile", value_name="latency_ms")
     long["percentile"] = long["percentile"].str.extract(r"_(p\d+)_")[0]
-    g = sns.relplot(data=long, x="vus", y="latency_ms", hue="percentile", col="payload", kind="line", marker="o",
-                    facet_kws={"sharey": False}, height=3, aspect=1.4)
-    g.set(xscale="log")
-    g.set_axis_labels("concurrent VUs", "end-to-end latency (ms)")
-    return _done(g.figure, "Latency percentiles vs concurrency")
+    return _vs_concurrency(long, "latency_ms", "end-to-end latency (ms)", "Latency percentiles vs concurrency",
+                           hue="percentile", height=3, aspect=1.4)
 
 
 def latency_cdf(requests: pd.DataFrame):

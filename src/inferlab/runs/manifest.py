@@ -68,16 +68,23 @@ class TargetInfo(Strict):
     deployment: dict[str, Any] = Field(default_factory=dict, description="k8s: overlay, image digests, node GPU labels")
 
 
-class CellRecord(Strict):
+class CellPlan(Strict):
+    """What one cell of a sweep asks for (made by ``load.spec.plan_cells``)."""
+
     cell_id: str
     payload: str
     executor: str
     vus: int | None = None
     iterations: int | None = None
     duration_s: float | None = None
-    rate_from: float | None = None
+    rate_from: float | None = Field(None, description="arrival-rate ramp, requests/s")
     rate_to: float | None = None
     repeat: int | None = None
+
+
+class CellRecord(CellPlan):
+    """A planned cell plus what happened to it."""
+
     status: CellStatus = "pending"
     reason: str = ""
     started_at: datetime | None = None
