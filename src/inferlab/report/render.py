@@ -19,6 +19,7 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 from nbconvert import HTMLExporter
+from traitlets.config import Config
 
 from .. import paths
 from ..runs.load import find_run_dir, list_runs, load_run
@@ -84,9 +85,13 @@ def render(job: Job, pdf: bool = True) -> list[Path]:
     out = paths.reports_dir() / job.slug
     out.mkdir(parents=True, exist_ok=True)
     executed = out / f"{NOTEBOOKS[job.report]}.ipynb"
-    pm.execute_notebook(str(notebook_path(job.report)), str(executed), parameters=job.parameters,
-                        kernel_name="python3", cwd=str(paths.install_root() / "notebooks"), progress_bar=False,
-                        log_output=False)
+    # The kernel talks over Unix sockets in a private directory, not loopback TCP: no port for
+    # another local user to reach the kernel (whose environment may hold the API key)
+    with tempfile.TemporaryDirectory(prefix="inferlab-kernel-") as sockets:
+        ipc = Config({"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "kernel")}})
+        pm.execute_notebook(str(notebook_path(job.report)), str(executed), parameters=job.parameters,
+                            kernel_name="python3", cwd=str(paths.install_root() / "notebooks"), progress_bar=False,
+                            log_output=False, config=ipc)
     html = out / f"{job.slug}.html"
     html.write_text(self_contained_html(executed))
     made = [executed, html]
