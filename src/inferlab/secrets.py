@@ -59,7 +59,7 @@ def known_secret_values() -> list[str]:
     values = [os.environ[API_KEY_ENV]] if os.environ.get(API_KEY_ENV) else []
     d = paths.secrets_dir()
     if d.is_dir():
-        for p in d.rglob("*"):
+        for p in d.iterdir():  # the secrets themselves; subfolders hold generated configs (ui-*/)
             if p.is_file():
                 values.extend(v.strip() for v in p.read_text(errors="ignore").splitlines() if len(v.strip()) >= 12)
     return values

@@ -3,7 +3,7 @@
 The same server block (``server.conf.template``) runs in the cluster in the official nginx
 image, which substitutes ``${VAR}`` from the environment at start; here the substitution is
 done in Python. The API key goes only into the generated config (mode 0600, in a private
-directory deleted on stop): never argv, never the page, never a log.
+directory under ``.secrets/``, deleted on stop): never argv, never the page, never a log.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from ..secrets import secrets_dir
 
 HERE = Path(__file__).parent
 TEMPLATE = HERE / "server.conf.template"
@@ -55,8 +57,12 @@ class ChatUI:
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen | None = None
         self.dir: Path | None = None
+        self.conf_dir: Path | None = None
 
     def _write_config(self) -> Path:
+        """Public files (page, logs, temp) in a /tmp directory the nginx workers can use; the
+        config, which holds the key, in a private directory under .secrets/ (the one place
+        secrets live), read only by the master process."""
         d = Path(tempfile.mkdtemp(prefix="inferlab-ui-"))
         d.chmod(0o755)  # nginx workers (user nobody when started as root) read html/ and write temp/
         for sub in ("html", "logs", "temp"):
@@ -64,18 +70,12 @@ class ChatUI:
         (d / "temp").chmod(0o777)
         shutil.copy(PAGE, d / "html" / "chat.html")
         (d / "html" / "chat.html").chmod(0o644)
-        conf = d / "conf"
-        conf.mkdir(mode=0o700)  # the key lives here; only the master (this user) reads it
+        conf = Path(tempfile.mkdtemp(prefix="ui-", dir=secrets_dir()))  # 0700
+        self.dir, self.conf_dir = d, conf
         server = render_server_block(f"127.0.0.1:{self.port}", str(d / "html"), self.upstream, self.api_key)
-        auth = ""
-        if self.htpasswd is not None:
-            fd = os.open(conf / "htpasswd", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(self.htpasswd)
-            conf.chmod(0o711)  # workers check passwords: they may traverse to the file, not list the dir
-            os.chmod(conf / "htpasswd", 0o644)  # salted hashes, not the password
-            auth = f'  auth_basic "inferlab chat";\n  auth_basic_user_file {conf}/htpasswd;\n'
-        server = auth + server
+        if self.htpasswd is not None:  # salted hashes, not passwords: workers must read them per request
+            (d / "htpasswd").write_text(self.htpasswd)
+            server = f'  auth_basic "inferlab chat";\n  auth_basic_user_file {d}/htpasswd;\n' + server
         body = (f"worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\n"
                 "events { worker_connections 256; }\n"
                 f"http {{\n  access_log {d}/logs/access.log;\n  types {{ text/html html; }}\n"
@@ -86,7 +86,6 @@ class ChatUI:
         fd = os.open(conf / "nginx.conf", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(body)
-        self.dir = d
         return conf / "nginx.conf"
 
     def start(self, timeout_s: float = 20) -> ChatUI:
@@ -117,9 +116,10 @@ class ChatUI:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.dir:
-            shutil.rmtree(self.dir, ignore_errors=True)  # the config held the key
-            self.dir = None
+        for d in (self.conf_dir, self.dir):  # the config held the key
+            if d:
+                shutil.rmtree(d, ignore_errors=True)
+        self.dir = self.conf_dir = None
 
     def __enter__(self) -> ChatUI:
         return self.start()
