@@ -89,23 +89,32 @@ class ChatUI:
         return conf / "nginx.conf"
 
     def start(self, timeout_s: float = 20) -> ChatUI:
-        conf = self._write_config()
-        assert self.dir is not None
-        argv = [nginx_binary(), "-p", str(self.dir), "-e", str(self.dir / "logs" / "error.log"), "-c", str(conf)]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        """Start nginx and wait for /healthz; on any failure or interrupt here (``__exit__``
+        does not run when ``__enter__`` raises) nginx is stopped before the error goes on."""
+        try:
+            conf = self._write_config()
+            assert self.dir is not None
+            argv = [nginx_binary(), "-p", str(self.dir), "-e", str(self.dir / "logs" / "error.log"), "-c", str(conf)]
+            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            self._wait_healthy(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self, timeout_s: float) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                self.stop()
                 raise UIError(f"nginx exited with {self.proc.returncode}: {err.strip()[-800:]}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
+                    return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        self.stop()
         raise UIError(f"nginx not answering on {self.url} after {timeout_s:.0f}s")
 
     def stop(self) -> None:
