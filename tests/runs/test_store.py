@@ -9,7 +9,8 @@ import pytest
 import inferlab
 from inferlab.runs.layout import make_cell_id, make_run_id
 from inferlab.runs.manifest import HostInfo, Manifest, TargetInfo, Versions
-from inferlab.runs.store import RunSealedError, RunWriter, read_manifest, reconcile
+from inferlab.analysis.crosscheck import crosscheck
+from inferlab.runs.store import RunSealedError, RunWriter, read_manifest, reconcile, sha256_file
 
 
 def manifest(run_id="20260101T000000Z-local-t"):
@@ -94,7 +95,7 @@ def test_dead_writer_becomes_partial_then_resumes(tmp_path):
 
 def test_every_sample_run_loads(workspace):
     runs = inferlab.list_runs()
-    assert set(runs["where"]) == {"sample"} and runs["status"].eq("complete").all() and len(runs) == 3
+    assert set(runs["where"]) == {"sample"} and runs["status"].eq("complete").all() and len(runs) == 4
     for rid in runs["run_id"]:
         run = inferlab.load_run(rid)
         for table in ("requests", "points", "summary", "probe", "gpu", "server"):
@@ -102,8 +103,23 @@ def test_every_sample_run_loads(workspace):
             assert not df.empty, (rid, table)
             assert {"run_id", "cell_id"} <= set(df.columns)
         assert run.data_quality["lines_skipped"].sum() == 0
-        for f in run.manifest.files:
-            assert (run.dir / f.path).stat().st_size == f.bytes
+        for f in run.manifest.files:  # the shipped bytes are the recorded bytes
+            assert (run.dir / f.path).stat().st_size == f.bytes and sha256_file(run.dir / f.path) == f.sha256
+
+
+def test_inferlab_gpu_run_golden(workspace):
+    """The run inferlab itself made on the H200 (data/sample/README.md): exact server agreement in
+    every cell, both GPU telemetry sources, the GPU in the manifest."""
+    run = inferlab.load_run("20261126T232956Z-url-h200-smollm2-inferlab")
+    m = run.manifest
+    assert m.versions.vllm == "0.24.0" and m.versions.k6 == "v1.1.0" and m.host.gpus[0].name == "NVIDIA H200"
+    cc = crosscheck(run)
+    counts = cc[cc["check"].isin(["requests", "generated_tokens"])]
+    assert len(counts) == 12 and counts["agrees"].all() and (counts["client"] == counts["server"]).all()
+    assert counts.query("scope == 'short-c64' and check == 'requests'")["server"].item() == 520
+    util = run.gpu[run.gpu["metric"] == "utilization_gpu_pct"]
+    assert set(util["source"]) == {"nvidia-smi", "nvml"} and util["value"].max() > 50
+    assert len(run.requests[run.requests["phase"] == "measure"]) == 1216  # 32+64+512 per payload
 
 
 def test_sample_crosscheck_exact(workspace):
