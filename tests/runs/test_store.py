@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 import inferlab
+from inferlab.analysis.crosscheck import crosscheck
 from inferlab.runs.layout import make_cell_id, make_run_id
 from inferlab.runs.manifest import HostInfo, Manifest, TargetInfo, Versions
-from inferlab.analysis.crosscheck import crosscheck
 from inferlab.runs.store import RunSealedError, RunWriter, read_manifest, reconcile, sha256_file
 
 

@@ -22,6 +22,7 @@ import httpx
 from .. import paths
 from ..load.spec import EngineSpec
 from ..runs.store import sha256_file
+from .health import wait_for_health
 
 ENGINE_VENV = ".venv-engine"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -117,17 +118,12 @@ class LocalEngine:
         return self
 
     def _wait_healthy(self, t0: float) -> None:
-        deadline = t0 + self.spec.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self.proc and self.proc.poll() is not None:
-                raise EngineError(f"vLLM exited with code {self.proc.returncode} during startup; log tail:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        raise EngineError(f"vLLM not healthy after {self.spec.startup_timeout_s:.0f}s; log tail:\n{self.log_tail()}")
+        assert self.proc is not None
+        outcome = wait_for_health(self.proc, f"{self.base_url}/health", t0 + self.spec.startup_timeout_s)
+        if outcome == "exited":
+            raise EngineError(f"vLLM exited with code {self.proc.returncode} during startup; log tail:\n{self.log_tail()}")
+        if outcome == "timeout":
+            raise EngineError(f"vLLM not healthy after {self.spec.startup_timeout_s:.0f}s; log tail:\n{self.log_tail()}")
 
     def log_tail(self, n: int = 40) -> str:
         try:

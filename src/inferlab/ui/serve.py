@@ -16,9 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 from ..secrets import secrets_dir
+from ..targets.health import wait_for_health
 
 HERE = Path(__file__).parent
 TEMPLATE = HERE / "server.conf.template"
@@ -104,18 +103,12 @@ class ChatUI:
 
     def _wait_healthy(self, timeout_s: float) -> None:
         assert self.proc is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise UIError(f"nginx exited with {self.proc.returncode}: {err.strip()[-800:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise UIError(f"nginx not answering on {self.url} after {timeout_s:.0f}s")
+        outcome = wait_for_health(self.proc, f"{self.url}/healthz", time.monotonic() + timeout_s, 0.2, 1.0)
+        if outcome == "exited":
+            err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+            raise UIError(f"nginx exited with {self.proc.returncode}: {err.strip()[-800:]}")
+        if outcome == "timeout":
+            raise UIError(f"nginx not answering on {self.url} after {timeout_s:.0f}s")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
