@@ -10,6 +10,7 @@ BIN := $(VENV)/bin
 TARGET ?= local
 BASE_URL ?=
 IN_CLUSTER ?=
+ARGS ?=
 RUNS ?=
 OVERLAY ?= minikube-gpu
 SPEC ?= matrix-local
@@ -61,14 +62,14 @@ serve: setup engine ## Start the local vLLM engine in the foreground (Ctrl-C sto
 
 benchmark: setup ## Run the default matrix (SPEC) on TARGET (local starts the engine)
 	@if [ "$(TARGET)" = local ]; then $(MAKE) --no-print-directory engine; fi
-	$(BIN)/inferlab sweep $(SPEC) --target $(TARGET) $(if $(BASE_URL),--base-url $(BASE_URL),) $(if $(IN_CLUSTER),--in-cluster,)
+	$(BIN)/inferlab sweep $(SPEC) --target $(TARGET) $(if $(BASE_URL),--base-url $(BASE_URL),) $(if $(IN_CLUSTER),--in-cluster,) $(ARGS)
 
 ui: setup ## Chat UI (nginx + one page) on :8080 in front of BASE_URL (default: `make serve`'s engine)
 	$(BIN)/inferlab ui $(if $(BASE_URL),--base-url $(BASE_URL),)
 
 stress: setup ## Run the stress spec (STRESS_SPEC) on TARGET: closed loop + arrival-rate ramp
 	@if [ "$(TARGET)" = local ]; then $(MAKE) --no-print-directory engine; fi
-	$(BIN)/inferlab stress $(STRESS_SPEC) --target $(TARGET) $(if $(BASE_URL),--base-url $(BASE_URL),) $(if $(IN_CLUSTER),--in-cluster,)
+	$(BIN)/inferlab stress $(STRESS_SPEC) --target $(TARGET) $(if $(BASE_URL),--base-url $(BASE_URL),) $(if $(IN_CLUSTER),--in-cluster,) $(ARGS)
 
 report: setup ## Headless reports; no RUNS: run the local default first. RUNS=sample|<id>[,<id>]
 	@if [ -z "$(RUNS)" ]; then \

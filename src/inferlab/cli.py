@@ -10,10 +10,13 @@ from pathlib import Path
 from . import __version__
 
 
-def _spec(path: str, name_override: str | None = None):
-    from .load.spec import resolve_spec
+def _spec(path: str, name_override: str | None = None, sets: list[str] | None = None):
+    from .load.spec import parse_overrides, resolve_spec
 
-    return resolve_spec(path, {"name": name_override} if name_override else None)
+    overrides = parse_overrides(sets or [])
+    if name_override:
+        overrides["name"] = name_override
+    return resolve_spec(path, overrides or None)
 
 
 def cmd_runs(a) -> int:
@@ -40,7 +43,7 @@ def cmd_ingest(a) -> int:
 def cmd_sweep(a) -> int:
     from .load.sweep import describe_plan, run
 
-    spec = _spec(a.spec, a.label)
+    spec = _spec(a.spec, a.label, a.set)
     if a.dry_run:
         print(describe_plan(spec, a.target))
         return 0
@@ -175,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--target", default=os.environ.get("TARGET", "local"), choices=["local", "url", "k8s"])
         s.add_argument("--base-url", default=os.environ.get("BASE_URL") or None)
         s.add_argument("--label", default=None, help="run label (default: the spec's name)")
+        s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a spec field (YAML value, dotted keys), e.g. --set model=smollm2 "
+                            "--set slo.e2e_p95_ms=5000; repeatable, recorded in the manifest's spec")
         s.add_argument("--resume", metavar="RUN_ID", help="add only the missing cells to this partial run")
         s.add_argument("--dry-run", action="store_true", help="print the plan; touch nothing")
         s.add_argument("--in-cluster", action="store_true", default=os.environ.get("IN_CLUSTER", "") not in ("", "0"),

@@ -64,3 +64,15 @@ def test_every_tracked_yaml_and_json_is_classified():
     for f in files:
         if f.endswith((".yaml", ".yml")):
             list(yaml.safe_load_all((ROOT / f).read_text()))
+
+
+def test_set_overrides_nested_yaml_values_and_names_bad_keys():
+    from inferlab.load.spec import parse_overrides, resolve_spec
+
+    spec = resolve_spec("matrix-gpu", parse_overrides(["model=smollm2", "concurrency=[1, 8]", "slo.e2e_p95_ms=5000"]))
+    assert spec.model == "smollm2" and spec.concurrency == [1, 8]
+    assert spec.slo.e2e_p95_ms == 5000 and spec.slo.ttft_ms == 500  # the rest of slo kept
+    with pytest.raises(SpecError, match=r"slo\.nope"):
+        resolve_spec("matrix-gpu", parse_overrides(["slo.nope=1"]))
+    with pytest.raises(SpecError, match="expected KEY=VALUE"):
+        parse_overrides(["model"])

@@ -158,12 +158,41 @@ def load_spec(path: str | Path, overrides: dict | None = None) -> LoadSpec:
         raise SpecError(f"{p}: cannot read YAML spec: {exc}") from exc
     if not isinstance(data, dict):
         raise SpecError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
-    data.update(overrides or {})
+    _deep_merge(data, overrides or {})
     try:
         return LoadSpec.model_validate(data)
     except ValidationError as exc:
         lines = [f"  {'.'.join(str(x) for x in e['loc']) or '(spec)'}: {e['msg']}" for e in exc.errors()]
         raise SpecError(f"{p}: invalid spec\n" + "\n".join(lines)) from None
+
+
+def _deep_merge(base: dict, extra: dict) -> None:
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_merge(base[k], v)
+        else:
+            base[k] = v
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["model=smollm2", "slo.e2e_p95_ms=5000", "concurrency=[1, 8]"]`` -> nested dict; values
+    are YAML (numbers, lists, booleans), dotted keys reach nested fields. Validation happens
+    with the spec, so an unknown key fails there, by name."""
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--set {item!r}: expected KEY=VALUE (e.g. model=smollm2, slo.e2e_p95_ms=5000)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise SpecError(f"--set {item!r}: value is not YAML: {exc}") from None
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
 
 
 def builtin_spec(name: str) -> Path:
