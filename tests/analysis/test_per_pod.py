@@ -10,7 +10,7 @@ import inferlab
 from inferlab.analysis.crosscheck import crosscheck, per_pod
 from inferlab.ingest import read_prometheus_text
 from inferlab.ingest.prometheus import counter_delta
-from inferlab.runs.layout import pod_metrics_path
+from inferlab.runs.layout import metrics_path
 
 RUN = "20261126T205944Z-url-h200-tuned-cudagraphs"
 
@@ -26,7 +26,7 @@ def two_pod_run(workspace, fixtures):
     # one real vLLM 0.24 before/after pair stands in for each of two replicas
     for pod in ("vllm-a", "vllm-b"):
         for when, name in (("before", "metrics_before"), ("after", "metrics_after")):
-            p = dst / pod_metrics_path(cell, pod, when)
+            p = dst / metrics_path(f"cells/{cell}", when, pod)
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes((fixtures / "vllm-0.24.0" / f"{name}.prom").read_bytes())
     return cell

@@ -65,7 +65,10 @@ def test_sweep_writes_a_complete_checked_run(keyed, tiny):
     assert r.probe["ttft_ms"].notna().all() and (r.probe["headers_ms"] < r.probe["e2e_ms"]).all()
     cc = crosscheck(r)
     counts = cc[cc.check.isin(["requests", "generated_tokens"])]
-    assert len(counts) == 4 and counts.agrees.all(), cc
+    assert set(counts.scope) == {"idle", "short-c1", "short-c2"} and len(counts) == 6 and counts.agrees.all(), cc
+    # around the idle probe its requests are the only ones: TTFT like for like with the server
+    idle = cc[cc.scope == "idle"].set_index("check")
+    assert idle.loc["requests", "server"] == tiny.probe.idle_requests and idle.loc["ttft_median_ms", "agrees"], cc
     assert not r.host.empty and {"k6", "system"} <= set(r.host["process"])  # the client's CPU too
     text = "".join(p.read_text(errors="ignore") for p in r.dir.rglob("*") if p.is_file() and p.suffix != ".gz")
     assert keyed.api_key not in text

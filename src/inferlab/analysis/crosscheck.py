@@ -93,5 +93,7 @@ def crosscheck(run: Run, tolerance: float = TOLERANCE) -> pd.DataFrame:
         if not pr.empty and pr["ttft_ms"].notna().any():
             server_ttft = histogram_quantile(histogram_delta(before, after, "ttft_seconds"), 0.5) * 1000
             rows.append(_row(run, scope, "ttft_median_ms", float(pr["ttft_ms"].median()), server_ttft,
-                             "probe median vs server histogram median (all requests in window; bucketed)", tolerance=0.5))
+                             "probe median vs server histogram median ("
+                             + ("only the probe's requests in the window: like for like" if scope == "idle"
+                                else "all requests in the window, k6's queued ones too") + "; bucketed)", tolerance=0.5))
     return pd.DataFrame(rows, columns=COLUMNS)

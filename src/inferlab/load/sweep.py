@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .. import paths
 from ..probe.stream import BackgroundProbe, run_probe
 from ..runs.environment import host_info, versions
-from ..runs.layout import IDLE_PROBE, make_run_id, pod_metrics_path, segment_files
+from ..runs.layout import IDLE_PROBE, make_run_id, metrics_path, segment_files
 from ..runs.load import find_run_dir
 from ..runs.manifest import CellRecord, Manifest, TargetInfo
 from ..runs.store import RunWriter, unseal_dirs
@@ -163,8 +163,12 @@ def _run_cells(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple[st
     probe_kw = dict(base_url=session.base_url, api_key=session.api_key, model=spec.model if session.kind != "local"
                     else spec.engine.served_model_name, payload=spec.probe.payload, verify_tls=session.verify_tls)
     if spec.probe.idle_requests and not (w.dir / IDLE_PROBE).exists():
+        # scraped before and after: the idle probe's requests are then the only ones in the
+        # window, so its TTFT can be checked against the server's own histogram like for like
         (w.dir / "probe").mkdir(exist_ok=True)
+        _scrape(w, session, "probe", "before")
         run_probe(w.dir / IDLE_PROBE, n=spec.probe.idle_requests, **probe_kw)
+        _scrape(w, session, "probe", "after")
         w.checkpoint()
     plans = {p.cell_id: p for p in plan_cells(spec)}
     todo = [c for c in w.manifest.cells if c.status != "complete"]
@@ -195,7 +199,7 @@ def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRec
     cell_dir.mkdir(parents=True)
     cell.status, cell.started_at, cell.reason = "running", datetime.now(UTC), ""
     w.checkpoint()
-    _scrape(w, session, cell.cell_id, "before")
+    _scrape(w, session, f"cells/{cell.cell_id}", "before")
     probe = None
     if spec.probe.under_load_requests:
         probe = BackgroundProbe(out=cell_dir / "probe.jsonl", n=spec.probe.under_load_requests,
@@ -216,7 +220,7 @@ def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRec
         if probe:
             cell.probe_requests = probe.stop()
         if not (cell_dir / "metrics-after.prom").exists():
-            _scrape(w, session, cell.cell_id, "after")
+            _scrape(w, session, f"cells/{cell.cell_id}", "after")
         cell.ended_at = datetime.now(UTC)
         w.checkpoint()
     cell.k6_exit_code, cell.thresholds_passed = result.exit_code, result.thresholds_passed
@@ -235,13 +239,15 @@ def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRec
     w.checkpoint()
 
 
-def _scrape(w: RunWriter, session: TargetSession, cell_id: str, when: str) -> None:
+def _scrape(w: RunWriter, session: TargetSession, folder: str, when: str) -> None:
     """/metrics through the target's URL, and of every vLLM pod directly where there are pods."""
+    if (w.dir / metrics_path(folder, when)).exists():
+        return  # a resumed run keeps its first scrape
     data = session.scrape_metrics()
     if data is not None:
-        w.write_bytes(f"cells/{cell_id}/metrics-{when}.prom", data)
+        w.write_bytes(metrics_path(folder, when), data)
     for pod, text in session.scrape_pods().items():
-        w.write_bytes(pod_metrics_path(cell_id, pod, when), text)
+        w.write_bytes(metrics_path(folder, when, pod), text)
 
 
 def _failed_rate(summaries: list[Path]) -> float:

@@ -6,7 +6,7 @@ data/runs/<run_id>/                  run_id = YYYYmmddTHHMMSSZ-<target>-<label>
     k6.ndjson.gz k6-summary.json k6.log metrics-before.prom metrics-after.prom probe.jsonl
     (k6 split into N execution segments: k6.seg1ofN.ndjson.gz k6-summary.seg1ofN.json k6.seg1ofN.log ...)
     pods/<pod>/metrics-before.prom metrics-after.prom   (k8s: every vLLM pod scraped directly)
-  probe/idle.jsonl
+  probe/idle.jsonl probe/metrics-before.prom probe/metrics-after.prom   (scrapes around the idle probe)
   telemetry/nvidia-smi.csv nvml.csv host.csv
   engine/engine.log
 """
@@ -86,9 +86,10 @@ def segment_glob(key: str) -> str:
     return f"{stem}.seg*of*.{rest}"
 
 
-def pod_metrics_path(cell_id: str, pod: str, when: str) -> str:
-    """A per-pod /metrics scrape of a cell (k8s targets with any number of replicas)."""
-    return f"cells/{cell_id}/pods/{pod}/metrics-{when}.prom"
+def metrics_path(folder: str, when: str, pod: str | None = None) -> str:
+    """A /metrics scrape around a cell (``cells/<cell_id>``) or the idle probe (``probe``):
+    through the target's URL, or of one pod directly (k8s, any number of replicas)."""
+    return f"{folder}/pods/{pod}/metrics-{when}.prom" if pod else f"{folder}/metrics-{when}.prom"
 
 
 def cell_path(cell_id: str, key: str) -> str:

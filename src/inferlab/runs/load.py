@@ -14,7 +14,7 @@ import pandas as pd
 
 from .. import paths
 from ..ingest import read_k6, read_k6_points, read_k6_summary, read_nvidia_smi, read_probe, read_prometheus_text
-from .layout import CELL_FILES, IDLE_PROBE, K6_SEGMENTED, MANIFEST, TELEMETRY, segment_glob
+from .layout import CELL_FILES, IDLE_PROBE, K6_SEGMENTED, MANIFEST, TELEMETRY, metrics_path, segment_glob
 from .manifest import Manifest
 from .store import reconcile
 
@@ -140,14 +140,17 @@ class Run:
     @cached_property
     def server(self) -> pd.DataFrame:
         """Every /metrics sample with ``when`` = before|after and ``pod`` (the scraped pod on k8s,
-        "" for a scrape through the Service or URL); cell_id ``run`` for run-level snapshots."""
+        "" for a scrape through the Service or URL). cell_id is the cell, ``idle`` for the scrapes
+        around the idle probe, ``run`` for run-level snapshots (imported runs)."""
+        scopes = [(c.cell_id, f"cells/{c.cell_id}") for c in self.manifest.cells] + [("idle", "probe")]
         frames = []
         for when in ("before", "after"):
-            for c, p in self._cell_files(f"metrics_{when}"):
-                frames.append(self._tag(read_prometheus_text(p), c.cell_id, when=when, pod=""))
-            for cell in self.manifest.cells:
-                for p in sorted((self.dir / "cells" / cell.cell_id / "pods").glob(f"*/metrics-{when}.prom")):
-                    frames.append(self._tag(read_prometheus_text(p), cell.cell_id, when=when, pod=p.parent.name))
+            for scope, folder in scopes:
+                direct = self.dir / metrics_path(folder, when)
+                pods = sorted((self.dir / folder / "pods").glob(f"*/metrics-{when}.prom"))
+                for p, pod in [(direct, ""), *[(p, p.parent.name) for p in pods]]:
+                    if p.is_file():
+                        frames.append(self._tag(read_prometheus_text(p), scope, when=when, pod=pod))
             p = self.dir / RUN_LEVEL_METRICS[when]
             if p.is_file():
                 frames.append(self._tag(read_prometheus_text(p), "run", when=when, pod=""))
