@@ -33,12 +33,16 @@ spec = "{spec}"  # built-in spec name or a YAML path
 target = "local"  # local | url | k8s
 base_url = ""  # url/k8s targets; the key comes from INFERLAB_API_KEY or .secrets/
 label = ""
+set_fields = []  # spec overrides, e.g. ["model=tinyllama", "concurrency=[1, 64]", "slo.e2e_p95_ms=5000"]
+in_cluster = False  # target k8s: k6 as a Job inside the cluster
 dry_run = False
 '''
 SWEEP_BODY = [
     ("code", "import inferlab\nfrom inferlab.load import spec as specs, sweep"),
-    ("code", "load_spec = specs.resolve_spec(spec, {'name': label} if label else None)\nprint(sweep.describe_plan(load_spec, target))"),
-    ("code", "run_id = None if dry_run else sweep.run(load_spec, target=target, base_url=base_url or None)\nrun_id"),
+    ("code", "overrides = {**specs.parse_overrides(set_fields), **({'name': label} if label else {})}\n"
+             "load_spec = specs.resolve_spec(spec, overrides or None)\nprint(sweep.describe_plan(load_spec, target))"),
+    ("code", "run_id = None if dry_run else sweep.run(load_spec, target=target, base_url=base_url or None, in_cluster=in_cluster)\n"
+             "run_id"),
     ("code", "inferlab.load_run(run_id).cells_frame() if run_id else 'dry run: nothing executed'"),
 ]
 
