@@ -102,3 +102,19 @@ def test_promql_checks_catch_renamed_metrics_and_bad_syntax():
     kinds = {where.split("/")[0] for where, _ in exprs}
     assert kinds == {"PrometheusRule", "ConfigMap", "ScaledObject"} and len(exprs) >= 15
     assert promql_errors(shipped) == []
+
+
+def test_alert_rule_unit_tests_run_and_catch_a_changed_threshold():
+    import copy
+    import shutil
+
+    if not shutil.which("promtool"):
+        pytest.skip("promtool not installed (make system-deps)")
+    rule = next(d for d in validate.kustomize_build("cpu") if d["kind"] == "PrometheusRule")
+    assert validate.promtool_errors([rule]) == []  # check + the unit tests in platform/monitoring/rule-tests
+    broken = copy.deepcopy(rule)
+    for r in broken["spec"]["groups"][0]["rules"]:
+        if r["alert"] == "VllmQueueBuilding":
+            r["expr"] = r["expr"].replace("> 50", "> 500")
+    errs = validate.promtool_errors([broken])
+    assert len(errs) == 1 and "promtool test rules" in errs[0] and "VllmQueueBuilding" in errs[0]

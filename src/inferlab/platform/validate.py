@@ -127,6 +127,8 @@ def plaintext_secret_errors() -> list[str]:
 
 
 def promtool_errors(docs: list[dict]) -> list[str]:
+    """``promtool check rules`` on every PrometheusRule, then ``promtool test rules`` with its
+    unit tests (``platform/monitoring/rule-tests/<name>.test.yaml``, rules written beside it)."""
     promtool = shutil.which("promtool")
     rules = [d for d in docs if d.get("kind") == "PrometheusRule"]
     if not rules:
@@ -135,12 +137,18 @@ def promtool_errors(docs: list[dict]) -> list[str]:
         return ["promtool not found: `make system-deps` (Debian package prometheus)"]
     errs = []
     for d in rules:
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
-            yaml.safe_dump(d["spec"], fh)
-        proc = subprocess.run([promtool, "check", "rules", fh.name], capture_output=True, text=True)
-        os.unlink(fh.name)
-        if proc.returncode != 0:
-            errs.append(f"PrometheusRule/{d['metadata']['name']}: promtool: {(proc.stdout + proc.stderr)[-800:]}")
+        name = d["metadata"]["name"]
+        unit_tests = platform_dir() / "monitoring" / "rule-tests" / f"{name}.test.yaml"
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "rules.yaml").write_text(yaml.safe_dump(d["spec"]))
+            steps = [["check", "rules", "rules.yaml"]]
+            if unit_tests.is_file():
+                shutil.copy(unit_tests, Path(tmp) / unit_tests.name)
+                steps.append(["test", "rules", unit_tests.name])
+            for step in steps:
+                proc = subprocess.run([promtool, *step], capture_output=True, text=True, cwd=tmp)
+                if proc.returncode != 0:
+                    errs.append(f"PrometheusRule/{name}: promtool {step[0]} rules: {(proc.stdout + proc.stderr)[-800:]}")
     return errs
 
 
