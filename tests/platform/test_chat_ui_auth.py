@@ -53,3 +53,16 @@ def test_sigterm_stops_ui_and_its_nginx(tmp_path):
     assert proc.wait(timeout=30) in (0, 130)  # 130: it landed before the serving loop; both clean up
     gone, alive = psutil.wait_procs(nginx, timeout=10)
     assert not alive
+
+
+@pytest.mark.skipif(not (shutil.which("nginx") or shutil.which("/usr/sbin/nginx")), reason="nginx not installed")
+def test_api_calls_are_rate_limited_per_client():
+    """A burst past the limit gets 429 from nginx before reaching the server; the page is not limited."""
+    import concurrent.futures
+
+    with ChatUI("http://127.0.0.1:1", "unused-key-xxxxxxxx", free_port(8084)) as ui:
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(lambda _: httpx.get(f"{ui.url}/v1/models").status_code, range(60)))
+        assert set(codes) <= {429, 502} and codes.count(429) >= 30, codes  # 502: passed, upstream is down
+        assert codes.count(502) <= 21 + 2  # burst 20 (+1 token, + refill during the burst)
+        assert all(httpx.get(f"{ui.url}/").status_code == 200 for _ in range(30))

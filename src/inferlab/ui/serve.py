@@ -28,11 +28,11 @@ class UIError(RuntimeError):
     pass
 
 
-def render_server_block(listen: str, root: str, upstream: str, api_key: str) -> str:
-    """The template with its four variables filled (a missing one is an error, not a blank)."""
+def render_server_block(listen: str, root: str, upstream: str, api_key: str, rate_limit: str = "2r/s") -> str:
+    """The template with its variables filled (a missing one is an error, not a blank)."""
     text = TEMPLATE.read_text()
     for name, value in {"UI_LISTEN": listen, "UI_ROOT": root, "VLLM_UPSTREAM": upstream.rstrip("/"),
-                        "VLLM_API_KEY": api_key}.items():
+                        "VLLM_API_KEY": api_key, "UI_RATE_LIMIT": rate_limit}.items():
         text = text.replace("${" + name + "}", value)
     if "${" in text:
         raise UIError(f"{TEMPLATE}: unfilled variable near {text[text.index('${'):][:30]!r}")
