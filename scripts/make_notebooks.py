@@ -79,7 +79,8 @@ LOAD_TEST = nb("Load-test report", "Per-cell throughput, latency, streaming TTFT
 ])
 
 STRESS_NB = nb("Stress report", "Behaviour at high concurrency, the knee of an arrival-rate ramp, errors and dropped "
-               "iterations.", f'run_id = "{STRESS}"\nslo_p95_ms = 2000.0\nslo_error_rate = 0.01\nwindow_s = 10.0\n', [
+               "iterations.", f'run_id = "{STRESS}"\nslo_p95_ms = 0.0  # 0: the run\'s own SLO (its spec), 2000 ms where it has none\n'
+               'slo_error_rate = 0.0  # 0: the run\'s own\nwindow_s = 10.0\n', [
     ("code", "import inferlab\nfrom inferlab.analysis import crosscheck, knee, summary\nfrom inferlab.report import plots, sections\n"
              "run = inferlab.load_run(run_id)\nsections.title('Stress report', run)"),
     ("md", "## Closed loop at high concurrency"),
@@ -89,8 +90,10 @@ STRESS_NB = nb("Stress report", "Behaviour at high concurrency, the knee of an a
     ("md", "## Arrival-rate ramp and the knee\nThe knee is the highest achieved rate before a window breaks the SLO "
            "(p95 latency, error rate, or falling below 90 % of the target rate)."),
     ("code", "ramps = [c.cell_id for c in run.manifest.cells if c.executor == 'ramping-arrival-rate']\n"
-             "windows = knee.ramp_windows(run, ramps[0], window_s, slo_p95_ms, slo_error_rate) if ramps else None\n"
-             "found = knee.find_knee(windows) if ramps else {}\nfound"),
+             "p95_ms, error_rate = knee.run_slo(run, slo_p95_ms, slo_error_rate)\n"
+             "windows = knee.ramp_windows(run, ramps[0], window_s, p95_ms, error_rate) if ramps else None\n"
+             "found = knee.find_knee(windows) if ramps else {}\n"
+             "sections.knee_md(found, windows, p95_ms, error_rate)"),
     ("code", "sections.show(windows) if ramps else 'no ramp cell in this run'"),
     ("code", "plots.ramp_knee(windows, found) if ramps else None"),
     ("md", "## Errors by status over time and dropped iterations"),

@@ -32,3 +32,15 @@ def test_sample_stress_knee_golden(workspace):
     assert 350 <= k["knee_rps"] <= 450 and k["first_break_window"] is not None
     assert w["dropped_iterations"].sum() > 0
     assert k["knee_rps"] == pytest.approx(w.loc[: k["first_break_window"] - 1, "achieved_rps"].max())
+
+
+def test_reports_judge_a_ramp_by_the_runs_own_slo(workspace):
+    from inferlab.analysis.knee import knee_sentence, run_slo
+
+    run = inferlab.load_run("20261126T214243Z-url-h200-stress")  # imported: its spec has no SLO
+    assert run_slo(run) == (2000.0, 0.01) and run_slo(run, 5000.0) == (5000.0, 0.01)
+    gpu = inferlab.load_run("20261126T232956Z-url-h200-smollm2-inferlab")  # made by inferlab: spec SLO
+    assert run_slo(gpu) == (10000.0, 0.01)
+    w = ramp_windows(run, "short-rate20to600", 10.0, *run_slo(run))
+    text = knee_sentence(find_knee(w), w, *run_slo(run))
+    assert text.startswith("Knee: **425.") and "First break at 70 s" in text and "p95 4299 ms" in text

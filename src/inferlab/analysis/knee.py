@@ -46,6 +46,33 @@ def ramp_windows(run: Run, cell_id: str, window_s: float = 10.0, slo_p95_ms: flo
     return df
 
 
+DEFAULT_SLO = {"e2e_p95_ms": 2000.0, "error_rate": 0.01}  # for runs whose spec has no SLO (imported)
+
+
+def run_slo(run: Run, p95_ms: float = 0.0, error_rate: float = 0.0) -> tuple[float, float]:
+    """The SLO that judges a ramp: explicit values (> 0) win, else the run's own spec, else
+    DEFAULT_SLO. A report judges a run by the SLO it was run for unless told otherwise."""
+    slo = {**DEFAULT_SLO, **(run.manifest.spec.get("slo") or {})}
+    return (p95_ms or float(slo["e2e_p95_ms"]), error_rate or float(slo["error_rate"]))
+
+
+def knee_sentence(found: dict, windows: pd.DataFrame, p95_ms: float, error_rate: float) -> str:
+    """One line a reader can quote: the knee, where the SLO broke and why."""
+    if windows is None or windows.empty:
+        return "No ramp cell in this run."
+    head = (f"Knee: **{found['knee_rps']:.1f} requests/s** (SLO: p95 e2e <= {p95_ms:.0f} ms, errors <= "
+            f"{error_rate:.0%}, keeping up with >= 90 % of the target rate).") if found["knee_rps"] == found["knee_rps"] \
+        else "No knee: " + found["reason"] + "."
+    if found.get("first_break_window") is None:
+        return head + " " + found.get("reason", "")
+    w = windows.set_index("window").loc[found["first_break_window"]]
+    why = [f"p95 {w['latency_p95_ms']:.0f} ms" if w["latency_p95_ms"] > p95_ms else "",
+           f"errors {w['error_rate']:.1%}" if w["error_rate"] > error_rate else "",
+           f"achieved {w['achieved_rps']:.1f} of {w['target_rps']:.1f} requests/s"
+           if w["achieved_rps"] < 0.9 * w["target_rps"] else ""]
+    return head + f" First break at {w['t_start_s']:.0f} s into the ramp: " + ", ".join(x for x in why if x) + "."
+
+
 def find_knee(windows: pd.DataFrame) -> dict:
     """The knee: highest achieved RPS among windows before the first SLO break."""
     if windows.empty:

@@ -102,3 +102,9 @@ def config_diff(a: Run, b: Run) -> pd.DataFrame:
     skip = {"run_id", "started (UTC)", "ended (UTC)", "files"}
     rows = [{"fact": k, "baseline": fa[k], "tuned": fb[k]} for k in fa.index if k not in skip and fa[k] != fb[k]]
     return pd.DataFrame(rows, columns=["fact", "baseline", "tuned"])
+
+
+def knee_md(found: dict, windows: pd.DataFrame | None, p95_ms: float, error_rate: float) -> Markdown:
+    from ..analysis.knee import knee_sentence
+
+    return Markdown(knee_sentence(found, windows, p95_ms, error_rate))
