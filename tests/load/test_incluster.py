@@ -68,3 +68,22 @@ def test_pod_shell_and_copy_out_with_real_k6(tmp_path, spec):
     frames = [read_k6(cell_dir / f"k6.seg{i}of2.ndjson.gz") for i in (1, 2)]
     assert [len(f) for f in frames] == [6, 6]
     assert sum((f["phase"] == "warmup").sum() for f in frames) == 2  # iterationInTest spans segments
+
+
+def test_stuck_pods_fail_fast_with_the_reason():
+    """An image that cannot be pulled or a missing Secret never resolves: say so now, not after
+    the cell's whole deadline. (Pod objects shaped like the API's, without a cluster.)"""
+    from types import SimpleNamespace as NS
+
+    from inferlab.load.incluster import KubeExec
+
+    waiting = NS(state=NS(waiting=NS(reason="ImagePullBackOff", message="grafana/k6:9.9.9 not found"), terminated=None),
+                 name="k6")
+    pod = NS(metadata=NS(name="k6-short-c2-abc-0", annotations={}),
+             status=NS(phase="Pending", reason=None, message=None, init_container_statuses=[waiting],
+                       container_statuses=None))
+    kube = KubeExec.__new__(KubeExec)
+    kube.namespace = "inferlab"
+    kube.core = NS(list_namespaced_pod=lambda ns, label_selector: NS(items=[pod]))
+    with pytest.raises(RuntimeError, match="container k6: ImagePullBackOff: grafana/k6:9.9.9 not found"):
+        kube.pods_ready_to_collect("k6-short-c2-abc", 1, 60, lambda msg: None)

@@ -45,6 +45,8 @@ COLLECTOR_IMAGE = "busybox:1.37.0"
 RESULTS, SCRIPTS = "/results", "/scripts"
 LABELS = {"app.kubernetes.io/name": "k6", "app.kubernetes.io/part-of": "inferlab",
           "app.kubernetes.io/managed-by": "inferlab", "app.kubernetes.io/component": "load"}
+# Waiting reasons that never resolve by themselves (wrong image, missing Secret/ConfigMap key)
+STUCK = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"}
 Exec = Callable[[list[str]], bytes]  # run a command where the results are, return its stdout
 
 
@@ -73,8 +75,9 @@ def render(spec: LoadSpec, cell: CellPlan, run_id: str, namespace: str, service_
     name, n = job_name(run_id, cell.cell_id), spec.k6_segments
     labels = {**LABELS, "inferlab.dev/cell": cell.cell_id}
     meta = {"name": name, "namespace": namespace, "labels": labels}
+    config = json.dumps(k6_config(spec, cell, service_url))
     config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
-                  "data": {"chat.js": SCRIPT.read_text(), "config.json": json.dumps(k6_config(spec, cell, service_url))}}
+                  "data": {"chat.js": SCRIPT.read_text(), "config.json": config}}
     small = {"requests": {"cpu": "50m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "32Mi"}}
     k6 = {
         "name": "k6", "image": K6_IMAGE, "command": ["sh", "-c", k6_shell(n)],
@@ -170,6 +173,11 @@ class KubeExec:
                 st = (p.status.init_container_statuses or [None])[0]
                 if p.status.phase == "Failed":
                     raise RuntimeError(f"k6 pod {p.metadata.name} failed: {p.status.reason or p.status.message}")
+                for c in [*(p.status.init_container_statuses or []), *(p.status.container_statuses or [])]:
+                    waiting = c.state.waiting if c.state else None
+                    if waiting is not None and waiting.reason in STUCK:  # fail now, not at the deadline
+                        raise RuntimeError(f"k6 pod {p.metadata.name} container {c.name}: {waiting.reason}: "
+                                           f"{waiting.message or ''}".strip())
                 if st is not None and st.state.terminated is not None:
                     done[int(p.metadata.annotations["batch.kubernetes.io/job-completion-index"])] = p.metadata.name
             on_state(f"{len(done)}/{n} k6 pods finished, {len(pods)} created")
