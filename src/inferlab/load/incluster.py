@@ -112,7 +112,7 @@ def collect(run: Exec, cell_dir: Path, index: int, n_segments: int, results: str
     names = segment_files(index, n_segments)
     code_text = run(["sh", "-c", f"cat {results}/exit-code 2>/dev/null || echo -1"]).decode().strip()
     blobs = {
-        names["ndjson"]: run(["sh", "-c", f"[ -f {results}/k6.ndjson ] && gzip -c {results}/k6.ndjson | base64"]),
+        names["ndjson"]: run(["sh", "-c", f"if [ -f {results}/k6.ndjson ]; then gzip -c {results}/k6.ndjson | base64; fi"]),
         names["summary"]: run(["sh", "-c", f"cat {results}/k6-summary.json 2>/dev/null || true"]),
         names["log"]: run(["sh", "-c", f"cat {results}/k6.log 2>/dev/null || true"]),
     }
@@ -127,7 +127,7 @@ def collect(run: Exec, cell_dir: Path, index: int, n_segments: int, results: str
             fh.write(data)
         (cell_dir / rel).chmod(0o444)
     run(["touch", f"{results}/.collected"])
-    return int(code_text or -1), requests
+    return (int(code_text) if code_text.lstrip("-").isdigit() else -1), requests
 
 
 def result_of(codes: list[int], requests: int, cell_dir: Path, n_segments: int) -> CellResult:
