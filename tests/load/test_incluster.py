@@ -87,3 +87,16 @@ def test_stuck_pods_fail_fast_with_the_reason():
     kube.core = NS(list_namespaced_pod=lambda ns, label_selector: NS(items=[pod]))
     with pytest.raises(RuntimeError, match="container k6: ImagePullBackOff: grafana/k6:9.9.9 not found"):
         kube.pods_ready_to_collect("k6-short-c2-abc", 1, 60, lambda msg: None)
+
+
+def test_copy_out_of_a_pod_where_k6_never_ran(tmp_path):
+    results, cell_dir = tmp_path / "results", tmp_path / "cell"
+    results.mkdir()
+    cell_dir.mkdir()
+
+    def local_exec(cmd):
+        return subprocess.run(cmd, capture_output=True, check=True).stdout
+
+    assert collect(local_exec, cell_dir, 0, 1, results=str(results)) == (-1, 0)
+    assert list(cell_dir.iterdir()) == [] and (results / ".collected").exists()
+    assert result_of([-1], 0, cell_dir, 1).exit_code == -1

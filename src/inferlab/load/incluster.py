@@ -107,8 +107,8 @@ def render(spec: LoadSpec, cell: CellPlan, run_id: str, namespace: str, service_
 
 def collect(run: Exec, cell_dir: Path, index: int, n_segments: int, results: str = RESULTS) -> tuple[int, int]:
     """Copy one pod's outputs into ``cell_dir`` (write-once names of its segment) and release
-    the pod. Returns (k6 exit code, requests). Missing outputs (k6 never started) are written
-    as nothing; the exit code then says why."""
+    the pod. Returns (k6 exit code, requests; -1 when k6 left no exit code). An output k6 did
+    not produce is not written."""
     names = segment_files(index, n_segments)
     code_text = run(["sh", "-c", f"cat {results}/exit-code 2>/dev/null || echo -1"]).decode().strip()
     blobs = {
@@ -118,9 +118,9 @@ def collect(run: Exec, cell_dir: Path, index: int, n_segments: int, results: str
     }
     requests = 0
     for rel, data in blobs.items():
+        if not data.strip():
+            continue  # not produced (k6 never ran): no file, and the exit code says why
         if rel == names["ndjson"]:
-            if not data.strip():
-                continue
             data = base64.b64decode(data)
             requests = gzip.decompress(data).count(REQUEST_MARK)
         with open(cell_dir / rel, "xb") as fh:
