@@ -12,6 +12,7 @@ import time
 import httpx
 import websocket
 
+from inferlab.procs import stop_process
 from inferlab.report.render import chromium
 from inferlab.targets.local_engine import free_port
 
@@ -59,9 +60,5 @@ class Browser:
     def close(self) -> None:
         if getattr(self, "ws", None):
             self.ws.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
         self.profile.cleanup()

@@ -118,3 +118,4 @@ def test_alert_rule_unit_tests_run_and_catch_a_changed_threshold():
             r["expr"] = r["expr"].replace("> 50", "> 500")
     errs = validate.promtool_errors([broken])
     assert len(errs) == 1 and "promtool test rules" in errs[0] and "VllmQueueBuilding" in errs[0]
+

@@ -12,7 +12,9 @@ from collections.abc import Iterator
 
 from .. import secrets
 from ..load.spec import LoadSpec
+from ..procs import stop_process
 from ..runs.manifest import TargetInfo
+from .base import TargetError, TargetSession
 
 NAMESPACE, SERVICE, PORT = "inferlab", "vllm", 8000
 
@@ -21,23 +23,17 @@ NAMESPACE, SERVICE, PORT = "inferlab", "vllm", 8000
 def port_forward(namespace: str = NAMESPACE, service: str = SERVICE, port: int = PORT) -> Iterator[str]:
     kubectl = shutil.which("kubectl")
     if not kubectl:
-        raise RuntimeError("kubectl not found: needed for TARGET=k8s port-forward")
+        raise TargetError("kubectl not found: needed for TARGET=k8s port-forward")
     proc = subprocess.Popen([kubectl, "-n", namespace, "port-forward", f"svc/{service}", f"127.0.0.1:0:{port}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         m = re.search(r"127\.0\.0\.1:(\d+)", line)
         if not m:
-            from .base import TargetError
-
             raise TargetError(f"kubectl port-forward failed: {line.strip() or 'no output'} (is a cluster reachable?)")
         yield f"http://127.0.0.1:{m.group(1)}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def secret_name_of(api_client, namespace: str = NAMESPACE, deployment: str = SERVICE) -> str:
@@ -72,13 +68,10 @@ def pod_scraper(api_client, namespace: str = NAMESPACE, selector: str = "app.kub
     return scrape
 
 
-def _in_cluster_load():
+def _in_cluster_load(dyn):
     """KubeExec for k6 Jobs next to the deployed service, or a clear error without a cluster."""
     from ..load.incluster import KubeExec
-    from ..platform.deploy import cluster_client
-    from .base import TargetError
 
-    dyn = cluster_client()
     if dyn is None:
         raise TargetError("--in-cluster: no Kubernetes cluster reachable (KUBECONFIG / current context)")
     try:
@@ -92,13 +85,13 @@ def _in_cluster_load():
 @contextlib.contextmanager
 def k8s_target(spec: LoadSpec, base_url: str | None, in_cluster: bool = False):
     """Probe and /metrics go through the ingress (BASE_URL) or a port-forward; k6 too, unless
-    ``in_cluster``, where it runs as a Job beside the Service."""
+    ``in_cluster``, where it runs as a Job beside the Service. One API client serves the k6
+    Jobs and the per-pod scrapes (asking for it costs a round trip to the API server)."""
     from ..platform.deploy import cluster_client
-    from .base import TargetSession
 
     key = secrets.api_key("k8s")
-    load = _in_cluster_load() if in_cluster else None
     dyn = cluster_client()
+    load = _in_cluster_load(dyn) if in_cluster else None
     pods = pod_scraper(dyn.client) if dyn is not None else None
     via_load = {"load": f"k6 Job in namespace {NAMESPACE} -> {load.service_url}"} if load else {}
     if base_url:

@@ -21,8 +21,8 @@ import httpx
 
 from .. import paths
 from ..load.spec import EngineSpec
+from ..procs import wait_for_health
 from ..runs.store import sha256_file
-from .health import wait_for_health
 
 ENGINE_VENV = ".venv-engine"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"

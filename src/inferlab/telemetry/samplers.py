@@ -21,6 +21,8 @@ from pathlib import Path
 
 import psutil
 
+from ..procs import stop_process
+
 NVIDIA_SMI_QUERY = "timestamp,utilization.gpu,utilization.memory,memory.used,memory.total,temperature.gpu,power.draw"
 
 
@@ -40,12 +42,7 @@ class NvidiaSmiLogger:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.proc:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
         self._fh.close()
 
 

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..procs import stop_process, wait_for_health
 from ..secrets import secrets_dir
-from ..targets.health import wait_for_health
 
 HERE = Path(__file__).parent
 TEMPLATE = HERE / "server.conf.template"
@@ -111,13 +111,7 @@ class ChatUI:
             raise UIError(f"nginx not answering on {self.url} after {timeout_s:.0f}s")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)  # graceful: finish open streams
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGQUIT)  # SIGQUIT: nginx's graceful stop, open streams finish
         for d in (self.conf_dir, self.dir):  # the config held the key
             if d:
                 shutil.rmtree(d, ignore_errors=True)

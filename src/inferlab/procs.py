@@ -1,7 +1,9 @@
-"""Waiting for a server this workspace started (vLLM, nginx) to answer its health URL."""
+"""Child processes this workspace starts (vLLM, nginx, nvidia-smi, kubectl port-forward,
+Chromium in tests): wait until one answers its health URL; stop one politely, then firmly."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from typing import Literal
@@ -24,3 +26,16 @@ def wait_for_health(proc: subprocess.Popen, url: str, deadline: float, interval_
             pass
         time.sleep(interval_s)
     return "timeout"
+
+
+def stop_process(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, grace_s: float = 10) -> None:
+    """Send ``sig``; after ``grace_s`` without exit, SIGKILL. The child is reaped either way
+    (no zombie). A process that already ended is left as it is."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
