@@ -119,3 +119,18 @@ def test_alert_rule_unit_tests_run_and_catch_a_changed_threshold():
     errs = validate.promtool_errors([broken])
     assert len(errs) == 1 and "promtool test rules" in errs[0] and "VllmQueueBuilding" in errs[0]
 
+
+def test_port_forward_without_a_cluster_is_a_target_error(monkeypatch, tmp_path):
+    """Real kubectl with no cluster: its error line names 127.0.0.1:8080, which must not be
+    taken for the forwarded port (it once was)."""
+    import shutil
+
+    from inferlab.targets.base import TargetError
+    from inferlab.targets.k8s import port_forward
+
+    if not shutil.which("kubectl"):
+        pytest.skip("kubectl not installed")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    with pytest.raises(TargetError, match="kubectl port-forward failed"):
+        with port_forward():
+            pass

@@ -28,7 +28,8 @@ def port_forward(namespace: str = NAMESPACE, service: str = SERVICE, port: int =
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = proc.stdout.readline() if proc.stdout else ""
-        m = re.search(r"127\.0\.0\.1:(\d+)", line)
+        # only kubectl's success line: its errors mention 127.0.0.1:8080 (the default API server)
+        m = re.match(r"Forwarding from 127\.0\.0\.1:(\d+) ->", line)
         if not m:
             raise TargetError(f"kubectl port-forward failed: {line.strip() or 'no output'} (is a cluster reachable?)")
         yield f"http://127.0.0.1:{m.group(1)}"
