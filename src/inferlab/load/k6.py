@@ -2,9 +2,9 @@
 
 Outputs (run layout): ``k6.ndjson.gz`` (``--out json``), ``k6-summary.json``
 (``--summary-export``), ``k6.log`` (console); with ``k6_segments: N`` one set per process,
-``k6.seg1of2.ndjson.gz`` ..., each running one k6 execution segment of the cell. k6 writes NDJSON to a hidden ``.partial`` file
-that we count for progress and gzip into place when k6 exits, also on Ctrl-C, so a partial
-cell keeps every request it made. Exit code 99 (thresholds crossed) is a result, not a crash.
+``k6.seg1of2.ndjson.gz`` ..., each running one k6 execution segment of the cell. k6 writes
+NDJSON to a hidden ``.partial`` file that we count for progress and gzip into place when k6
+exits, also on Ctrl-C, so a partial cell keeps every request it made. Exit code 99 (thresholds crossed) is a result, not a crash.
 """
 
 from __future__ import annotations
@@ -154,13 +154,21 @@ def run_cell(spec: LoadSpec, cell: CellPlan, base_url: str, api_key: str | None,
         for log in logs:
             log.close()
     seen = sum(_gzip_into_place(partials[i], cell_dir / f["ndjson"]) for i, f in enumerate(names))
-    tail = "".join((cell_dir / f["log"]).read_text(errors="replace")[-2000 // n:] for f in names)
-    code = combined_exit_code([p.returncode for p in procs])
-    passed = True if code == 0 else False if code == K6_THRESHOLDS_FAILED else None
-    result = CellResult(code, passed, interrupted, seen, tail)
+    result = cell_result([p.returncode for p in procs], seen, cell_dir, n, interrupted)
     if interrupted:
         raise CellInterrupted(result)
     return result
+
+
+def cell_result(codes: list[int | None], requests: int, cell_dir: Path, n_segments: int,
+                interrupted: bool = False) -> CellResult:
+    """A cell's result from its k6 processes (local) or pods (in-cluster): one exit code,
+    whether the SLO thresholds held, and the tail of every segment's log that exists."""
+    logs = [cell_dir / segment_files(i, n_segments)["log"] for i in range(n_segments)]
+    tail = "".join(p.read_text(errors="replace")[-2000 // n_segments:] for p in logs if p.is_file())
+    code = combined_exit_code(codes)
+    passed = True if code == 0 else False if code == K6_THRESHOLDS_FAILED else None
+    return CellResult(code, passed, interrupted, requests, tail)
 
 
 def combined_exit_code(codes: list[int | None]) -> int:
