@@ -219,8 +219,7 @@ def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRec
     finally:
         if probe:
             cell.probe_requests = probe.stop()
-        if not (cell_dir / "metrics-after.prom").exists():
-            _scrape(w, session, f"cells/{cell.cell_id}", "after")
+        _scrape(w, session, f"cells/{cell.cell_id}", "after")
         cell.ended_at = datetime.now(UTC)
         w.checkpoint()
     cell.k6_exit_code, cell.thresholds_passed = result.exit_code, result.thresholds_passed
@@ -240,14 +239,13 @@ def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRec
 
 
 def _scrape(w: RunWriter, session: TargetSession, folder: str, when: str) -> None:
-    """/metrics through the target's URL, and of every vLLM pod directly where there are pods."""
-    if (w.dir / metrics_path(folder, when)).exists():
-        return  # a resumed run keeps its first scrape
-    data = session.scrape_metrics()
-    if data is not None:
-        w.write_bytes(metrics_path(folder, when), data)
-    for pod, text in session.scrape_pods().items():
-        w.write_bytes(metrics_path(folder, when, pod), text)
+    """/metrics through the target's URL, and of every vLLM pod directly where there are pods.
+    A scrape already on disk (a resumed run, a cell cut after its scrape) is kept, file by file."""
+    scrapes = {metrics_path(folder, when): session.scrape_metrics(),
+               **{metrics_path(folder, when, pod): text for pod, text in session.scrape_pods().items()}}
+    for rel, data in scrapes.items():
+        if data is not None and not (w.dir / rel).exists():
+            w.write_bytes(rel, data)
 
 
 def _failed_rate(summaries: list[Path]) -> float:

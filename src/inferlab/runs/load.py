@@ -18,7 +18,6 @@ from .layout import CELL_FILES, IDLE_PROBE, K6_SEGMENTED, MANIFEST, TELEMETRY, m
 from .manifest import Manifest
 from .store import reconcile
 
-RUN_LEVEL_METRICS = {"before": "server/metrics-before.prom", "after": "server/metrics-after.prom"}
 
 
 def find_run_dir(run: str | Path) -> Path:
@@ -142,7 +141,8 @@ class Run:
         """Every /metrics sample with ``when`` = before|after and ``pod`` (the scraped pod on k8s,
         "" for a scrape through the Service or URL). cell_id is the cell, ``idle`` for the scrapes
         around the idle probe, ``run`` for run-level snapshots (imported runs)."""
-        scopes = [(c.cell_id, f"cells/{c.cell_id}") for c in self.manifest.cells] + [("idle", "probe")]
+        scopes = [(c.cell_id, f"cells/{c.cell_id}") for c in self.manifest.cells]
+        scopes += [("idle", "probe"), ("run", "server")]
         frames = []
         for when in ("before", "after"):
             for scope, folder in scopes:
@@ -151,9 +151,6 @@ class Run:
                 for p, pod in [(direct, ""), *[(p, p.parent.name) for p in pods]]:
                     if p.is_file():
                         frames.append(self._tag(read_prometheus_text(p), scope, when=when, pod=pod))
-            p = self.dir / RUN_LEVEL_METRICS[when]
-            if p.is_file():
-                frames.append(self._tag(read_prometheus_text(p), "run", when=when, pod=""))
         return self._concat(frames)
 
     @property
