@@ -11,7 +11,6 @@ DCGM exporter's default device fields (``schemas/*.txt``, origins noted in their
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -64,35 +63,41 @@ def name_errors(exprs: list[tuple[str, str]]) -> list[str]:
             for where, expr in exprs for m in METRIC.findall(expr) if m not in known]
 
 
-def _promtool_ok(promtool: str, exprs: list[str]) -> tuple[bool, str]:
+def run_promtool(args: list[str], files: dict[str, str]) -> tuple[bool, str]:
+    """``promtool <args>`` in a scratch directory holding ``files`` (name -> text), so rule
+    files and the unit tests that name them sit side by side. Returns (ok, output)."""
+    promtool = shutil.which("promtool")
+    if not promtool:
+        return False, "promtool not found: `make system-deps` (Debian package prometheus)"
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in files.items():
+            (Path(tmp) / name).write_text(text)
+        proc = subprocess.run([promtool, *args], capture_output=True, text=True, cwd=tmp)
+    return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
+
+
+def _parses(exprs: list[str]) -> tuple[bool, str]:
     rules = {"groups": [{"name": "inferlab-check", "rules": [
         {"record": f"inferlab_check:e{i}", "expr": e} for i, e in enumerate(exprs)]}]}
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
-        yaml.safe_dump(rules, fh)
-    try:
-        proc = subprocess.run([promtool, "check", "rules", fh.name], capture_output=True, text=True)
-    finally:
-        os.unlink(fh.name)
-    return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
+    return run_promtool(["check", "rules", "rules.yaml"], {"rules.yaml": yaml.safe_dump(rules)})
 
 
 def syntax_errors(exprs: list[tuple[str, str]]) -> list[str]:
     """promtool on all at once; on failure, one by one to name the culprit(s)."""
     if not exprs:
         return []
-    promtool = shutil.which("promtool")
-    if not promtool:
+    if not shutil.which("promtool"):
         return ["promtool not found: `make system-deps` (Debian package prometheus)"]
     resolved = []
     for where, expr in exprs:
         for var, value in GRAFANA_VARS.items():
             expr = expr.replace(var, value)
         resolved.append((where, expr))
-    if _promtool_ok(promtool, [e for _, e in resolved])[0]:
+    if _parses([e for _, e in resolved])[0]:
         return []
     errs = []
     for where, expr in resolved:
-        ok, out = _promtool_ok(promtool, [expr])
+        ok, out = _parses([expr])
         if not ok:
             errs.append(f"{where}: PromQL does not parse: {out[-300:]}")
     return errs

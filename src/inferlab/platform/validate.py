@@ -17,7 +17,6 @@ import os
 import secrets as rnd
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import kubernetes_validate
 import yaml
 
 from .. import paths
-from .promql import promql_errors
+from .promql import promql_errors, run_promtool
 
 K8S_VERSION = "1.32"
 SCHEMAS = Path(__file__).with_name("schemas")
@@ -129,35 +128,33 @@ def plaintext_secret_errors() -> list[str]:
 def promtool_errors(docs: list[dict]) -> list[str]:
     """``promtool check rules`` on every PrometheusRule, then ``promtool test rules`` with its
     unit tests (``platform/monitoring/rule-tests/<name>.test.yaml``, rules written beside it)."""
-    promtool = shutil.which("promtool")
     rules = [d for d in docs if d.get("kind") == "PrometheusRule"]
-    if not rules:
-        return []
-    if not promtool:
+    if rules and not shutil.which("promtool"):
         return ["promtool not found: `make system-deps` (Debian package prometheus)"]
     errs = []
     for d in rules:
         name = d["metadata"]["name"]
+        files = {"rules.yaml": yaml.safe_dump(d["spec"])}
+        steps = [["check", "rules", "rules.yaml"]]
         unit_tests = platform_dir() / "monitoring" / "rule-tests" / f"{name}.test.yaml"
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "rules.yaml").write_text(yaml.safe_dump(d["spec"]))
-            steps = [["check", "rules", "rules.yaml"]]
-            if unit_tests.is_file():
-                shutil.copy(unit_tests, Path(tmp) / unit_tests.name)
-                steps.append(["test", "rules", unit_tests.name])
-            for step in steps:
-                proc = subprocess.run([promtool, *step], capture_output=True, text=True, cwd=tmp)
-                if proc.returncode != 0:
-                    errs.append(f"PrometheusRule/{name}: promtool {step[0]} rules: {(proc.stdout + proc.stderr)[-800:]}")
+        if unit_tests.is_file():
+            files[unit_tests.name] = unit_tests.read_text()
+            steps.append(["test", "rules", unit_tests.name])
+        for step in steps:
+            ok, out = run_promtool(step, files)
+            if not ok:
+                errs.append(f"PrometheusRule/{name}: promtool {step[0]} rules: {out[-800:]}")
     return errs
+
+
+def object_errors(docs: list[dict]) -> list[str]:
+    """Schema (Kubernetes 1.32 or the project's CRD schemas) and policy, per object."""
+    return [e for d in docs for e in schema_errors(d) + policy_errors(d)]
 
 
 def validate_overlay(overlay: str) -> tuple[int, list[str]]:
     docs = kustomize_build(overlay)
-    errs = []
-    for d in docs:
-        errs += schema_errors(d) + policy_errors(d)
-    errs += promtool_errors(docs) + promql_errors(docs)
+    errs = object_errors(docs) + promtool_errors(docs) + promql_errors(docs)
     return len(docs), [f"[{overlay}] {e}" for e in errs]
 
 
@@ -169,8 +166,7 @@ def validate_load_job(spec_name: str = "matrix-gpu") -> tuple[int, list[str]]:
     spec = load_spec(builtin_spec(spec_name), {"k6_segments": 2, "concurrency": [64]})
     docs = render(spec, plan_cells(spec)[-1], "20261126T000000Z-k8s-validate", "inferlab",
                   "http://vllm.inferlab.svc:8000", "vllm-api-key")
-    errs = [e for d in docs for e in schema_errors(d) + policy_errors(d)]
-    return len(docs), [f"[k6 Job] {e}" for e in errs]
+    return len(docs), [f"[k6 Job] {e}" for e in object_errors(docs)]
 
 
 def validate_all(verbose: bool = False) -> bool:
@@ -178,14 +174,11 @@ def validate_all(verbose: bool = False) -> bool:
     for e in plaintext_secret_errors():
         print(e)
         ok = False
-    n, errs = validate_load_job()
-    ok = ok and not errs
-    if verbose:
-        print(f"{'ok  ' if not errs else 'FAIL'} in-cluster k6 Job (ConfigMap + Indexed Job, 2 segments): {n} objects"
-              + "".join(f"\n  {e}" for e in errs))
-    for name in overlays():
-        n, errs = validate_overlay(name)
+    checks = [("in-cluster k6 Job (ConfigMap + Indexed Job, 2 segments)", validate_load_job)]
+    checks += [(f"overlay {name}", lambda name=name: validate_overlay(name)) for name in overlays()]
+    for label, check in checks:
+        n, errs = check()
         ok = ok and not errs
         if verbose:
-            print(f"{'ok  ' if not errs else 'FAIL'} overlay {name}: {n} objects" + "".join(f"\n  {e}" for e in errs))
+            print(f"{'ok  ' if not errs else 'FAIL'} {label}: {n} objects" + "".join(f"\n  {e}" for e in errs))
     return ok

@@ -19,7 +19,6 @@ from .manifest import Manifest
 from .store import reconcile
 
 
-
 def find_run_dir(run: str | Path) -> Path:
     """Resolve a run id (in data/runs or data/sample, unique prefix allowed) or a path."""
     p = Path(run)
