@@ -1,9 +1,9 @@
 """k6 ``--out json`` NDJSON -> one row per HTTP request (and the other metrics in long form).
 
 How it stays fast (see ``make perf``): lines are streamed in chunks and split into fields by
-one vectorized regex in polars (k6's Go encoder writes Point keys in a fixed order), so
+literal substring search in polars (k6's Go encoder writes Point keys in a fixed order), so
 Python never touches a line. Tag objects repeat across requests, so only the *distinct* tag
-strings are JSON-decoded. A line the regex does not match is decoded by ``json`` as a fallback
+strings are JSON-decoded. A line the fast split does not fit is decoded by ``json`` as a fallback
 (other key order, ``metadata``), and only a line that is not a k6 Point/Metric at all is an
 error. The ``http_req_*`` Points of one request share one timestamp and tag set and k6
 writes them as one block that starts with ``http_reqs``: requests are numbered by those
@@ -172,11 +172,11 @@ def _scan(path: str | Path, chunk_bytes: int, requests: bool) -> tuple[pl.DataFr
     per chunk, so a 2 GB file never holds the Points it does not need."""
     stats = LineStats(str(path))
     tags = _TagTable()
+    is_request = pl.col("metric").cast(pl.String).is_in(REQUEST_METRICS)
+    wanted = is_request if requests else ~is_request
     parts, next_line = [], 1
     for chunk in iter_line_chunks(path, chunk_bytes):
-        part = _parse_chunk(chunk, next_line, stats, tags)
-        is_request = pl.col("metric").cast(pl.String).is_in(REQUEST_METRICS)
-        parts.append(part.filter(is_request if requests else ~is_request))
+        parts.append(_parse_chunk(chunk, next_line, stats, tags).filter(wanted))
         next_line = stats.lines_read + 1
     schema = {"ln": pl.UInt32, "metric": pl.Categorical, "value": pl.Float64, "ts_ns": pl.Int64, "tag_id": pl.Int32}
     points = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
