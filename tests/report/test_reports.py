@@ -80,7 +80,7 @@ def _requests(durations, vus, start="2026-01-01"):
 def test_known_null_gives_no_significant_difference():
     rng = np.random.default_rng(3)
     a, b = _requests(rng.normal(500, 50, 300), 4), _requests(rng.normal(500, 50, 300), 4)
-    rows = {r["metric"]: r for r in compare_cells(a, b, 4, 10000, 1000, np.random.default_rng(4))}
+    rows = {r["metric"]: r for r in compare_cells(a, b, 10000, 1000, np.random.default_rng(4))}
     assert rows["latency_p50"]["verdict"] == "no significant difference"
     assert rows["rps"]["verdict"] == "no significant difference"
     assert rows["latency_p50"]["ci_low"] < 1 < rows["latency_p50"]["ci_high"]
@@ -89,7 +89,7 @@ def test_known_null_gives_no_significant_difference():
 def test_known_speedup_is_better():
     rng = np.random.default_rng(5)
     a, b = _requests(rng.normal(500, 50, 300), 4), _requests(rng.normal(250, 25, 300), 4)
-    rows = {r["metric"]: r for r in compare_cells(a, b, 4, 10000, 1000, np.random.default_rng(6))}
+    rows = {r["metric"]: r for r in compare_cells(a, b, 10000, 1000, np.random.default_rng(6))}
     assert rows["latency_p50"]["verdict"] == "better" and rows["rps"]["verdict"] == "better"
     assert rows["rps"]["ratio"] == pytest.approx(2.0, rel=0.05)
     assert rows["latency_p50"]["effect_size"] < -0.9
@@ -102,7 +102,7 @@ def test_tail_percentiles_need_enough_requests():
     rng = np.random.default_rng(5)
     a = _requests(rng.lognormal(7, 0.1, 30), 4)
     b = _requests(rng.lognormal(7, 0.1, 30) * 0.5, 4)
-    rows = {r["metric"]: r for r in compare_cells(a, b, 4, 1e9, 300, rng)}
+    rows = {r["metric"]: r for r in compare_cells(a, b, 1e9, 300, rng)}
     assert rows["latency_p95"]["verdict"] == "better"  # 30 >= 20
     assert rows["latency_p99"]["verdict"] == "too few requests (30 < 100 for p99)"
     assert np.isnan(rows["latency_p99"]["ci_low"]) and rows["latency_p99"]["ratio"] < 1

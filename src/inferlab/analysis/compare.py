@@ -24,7 +24,7 @@ import pandas as pd
 from scipy.stats import mannwhitneyu
 
 from ..runs.load import Run
-from .summary import measured
+from .summary import measured, ok_rps
 
 LOWER_IS_BETTER = {"latency_p50": True, "latency_p95": True, "latency_p99": True, "rps": False, "goodput_rps": False}
 QUANTS = {"latency_p50": 0.5, "latency_p95": 0.95, "latency_p99": 0.99}
@@ -62,16 +62,19 @@ def verdict(ratio_lo: float, ratio_hi: float, p: float, lower_is_better: bool, a
     return "better" if faster == lower_is_better else "worse"
 
 
-def _rps_samples(df: pd.DataFrame, vus: int | None) -> tuple[np.ndarray, str]:
-    reps = df["cell_id"].nunique()
-    if reps >= 2:
-        per = [len(g[g["ok"]]) / max((g["end_ts"].max() - g["start_ts"].min()).total_seconds(), 1e-9)
-               for _, g in df.groupby("cell_id")]
-        return np.asarray(per), "repeats"
+def _per_repeat_rps(df: pd.DataFrame) -> np.ndarray:
+    """Observed RPS of each repeat of a cell (one value when the spec does not repeat)."""
+    return np.asarray([ok_rps(g) for _, g in df.groupby("cell_id")])
+
+
+def _rps_samples(df: pd.DataFrame) -> tuple[np.ndarray, str]:
+    per = _per_repeat_rps(df)
+    if len(per) >= 2:
+        return per, "repeats"
     return df.loc[df["ok"], "duration_ms"].to_numpy(float), "requests (Little's law)"
 
 
-def compare_cells(base: pd.DataFrame, tuned: pd.DataFrame, vus: int | None, slo_e2e_ms: float,
+def compare_cells(base: pd.DataFrame, tuned: pd.DataFrame, slo_e2e_ms: float,
                   n_boot: int, rng: np.random.Generator, alpha: float = 0.05) -> list[dict]:
     a = base.loc[base["ok"], "duration_ms"].to_numpy(float)
     b = tuned.loc[tuned["ok"], "duration_ms"].to_numpy(float)
@@ -90,29 +93,22 @@ def compare_cells(base: pd.DataFrame, tuned: pd.DataFrame, vus: int | None, slo_
             call = verdict(lo, hi, p, True, alpha)
         rows.append(dict(metric=metric, baseline=np.quantile(a, q), tuned=np.quantile(b, q), ratio=r, ci_low=lo,
                          ci_high=hi, p_value=p, effect_size=effect, resampled="requests", verdict=call))
-    sa, how = _rps_samples(base, vus)
-    sb, _ = _rps_samples(tuned, vus)
+    sa, how = _rps_samples(base)
+    sb, _ = _rps_samples(tuned)
+    base_rps, tuned_rps = _per_repeat_rps(base).mean(), _per_repeat_rps(tuned).mean()
     if how == "repeats":
         r, lo, hi = bootstrap_ratio(sa, sb, np.mean, n_boot, rng)
-        base_rps, tuned_rps = sa.mean(), sb.mean()
     else:  # RPS ~ VUs / mean latency: the ratio of RPS is the inverse ratio of mean latency
         r_lat, lo_lat, hi_lat = bootstrap_ratio(sa, sb, np.mean, n_boot, rng)
         r, lo, hi = 1 / r_lat, 1 / hi_lat, 1 / lo_lat
-        base_rps, tuned_rps = _observed_rps(base), _observed_rps(tuned)
     rows.append(dict(metric="rps", baseline=base_rps, tuned=tuned_rps, ratio=r, ci_low=lo, ci_high=hi, p_value=p,
                      effect_size=-effect, resampled=how, verdict=verdict(lo, hi, p, False, alpha)))
-    good_a = _observed_rps(base) * float((a <= slo_e2e_ms).mean())
-    good_b = _observed_rps(tuned) * float((b <= slo_e2e_ms).mean())
+    good_a = base_rps * float((a <= slo_e2e_ms).mean())
+    good_b = tuned_rps * float((b <= slo_e2e_ms).mean())
     rows.append(dict(metric="goodput_rps", baseline=good_a, tuned=good_b, ratio=good_b / good_a if good_a else np.nan,
                      ci_low=np.nan, ci_high=np.nan, p_value=np.nan, effect_size=np.nan, resampled="",
                      verdict=f"SLO e2e <= {slo_e2e_ms:.0f} ms"))
     return rows
-
-
-def _observed_rps(df: pd.DataFrame) -> float:
-    per = [len(g[g["ok"]]) / max((g["end_ts"].max() - g["start_ts"].min()).total_seconds(), 1e-9)
-           for _, g in df.groupby("cell_id")]
-    return float(np.mean(per))
 
 
 def compare_runs(baseline: Run, tuned: Run, slo_e2e_ms: float | None = None, n_boot: int = 2000,
@@ -125,7 +121,7 @@ def compare_runs(baseline: Run, tuned: Run, slo_e2e_ms: float | None = None, n_b
     rows = []
     for cell in [c for c in dict.fromkeys(ra["base_cell"]) if c in set(rb["base_cell"])]:
         a, b = ra[ra["base_cell"] == cell], rb[rb["base_cell"] == cell]
-        for r in compare_cells(a, b, a["vus"].iloc[0], slo, n_boot, rng, alpha):
+        for r in compare_cells(a, b, slo, n_boot, rng, alpha):
             rows.append({"cell": cell, "payload": a["payload"].iloc[0], "vus": a["vus"].iloc[0],
                          "n_baseline": len(a), "n_tuned": len(b), **r})
     out = pd.DataFrame(rows)

@@ -23,6 +23,11 @@ def _span_s(g: pd.DataFrame) -> float:
     return max((g["end_ts"].max() - g["start_ts"].min()).total_seconds(), 1e-9)
 
 
+def ok_rps(requests: pd.DataFrame) -> float:
+    """Successful requests per second over the requests' span (first start to last end)."""
+    return int(requests["ok"].sum()) / _span_s(requests)
+
+
 def cell_summary(run: Run) -> pd.DataFrame:
     """One row per cell: requests, errors, RPS, latency percentiles (ms), tokens/s, probe TTFT/TPOT,
     and CPU or GPU utilization while the cell ran."""
@@ -40,7 +45,7 @@ def cell_summary(run: Run) -> pd.DataFrame:
         span = _span_s(g)
         row = {"run_id": run.run_id, "cell_id": cell.cell_id, "payload": cell.payload, "vus": cell.vus,
                "executor": cell.executor, "status": cell.status, "requests": len(g), "errors": int((~g["ok"]).sum()),
-               "error_rate": float((~g["ok"]).mean()), "duration_s": span, "rps": len(ok) / span}
+               "error_rate": float((~g["ok"]).mean()), "duration_s": span, "rps": ok_rps(g)}
         for name, q in PCTS.items():
             row[f"latency_{name}_ms"] = float(ok["duration_ms"].quantile(q)) if len(ok) else np.nan
         row["tokens_per_s"] = tokens.get(cell.cell_id, np.nan) / span
