@@ -23,6 +23,15 @@ def secrets_dir() -> Path:
     return d
 
 
+def create_private(path: Path, text: str) -> Path:
+    """A new file only this user can read (0600 from its first byte; an existing file is an
+    error, never overwritten): throwaway generator inputs, configs that embed a key."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return path
+
+
 def write_secret(name: str, value: str) -> Path:
     p = secrets_dir() / name
     fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets as rnd
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ import kubernetes_validate
 import yaml
 
 from .. import paths
+from ..secrets import create_private
 from .promql import promql_errors, run_promtool
 
 K8S_VERSION = "1.32"
@@ -53,10 +53,7 @@ def generator_inputs() -> Iterator[None]:
         f = d / name
         if not f.exists():
             d.mkdir(mode=0o700, exist_ok=True)
-            fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(rnd.token_urlsafe(24))
-            made.append(f)
+            made.append(create_private(f, rnd.token_urlsafe(24)))
     try:
         yield
     finally:

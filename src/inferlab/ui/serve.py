@@ -8,7 +8,6 @@ directory under ``.secrets/``, deleted on stop): never argv, never the page, nev
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import time
 from pathlib import Path
 
 from ..procs import stop_process, wait_for_health
-from ..secrets import secrets_dir
+from ..secrets import create_private, secrets_dir
 
 HERE = Path(__file__).parent
 TEMPLATE = HERE / "server.conf.template"
@@ -82,10 +81,7 @@ class ChatUI:
                 f"  client_body_temp_path {d}/temp/body;\n  proxy_temp_path {d}/temp/proxy;\n"
                 f"  fastcgi_temp_path {d}/temp/fastcgi;\n  uwsgi_temp_path {d}/temp/uwsgi;\n"
                 f"  scgi_temp_path {d}/temp/scgi;\n{server}\n}}\n")
-        fd = os.open(conf / "nginx.conf", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(body)
-        return conf / "nginx.conf"
+        return create_private(conf / "nginx.conf", body)
 
     def start(self, timeout_s: float = 20) -> ChatUI:
         """Start nginx and wait for /healthz; on any failure or interrupt here (``__exit__``
