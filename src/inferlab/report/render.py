@@ -22,7 +22,7 @@ from nbconvert import HTMLExporter
 from traitlets.config import Config
 
 from .. import paths
-from ..runs.load import find_run_dir, list_runs, load_run
+from ..runs.load import list_runs, load_run
 from ..secrets import known_secret_values
 
 NOTEBOOKS = {"load-test": "20-load-test-report", "stress": "21-stress-report", "compare": "30-compare"}
@@ -124,7 +124,7 @@ def jobs_for(runs: str, local_run: str | None = None) -> list[Job]:
         sample = list_runs()
         sample = sample[sample["where"] == "sample"]
         sweeps = sample[sample["kind"] == "sweep"]["run_id"].tolist()
-        jobs += [_run_job(r) for r in sample["run_id"] if not local_run or sample.set_index("run_id").loc[r, "kind"] == "stress"]
+        jobs += [_run_job(r) for r, kind in zip(sample["run_id"], sample["kind"]) if not local_run or kind == "stress"]
         base = next((r for r in sweeps if "baseline" in r), None)
         tuned = next((r for r in sweeps if "tuned" in r), None)
         if base and tuned:
@@ -138,7 +138,7 @@ def jobs_for(runs: str, local_run: str | None = None) -> list[Job]:
 
 
 def _run_job(run_id: str) -> Job:
-    run = load_run(find_run_dir(run_id))
+    run = load_run(run_id)
     report = "stress" if run.manifest.kind == "stress" else "load-test"
     return Job(report, {"run_id": run.run_id}, f"{report}-{run.run_id}")
 
