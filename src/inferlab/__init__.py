@@ -10,7 +10,7 @@ __all__ = ["__version__", "load_run", "list_runs"]
 def __getattr__(name: str):
     # Lazy: `import inferlab` stays cheap (the CLI imports it for --version).
     if name in ("load_run", "list_runs"):
-        from .runs import load
+        from .runs import reader
 
-        return getattr(load, name)
+        return getattr(reader, name)
     raise AttributeError(name)

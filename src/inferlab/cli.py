@@ -9,18 +9,25 @@ from pathlib import Path
 
 from . import __version__
 
+# Defaults live here once: the Makefile passes a variable only when the user set it, and the
+# project's own environment variables carry the INFERLAB_ prefix (tools keep VLLM_*, K6_*, OTEL_*).
+DEFAULTS = {"TARGET": "local", "SPEC": "matrix-local", "STRESS_SPEC": "stress-local", "OVERLAY": "minikube-gpu",
+            "RUNS": "sample", "BASE_URL": "", "IN_CLUSTER": ""}
+
+
+def env_default(name: str) -> str:
+    """``$INFERLAB_<name>`` when set and not empty, else the project default."""
+    return os.environ.get(f"INFERLAB_{name}") or DEFAULTS[name]
+
 
 def _spec(path: str, name_override: str | None = None, sets: list[str] | None = None):
-    from .load.spec import parse_overrides, resolve_spec
+    from .specs import resolve_spec
 
-    overrides = parse_overrides(sets or [])
-    if name_override:
-        overrides["name"] = name_override
-    return resolve_spec(path, overrides or None)
+    return resolve_spec(path, sets=sets, label=name_override)
 
 
 def cmd_runs(a) -> int:
-    from .runs.load import list_runs
+    from .runs.reader import list_runs
 
     df = list_runs()
     if df.empty:
@@ -41,17 +48,30 @@ def cmd_ingest(a) -> int:
 
 
 def cmd_sweep(a) -> int:
-    from .load.sweep import describe_plan, run
+    from .sweep.runner import describe_plan, run
 
     spec = _spec(a.spec, a.label, a.set)
     if a.dry_run:
         print(describe_plan(spec, a.target))
         return 0
-    run_id = run(spec, target=a.target, base_url=a.base_url, label=a.label, resume=a.resume, in_cluster=a.in_cluster)
+    run_id = run(spec, target=a.target, base_url=a.base_url, label=a.label, resume=a.resume, in_cluster=a.in_cluster,
+                 allow_spec_change=a.allow_spec_change)
     print(run_id)
-    from .runs.load import load_run
+    from .runs.reader import load_run
 
     return 0 if load_run(run_id).manifest.status == "complete" else 1
+
+
+def cmd_verify(a) -> int:
+    from .runs.reader import find_run_dir
+    from .runs.store import read_manifest
+    from .runs.verify import format_report, verify_run
+
+    run_dir = find_run_dir(a.run)
+    m = read_manifest(run_dir)
+    problems = verify_run(run_dir)
+    print(format_report(m.run_id, m.status, problems, len(m.files)))
+    return 1 if problems else 0
 
 
 def _raise_interrupt(*_: object) -> None:
@@ -61,15 +81,15 @@ def _raise_interrupt(*_: object) -> None:
 def cmd_serve(a) -> int:
     from datetime import UTC, datetime
 
-    from . import paths, secrets
-    from .load.spec import EngineSpec
-    from .targets.local_engine import LocalEngine
+    from . import credentials, paths
+    from .specs import EngineSpec
+    from .targets.engine import LocalEngine
 
     spec = _spec(a.spec).engine if a.spec else EngineSpec()
     log = paths.cache_dir() / "engine" / f"serve-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.log"
-    with LocalEngine(spec, secrets.api_key("local") or "", log, port=a.port) as eng:
+    with LocalEngine(spec, credentials.api_key("local") or "", log, port=a.port) as eng:
         print(f"vLLM {eng.version()} serving {spec.served_model_name!r} at {eng.base_url} "
-              f"(started in {eng.startup_s}s; key in .secrets/api-key; log {log}); Ctrl-C stops it", flush=True)
+              f"(started in {eng.startup_s}s; key in platform/secrets/values/api-key; log {log}); Ctrl-C stops it", flush=True)
         _wait_foreground(eng.proc)
     return 0
 
@@ -86,15 +106,15 @@ def _wait_foreground(proc) -> None:
 
 
 def cmd_ui(a) -> int:
-    from . import paths, secrets
+    from . import credentials, paths
     from .ui.serve import ChatUI
 
-    key = secrets.api_key("local") or ""  # INFERLAB_API_KEY, else .secrets/api-key (the local engine's)
+    key = credentials.api_key("local") or ""  # INFERLAB_API_KEY, else platform/secrets/values/api-key (the local engine's)
     htpasswd = None
     if a.auth:
         f = paths.secrets_dir() / "chat-ui-htpasswd"
         if not f.is_file():
-            raise FileNotFoundError(f"{f}: run `make secrets` first (user inferlab, password in .secrets/chat-ui-password)")
+            raise FileNotFoundError(f"{f}: run `make secrets` first (user inferlab, password in platform/secrets/values/chat-ui-password)")
         htpasswd = f.read_text()
     with ChatUI(a.base_url, key, a.port, htpasswd=htpasswd) as ui:
         print(f"chat UI on {ui.url} -> {a.base_url} (nginx adds the API key; the browser never sees it); "
@@ -106,14 +126,14 @@ def cmd_ui(a) -> int:
 def cmd_probe(a) -> int:
     from datetime import UTC, datetime
 
-    from . import paths, secrets
+    from . import credentials, paths
     from .ingest import read_probe
-    from .load.spec import ProbeSpec
+    from .specs import ProbeSpec
     from .probe.stream import run_probe
 
     out = Path(a.out) if a.out else paths.cache_dir() / "probe" / f"probe-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
-    run_probe(out, a.base_url, secrets.api_key(a.target), a.model, ProbeSpec().payload, a.n, a.interval,
+    run_probe(out, a.base_url, credentials.api_key(a.target), a.model, ProbeSpec().payload, a.n, a.interval,
               verify_tls=not a.insecure)
     df = read_probe(out).requests
     print(df[["status", "headers_ms", "ttft_ms", "tpot_ms", "e2e_ms", "completion_tokens"]].describe().round(1).to_string())
@@ -122,11 +142,42 @@ def cmd_probe(a) -> int:
 
 
 def cmd_compare(a) -> int:
-    from .analysis.compare import compare_runs, verdict_table
-    from .runs.load import load_run
+    import pandas as pd
 
-    res = compare_runs(load_run(a.baseline), load_run(a.tuned), n_boot=a.bootstrap)
-    print(verdict_table(res).to_string(index=False))
+    from .analysis.compare import compare_with_aa, headline, sides, verdict_table
+
+    if a.tuned:
+        base, tuned, what = sides(baseline_run=a.runs, tuned_run=a.tuned)
+    else:
+        base, tuned, what = sides(comparison=a.runs)
+    res = compare_with_aa(base, tuned, aa_comparison=a.aa or "", method=a.method)
+    print(what)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 60):
+        print(verdict_table(res).to_string(index=False))
+    print(headline(res))
+    return 0
+
+
+def cmd_ab(a) -> int:
+    from .specs import resolve_spec
+    from .sweep.ab import run_comparison
+
+    base = resolve_spec(a.baseline, sets=a.set_baseline)
+    tuned = resolve_spec(a.tuned, sets=a.set_tuned)
+    cid = run_comparison(base, tuned, target=a.target, base_url=a.base_url, pairs=a.pairs, order=a.order,
+                         seed=a.seed, label=a.label, until_width=a.until_width, max_pairs=a.max_pairs)
+    print(cid)
+    return 0
+
+
+def cmd_lab(a) -> int:
+    """JupyterLab on notebooks/ with news and update checks off (inferlab.offline)."""
+    from . import paths
+    from .offline import JUPYTER_LAB_ARGS
+
+    argv = [sys.executable, "-m", "jupyter", "lab", *JUPYTER_LAB_ARGS, f"--port={a.port}",
+            *(["--no-browser"] if a.no_browser else []), *(["--allow-root"] if os.geteuid() == 0 else []), str(paths.workspace_root() / "notebooks")]
+    os.execv(argv[0], argv)  # the server replaces this process: Ctrl-C reaches it directly
     return 0
 
 
@@ -151,9 +202,16 @@ def cmd_undeploy(a) -> int:
 
 
 def cmd_validate(a) -> int:
-    from .platform.validate import validate_all
+    from .load.incluster import example_job
+    from .platform.validate import object_errors, validate_all
 
-    return 0 if validate_all(verbose=True) else 1
+    def k6_job() -> tuple[int, list[str]]:
+        docs = example_job()
+        return len(docs), [f"[k6 Job] {e}" for e in object_errors(docs)]
+
+    # the in-cluster k6 Job is rendered from code (load/), which platform/ must not import
+    return 0 if validate_all(verbose=True, extra_checks=[("in-cluster k6 Job (ConfigMap + Indexed Job, 2 segments)",
+                                                          k6_job)]) else 1
 
 
 def cmd_secrets(a) -> int:
@@ -172,58 +230,86 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ingest", help="write tidy parquet tables to data/tidy/<run_id>/")
     s.add_argument("runs", nargs="+")
     s.set_defaults(fn=cmd_ingest)
-    for name, default in (("sweep", "matrix-local"), ("stress", "stress-local")):
+    for name, default in (("sweep", env_default("SPEC")), ("stress", env_default("STRESS_SPEC"))):
         s = sub.add_parser(name, help=f"run a {name} spec (YAML path or built-in name, default {default})")
         s.add_argument("spec", nargs="?", default=default)
-        s.add_argument("--target", default=os.environ.get("TARGET", "local"), choices=["local", "url", "k8s"])
-        s.add_argument("--base-url", default=os.environ.get("BASE_URL") or None)
+        s.add_argument("--target", default=env_default("TARGET"), choices=["local", "url", "k8s"])
+        s.add_argument("--base-url", default=env_default("BASE_URL") or None)
         s.add_argument("--label", default=None, help="run label (default: the spec's name)")
         s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a spec field (YAML value, dotted keys), e.g. --set model=smollm2 "
                             "--set slo.e2e_p95_ms=5000; repeatable, recorded in the manifest's spec")
         s.add_argument("--resume", metavar="RUN_ID", help="add only the missing cells to this partial run")
+        s.add_argument("--allow-spec-change", action="store_true",
+                       help="with --resume: go on although the spec differs from the run's manifest (noted in it)")
         s.add_argument("--dry-run", action="store_true", help="print the plan; touch nothing")
-        s.add_argument("--in-cluster", action="store_true", default=os.environ.get("IN_CLUSTER", "") not in ("", "0"),
+        s.add_argument("--in-cluster", action="store_true", default=env_default("IN_CLUSTER") not in ("", "0"),
                        help="TARGET=k8s: run k6 as a Job inside the cluster (k6_segments pods per cell)")
         s.set_defaults(fn=cmd_sweep)
+    s = sub.add_parser("verify", help="check a run's files against run.json (sha256, size); non-zero if any "
+                                      "is missing, changed or unrecorded")
+    s.add_argument("run", help="run id (unique prefix) or path")
+    s.set_defaults(fn=cmd_verify)
     s = sub.add_parser("serve", help="start the local vLLM engine in the foreground")
     s.add_argument("--spec", help="take engine args from this spec")
     s.add_argument("--port", type=int, default=8011)
     s.set_defaults(fn=cmd_serve)
     s = sub.add_parser("ui", help="the chat UI (nginx + one page) in front of a running server")
-    s.add_argument("--base-url", default=os.environ.get("BASE_URL") or "http://127.0.0.1:8011")
+    s.add_argument("--base-url", default=env_default("BASE_URL") or "http://127.0.0.1:8011")
     s.add_argument("--port", type=int, default=8080)
-    s.add_argument("--auth", action="store_true", help="require basic auth (user inferlab, .secrets/chat-ui-password)")
+    s.add_argument("--auth", action="store_true", help="require basic auth (user inferlab, platform/secrets/values/chat-ui-password)")
     s.set_defaults(fn=cmd_ui)
     s = sub.add_parser("probe", help="streaming TTFT/ITL probe against a running server")
-    s.add_argument("--base-url", default=os.environ.get("BASE_URL", "http://127.0.0.1:8011"))
-    s.add_argument("--target", default=os.environ.get("TARGET", "local"))
+    s.add_argument("--base-url", default=env_default("BASE_URL") or "http://127.0.0.1:8011")
+    s.add_argument("--target", default=env_default("TARGET"))
     s.add_argument("--model", default="smollm2")
     s.add_argument("-n", type=int, default=10)
     s.add_argument("--interval", type=float, default=0.0)
     s.add_argument("--insecure", action="store_true", help="skip TLS verification")
     s.add_argument("--out")
     s.set_defaults(fn=cmd_probe)
-    s = sub.add_parser("compare", help="tuned vs baseline with bootstrap CIs and verdicts")
-    s.add_argument("baseline")
-    s.add_argument("tuned")
-    s.add_argument("--bootstrap", type=int, default=2000)
+    s = sub.add_parser("compare", help="verdicts of a comparison record, or of BASELINE_RUN TUNED_RUN")
+    s.add_argument("runs", metavar="COMPARISON_ID|BASELINE_RUN")
+    s.add_argument("tuned", nargs="?", metavar="TUNED_RUN")
+    s.add_argument("--aa", metavar="COMPARISON_ID", help="a recorded A/A comparison to show beside every effect")
+    s.add_argument("--method", default="auto", choices=["auto", "welch", "bootstrap"],
+                   help="interval method (auto: Welch t on logs below 8 repeats a side, bootstrap from 8)")
     s.set_defaults(fn=cmd_compare)
+    s = sub.add_parser("ab", help="interleaved A/B (or A/A) comparison: BASELINE_SPEC TUNED_SPEC as alternating repeats")
+    s.add_argument("baseline", metavar="BASELINE_SPEC")
+    s.add_argument("tuned", metavar="TUNED_SPEC")
+    s.add_argument("--target", default=env_default("TARGET"), choices=["local", "url", "k8s"])
+    s.add_argument("--base-url", default=env_default("BASE_URL") or None)
+    s.add_argument("--pairs", type=int, default=3, help="interleaved pairs (repeats a side), at least 3 for a verdict")
+    s.add_argument("--order", default="alternate", choices=["alternate", "random"],
+                   help="A B A B ..., or a seeded random order within each pair")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--label", default=None)
+    s.add_argument("--until-width", type=float, default=None, metavar="W",
+                   help="stopping rule: add pairs until the primary interval's relative width < W in every cell")
+    s.add_argument("--max-pairs", type=int, default=8, help="budget for --until-width")
+    s.add_argument("--set-baseline", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--set-tuned", action="append", default=[], metavar="KEY=VALUE")
+    s.set_defaults(fn=cmd_ab)
+    s = sub.add_parser("lab", help="JupyterLab on notebooks/ (news feed and update checks off)")
+    s.add_argument("--port", type=int, default=8888)
+    s.add_argument("--no-browser", action="store_true")
+    s.set_defaults(fn=cmd_lab)
     s = sub.add_parser("report", help="render reports (papermill + nbconvert + Chromium PDF)")
-    s.add_argument("--runs", default=os.environ.get("RUNS", "sample"), help="sample | RUN_ID[,RUN_ID]")
+    s.add_argument("--runs", default=env_default("RUNS"), help="sample | RUN_ID[,RUN_ID]")
     s.add_argument("--local-run", default=None, help="also render the load-test report of this run")
     s.add_argument("--no-pdf", action="store_true")
     s.set_defaults(fn=cmd_report)
     s = sub.add_parser("deploy", help="deploy platform/overlays/<OVERLAY> with the kubernetes client")
-    s.add_argument("--overlay", default=os.environ.get("OVERLAY", "minikube-gpu"))
+    s.add_argument("--overlay", default=env_default("OVERLAY"))
     s.add_argument("--dry-run", action="store_true")
     s.add_argument("--timeout", type=int, default=900)
     s.set_defaults(fn=cmd_deploy)
     s = sub.add_parser("undeploy", help="delete what deploy applied")
-    s.add_argument("--overlay", default=os.environ.get("OVERLAY", "minikube-gpu"))
+    s.add_argument("--overlay", default=env_default("OVERLAY"))
     s.set_defaults(fn=cmd_undeploy)
     sub.add_parser("validate", help="validate platform/ offline (kustomize + schemas + policy)").set_defaults(fn=cmd_validate)
-    s = sub.add_parser("secrets", help="write random platform secrets into .secrets/")
+    s = sub.add_parser("secrets", help="write random platform secrets into platform/secrets/values/")
     s.add_argument("--rotate", action="store_true")
     s.set_defaults(fn=cmd_secrets)
     return p
@@ -237,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     # port-forwards are stopped and a run is left `partial`, never orphaned
     signal.signal(signal.SIGTERM, _raise_interrupt)
     from .ingest import IngestError
-    from .load.spec import SpecError
+    from .specs import SpecError
 
     try:
         return args.fn(args)

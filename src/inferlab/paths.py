@@ -44,7 +44,9 @@ def reports_dir() -> Path:
 
 
 def secrets_dir() -> Path:
-    return workspace_root() / ".secrets"
+    """The one secrets folder (git-ignored, 0700, files 0600): ``platform/secrets/values/``,
+    inside the kustomization that turns it into Secrets (kustomize reads no file outside it)."""
+    return workspace_root() / "platform" / "secrets" / "values"
 
 
 def cache_dir() -> Path:

@@ -11,6 +11,9 @@ from inferlab.analysis.crosscheck import crosscheck, per_pod
 from inferlab.ingest import read_prometheus_text
 from inferlab.ingest.prometheus import counter_delta
 from inferlab.runs.layout import metrics_path
+from inferlab.runs.manifest import FileEntry
+from inferlab.runs.store import read_manifest, write_manifest
+from inferlab.runs.verify import hash_file
 
 RUN = "20261126T205944Z-url-h200-tuned-cudagraphs"
 
@@ -22,13 +25,19 @@ def two_pod_run(workspace, fixtures):
     shutil.copytree(src, dst)
     for p in [dst, *dst.rglob("*")]:
         p.chmod(p.stat().st_mode | stat.S_IWUSR)
-    cell = inferlab.load_run(RUN).manifest.cells[0].cell_id
-    # one real vLLM 0.24 before/after pair stands in for each of two replicas
+    m = read_manifest(dst)
+    cell = m.cells[0].cell_id
+    # one real vLLM 0.24 before/after pair stands in for each of two replicas, recorded in run.json
+    # as a writer would (the loader refuses a file a complete run does not record)
     for pod in ("vllm-a", "vllm-b"):
         for when, name in (("before", "metrics_before"), ("after", "metrics_after")):
-            p = dst / metrics_path(f"cells/{cell}", when, pod)
+            rel = metrics_path(f"cells/{cell}", when, pod)
+            p = dst / rel
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes((fixtures / "vllm-0.24.0" / f"{name}.prom").read_bytes())
+            sha, n = hash_file(p)
+            m.files.append(FileEntry(path=rel, sha256=sha, bytes=n))
+    write_manifest(dst, m)
     return cell
 
 

@@ -12,9 +12,10 @@ import time
 import httpx
 import websocket
 
+from inferlab.offline import CHROMIUM_FLAGS
 from inferlab.procs import stop_process
 from inferlab.report.render import chromium
-from inferlab.targets.local_engine import free_port
+from inferlab.targets.engine import free_port
 
 
 class Browser:
@@ -22,8 +23,7 @@ class Browser:
         self.port = free_port(9222)
         self.profile = tempfile.TemporaryDirectory()
         self.proc = subprocess.Popen(
-            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             f"--user-data-dir={self.profile.name}", f"--remote-debugging-port={self.port}", url],
+            [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={self.profile.name}", f"--remote-debugging-port={self.port}", url],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.ids = itertools.count(1)
         deadline = time.monotonic() + 30

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from inferlab.report.render import chromium
-from inferlab.targets.local_engine import free_port
+from inferlab.targets.engine import free_port
 from inferlab.ui.serve import ChatUI, render_server_block
 
 from .browser import Browser

@@ -86,16 +86,60 @@ def test_interleaved_request_blocks_take_the_general_path(tmp_path, k6_lines):
     pd.testing.assert_frame_equal(df, plain)
 
 
-def test_invalid_utf8_and_blank_lines_keep_line_numbers(tmp_path, k6_lines):
-    # both make the fast splitter's byte count disagree -> exact Python split, same numbering
-    p = tmp_path / "k6.ndjson"
+def test_blank_lines_keep_line_numbers(tmp_path, k6_lines):
+    # a blank line makes the fast splitter's byte count disagree -> exact Python split, same numbering
+    lines = k6_lines[:5] + [""] + k6_lines[5:8] + ["not json"] + k6_lines[8:]
+    with pytest.raises(IngestError, match=r"k6.ndjson:10: expected a k6 JSON"):
+        read_k6(write(tmp_path, lines))
+
+
+def _with_bad_byte(k6_lines, i):
+    """Line i (0-based) of the reference file with one byte of its url tag replaced by 0xff."""
     lines = [l.encode() for l in k6_lines]
-    lines.insert(5, b"")
-    lines.insert(7, b'{"metric":"http_reqs","type":"Point","data":{"time":"2026-11-26T20:59:44Z","value":1,"tags":{"x":"\xff"}}}')
-    lines.insert(9, b"not json \xfe")
-    p.write_bytes(b"\n".join(lines) + b"\n")
-    with pytest.raises(IngestError, match=r"k6.ndjson:10\b"):
+    assert b'"url":"http' in lines[i]
+    lines[i] = lines[i].replace(b'"url":"http', b'"url":"\xfftp', 1)
+    return b"\n".join(lines) + b"\n"
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 777])
+def test_invalid_utf8_inside_a_request_is_an_error_naming_its_line(tmp_path, k6_lines, chunk_bytes):
+    # before: utf8-lossy/"replace" turned 0xff into U+FFFD, the Point got other tags than its
+    # request's other Points, and the request silently became two rows
+    i = [n for n, l in enumerate(k6_lines) if '"http_req_waiting","type":"Point"' in l][3]
+    p = tmp_path / "k6.ndjson"
+    p.write_bytes(_with_bad_byte(k6_lines, i))
+    kwargs = {"chunk_bytes": chunk_bytes} if chunk_bytes else {}
+    expected = rf"k6.ndjson:{i + 1}: expected valid UTF-8, but byte 0xff at column \d+"
+    with pytest.raises(IngestError, match=expected) as e:
+        read_k6(p, **kwargs)
+    assert "http_req_waiting" in str(e.value)  # the offending line is quoted
+    with pytest.raises(IngestError, match=rf"k6.ndjson:{i + 1}: expected valid UTF-8"):
+        read_k6_points(p)
+
+
+def test_invalid_utf8_in_gzip_input_names_its_line(tmp_path, k6_lines):
+    i = next(n for n, l in enumerate(k6_lines) if '"http_req_duration","type":"Point"' in l)
+    p = tmp_path / "k6.ndjson.gz"
+    p.write_bytes(gzip.compress(_with_bad_byte(k6_lines, i)))
+    with pytest.raises(IngestError, match=rf"k6.ndjson.gz:{i + 1}: expected valid UTF-8"):
         read_k6(p)
+
+
+def test_valid_non_ascii_tags_still_read(tmp_path, k6_lines):
+    # the UTF-8 check must not reject real multi-byte text (isascii() fails -> full decode)
+    lines = [l.replace('"payload":"short"', '"payload":"kurz-\u00e9t\u00e9-\U0001f680"') for l in k6_lines]
+    df = read_k6(write(tmp_path, lines))
+    assert len(df) == 24 and df["payload"].eq("kurz-\u00e9t\u00e9-\U0001f680").all()
+
+
+def test_truncated_final_line_cut_inside_a_character_is_a_truncated_tail(tmp_path, k6_lines):
+    last = k6_lines[-1].replace('"tags":{', '"tags":{"n":"\u00e9\u00e9",', 1).encode()
+    cut = last[: last.index("\u00e9".encode()) + 1]  # the first byte of a 2-byte character
+    p = tmp_path / "k6.ndjson"
+    p.write_bytes(("\n".join(k6_lines) + "\n").encode() + cut)
+    with pytest.warns(TruncatedLineWarning):
+        df = read_k6(p)
+    assert len(df) == 24 and df.attrs["ingest"]["lines_skipped"] == 1
 
 
 def test_csv_given_as_k6_names_file_and_line(tmp_path, fixtures):
@@ -132,6 +176,21 @@ def test_truncated_final_line_is_tolerated_and_counted(tmp_path, k6_lines):
 def test_blank_lines_are_counted_not_silent(tmp_path, k6_lines):
     df = read_k6(write(tmp_path, k6_lines[:5] + [""] + k6_lines[5:]))
     assert len(df) == 24 and df.attrs["ingest"]["lines_skipped"] == 1
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 999])
+def test_blank_lines_in_the_middle_are_skipped_with_a_note(tmp_path, k6_lines, chunk_bytes):
+    # blank and whitespace-only lines inside a request's block and between blocks: the table is
+    # unchanged, each is counted as skipped and named by a note with its line number
+    lines = k6_lines[:40] + [""] + k6_lines[40:43] + ["   "] + k6_lines[43:100] + ["", ""] + k6_lines[100:]
+    p = write(tmp_path, lines)
+    kwargs = {"chunk_bytes": chunk_bytes} if chunk_bytes else {}
+    df = read_k6(p, **kwargs)
+    pd.testing.assert_frame_equal(df, read_k6(write(tmp_path, k6_lines, "clean.ndjson")))
+    stats = df.attrs["ingest"]
+    assert stats["lines_read"] == len(lines) and stats["lines_skipped"] == 4
+    assert stats["notes"] == [f"{p}:{n}: blank line skipped" for n in (41, 45, 103, 104)]
+    assert read_k6_points(p, **kwargs).attrs["ingest"]["lines_skipped"] == 4
 
 
 def test_empty_file_is_an_error(tmp_path):

@@ -136,3 +136,74 @@ def test_prometheus_garbage(tmp_path, fixtures):
     p.write_bytes((fixtures / "nvidia-smi-580" / "h200-matmul.csv").read_bytes())
     with pytest.raises(IngestError, match="Prometheus text"):
         read_prometheus_text(p)
+
+
+def _prom_lines(fixtures):
+    return (fixtures / "vllm-0.24.0" / "metrics_after.prom").read_text().splitlines()
+
+
+def _samples(df):
+    return df[["family", "sample", "labels", "le", "value"]].reset_index(drop=True)
+
+
+@pytest.mark.parametrize("cut", [len('http_request_duration_seconds_created{handler="/v1/ch'),  # mid-label
+                                 len('http_request_duration_seconds_created{handler="/v1/chat/completions",'
+                                     'method="POST"} 1.79')])  # mid-number: parses, but to a wrong value
+def test_prometheus_truncated_final_line_is_tolerated_warned_and_counted(tmp_path, fixtures, cut):
+    lines = _prom_lines(fixtures)
+    assert lines[-1].startswith("http_request_duration_seconds_created{")
+    p = tmp_path / "m.prom"
+    p.write_text("\n".join(lines) + "\n")
+    full = read_prometheus_text(p)
+    p.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:cut])  # the writer died mid-line
+    with pytest.warns(TruncatedLineWarning, match=rf"m.prom:{len(lines)}: truncated final line skipped"):
+        df = read_prometheus_text(p)
+    stats = df.attrs["ingest"]
+    assert stats["lines_read"] == len(lines) and stats["lines_skipped"] == 1
+    assert stats["lines_used"] == full.attrs["ingest"]["lines_used"] - 1
+    assert stats["notes"] == [f"{p}:{len(lines)}: truncated final line skipped"]
+    pd.testing.assert_frame_equal(_samples(df), _samples(full).iloc[:-1])  # only the cut sample is gone
+    b = read_prometheus_text(fixtures / "vllm-0.24.0" / "metrics_before.prom")
+    assert counter_delta(b, df, "request_success") == 1584  # the deltas are untouched
+
+
+def test_prometheus_truncated_line_in_the_middle_is_an_error(tmp_path, fixtures):
+    lines = _prom_lines(fixtures)
+    i = next(n for n, l in enumerate(lines) if l.startswith("vllm:generation_tokens_total{"))
+    lines[i] = lines[i][:30]  # 'vllm:generation_tokens_total{e': cut inside the label set
+    p = tmp_path / "m.prom"
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(IngestError, match=rf"m.prom:{i + 1}: expected Prometheus text"):
+        read_prometheus_text(p)
+    p.write_text("\n".join(lines))  # and also when the last line is cut as well
+    with pytest.raises(IngestError, match=rf"m.prom:{i + 1}: expected Prometheus text"), \
+            pytest.warns(TruncatedLineWarning):
+        read_prometheus_text(p)
+
+
+def test_prometheus_complete_file_has_no_warning_and_invalid_utf8_is_an_error(tmp_path, fixtures):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        df = read_prometheus_text(fixtures / "vllm-0.24.0" / "metrics_after.prom")
+    assert df.attrs["ingest"]["lines_skipped"] == 0
+    data = (fixtures / "vllm-0.24.0" / "metrics_after.prom").read_bytes()
+    data = data.replace(b'model_name="smollm2"', b'model_name="smoll\xe9m2"', 1)
+    p = tmp_path / "m.prom"
+    p.write_bytes(data)
+    line = data[: data.index(b"\xe9")].count(b"\n") + 1
+    with pytest.raises(IngestError, match=rf"m.prom:{line}: expected valid UTF-8, but byte 0xe9"):
+        read_prometheus_text(p)
+
+
+def test_probe_invalid_utf8_is_an_error_and_blank_lines_are_noted(tmp_path, fixtures):
+    good = (fixtures / "probe" / "idle-legacy.jsonl").read_bytes().splitlines()
+    p = tmp_path / "p.jsonl"
+    p.write_bytes(b"\n".join(good[:2] + [b""] + good[2:]) + b"\n")
+    reqs, _ = read_probe(p)
+    assert len(reqs) == 20 and reqs.attrs["ingest"]["notes"] == [f"{p}:3: blank line skipped"]
+    bad = good[4].replace(b'"status"', b'"st\xfftus"', 1)
+    p.write_bytes(b"\n".join(good[:4] + [bad] + good[5:]) + b"\n")
+    with pytest.raises(IngestError, match=r"p.jsonl:5: expected valid UTF-8, but byte 0xff"):
+        read_probe(p)

@@ -7,7 +7,7 @@ import gzip
 import pytest
 
 from inferlab.load.k6 import combined_exit_code, execution_segments, k6_argv, run_cell
-from inferlab.load.spec import SpecError, builtin_spec, load_spec, plan_cells
+from inferlab.specs import SpecError, builtin_spec, load_spec, plan_cells
 from inferlab.runs.layout import segment_files, segment_name
 
 

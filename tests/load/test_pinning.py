@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from inferlab.targets.base import _client_cpus
+from inferlab.targets.local import _client_cpus
 from inferlab.targets.pinning import Pinning, cpu_list, plan_pinning
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inferlab.load.spec import SpecError, builtin_spec, load_spec, plan_cells
+from inferlab.specs import SpecError, builtin_spec, load_spec, plan_cells
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "src" / "inferlab" / "specs").glob("*.yaml"))
@@ -67,7 +67,7 @@ def test_every_tracked_yaml_and_json_is_classified():
 
 
 def test_set_overrides_nested_yaml_values_and_names_bad_keys():
-    from inferlab.load.spec import parse_overrides, resolve_spec
+    from inferlab.specs import parse_overrides, resolve_spec
 
     spec = resolve_spec("matrix-gpu", parse_overrides(["model=smollm2", "concurrency=[1, 8]", "slo.e2e_p95_ms=5000"]))
     assert spec.model == "smollm2" and spec.concurrency == [1, 8]

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from inferlab.platform.secrets_gen import htpasswd_line
-from inferlab.targets.local_engine import free_port
+from inferlab.targets.engine import free_port
 from inferlab.ui.serve import ChatUI
 
 
@@ -60,9 +60,15 @@ def test_api_calls_are_rate_limited_per_client():
     """A burst past the limit gets 429 from nginx before reaching the server; the page is not limited."""
     import concurrent.futures
 
+    import math
+    import time
+
     with ChatUI("http://127.0.0.1:1", "unused-key-xxxxxxxx", free_port(8084)) as ui:
+        start = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             codes = list(pool.map(lambda _: httpx.get(f"{ui.url}/v1/models").status_code, range(60)))
+        elapsed = time.monotonic() - start
         assert set(codes) <= {429, 502} and codes.count(429) >= 30, codes  # 502: passed, upstream is down
-        assert codes.count(502) <= 21 + 2  # burst 20 (+1 token, + refill during the burst)
+        # burst 20, +1 token, + what 2 r/s refills while the burst lasts (long on a loaded machine)
+        assert codes.count(502) <= 21 + math.ceil(2 * elapsed), (codes.count(502), elapsed)
         assert all(httpx.get(f"{ui.url}/").status_code == 200 for _ in range(30))

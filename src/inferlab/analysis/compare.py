@@ -1,159 +1,190 @@
-"""Tuned vs baseline, with statistics a reader can defend.
+"""Tuned vs baseline with verdicts a performance engineer can defend.
 
-Per matching cell (same payload and concurrency; ``-r<n>`` repeats pooled) and metric:
-- ratio tuned/baseline of throughput (RPS) and of latency p50/p95/p99, each with a bootstrap
-  95 % CI. Latency: resample requests within each run. Throughput: with repeats, resample the
-  per-repeat RPS values; without, closed-loop RPS = VUs / mean latency (Little's law), so the
-  CI comes from resampling requests;
-- Mann-Whitney U (two-sided) on request latencies and the rank-biserial effect size
-  (-1..1; negative = tuned faster);
-- a verdict: ``better`` / ``worse`` only when the CI excludes 1 *and* p < alpha, else
-  ``no significant difference``;
-- goodput: requests/s that succeeded within the SLO's e2e bound.
-- a tail percentile needs enough requests to exist at all: with n (1 - q) < 1 the "p99" of n
-  requests is just their maximum and its bootstrap CI collapses, so below ``min_requests(q)``
-  the ratio is shown without a CI and the verdict says there are too few requests.
+The repeat is the unit of inference: every side is a list of runs (an interleaved comparison's
+repeats, or one run each whose cells may repeat as ``-r<n>``), and each repeat of a cell gives
+one value per metric, measured in the cell's steady-state window (analysis/window.py).
+
+- primary metric (default ``throughput``: successful requests/s in the window) carries the
+  verdict, Holm-corrected across cells; secondary metrics (goodput, latency p50/p95/p99) get
+  intervals and Holm q-values within their own family and are labelled secondary;
+- each metric is tested on its own, in its own direction (stats.verdict);
+- a ratio is tuned/baseline of the geometric means printed beside it, with a Welch t-interval
+  on the logs (stats.ratio_interval); with one repeat a side no interval and no verdict;
+- failures count: throughput and goodput count only successful requests, and a side with a
+  higher error rate is never "better" on them;
+- the A/A spread beside every effect: the half-width of an A/A interval at this design and the
+  measured between-repeat noise, and the smallest detectable ratio (80 % power).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu
 
-from ..runs.load import Run
-from .summary import measured, ok_rps
+from ..runs.reader import Run
+from . import stats
+from .summary import measured
+from .window import QUANTILES, min_requests, repeat_metrics
 
-LOWER_IS_BETTER = {"latency_p50": True, "latency_p95": True, "latency_p99": True, "rps": False, "goodput_rps": False}
-QUANTS = {"latency_p50": 0.5, "latency_p95": 0.95, "latency_p99": 0.99}
-
-
-def min_requests(q: float) -> int:
-    """Fewest requests per side for a q-quantile to be more than the sample maximum: n (1-q) >= 1
-    (p50: 2, p95: 20, p99: 100)."""
-    return max(2, int(np.ceil(1 / (1 - q) - 1e-9)))
+LOWER_IS_BETTER = {"throughput": False, "goodput": False, **{k: True for k in QUANTILES}}
+PRIMARY = "throughput"
+NOT_COMPARED = ("ramping-arrival-rate",)  # a ramp has no steady state
 
 
 def base_cell(cell_id: str) -> str:
     return re.sub(r"-r\d+$", "", cell_id)
 
 
-def bootstrap_ratio(a: np.ndarray, b: np.ndarray, stat, n_boot: int, rng: np.random.Generator) -> tuple[float, float, float]:
-    """stat(b)/stat(a) and its percentile 95 % CI, resampling a and b independently."""
-    point = stat(b) / stat(a)
-    ia = rng.integers(0, len(a), size=(n_boot, len(a)))
-    ib = rng.integers(0, len(b), size=(n_boot, len(b)))
-    boots = np.apply_along_axis(stat, 1, b[ib]) / np.apply_along_axis(stat, 1, a[ia])
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return float(point), float(lo), float(hi)
+def _runs(x: Run | Sequence[Run]) -> list[Run]:
+    return [x] if isinstance(x, Run) else list(x)
 
 
-def rank_biserial(u: float, n1: int, n2: int) -> float:
-    """Effect size from U (U of the tuned sample): 2U/(n1 n2) - 1; negative means tuned smaller."""
-    return 2.0 * u / (n1 * n2) - 1.0
-
-
-def verdict(ratio_lo: float, ratio_hi: float, p: float, lower_is_better: bool, alpha: float = 0.05) -> str:
-    if p >= alpha or ratio_lo <= 1.0 <= ratio_hi:
-        return "no significant difference"
-    faster = ratio_hi < 1.0
-    return "better" if faster == lower_is_better else "worse"
-
-
-def _per_repeat_rps(df: pd.DataFrame) -> np.ndarray:
-    """Observed RPS of each repeat of a cell (one value when the spec does not repeat)."""
-    return np.asarray([ok_rps(g) for _, g in df.groupby("cell_id")])
-
-
-def _rps_samples(df: pd.DataFrame) -> tuple[np.ndarray, str]:
-    per = _per_repeat_rps(df)
-    if len(per) >= 2:
-        return per, "repeats"
-    return df.loc[df["ok"], "duration_ms"].to_numpy(float), "requests (Little's law)"
-
-
-def compare_cells(base: pd.DataFrame, tuned: pd.DataFrame, slo_e2e_ms: float,
-                  n_boot: int, rng: np.random.Generator, alpha: float = 0.05) -> list[dict]:
-    a = base.loc[base["ok"], "duration_ms"].to_numpy(float)
-    b = tuned.loc[tuned["ok"], "duration_ms"].to_numpy(float)
-    if len(a) < 2 or len(b) < 2:
-        return []
-    u, p = mannwhitneyu(b, a, alternative="two-sided")
-    effect = rank_biserial(u, len(b), len(a))
+def repeat_table(runs: Run | Sequence[Run], side: str, slo_e2e_ms: float) -> pd.DataFrame:
+    """One row per (run, cell repeat): the repeat's metrics (window.repeat_metrics) and keys."""
     rows = []
-    for metric, q in QUANTS.items():
-        r, lo, hi = bootstrap_ratio(a, b, lambda x, q=q: np.quantile(x, q), n_boot, rng)
-        need = min_requests(q)
-        if min(len(a), len(b)) < need:
-            lo = hi = np.nan
-            call = f"too few requests ({min(len(a), len(b))} < {need} for p{round(q * 100)})"
-        else:
-            call = verdict(lo, hi, p, True, alpha)
-        rows.append(dict(metric=metric, baseline=np.quantile(a, q), tuned=np.quantile(b, q), ratio=r, ci_low=lo,
-                         ci_high=hi, p_value=p, effect_size=effect, resampled="requests", verdict=call))
-    sa, how = _rps_samples(base)
-    sb, _ = _rps_samples(tuned)
-    base_rps, tuned_rps = _per_repeat_rps(base).mean(), _per_repeat_rps(tuned).mean()
-    if how == "repeats":
-        r, lo, hi = bootstrap_ratio(sa, sb, np.mean, n_boot, rng)
-    else:  # RPS ~ VUs / mean latency: the ratio of RPS is the inverse ratio of mean latency
-        r_lat, lo_lat, hi_lat = bootstrap_ratio(sa, sb, np.mean, n_boot, rng)
-        r, lo, hi = 1 / r_lat, 1 / hi_lat, 1 / lo_lat
-    rows.append(dict(metric="rps", baseline=base_rps, tuned=tuned_rps, ratio=r, ci_low=lo, ci_high=hi, p_value=p,
-                     effect_size=-effect, resampled=how, verdict=verdict(lo, hi, p, False, alpha)))
-    good_a = base_rps * float((a <= slo_e2e_ms).mean())
-    good_b = tuned_rps * float((b <= slo_e2e_ms).mean())
-    rows.append(dict(metric="goodput_rps", baseline=good_a, tuned=good_b, ratio=good_b / good_a if good_a else np.nan,
-                     ci_low=np.nan, ci_high=np.nan, p_value=np.nan, effect_size=np.nan, resampled="",
-                     verdict=f"SLO e2e <= {slo_e2e_ms:.0f} ms"))
-    return rows
+    for run in _runs(runs):
+        req = measured(run)
+        for cell in run.manifest.cells:
+            if cell.executor in NOT_COMPARED or cell.status != "complete":
+                continue
+            g = req[req["cell_id"] == cell.cell_id] if not req.empty else req
+            if g.empty:
+                continue
+            rows.append({"side": side, "run_id": run.run_id, "cell_id": cell.cell_id, "cell": base_cell(cell.cell_id),
+                         "payload": cell.payload, "vus": cell.vus, "executor": cell.executor,
+                         **repeat_metrics(g, slo_e2e_ms, cell.executor)})
+    return pd.DataFrame(rows)
 
 
-def compare_runs(baseline: Run, tuned: Run, slo_e2e_ms: float | None = None, n_boot: int = 2000,
-                 seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+def _slo(runs: list[Run], slo_e2e_ms: float | None) -> float:
+    return slo_e2e_ms or float(runs[0].manifest.spec.get("slo", {}).get("e2e_p95_ms", 10000))
+
+
+def compare_sides(baseline: Run | Sequence[Run], tuned: Run | Sequence[Run], slo_e2e_ms: float | None = None,
+                  primary: str = PRIMARY, alpha: float = 0.05, level: float = 0.95,
+                  method: str = "auto") -> pd.DataFrame:
     """Long table: one row per matching cell x metric (ratio = tuned / baseline)."""
-    rng = np.random.default_rng(seed)
-    slo = slo_e2e_ms or float(tuned.manifest.spec.get("slo", {}).get("e2e_p95_ms", 10000))
-    ra, rb = measured(baseline), measured(tuned)
-    ra, rb = ra.assign(base_cell=ra["cell_id"].map(base_cell)), rb.assign(base_cell=rb["cell_id"].map(base_cell))
+    base_runs, tuned_runs = _runs(baseline), _runs(tuned)
+    slo = _slo(tuned_runs, slo_e2e_ms)
+    reps = pd.concat([repeat_table(base_runs, "baseline", slo), repeat_table(tuned_runs, "tuned", slo)],
+                     ignore_index=True)
     rows = []
-    for cell in [c for c in dict.fromkeys(ra["base_cell"]) if c in set(rb["base_cell"])]:
-        a, b = ra[ra["base_cell"] == cell], rb[rb["base_cell"] == cell]
-        for r in compare_cells(a, b, slo, n_boot, rng, alpha):
-            rows.append({"cell": cell, "payload": a["payload"].iloc[0], "vus": a["vus"].iloc[0],
-                         "n_baseline": len(a), "n_tuned": len(b), **r})
+    if not reps.empty:
+        cells = [c for c in dict.fromkeys(reps["cell"]) if set(reps.loc[reps["cell"] == c, "side"]) == {"baseline", "tuned"}]
+        for cell in cells:
+            a, b = reps[(reps["cell"] == cell) & (reps["side"] == "baseline")], reps[(reps["cell"] == cell) & (reps["side"] == "tuned")]
+            for metric in LOWER_IS_BETTER:
+                rows.append(_metric_row(cell, a, b, metric, primary, alpha, level, method))
     out = pd.DataFrame(rows)
-    out.attrs.update(baseline=baseline.run_id, tuned=tuned.run_id, slo_e2e_ms=slo, n_boot=n_boot, alpha=alpha)
+    if not out.empty:
+        for role in ("primary", "secondary"):
+            sel = out["role"] == role
+            out.loc[sel, "q_value"] = stats.holm(out.loc[sel, "p_value"], alpha)
+        out["verdict"] = [_verdict(r, alpha) for r in out.itertuples()]
+    out.attrs.update(baseline=[r.run_id for r in base_runs], tuned=[r.run_id for r in tuned_runs], slo_e2e_ms=slo,
+                     alpha=alpha, level=level, primary=primary, repeats=reps)
     return out
 
 
+def _metric_row(cell: str, a: pd.DataFrame, b: pd.DataFrame, metric: str, primary: str, alpha: float,
+                level: float, method: str) -> dict:
+    va, vb = a[metric].dropna().to_numpy(float), b[metric].dropna().to_numpy(float)
+    iv = stats.ratio_interval(va, vb, level=level, method=method)
+    sd = float(np.sqrt(np.nanmean([stats.log_sd(va), stats.log_sd(vb)]))) if min(len(va), len(vb)) >= 2 else np.nan
+    sd = float(np.sqrt(np.nanmean([stats.log_sd(va) ** 2, stats.log_sd(vb) ** 2]))) if np.isfinite(sd) else np.nan
+    df = len(va) + len(vb) - 2
+    aa = float(np.exp(stats.stats.t.ppf(0.5 + level / 2, df) * sd * np.sqrt(1 / len(va) + 1 / len(vb)))) if df > 0 and np.isfinite(sd) else np.nan
+    note = iv.note
+    if metric in QUANTILES and (len(va) < len(a) or len(vb) < len(b)):
+        need = min_requests(QUANTILES[metric])
+        note = f"a repeat has < {need} window requests for {metric.split('_')[1]}"
+    geo = lambda v: float(np.exp(np.log(np.maximum(v, 1e-9)).mean())) if len(v) else np.nan  # noqa: E731
+    return {"cell": cell, "payload": a["payload"].iloc[0], "vus": a["vus"].iloc[0], "metric": metric,
+            "role": "primary" if metric == primary else "secondary",
+            "n_baseline": len(va), "n_tuned": len(vb),
+            "requests_baseline": int(a["window_requests"].sum()), "requests_tuned": int(b["window_requests"].sum()),
+            "error_rate_baseline": float(a["errors"].sum() / max(a["requests"].sum(), 1)),
+            "error_rate_tuned": float(b["errors"].sum() / max(b["requests"].sum(), 1)),
+            "baseline": geo(va), "tuned": geo(vb), "ratio": iv.ratio, "ci_low": iv.low, "ci_high": iv.high,
+            "p_value": iv.p_value, "q_value": np.nan, "noise_cv": sd, "aa_spread": aa,
+            "min_detectable": stats.min_detectable_ratio(sd, len(va), len(vb), alpha), "method": iv.method, "note": note}
+
+
+def _verdict(r, alpha: float) -> str:
+    if not np.isfinite(r.q_value):
+        return "no verdict: " + (r.note or "no test")
+    call = stats.verdict(r.q_value, r.ratio, LOWER_IS_BETTER[r.metric], alpha)
+    if call == "better" and r.metric in ("throughput", "goodput") and r.error_rate_tuned > r.error_rate_baseline:
+        return "not better: tuned failed more requests"
+    return call
+
+
+def compare_runs(baseline: Run | Sequence[Run], tuned: Run | Sequence[Run], slo_e2e_ms: float | None = None,
+                 **kw) -> pd.DataFrame:
+    """Alias kept for the notebooks and the CLI: :func:`compare_sides`."""
+    return compare_sides(baseline, tuned, slo_e2e_ms, **kw)
+
+
 def verdict_table(res: pd.DataFrame) -> pd.DataFrame:
-    """Readable: one line per cell x metric with ratio [CI] and verdict."""
+    """Readable: one line per cell x metric with ratio [CI], q, the A/A spread and the verdict."""
+    cols = ["cell", "metric", "role", "repeats", "baseline", "tuned", "ratio [95% CI]", "q", "A/A spread", "verdict"]
     if res.empty:
-        return pd.DataFrame(columns=["cell", "metric", "ratio [95% CI]", "p", "verdict"])
+        return pd.DataFrame(columns=cols)
     t = res.copy()
-    t["ratio [95% CI]"] = [f"{r:.2f}x [{lo:.2f}, {hi:.2f}]" if not np.isnan(lo) else f"{r:.2f}x"
+    t["repeats"] = [f"{a}+{b}" for a, b in zip(t["n_baseline"], t["n_tuned"])]
+    t["ratio [95% CI]"] = [f"{r:.2f}x [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else f"{r:.2f}x"
                            for r, lo, hi in zip(t["ratio"], t["ci_low"], t["ci_high"])]
-    t["p"] = t["p_value"].map(lambda p: "" if np.isnan(p) else f"{p:.1e}")
-    return t[["cell", "metric", "baseline", "tuned", "ratio [95% CI]", "p", "effect_size", "verdict"]].round(3)
+    t["q"] = t["q_value"].map(lambda q: "" if not np.isfinite(q) else f"{q:.2g}")
+    t["A/A spread"] = t["aa_spread"].map(lambda s: "" if not np.isfinite(s) else f"±{(s - 1) * 100:.1f}%")
+    return t[cols].round(3)
 
 
 def headline(res: pd.DataFrame) -> str:
-    """One sentence per payload: the biggest RPS change and how sure we are."""
+    """One sentence per payload on the primary metric: the largest-VU cell, and how many cells
+    differ after Holm's correction."""
     if res.empty:
-        return "No matching cells between the two runs."
+        return "No matching cells between the two sides."
+    prim = res[res["role"] == "primary"]
     lines = []
-    for payload, g in res[res["metric"] == "rps"].groupby("payload", sort=False):
+    for payload, g in prim.groupby("payload", sort=False):
         top = g.loc[g["vus"].idxmax()]
+        ci = (f"95% CI {top['ci_low']:.2f}-{top['ci_high']:.2f}, " if np.isfinite(top["ci_low"]) else "")
+        aa = f"; A/A spread ±{(top['aa_spread'] - 1) * 100:.0f}%" if np.isfinite(top["aa_spread"]) else ""
         sig = g[g["verdict"].isin(["better", "worse"])]
-        line = (f"{payload}: at {top['vus']} VUs tuned/baseline RPS = {top['ratio']:.2f}x "
-                f"(95% CI {top['ci_low']:.2f}-{top['ci_high']:.2f}, {top['verdict']}); "
-                f"{len(sig)} of {len(g)} concurrency levels differ significantly")
-        if len(sig) and not (sig.index == top.name).all():
-            big = sig.loc[(np.log(sig["ratio"])).abs().idxmax()]
-            line += (f", the largest at {big['vus']} VU{'s' if big['vus'] != 1 else ''}: {big['ratio']:.2f}x "
-                     f"(95% CI {big['ci_low']:.2f}-{big['ci_high']:.2f}, {big['verdict']})")
-        lines.append(line + ".")
+        lines.append(f"{payload}: at {top['vus']} VUs tuned/baseline {top['metric']} = {top['ratio']:.2f}x "
+                     f"({ci}{top['verdict']}{aa}; {top['n_baseline']}+{top['n_tuned']} repeats); "
+                     f"{len(sig)} of {len(g)} cells differ after Holm's correction.")
     return "\n".join(lines)
+
+
+def sides(baseline_run: str = "", tuned_run: str = "", comparison: str = "") -> tuple[list[Run], list[Run], str]:
+    """The two sides of a comparison record, or of a pair of runs; and a one-line description."""
+    from ..runs.comparison import load_comparison
+    from ..runs.reader import load_run
+
+    if comparison:
+        c = load_comparison(comparison)
+        order = " ".join("A" if r.side == "baseline" else "B" for r in c.repeats)
+        return ([load_run(r) for r in c.run_ids("baseline")], [load_run(r) for r in c.run_ids("tuned")],
+                f"comparison {c.comparison_id}: {len(c.repeats)} repeats in the order {order} ({c.order}), "
+                f"status {c.status}")
+    if not (baseline_run and tuned_run):
+        raise ValueError("give a comparison id, or both baseline_run and tuned_run")
+    return [load_run(baseline_run)], [load_run(tuned_run)], f"runs {baseline_run} (baseline) vs {tuned_run} (tuned)"
+
+
+def compare_with_aa(baseline: Sequence[Run], tuned: Sequence[Run], aa_comparison: str = "", **kw) -> pd.DataFrame:
+    """:func:`compare_sides`, plus the measured A/A interval of the same cells and metrics beside
+    every effect when a recorded A/A comparison is given (``aa_ratio``, ``aa_ci_low``, ``aa_ci_high``)."""
+    res = compare_sides(baseline, tuned, **kw)
+    if aa_comparison and not res.empty:
+        a, b, _ = sides(comparison=aa_comparison)
+        aa = compare_sides(a, b, **kw)[["cell", "metric", "ratio", "ci_low", "ci_high", "verdict"]]
+        aa = aa.rename(columns={"ratio": "aa_ratio", "ci_low": "aa_ci_low", "ci_high": "aa_ci_high", "verdict": "aa_verdict"})
+        attrs = res.attrs
+        res = res.merge(aa, on=["cell", "metric"], how="left")
+        res.attrs.update(attrs, aa_comparison=aa_comparison)
+    return res

@@ -6,6 +6,11 @@ generated tokens (k6's ``completion_tokens`` counter from each response's usage,
 ``max_tokens`` x requests when the payload used ignore_eos and the script did not record
 usage) vs the delta of ``vllm:generation_tokens_total``; probe TTFT median vs the server's
 TTFT histogram median. Differences beyond ``tolerance`` are flagged, never hidden.
+
+A cell that cannot be checked is never silently absent: it gets one row, check ``not checked``,
+with the reason in ``note`` (the cell is not complete: its manifest status and reason, e.g. the
+target died during it; or a /metrics scrape before or after it is missing). Where a run has
+only run-level scrapes (imported runs), its cells are checked together in the ``run`` rows.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ import math
 import pandas as pd
 
 from ..ingest import counter_delta, histogram_delta, histogram_quantile
-from ..runs.load import Run
+from ..runs.reader import Run
 
 TOLERANCE = 0.03
 COLUMNS = ["run_id", "scope", "check", "client", "server", "diff_pct", "agrees", "note"]
+NOT_CHECKED = "not checked"
 
 
 def _row(run: Run, scope: str, check: str, client: float, server: float, note: str = "",
@@ -27,6 +33,19 @@ def _row(run: Run, scope: str, check: str, client: float, server: float, note: s
     agrees = bool(abs(diff) <= tolerance * 100) if not math.isnan(server) else False
     return {"run_id": run.run_id, "scope": scope, "check": check, "client": client, "server": server,
             "diff_pct": round(diff, 2), "agrees": agrees, "note": note}
+
+
+def _not_checked(run: Run, scope: str, why: str) -> dict:
+    return {"run_id": run.run_id, "scope": scope, "check": NOT_CHECKED, "client": math.nan, "server": math.nan,
+            "diff_pct": math.nan, "agrees": None, "note": why}
+
+
+def _why_not_checked(cell, before: pd.DataFrame, after: pd.DataFrame) -> str:
+    """Why a scope cannot be checked ("" when it can): an incomplete cell, or a missing scrape."""
+    if cell is not None and cell.status != "complete":
+        return f"cell {cell.status}" + (f": {cell.reason}" if cell.reason else "")
+    missing = [w for w, df in (("before", before), ("after", after)) if df.empty]
+    return f"no /metrics scrape {' or '.join(missing)} it" if missing else ""
 
 
 def _client_tokens(run: Run, cells: list[str]) -> tuple[float, str]:
@@ -70,13 +89,17 @@ def per_pod(run: Run) -> pd.DataFrame:
 
 def crosscheck(run: Run, tolerance: float = TOLERANCE) -> pd.DataFrame:
     srv = run.server
-    if srv.empty:
-        return pd.DataFrame(columns=COLUMNS)
+    records = {c.cell_id: c for c in run.manifest.cells}
+    scopes = list(srv["cell_id"].unique()) if not srv.empty else []
+    if "run" not in scopes:  # every cell gets rows: checked, or "not checked" with the reason
+        scopes += [c for c in records if c not in scopes]
     rows = []
     probe = run.probe
-    for scope in srv["cell_id"].unique():
-        before, after = scrapes(srv, scope)
-        if before.empty or after.empty:
+    for scope in scopes:
+        before, after = scrapes(srv, scope) if not srv.empty else (srv, srv)
+        why = _why_not_checked(records.get(scope), before, after)
+        if why:
+            rows.append(_not_checked(run, scope, why))
             continue
         cells = [c.cell_id for c in run.manifest.cells] if scope == "run" else [scope]
         req = run.requests[run.requests["cell_id"].isin(cells)] if not run.requests.empty else run.requests

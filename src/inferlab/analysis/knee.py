@@ -4,15 +4,22 @@ Windows of ``window_s`` seconds by request start. Target rate per window follows
 ramp; a window breaks the SLO when its p95 latency exceeds ``slo_p95_ms``, its error rate
 exceeds ``slo_error_rate``, or it achieves less than ``keep_up`` of the target (the server
 falls behind, k6 drops iterations). The knee is the last window before the first break.
+
+``analyze_ramp`` is the stress report's ramp section in one call (no ramp cell included);
+``closed_loop`` and ``dropped_iterations`` are the report's other stress views.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
-from ..runs.load import Run
+from ..runs.reader import Run
 from .summary import measured
+
+RAMP_EXECUTOR = "ramping-arrival-rate"
 
 
 def ramp_windows(run: Run, cell_id: str, window_s: float = 10.0, slo_p95_ms: float = 2000,
@@ -41,6 +48,8 @@ def ramp_windows(run: Run, cell_id: str, window_s: float = 10.0, slo_p95_ms: flo
                      "latency_p50_ms": g["duration_ms"].median(), "latency_p95_ms": g["duration_ms"].quantile(0.95),
                      "error_rate": float((~g["ok"]).mean()), "dropped_iterations": int(drop_win.get(w, 0))})
     df = pd.DataFrame(rows)
+    if df.empty:  # every request started after the ramp ended
+        return df
     df["breaks_slo"] = ((df["latency_p95_ms"] > slo_p95_ms) | (df["error_rate"] > slo_error_rate)
                         | (df["achieved_rps"] < keep_up * df["target_rps"]))
     return df
@@ -85,3 +94,52 @@ def find_knee(windows: pd.DataFrame) -> dict:
     return {"knee_rps": float(before["achieved_rps"].max()),
             "first_break_window": int(windows.loc[breaks[0], "window"]) if len(breaks) else None,
             "reason": "SLO held to the end of the ramp: ramp higher" if not len(breaks) else ""}
+
+
+def ramp_cells(run: Run) -> list[str]:
+    """The run's arrival-rate ramp cells, in plan order."""
+    return [c.cell_id for c in run.manifest.cells if c.executor == RAMP_EXECUTOR]
+
+
+def closed_loop(cells: pd.DataFrame) -> pd.DataFrame:
+    """The closed-loop (fixed-VU) rows of a ``cell_summary``: every cell but the ramps."""
+    return cells[cells["executor"] != RAMP_EXECUTOR]
+
+
+def dropped_iterations(run: Run) -> pd.DataFrame:
+    """Iterations k6 dropped per cell (it could not start them on time: too few VUs for the rate)."""
+    pts = run.points
+    if pts.empty:
+        return pd.DataFrame(columns=["cell_id", "dropped_iterations"])
+    dropped = pts[pts["metric"] == "dropped_iterations"]
+    return dropped.groupby("cell_id", as_index=False)["value"].sum().rename(columns={"value": "dropped_iterations"})
+
+
+@dataclass(frozen=True)
+class RampAnalysis:
+    """A run's ramp judged by an SLO. ``cell_id`` is None (and ``windows`` empty) without a ramp cell."""
+
+    cell_id: str | None
+    windows: pd.DataFrame
+    knee: dict
+    slo_p95_ms: float
+    slo_error_rate: float
+
+    @property
+    def sentence(self) -> str:
+        if self.cell_id is None:
+            return "No ramp cell in this run."
+        return knee_sentence(self.knee, self.windows, self.slo_p95_ms, self.slo_error_rate)
+
+
+def analyze_ramp(run: Run, window_s: float = 10.0, slo_p95_ms: float = 0.0,
+                 slo_error_rate: float = 0.0) -> RampAnalysis:
+    """The first ramp cell's windows and knee under the SLO of ``run_slo`` (explicit values > 0
+    win, else the run's own spec, else ``DEFAULT_SLO``). A run without a ramp cell gets an empty
+    analysis whose sentence says so, so a report needs no branch."""
+    p95_ms, error_rate = run_slo(run, slo_p95_ms, slo_error_rate)
+    ramps = ramp_cells(run)
+    if not ramps:
+        return RampAnalysis(None, pd.DataFrame(), {}, p95_ms, error_rate)
+    windows = ramp_windows(run, ramps[0], window_s, p95_ms, error_rate)
+    return RampAnalysis(ramps[0], windows, find_knee(windows), p95_ms, error_rate)

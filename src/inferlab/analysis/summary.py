@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..runs.load import Run
+from ..runs.reader import Run
+from .window import repeat_metrics
 
 PCTS = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
 
@@ -30,12 +31,15 @@ def ok_rps(requests: pd.DataFrame) -> float:
 
 def cell_summary(run: Run) -> pd.DataFrame:
     """One row per cell: requests, errors, RPS, latency percentiles (ms), tokens/s, probe TTFT/TPOT,
-    and CPU or GPU utilization while the cell ran."""
+    and CPU or GPU utilization while the cell ran. Closed-loop and constant-rate cells report RPS
+    and latency inside their steady-state window (``window_s``, ``window_requests``; ramp-up and
+    drain cut: analysis/window.py); a ramp over its whole span (it has no steady state)."""
     req = measured(run)
     if req.empty:
         return pd.DataFrame()
     tokens = _tokens_by_cell(run)
     probe = run.probe
+    slo_ms = float(run.manifest.spec.get("slo", {}).get("e2e_p95_ms", 10000))
     rows = []
     for cell in run.manifest.cells:
         g = req[req["cell_id"] == cell.cell_id]
@@ -48,6 +52,10 @@ def cell_summary(run: Run) -> pd.DataFrame:
                "error_rate": float((~g["ok"]).mean()), "duration_s": span, "rps": ok_rps(g)}
         for name, q in PCTS.items():
             row[f"latency_{name}_ms"] = float(ok["duration_ms"].quantile(q)) if len(ok) else np.nan
+        if cell.executor != "ramping-arrival-rate":
+            m = repeat_metrics(g, slo_ms, cell.executor)
+            row.update(window_s=m["window_s"], window_requests=m["window_requests"], rps=m["throughput"],
+                       **{f"latency_{n}_ms": m[f"latency_{n}"] for n in PCTS})
         row["tokens_per_s"] = tokens.get(cell.cell_id, np.nan) / span
         pr = probe[(probe["cell_id"] == cell.cell_id) & probe["ok"]] if not probe.empty else probe
         row["probe_ttft_p50_ms"] = float(pr["ttft_ms"].median()) if len(pr) else np.nan
@@ -101,13 +109,23 @@ def error_breakdown(run: Run) -> pd.DataFrame:
     return bad.fillna({"error_code": "", "error": ""}).groupby(cols, dropna=False).size().rename("count").reset_index()
 
 
-def timeseries(run: Run, freq: str = "1s", cells: list[str] | None = None) -> pd.DataFrame:
-    """Per time bucket (by request end): completed RPS, p50/p95 latency (ms), errors/s; long per cell."""
+def bucket_for(requests: pd.DataFrame) -> str:
+    """A time bucket that means something for throughput: at least 1 s and 4 median latencies,
+    so a bucket holds several completions per VU (16 concurrent 10 s answers that finish in the
+    same second are 1.6 RPS over 10 s, not "16 RPS" in that second)."""
+    med = float(requests["duration_ms"].median()) / 1000 if len(requests) else 0.0
+    return f"{max(1, int(np.ceil(4 * med)))}s"
+
+
+def timeseries(run: Run, freq: str = "auto", cells: list[str] | None = None) -> pd.DataFrame:
+    """Per time bucket (by request end): completed RPS, p50/p95 latency (ms), errors/s; long per
+    cell. ``freq="auto"``: :func:`bucket_for` of the requests shown (``attrs["freq"]`` says which)."""
     req = measured(run)
     if cells:
         req = req[req["cell_id"].isin(cells)]
     if req.empty:
         return pd.DataFrame(columns=["ts", "cell_id", "rps", "latency_p50_ms", "latency_p95_ms", "errors_per_s"])
+    freq = bucket_for(req) if freq == "auto" else freq
     secs = pd.Timedelta(freq).total_seconds()
     g = req.groupby(["cell_id", pd.Grouper(key="end_ts", freq=freq)])
     out = pd.DataFrame({
@@ -116,6 +134,7 @@ def timeseries(run: Run, freq: str = "1s", cells: list[str] | None = None) -> pd
         "latency_p95_ms": g["duration_ms"].quantile(0.95),
         "errors_per_s": g["ok"].apply(lambda s: (~s).sum()) / secs,
     }).reset_index().rename(columns={"end_ts": "ts"})
+    out.attrs["freq"] = freq
     return out
 
 

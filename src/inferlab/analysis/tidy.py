@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import paths
-from ..runs.load import load_run
+from ..runs.reader import load_run
 
-TABLES = ("requests", "points", "summary", "probe", "probe_gaps", "gpu", "host", "server")
+TABLES = ("requests", "points", "summary", "probe", "probe_gaps", "gpu", "gpus", "host", "server")
 
 
 def write_tidy(run_id_or_path: str) -> Path:

@@ -4,12 +4,13 @@ records lines read/used/skipped in ``df.attrs["ingest"]``."""
 from .errors import IngestError, TruncatedLineWarning
 from .k6 import read_k6, read_k6_points
 from .k6_summary import read_k6_summary
-from .nvidia_smi import read_nvidia_smi
+from .nvidia_smi import NvidiaSmiLog, read_nvidia_smi, read_nvidia_smi_gpus, read_nvidia_smi_log
 from .probe import Probe, read_probe
 from .prometheus import VLLM_METRICS, counter_delta, histogram_delta, histogram_quantile, read_prometheus_text
 
 __all__ = [
     "IngestError", "TruncatedLineWarning", "read_k6", "read_k6_points", "read_k6_summary",
-    "read_nvidia_smi", "Probe", "read_probe", "read_prometheus_text", "VLLM_METRICS",
+    "read_nvidia_smi", "read_nvidia_smi_gpus", "read_nvidia_smi_log", "NvidiaSmiLog", "Probe", "read_probe",
+    "read_prometheus_text", "VLLM_METRICS",
     "counter_delta", "histogram_delta", "histogram_quantile",
 ]

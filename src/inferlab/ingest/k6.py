@@ -19,7 +19,7 @@ import pandas as pd
 import polars as pl
 
 from .errors import IngestError, LineStats, attach
-from .lines import DEFAULT_CHUNK_BYTES, Chunk, iter_line_chunks
+from .lines import DEFAULT_CHUNK_BYTES, Chunk, check_utf8, iter_line_chunks
 from .timeparse import parse_rfc3339_ns, require_parsed
 
 _PREFIX = '{"metric":"'
@@ -68,11 +68,14 @@ class _TagTable:
         return pl.DataFrame(rows, infer_schema_length=None).with_columns(pl.col("_tags").cast(pl.Int32))
 
 
-def _chunk_lines(chunk: Chunk) -> pl.Series:
-    """The chunk's lines as one string column. read_csv with a separator and quote that never
-    occur in JSON text is the fastest splitter, but it drops blank lines and repairs invalid
-    UTF-8: when the line lengths do not add up to the bytes read, split in Python instead,
-    which keeps every line (exact line numbers)."""
+def _chunk_lines(chunk: Chunk, first_line: int, path: str) -> pl.Series:
+    """The chunk's lines as one string column. Invalid UTF-8 is an IngestError naming its line
+    (checked once per chunk, see :func:`check_utf8`); the one exception is a final unterminated
+    line cut inside a character, which fails as JSON below and is skipped as truncated.
+    read_csv with a separator and quote that never occur in JSON text is the fastest splitter,
+    but it drops blank lines: when the line lengths do not add up to the bytes read, split in
+    Python instead, which keeps every line (exact line numbers)."""
+    check_utf8(chunk.data, path, first_line, chunk.complete)
     if chunk.complete:
         try:
             col = pl.read_csv(
@@ -139,7 +142,7 @@ def _fallback(line: str, stats: LineStats, line_no: int, last_incomplete: bool) 
 
 def _parse_chunk(chunk: Chunk, first_line: int, stats: LineStats, tags: _TagTable) -> pl.DataFrame:
     """Points of one chunk: ln, metric, value, ts_ns, tag_id. ``first_line`` is 1-based."""
-    lines = _chunk_lines(chunk)
+    lines = _chunk_lines(chunk, first_line, stats.path)
     df = pl.DataFrame({"line": lines.fill_null("")}).with_row_index("ln", offset=first_line)
     fields = df.select("ln", "line", *_split_point_fields(pl.col("line")))
     matched = fields.filter(pl.col("metric").is_not_null())

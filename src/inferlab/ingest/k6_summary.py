@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import IngestError, LineStats, attach
+from .lines import open_maybe_gzip
 
 
 def read_k6_summary(path: str | Path) -> pd.DataFrame:
@@ -19,7 +20,8 @@ def read_k6_summary(path: str | Path) -> pd.DataFrame:
     ``attrs["thresholds"]`` = list of {metric, threshold, passed}."""
     stats = LineStats(str(path), lines_read=1)
     try:
-        doc = json.loads(Path(path).read_text())
+        with open_maybe_gzip(path) as fh:
+            doc = json.loads(fh.read())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         line = getattr(exc, "lineno", None)
         raise IngestError(path, line, "a k6 --summary-export JSON document", str(exc)) from exc

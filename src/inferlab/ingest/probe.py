@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import IngestError, LineStats, attach
-from .lines import open_maybe_gzip
+from .lines import check_utf8, open_maybe_gzip
 
 SECONDS_FIELDS = {"headers_s": "headers_ms", "ttft_s": "ttft_ms", "e2e_s": "e2e_ms"}
 REQUEST_COLUMNS = [
@@ -67,9 +67,11 @@ def read_probe(path: str | Path) -> Probe:
     """Read a probe JSONL file. A truncated final line is skipped with a warning."""
     stats = LineStats(str(path))
     with open_maybe_gzip(path) as fh:
-        text = fh.read().decode("utf-8", errors="replace")
+        data = fh.read()
+    complete = data.endswith(b"\n")
+    check_utf8(data, path, 1, complete)
+    text = data.decode("utf-8", errors="replace")  # "replace" only reaches a cut final line
     lines = text.split("\n")
-    complete = text.endswith("\n")
     if complete:
         lines.pop()
     rows, gap_rows = [], []
@@ -77,6 +79,7 @@ def read_probe(path: str | Path) -> Probe:
         stats.lines_read += 1
         if not line.strip():
             stats.lines_skipped += 1
+            stats.notes.append(f"{stats.path}:{line_no}: blank line skipped")
             continue
         try:
             obj = json.loads(line)

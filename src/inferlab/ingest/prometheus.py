@@ -4,7 +4,9 @@ Parsing is prometheus_client's own parser. vLLM renames metrics between releases
 0.24, the local CPU engine 0.32); :data:`VLLM_METRICS` is the one place that maps a canonical
 name to the names each release uses. Counters are compared as deltas (after - before), summed
 over label sets such as ``finished_reason``; histogram bucket deltas give quantiles the way
-Prometheus' ``histogram_quantile`` does (linear within a bucket).
+Prometheus' ``histogram_quantile`` does (linear within a bucket). As for k6, the one defect
+tolerated is a truncated final line (no newline at the end): skipped with a
+:class:`TruncatedLineWarning` and counted; anything malformed before it is an IngestError.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pandas as pd
 from prometheus_client.parser import text_string_to_metric_families
 
 from .errors import IngestError, LineStats, attach
-from .lines import open_maybe_gzip
+from .lines import check_utf8, open_maybe_gzip
 
 # canonical name -> metric family names, newest release first. Families, not samples:
 # prometheus_client strips `_total` from counter families.
@@ -43,8 +45,17 @@ def read_prometheus_text(path: str | Path) -> pd.DataFrame:
     """One row per sample: family, type, sample name, labels (JSON, sorted, without ``le``), le, value."""
     stats = LineStats(str(path))
     with open_maybe_gzip(path) as fh:
-        text = fh.read().decode("utf-8", errors="replace")
-    stats.lines_read = text.count("\n") + (0 if text.endswith("\n") else 1)
+        data = fh.read()
+    complete = not data or data.endswith(b"\n")
+    check_utf8(data, path, 1, complete)
+    text = data.decode("utf-8", errors="replace")  # "replace" only reaches a cut final line
+    stats.lines_read = text.count("\n") + (0 if complete else 1)
+    if not complete:
+        # The exposition format ends every line with a newline, so an unterminated last line
+        # was cut off (scrape aborted, writer killed). It is dropped even when it still parses:
+        # a sample cut inside its number would read as a wrong value.
+        text = text[: text.rfind("\n") + 1]
+        stats.skip_truncated_tail(stats.lines_read)
     rows = []
     try:
         for fam in text_string_to_metric_families(text):

@@ -3,7 +3,6 @@
 // the API key comes from INFERLAB_API_KEY in the environment, never from argv or the config.
 import http from 'k6/http';
 import { check } from 'k6';
-import exec from 'k6/execution';
 import { Counter } from 'k6/metrics';
 
 const C = JSON.parse(__ENV.INFERLAB_K6_CONFIG);
@@ -15,6 +14,11 @@ const promptTokens = new Counter('prompt_tokens');
 
 function scenario() {
   const tags = { payload: C.payload, cell: C.cell_id, vus: String(C.vus || '') };
+  if (C.executor === 'constant-arrival-rate') {
+    // rates may be fractional (a capacity search bisects): requests per 10 s keeps 0.1 r/s steps
+    return { executor: 'constant-arrival-rate', rate: Math.round(C.rate * 10), timeUnit: '10s',
+      duration: `${C.duration_s}s`, preAllocatedVUs: C.pre_allocated_vus, maxVUs: C.max_vus, tags };
+  }
   if (C.executor === 'ramping-arrival-rate') {
     return { executor: 'ramping-arrival-rate', startRate: C.rate_from, timeUnit: '1s',
       preAllocatedVUs: C.pre_allocated_vus, maxVUs: C.max_vus,
@@ -29,28 +33,55 @@ function scenario() {
 
 export const options = {
   scenarios: { cell: scenario() },
+  // warm-up runs in setup(), which k6 finishes before any scenario starts
+  setupTimeout: `${(C.warmup_rounds || 1) * C.timeout_s + 30}s`,
+  batch: Math.max(1, C.warmup_concurrency || 1),
+  batchPerHost: Math.max(1, C.warmup_concurrency || 1),
   summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)'],
   thresholds: C.thresholds,
   insecureSkipTLSVerify: !!C.tls_skip_verify,
   discardResponseBodies: false,
 };
 
-export default function () {
-  // The first `warmup` iterations of the cell (counted across all VUs) warm the server and are
-  // tagged phase=warmup; analysis excludes them and the cross-check counts them.
-  const phase = exec.scenario.iterationInTest < C.warmup ? 'warmup' : 'measure';
-  const body = JSON.stringify({
+function body() {
+  return JSON.stringify({
     model: C.model,
     messages: [{ role: 'user', content: C.prompt }],
     max_tokens: C.max_tokens,
     ignore_eos: C.ignore_eos,
     temperature: C.temperature,
   });
-  const res = http.post(`${C.base_url}/v1/chat/completions`, body, {
+}
+
+function params(phase) {
+  return {
     headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}` },
     timeout: `${C.timeout_s}s`,
-    tags: { phase, name: 'chat' },
-  });
+    tags: { phase, name: 'chat', payload: C.payload, cell: C.cell_id, vus: String(C.vus || '') },
+  };
+}
+
+// Warm-up: `warmup` requests, `warmup_concurrency` at a time (http.batch), before the measured
+// scenario starts, so no measured request overlaps a warm-up one. Tagged phase=warmup: analysis
+// excludes them and the cross-check counts them.
+export function setup() {
+  let left = C.warmup || 0;
+  while (left > 0) {
+    const n = Math.min(left, Math.max(1, C.warmup_concurrency || 1));
+    const reqs = [];
+    for (let i = 0; i < n; i++) {
+      reqs.push({ method: 'POST', url: `${C.base_url}/v1/chat/completions`, body: body(), params: params('warmup') });
+    }
+    http.batch(reqs).forEach((res) => record(res, 'warmup'));
+    left -= n;
+  }
+}
+
+export default function () {
+  record(http.post(`${C.base_url}/v1/chat/completions`, body(), params('measure')), 'measure');
+}
+
+function record(res, phase) {
   let usage = null;
   if (res.status === 200) {
     try { usage = res.json('usage'); } catch (e) { usage = null; }

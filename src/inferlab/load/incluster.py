@@ -27,9 +27,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..offline import K6_ENV
 from ..runs.layout import segment_files
 from .k6 import REQUEST_MARK, SCRIPT, CellResult, cell_result, execution_segments, k6_argv, k6_config
-from .spec import CellPlan, LoadSpec
+from ..specs import CellPlan, LoadSpec
 
 K6_IMAGE = "grafana/k6:1.1.0"  # the same k6 as the PyPI wheel the local target uses
 COLLECTOR_IMAGE = "busybox:1.37.0"
@@ -73,7 +74,8 @@ def render(spec: LoadSpec, cell: CellPlan, run_id: str, namespace: str, service_
     k6 = {
         "name": "k6", "image": K6_IMAGE, "command": ["sh", "-c", k6_shell(n)],
         "env": [{"name": "INFERLAB_K6_CONFIG", "valueFrom": {"configMapKeyRef": {"name": name, "key": "config.json"}}},
-                {"name": "INFERLAB_API_KEY", "valueFrom": {"secretKeyRef": {"name": secret_name, "key": "api-key"}}}],
+                {"name": "INFERLAB_API_KEY", "valueFrom": {"secretKeyRef": {"name": secret_name, "key": "api-key"}}},
+                *({"name": k, "value": v} for k, v in K6_ENV.items())],
         "volumeMounts": [{"name": "scripts", "mountPath": SCRIPTS}, {"name": "results", "mountPath": RESULTS}],
         "resources": {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
     }
@@ -175,7 +177,7 @@ def run_cell_in_cluster(kube: KubeExec, spec: LoadSpec, cell: CellPlan, run_id: 
     """Apply the cell's ConfigMap + Job, wait, copy every segment's outputs, delete both."""
     from kubernetes import dynamic
 
-    from ..platform.deploy import apply
+    from ..kube import apply
 
     dyn = dynamic.DynamicClient(kube.api)
     docs = render(spec, cell, run_id, kube.namespace, kube.service_url, kube.secret_name)
@@ -193,3 +195,12 @@ def run_cell_in_cluster(kube: KubeExec, spec: LoadSpec, cell: CellPlan, run_id: 
     finally:
         kube.batch.delete_namespaced_job(name, kube.namespace, propagation_policy="Background")
         kube.core.delete_namespaced_config_map(name, kube.namespace)
+
+
+def example_job(spec_name: str = "matrix-gpu") -> list[dict]:
+    """The ConfigMap + Indexed Job of one 2-segment cell, for offline validation (``make validate``)."""
+    from ..specs import builtin_spec, load_spec, plan_cells
+
+    spec = load_spec(builtin_spec(spec_name), {"k6_segments": 2, "concurrency": [64]})
+    return render(spec, plan_cells(spec)[-1], "20261126T000000Z-k8s-validate", "inferlab",
+                  "http://vllm.inferlab.svc:8000", "vllm-api-key")

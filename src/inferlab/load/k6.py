@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..runs.layout import segment_files
-from ..secrets import API_KEY_ENV
-from .spec import CellPlan, LoadSpec
+from ..credentials import API_KEY_ENV
+from ..offline import K6_ENV
+from ..specs import CellPlan, LoadSpec
 
 K6_THRESHOLDS_FAILED = 99
 REQUEST_MARK = b'{"metric":"http_reqs","type":"Point"'  # one per request in k6's NDJSON
@@ -57,18 +58,24 @@ class CellResult:
 def k6_config(spec: LoadSpec, cell: CellPlan, base_url: str) -> dict:
     payload = spec.payloads[cell.payload]
     measure = "{phase:measure}"
+    # warm-up (k6 setup(), finished before the measured scenario starts) at the cell's own
+    # concurrency, so the server is warm for the batch sizes the cell will see; none for a ramp
+    warmup = spec.warmup_requests if cell.executor != "ramping-arrival-rate" else 0
+    concurrency = max(1, min(warmup, cell.vus or spec.capacity.max_vus // 4)) if warmup else 1
     cfg = {
         "base_url": base_url.rstrip("/"), "model": spec.model, "cell_id": cell.cell_id, "payload": cell.payload,
         "prompt": payload.prompt, "max_tokens": payload.max_tokens, "ignore_eos": payload.ignore_eos,
         "temperature": payload.temperature, "executor": cell.executor, "vus": cell.vus,
         "iterations": cell.iterations, "duration_s": cell.duration_s, "max_duration_s": spec.max_cell_duration_s,
-        "warmup": spec.warmup_requests if cell.executor != "ramping-arrival-rate" else 0,
+        "warmup": warmup, "warmup_concurrency": concurrency, "warmup_rounds": -(-warmup // concurrency),
         "timeout_s": spec.request_timeout_s, "tls_skip_verify": spec.tls_skip_verify,
         "thresholds": {
             f"http_req_duration{measure}": [f"p(95)<{spec.slo.e2e_p95_ms}"],
             f"http_req_failed{measure}": [f"rate<{spec.slo.error_rate}"],
         },
     }
+    if cell.executor == "constant-arrival-rate":
+        cfg.update(rate=cell.rate, pre_allocated_vus=spec.capacity.pre_allocated_vus, max_vus=spec.capacity.max_vus)
     if spec.ramp and cell.executor == "ramping-arrival-rate":
         cfg.update(rate_from=spec.ramp.start_rate, rate_to=spec.ramp.end_rate,
                    pre_allocated_vus=spec.ramp.pre_allocated_vus, max_vus=spec.ramp.max_vus)
@@ -113,6 +120,7 @@ def k6_argv(k6: str, files: dict[str, str], script: str, segment: int, n_segment
 def k6_env(spec: LoadSpec, cell: CellPlan, base_url: str, api_key: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
     env["INFERLAB_K6_CONFIG"] = json.dumps(k6_config(spec, cell, base_url))
+    env.update(K6_ENV)
     if api_key:
         env[API_KEY_ENV] = api_key  # environment only: never argv, never the config JSON
     return env

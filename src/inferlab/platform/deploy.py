@@ -1,9 +1,12 @@
-"""Deploy an overlay with the kubernetes Python client: server-side apply in dependency order,
-rollout wait with progress and a timeout, diagnostics into a run directory on failure.
+"""Deploy an overlay with the kubernetes Python client: offline checks, a preflight that the
+cluster serves every kind the overlay uses, server-side apply in dependency order, rollout wait
+with progress and a timeout, diagnostics into a run directory on failure.
 
-Where no cluster is reachable it renders and validates the overlay, says so, and stops cleanly
-(exit 0 with ``--dry-run``, 3 otherwise). The rendered objects hold the API key (the Secret);
-they are applied from memory and never written to disk or printed.
+Where no cluster is reachable it renders and checks the overlay, says so, and stops cleanly
+(exit 0 with ``--dry-run``, 3 otherwise). Deploy runs the checks that need only the main
+dependencies (checks.py); ``make validate`` adds the Kubernetes schemas and promtool. The
+rendered objects hold the API key (the Secret); they are applied from memory and never written
+to disk or printed.
 """
 
 from __future__ import annotations
@@ -13,36 +16,34 @@ import time
 from datetime import UTC, datetime
 
 from .. import paths
-from .validate import kustomize_build, validate_overlay
+from ..kube import apply, cluster_client
+from .checks import deploy_errors
+from .preflight import group_of, preflight
+from .render import kustomize_build, missing_secret_inputs, secret_inputs_dir
 
-# Apply order: cluster-scoped and config first, workloads after, routing and monitoring last.
-ORDER = ["Namespace", "ClusterIssuer", "Secret", "ConfigMap", "PersistentVolumeClaim", "Service", "Deployment", "DaemonSet",
-         "Certificate", "Ingress", "ServiceMonitor", "PrometheusRule", "ScaledObject", "Job"]
 NO_CLUSTER = 3
+MISSING_PREREQUISITES = 4
+# built-in API groups; anything else is a custom resource, which needs its CRD first
+BUILTIN_GROUPS = {"", "apps", "batch", "autoscaling", "policy", "networking.k8s.io", "rbac.authorization.k8s.io",
+                  "storage.k8s.io", "apiextensions.k8s.io", "scheduling.k8s.io", "coordination.k8s.io",
+                  "discovery.k8s.io", "admissionregistration.k8s.io", "certificates.k8s.io", "node.k8s.io"}
+# built-in kinds in apply order: namespaces and CRDs, then config, services, workloads, routing
+BUILTIN_ORDER = ["Namespace", "CustomResourceDefinition", "ServiceAccount", "Role", "RoleBinding", "Secret",
+                 "ConfigMap", "PersistentVolumeClaim", "Service", "Deployment", "StatefulSet", "DaemonSet", "Job",
+                 "Ingress"]
+
+
+def apply_rank(doc: dict) -> tuple[int, int]:
+    """Known built-in kinds in BUILTIN_ORDER, then other built-in kinds, then custom resources
+    (Issuer, ServiceMonitor, ScaledObject, ...), whose namespace and CRD exist by then."""
+    builtin = group_of(doc["apiVersion"]) in BUILTIN_GROUPS
+    if builtin and doc["kind"] in BUILTIN_ORDER:
+        return 0, BUILTIN_ORDER.index(doc["kind"])
+    return (1, 0) if builtin else (2, 0)
 
 
 def ordered(docs: list[dict]) -> list[dict]:
-    return sorted(docs, key=lambda d: ORDER.index(d["kind"]) if d["kind"] in ORDER else len(ORDER))
-
-
-def cluster_client():
-    """A DynamicClient for the current kube context, or None when no cluster is reachable."""
-    try:
-        from kubernetes import client, config, dynamic
-
-        config.load_kube_config()
-        api = client.ApiClient()
-        client.VersionApi(api).get_code(_request_timeout=5)
-        return dynamic.DynamicClient(api)
-    except Exception:  # noqa: BLE001 - any failure here means "no usable cluster"
-        return None
-
-
-def apply(dyn, doc: dict) -> None:
-    res = dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
-    ns = doc["metadata"].get("namespace")
-    res.server_side_apply(body=doc, name=doc["metadata"]["name"], namespace=ns, field_manager="inferlab",
-                          force_conflicts=True)
+    return sorted(docs, key=apply_rank)  # stable: kustomize's order within a rank
 
 
 def wait_rollout(dyn, namespace: str, name: str, timeout_s: int) -> tuple[bool, str]:
@@ -95,19 +96,36 @@ def node_gpu_facts(dyn) -> list[dict]:
     return facts
 
 
-def deploy(overlay: str, dry_run: bool = False, timeout_s: int = 900) -> int:
-    n, errs = validate_overlay(overlay)
-    if errs:
-        print("\n".join(errs))
+def deploy(overlay: str, dry_run: bool = False, timeout_s: int = 900, client=None) -> int:
+    """Render, check, preflight, apply, wait. ``client``: a DynamicClient (default: the current
+    kube context's). Returns 0 (rolled out, or dry run), 1 (invalid overlay, no secrets, failed
+    rollout), NO_CLUSTER, or MISSING_PREREQUISITES (nothing applied)."""
+    missing = missing_secret_inputs()
+    try:
+        docs = kustomize_build(overlay)  # throwaway keys while `missing`: then only checked, never applied
+    except RuntimeError as exc:
+        print(exc)
         return 1
-    print(f"overlay {overlay}: {n} objects rendered and validated offline")
-    dyn = None if dry_run else cluster_client()
+    errs = deploy_errors(docs)
+    if errs:
+        print("\n".join(f"[{overlay}] {e}" for e in errs))
+        return 1
+    print(f"overlay {overlay}: {len(docs)} objects rendered and checked offline")
+    dyn = None if dry_run else (client or cluster_client())
     if dyn is None:
         print("dry run: nothing applied" if dry_run else
-              "no Kubernetes cluster reachable (KUBECONFIG / current context): rendered and validated only; stopping")
+              "no Kubernetes cluster reachable (KUBECONFIG / current context): rendered and checked only; stopping")
         return 0 if dry_run else NO_CLUSTER
-    docs = ordered(kustomize_build(overlay))
-    for d in docs:
+    if missing:
+        print(f"{secret_inputs_dir()}: no {', '.join(missing)}: run `make secrets` first "
+              f"(it writes {paths.secrets_dir()}); nothing applied")
+        return 1
+    problems = preflight(dyn, docs, overlay)
+    if problems:
+        print(f"overlay {overlay}: this cluster lacks what the overlay needs; nothing applied:")
+        print("\n".join(f"  - {p}" for p in problems))
+        return MISSING_PREREQUISITES
+    for d in ordered(docs):
         apply(dyn, d)
         print(f"applied {d['kind']}/{d['metadata']['name']}")
     ns = next(d["metadata"]["name"] for d in docs if d["kind"] == "Namespace")
@@ -120,17 +138,19 @@ def deploy(overlay: str, dry_run: bool = False, timeout_s: int = 900) -> int:
 
 
 def undeploy(overlay: str) -> int:
+    """Delete what deploy applied, in reverse order; the Namespace stays (it may hold more).
+    Without ``make secrets`` the generated Secret's hashed name cannot be matched and is kept."""
     dyn = cluster_client()
     if dyn is None:
         print("no Kubernetes cluster reachable: nothing to delete")
         return NO_CLUSTER
     for d in reversed(ordered(kustomize_build(overlay))):
-        if d["kind"] in ("Namespace", "ClusterIssuer"):
-            continue  # shared or holding other things; delete by hand if wanted
-        res = dyn.resources.get(api_version=d["apiVersion"], kind=d["kind"])
-        try:
+        if d["kind"] == "Namespace":
+            continue
+        try:  # a kind the cluster does not serve was never applied either
+            res = dyn.resources.get(api_version=d["apiVersion"], kind=d["kind"])
             res.delete(name=d["metadata"]["name"], namespace=d["metadata"].get("namespace"))
             print(f"deleted {d['kind']}/{d['metadata']['name']}")
-        except Exception as exc:  # noqa: BLE001 - already gone is fine
+        except Exception as exc:  # noqa: BLE001 - already gone (or never served) is fine
             print(f"skip {d['kind']}/{d['metadata']['name']}: {type(exc).__name__}")
     return 0

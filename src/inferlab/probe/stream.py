@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from ..load.spec import Payload
+from ..specs import Payload
 
 SCHEMA = "inferlab.probe/1"
 

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ..analysis.knee import RampAnalysis
+
 PALETTE = "colorblind"
 
 
@@ -88,7 +90,11 @@ def probe_distributions(probe: pd.DataFrame, gaps: pd.DataFrame):
     return _done(fig, "Streaming probe: TTFT, TTFB and inter-token latency")
 
 
-def ramp_knee(windows: pd.DataFrame, knee: dict):
+def ramp_knee(ramp: RampAnalysis):
+    """Target vs achieved rate and p50/p95 per window, the knee marked; None without a ramp cell."""
+    if ramp.cell_id is None:
+        return None
+    windows, knee = ramp.windows, ramp.knee
     use_theme()
     fig, (a, b) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
     a.plot(windows["t_start_s"], windows["target_rps"], "--", label="target rate")
@@ -127,7 +133,9 @@ def errors_over_time(ts: pd.DataFrame):
 def compare_ratios(res: pd.DataFrame):
     """Ratio tuned/baseline with 95 % CI per cell and metric (1 = no change)."""
     use_theme()
-    df = res[res["metric"].isin(["rps", "latency_p50", "latency_p99"])].copy()
+    df = res[res["metric"].isin(["throughput", "latency_p50", "latency_p95"]) & res["ci_low"].notna()].copy()
+    if df.empty:
+        return "no intervals to plot: a side has fewer than 2 repeats (run `inferlab ab` for an interleaved comparison)"
     metrics = list(dict.fromkeys(df["metric"]))
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 0.28 * df["cell"].nunique() + 1.5), sharey=True)
     for ax, m in zip(np.atleast_1d(axes), metrics):
@@ -140,4 +148,5 @@ def compare_ratios(res: pd.DataFrame):
         ax.set_xscale("log")
         ax.set_yticks(y, d["cell"])
         ax.set_title(f"{m}: tuned / baseline")
-    return _done(fig, "Tuned vs baseline (95 % bootstrap CI; green better, red worse, grey no significant difference)")
+    return _done(fig, "Tuned vs baseline (95 % interval over repeats; green better, red worse, grey no significant "
+                      "difference after Holm's correction)")

@@ -22,8 +22,10 @@ from nbconvert import HTMLExporter
 from traitlets.config import Config
 
 from .. import paths
-from ..runs.load import list_runs, load_run
-from ..secrets import known_secret_values
+from ..runs.comparison import comparison_runs, is_comparison, sample_comparisons
+from ..runs.reader import list_runs, load_run
+from ..credentials import known_secret_values
+from ..offline import CHROMIUM_FLAGS
 
 NOTEBOOKS = {"load-test": "20-load-test-report", "stress": "21-stress-report", "compare": "30-compare"}
 EXTERNAL = re.compile(r"<(script|link)\b[^>]*\b(src|href)=[\"']https?://[^>]*>(\s*</script>)?", re.I)
@@ -62,9 +64,7 @@ def print_pdf(html: Path, pdf: Path) -> str | None:
     if not browser:
         return "no PDF: Chromium not found (`make system-deps` or apt-get install chromium)"
     with tempfile.TemporaryDirectory() as profile:
-        argv = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={profile}", "--no-pdf-header-footer", f"--print-to-pdf={pdf}", html.as_uri()]
+        argv = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--no-pdf-header-footer", f"--print-to-pdf={pdf}", html.as_uri()]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=180)
     if proc.returncode != 0 or not pdf.is_file():
         return f"no PDF: Chromium failed ({proc.returncode}): {proc.stderr[-300:]}"
@@ -114,23 +114,27 @@ def _latest_local_run() -> str:
 
 
 def jobs_for(runs: str, local_run: str | None = None) -> list[Job]:
-    """RUNS=sample -> every sample report; RUNS=a[,b] -> a report per run (+ compare when two:
-    the first is the baseline). ``local_run`` adds that run's load-test report (``latest``)."""
+    """RUNS=sample -> every sample report (the shipped comparison records' too); RUNS=a[,b] -> a
+    report per run (+ compare when two: the first is the baseline); RUNS=<comparison_id> -> its
+    compare report. ``local_run`` adds that run's load-test report (``latest``)."""
     jobs: list[Job] = []
     if local_run:
         rid = _latest_local_run() if local_run == "latest" else local_run
         jobs.append(_run_job(rid))
     if runs == "sample":
         sample = list_runs()
-        sample = sample[sample["where"] == "sample"]
+        sample = sample[(sample["where"] == "sample") & ~sample["run_id"].isin(comparison_runs(sample_comparisons()))]
         sweeps = sample[sample["kind"] == "sweep"]["run_id"].tolist()
         jobs += [_run_job(r) for r, kind in zip(sample["run_id"], sample["kind"]) if not local_run or kind == "stress"]
         base = next((r for r in sweeps if "baseline" in r), None)
         tuned = next((r for r in sweeps if "tuned" in r), None)
         if base and tuned:
             jobs.append(_compare_job(base, tuned))
+        jobs += [_comparison_job(c) for c in sample_comparisons()]
         return jobs
     ids = [r.strip() for r in runs.split(",") if r.strip()]
+    if len(ids) == 1 and is_comparison(ids[0]):
+        return [*jobs, _comparison_job(ids[0])]
     jobs += [_run_job(r) for r in ids]
     if len(ids) == 2:
         jobs.append(_compare_job(*ids))
@@ -145,7 +149,12 @@ def _run_job(run_id: str) -> Job:
 
 def _compare_job(baseline: str, tuned: str) -> Job:
     b, t = load_run(baseline), load_run(tuned)
-    return Job("compare", {"baseline_run": b.run_id, "tuned_run": t.run_id}, f"compare-{b.run_id}-vs-{t.run_id}")
+    return Job("compare", {"comparison": "", "baseline_run": b.run_id, "tuned_run": t.run_id},
+               f"compare-{b.run_id}-vs-{t.run_id}")
+
+
+def _comparison_job(comparison_id: str) -> Job:
+    return Job("compare", {"comparison": comparison_id, "baseline_run": "", "tuned_run": ""}, f"compare-{comparison_id}")
 
 
 def render_all(runs: str = "sample", pdf: bool = True, local_run: str | None = None) -> list[Path]:

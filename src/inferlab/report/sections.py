@@ -9,7 +9,9 @@ from __future__ import annotations
 import pandas as pd
 from IPython.display import Markdown
 
-from ..runs.load import Run
+from ..analysis.knee import RampAnalysis
+from ..analysis.summary import cell_summary, combine
+from ..runs.reader import Run, load_run
 
 
 def title(text: str, run: Run | None = None) -> Markdown:
@@ -86,14 +88,23 @@ def show(df: pd.DataFrame, precision: int = 1):
     return df.style.hide(axis="index").format(precision=precision, na_rep="-")
 
 
-def headline_md(res: pd.DataFrame) -> Markdown:
+def headline_md(res: pd.DataFrame, what: str = "") -> Markdown:
     from ..analysis.compare import headline
 
     a = res.attrs
-    return Markdown(f"**Baseline** `{a.get('baseline')}` vs **tuned** `{a.get('tuned')}`\n\n"
+    runs = lambda ids: ", ".join(f"`{r}`" for r in ids)  # noqa: E731
+    aa = f" Measured A/A beside every effect: comparison `{a['aa_comparison']}`." if a.get("aa_comparison") else ""
+    return Markdown((f"{what}\n\n" if what else "")
+                    + f"**Baseline** {runs(a.get('baseline', []))} vs **tuned** {runs(a.get('tuned', []))}\n\n"
                     + "\n".join(f"- {line}" for line in headline(res).splitlines())
-                    + f"\n\nVerdicts need the CI to exclude 1 and p < {a.get('alpha')}; "
-                      f"{a.get('n_boot')} bootstrap resamples; goodput SLO: e2e <= {a.get('slo_e2e_ms'):.0f} ms.")
+                    + f"\n\nMethod: the repeat (a run, or a `-r<n>` cell) is the unit; per repeat and cell each metric "
+                      f"is measured in the steady-state window (ramp-up and drain cut); ratio = tuned/baseline of "
+                      f"geometric means with a {a.get('level', 0.95):.0%} Welch t-interval on the logs (bootstrap "
+                      f"from 8 repeats a side). The primary metric (`{a.get('primary')}`) carries the verdict, "
+                      f"Holm-corrected across cells; the others are secondary, Holm-corrected within their family. "
+                      f"A verdict needs q < {a.get('alpha')}; a side that failed more requests is never better "
+                      f"on throughput. The A/A spread is the half-width of an A/A interval at this design and "
+                      f"the noise measured between repeats. Goodput SLO: e2e <= {a.get('slo_e2e_ms'):.0f} ms.{aa}")
 
 
 def config_diff(a: Run, b: Run) -> pd.DataFrame:
@@ -104,7 +115,42 @@ def config_diff(a: Run, b: Run) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["fact", "baseline", "tuned"])
 
 
-def knee_md(found: dict, windows: pd.DataFrame | None, p95_ms: float, error_rate: float) -> Markdown:
-    from ..analysis.knee import knee_sentence
+def knee_md(ramp: RampAnalysis) -> Markdown:
+    """The knee in one quotable line (or why there is none)."""
+    return Markdown(ramp.sentence)
 
-    return Markdown(knee_sentence(found, windows, p95_ms, error_rate))
+
+def ramp_table(ramp: RampAnalysis):
+    """The ramp's windows, or a line saying the run has no ramp cell."""
+    return show(ramp.windows) if ramp.cell_id is not None else "no ramp cell in this run"
+
+
+def cell_table(cells: pd.DataFrame):
+    """A ``cell_summary`` (one run) as a table; the run is in the title, not on every row."""
+    return show(cells.drop(columns=["run_id"]))
+
+
+def goodput_table(res: pd.DataFrame):
+    """Goodput under the SLO per cell, from ``compare_sides`` (successful requests/s within the SLO)."""
+    good = res[res["metric"].str.startswith("goodput")]
+    return show(good[["cell", "baseline", "tuned", "ratio", "q_value", "verdict"]], precision=2)
+
+
+def repeats_table(res: pd.DataFrame):
+    """Every repeat's window metrics: the values each side's interval is built from."""
+    reps = res.attrs.get("repeats", pd.DataFrame())
+    cols = ["side", "run_id", "cell_id", "window_requests", "window_s", "throughput", "goodput", "latency_p50",
+            "latency_p95", "error_rate"]
+    return show(reps[[c for c in cols if c in reps.columns]], precision=2) if not reps.empty else "no repeats"
+
+
+def cells_by_config(baseline: Run | list[Run], tuned: Run | list[Run]) -> pd.DataFrame:
+    """Both sides' cell summaries stacked, with ``config`` = baseline | tuned (for ``hue='config'``)."""
+    one = lambda x: x if isinstance(x, list) else [x]  # noqa: E731
+    return combine([cell_summary(r).assign(config=cfg) for cfg, runs in (("baseline", baseline), ("tuned", tuned))
+                    for r in one(runs)])
+
+
+def run_cells(run_id: str | None):
+    """A sweep notebook's last cell: the run's cells and their status, or that a dry run ran nothing."""
+    return load_run(run_id).cells_frame() if run_id else "dry run: nothing executed"

@@ -9,15 +9,19 @@ data/runs/<run_id>/                  run_id = YYYYmmddTHHMMSSZ-<target>-<label>
   probe/idle.jsonl probe/metrics-before.prom probe/metrics-after.prom   (scrapes around the idle probe)
   telemetry/nvidia-smi.csv nvml.csv host.csv
   engine/engine.log
+A resumed run never overwrites: a run-level file it writes again gets a ``-resume<N>`` sibling
+(``telemetry/host-resume1.csv``, ``engine/engine-resume1.log``); readers take them all.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from collections.abc import Iterable
+
+from ..specs.models import CELL_ID_RE, make_cell_id, slug  # noqa: F401 - names of the run layout, defined with the plan
 
 RUN_ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-(local|url|k8s)-([a-z0-9][a-z0-9.-]*)$")
-CELL_ID_RE = re.compile(r"^[a-z0-9]+-(c\d+|rate\d+to\d+)(-r\d+)?$")
 TARGET_KINDS = ("local", "url", "k8s")
 
 MANIFEST = "run.json"
@@ -34,12 +38,22 @@ TELEMETRY = {"nvidia_smi": "telemetry/nvidia-smi.csv", "nvml": "telemetry/nvml.c
 ENGINE_LOG = "engine/engine.log"
 
 
-def slug(text: str) -> str:
-    """Lower-case label safe for a directory name."""
-    s = re.sub(r"[^a-z0-9.-]+", "-", text.lower()).strip("-.")
-    if not s:
-        raise ValueError(f"label {text!r} has no usable characters (expected [a-z0-9.-])")
-    return s
+def resume_name(rel: str, n: int) -> str:
+    """``telemetry/host.csv`` -> ``telemetry/host-resume1.csv``: the name a resumed run writes
+    when the first session's file already exists (write-once: never overwritten)."""
+    stem, dot, ext = rel.rpartition("/")[2].partition(".")
+    folder = rel.rpartition("/")[0]
+    return (f"{folder}/" if folder else "") + f"{stem}-resume{n}{dot}{ext}"
+
+
+def with_resumes(rel: str, present: Iterable[str]) -> list[str]:
+    """``rel`` and its ``-resume<N>`` siblings among ``present`` (relative paths), in session order."""
+    folder, _, name = rel.rpartition("/")
+    stem, dot, ext = name.partition(".")
+    head = re.escape(f"{folder}/" if folder else "") + re.escape(stem)
+    pattern = re.compile(head + r"-resume(\d+)" + re.escape(dot + ext) + "$")
+    found = sorted((int(m.group(1)), r) for r in present if (m := pattern.match(r)))
+    return ([rel] if rel in present else []) + [r for _, r in found]
 
 
 def make_run_id(target: str, label: str, when: datetime | None = None) -> str:
@@ -48,18 +62,6 @@ def make_run_id(target: str, label: str, when: datetime | None = None) -> str:
     if not RUN_ID_RE.match(run_id):
         raise ValueError(f"run_id {run_id!r} does not match YYYYmmddTHHMMSSZ-<local|url|k8s>-<label>")
     return run_id
-
-
-def make_cell_id(payload: str, vus: int | None = None, rate: tuple[int, int] | None = None,
-                 repeat: int | None = None) -> str:
-    """``short-c16``, ``short-rate2to12``; ``-r<n>`` appended when the spec repeats cells."""
-    if (vus is None) == (rate is None):
-        raise ValueError("a cell is either closed loop (vus) or an arrival-rate ramp (rate), not both")
-    body = f"c{vus}" if vus is not None else f"rate{rate[0]}to{rate[1]}"  # type: ignore[index]
-    cell = f"{slug(payload)}-{body}" + (f"-r{repeat}" if repeat else "")
-    if not CELL_ID_RE.match(cell):
-        raise ValueError(f"cell_id {cell!r} is malformed")
-    return cell
 
 
 K6_SEGMENTED = ("k6", "summary", "log")

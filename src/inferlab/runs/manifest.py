@@ -10,15 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from ..specs.models import CellPlan, StrictModel
 
 SCHEMA_VERSION = 1
 RunStatus = Literal["running", "complete", "partial", "failed"]
 CellStatus = Literal["pending", "running", "complete", "failed", "partial", "skipped"]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+Strict = StrictModel
 
 
 class FileEntry(Strict):
@@ -66,20 +67,6 @@ class TargetInfo(Strict):
     startup_s: float | None = None
     tls_skip_verify: bool = False
     deployment: dict[str, Any] = Field(default_factory=dict, description="k8s: overlay, image digests, node GPU labels")
-
-
-class CellPlan(Strict):
-    """What one cell of a sweep asks for (made by ``load.spec.plan_cells``)."""
-
-    cell_id: str
-    payload: str
-    executor: str
-    vus: int | None = None
-    iterations: int | None = None
-    duration_s: float | None = None
-    rate_from: float | None = Field(None, description="arrival-rate ramp, requests/s")
-    rate_to: float | None = None
-    repeat: int | None = None
 
 
 class CellRecord(CellPlan):

@@ -1,41 +1,53 @@
 """Writing run records under the write-once contract.
 
-Rules enforced here (tests: tests/runs/test_store.py):
+Rules enforced here (tests: tests/runs/test_store.py, tests/runs/test_verify.py):
 - a file, once written and closed, is never modified: new files are opened O_EXCL, and sealed
-  (mode 0444) when registered; registering a file whose recorded sha256 changed is an error.
+  (mode 0444) when registered. Mode 0444 only tells the writer a file is closed (ready to be
+  recorded); once recorded, a file is judged by sha256 and size, never by mode
+  (:mod:`inferlab.runs.verify`).
+- a recorded file is never dropped from the inventory: at every checkpoint each one must still
+  be there with its recorded size and sha256, else the writer refuses (write-once violated).
 - ``run.json`` is the only file replaced, atomically (temp file + ``os.replace``), at cell
   boundaries.
 - status ``running`` -> ``complete`` | ``partial`` | ``failed`` (+ reason). A ``running`` run
   whose writer process is gone is marked ``partial`` on next access (:func:`reconcile`).
 - a complete run is sealed: every file 0444, every directory 0555. Root ignores mode bits, so
-  the writer also refuses to touch a sealed run in code.
+  the writer also refuses to touch a sealed run in code, and ``--resume`` refuses a complete
+  run before it changes any mode.
+- ``--resume`` compares the spec it is given with the manifest's and refuses a difference
+  unless allowed (:func:`spec_differences`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from .layout import MANIFEST
 from .manifest import FileEntry, Manifest, WriterInfo
+from .verify import Problem, check_recorded, files_on_disk, hash_file
 
 
 class RunSealedError(PermissionError):
-    """A write was attempted on a finished (sealed) run."""
+    """A write was attempted on a finished (sealed) run, or on one whose recorded files changed."""
+
+
+class SpecMismatchError(RuntimeError):
+    """``--resume`` was given a spec that differs from the one the run was made with."""
+
+
+# not compared on resume: the spec's name is the run's label (already in its id); it measures nothing
+SPEC_KEYS_NOT_COMPARED = ("name",)
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return hash_file(path)[0]
 
 
 def read_manifest(run_dir: Path) -> Manifest:
@@ -69,7 +81,10 @@ def writer_alive(w: WriterInfo) -> bool:
 
 
 def reconcile(run_dir: Path) -> Manifest:
-    """Read a manifest; a ``running`` run whose writer is gone becomes ``partial`` (persisted)."""
+    """Read a manifest; a ``running`` run whose writer is gone becomes ``partial`` (persisted).
+    Its writer can no longer close files, so every file is sealed and recorded now; recorded
+    entries are kept as they are, also where a file changed (the record is the witness:
+    reading that file, or ``inferlab verify``, then fails)."""
     m = read_manifest(run_dir)
     if m.status == "running" and m.writer and not writer_alive(m.writer):
         m.status = "partial"
@@ -78,27 +93,66 @@ def reconcile(run_dir: Path) -> Manifest:
             if c.status == "running":
                 c.status, c.reason = "partial", "interrupted: writer exited mid-cell"
         m.ended_at = m.ended_at or datetime.now(UTC)
-        m.files = inventory(run_dir, m.files)
+        seal_files(run_dir)
+        m.files = inventory(run_dir, m.files, strict=False)
         write_manifest(run_dir, m)
     return m
 
 
-def inventory(run_dir: Path, known: list[FileEntry]) -> list[FileEntry]:
-    """Every closed (sealed, mode 0444) file under the run but run.json, with sha256 and size.
-    Files still being written (telemetry, k6 output) join at the next checkpoint after they
-    close. A recorded file whose hash changed means raw data was rewritten: refuse."""
+def seal_files(run_dir: Path) -> None:
+    """Every file but run.json read-only (0444): closed for good, ready to be recorded."""
+    for rel in files_on_disk(run_dir):
+        p = run_dir / rel
+        if p.is_file() and not p.is_symlink():
+            p.chmod(0o444)
+
+
+def describe_problems(run_dir: Path, problems: list[Problem]) -> str:
+    return f"{run_dir}: recorded files changed after they were recorded (write-once violated): " + \
+        "; ".join(map(str, problems))
+
+
+def inventory(run_dir: Path, known: list[FileEntry], strict: bool = True) -> list[FileEntry]:
+    """The manifest's file list: every recorded entry, kept as recorded, plus every closed
+    (mode 0444) file not recorded yet, with sha256 and size. Files still being written
+    (telemetry, k6 output) join at the next checkpoint after they close.
+
+    A recorded file is never dropped: one that is missing or whose size or sha256 changed
+    (whatever its mode) means raw data was rewritten: ``strict`` refuses (RunSealedError
+    naming every such file); otherwise (a dead writer's run, see :func:`reconcile`) the entry
+    stays as recorded."""
+    problems = check_recorded(run_dir, known)
+    if problems and strict:
+        raise RunSealedError(describe_problems(run_dir, problems))
     recorded = {f.path: f for f in known}
-    out = []
-    for p in sorted(run_dir.rglob("*")):
-        rel = p.relative_to(run_dir).as_posix()
-        if not p.is_file() or rel == MANIFEST or p.name.startswith(".") or p.stat().st_mode & 0o222:
+    out = dict(recorded)
+    for rel in files_on_disk(run_dir):
+        p = run_dir / rel
+        if rel in recorded or not p.is_file() or p.is_symlink() or p.stat().st_mode & 0o222:
             continue
-        digest = sha256_file(p)
-        old = recorded.get(rel)
-        if old and old.sha256 != digest:
-            raise RunSealedError(f"{run_dir / rel}: changed after it was recorded (write-once violated)")
-        out.append(FileEntry(path=rel, sha256=digest, bytes=p.stat().st_size))
+        sha, n = hash_file(p)
+        out[rel] = FileEntry(path=rel, sha256=sha, bytes=n)
+    return [out[k] for k in sorted(out)]
+
+
+def spec_differences(recorded: dict[str, Any], given: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two JSON-shaped specs, with both values."""
+    out = []
+    for key in sorted(set(recorded) | set(given)):
+        dotted = f"{prefix}{key}"
+        if not prefix and key in SPEC_KEYS_NOT_COMPARED:
+            continue
+        a, b = recorded.get(key, "(absent)"), given.get(key, "(absent)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += spec_differences(a, b, dotted + ".")
+        elif a != b:
+            out.append(f"{dotted} ({_short(a)} -> {_short(b)})")
     return out
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class RunWriter:
@@ -116,15 +170,32 @@ class RunWriter:
         return w
 
     @classmethod
-    def resume(cls, run_dir: Path) -> RunWriter:
+    def resume(cls, run_dir: Path, spec: dict[str, Any] | None = None, allow_spec_change: bool = False) -> RunWriter:
+        """Take a partial or failed run to add its missing cells. Refused, before any mode
+        changes: a complete run, a run whose writer still runs, a ``spec`` (the resolved spec,
+        JSON-shaped) that differs from the manifest's unless ``allow_spec_change``, and a run
+        whose recorded files changed."""
         m = reconcile(run_dir)
         if m.status == "complete":
             raise RunSealedError(f"{run_dir}: run is complete and sealed; nothing to resume")
         if m.status == "running":
             raise RunSealedError(f"{run_dir}: its writer (pid {m.writer.pid if m.writer else '?'}) is still running")
+        diff = spec_differences(m.spec, spec) if spec is not None else []
+        if diff and not allow_spec_change:
+            shown = "; ".join(diff[:8]) + (f"; and {len(diff) - 8} more" if len(diff) > 8 else "")
+            raise SpecMismatchError(f"run {m.run_id} was made with a different spec ({len(diff)} differences, "
+                                    f"recorded -> given): {shown}. Resume with the same spec and --set values, "
+                                    "or pass --allow-spec-change")
+        problems = check_recorded(run_dir, m.files)
+        if problems:
+            raise RunSealedError(describe_problems(run_dir, problems) + "; `inferlab verify` lists them")
+        unseal_dirs(run_dir)
         m.status, m.reason, m.ended_at = "running", "", None
         m.writer = current_writer()
         m.notes.append(f"resumed at {datetime.now(UTC).isoformat()}")
+        if diff:
+            m.notes.append(f"resumed with a different spec (--allow-spec-change): {'; '.join(diff)}; "
+                           "`spec` is still the one the run was made with")
         w = cls(run_dir, m)
         w.checkpoint()
         return w
@@ -175,9 +246,7 @@ class RunWriter:
         write_manifest(self.dir, self.manifest)
 
     def finish(self, status: str, reason: str = "", ended_at: datetime | None = None) -> Manifest:
-        for p in self.dir.rglob("*"):
-            if p.is_file() and p.name != MANIFEST:
-                p.chmod(0o444)
+        seal_files(self.dir)
         self.manifest.status = status  # type: ignore[assignment]
         self.manifest.reason = reason
         self.manifest.ended_at = ended_at or datetime.now(UTC)
@@ -195,7 +264,9 @@ def seal_tree(run_dir: Path) -> None:
 
 
 def unseal_dirs(run_dir: Path) -> None:
-    """Let a partial run take new cells (files stay 0444)."""
+    """Let a partial run take new cells (files stay 0444). Never a complete one."""
+    if read_manifest(run_dir).status == "complete":
+        raise RunSealedError(f"{run_dir}: run is complete and sealed; its directories stay read-only")
     run_dir.chmod(0o755)
     for p in run_dir.rglob("*"):
         if p.is_dir():

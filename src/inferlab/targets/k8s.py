@@ -10,11 +10,11 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 
-from .. import secrets
-from ..load.spec import LoadSpec
+from .. import credentials
+from ..specs import LoadSpec
 from ..procs import stop_process
 from ..runs.manifest import TargetInfo
-from .base import TargetError, TargetSession
+from .session import TargetError, TargetSession
 
 NAMESPACE, SERVICE, PORT = "inferlab", "vllm", 8000
 
@@ -88,9 +88,9 @@ def k8s_target(spec: LoadSpec, base_url: str | None, in_cluster: bool = False):
     """Probe and /metrics go through the ingress (BASE_URL) or a port-forward; k6 too, unless
     ``in_cluster``, where it runs as a Job beside the Service. One API client serves the k6
     Jobs and the per-pod scrapes (asking for it costs a round trip to the API server)."""
-    from ..platform.deploy import cluster_client
+    from ..kube import cluster_client
 
-    key = secrets.api_key("k8s")
+    key = credentials.api_key("k8s")
     dyn = cluster_client()
     load = _in_cluster_load(dyn) if in_cluster else None
     pods = pod_scraper(dyn.client) if dyn is not None else None

@@ -1,9 +1,10 @@
 """`inferlab ui`: the chat UI on this machine, Debian's nginx in front of an OpenAI server.
 
-The same server block (``server.conf.template``) runs in the cluster in the official nginx
-image, which substitutes ``${VAR}`` from the environment at start; here the substitution is
-done in Python. The API key goes only into the generated config (mode 0600, in a private
-directory under ``.secrets/``, deleted on stop): never argv, never the page, never a log.
+The page and the server block are kept once, in ``platform/components/ui/`` (``chat.html``,
+``server.conf.template``), where the cluster's ConfigMap is generated from them; there the
+official nginx image substitutes ``${VAR}`` from the environment at start, here Python does.
+The API key goes only into the generated config (mode 0600, in a private directory in the
+secrets folder, deleted on stop): never argv, never the page, never a log.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import paths
+from ..credentials import create_private, secrets_dir
 from ..procs import stop_process, wait_for_health
-from ..secrets import create_private, secrets_dir
 
-HERE = Path(__file__).parent
-TEMPLATE = HERE / "server.conf.template"
-PAGE = HERE / "chat.html"
+UI_DIR = paths.install_root() / "platform" / "components" / "ui"  # one copy, shared with the cluster's ConfigMap
+TEMPLATE = UI_DIR / "server.conf.template"
+PAGE = UI_DIR / "chat.html"
 
 
 class UIError(RuntimeError):
@@ -49,7 +51,7 @@ class ChatUI:
     """``with ChatUI(upstream, key, port) as ui: ui.url`` serves the page and proxies /v1."""
 
     def __init__(self, upstream: str, api_key: str, port: int = 8080, htpasswd: str | None = None) -> None:
-        """``htpasswd``: lines (``make secrets`` writes .secrets/chat-ui-htpasswd) to require basic
+        """``htpasswd``: lines (``make secrets`` writes chat-ui-htpasswd) to require basic
         auth, as the chat Ingress does in the cluster; None on loopback."""
         self.upstream, self.api_key, self.port, self.htpasswd = upstream, api_key, port, htpasswd
         self.url = f"http://127.0.0.1:{port}"
@@ -59,8 +61,8 @@ class ChatUI:
 
     def _write_config(self) -> Path:
         """Public files (page, logs, temp) in a /tmp directory the nginx workers can use; the
-        config, which holds the key, in a private directory under .secrets/ (the one place
-        secrets live), read only by the master process."""
+        config, which holds the key, in a private directory in the secrets folder (the one
+        place secrets live), read only by the master process."""
         d = Path(tempfile.mkdtemp(prefix="inferlab-ui-"))
         d.chmod(0o755)  # nginx workers (user nobody when started as root) read html/ and write temp/
         for sub in ("html", "logs", "temp"):

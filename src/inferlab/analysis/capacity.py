@@ -1,0 +1,108 @@
+"""Max sustainable rate (MSR): judging constant-rate steps and choosing the next one.
+
+A step is a constant-arrival-rate cell (``<payload>-at<rate>[-r<n>]``) held ``hold_s``. It
+passes when, in its steady-state window (the first ``warmup_s`` cut): the error rate is within
+the SLO, p95 end-to-end latency is within the SLO, k6 dropped no iteration (an open-loop send
+that found no free VU), and the server completed at least ``min_achieved`` of what was offered.
+
+Search (``next_rate``): coarse steps from ``start_rate`` multiplied by ``growth`` until one fails;
+then bisection between the highest passing and the lowest failing rate until their gap is below
+``resolution`` (relative); then both boundary rates are re-run ``boundary_repeats`` times. A rate
+passes only if every run of it passed. The MSR is the highest passing rate, reported with the
+interval [MSR, lowest failing rate]: the true boundary lies inside it, and two searches agree
+when their intervals overlap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Step:
+    rate: float
+    passed: bool
+    reason: str
+    achieved: float = float("nan")
+    p95_ms: float = float("nan")
+    error_rate: float = float("nan")
+    dropped: int = 0
+
+
+def judge_step(requests: pd.DataFrame, dropped: int, rate: float, slo_e2e_p95_ms: float, slo_error_rate: float,
+               warmup_s: float, hold_s: float, min_achieved: float) -> Step:
+    """Pass/fail of one constant-rate step from its measured requests (see module docstring)."""
+    if requests.empty:
+        return Step(rate, False, "no requests")
+    t0 = requests["start_ts"].min() + pd.Timedelta(seconds=warmup_s)
+    t1 = requests["start_ts"].min() + pd.Timedelta(seconds=hold_s)
+    win = requests[(requests["start_ts"] >= t0) & (requests["start_ts"] < t1)]
+    if win.empty:
+        return Step(rate, False, "no request started inside the judged window")
+    span = max((t1 - t0).total_seconds(), 1e-9)
+    done = requests[(requests["end_ts"] >= t0) & (requests["end_ts"] < t1) & requests["ok"]]
+    achieved = len(done) / span
+    err = float((~win["ok"]).mean())
+    ok = win.loc[win["ok"], "duration_ms"]
+    p95 = float(np.quantile(ok, 0.95)) if len(ok) >= 20 else float(ok.max()) if len(ok) else float("inf")
+    reasons = []
+    if err > slo_error_rate:
+        reasons.append(f"error rate {err:.1%} > {slo_error_rate:.1%}")
+    if p95 > slo_e2e_p95_ms:
+        reasons.append(f"p95 {p95:.0f} ms > {slo_e2e_p95_ms:.0f} ms")
+    if dropped:
+        reasons.append(f"{dropped} dropped sends")
+    if achieved < min_achieved * rate:
+        reasons.append(f"achieved {achieved:.2f}/s < {min_achieved:.0%} of {rate:g}/s")
+    return Step(rate, not reasons, "; ".join(reasons) or "meets the SLO", achieved, p95, err, dropped)
+
+
+def rate_verdicts(steps: list[Step]) -> dict[float, bool]:
+    """Per rate: passed only if every run of it passed."""
+    out: dict[float, bool] = {}
+    for s in steps:
+        out[s.rate] = out.get(s.rate, True) and s.passed
+    return out
+
+
+def bracket(steps: list[Step]) -> tuple[float | None, float | None]:
+    """(highest passing rate below the lowest failing one, lowest failing rate)."""
+    v = rate_verdicts(steps)
+    fails = sorted(r for r, ok in v.items() if not ok)
+    hi = fails[0] if fails else None
+    passes = sorted(r for r, ok in v.items() if ok and (hi is None or r < hi))
+    return (passes[-1] if passes else None), hi
+
+
+def next_rate(steps: list[Step], start_rate: float, growth: float, resolution: float, boundary_repeats: int,
+              max_rate: float) -> float | None:
+    """The next rate to run, or None when the search is done."""
+    if not steps:
+        return round(start_rate, 1)
+    lo, hi = bracket(steps)
+    if hi is None:  # coarse phase: nothing failed yet
+        nxt = round(max(r.rate for r in steps) * growth, 1)
+        return nxt if nxt <= max_rate else None
+    if lo is None:  # the first step already failed: go down
+        nxt = round(hi / growth, 1)
+        return nxt if nxt >= 0.1 and nxt < hi else None
+    if (hi - lo) / lo > resolution:
+        mid = round((lo + hi) / 2, 1)
+        return mid if lo < mid < hi else None
+    runs = {r: sum(s.rate == r for s in steps) for r in (lo, hi)}
+    for r in (lo, hi):  # boundary repeats: the first run plus boundary_repeats more
+        if runs[r] < 1 + boundary_repeats:
+            return r
+    return None
+
+
+def msr_summary(steps: list[Step]) -> dict:
+    """The result: MSR, its interval, how many steps, and the method in one sentence."""
+    lo, hi = bracket(steps)
+    return {"msr": lo, "interval_low": lo, "interval_high": hi, "steps": len(steps),
+            "method": "stepped constant-arrival-rate search: coarse x-growth steps, bisection, boundary rates "
+                      "repeated; a rate passes only if every run of it meets the SLO; MSR = highest passing "
+                      "rate, interval = [MSR, lowest failing rate]"}

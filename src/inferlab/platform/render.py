@@ -1,0 +1,132 @@
+"""Render platform/ with plain ``kubectl kustomize`` (no flags) and read what an overlay runs.
+
+Layout: ``base/`` (no CRDs needed), ``components/*`` (optional parts, kustomize Components),
+``overlays/*`` (compositions), ``secrets/`` (the secretGenerators; their inputs in
+``secrets/values/``, the project's one secrets folder, see :func:`inferlab.paths.secrets_dir`).
+Needs only the main dependencies: ``inferlab deploy`` renders with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+from .. import paths
+from ..credentials import create_private
+
+# generator inputs that platform/secrets/kustomization.yaml reads from values/
+SECRET_INPUTS = ("api-key", "chat-ui-htpasswd")
+# kustomize's name-suffix hash: 10 characters of hex re-spelt without vowels and look-alikes
+HASH_SUFFIX = re.compile(r"-[2456789bcdfghkmt]{10}$")
+# the repository part of a vLLM image: vllm/vllm-openai, .../vllm-cpu-release-repo, ...
+VLLM_REPO = re.compile(r"(^|/)vllm[^/]*$")
+
+
+def platform_dir() -> Path:
+    """The workspace's own ``platform/`` when it has overlays (so a relocated workspace, and its
+    secrets folder, are used together), else the checkout's."""
+    own = paths.workspace_root() / "platform"
+    return own if (own / "overlays").is_dir() else paths.install_root() / "platform"
+
+
+def secret_inputs_dir() -> Path:
+    return platform_dir() / "secrets" / "values"
+
+
+def overlays() -> list[str]:
+    return sorted(p.name for p in (platform_dir() / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
+
+
+def missing_secret_inputs() -> list[str]:
+    return [n for n in SECRET_INPUTS if not (secret_inputs_dir() / n).is_file()]
+
+
+@contextlib.contextmanager
+def buildable_tree(throwaway_secrets: bool) -> Iterator[Path]:
+    """A platform tree whose secretGenerators have their inputs: the real one when ``make
+    secrets`` has run; else, with ``throwaway_secrets``, a private temporary copy with random
+    inputs (the checkout is never written, so concurrent builds cannot remove each other's
+    inputs); else a RuntimeError naming ``make secrets``."""
+    missing = missing_secret_inputs()
+    if not missing:
+        yield platform_dir()
+        return
+    if not throwaway_secrets:
+        raise RuntimeError(f"{secret_inputs_dir()}: no {', '.join(missing)}: run `make secrets` first")
+    with tempfile.TemporaryDirectory(prefix="inferlab-platform-") as tmp:  # 0700
+        tree = Path(tmp) / "platform"
+        values = secret_inputs_dir()
+        shutil.copytree(platform_dir(), tree, ignore=lambda d, names: ["values"] if Path(d) == values.parent else [])
+        (tree / "secrets" / "values").mkdir(mode=0o700)
+        for name in SECRET_INPUTS:
+            create_private(tree / "secrets" / "values" / name, secrets.token_urlsafe(24))
+        yield tree
+
+
+def kubectl() -> str:
+    found = shutil.which("kubectl")
+    if not found:
+        raise RuntimeError("kubectl (with built-in kustomize) not found: install kubectl (Debian: kubernetes-client)")
+    return found
+
+
+def kustomize_build(overlay: str, throwaway_secrets: bool = True) -> list[dict]:
+    """``kubectl kustomize platform/overlays/<overlay>``, no flags (every file an overlay reads
+    lies inside platform/). The objects hold the API key when real secrets exist: keep them in
+    memory. ``throwaway_secrets=False`` (deploy) refuses to render with made-up keys."""
+    with buildable_tree(throwaway_secrets) as tree:
+        proc = subprocess.run([kubectl(), "kustomize", str(tree / "overlays" / overlay)],
+                              capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kustomize build of overlay {overlay!r} failed:\n{proc.stderr[-2000:]}")
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def is_vllm_image(image: str) -> bool:
+    repo = image.split("@", 1)[0]
+    if ":" in repo.rsplit("/", 1)[-1]:
+        repo = repo.rsplit(":", 1)[0]
+    return bool(VLLM_REPO.search(repo))
+
+
+def pod_containers(doc: dict) -> list[dict]:
+    """Init and regular containers of a workload's pod template ([] for other kinds)."""
+    if doc.get("kind") not in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+        return []
+    pod = doc.get("spec", {}).get("template", {}).get("spec") or {}
+    return [*pod.get("initContainers", []), *pod.get("containers", [])]
+
+
+def env_shown(env: dict) -> str:
+    """An env entry's value, or for ``valueFrom`` its reference (never the referenced value);
+    generated names lose their content hash, which changes with every key."""
+    if "value" in env:
+        return str(env["value"])
+    for kind, ref in (env.get("valueFrom") or {}).items():
+        if kind in ("secretKeyRef", "configMapKeyRef"):
+            return f"{kind}:{HASH_SUFFIX.sub('', ref['name'])}/{ref['key']}"
+        return f"{kind}:{ref.get('fieldPath') or ref.get('resource')}"
+    return ""
+
+
+def engine_of(docs: list[dict]) -> dict:
+    """``{"args": [...], "env": {name: value or reference}}`` of the one container that runs a
+    vLLM image; ValueError unless there is exactly one."""
+    found = [c for d in docs for c in pod_containers(d) if is_vllm_image(c.get("image", ""))]
+    if len(found) != 1:
+        raise ValueError(f"expected one vLLM container, found {len(found)}")
+    c = found[0]
+    return {"args": list(c.get("args", [])), "env": {e["name"]: env_shown(e) for e in c.get("env", [])}}
+
+
+def effective_engine(overlay: str) -> dict:
+    """What vLLM runs with in ``overlay``: its arguments and environment (see :func:`engine_of`)."""
+    return engine_of(kustomize_build(overlay))

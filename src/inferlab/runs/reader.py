@@ -1,0 +1,253 @@
+"""``load_run(run_id_or_path) -> Run``: the only way analysis and reports read raw runs.
+
+Every table is tidy, read lazily on first access, and carries ``run_id`` and ``cell_id``.
+Times are tz-aware UTC; durations are ``_ms``. ``Run.data_quality`` lists, per file read, the
+lines read, used and skipped, so reports can show that nothing was silently dropped.
+
+Every file is read as recorded: its bytes are hashed while the table is read (same pass) and a
+size or sha256 that differs from ``run.json`` raises ``RecordMismatchError`` naming the file
+(:mod:`inferlab.runs.verify`). A file the manifest does not list is refused in a finished run
+and read unverified, with a note, while a run is still being written. Telemetry a resumed run
+wrote beside the first session's (``telemetry/host-resume1.csv`` ...) is read too.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatch
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from .. import paths
+from ..ingest import read_k6, read_k6_points, read_k6_summary, read_nvidia_smi_log, read_probe, read_prometheus_text
+from .layout import CELL_FILES, IDLE_PROBE, K6_SEGMENTED, MANIFEST, TELEMETRY, metrics_path, segment_glob, with_resumes
+from .manifest import Manifest
+from .store import reconcile
+from .verify import Problem, RecordMismatchError, open_verified, read_verified, verify_run
+
+
+def find_run_dir(run: str | Path) -> Path:
+    """Resolve a run id (in data/runs or data/sample, unique prefix allowed) or a path."""
+    p = Path(run)
+    if (p / MANIFEST).is_file():
+        return p.resolve()
+    for base in (paths.runs_dir(), paths.sample_dir()):
+        if (base / str(run) / MANIFEST).is_file():
+            return base / str(run)
+    hits = [d for base in (paths.runs_dir(), paths.sample_dir()) if base.is_dir()
+            for d in base.iterdir() if d.name.startswith(str(run)) and (d / MANIFEST).is_file()]
+    if len(hits) == 1:
+        return hits[0]
+    known = ", ".join(sorted(r for r in list_runs()["run_id"])) or "none"
+    why = "is ambiguous" if hits else "was not found"
+    raise FileNotFoundError(f"run {run!r} {why} in {paths.runs_dir()} or {paths.sample_dir()} (known: {known})")
+
+
+class Run:
+    """One run record. Tables are pandas DataFrames, read on first access."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir
+        self.manifest: Manifest = reconcile(run_dir)
+        self._quality: list[dict] = []
+        self._recorded = {f.path: f for f in self.manifest.files}
+
+    def __repr__(self) -> str:
+        return f"Run({self.run_id!r}, status={self.manifest.status!r}, cells={len(self.manifest.cells)})"
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest.run_id
+
+    def verify(self) -> list[Problem]:
+        """Every missing, changed or unrecorded file (``inferlab verify``); empty when intact."""
+        return verify_run(self)
+
+    def _unrecorded(self, p: Path) -> None:
+        """A file run.json does not list: refused once the run is finished; read unverified,
+        with a data-quality note, while the run is still being written."""
+        if self.manifest.status != "running":
+            raise RecordMismatchError(p, "no such file",
+                                      f"present but not recorded (the run is {self.manifest.status})")
+        self._quality.append({"run_id": self.run_id, "path": str(p),
+                              "notes": [f"{p}: not recorded yet (the run is still being written): read unverified"]})
+
+    def _read(self, p: Path, reader, *args, **kw):
+        """``reader(p, ...)`` with the file verified against its record in the same pass."""
+        entry = self._recorded.get(p.relative_to(self.dir).as_posix())
+        if entry is None:
+            self._unrecorded(p)
+            return reader(p, *args, **kw)
+        return read_verified(p, entry, reader, *args, **kw)
+
+    def _read_csv(self, p: Path, **kw) -> pd.DataFrame:
+        """pandas.read_csv through the hashing file: verified in the same pass."""
+        entry = self._recorded.get(p.relative_to(self.dir).as_posix())
+        if entry is None:
+            self._unrecorded(p)
+            return pd.read_csv(p, **kw)
+        with open_verified(p, entry) as fh:
+            return pd.read_csv(fh, **kw)
+
+    def _present(self, folder: str) -> set[str]:
+        """Relative paths of the files directly in ``folder``: on disk or recorded. A recorded
+        file that is gone stays a candidate, so reading it fails (naming it) instead of its rows
+        silently vanishing from a table."""
+        d = self.dir / folder
+        disk = {f"{folder}/{p.name}" for p in d.iterdir() if p.is_file()} if d.is_dir() else set()
+        return disk | {r for r in self._recorded if r.rpartition("/")[0] == folder}
+
+    def _matching(self, folder: str, pattern: str) -> list[Path]:
+        return [self.dir / r for r in sorted(self._present(folder)) if fnmatch(r.rpartition("/")[2], pattern)]
+
+    def _cell_files(self, key: str):
+        for cell in self.manifest.cells:
+            folder = f"cells/{cell.cell_id}"
+            if f"{folder}/{CELL_FILES[key]}" in self._present(folder):
+                yield cell, self.dir / folder / CELL_FILES[key]
+            elif key in K6_SEGMENTED:  # a cell split over k6 processes/pods: every segment's file
+                for p in self._matching(folder, segment_glob(key)):
+                    yield cell, p
+
+    def _telemetry(self, key: str) -> list[Path]:
+        """A telemetry file and the ``-resume<N>`` siblings resumed sessions wrote."""
+        return [self.dir / r for r in with_resumes(TELEMETRY[key], self._present("telemetry"))]
+
+    def _tag(self, df: pd.DataFrame, cell_id: str, **extra) -> pd.DataFrame:
+        self._quality.append({"run_id": self.run_id, "cell_id": cell_id, **df.attrs.get("ingest", {})})
+        df = df.assign(run_id=self.run_id, cell_id=cell_id, **extra)
+        lead = ["run_id", "cell_id"]
+        return df[lead + [c for c in df.columns if c not in lead]]
+
+    @staticmethod
+    def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+        frames = [f for f in frames if not f.empty]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "cell_id"])
+
+    @cached_property
+    def requests(self) -> pd.DataFrame:
+        """One row per HTTP request of every cell; ``phase`` is warmup|measure (measure when untagged)."""
+        frames = []
+        for cell, p in self._cell_files("k6"):
+            df = self._read(p, read_k6)
+            if "phase" not in df.columns:
+                df["phase"] = "measure"
+            frames.append(self._tag(df, cell.cell_id, payload=cell.payload, vus=cell.vus, executor=cell.executor))
+        return self._concat(frames)
+
+    @cached_property
+    def points(self) -> pd.DataFrame:
+        return self._concat([self._tag(self._read(p, read_k6_points), c.cell_id) for c, p in self._cell_files("k6")])
+
+    @cached_property
+    def summary(self) -> pd.DataFrame:
+        return self._concat([self._tag(self._read(p, read_k6_summary), c.cell_id)
+                             for c, p in self._cell_files("summary")])
+
+    @cached_property
+    def _probe(self):
+        reqs, gaps = [], []
+        idle = [("idle", self.dir / IDLE_PROBE)] if IDLE_PROBE in self._present("probe") else []
+        for cell_id, p in idle + [(c.cell_id, p) for c, p in self._cell_files("probe")]:
+            r = self._read(p, read_probe)
+            reqs.append(self._tag(r.requests, cell_id))
+            gaps.append(r.gaps.assign(run_id=self.run_id, cell_id=cell_id))
+        return self._concat(reqs), self._concat(gaps)
+
+    @property
+    def probe(self) -> pd.DataFrame:
+        """Streaming probe, one row per request; cell_id ``idle`` for the idle probe."""
+        return self._probe[0]
+
+    @property
+    def probe_gaps(self) -> pd.DataFrame:
+        """Inter-token gaps, long: run_id, cell_id, request_index, gap_index, itl_ms."""
+        return self._probe[1]
+
+    @cached_property
+    def _smi(self) -> list:
+        """nvidia-smi logs, parsed once: (gpu long table, gpus attributes) per file."""
+        return [self._read(smi, read_nvidia_smi_log, self.manifest.host.utc_offset_minutes)
+                for smi in self._telemetry("nvidia_smi")]
+
+    @cached_property
+    def gpus(self) -> pd.DataFrame:
+        """One row per GPU in nvidia-smi's log(s): gpu_index, samples, first_ts, last_ts, and its
+        text fields (name, uuid, pci_bus_id, driver_version, pstate, ...)."""
+        return self._concat([log.gpus.assign(run_id=self.run_id, cell_id="run") for log in self._smi])
+
+    @cached_property
+    def gpu(self) -> pd.DataFrame:
+        """GPU samples (ts, gpu_index, metric, value, unit, source) from nvidia-smi and NVML
+        (a resumed run's ``-resume<N>`` files included)."""
+        frames = []
+        for log in self._smi:
+            frames.append(self._tag(log.gpu, "run", source="nvidia-smi"))
+        for nvml in self._telemetry("nvml"):
+            df = self._read_csv(nvml, parse_dates=["ts"])
+            df["ts"] = pd.to_datetime(df["ts"], utc=True)
+            frames.append(self._tag(df, "run", source="nvml"))
+        return self._concat(frames)
+
+    @cached_property
+    def host(self) -> pd.DataFrame:
+        """CPU/memory samples of the engine, k6 and the system: ts, process, metric, value
+        (a resumed run's ``telemetry/host-resume<N>.csv`` included)."""
+        frames = []
+        for p in self._telemetry("host"):
+            df = self._read_csv(p)
+            df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")
+            frames.append(self._tag(df, "run"))
+        if not frames:
+            return pd.DataFrame(columns=["run_id", "cell_id", "ts", "process", "metric", "value"])
+        return pd.concat(frames, ignore_index=True)
+
+    @cached_property
+    def server(self) -> pd.DataFrame:
+        """Every /metrics sample with ``when`` = before|after and ``pod`` (the scraped pod on k8s,
+        "" for a scrape through the Service or URL). cell_id is the cell, ``idle`` for the scrapes
+        around the idle probe, ``run`` for run-level snapshots (imported runs)."""
+        scopes = [(c.cell_id, f"cells/{c.cell_id}") for c in self.manifest.cells]
+        scopes += [("idle", "probe"), ("run", "server")]
+        frames = []
+        for when in ("before", "after"):
+            for scope, folder in scopes:
+                rel = metrics_path(folder, when)
+                direct = [(self.dir / rel, "")] if rel in self._present(folder) else []
+                pods = sorted({p.parent.name for p in (self.dir / folder / "pods").glob(f"*/metrics-{when}.prom")}
+                              | {r.split("/")[-2] for r in self._recorded
+                                 if r.startswith(f"{folder}/pods/") and r.endswith(f"/metrics-{when}.prom")})
+                for p, pod in [*direct, *[(self.dir / metrics_path(folder, when, pod), pod) for pod in pods]]:
+                    frames.append(self._tag(self._read(p, read_prometheus_text), scope, when=when, pod=pod))
+        return self._concat(frames)
+
+    @property
+    def data_quality(self) -> pd.DataFrame:
+        """Lines read/used/skipped per file read so far (touch the tables first)."""
+        return pd.DataFrame(self._quality)
+
+    def cells_frame(self) -> pd.DataFrame:
+        """The manifest's cells as a table."""
+        return pd.DataFrame([c.model_dump() for c in self.manifest.cells]).assign(run_id=self.run_id)
+
+
+def load_run(run: str | Path) -> Run:
+    """Open a run by id (data/runs, then data/sample) or by path."""
+    return Run(find_run_dir(run))
+
+
+def list_runs() -> pd.DataFrame:
+    """All runs in data/runs and data/sample with their status (stale writers reconciled)."""
+    rows = []
+    for where, base in (("runs", paths.runs_dir()), ("sample", paths.sample_dir())):
+        if not base.is_dir():
+            continue
+        for d in sorted(base.iterdir()):
+            if (d / MANIFEST).is_file():
+                m = reconcile(d)
+                done = sum(c.status == "complete" for c in m.cells)
+                rows.append({"run_id": m.run_id, "where": where, "status": m.status, "kind": m.kind,
+                             "target": m.target.kind, "model": m.target.model,
+                             "cells": f"{done}/{len(m.cells)}", "created_at": m.created_at, "reason": m.reason})
+    return pd.DataFrame(rows, columns=["run_id", "where", "status", "kind", "target", "model", "cells", "created_at", "reason"])

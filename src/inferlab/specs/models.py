@@ -1,0 +1,307 @@
+"""Sweep and stress specs: strict pydantic models (a typo is an error that names the field).
+
+A leaf module: it imports only pydantic and yaml, so every stage (targets, load, runs, the
+orchestrator) can use the spec without importing each other. ``StrictModel`` is the one strict
+base of the project's own configs and records (the run manifest derives from it too).
+
+A spec says *what load* to apply (payloads x concurrency x repeats, or an arrival-rate ramp),
+the SLO that judges it, the probe, and, for the local target, the engine arguments, so a
+baseline and a tuned run differ by one YAML file. Precedence: model defaults < file < CLI.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CELL_ID_RE = re.compile(r"^[a-z0-9]+-(c\d+|rate\d+to\d+|at\d+(p\d+)?)(-r\d+)?$")
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are errors; assignments are validated too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+Strict = StrictModel
+
+
+def slug(text: str) -> str:
+    """Lower-case label safe for a directory name."""
+    s = re.sub(r"[^a-z0-9.-]+", "-", text.lower()).strip("-.")
+    if not s:
+        raise ValueError(f"label {text!r} has no usable characters (expected [a-z0-9.-])")
+    return s
+
+
+def make_cell_id(payload: str, vus: int | None = None, rate: tuple[int, int] | None = None,
+                 repeat: int | None = None, at: float | None = None) -> str:
+    """``short-c16`` (closed loop), ``short-rate2to12`` (ramp), ``short-at4p5`` (constant 4.5
+    requests/s); ``-r<n>`` appended for repeats."""
+    if sum(x is not None for x in (vus, rate, at)) != 1:
+        raise ValueError("a cell is closed loop (vus), a ramp (rate) or a constant arrival rate (at): exactly one")
+    if vus is not None:
+        body = f"c{vus}"
+    elif rate is not None:
+        body = f"rate{rate[0]}to{rate[1]}"
+    else:
+        body = "at" + f"{round(at, 1):g}".replace(".", "p")  # type: ignore[arg-type]
+    cell = f"{slug(payload)}-{body}" + (f"-r{repeat}" if repeat else "")
+    if not CELL_ID_RE.match(cell):
+        raise ValueError(f"cell_id {cell!r} is malformed")
+    return cell
+
+
+class CellPlan(StrictModel):
+    """What one cell of a sweep asks for (made by :func:`plan_cells`)."""
+
+    cell_id: str
+    payload: str
+    executor: str
+    vus: int | None = None
+    iterations: int | None = None
+    duration_s: float | None = None
+    rate_from: float | None = Field(None, description="arrival-rate ramp, requests/s")
+    rate_to: float | None = None
+    rate: float | None = Field(None, description="constant arrival rate, requests/s (capacity search)")
+    repeat: int | None = None
+
+
+class Payload(Strict):
+    prompt: str = Field(min_length=1)
+    max_tokens: int = Field(gt=0, le=32768)
+    ignore_eos: bool = Field(True, description="fixed answer length: every request generates max_tokens")
+    temperature: float = Field(0.7, ge=0, le=2)
+
+
+DEFAULT_PAYLOADS = {
+    "short": Payload(prompt="Explain what a GPU is in two sentences.", max_tokens=64),
+    "long": Payload(prompt="Write a detailed essay about the history of parallel computing and why GPUs matter for AI.",
+                    max_tokens=256),
+}
+
+
+class Slo(Strict):
+    ttft_ms: float = Field(1000, gt=0, description="per-request time to first token (probe / goodput)")
+    tpot_ms: float = Field(200, gt=0, description="per-request time per output token")
+    e2e_p95_ms: float = Field(30000, gt=0, description="p95 end-to-end latency of a cell (k6 threshold)")
+    error_rate: float = Field(0.01, ge=0, le=1, description="max failed-request rate (k6 threshold)")
+
+
+class Ramp(Strict):
+    start_rate: int = Field(gt=0, description="requests per second at the start")
+    end_rate: int = Field(gt=0)
+    duration_s: int = Field(gt=0)
+    pre_allocated_vus: int = Field(gt=0)
+    max_vus: int = Field(gt=0)
+    payload: str = "short"
+
+    @model_validator(mode="after")
+    def _vus(self) -> Ramp:
+        if self.max_vus < self.pre_allocated_vus:
+            raise ValueError("ramp.max_vus must be >= ramp.pre_allocated_vus")
+        return self
+
+
+class Capacity(Strict):
+    """Max sustainable rate: the highest constant arrival rate whose steady-state window meets the
+    SLO (p95 e2e, error rate, no dropped or late sends, achieved >= ``min_achieved`` x offered).
+    Coarse steps (x ``growth``) from ``start_rate`` until a step fails, then bisection down to
+    ``resolution`` (relative), each step held ``hold_s``; the two boundary rates repeated
+    ``boundary_repeats`` times."""
+
+    payload: str = "short"
+    start_rate: float = Field(2.0, gt=0, description="requests/s of the first step")
+    growth: float = Field(2.0, gt=1, description="coarse steps multiply the rate by this until a step fails")
+    max_rate: float = Field(10000, gt=0, description="give up (report '> max_rate') above this")
+    resolution: float = Field(0.1, gt=0, lt=1, description="stop bisecting when (fail - pass) / pass < this")
+    hold_s: int = Field(30, ge=5, description="seconds each step is held (steady state)")
+    warmup_s: int = Field(5, ge=0, description="first seconds of a step not judged")
+    boundary_repeats: int = Field(2, ge=1, le=10, description="times the last passing and first failing rates are re-run")
+    min_achieved: float = Field(0.95, gt=0, le=1, description="completed / offered requests a passing step needs")
+    pre_allocated_vus: int = Field(16, gt=0)
+    max_vus: int = Field(256, gt=0)
+
+
+class ProbeSpec(Strict):
+    idle_requests: int = Field(5, ge=0, description="sequential streaming requests before the sweep")
+    under_load_requests: int = Field(3, ge=0, description="per cell, sequential, while k6 runs")
+    interval_s: float = Field(1.0, ge=0, description="pause between under-load probe requests")
+    payload: Payload = Payload(prompt="Say hello and describe the weather.", max_tokens=64)
+
+
+class EngineSpec(Strict):
+    """How the local target starts vLLM (ignored for url/k8s targets)."""
+
+    served_model_name: str = "smollm2"
+    args: list[str] = Field(default_factory=lambda: ["--max-model-len", "2048"])
+    env: dict[str, str] = Field(default_factory=lambda: {"VLLM_CPU_KVCACHE_SPACE": "2"})
+    startup_timeout_s: float = Field(420, gt=0)
+
+    @model_validator(mode="after")
+    def _no_secrets(self) -> EngineSpec:
+        if any(a.startswith("--api-key") for a in self.args) or "VLLM_API_KEY" in self.env:
+            raise ValueError("engine.args/env must not carry the API key; it comes from platform/secrets/values/")
+        return self
+
+
+class LoadSpec(Strict):
+    kind: Literal["sweep", "stress"] = "sweep"
+    name: str = Field(min_length=1, description="label part of the run_id")
+    model: str = Field("smollm2", description="the model name requests ask for")
+    payloads: dict[str, Payload] = Field(default_factory=lambda: dict(DEFAULT_PAYLOADS))
+    use_payloads: list[str] = Field(default_factory=lambda: ["short", "long"])
+    concurrency: list[int] = Field(default_factory=lambda: [1, 4], min_length=0)
+    executor: Literal["shared-iterations", "constant-vus"] = "shared-iterations"
+    iterations_per_vu: int = Field(6, gt=0, description="shared-iterations: iterations = max(min, per_vu x VUs)")
+    min_iterations: int = Field(12, gt=0)
+    duration_s: int | None = Field(None, gt=0, description="constant-vus: seconds per cell")
+    repeats: int = Field(1, ge=1, le=20)
+    warmup_requests: int = Field(2, ge=0, description="requests before a cell's measured phase (k6 setup(), at the "
+                                 "cell's concurrency), tagged phase=warmup, excluded from results")
+    min_window_requests: int = Field(20, ge=1, description="measured requests inside each closed-loop cell's steady-state "
+                                     "window: a cell runs max(min_iterations, iterations_per_vu x VUs, VUs + this)")
+    ramp: Ramp | None = None
+    capacity: Capacity = Capacity()
+    probe: ProbeSpec = ProbeSpec()
+    slo: Slo = Slo()
+    engine: EngineSpec = EngineSpec()
+    request_timeout_s: int = Field(600, gt=0)
+    max_cell_duration_s: int = Field(1800, gt=0)
+    tls_skip_verify: bool = False
+    k6_segments: int = Field(1, ge=1, le=64, description="split each cell over N k6 processes (Job pods in-cluster), "
+                             "one k6 execution segment each, for more load than one k6 makes; outputs kept per segment")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LoadSpec:
+        unknown = [p for p in self.use_payloads if p not in self.payloads]
+        if unknown:
+            raise ValueError(f"use_payloads names {unknown}, not in payloads {sorted(self.payloads)}")
+        if self.ramp and self.ramp.payload not in self.payloads:
+            raise ValueError(f"ramp.payload {self.ramp.payload!r} is not in payloads")
+        if self.capacity.payload not in self.payloads:
+            raise ValueError(f"capacity.payload {self.capacity.payload!r} is not in payloads")
+        if self.executor == "constant-vus" and not self.duration_s:
+            raise ValueError("executor constant-vus needs duration_s")
+        if not self.concurrency and not self.ramp:
+            raise ValueError("a spec needs concurrency values or a ramp")
+        if any(v <= 0 for v in self.concurrency):
+            raise ValueError("concurrency values must be positive")
+        # k6 splits VUs (and iterations) between segments: a cell with fewer VUs than segments
+        # would leave some segments idle and the rest carrying everything (measured: [10, 0])
+        fewest = min([*self.concurrency, *([self.ramp.pre_allocated_vus] if self.ramp else [])])
+        if self.k6_segments > fewest:
+            raise ValueError(f"k6_segments={self.k6_segments} exceeds the fewest VUs of a cell ({fewest}); "
+                             "k6 splits VUs between segments, so each needs at least one")
+        return self
+
+    def iterations(self, vus: int) -> int:
+        """Measured iterations of a closed-loop cell (warm-up comes on top, in k6 setup())."""
+        return max(self.min_iterations, self.iterations_per_vu * vus, vus + self.min_window_requests)
+
+    def sample_size_warnings(self) -> list[str]:
+        """Cells whose steady-state window cannot support the SLO's p95 (n (1 - q) >= 1 needs 20
+        requests), with the number needed; p99 needs 100 and is reported as "too few" below that."""
+        out = []
+        for vus in self.concurrency if self.executor == "shared-iterations" else []:
+            window = self.iterations(vus) - vus
+            if window < 20:
+                out.append(f"c{vus}: {window} requests in the steady-state window cannot support a p95 (needs 20: "
+                           f"set min_window_requests: 20 or iterations >= {vus + 20})")
+        return out
+
+
+def plan_cells(spec: LoadSpec) -> list[CellPlan]:
+    """Deterministic cell order: payload, then concurrency, then repeat; the ramp last."""
+    cells = []
+    for payload in spec.use_payloads:
+        for vus in spec.concurrency:
+            for r in range(1, spec.repeats + 1):
+                rep = r if spec.repeats > 1 else None
+                cells.append(CellPlan(
+                    cell_id=make_cell_id(payload, vus=vus, repeat=rep), payload=payload, executor=spec.executor, vus=vus,
+                    iterations=spec.iterations(vus) if spec.executor == "shared-iterations" else None,
+                    duration_s=spec.duration_s, repeat=rep))
+    if spec.ramp:
+        r = spec.ramp
+        cells.append(CellPlan(cell_id=make_cell_id(r.payload, rate=(r.start_rate, r.end_rate)), payload=r.payload,
+                              executor="ramping-arrival-rate", duration_s=r.duration_s,
+                              rate_from=r.start_rate, rate_to=r.end_rate))
+    return cells
+
+
+class SpecError(ValueError):
+    """A spec file is invalid; the message names the file and every bad field."""
+
+
+def load_spec(path: str | Path, overrides: dict | None = None) -> LoadSpec:
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpecError(f"{p}: cannot read YAML spec: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
+    _deep_merge(data, overrides or {})
+    try:
+        return LoadSpec.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(x) for x in e['loc']) or '(spec)'}: {e['msg']}" for e in exc.errors()]
+        raise SpecError(f"{p}: invalid spec\n" + "\n".join(lines)) from None
+
+
+def _deep_merge(base: dict, extra: dict) -> None:
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_merge(base[k], v)
+        else:
+            base[k] = v
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["model=smollm2", "slo.e2e_p95_ms=5000", "concurrency=[1, 8]"]`` -> nested dict; values
+    are YAML (numbers, lists, booleans), dotted keys reach nested fields. Validation happens
+    with the spec, so an unknown key fails there, by name."""
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--set {item!r}: expected KEY=VALUE (e.g. model=smollm2, slo.e2e_p95_ms=5000)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise SpecError(f"--set {item!r}: value is not YAML: {exc}") from None
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def builtin_spec(name: str) -> Path:
+    """Path of a spec shipped in the package (``inferlab/specs/<name>.yaml``)."""
+    p = Path(__file__).resolve().parent / f"{name}.yaml"
+    if not p.is_file():
+        raise SpecError(f"no built-in spec {name!r} (have: {', '.join(sorted(x.stem for x in p.parent.glob('*.yaml')))})")
+    return p
+
+
+def resolve_spec(name_or_path: str, overrides: dict | None = None, sets: list[str] | None = None,
+                 label: str | None = None) -> LoadSpec:
+    """A spec by path, or by built-in name (``matrix-local``, ``stress-local``, ``ci-tiny``, ...),
+    with ``--set KEY=VALUE`` items and a run label merged in: the one place the CLI, make and
+    the notebooks combine them (precedence: file < overrides < sets < label)."""
+    p = Path(name_or_path)
+    if not p.exists() and not p.suffix:
+        p = builtin_spec(name_or_path)
+    merged: dict = {}
+    _deep_merge(merged, overrides or {})
+    _deep_merge(merged, parse_overrides(sets or []))
+    if label:
+        merged["name"] = label
+    return load_spec(p, merged or None)

@@ -1,0 +1,94 @@
+"""Interleaved A/B (and A/A) comparisons: a comparison is its own record.
+
+``run_comparison(baseline, tuned, pairs=3)`` runs the two specs as alternating repeats
+(A B A B ..., or a seeded random order within each pair), each repeat a complete run of its own
+(so every existing tool reads it), the engine started fresh for every repeat where the tool
+owns it (the local target starts and stops its engine per run). The record,
+``data/comparisons/<comparison_id>/comparison.json``, lists the repeats in the order they ran
+with each engine's lifetime (configuration, process, start, stop); ``analysis.compare`` reads
+the two sides from it. ``until_width``: keep adding interleaved pairs until the primary
+metric's interval is narrower than that (relative width) in every cell, or ``max_pairs``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from ..runs.comparison import Comparison, Repeat, comparisons_dir, save_comparison
+from ..runs.layout import slug
+from ..specs import LoadSpec
+
+def _order(pair: int, order: str, rng: np.random.Generator) -> list[str]:
+    if order == "alternate":
+        return ["baseline", "tuned"]
+    return list(rng.permutation(["baseline", "tuned"]))
+
+
+def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", base_url: str | None = None,
+                   pairs: int = 3, order: str = "alternate", seed: int = 0, label: str | None = None,
+                   until_width: float | None = None, max_pairs: int = 8, on_repeat=None) -> str:
+    """Run the comparison; returns its id. Each repeat is a run (label ``<label>-a|b``)."""
+    from ..analysis.compare import compare_sides
+    from ..runs.reader import load_run
+    from .runner import run
+
+    if baseline.kind != "sweep" or tuned.kind != "sweep":
+        raise ValueError("comparisons take sweep specs (closed-loop cells); a ramp has no steady state")
+    now = datetime.now(UTC)
+    name = slug(label or f"{baseline.name}-vs-{tuned.name}")
+    cid = f"{now:%Y%m%dT%H%M%SZ}-{target}-ab-{name}"
+    d = comparisons_dir() / cid
+    d.mkdir(parents=True)
+    c = Comparison(comparison_id=cid, created_at=now, target=target, order=order, seed=seed,  # type: ignore[arg-type]
+                   baseline=baseline.model_dump(mode="json"), tuned=tuned.model_dump(mode="json"),
+                   until_width=until_width)
+    save_comparison(c, d)
+    rng = np.random.default_rng(seed)
+    pair = 0
+    try:
+        while True:
+            pair += 1
+            for side in _order(pair, order, rng):
+                spec = baseline if side == "baseline" else tuned
+                run_id = run(spec, target=target, base_url=base_url, label=f"{name}-{'a' if side == 'baseline' else 'b'}")
+                m = load_run(run_id).manifest
+                c.repeats.append(Repeat(side=side, pair=pair, run_id=run_id, status=m.status,  # type: ignore[arg-type]
+                                        engine=engine_lifetime(m)))
+                save_comparison(c, d)
+                if on_repeat:
+                    on_repeat(c)
+                if m.status != "complete":
+                    raise RuntimeError(f"repeat {run_id} ended {m.status}: {m.reason}")
+            if pair < pairs:
+                continue
+            if until_width is None or pair >= max_pairs:
+                break
+            res = compare_sides([load_run(r) for r in c.run_ids("baseline")], [load_run(r) for r in c.run_ids("tuned")],
+                                primary=c.primary)
+            prim = res[res["role"] == "primary"]
+            widths = (prim["ci_high"] - prim["ci_low"]) / prim["ratio"]
+            if len(prim) and bool((widths < until_width).all()):
+                break
+        c.status = "complete"
+    except KeyboardInterrupt:
+        c.status, c.reason = "partial", "interrupted (Ctrl-C)"
+        raise
+    except Exception as exc:  # noqa: BLE001 - recorded, then re-raised for the caller to report
+        c.status, c.reason = "partial" if c.repeats else "failed", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        c.ended_at = datetime.now(UTC)
+        save_comparison(c, d)
+    return cid
+
+
+def engine_lifetime(manifest) -> dict[str, Any]:
+    """The server a repeat ran against: configuration and, for engines inferlab started, the
+    process and its start/stop times (from the run manifest)."""
+    t = manifest.target
+    out = {"kind": t.kind, "args": t.engine_args, "env": t.engine_env, **t.process}
+    return json.loads(json.dumps(out, default=str))

