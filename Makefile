@@ -18,7 +18,7 @@ NEEDS_ENGINE = $(if $(filter-out local,$(TARGET)),,yes)
 TORCH_INDEX ?=
 ENGINE_PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
-.PHONY: ui help setup engine test test-fast perf report lab clean serve benchmark stress validate deploy undeploy secrets sample system-deps
+.PHONY: capacity ab ui help setup engine test test-fast perf report lab clean serve benchmark stress validate deploy undeploy secrets sample system-deps
 
 help: ## Show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -68,6 +68,14 @@ ui: setup ## Chat UI (nginx + one page) on :8080 in front of BASE_URL (default: 
 stress: setup ## Run the stress spec (STRESS_SPEC) on TARGET: closed loop + arrival-rate ramp
 	@if [ -n "$(NEEDS_ENGINE)" ]; then $(MAKE) --no-print-directory engine; fi
 	$(BIN)/inferlab stress $(STRESS_SPEC) $(LOAD_OPTS) $(ARGS)
+
+capacity: setup ## Max sustainable rate of TARGET (CAPACITY_SPEC): stepped constant-rate search with an interval
+	@if [ -n "$(NEEDS_ENGINE)" ]; then $(MAKE) --no-print-directory engine; fi
+	$(BIN)/inferlab capacity $(CAPACITY_SPEC) $(LOAD_OPTS) $(ARGS)
+
+ab: setup ## Interleaved A/B of BASELINE and TUNED specs (PAIRS=3): each side's repeats are runs, engine restarted each
+	@if [ -n "$(NEEDS_ENGINE)" ]; then $(MAKE) --no-print-directory engine; fi
+	$(BIN)/inferlab ab $(BASELINE) $(TUNED) $(LOAD_OPTS:--in-cluster=) $(if $(PAIRS),--pairs $(PAIRS),) $(ARGS)
 
 report: setup system-deps ## Headless reports; no RUNS: run the local default first. RUNS=sample|<id>[,<id>]
 	@if [ -z "$(RUNS)" ]; then \

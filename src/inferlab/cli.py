@@ -11,7 +11,7 @@ from . import __version__
 
 # Defaults live here once: the Makefile passes a variable only when the user set it, and the
 # project's own environment variables carry the INFERLAB_ prefix (tools keep VLLM_*, K6_*, OTEL_*).
-DEFAULTS = {"TARGET": "local", "SPEC": "matrix-local", "STRESS_SPEC": "stress-local", "OVERLAY": "minikube-gpu",
+DEFAULTS = {"TARGET": "local", "SPEC": "matrix-local", "STRESS_SPEC": "stress-local", "OVERLAY": "minikube-gpu", "CAPACITY_SPEC": "capacity-local",
             "RUNS": "sample", "BASE_URL": "", "IN_CLUSTER": ""}
 
 
@@ -164,8 +164,10 @@ def cmd_ab(a) -> int:
 
     base = resolve_spec(a.baseline, sets=a.set_baseline)
     tuned = resolve_spec(a.tuned, sets=a.set_tuned)
+    overlays = (a.overlay_baseline, a.overlay_tuned) if a.overlay_baseline and a.overlay_tuned else None
     cid = run_comparison(base, tuned, target=a.target, base_url=a.base_url, pairs=a.pairs, order=a.order,
-                         seed=a.seed, label=a.label, until_width=a.until_width, max_pairs=a.max_pairs)
+                         seed=a.seed, label=a.label, until_width=a.until_width, max_pairs=a.max_pairs,
+                         overlays=overlays)
     print(cid)
     return 0
 
@@ -230,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ingest", help="write tidy parquet tables to data/tidy/<run_id>/")
     s.add_argument("runs", nargs="+")
     s.set_defaults(fn=cmd_ingest)
-    for name, default in (("sweep", env_default("SPEC")), ("stress", env_default("STRESS_SPEC"))):
+    for name, default in (("sweep", env_default("SPEC")), ("stress", env_default("STRESS_SPEC")),
+                          ("capacity", env_default("CAPACITY_SPEC"))):
         s = sub.add_parser(name, help=f"run a {name} spec (YAML path or built-in name, default {default})")
         s.add_argument("spec", nargs="?", default=default)
         s.add_argument("--target", default=env_default("TARGET"), choices=["local", "url", "k8s"])
@@ -290,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-pairs", type=int, default=8, help="budget for --until-width")
     s.add_argument("--set-baseline", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--set-tuned", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--overlay-baseline", help="TARGET=k8s: overlay deployed before each baseline repeat (e.g. baseline)")
+    s.add_argument("--overlay-tuned", help="TARGET=k8s: overlay deployed before each tuned repeat (e.g. tuned)")
     s.set_defaults(fn=cmd_ab)
     s = sub.add_parser("lab", help="JupyterLab on notebooks/ (news feed and update checks off)")
     s.add_argument("--port", type=int, default=8888)

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inferlab.specs import SpecError, builtin_spec, load_spec, plan_cells
+from inferlab.specs import SpecError, builtin_spec, load_spec, plan_cells, resolve_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "src" / "inferlab" / "specs").glob("*.yaml"))
@@ -13,7 +13,7 @@ SPECS = sorted((ROOT / "src" / "inferlab" / "specs").glob("*.yaml"))
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
 def test_builtin_specs_validate(path):
     spec = load_spec(path)
-    assert plan_cells(spec)
+    assert plan_cells(spec) or spec.kind == "capacity"  # a capacity search plans its cells as it goes
 
 
 def test_typo_names_the_field(tmp_path):
@@ -76,3 +76,32 @@ def test_set_overrides_nested_yaml_values_and_names_bad_keys():
         resolve_spec("matrix-gpu", parse_overrides(["slo.nope=1"]))
     with pytest.raises(SpecError, match="expected KEY=VALUE"):
         parse_overrides(["model"])
+
+
+def test_every_local_matrix_cell_has_20_requests_in_its_window():
+    for name in ("matrix-local", "matrix-local-eager", "ab-local"):
+        spec = resolve_spec(name)
+        assert spec.sample_size_warnings() == []
+        for c in plan_cells(spec):
+            assert c.iterations - c.vus >= 20, (name, c.cell_id, c.iterations)  # window = iterations - VUs
+
+
+def test_sample_size_warning_names_the_number_needed():
+    spec = resolve_spec("ci-tiny")
+    warnings = spec.sample_size_warnings()
+    assert warnings and "needs 20" in warnings[0] and "iterations >= 21" in warnings[0]
+
+
+def test_payload_concurrency_replaces_the_levels_of_one_payload():
+    spec = resolve_spec("matrix-local")
+    assert [c.cell_id for c in plan_cells(spec)] == ["short-c1", "short-c4", "short-c16", "long-c4", "long-c16"]
+    with pytest.raises(SpecError, match="payload_concurrency names"):
+        resolve_spec("matrix-local", sets=["payload_concurrency={nope: [1]}"])
+
+
+def test_capacity_spec_plans_no_cells_up_front_and_describes_its_search():
+    from inferlab.sweep.runner import describe_plan
+
+    spec = resolve_spec("capacity-local")
+    assert plan_cells(spec) == []
+    assert "bisection" in describe_plan(spec, "local")

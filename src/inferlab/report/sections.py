@@ -154,3 +154,21 @@ def cells_by_config(baseline: Run | list[Run], tuned: Run | list[Run]) -> pd.Dat
 def run_cells(run_id: str | None):
     """A sweep notebook's last cell: the run's cells and their status, or that a dry run ran nothing."""
     return load_run(run_id).cells_frame() if run_id else "dry run: nothing executed"
+
+
+def capacity_md(run: Run) -> Markdown:
+    """A capacity run's max sustainable rate, its interval and method (or that there is none)."""
+    c = run.capacity
+    if not c:
+        return Markdown("No capacity search in this run (`inferlab capacity SPEC` makes one).")
+    slo = c.get("slo", {})
+    return Markdown(f"**Max sustainable rate: {c['msr']} requests/s** (interval [{c['interval_low']}, "
+                    f"{c['interval_high']}], {c['steps']} steps; SLO p95 e2e <= {slo.get('e2e_p95_ms')} ms, "
+                    f"errors <= {slo.get('error_rate')}).\n\nMethod: {c['method']}.")
+
+
+def capacity_steps(run: Run):
+    """Every step of a capacity search in the order it ran: rate, pass/fail and why."""
+    steps = pd.DataFrame(run.capacity.get("steps", []))
+    return show(steps, precision=2) if not steps.empty else "no capacity steps"
+

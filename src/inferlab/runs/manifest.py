@@ -67,6 +67,8 @@ class TargetInfo(Strict):
     startup_s: float | None = None
     tls_skip_verify: bool = False
     deployment: dict[str, Any] = Field(default_factory=dict, description="k8s: overlay, image digests, node GPU labels")
+    process: dict[str, Any] = Field(default_factory=dict, description="an engine inferlab started: pid, started_at, "
+                                    "stopped_at (a comparison checks that each repeat had its own)")
 
 
 class CellRecord(CellPlan):
@@ -92,7 +94,7 @@ class WriterInfo(Strict):
 class Manifest(Strict):
     schema_version: int = SCHEMA_VERSION
     run_id: str
-    kind: Literal["sweep", "stress", "imported"]
+    kind: Literal["sweep", "stress", "capacity", "imported"]
     label: str
     created_at: datetime
     ended_at: datetime | None = None

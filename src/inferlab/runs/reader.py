@@ -13,6 +13,7 @@ wrote beside the first session's (``telemetry/host-resume1.csv`` ...) is read to
 
 from __future__ import annotations
 
+import json
 from fnmatch import fnmatch
 from functools import cached_property
 from pathlib import Path
@@ -226,6 +227,14 @@ class Run:
     def data_quality(self) -> pd.DataFrame:
         """Lines read/used/skipped per file read so far (touch the tables first)."""
         return pd.DataFrame(self._quality)
+
+    @cached_property
+    def capacity(self) -> dict:
+        """A capacity run's result (``capacity.json``: msr, interval, method, steps), verified; {} otherwise."""
+        p = self.dir / "capacity.json"
+        if not p.is_file():
+            return {}
+        return self._read(p, lambda path: json.loads(Path(path).read_bytes()))
 
     def cells_frame(self) -> pd.DataFrame:
         """The manifest's cells as a table."""

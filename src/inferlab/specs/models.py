@@ -150,12 +150,15 @@ class EngineSpec(Strict):
 
 
 class LoadSpec(Strict):
-    kind: Literal["sweep", "stress"] = "sweep"
+    kind: Literal["sweep", "stress", "capacity"] = Field("sweep", description="capacity: a max-sustainable-rate "
+                                                         "search (the capacity section), cells planned as it goes")
     name: str = Field(min_length=1, description="label part of the run_id")
     model: str = Field("smollm2", description="the model name requests ask for")
     payloads: dict[str, Payload] = Field(default_factory=lambda: dict(DEFAULT_PAYLOADS))
     use_payloads: list[str] = Field(default_factory=lambda: ["short", "long"])
     concurrency: list[int] = Field(default_factory=lambda: [1, 4], min_length=0)
+    payload_concurrency: dict[str, list[int]] = Field(default_factory=dict, description="per payload, VUs that replace "
+                                                       "`concurrency` (e.g. long answers only at 4 and 16 VUs)")
     executor: Literal["shared-iterations", "constant-vus"] = "shared-iterations"
     iterations_per_vu: int = Field(6, gt=0, description="shared-iterations: iterations = max(min, per_vu x VUs)")
     min_iterations: int = Field(12, gt=0)
@@ -187,13 +190,17 @@ class LoadSpec(Strict):
             raise ValueError(f"capacity.payload {self.capacity.payload!r} is not in payloads")
         if self.executor == "constant-vus" and not self.duration_s:
             raise ValueError("executor constant-vus needs duration_s")
-        if not self.concurrency and not self.ramp:
+        if not self.concurrency and not self.ramp and self.kind != "capacity":
             raise ValueError("a spec needs concurrency values or a ramp")
-        if any(v <= 0 for v in self.concurrency):
+        if any(v <= 0 for v in self.concurrency) or any(v <= 0 for vs in self.payload_concurrency.values() for v in vs):
             raise ValueError("concurrency values must be positive")
+        unknown = [p for p in self.payload_concurrency if p not in self.use_payloads]
+        if unknown:
+            raise ValueError(f"payload_concurrency names {unknown}, not in use_payloads {self.use_payloads}")
         # k6 splits VUs (and iterations) between segments: a cell with fewer VUs than segments
         # would leave some segments idle and the rest carrying everything (measured: [10, 0])
-        fewest = min([*self.concurrency, *([self.ramp.pre_allocated_vus] if self.ramp else [])])
+        fewest = min([*self.concurrency, *(v for vs in self.payload_concurrency.values() for v in vs),
+                      *([self.ramp.pre_allocated_vus] if self.ramp else [])], default=1)
         if self.k6_segments > fewest:
             raise ValueError(f"k6_segments={self.k6_segments} exceeds the fewest VUs of a cell ({fewest}); "
                              "k6 splits VUs between segments, so each needs at least one")
@@ -207,7 +214,8 @@ class LoadSpec(Strict):
         """Cells whose steady-state window cannot support the SLO's p95 (n (1 - q) >= 1 needs 20
         requests), with the number needed; p99 needs 100 and is reported as "too few" below that."""
         out = []
-        for vus in self.concurrency if self.executor == "shared-iterations" else []:
+        levels = {v for p in self.use_payloads for v in self.payload_concurrency.get(p, self.concurrency)}
+        for vus in sorted(levels) if self.executor == "shared-iterations" else []:
             window = self.iterations(vus) - vus
             if window < 20:
                 out.append(f"c{vus}: {window} requests in the steady-state window cannot support a p95 (needs 20: "
@@ -216,10 +224,13 @@ class LoadSpec(Strict):
 
 
 def plan_cells(spec: LoadSpec) -> list[CellPlan]:
-    """Deterministic cell order: payload, then concurrency, then repeat; the ramp last."""
+    """Deterministic cell order: payload, then concurrency, then repeat; the ramp last. A capacity
+    search plans its cells as it goes (none up front)."""
     cells = []
+    if spec.kind == "capacity":
+        return cells
     for payload in spec.use_payloads:
-        for vus in spec.concurrency:
+        for vus in spec.payload_concurrency.get(payload, spec.concurrency):
             for r in range(1, spec.repeats + 1):
                 rep = r if spec.repeats > 1 else None
                 cells.append(CellPlan(

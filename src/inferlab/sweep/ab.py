@@ -30,8 +30,11 @@ def _order(pair: int, order: str, rng: np.random.Generator) -> list[str]:
 
 def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", base_url: str | None = None,
                    pairs: int = 3, order: str = "alternate", seed: int = 0, label: str | None = None,
-                   until_width: float | None = None, max_pairs: int = 8, on_repeat=None) -> str:
-    """Run the comparison; returns its id. Each repeat is a run (label ``<label>-a|b``)."""
+                   until_width: float | None = None, max_pairs: int = 8, on_repeat=None,
+                   overlays: tuple[str, str] | None = None) -> str:
+    """Run the comparison; returns its id. Each repeat is a run (label ``<label>-a|b``).
+    ``overlays`` (target k8s): (baseline, tuned) overlay names, deployed before each repeat, so
+    the cluster's engine pods are replaced between configurations as the local engine is."""
     from ..analysis.compare import compare_sides
     from ..runs.reader import load_run
     from .runner import run
@@ -54,10 +57,11 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
             pair += 1
             for side in _order(pair, order, rng):
                 spec = baseline if side == "baseline" else tuned
+                deployed = _deploy(overlays, side) if target == "k8s" and overlays else {}
                 run_id = run(spec, target=target, base_url=base_url, label=f"{name}-{'a' if side == 'baseline' else 'b'}")
                 m = load_run(run_id).manifest
                 c.repeats.append(Repeat(side=side, pair=pair, run_id=run_id, status=m.status,  # type: ignore[arg-type]
-                                        engine=engine_lifetime(m)))
+                                        engine={**engine_lifetime(m), **deployed}))
                 save_comparison(c, d)
                 if on_repeat:
                     on_repeat(c)
@@ -84,6 +88,19 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
         c.ended_at = datetime.now(UTC)
         save_comparison(c, d)
     return cid
+
+
+def _deploy(overlays: tuple[str, str], side: str) -> dict[str, Any]:
+    """Apply this side's overlay and wait for its rollout (platform.deploy); refuse to go on
+    without it: a repeat against the other configuration would poison the comparison."""
+    from ..platform.deploy import deploy
+
+    overlay = overlays[0] if side == "baseline" else overlays[1]
+    started = datetime.now(UTC).isoformat()
+    code = deploy(overlay)
+    if code != 0:
+        raise RuntimeError(f"deploy of overlay {overlay!r} exited {code}: this repeat cannot run on its configuration")
+    return {"overlay": overlay, "deployed_at": started, "rolled_out_at": datetime.now(UTC).isoformat()}
 
 
 def engine_lifetime(manifest) -> dict[str, Any]:

@@ -36,8 +36,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .. import paths
 from ..probe.stream import BackgroundProbe, run_probe
 from ..runs.environment import host_info, versions
-from ..ingest import IngestError, read_k6
-from ..runs.layout import IDLE_PROBE, make_run_id, metrics_path, resume_name, segment_files
+from ..analysis.capacity import Step, judge_step, msr_summary, next_rate
+from ..ingest import IngestError, read_k6, read_k6_points
+from ..runs.layout import CELL_FILES, IDLE_PROBE, make_run_id, metrics_path, resume_name, segment_files
 from ..runs.reader import find_run_dir
 from ..runs.manifest import CellRecord, Manifest, TargetInfo
 from ..runs.store import RunWriter
@@ -48,7 +49,7 @@ from ..targets.pinning import plan_pinning
 from ..telemetry.samplers import HostSampler, NvidiaSmiLogger, NvmlSampler
 from ..load.incluster import run_cell_in_cluster
 from ..load.k6 import CellInterrupted, CellResult, k6_binary, run_cell
-from ..specs import CellPlan, LoadSpec, plan_cells
+from ..specs import CellPlan, LoadSpec, make_cell_id, plan_cells
 
 console = Console(stderr=True)
 
@@ -65,7 +66,8 @@ def describe_plan(spec: LoadSpec, target: str) -> str:
         elif c.iterations:
             n = c.iterations
             tokens = spec.payloads[c.payload].max_tokens
-            secs = n * tokens * 0.01 / max(1, min(c.vus or 1, 16)) + 2  # ~10 ms/token/stream, CPU-engine scale
+            # measured on the 2-core CPU engine: ~35 ms/token for one stream; batching gains ~sqrt(VUs)
+            secs = n * tokens * 0.035 / max(1, min(c.vus or 1, 16)) ** 0.5 + 2
         else:
             n, secs = 0, float(c.duration_s or 0)
         total_req, total_s = total_req + n, total_s + secs
@@ -73,6 +75,13 @@ def describe_plan(spec: LoadSpec, target: str) -> str:
     probe = spec.probe.idle_requests + spec.probe.under_load_requests * len(cells)
     lines.append(f"total ~{total_req} k6 requests (+{probe} probe), est. {total_s / 60:.1f} min on the local CPU engine "
                  "(a GPU target is far faster)")
+    if spec.kind == "capacity":
+        c = spec.capacity
+        lines.append(f"capacity search on {c.payload!r}: constant rates from {c.start_rate:g}/s (x{c.growth:g} until a step "
+                     f"fails, then bisection to {c.resolution:.0%}, boundary rates repeated {c.boundary_repeats}x), "
+                     f"{c.hold_s} s per step (first {c.warmup_s} s not judged); SLO p95 <= {spec.slo.e2e_p95_ms:g} ms, "
+                     f"errors <= {spec.slo.error_rate:.1%}; typically 8-12 steps")
+    lines += [f"warning: {w}" for w in spec.sample_size_warnings()]
     return "\n".join(lines)
 
 
@@ -119,7 +128,7 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
             session.vllm_version = preflight(session, served) or session.vllm_version
             _record_target(w, session, k6)
             with _telemetry(w, session):
-                status, reason = _run_cells(w, spec, session)
+                status, reason = (_run_capacity if spec.kind == "capacity" else _run_cells)(w, spec, session)
     except (KeyboardInterrupt, CellInterrupted):
         status, reason = "partial", "interrupted by the user (Ctrl-C); `--resume` adds the missing cells"
     except (TargetError, EngineError) as exc:
@@ -129,6 +138,9 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
         for c in w.manifest.cells:
             if c.status == "running":
                 c.status, c.reason = "partial", reason or "run ended mid-cell"
+        if w.manifest.target.process and "stopped_at" not in w.manifest.target.process:
+            # the target's context has exited: an engine inferlab started is stopped by now
+            w.manifest.target.process = {**w.manifest.target.process, "stopped_at": datetime.now(UTC).isoformat()}
         w.finish(status, reason)
         color = {"complete": "green", "partial": "yellow"}.get(status, "red")
         console.print(f"[{color}]{status}[/] {w.manifest.run_id}" + (f": {reason}" if reason else ""))
@@ -209,6 +221,54 @@ def _run_cells(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple[st
                                    "remaining cells left pending")
     failed = [c.cell_id for c in w.manifest.cells if c.status != "complete"]
     return ("complete", "") if not failed else ("partial", f"cells not complete: {', '.join(failed)}")
+
+
+def _run_capacity(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple[str, str]:
+    """Max-sustainable-rate search (analysis/capacity.py): constant-rate cells planned one at a
+    time, each judged from its own k6 output before the next is chosen. Recorded: every step as
+    a cell (reason = the judge's words) and the result as ``capacity.json``."""
+    cap = spec.capacity
+    probe_kw = dict(base_url=session.base_url, api_key=session.api_key, model=spec.model if session.kind != "local"
+                    else spec.engine.served_model_name, payload=spec.probe.payload, verify_tls=session.verify_tls)
+    quiet = spec.model_copy(update={"probe": spec.probe.model_copy(update={"under_load_requests": 0})})
+    steps: list[Step] = []
+    for cell in w.manifest.cells:  # a resumed search goes on from its judged steps
+        if cell.status == "complete" and cell.rate is not None:
+            steps.append(_judge(w, spec, cell))
+    while (rate := next_rate(steps, cap.start_rate, cap.growth, cap.resolution, cap.boundary_repeats, cap.max_rate)):
+        n = sum(s.rate == rate for s in steps)
+        plan = CellPlan(cell_id=make_cell_id(cap.payload, at=rate, repeat=n + 1 if n else None), payload=cap.payload,
+                        executor="constant-arrival-rate", rate=rate, duration_s=cap.hold_s)
+        cell = CellRecord(**plan.model_dump())
+        w.manifest.cells.append(cell)
+        console.print(f"  step {len(steps) + 1}: {rate:g} requests/s for {cap.hold_s} s")
+        alive = _run_one(w, quiet, session, cell, plan, probe_kw, lambda n: None)
+        if cell.status != "complete":
+            if not alive:
+                return "partial", f"target unhealthy after {cell.cell_id} ({cell.reason})"
+            steps.append(Step(rate, False, f"cell {cell.status}: {cell.reason}"))
+        else:
+            steps.append(_judge(w, spec, cell))
+        cell.reason = ("PASS: " if steps[-1].passed else "FAIL: ") + steps[-1].reason
+        console.print(f"    {cell.reason}")
+        w.checkpoint()
+    result = {**msr_summary(steps), "slo": spec.slo.model_dump(), "capacity": cap.model_dump(),
+              "steps": [s.__dict__ for s in steps]}
+    w.write_bytes("capacity.json", json.dumps(result, indent=1, default=float).encode())
+    lo, hi = result["interval_low"], result["interval_high"]
+    w.manifest.notes.append(f"max sustainable rate: {lo} requests/s (interval [{lo}, {hi}]; {len(steps)} steps)")
+    return "complete", ""
+
+
+def _judge(w: RunWriter, spec: LoadSpec, cell: CellRecord) -> Step:
+    cell_dir = w.dir / "cells" / cell.cell_id
+    req = read_k6(cell_dir / CELL_FILES["k6"])
+    req = req[req.get("phase", "measure") == "measure"] if "phase" in req.columns else req
+    pts = read_k6_points(cell_dir / CELL_FILES["k6"])
+    dropped = int(pts.loc[pts["metric"] == "dropped_iterations", "value"].sum()) if not pts.empty else 0
+    cap = spec.capacity
+    return judge_step(req, dropped, float(cell.rate or 0), spec.slo.e2e_p95_ms, spec.slo.error_rate, cap.warmup_s,
+                      cap.hold_s, cap.min_achieved)
 
 
 def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRecord, plan: CellPlan,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from datetime import UTC, datetime
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,9 +39,11 @@ def local_target(spec: LoadSpec, run_dir: Path, engine_log: str = "engine/engine
     this process, hence k6 and the probe, on the others until the target closes."""
     key = credentials.api_key("local")
     assert key
+    started_at = datetime.now(UTC)
     with LocalEngine(spec.engine, key, run_dir / engine_log,
                      cpu_prefix=pinning.engine_prefix() if pinning else None) as eng, _client_cpus(pinning):
         info = TargetInfo(kind="local", base_url=eng.base_url, model=SMOLLM2,
                           served_model_name=spec.engine.served_model_name,
-                          engine_args=spec.engine.args, engine_env=spec.engine.env, startup_s=eng.startup_s)
+                          engine_args=spec.engine.args, engine_env=spec.engine.env, startup_s=eng.startup_s,
+                          process={"pid": eng.proc.pid if eng.proc else None, "started_at": started_at.isoformat()})
         yield TargetSession("local", eng.base_url, key, info, eng.version(), {"engine": eng.proc.pid if eng.proc else None})

@@ -1,0 +1,42 @@
+"""A real interleaved A/B on the local engine (ci-tiny, 2+2 repeats): the sides alternate, every
+repeat has its own engine process started after the previous one stopped, and the comparison
+reads both sides from its record."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+import inferlab
+from inferlab.analysis.compare import compare_sides, sides
+from inferlab.runs.comparison import load_comparison
+from inferlab.specs import builtin_spec, load_spec
+from inferlab.sweep.ab import run_comparison
+
+pytestmark = pytest.mark.engine
+
+
+def test_interleaved_2_plus_2_alternates_and_restarts_the_engine(workspace):
+    base = load_spec(builtin_spec("ci-tiny"), {"concurrency": [2], "name": "tiny-a"})
+    tuned = load_spec(builtin_spec("ci-tiny"), {"concurrency": [2], "name": "tiny-b",
+                                                "engine": {"args": ["--max-model-len", "1024", "--enforce-eager",
+                                                                    "--max-num-seqs", "1"]}})
+    cid = run_comparison(base, tuned, target="local", pairs=2, label="ci")
+    c = load_comparison(cid)
+    assert c.status == "complete", c.reason
+    assert [r.side for r in c.repeats] == ["baseline", "tuned", "baseline", "tuned"]
+    pids = [r.engine["pid"] for r in c.repeats]
+    assert all(pids) and len(set(pids)) == 4, pids
+    for prev, nxt in zip(c.repeats, c.repeats[1:]):  # one engine at a time, stopped before the next started
+        assert datetime.fromisoformat(prev.engine["stopped_at"]) <= datetime.fromisoformat(nxt.engine["started_at"])
+    assert [r.engine["args"][-2:] for r in c.repeats if r.side == "tuned"] == [["--max-num-seqs", "1"]] * 2
+    for r in c.repeats:
+        assert inferlab.load_run(r.run_id).verify() == []
+    a, b, what = sides(comparison=cid)
+    assert len(a) == len(b) == 2 and "A B A B" in what
+    res = compare_sides(a, b)
+    prim = res[res["role"] == "primary"]
+    assert list(prim["n_baseline"]) == [2] and list(prim["n_tuned"]) == [2]
+    assert prim["ci_low"].notna().all() and (prim["ci_low"] <= prim["ratio"]).all()
+

@@ -1,0 +1,188 @@
+"""Rendered PDFs (Chromium --print-to-pdf of the report HTML) are complete on A4: every column header
+of every table is in the PDF's text (none lost behind a scroll bar), each report's title appears
+once, and every figure prints whole, inside the printable width, at >= MIN_FIGURE_SCALE.
+
+The sample's load-test, stress and compare reports are rendered once for the module (~30 s).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from inferlab.report import render
+
+ROOT = Path(__file__).resolve().parents[2]
+POPPLER = ("pdftotext", "pdfimages", "pdfinfo")
+
+pytestmark = [
+    pytest.mark.skipif(render.chromium() is None, reason="no Chromium: `make system-deps` (apt-get install chromium)"),
+    pytest.mark.skipif(not all(shutil.which(t) for t in POPPLER),
+                       reason="no pdftotext/pdfimages/pdfinfo: `make system-deps` (apt-get install poppler-utils)"),
+]
+
+
+class _Headers(HTMLParser):
+    """The <th> texts in each table's <thead>, one list per table."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tables: list[list[str]] = []
+        self._head = False
+        self._th: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "thead":
+            self._head = True
+        elif tag == "th" and self._head:
+            self._th = []
+
+    def handle_endtag(self, tag):
+        if tag == "thead":
+            self._head = False
+        elif tag == "th" and self._th is not None:
+            text = " ".join("".join(self._th).split())
+            if text and self.tables:
+                self.tables[-1].append(text)
+            self._th = None
+
+    def handle_data(self, data):
+        if self._th is not None:
+            self._th.append(data)
+
+
+def table_headers(executed: Path) -> list[list[str]]:
+    """Column headers of every table among the executed notebook's HTML outputs (the record)."""
+    tables = []
+    for cell in nbformat.read(executed, as_version=4).cells:
+        for out in cell.get("outputs", []):
+            html = out.get("data", {}).get("text/html")
+            if html:
+                parser = _Headers()
+                parser.feed(html)
+                tables += [t for t in parser.tables if t]
+    return tables
+
+
+def pdf_tokens(pdf: Path) -> list[str]:
+    """The PDF's words in content order (`pdftotext -raw`: a table cell's lines stay together, where
+    `-layout` interleaves the wrapped headers of neighbouring columns); a line that ends in `_` or `-`
+    (a header or value wrapped there) is joined to the next."""
+    raw = subprocess.run(["pdftotext", "-raw", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    return re.sub(r"(?<=[_-])\s*\n\s*", "", raw).split()
+
+
+def pdf_lines(pdf: Path) -> list[str]:
+    raw = subprocess.run(["pdftotext", "-raw", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    return [" ".join(line.split()) for line in raw.splitlines()]
+
+
+def contains_run(tokens: list[str], words: list[str]) -> bool:
+    n = len(words)
+    return any(tokens[i:i + n] == words for i in range(len(tokens) - n + 1))
+
+
+def page_widths_pt(pdf: Path) -> dict[int, float]:
+    info = subprocess.run(["pdfinfo", "-f", "1", "-l", "999", str(pdf)], capture_output=True, text=True, check=True)
+    return {int(m[1]): float(m[2]) for m in re.finditer(r"Page\s+(\d+) size:\s+([\d.]+) x", info.stdout)}
+
+
+def images(pdf: Path) -> list[dict]:
+    """pdfimages -list rows: page, width (px), x-ppi."""
+    out = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True, text=True, check=True).stdout
+    rows = []
+    for line in out.splitlines()[2:]:
+        f = line.split()
+        if len(f) >= 13 and f[2] == "image":
+            rows.append({"page": int(f[0]), "width": int(f[3]), "x_ppi": float(f[12])})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """report -> (executed notebook, PDF): one load-test, the stress and one compare report of the
+    sample. The `workspace` fixture (conftest) is per test; this is the same workspace, once."""
+    ws = tmp_path_factory.mktemp("workspace")
+    (ws / "pyproject.toml").write_text("[project]\nname='ws'\n")
+    (ws / "data" / "runs").mkdir(parents=True)
+    shutil.copytree(ROOT / "data" / "sample", ws / "data" / "sample")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INFERLAB_HOME", str(ws))
+        mp.delenv("INFERLAB_API_KEY", raising=False)
+        jobs = {}
+        for job in render.jobs_for("sample"):
+            jobs.setdefault(job.report, job)
+        assert set(jobs) == set(render.NOTEBOOKS)
+        made = {}
+        for report, job in jobs.items():
+            files = render.render(job, pdf=True)
+            executed = next(p for p in files if p.suffix == ".ipynb")
+            pdf = next((p for p in files if p.suffix == ".pdf"), None)
+            assert pdf, f"{job.slug}: no PDF (see stderr)"
+            made[report] = (executed, pdf)
+        return made
+
+
+@pytest.mark.parametrize("report", list(render.NOTEBOOKS))
+def test_every_table_header_is_in_the_pdf(reports, report):
+    executed, pdf = reports[report]
+    tables = table_headers(executed)
+    assert tables, f"{report}: no table found in the executed notebook"
+    tokens = pdf_tokens(pdf)
+    missing = [h for t in tables for h in t if not contains_run(tokens, h.split())]
+    assert not missing, f"{pdf.name}: column headers not in the PDF's text: {missing}"
+    for headers in tables:  # each header row whole and in order: no column cut off in between
+        assert contains_run(tokens, [w for h in headers for w in h.split()]), (pdf.name, headers)
+
+
+@pytest.mark.parametrize("report", list(render.NOTEBOOKS))
+def test_the_title_appears_once(reports, report):
+    executed, pdf = reports[report]
+    title = render.notebook_title(nbformat.read(executed, as_version=4))
+    assert title
+    assert pdf_lines(pdf).count(title) == 1, f"{pdf.name}: title {title!r} printed {pdf_lines(pdf).count(title)} times"
+
+
+@pytest.mark.parametrize("report", list(render.NOTEBOOKS))
+def test_figures_print_whole_and_legible(reports, report):
+    """Figures are embedded at their pixel size; x-ppi gives the printed scale (96 ppi = 100 %, a CSS px
+    being 1/96 in) and width; none wider than the page's printable width (else it is cropped), none
+    scaled below MIN_FIGURE_SCALE."""
+    _, pdf = reports[report]
+    pages = page_widths_pt(pdf)
+    figures = [i for i in images(pdf) if i["width"] >= 200]
+    assert figures, f"{pdf.name}: no figure"
+    for img in figures:
+        printed_pt = img["width"] / img["x_ppi"] * 72
+        printable_pt = pages[img["page"]] - 2 * render.PAGE_MARGIN_MM / 25.4 * 72
+        assert printed_pt <= printable_pt + 1, (pdf.name, img, printed_pt, printable_pt)
+        assert 96 / img["x_ppi"] >= render.MIN_FIGURE_SCALE - 0.01, (pdf.name, img)
+
+
+def test_tables_and_figures_too_wide_for_portrait_go_landscape():
+    """No Chromium needed: the layout decisions themselves."""
+    cols = [f"metric_{i}_value" for i in range(30)]
+    wide = "<table><thead><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr></thead><tbody><tr>" + \
+        "".join("<td>12345.6</td>" for _ in cols) + "</tr></tbody></table>"
+    narrow = "<table><thead><tr><th>cell_id</th><th>rps</th></tr></thead><tbody><tr><td>short-c1</td>" \
+             "<td>1.5</td></tr></tbody></table>"
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Title\n\n## Wide"),
+        nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output("execute_result", {"text/html": wide})]),
+        nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output("execute_result", {"text/html": narrow})]),
+    ])
+    out = render.printable(nb)
+    assert [c.metadata.get("tags", []) for c in out.cells] == [[render.WIDE], [render.WIDE], []]
+    html = out.cells[1].outputs[0].data["text/html"]
+    assert "metric_<wbr>0_<wbr>value" in html and 'style="font-size:' in html  # 30 columns: smaller type too
+    assert 'class="inferlab-nowrap">short-c1<' in out.cells[2].outputs[0].data["text/html"]
+    assert "tags" not in nb.cells[1].metadata and "<wbr>" not in nb.cells[1].outputs[0].data["text/html"]
+    assert render.notebook_title(nb) == "Title"
