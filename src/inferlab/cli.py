@@ -150,7 +150,10 @@ def cmd_compare(a) -> int:
         base, tuned, what = sides(baseline_run=a.runs, tuned_run=a.tuned)
     else:
         base, tuned, what = sides(comparison=a.runs)
-    res = compare_with_aa(base, tuned, aa_comparison=a.aa or "", method=a.method)
+    from .analysis.compare import primary_of
+
+    primary = a.primary or primary_of("" if a.tuned else a.runs)
+    res = compare_with_aa(base, tuned, aa_comparison=a.aa or "", method=a.method, primary=primary)
     print(what)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 60):
         print(verdict_table(res).to_string(index=False))
@@ -167,7 +170,7 @@ def cmd_ab(a) -> int:
     overlays = (a.overlay_baseline, a.overlay_tuned) if a.overlay_baseline and a.overlay_tuned else None
     cid = run_comparison(base, tuned, target=a.target, base_url=a.base_url, pairs=a.pairs, order=a.order,
                          seed=a.seed, label=a.label, until_width=a.until_width, max_pairs=a.max_pairs,
-                         overlays=overlays)
+                         overlays=overlays, primary=a.primary)
     print(cid)
     return 0
 
@@ -275,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("runs", metavar="COMPARISON_ID|BASELINE_RUN")
     s.add_argument("tuned", nargs="?", metavar="TUNED_RUN")
     s.add_argument("--aa", metavar="COMPARISON_ID", help="a recorded A/A comparison to show beside every effect")
+    s.add_argument("--primary", default=None, choices=["throughput", "goodput", "latency_p50", "latency_p95",
+                                                        "latency_p99", "max_sustainable_rate"],
+                   help="the metric that carries the verdict (default: the comparison's, else throughput)")
     s.add_argument("--method", default="auto", choices=["auto", "welch", "bootstrap"],
                    help="interval method (auto: Welch t on logs below 8 repeats a side, bootstrap from 8)")
     s.set_defaults(fn=cmd_compare)
@@ -293,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-pairs", type=int, default=8, help="budget for --until-width")
     s.add_argument("--set-baseline", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--set-tuned", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--primary", default="throughput", choices=["throughput", "goodput", "latency_p50", "latency_p95",
+                                                                "latency_p99"],
+                   help="the metric that carries the verdict (capacity specs: max_sustainable_rate)")
     s.add_argument("--overlay-baseline", help="TARGET=k8s: overlay deployed before each baseline repeat (e.g. baseline)")
     s.add_argument("--overlay-tuned", help="TARGET=k8s: overlay deployed before each tuned repeat (e.g. tuned)")
     s.set_defaults(fn=cmd_ab)

@@ -20,19 +20,27 @@ def search(true_capacity: float, noise: float = 0.0, seed: int = 0, **kw) -> lis
     return steps
 
 
-@pytest.mark.parametrize("cap", [1.3, 3.0, 8.6, 37.0, 425.0])
+@pytest.mark.parametrize("cap", [0.12, 0.55, 1.05, 1.3, 3.0, 8.6, 37.0, 425.0])
 def test_noiseless_search_brackets_the_true_capacity(cap):
     steps = search(cap)
     lo, hi = bracket(steps)
-    assert lo <= cap < hi and (hi - lo) / lo <= 0.1 + 1e-9, (lo, hi)
+    assert lo <= cap < hi and (hi - lo) / lo <= 0.1 + 0.02 / lo, (lo, hi)  # resolution, or the 0.01 r/s grid
+    assert sum(s.rate == lo for s in steps) >= 3 and sum(s.rate == hi for s in steps) >= 3  # boundaries repeated
 
 
-def test_noisy_searches_mostly_bracket_and_agree():
-    hits = 0
-    for seed in range(100):
-        lo, hi = bracket(search(8.6, noise=0.03, seed=seed))
-        hits += lo is not None and hi is not None and lo * 0.9 <= 8.6 <= hi * 1.1
-    assert hits >= 90
+def test_noisy_searches_land_near_the_capacity_and_agree_with_each_other():
+    """3 % run-to-run noise: "every run passes" biases the MSR low on purpose, but within ~15 %,
+    and two independent searches' brackets overlap (the issue's agreement criterion)."""
+    brackets = [bracket(search(8.6, noise=0.03, seed=seed, start_rate=2.0)) for seed in range(100)]
+    assert all(lo is not None and hi is not None for lo, hi in brackets)
+    assert sum(0.85 * 8.6 <= lo <= 8.6 * 1.1 for lo, _ in brackets) >= 95
+    overlap = sum(max(a[0], b[0]) <= min(a[1], b[1]) for a, b in zip(brackets[::2], brackets[1::2]))
+    assert overlap >= 40, overlap
+
+
+def test_a_growth_that_rounds_to_no_change_ends_the_search():
+    steps = search(1000, start_rate=0.01, growth=1.2, max_rate=10)
+    assert len(steps) < 40 and max(s.rate for s in steps) <= 10
 
 
 def test_boundaries_are_repeated():

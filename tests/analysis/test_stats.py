@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from inferlab.analysis import stats
-from inferlab.analysis.compare import LOWER_IS_BETTER, _verdict
+from inferlab.analysis.compare import LOWER_IS_BETTER, compare_repeats
 from inferlab.analysis.window import repeat_metrics
 
 REPEATS = 3
@@ -33,10 +33,13 @@ def test_bootstrap_only_with_enough_repeats_and_covers():
     rng = np.random.default_rng(2)
     with pytest.raises(ValueError, match="repeats a side"):
         stats.ratio_interval([1, 2, 3], [1, 2, 3], method="bootstrap")
-    hits = sum(stats.ratio_interval(rng.lognormal(0, 0.1, 10), 1.1 * rng.lognormal(0, 0.1, 10), method="auto",
-                                    n_boot=1000, seed=i).low <= 1.1 <= stats.ratio_interval(
-        rng.lognormal(0, 0.1, 10), 1.1 * rng.lognormal(0, 0.1, 10), method="welch").high for i in range(200))
-    assert hits / 200 >= 0.85
+    hits = agree = 0
+    for i in range(200):
+        iv = stats.ratio_interval(rng.lognormal(0, 0.1, 10), 1.1 * rng.lognormal(0, 0.1, 10), method="auto",
+                                  n_boot=1000, seed=i)
+        hits += iv.low <= 1.1 <= iv.high
+        agree += (iv.p_value < 0.05) == (not iv.low <= 1 <= iv.high)  # verdict and interval never disagree
+    assert hits / 200 >= 0.85 and agree == 200
     assert stats.ratio_interval(np.ones(10), np.ones(10) * 2, method="auto").method == "bootstrap"
 
 
@@ -46,6 +49,11 @@ def test_levels_nest_and_bounds_are_ordered():
         a, b = rng.lognormal(0, 0.1, 3), rng.lognormal(0.05, 0.1, 4)
         i90, i95 = stats.ratio_interval(a, b, level=0.90), stats.ratio_interval(a, b, level=0.95)
         assert i95.low <= i90.low <= i90.ratio <= i90.high <= i95.high
+
+
+def test_identical_repeats_give_no_verdict():
+    iv = stats.ratio_interval([5.0, 5.0, 5.0], [6.0, 6.0, 6.0])
+    assert np.isnan(iv.p_value) and "noise unknown" in iv.note
 
 
 def test_one_repeat_gives_no_interval_and_no_verdict():
@@ -77,14 +85,14 @@ def test_min_detectable_ratio_has_its_power_by_simulation():
 CELLS = [("short", 1, 21), ("short", 4, 24), ("short", 16, 36), ("long", 1, 21), ("long", 4, 24), ("long", 16, 36)]
 
 
-def closed_loop(rng, vus: int, n: int, mean_ms: float, fail_every: int = 0) -> pd.DataFrame:
+def closed_loop(rng, vus: int, n: int, mean_ms: float, fail_every: int = 0, sigma: float = 0.2) -> pd.DataFrame:
     """n requests by ``vus`` closed-loop users: each user starts its next request when the last ends."""
     free = np.zeros(vus)
     rows = []
     t0 = pd.Timestamp("2026-11-27", tz="UTC")
     for i in range(n):
         u = int(np.argmin(free))
-        d = mean_ms * rng.lognormal(0, 0.2)
+        d = mean_ms * rng.lognormal(0, sigma)
         ok = not (fail_every and i % fail_every == 1)  # a failed request keeps its time (as in a copy)
         rows.append((free[u], free[u] + d, d, ok))
         free[u] += d
@@ -93,27 +101,49 @@ def closed_loop(rng, vus: int, n: int, mean_ms: float, fail_every: int = 0) -> p
 
 
 def simulated_comparison(rng, cv: float, factor: float, fail_every: int = 0) -> pd.DataFrame:
+    """Synthetic requests -> repeat metrics -> the real verdict code (compare.compare_repeats)."""
     rows = []
     for payload, vus, n in CELLS:
         base_ms = 200.0 if payload == "short" else 800.0
         for side, f, fe in (("baseline", 1.0, 0), ("tuned", factor, fail_every)):
-            for _ in range(REPEATS):
+            for r in range(REPEATS):
                 run_factor = rng.lognormal(0, cv)  # between-run noise: the whole repeat is slower or faster
                 req = closed_loop(rng, vus, n, base_ms * run_factor / f * (1 + 0.05 * (vus - 1)), fe)
-                rows.append({"side": side, "cell": f"{payload}-c{vus}", **repeat_metrics(req, 60000)})
-    reps = pd.DataFrame(rows)
-    out = []
-    for cell, g in reps.groupby("cell"):
-        a, b = g[g["side"] == "baseline"], g[g["side"] == "tuned"]
-        iv = stats.ratio_interval(a["throughput"], b["throughput"])
-        out.append({"cell": cell, "metric": "throughput", "ratio": iv.ratio, "low": iv.low, "high": iv.high,
-                    "p_value": iv.p_value, "note": iv.note,
-                    "error_rate_baseline": a["errors"].sum() / a["requests"].sum(),
-                    "error_rate_tuned": b["errors"].sum() / b["requests"].sum()})
-    res = pd.DataFrame(out)
-    res["q_value"] = stats.holm(res["p_value"])
-    res["verdict"] = [_verdict(r, 0.05) for r in res.itertuples()]
-    return res
+                rows.append({"side": side, "run_id": f"{side}-{r}", "cell": f"{payload}-c{vus}", "payload": payload,
+                             "vus": vus, **repeat_metrics(req, 60000, vus=vus)})
+    res = compare_repeats(pd.DataFrame(rows))
+    return res[res["role"] == "primary"]
+
+
+def batched_rounds(vus: int, n: int, round_ms: float) -> pd.DataFrame:
+    """A batching server: every request in flight finishes together at the end of its round."""
+    t0 = pd.Timestamp("2026-11-27", tz="UTC")
+    k = np.arange(n) // vus
+    s, e = k * round_ms, (k + 1) * round_ms
+    return pd.DataFrame({"start_ts": t0 + pd.to_timedelta(s, "ms"), "end_ts": t0 + pd.to_timedelta(e, "ms"),
+                         "duration_ms": e - s, "ok": True})
+
+
+@pytest.mark.parametrize("vus", [1, 4, 16])
+def test_window_throughput_is_unbiased_for_batched_and_spread_latencies(vus):
+    """The default cells (VUs + 20 requests) read the server's true rate: a batching server
+    (16 answers finish together) and independent lognormal latencies alike."""
+    n = vus + 20
+    m = repeat_metrics(batched_rounds(vus, n, 1000.0), 60000, vus=vus)
+    assert m["throughput"] == pytest.approx(vus / 1.0, rel=0.01)
+    rng = np.random.default_rng(8)
+    for sigma in (0.2, 0.5):  # mean latency 1 s: the true rate is vus / 1 s
+        est = [repeat_metrics(closed_loop(rng, vus, n, 1000.0 * np.exp(-sigma ** 2 / 2), sigma=sigma), 60000,
+                              vus=vus)["throughput"] for _ in range(200)]
+        assert np.mean(est) == pytest.approx(vus, rel=0.05), (sigma, np.mean(est))
+
+
+def test_window_latency_keeps_the_requests_still_running_at_the_close():
+    """The longest requests end after the last start; dropping them would bias p95 low."""
+    req = batched_rounds(4, 24, 1000.0)
+    req.loc[req.index[-4:], "duration_ms"] = 5000.0  # the last round is slow
+    req.loc[req.index[-4:], "end_ts"] = req["start_ts"].iloc[-4:] + pd.Timedelta(seconds=5)
+    assert repeat_metrics(req, 60000, vus=4)["latency_p95"] == pytest.approx(5000.0)
 
 
 @pytest.mark.parametrize("cv", CVS)
@@ -128,7 +158,7 @@ def test_large_effect_is_found_and_interval_covers_it():
     rng = np.random.default_rng(6)
     res = simulated_comparison(rng, 0.05, 1.5)
     assert (res["verdict"] == "better").sum() >= 4
-    assert ((res["low"] <= 1.5 * 1.05) & (res["high"] >= 1.5 * 0.95)).mean() >= 0.8
+    assert ((res["ci_low"] <= 1.5 * 1.05) & (res["ci_high"] >= 1.5 * 0.95)).mean() >= 0.8
 
 
 def test_failure_injected_side_is_never_better():

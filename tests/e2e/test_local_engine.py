@@ -60,7 +60,10 @@ def test_sweep_writes_a_complete_checked_run(keyed, tiny):
     req = r.requests
     measured = req[req.phase == "measure"]
     assert len(measured) == tiny.iterations(1) + tiny.iterations(2)
-    assert (req.phase == "warmup").sum() == 2 * tiny.warmup_requests
+    # warm-up: at least warmup_requests and one full round of the cell's VUs, all before the measured phase
+    assert (req.phase == "warmup").sum() == sum(max(tiny.warmup_requests, v) for v in (1, 2))
+    for _, g in req.groupby("cell_id"):
+        assert g.loc[g.phase == "warmup", "end_ts"].max() <= g.loc[g.phase == "measure", "start_ts"].min()
     assert measured.ok.all()
     assert r.probe["ttft_ms"].notna().all() and (r.probe["headers_ms"] < r.probe["e2e_ms"]).all()
     cc = crosscheck(r)

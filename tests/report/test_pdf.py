@@ -7,6 +7,8 @@ The sample's load-test, stress and compare reports are rendered once for the mod
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 import shutil
 import subprocess
@@ -21,11 +23,6 @@ from inferlab.report import render
 ROOT = Path(__file__).resolve().parents[2]
 POPPLER = ("pdftotext", "pdfimages", "pdfinfo")
 
-pytestmark = [
-    pytest.mark.skipif(render.chromium() is None, reason="no Chromium: `make system-deps` (apt-get install chromium)"),
-    pytest.mark.skipif(not all(shutil.which(t) for t in POPPLER),
-                       reason="no pdftotext/pdfimages/pdfinfo: `make system-deps` (apt-get install poppler-utils)"),
-]
 
 
 class _Headers(HTMLParser):
@@ -110,6 +107,10 @@ def images(pdf: Path) -> list[dict]:
 def reports(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     """report -> (executed notebook, PDF): one load-test, the stress and one compare report of the
     sample. The `workspace` fixture (conftest) is per test; this is the same workspace, once."""
+    if render.chromium() is None:
+        pytest.skip("no Chromium to print PDFs: `make system-deps` (apt-get install chromium)")
+    if not all(shutil.which(t) for t in POPPLER):
+        pytest.skip("no pdftotext/pdfimages/pdfinfo to read PDFs: `make system-deps` (apt-get install poppler-utils)")
     ws = tmp_path_factory.mktemp("workspace")
     (ws / "pyproject.toml").write_text("[project]\nname='ws'\n")
     (ws / "data" / "runs").mkdir(parents=True)
@@ -148,7 +149,8 @@ def test_the_title_appears_once(reports, report):
     executed, pdf = reports[report]
     title = render.notebook_title(nbformat.read(executed, as_version=4))
     assert title
-    assert pdf_lines(pdf).count(title) == 1, f"{pdf.name}: title {title!r} printed {pdf_lines(pdf).count(title)} times"
+    printed = pdf_lines(pdf).count(title)
+    assert printed == 1, f"{pdf.name}: the title {title!r} is printed {printed} times"
 
 
 @pytest.mark.parametrize("report", list(render.NOTEBOOKS))
@@ -167,22 +169,36 @@ def test_figures_print_whole_and_legible(reports, report):
         assert 96 / img["x_ppi"] >= render.MIN_FIGURE_SCALE - 0.01, (pdf.name, img)
 
 
+def _png(width: int) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, 10), "white").save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
 def test_tables_and_figures_too_wide_for_portrait_go_landscape():
-    """No Chromium needed: the layout decisions themselves."""
+    """No Chromium needed: the layout decisions, on a copy of the notebook."""
     cols = [f"metric_{i}_value" for i in range(30)]
     wide = "<table><thead><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr></thead><tbody><tr>" + \
         "".join("<td>12345.6</td>" for _ in cols) + "</tr></tbody></table>"
     narrow = "<table><thead><tr><th>cell_id</th><th>rps</th></tr></thead><tbody><tr><td>short-c1</td>" \
              "<td>1.5</td></tr></tbody></table>"
+    out = lambda data: [nbformat.v4.new_output("display_data", data)]  # noqa: E731
     nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell("# Title\n\n## Wide"),
-        nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output("execute_result", {"text/html": wide})]),
-        nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output("execute_result", {"text/html": narrow})]),
+        nbformat.v4.new_markdown_cell("# Title\n\n## Wide table"),
+        nbformat.v4.new_code_cell(outputs=out({"text/html": wide})),
+        nbformat.v4.new_code_cell(outputs=out({"text/html": narrow})),
+        nbformat.v4.new_code_cell(outputs=out({"image/png": _png(900)})),  # 80 % on a portrait page
+        nbformat.v4.new_markdown_cell("## Wide figure"),
+        nbformat.v4.new_code_cell(outputs=out({"image/png": _png(1500)})),  # 48 % there: landscape
     ])
-    out = render.printable(nb)
-    assert [c.metadata.get("tags", []) for c in out.cells] == [[render.WIDE], [render.WIDE], []]
-    html = out.cells[1].outputs[0].data["text/html"]
-    assert "metric_<wbr>0_<wbr>value" in html and 'style="font-size:' in html  # 30 columns: smaller type too
-    assert 'class="inferlab-nowrap">short-c1<' in out.cells[2].outputs[0].data["text/html"]
-    assert "tags" not in nb.cells[1].metadata and "<wbr>" not in nb.cells[1].outputs[0].data["text/html"]
+    printed = render.printable(nb)
+    assert [c.metadata.get("tags", []) for c in printed.cells] == [[render.WIDE], [render.WIDE], [], [],
+                                                                   [render.WIDE], [render.WIDE]]
+    html = printed.cells[1].outputs[0].data["text/html"]
+    assert 'style="--inferlab-print-pt: ' in html  # 30 columns: smaller type too (in print only)
+    assert "metric_<wbr>0_<wbr>value" in render.header_wrap_points(html) and "<wbr>" not in html
+    assert 'class="inferlab-nowrap">short-c1<' in printed.cells[2].outputs[0].data["text/html"]
+    assert "tags" not in nb.cells[1].metadata and nb.cells[1].outputs[0].data["text/html"] == wide  # a copy
     assert render.notebook_title(nb) == "Title"

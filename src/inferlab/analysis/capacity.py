@@ -9,8 +9,11 @@ Search (``next_rate``): coarse steps from ``start_rate`` multiplied by ``growth`
 then bisection between the highest passing and the lowest failing rate until their gap is below
 ``resolution`` (relative); then both boundary rates are re-run ``boundary_repeats`` times. A rate
 passes only if every run of it passed. The MSR is the highest passing rate, reported with the
-interval [MSR, lowest failing rate]: the true boundary lies inside it, and two searches agree
-when their intervals overlap.
+interval [MSR, lowest failing rate]: the bracket where this search saw the SLO break, at its
+resolution. It is not a confidence interval: run-to-run noise moves the boundary (and requiring
+every run of a rate to pass biases the MSR low, on purpose: "sustainable" means it held every
+time), so two searches agree when their brackets overlap, and a comparison of configurations
+repeats whole searches across engine restarts (``inferlab ab`` with capacity specs).
 """
 
 from __future__ import annotations
@@ -81,16 +84,17 @@ def next_rate(steps: list[Step], start_rate: float, growth: float, resolution: f
               max_rate: float) -> float | None:
     """The next rate to run, or None when the search is done."""
     if not steps:
-        return round(start_rate, 1)
+        return round(start_rate, 2)
     lo, hi = bracket(steps)
     if hi is None:  # coarse phase: nothing failed yet
-        nxt = round(max(r.rate for r in steps) * growth, 1)
-        return nxt if nxt <= max_rate else None
+        top = max(r.rate for r in steps)
+        nxt = round(top * growth, 2)
+        return nxt if top < nxt <= max_rate else None  # a growth that rounds to no change ends the search
     if lo is None:  # the first step already failed: go down
-        nxt = round(hi / growth, 1)
-        return nxt if nxt >= 0.1 and nxt < hi else None
+        nxt = round(hi / growth, 2)
+        return nxt if nxt >= 0.01 and nxt < hi else None
     if (hi - lo) / lo > resolution:
-        mid = round((lo + hi) / 2, 1)
+        mid = round((lo + hi) / 2, 2)
         return mid if lo < mid < hi else None
     runs = {r: sum(s.rate == r for s in steps) for r in (lo, hi)}
     for r in (lo, hi):  # boundary repeats: the first run plus boundary_repeats more

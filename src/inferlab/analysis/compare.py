@@ -29,7 +29,9 @@ from . import stats
 from .summary import measured
 from .window import QUANTILES, min_requests, repeat_metrics
 
-LOWER_IS_BETTER = {"throughput": False, "goodput": False, **{k: True for k in QUANTILES}}
+LOWER_IS_BETTER = {"throughput": False, "goodput": False, **{k: True for k in QUANTILES}, "max_sustainable_rate": False}
+FAILURE_SENSITIVE = ("throughput", "goodput", *QUANTILES)  # a side that failed more is never better on these
+MIN_VERDICT_REPEATS = 3  # per side: the design's minimum for a verdict (2 give an interval, no verdict)
 PRIMARY = "throughput"
 NOT_COMPARED = ("ramping-arrival-rate",)  # a ramp has no steady state
 
@@ -43,20 +45,51 @@ def _runs(x: Run | Sequence[Run]) -> list[Run]:
 
 
 def repeat_table(runs: Run | Sequence[Run], side: str, slo_e2e_ms: float) -> pd.DataFrame:
-    """One row per (run, cell repeat): the repeat's metrics (window.repeat_metrics) and keys."""
+    """One row per (run, cell): the repeat's metrics (window.repeat_metrics) and keys.
+
+    A run is one repeat: ``-r<n>`` cells inside one run (same engine, back to back, not
+    interleaved) are folded into one value per metric (geometric mean; counts summed), so they
+    never pose as independent repeats. A failed cell stays in: its requests count as failures and
+    a cell that served nothing has throughput 0. A capacity run contributes its max sustainable
+    rate (metric ``max_sustainable_rate``)."""
     rows = []
     for run in _runs(runs):
+        if run.manifest.kind == "capacity":
+            msr = run.capacity.get("msr") if run.capacity else None
+            payload = run.manifest.spec.get("capacity", {}).get("payload", "")
+            rows.append({"side": side, "run_id": run.run_id, "cell_id": f"{payload}-capacity",
+                         "cell": f"{payload}-capacity", "payload": payload, "vus": 0, "executor": "capacity",
+                         "requests": 0, "errors": 0, "window_requests": 0,
+                         "max_sustainable_rate": float(msr) if msr is not None else 0.0})
+            continue
         req = measured(run)
         for cell in run.manifest.cells:
-            if cell.executor in NOT_COMPARED or cell.status != "complete":
+            if cell.executor in NOT_COMPARED or cell.status in ("pending", "skipped", "running"):
                 continue
             g = req[req["cell_id"] == cell.cell_id] if not req.empty else req
-            if g.empty:
-                continue
             rows.append({"side": side, "run_id": run.run_id, "cell_id": cell.cell_id, "cell": base_cell(cell.cell_id),
                          "payload": cell.payload, "vus": cell.vus, "executor": cell.executor,
-                         **repeat_metrics(g, slo_e2e_ms, cell.executor)})
-    return pd.DataFrame(rows)
+                         **repeat_metrics(g, slo_e2e_ms, cell.executor, cell.vus)})
+    return _fold_within_run(pd.DataFrame(rows))
+
+
+COUNTS = ("requests", "errors", "window_requests")
+
+
+def _fold_within_run(reps: pd.DataFrame) -> pd.DataFrame:
+    """One row per (side, run, cell): geometric mean of a run's ``-r<n>`` values, counts summed."""
+    if reps.empty:
+        return reps
+    keys = ["side", "run_id", "cell"]
+    metrics = [c for c in reps.columns if c in LOWER_IS_BETTER or c == "window_s"]
+    agg = {c: (lambda v: float(np.exp(np.log(np.maximum(v.dropna(), 1e-9)).mean())) if v.notna().any() else np.nan)
+           for c in metrics}
+    agg.update({c: "sum" for c in COUNTS if c in reps.columns})
+    agg.update({c: "first" for c in ("payload", "vus", "executor") if c in reps.columns})
+    agg["cell_id"] = lambda v: ",".join(v)
+    out = reps.groupby(keys, sort=False).agg(agg).reset_index()
+    out["error_rate"] = out["errors"] / out["requests"].where(out["requests"] > 0)
+    return out
 
 
 def _slo(runs: list[Run], slo_e2e_ms: float | None) -> float:
@@ -66,26 +99,43 @@ def _slo(runs: list[Run], slo_e2e_ms: float | None) -> float:
 def compare_sides(baseline: Run | Sequence[Run], tuned: Run | Sequence[Run], slo_e2e_ms: float | None = None,
                   primary: str = PRIMARY, alpha: float = 0.05, level: float = 0.95,
                   method: str = "auto") -> pd.DataFrame:
-    """Long table: one row per matching cell x metric (ratio = tuned / baseline)."""
+    """Long table: one row per matching cell x metric (ratio = tuned / baseline). Capacity runs
+    compare their max sustainable rate, which is then the primary metric."""
     base_runs, tuned_runs = _runs(baseline), _runs(tuned)
     slo = _slo(tuned_runs, slo_e2e_ms)
     reps = pd.concat([repeat_table(base_runs, "baseline", slo), repeat_table(tuned_runs, "tuned", slo)],
                      ignore_index=True)
+    out = compare_repeats(reps, primary, alpha, level, method)
+    out.attrs.update(baseline=[r.run_id for r in base_runs], tuned=[r.run_id for r in tuned_runs], slo_e2e_ms=slo)
+    return out
+
+
+def compare_repeats(reps: pd.DataFrame, primary: str = PRIMARY, alpha: float = 0.05, level: float = 0.95,
+                    method: str = "auto") -> pd.DataFrame:
+    """The verdict table from a repeat table (one row per side x repeat x cell with the metrics of
+    ``window.repeat_metrics``, plus ``payload`` and ``vus``): intervals, Holm q-values per family,
+    the A/A spread and the detectable effect, verdicts."""
     rows = []
     if not reps.empty:
         cells = [c for c in dict.fromkeys(reps["cell"]) if set(reps.loc[reps["cell"] == c, "side"]) == {"baseline", "tuned"}]
         for cell in cells:
             a, b = reps[(reps["cell"] == cell) & (reps["side"] == "baseline")], reps[(reps["cell"] == cell) & (reps["side"] == "tuned")]
-            for metric in LOWER_IS_BETTER:
+            for metric in [m for m in LOWER_IS_BETTER if m in reps.columns and reps[m].notna().any()]:
                 rows.append(_metric_row(cell, a, b, metric, primary, alpha, level, method))
     out = pd.DataFrame(rows)
     if not out.empty:
+        if primary not in set(out["metric"]) and "max_sustainable_rate" in set(out["metric"]):
+            primary = "max_sustainable_rate"
+        out["role"] = np.where(out["metric"] == primary, "primary", "secondary")
         for role in ("primary", "secondary"):
             sel = out["role"] == role
             out.loc[sel, "q_value"] = stats.holm(out.loc[sel, "p_value"], alpha)
+            # what this design detects with 80 % power at Holm's strictest step (alpha / tests in the family)
+            m = max(int(sel.sum()), 1)
+            out.loc[sel, "min_detectable"] = [stats.min_detectable_ratio(sd, na, nb, alpha / m) for sd, na, nb in
+                                              zip(out.loc[sel, "noise_cv"], out.loc[sel, "n_baseline"], out.loc[sel, "n_tuned"])]
         out["verdict"] = [_verdict(r, alpha) for r in out.itertuples()]
-    out.attrs.update(baseline=[r.run_id for r in base_runs], tuned=[r.run_id for r in tuned_runs], slo_e2e_ms=slo,
-                     alpha=alpha, level=level, primary=primary, repeats=reps)
+    out.attrs.update(alpha=alpha, level=level, primary=primary, repeats=reps)
     return out
 
 
@@ -93,8 +143,8 @@ def _metric_row(cell: str, a: pd.DataFrame, b: pd.DataFrame, metric: str, primar
                 level: float, method: str) -> dict:
     va, vb = a[metric].dropna().to_numpy(float), b[metric].dropna().to_numpy(float)
     iv = stats.ratio_interval(va, vb, level=level, method=method)
-    sd = float(np.sqrt(np.nanmean([stats.log_sd(va), stats.log_sd(vb)]))) if min(len(va), len(vb)) >= 2 else np.nan
-    sd = float(np.sqrt(np.nanmean([stats.log_sd(va) ** 2, stats.log_sd(vb) ** 2]))) if np.isfinite(sd) else np.nan
+    # pooled between-repeat log-SD (~ CV): the noise the A/A spread and detectable effect refer to
+    sd = float(np.sqrt(np.nanmean([stats.log_sd(va) ** 2, stats.log_sd(vb) ** 2]))) if min(len(va), len(vb)) >= 2 else np.nan
     df = len(va) + len(vb) - 2
     aa = float(np.exp(stats.stats.t.ppf(0.5 + level / 2, df) * sd * np.sqrt(1 / len(va) + 1 / len(vb)))) if df > 0 and np.isfinite(sd) else np.nan
     note = iv.note
@@ -110,14 +160,19 @@ def _metric_row(cell: str, a: pd.DataFrame, b: pd.DataFrame, metric: str, primar
             "error_rate_tuned": float(b["errors"].sum() / max(b["requests"].sum(), 1)),
             "baseline": geo(va), "tuned": geo(vb), "ratio": iv.ratio, "ci_low": iv.low, "ci_high": iv.high,
             "p_value": iv.p_value, "q_value": np.nan, "noise_cv": sd, "aa_spread": aa,
-            "min_detectable": stats.min_detectable_ratio(sd, len(va), len(vb), alpha), "method": iv.method, "note": note}
+            "zero_tuned": bool((vb <= 0).any()), "zero_baseline": bool((va <= 0).any()),
+            "min_detectable": np.nan, "method": iv.method, "note": note}
 
 
 def _verdict(r, alpha: float) -> str:
+    if r.metric in ("throughput", "goodput", "max_sustainable_rate") and r.zero_tuned and not r.zero_baseline:
+        return "worse: a tuned repeat served no successful request"
     if not np.isfinite(r.q_value):
         return "no verdict: " + (r.note or "no test")
+    if min(r.n_baseline, r.n_tuned) < MIN_VERDICT_REPEATS:
+        return f"no verdict: {min(r.n_baseline, r.n_tuned)} repeats on a side (a verdict needs {MIN_VERDICT_REPEATS})"
     call = stats.verdict(r.q_value, r.ratio, LOWER_IS_BETTER[r.metric], alpha)
-    if call == "better" and r.metric in ("throughput", "goodput") and r.error_rate_tuned > r.error_rate_baseline:
+    if call == "better" and r.metric in FAILURE_SENSITIVE and r.error_rate_tuned > r.error_rate_baseline:
         return "not better: tuned failed more requests"
     return call
 
@@ -160,6 +215,13 @@ def headline(res: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def primary_of(comparison: str = "") -> str:
+    """The primary metric a comparison record declares (throughput when none is given)."""
+    from ..runs.comparison import load_comparison
+
+    return load_comparison(comparison).primary if comparison else PRIMARY
+
+
 def sides(baseline_run: str = "", tuned_run: str = "", comparison: str = "") -> tuple[list[Run], list[Run], str]:
     """The two sides of a comparison record, or of a pair of runs; and a one-line description."""
     from ..runs.comparison import load_comparison
@@ -170,7 +232,7 @@ def sides(baseline_run: str = "", tuned_run: str = "", comparison: str = "") -> 
         order = " ".join("A" if r.side == "baseline" else "B" for r in c.repeats)
         return ([load_run(r) for r in c.run_ids("baseline")], [load_run(r) for r in c.run_ids("tuned")],
                 f"comparison {c.comparison_id}: {len(c.repeats)} repeats in the order {order} ({c.order}), "
-                f"status {c.status}")
+                f"status {c.status}" + "".join(f"; {n}" for n in c.notes))
     if not (baseline_run and tuned_run):
         raise ValueError("give a comparison id, or both baseline_run and tuned_run")
     return [load_run(baseline_run)], [load_run(tuned_run)], f"runs {baseline_run} (baseline) vs {tuned_run} (tuned)"

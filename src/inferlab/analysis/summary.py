@@ -113,7 +113,8 @@ def bucket_for(requests: pd.DataFrame) -> str:
     """A time bucket that means something for throughput: at least 1 s and 4 median latencies,
     so a bucket holds several completions per VU (16 concurrent 10 s answers that finish in the
     same second are 1.6 RPS over 10 s, not "16 RPS" in that second)."""
-    med = float(requests["duration_ms"].median()) / 1000 if len(requests) else 0.0
+    # the slowest cell's median decides: a bucket that suits short answers would alias long ones
+    med = float(requests.groupby("cell_id")["duration_ms"].median().max()) / 1000 if len(requests) else 0.0
     return f"{max(1, int(np.ceil(4 * med)))}s"
 
 
@@ -129,7 +130,7 @@ def timeseries(run: Run, freq: str = "auto", cells: list[str] | None = None) -> 
     secs = pd.Timedelta(freq).total_seconds()
     g = req.groupby(["cell_id", pd.Grouper(key="end_ts", freq=freq)])
     out = pd.DataFrame({
-        "rps": g.size() / secs,
+        "rps": g["ok"].sum() / secs,  # successful completions: a failed request is no throughput
         "latency_p50_ms": g["duration_ms"].median(),
         "latency_p95_ms": g["duration_ms"].quantile(0.95),
         "errors_per_s": g["ok"].apply(lambda s: (~s).sum()) / secs,

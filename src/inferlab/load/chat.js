@@ -15,8 +15,8 @@ const promptTokens = new Counter('prompt_tokens');
 function scenario() {
   const tags = { payload: C.payload, cell: C.cell_id, vus: String(C.vus || '') };
   if (C.executor === 'constant-arrival-rate') {
-    // rates may be fractional (a capacity search bisects): requests per 10 s keeps 0.1 r/s steps
-    return { executor: 'constant-arrival-rate', rate: Math.round(C.rate * 10), timeUnit: '10s',
+    // rates may be fractional (a capacity search bisects): requests per 100 s keeps 0.01 r/s steps
+    return { executor: 'constant-arrival-rate', rate: Math.round(C.rate * 100), timeUnit: '100s',
       duration: `${C.duration_s}s`, preAllocatedVUs: C.pre_allocated_vus, maxVUs: C.max_vus, tags };
   }
   if (C.executor === 'ramping-arrival-rate') {

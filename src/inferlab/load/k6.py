@@ -59,9 +59,10 @@ def k6_config(spec: LoadSpec, cell: CellPlan, base_url: str) -> dict:
     payload = spec.payloads[cell.payload]
     measure = "{phase:measure}"
     # warm-up (k6 setup(), finished before the measured scenario starts) at the cell's own
-    # concurrency, so the server is warm for the batch sizes the cell will see; none for a ramp
-    warmup = spec.warmup_requests if cell.executor != "ramping-arrival-rate" else 0
-    concurrency = max(1, min(warmup, cell.vus or spec.capacity.max_vus // 4)) if warmup else 1
+    # concurrency, so the server is warm for the batch sizes the cell will see: at least
+    # warmup_requests and at least one full round of the cell's VUs; none for a ramp
+    concurrency = max(1, cell.vus or spec.capacity.pre_allocated_vus)
+    warmup = max(spec.warmup_requests, concurrency) if spec.warmup_requests and cell.executor != "ramping-arrival-rate" else 0
     cfg = {
         "base_url": base_url.rstrip("/"), "model": spec.model, "cell_id": cell.cell_id, "payload": cell.payload,
         "prompt": payload.prompt, "max_tokens": payload.max_tokens, "ignore_eos": payload.ignore_eos,

@@ -1,6 +1,7 @@
 """Headless reports: papermill executes a notebook into reports/<report>-<run_id>/, nbconvert
 renders self-contained HTML (code hidden, figures embedded, no external URLs), and Debian's
-Chromium prints that HTML to PDF. Without Chromium the HTML still renders and we say why.
+Chromium prints that HTML to an A4 PDF (print rules: PRINT_CSS). Without Chromium the HTML still
+renders and we say why.
 
 The executed .ipynb is kept beside the HTML (papermill stores the parameters in its metadata);
 it is the record. Every output is scanned for known secret values before it is kept.
@@ -76,7 +77,7 @@ PRINT_CSS = f"""
   .jp-OutputArea-child, .jp-OutputArea-output {{ display: block !important; width: auto !important; }}
   .jp-RenderedHTMLCommon table {{
     table-layout: auto !important; width: auto !important; max-width: 100% !important;
-    font-size: {TABLE_PT}pt; margin: 0 0 0.8em 0 !important; }}
+    font-size: var(--inferlab-print-pt, {TABLE_PT}pt); margin: 0 0 0.8em 0 !important; }}
   .jp-RenderedHTMLCommon th, .jp-RenderedHTMLCommon td {{
     padding: 0.2em 0.5em !important; white-space: normal !important; overflow-wrap: break-word; }}
   .jp-RenderedHTMLCommon .inferlab-nowrap {{ white-space: nowrap !important; }}
@@ -139,8 +140,13 @@ def _table_pt(table: str) -> float:
 
 
 def _header_cell(m: re.Match) -> str:
-    """`<wbr>` after each `_`: a snake_case header may wrap there and is still one word in the PDF's text."""
     return m.group(1) + m.group(2).replace("_", "_<wbr>") + m.group(3)
+
+
+def header_wrap_points(html: str) -> str:
+    """`<wbr>` after each `_` of a table header, for the printed copy only: a snake_case header may
+    wrap there (and is still one word in the PDF's text); the kept HTML keeps its text as it is."""
+    return _THEAD.sub(lambda m: _CELL.sub(_header_cell, m.group(0)), html)
 
 
 def _value_cell(m: re.Match) -> str:
@@ -153,18 +159,23 @@ def _value_cell(m: re.Match) -> str:
 
 
 def _fit_table(table: str) -> tuple[str, bool]:
-    """The table with its wrap points, and whether it needs a landscape page (there in type small
-    enough to fit, down to MIN_TABLE_PT, when even that page is too narrow at TABLE_PT)."""
+    """The table with short values kept whole, and whether it needs a landscape page (there in type
+    small enough to fit, down to MIN_TABLE_PT, when even that page is too narrow at TABLE_PT). Headers
+    are measured as wrapping at `_` (print_pdf adds those wrap points)."""
     need = _table_pt(table)
     head = _THEAD.search(table)
     a, b = head.span() if head else (0, 0)
-    table = _CELL.sub(_value_cell, table[:a]) + _CELL.sub(_header_cell, table[a:b]) + _CELL.sub(_value_cell, table[b:])
+    table = _CELL.sub(_value_cell, table[:a]) + table[a:b] + _CELL.sub(_value_cell, table[b:])
     page = {k: mm / 25.4 * 72 for k, mm in PRINTABLE_MM.items()}
     if need <= page["portrait"]:
         return table, False
     size = max(MIN_TABLE_PT, TABLE_PT * min(1.0, page["landscape"] / need))
-    if size < TABLE_PT:
-        table = re.sub(r"^<table\b", f'<table style="font-size: {size:.1f}pt"', table)
+    if size < TABLE_PT:  # a custom property: the screen view keeps its type size
+        prop = f"--inferlab-print-pt: {size:.1f}pt;"
+        opening = re.match(r"<table\b[^>]*>", table).group(0)
+        style = re.sub(r'\bstyle="', f'style="{prop} ', opening, count=1) if 'style="' in opening else \
+            opening[:-1] + f' style="{prop}">'
+        table = style + table[len(opening):]
     return table, True
 
 
@@ -234,12 +245,17 @@ def chromium() -> str | None:
 
 
 def print_pdf(html: Path, pdf: Path) -> str | None:
-    """HTML -> PDF with headless Chromium; returns why not, or None on success."""
+    """HTML -> PDF (A4, see PRINT_CSS) with headless Chromium; returns why not, or None on success.
+    Chromium prints a copy with the headers' wrap points; the HTML is self-contained, so the copy
+    can live elsewhere."""
     browser = chromium()
     if not browser:
         return "no PDF: Chromium not found (`make system-deps` or apt-get install chromium)"
-    with tempfile.TemporaryDirectory() as profile:
-        argv = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--no-pdf-header-footer", f"--print-to-pdf={pdf}", html.as_uri()]
+    with tempfile.TemporaryDirectory() as profile, tempfile.TemporaryDirectory() as tmp:
+        page = Path(tmp) / html.name
+        page.write_text(header_wrap_points(html.read_text()))
+        argv = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--no-pdf-header-footer",
+                f"--print-to-pdf={pdf}", page.as_uri()]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=180)
     if proc.returncode != 0 or not pdf.is_file():
         return f"no PDF: Chromium failed ({proc.returncode}): {proc.stderr[-300:]}"

@@ -14,15 +14,14 @@ from ..analysis.summary import cell_summary, combine
 from ..runs.reader import Run, load_run
 
 
-def title(text: str, run: Run | None = None) -> Markdown:
-    sub = ""
-    if run is not None:
-        m = run.manifest
-        sub = (f"\n\nRun `{m.run_id}` ({m.kind}, status **{m.status}**{': ' + m.reason if m.reason else ''}), "
-               f"target {m.target.kind} `{m.target.base_url}`, model {m.target.model}.")
-        if m.source:
-            sub += f"\n\nSource: {m.source}."
-    return Markdown(f"# {text}{sub}")
+def run_line(run: Run) -> Markdown:
+    """Which run the report is about, under the notebook's own `# title` cell (the title is printed once)."""
+    m = run.manifest
+    text = (f"Run `{m.run_id}` ({m.kind}, status **{m.status}**{': ' + m.reason if m.reason else ''}), "
+            f"target {m.target.kind} `{m.target.base_url}`, model {m.target.model}.")
+    if m.source:
+        text += f"\n\nSource: {m.source}."
+    return Markdown(text)
 
 
 def manifest_facts(run: Run) -> pd.DataFrame:
@@ -94,8 +93,8 @@ def headline_md(res: pd.DataFrame, what: str = "") -> Markdown:
     a = res.attrs
     runs = lambda ids: ", ".join(f"`{r}`" for r in ids)  # noqa: E731
     aa = f" Measured A/A beside every effect: comparison `{a['aa_comparison']}`." if a.get("aa_comparison") else ""
-    return Markdown((f"{what}\n\n" if what else "")
-                    + f"**Baseline** {runs(a.get('baseline', []))} vs **tuned** {runs(a.get('tuned', []))}\n\n"
+    return Markdown((f"{what}\n\n" if what else
+                     f"**Baseline** {runs(a.get('baseline', []))} vs **tuned** {runs(a.get('tuned', []))}\n\n")
                     + "\n".join(f"- {line}" for line in headline(res).splitlines())
                     + f"\n\nMethod: the repeat (a run, or a `-r<n>` cell) is the unit; per repeat and cell each metric "
                       f"is measured in the steady-state window (ramp-up and drain cut); ratio = tuned/baseline of "

@@ -43,9 +43,11 @@ class Comparison(StrictModel):
     primary: str = "throughput"
     until_width: float | None = None
     repeats: list[Repeat] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
 
     def run_ids(self, side: str) -> list[str]:
-        return [r.run_id for r in self.repeats if r.side == side and r.status == "complete"]
+        """A side's repeats that ran (failed and partial ones too: their failures count)."""
+        return [r.run_id for r in self.repeats if r.side == side and r.status in ("complete", "partial", "failed")]
 
 
 def comparisons_dir() -> Path:

@@ -49,7 +49,7 @@ def make_cell_id(payload: str, vus: int | None = None, rate: tuple[int, int] | N
     elif rate is not None:
         body = f"rate{rate[0]}to{rate[1]}"
     else:
-        body = "at" + f"{round(at, 1):g}".replace(".", "p")  # type: ignore[arg-type]
+        body = "at" + f"{round(at, 2):g}".replace(".", "p")  # type: ignore[arg-type]
     cell = f"{slug(payload)}-{body}" + (f"-r{repeat}" if repeat else "")
     if not CELL_ID_RE.match(cell):
         raise ValueError(f"cell_id {cell!r} is malformed")

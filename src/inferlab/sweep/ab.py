@@ -31,7 +31,7 @@ def _order(pair: int, order: str, rng: np.random.Generator) -> list[str]:
 def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", base_url: str | None = None,
                    pairs: int = 3, order: str = "alternate", seed: int = 0, label: str | None = None,
                    until_width: float | None = None, max_pairs: int = 8, on_repeat=None,
-                   overlays: tuple[str, str] | None = None) -> str:
+                   overlays: tuple[str, str] | None = None, primary: str = "throughput") -> str:
     """Run the comparison; returns its id. Each repeat is a run (label ``<label>-a|b``).
     ``overlays`` (target k8s): (baseline, tuned) overlay names, deployed before each repeat, so
     the cluster's engine pods are replaced between configurations as the local engine is."""
@@ -39,8 +39,9 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
     from ..runs.reader import load_run
     from .runner import run
 
-    if baseline.kind != "sweep" or tuned.kind != "sweep":
-        raise ValueError("comparisons take sweep specs (closed-loop cells); a ramp has no steady state")
+    if baseline.kind != tuned.kind or baseline.kind not in ("sweep", "capacity"):
+        raise ValueError("comparisons take two sweep specs (closed-loop cells) or two capacity specs (their max "
+                         "sustainable rate is then the primary metric); a ramp has no steady state")
     now = datetime.now(UTC)
     name = slug(label or f"{baseline.name}-vs-{tuned.name}")
     cid = f"{now:%Y%m%dT%H%M%SZ}-{target}-ab-{name}"
@@ -48,7 +49,11 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
     d.mkdir(parents=True)
     c = Comparison(comparison_id=cid, created_at=now, target=target, order=order, seed=seed,  # type: ignore[arg-type]
                    baseline=baseline.model_dump(mode="json"), tuned=tuned.model_dump(mode="json"),
-                   until_width=until_width)
+                   until_width=until_width, primary="max_sustainable_rate" if baseline.kind == "capacity" else primary)
+    if target == "url":
+        c.notes.append("target url: the server is the user's; the tool cannot restart it between repeats")
+    elif target == "k8s" and not overlays:
+        c.notes.append("target k8s without overlays: both sides ran against the same deployment, not restarted")
     save_comparison(c, d)
     rng = np.random.default_rng(seed)
     pair = 0
@@ -65,19 +70,22 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
                 save_comparison(c, d)
                 if on_repeat:
                     on_repeat(c)
-                if m.status != "complete":
-                    raise RuntimeError(f"repeat {run_id} ended {m.status}: {m.reason}")
+                # a repeat that failed or ended partial stays in: its failures count against its side
             if pair < pairs:
                 continue
             if until_width is None or pair >= max_pairs:
                 break
             res = compare_sides([load_run(r) for r in c.run_ids("baseline")], [load_run(r) for r in c.run_ids("tuned")],
                                 primary=c.primary)
+            res = res[res["role"] == "primary"] if not res.empty else res
             prim = res[res["role"] == "primary"]
             widths = (prim["ci_high"] - prim["ci_low"]) / prim["ratio"]
             if len(prim) and bool((widths < until_width).all()):
                 break
         c.status = "complete"
+        if any(r.status != "complete" for r in c.repeats):
+            c.reason = "repeats not complete: " + ", ".join(f"{r.run_id} ({r.status})" for r in c.repeats
+                                                            if r.status != "complete")
     except KeyboardInterrupt:
         c.status, c.reason = "partial", "interrupted (Ctrl-C)"
         raise
@@ -100,7 +108,29 @@ def _deploy(overlays: tuple[str, str], side: str) -> dict[str, Any]:
     code = deploy(overlay)
     if code != 0:
         raise RuntimeError(f"deploy of overlay {overlay!r} exited {code}: this repeat cannot run on its configuration")
-    return {"overlay": overlay, "deployed_at": started, "rolled_out_at": datetime.now(UTC).isoformat()}
+    pods = _restart_engine_pods(started)  # re-applying an unchanged overlay replaces no pod: restart them
+    return {"overlay": overlay, "deployed_at": started, "rolled_out_at": datetime.now(UTC).isoformat(), "pods": pods}
+
+
+def _restart_engine_pods(stamp: str, namespace: str = "inferlab", name: str = "vllm") -> list[dict[str, Any]]:
+    """``kubectl rollout restart`` by the API (a pod-template annotation), wait for the rollout,
+    and return the new engine pods (name, uid, start time) for the comparison record."""
+    from ..kube import cluster_client
+    from ..platform.deploy import wait_rollout
+
+    dyn = cluster_client()
+    if dyn is None:
+        raise RuntimeError("no Kubernetes cluster reachable to restart the engine pods")
+    deps = dyn.resources.get(api_version="apps/v1", kind="Deployment")
+    body = {"spec": {"template": {"metadata": {"annotations": {"inferlab.dev/restarted-at": stamp}}}}}
+    deps.patch(name=name, namespace=namespace, body=body, content_type="application/strategic-merge-patch+json")
+    ok, msg = wait_rollout(dyn, namespace, name, 900)
+    if not ok:
+        raise RuntimeError(f"engine restart did not roll out: {msg}")
+    pods = dyn.resources.get(api_version="v1", kind="Pod").get(namespace=namespace,
+                                                                label_selector="app.kubernetes.io/name=vllm")
+    return [{"pod": p.metadata.name, "uid": p.metadata.uid, "started_at": p.status.startTime}
+            for p in pods.items if p.status.phase == "Running"]
 
 
 def engine_lifetime(manifest) -> dict[str, Any]:

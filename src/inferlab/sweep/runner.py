@@ -119,6 +119,10 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
         m = _new_manifest(spec, target, base_url, label or spec.name)
         w = RunWriter.create(paths.runs_dir() / m.run_id, m)
     console.print(f"[bold]run[/] {w.manifest.run_id} -> {w.dir}")
+    for warning in spec.sample_size_warnings():  # validation warns; the manifest keeps it beside the numbers
+        console.print(f"[yellow]warning[/] {warning}")
+        if f"sample size: {warning}" not in w.manifest.notes:
+            w.manifest.notes.append(f"sample size: {warning}")
     status, reason = "failed", ""
     pinning, w.manifest.host.cpu_pinning = plan_pinning() if target == "local" else (None, "")
     try:
@@ -223,6 +227,9 @@ def _run_cells(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple[st
     return ("complete", "") if not failed else ("partial", f"cells not complete: {', '.join(failed)}")
 
 
+MAX_CAPACITY_STEPS = 40  # a budget: a converging search needs ~8-14 steps
+
+
 def _run_capacity(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple[str, str]:
     """Max-sustainable-rate search (analysis/capacity.py): constant-rate cells planned one at a
     time, each judged from its own k6 output before the next is chosen. Recorded: every step as
@@ -232,10 +239,14 @@ def _run_capacity(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple
                     else spec.engine.served_model_name, payload=spec.probe.payload, verify_tls=session.verify_tls)
     quiet = spec.model_copy(update={"probe": spec.probe.model_copy(update={"under_load_requests": 0})})
     steps: list[Step] = []
-    for cell in w.manifest.cells:  # a resumed search goes on from its judged steps
-        if cell.status == "complete" and cell.rate is not None:
+    for cell in w.manifest.cells:  # a resumed search goes on from every step it judged, failed ones too
+        if cell.rate is not None and cell.status == "complete":
             steps.append(_judge(w, spec, cell))
+        elif cell.rate is not None and cell.status == "failed":
+            steps.append(Step(cell.rate, False, f"cell failed: {cell.reason}"))
     while (rate := next_rate(steps, cap.start_rate, cap.growth, cap.resolution, cap.boundary_repeats, cap.max_rate)):
+        if len(steps) >= MAX_CAPACITY_STEPS:
+            return "partial", f"capacity search stopped after {MAX_CAPACITY_STEPS} steps without converging"
         n = sum(s.rate == rate for s in steps)
         plan = CellPlan(cell_id=make_cell_id(cap.payload, at=rate, repeat=n + 1 if n else None), payload=cap.payload,
                         executor="constant-arrival-rate", rate=rate, duration_s=cap.hold_s)
