@@ -123,7 +123,8 @@ class Capacity(Strict):
     warmup_s: int = Field(5, ge=0, description="first seconds of a step not judged")
     boundary_repeats: int = Field(2, ge=1, le=10, description="times the last passing and first failing rates are re-run")
     min_achieved: float = Field(0.95, gt=0, le=1, description="completed / offered requests a passing step needs")
-    pre_allocated_vus: int = Field(16, gt=0)
+    pre_allocated_vus: int = Field(64, gt=0, description="VUs started before a step: k6 drops sends while it starts "
+                                   "more mid-step, a client artefact, so allocate what the step can need up front")
     max_vus: int = Field(256, gt=0)
 
 
