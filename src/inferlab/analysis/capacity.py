@@ -106,7 +106,7 @@ def next_rate(steps: list[Step], start_rate: float, growth: float, resolution: f
 def msr_summary(steps: list[Step]) -> dict:
     """The result: MSR, its interval, how many steps, and the method in one sentence."""
     lo, hi = bracket(steps)
-    return {"msr": lo, "interval_low": lo, "interval_high": hi, "steps": len(steps),
+    return {"msr": lo, "interval_low": lo, "interval_high": hi, "n_steps": len(steps),
             "method": "stepped constant-arrival-rate search: coarse x-growth steps, bisection, boundary rates "
                       "repeated; a rate passes only if every run of it meets the SLO; MSR = highest passing "
                       "rate, interval = [MSR, lowest failing rate]"}

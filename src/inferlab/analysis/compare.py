@@ -194,6 +194,10 @@ def verdict_table(res: pd.DataFrame) -> pd.DataFrame:
                            for r, lo, hi in zip(t["ratio"], t["ci_low"], t["ci_high"])]
     t["q"] = t["q_value"].map(lambda q: "" if not np.isfinite(q) else f"{q:.2g}")
     t["A/A spread"] = t["aa_spread"].map(lambda s: "" if not np.isfinite(s) else f"±{(s - 1) * 100:.1f}%")
+    if "aa_ratio" in t.columns:  # a recorded A/A of the same cells, beside the effect
+        cols.insert(cols.index("A/A spread") + 1, "A/A measured")
+        t["A/A measured"] = [f"{r:.2f}x [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else "" for r, lo, hi in
+                             zip(t["aa_ratio"].astype(float), t["aa_ci_low"].astype(float), t["aa_ci_high"].astype(float))]
     return t[cols].round(3)
 
 
@@ -246,7 +250,7 @@ def compare_with_aa(baseline: Sequence[Run], tuned: Sequence[Run], aa_comparison
         a, b, _ = sides(comparison=aa_comparison)
         aa = compare_sides(a, b, **kw)[["cell", "metric", "ratio", "ci_low", "ci_high", "verdict"]]
         aa = aa.rename(columns={"ratio": "aa_ratio", "ci_low": "aa_ci_low", "ci_high": "aa_ci_high", "verdict": "aa_verdict"})
-        attrs = res.attrs
+        attrs, res.attrs, aa.attrs = res.attrs, {}, {}  # attrs hold a frame: pandas cannot compare them in a merge
         res = res.merge(aa, on=["cell", "metric"], how="left")
         res.attrs.update(attrs, aa_comparison=aa_comparison)
     return res

@@ -162,7 +162,7 @@ def capacity_md(run: Run) -> Markdown:
         return Markdown("No capacity search in this run (`inferlab capacity SPEC` makes one).")
     slo = c.get("slo", {})
     return Markdown(f"**Max sustainable rate: {c['msr']} requests/s** (interval [{c['interval_low']}, "
-                    f"{c['interval_high']}], {c['steps']} steps; SLO p95 e2e <= {slo.get('e2e_p95_ms')} ms, "
+                    f"{c['interval_high']}], {len(c['steps'])} steps; SLO p95 e2e <= {slo.get('e2e_p95_ms')} ms, "
                     f"errors <= {slo.get('error_rate')}).\n\nMethod: {c['method']}.")
 
 
