@@ -14,6 +14,7 @@ Simulations with known truth test all three (tests/analysis/test_stats.py).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,13 +111,20 @@ def min_detectable_ratio(sd_log: float, n_baseline: int, n_tuned: int, alpha: fl
     3 repeats a side Welch's estimated degrees of freedom cost power (~70 % at the pooled MDE)."""
     if not np.isfinite(sd_log) or min(n_baseline, n_tuned) < MIN_REPEATS:
         return float("nan")
+    return float(np.exp(_welch_effect(n_baseline, n_tuned, round(alpha, 12), power) * sd_log))
+
+
+@functools.lru_cache(maxsize=256)
+def _welch_effect(n_baseline: int, n_tuned: int, alpha: float, power: float) -> float:
+    """The detectable shift in units of the log-SD: it depends on the design only, so it is
+    computed once per (repeats, alpha, power)."""
     d = TTestIndPower().solve_power(effect_size=None, nobs1=n_baseline, alpha=alpha, power=power,
                                     ratio=n_tuned / n_baseline, alternative="two-sided")
     rng = np.random.default_rng(0)
     za, zb = rng.standard_normal((20000, n_baseline)), rng.standard_normal((20000, n_tuned))
     while _welch_power(za, zb, d, alpha) < power and d < 50:
         d *= 1.02
-    return float(np.exp(d * sd_log))
+    return float(d)
 
 
 def _welch_power(za: np.ndarray, zb: np.ndarray, d: float, alpha: float) -> float:

@@ -96,14 +96,16 @@ def headline_md(res: pd.DataFrame, what: str = "") -> Markdown:
     return Markdown((f"{what}\n\n" if what else
                      f"**Baseline** {runs(a.get('baseline', []))} vs **tuned** {runs(a.get('tuned', []))}\n\n")
                     + "\n".join(f"- {line}" for line in headline(res).splitlines())
-                    + f"\n\nMethod: the repeat (a run, or a `-r<n>` cell) is the unit; per repeat and cell each metric "
-                      f"is measured in the steady-state window (ramp-up and drain cut); ratio = tuned/baseline of "
-                      f"geometric means with a {a.get('level', 0.95):.0%} Welch t-interval on the logs (bootstrap "
-                      f"from 8 repeats a side). The primary metric (`{a.get('primary')}`) carries the verdict, "
-                      f"Holm-corrected across cells; the others are secondary, Holm-corrected within their family. "
-                      f"A verdict needs q < {a.get('alpha')}; a side that failed more requests is never better "
-                      f"on throughput. The A/A spread is the half-width of an A/A interval at this design and "
-                      f"the noise measured between repeats. Goodput SLO: e2e <= {a.get('slo_e2e_ms'):.0f} ms.{aa}")
+                    + f"\n\nMethod: the repeat is the unit (a run; `-r<n>` cells of one run are folded into one "
+                      f"value); per repeat and cell each metric comes from the steady-state window (after the "
+                      f"warm-up, before the drain; closed-loop throughput by Little's law: VUs x success share / "
+                      f"mean latency); ratio = tuned/baseline of geometric means with a {a.get('level', 0.95):.0%} "
+                      f"Welch t-interval on the logs (bootstrap from 8 repeats a side). The primary metric "
+                      f"(`{a.get('primary')}`) carries the verdict, Holm-corrected across cells; the others are "
+                      f"secondary, Holm-corrected within their family. A verdict needs 3 repeats a side and "
+                      f"q < {a.get('alpha')}; a side that failed more requests is never better. The A/A spread is "
+                      f"the half-width of an A/A interval at this design and the noise measured between repeats. "
+                      f"Goodput SLO: e2e <= {a.get('slo_e2e_ms'):.0f} ms.{aa}")
 
 
 def config_diff(a: Run, b: Run) -> pd.DataFrame:
