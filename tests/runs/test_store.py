@@ -94,15 +94,22 @@ def test_dead_writer_becomes_partial_then_resumes(tmp_path):
 
 
 def test_every_sample_run_loads(workspace):
+    """The four H200 runs (every table, GPU telemetry included) and the local evidence runs (CPU
+    engine: no GPU table, host telemetry instead) all load, verified, with nothing skipped."""
     runs = inferlab.list_runs()
-    assert set(runs["where"]) == {"sample"} and runs["status"].eq("complete").all() and len(runs) == 4
+    assert set(runs["where"]) == {"sample"} and runs["status"].eq("complete").all()
+    h200 = [r for r in runs["run_id"] if "-url-h200-" in r]
+    assert len(h200) == 4 and len(runs) >= 4
     for rid in runs["run_id"]:
         run = inferlab.load_run(rid)
-        for table in ("requests", "points", "summary", "probe", "gpu", "server"):
+        tables = ("requests", "points", "summary", "probe", "gpu", "server") if rid in h200 else \
+            ("requests", "points", "summary", "host", "server") + (("probe",) if "capacity" not in rid else ())
+        for table in tables:
             df = getattr(run, table)
             assert not df.empty, (rid, table)
             assert {"run_id", "cell_id"} <= set(df.columns)
         assert run.data_quality["lines_skipped"].sum() == 0
+        assert run.verify() == []
         for f in run.manifest.files:  # the shipped bytes are the recorded bytes
             assert (run.dir / f.path).stat().st_size == f.bytes and sha256_file(run.dir / f.path) == f.sha256
 

@@ -102,8 +102,11 @@ def ramp_cells(run: Run) -> list[str]:
 
 
 def closed_loop(cells: pd.DataFrame) -> pd.DataFrame:
-    """The closed-loop (fixed-VU) rows of a ``cell_summary``: every cell but the ramps."""
-    return cells[cells["executor"] != RAMP_EXECUTOR]
+    """The closed-loop (fixed-VU) rows of a ``cell_summary``: every cell with VUs (not the ramps,
+    not a capacity search's constant-rate steps)."""
+    if cells.empty:
+        return cells
+    return cells[(cells["executor"] != RAMP_EXECUTOR) & cells["vus"].notna()]
 
 
 def dropped_iterations(run: Run) -> pd.DataFrame:

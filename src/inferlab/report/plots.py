@@ -112,6 +112,8 @@ def ramp_knee(ramp: RampAnalysis):
 
 
 def closed_loop_stress(cells: pd.DataFrame):
+    if cells.empty:
+        return "no closed-loop cells in this run"
     use_theme()
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.2))
     sns.lineplot(data=cells, x="vus", y="rps", marker="o", ax=ax[0])

@@ -128,7 +128,7 @@ def ramp_table(ramp: RampAnalysis):
 
 def cell_table(cells: pd.DataFrame):
     """A ``cell_summary`` (one run) as a table; the run is in the title, not on every row."""
-    return show(cells.drop(columns=["run_id"]))
+    return show(cells.drop(columns=["run_id"], errors="ignore")) if not cells.empty else "no such cells in this run"
 
 
 def goodput_table(res: pd.DataFrame):

@@ -197,14 +197,7 @@ class _telemetry:
 def _run_cells(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple[str, str]:
     probe_kw = dict(base_url=session.base_url, api_key=session.api_key, model=spec.model if session.kind != "local"
                     else spec.engine.served_model_name, payload=spec.probe.payload, verify_tls=session.verify_tls)
-    if spec.probe.idle_requests and not (w.dir / IDLE_PROBE).exists():
-        # scraped before and after: the idle probe's requests are then the only ones in the
-        # window, so its TTFT can be checked against the server's own histogram like for like
-        (w.dir / "probe").mkdir(exist_ok=True)
-        _scrape(w, session, "probe", "before")
-        run_probe(w.dir / IDLE_PROBE, n=spec.probe.idle_requests, **probe_kw)
-        _scrape(w, session, "probe", "after")
-        w.checkpoint()
+    _idle_probe(w, spec, session, probe_kw)
     plans = {p.cell_id: p for p in plan_cells(spec)}
     todo = [c for c in w.manifest.cells if c.status != "complete"]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -230,6 +223,17 @@ def _run_cells(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple[st
 MAX_CAPACITY_STEPS = 40  # a budget: a converging search needs ~8-14 steps
 
 
+def _idle_probe(w: RunWriter, spec: LoadSpec, session: TargetSession, probe_kw: dict) -> None:
+    """Streaming probe before any load, scraped before and after: its requests are then the only
+    ones in the window, so its TTFT can be checked against the server's histogram like for like."""
+    if spec.probe.idle_requests and not (w.dir / IDLE_PROBE).exists():
+        (w.dir / "probe").mkdir(exist_ok=True)
+        _scrape(w, session, "probe", "before")
+        run_probe(w.dir / IDLE_PROBE, n=spec.probe.idle_requests, **probe_kw)
+        _scrape(w, session, "probe", "after")
+        w.checkpoint()
+
+
 def _run_capacity(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple[str, str]:
     """Max-sustainable-rate search (analysis/capacity.py): constant-rate cells planned one at a
     time, each judged from its own k6 output before the next is chosen. Recorded: every step as
@@ -238,6 +242,7 @@ def _run_capacity(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple
     probe_kw = dict(base_url=session.base_url, api_key=session.api_key, model=spec.model if session.kind != "local"
                     else spec.engine.served_model_name, payload=spec.probe.payload, verify_tls=session.verify_tls)
     quiet = spec.model_copy(update={"probe": spec.probe.model_copy(update={"under_load_requests": 0})})
+    _idle_probe(w, spec, session, probe_kw)
     steps: list[Step] = []
     for cell in w.manifest.cells:  # a resumed search goes on from every step it judged, failed ones too
         if cell.rate is not None and cell.status == "complete":
