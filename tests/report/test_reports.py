@@ -43,13 +43,13 @@ def test_sample_reports_render(workspace, monkeypatch):
 
 def test_compare_sections_are_one_call_each(workspace):
     import inferlab
-    from inferlab.analysis.compare import compare_runs
+    from inferlab.analysis.compare import compare_sides
     from inferlab.analysis.summary import cell_summary
     from inferlab.report import sections
 
     base = inferlab.load_run("20261126T210231Z-url-h200-baseline-eager")
     tuned = inferlab.load_run("20261126T205944Z-url-h200-tuned-cudagraphs")
-    res = compare_runs(base, tuned, 10000.0)
+    res = compare_sides(base, tuned, 10000.0)
     good = sections.goodput_table(res).data
     assert list(good.columns) == ["cell", "baseline", "tuned", "ratio", "q_value", "verdict"]
     assert len(good) == res["cell"].nunique()

@@ -67,13 +67,18 @@ def test_tampering_is_detected(tmp_path):
         w.checkpoint()
 
 
-def test_set_aside_keeps_records_and_frees_the_names(tmp_path):
-    # regression (CI): a resumed cell re-wrote cells/<id>/k6.log while the cut attempt's
-    # k6.log was still recorded under that path -> false write-once violation
+def writer_with_set_aside_attempt(tmp_path) -> tuple[RunWriter, str]:
+    """A run whose cell short-c2 was cut once: its first attempt moved aside (returned path)."""
     w = RunWriter.create(tmp_path / "r", manifest())
     w.write_text("cells/short-c2/k6.log", "first attempt")
     w.checkpoint()
-    moved = w.set_aside("cells/short-c2", "attempt-1")
+    return w, w.set_aside("cells/short-c2", "attempt-1")
+
+
+def test_set_aside_keeps_records_and_frees_the_names(tmp_path):
+    # regression (CI): a resumed cell re-wrote cells/<id>/k6.log while the cut attempt's
+    # k6.log was still recorded under that path -> false write-once violation
+    w, moved = writer_with_set_aside_attempt(tmp_path)
     w.write_text("cells/short-c2/k6.log", "second attempt")
     w.checkpoint()
     paths = {f.path: f.bytes for f in w.manifest.files}

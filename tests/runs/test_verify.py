@@ -15,7 +15,7 @@ from inferlab.runs.store import (RunSealedError, RunWriter, SpecMismatchError, r
                                  spec_differences, write_manifest)
 from inferlab.runs.verify import RecordMismatchError, format_report, hash_file, open_verified, read_verified, verify_run
 from inferlab.specs import builtin_spec, load_spec
-from tests.runs.test_store import manifest
+from tests.runs.test_store import manifest, writer_with_set_aside_attempt
 
 SAMPLE = "20261126T232956Z-url-h200-smollm2-inferlab"  # made by inferlab: host.csv, nvml.csv, probes
 
@@ -58,10 +58,7 @@ def test_verify_catches_edited_deleted_and_added_files(workspace):
 
 
 def test_verify_counts_set_aside_attempts_as_recorded_and_ignores_manifest_temp(tmp_path):
-    w = RunWriter.create(tmp_path / "r", manifest())
-    w.write_text("cells/short-c2/k6.log", "first attempt")
-    w.checkpoint()
-    moved = w.set_aside("cells/short-c2", "attempt-1")
+    w, moved = writer_with_set_aside_attempt(tmp_path)
     w.write_text("cells/short-c2/k6.log", "second")
     w.finish("partial", "test")
     (w.dir / ".run.json.123.tmp").write_text("{}")  # a manifest write cut before its rename

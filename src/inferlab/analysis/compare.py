@@ -82,8 +82,7 @@ def _fold_within_run(reps: pd.DataFrame) -> pd.DataFrame:
         return reps
     keys = ["side", "run_id", "cell"]
     metrics = [c for c in reps.columns if c in LOWER_IS_BETTER or c == "window_s"]
-    agg = {c: (lambda v: float(np.exp(np.log(np.maximum(v.dropna(), 1e-9)).mean())) if v.notna().any() else np.nan)
-           for c in metrics}
+    agg = {c: stats.geometric_mean for c in metrics}
     agg.update({c: "sum" for c in COUNTS if c in reps.columns})
     agg.update({c: "first" for c in ("payload", "vus", "executor") if c in reps.columns})
     agg["cell_id"] = lambda v: ",".join(v)
@@ -121,7 +120,7 @@ def compare_repeats(reps: pd.DataFrame, primary: str = PRIMARY, alpha: float = 0
         for cell in cells:
             a, b = reps[(reps["cell"] == cell) & (reps["side"] == "baseline")], reps[(reps["cell"] == cell) & (reps["side"] == "tuned")]
             for metric in [m for m in LOWER_IS_BETTER if m in reps.columns and reps[m].notna().any()]:
-                rows.append(_metric_row(cell, a, b, metric, primary, alpha, level, method))
+                rows.append(_metric_row(cell, a, b, metric, level, method))
     out = pd.DataFrame(rows)
     if not out.empty:
         if primary not in set(out["metric"]) and "max_sustainable_rate" in set(out["metric"]):
@@ -139,27 +138,25 @@ def compare_repeats(reps: pd.DataFrame, primary: str = PRIMARY, alpha: float = 0
     return out
 
 
-def _metric_row(cell: str, a: pd.DataFrame, b: pd.DataFrame, metric: str, primary: str, alpha: float,
-                level: float, method: str) -> dict:
+def _metric_row(cell: str, a: pd.DataFrame, b: pd.DataFrame, metric: str, level: float, method: str) -> dict:
+    """One cell x metric: interval, p-value, noise and A/A spread (role, q and verdict are set by
+    :func:`compare_repeats`, which sees the whole family)."""
     va, vb = a[metric].dropna().to_numpy(float), b[metric].dropna().to_numpy(float)
     iv = stats.ratio_interval(va, vb, level=level, method=method)
     # pooled between-repeat log-SD (~ CV): the noise the A/A spread and detectable effect refer to
     sd = float(np.sqrt(np.nanmean([stats.log_sd(va) ** 2, stats.log_sd(vb) ** 2]))) if min(len(va), len(vb)) >= 2 else np.nan
-    df = len(va) + len(vb) - 2
-    aa = float(np.exp(stats.stats.t.ppf(0.5 + level / 2, df) * sd * np.sqrt(1 / len(va) + 1 / len(vb)))) if df > 0 and np.isfinite(sd) else np.nan
     note = iv.note
     if metric in QUANTILES and (len(va) < len(a) or len(vb) < len(b)):
         need = min_requests(QUANTILES[metric])
         note = f"a repeat has < {need} window requests for {metric.split('_')[1]}"
-    geo = lambda v: float(np.exp(np.log(np.maximum(v, 1e-9)).mean())) if len(v) else np.nan  # noqa: E731
     return {"cell": cell, "payload": a["payload"].iloc[0], "vus": a["vus"].iloc[0], "metric": metric,
-            "role": "primary" if metric == primary else "secondary",
             "n_baseline": len(va), "n_tuned": len(vb),
             "requests_baseline": int(a["window_requests"].sum()), "requests_tuned": int(b["window_requests"].sum()),
             "error_rate_baseline": float(a["errors"].sum() / max(a["requests"].sum(), 1)),
             "error_rate_tuned": float(b["errors"].sum() / max(b["requests"].sum(), 1)),
-            "baseline": geo(va), "tuned": geo(vb), "ratio": iv.ratio, "ci_low": iv.low, "ci_high": iv.high,
-            "p_value": iv.p_value, "q_value": np.nan, "noise_cv": sd, "aa_spread": aa,
+            "baseline": stats.geometric_mean(va), "tuned": stats.geometric_mean(vb), "ratio": iv.ratio, "ci_low": iv.low, "ci_high": iv.high,
+            "p_value": iv.p_value, "q_value": np.nan, "noise_cv": sd,
+            "aa_spread": stats.aa_halfwidth(sd, len(va), len(vb), level),
             "zero_tuned": bool((vb <= 0).any()), "zero_baseline": bool((va <= 0).any()),
             "min_detectable": np.nan, "method": iv.method, "note": note}
 
@@ -175,12 +172,6 @@ def _verdict(r, alpha: float) -> str:
     if call == "better" and r.metric in FAILURE_SENSITIVE and r.error_rate_tuned > r.error_rate_baseline:
         return "not better: tuned failed more requests"
     return call
-
-
-def compare_runs(baseline: Run | Sequence[Run], tuned: Run | Sequence[Run], slo_e2e_ms: float | None = None,
-                 **kw) -> pd.DataFrame:
-    """Alias kept for the notebooks and the CLI: :func:`compare_sides`."""
-    return compare_sides(baseline, tuned, slo_e2e_ms, **kw)
 
 
 def verdict_table(res: pd.DataFrame) -> pd.DataFrame:

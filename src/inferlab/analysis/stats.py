@@ -46,6 +46,21 @@ def _logs(x) -> np.ndarray:
     return np.log(np.maximum(x, 1e-9))
 
 
+def geometric_mean(values) -> float:
+    """Geometric mean of per-repeat values (NaN dropped; zero floored as in the test)."""
+    x = _logs(values)
+    return float(np.exp(x.mean())) if len(x) else float("nan")
+
+
+def aa_halfwidth(sd_log: float, n_baseline: int, n_tuned: int, level: float = 0.95) -> float:
+    """Half-width (as a ratio) of the interval an A/A of this design would get at this noise:
+    t quantile x pooled log-SD x sqrt(1/n_a + 1/n_b)."""
+    df = n_baseline + n_tuned - 2
+    if df <= 0 or not np.isfinite(sd_log):
+        return float("nan")
+    return float(np.exp(stats.t.ppf(0.5 + level / 2, df) * sd_log * np.sqrt(1 / n_baseline + 1 / n_tuned)))
+
+
 def ratio_interval(baseline, tuned, level: float = 0.95, method: str = "auto", n_boot: int = 4000,
                    seed: int = 0) -> Interval:
     """Ratio of geometric means tuned/baseline of per-repeat values, its ``level`` interval and

@@ -24,11 +24,6 @@ def _span_s(g: pd.DataFrame) -> float:
     return max((g["end_ts"].max() - g["start_ts"].min()).total_seconds(), 1e-9)
 
 
-def ok_rps(requests: pd.DataFrame) -> float:
-    """Successful requests per second over the requests' span (first start to last end)."""
-    return int(requests["ok"].sum()) / _span_s(requests)
-
-
 def cell_summary(run: Run) -> pd.DataFrame:
     """One row per cell: requests, errors, RPS, latency percentiles (ms), tokens/s, probe TTFT/TPOT,
     and CPU or GPU utilization while the cell ran. Closed-loop and constant-rate cells report RPS
@@ -45,15 +40,17 @@ def cell_summary(run: Run) -> pd.DataFrame:
         g = req[req["cell_id"] == cell.cell_id]
         if g.empty:
             continue
-        ok = g[g["ok"]]
         span = _span_s(g)
         row = {"run_id": run.run_id, "cell_id": cell.cell_id, "payload": cell.payload, "vus": cell.vus,
                "executor": cell.executor, "status": cell.status, "requests": len(g), "errors": int((~g["ok"]).sum()),
-               "error_rate": float((~g["ok"]).mean()), "duration_s": span, "rps": ok_rps(g)}
-        for name, q in PCTS.items():
-            row[f"latency_{name}_ms"] = float(ok["duration_ms"].quantile(q)) if len(ok) else np.nan
-        if cell.executor != "ramping-arrival-rate":
-            m = repeat_metrics(g, slo_ms, cell.executor)
+               "error_rate": float((~g["ok"]).mean()), "duration_s": span, "rps": np.nan,
+               **{f"latency_{name}_ms": np.nan for name in PCTS}}  # column order; filled below
+        if cell.executor == "ramping-arrival-rate":  # no steady state: the whole span
+            ok = g.loc[g["ok"], "duration_ms"]
+            row["rps"] = len(ok) / span
+            row.update({f"latency_{name}_ms": float(ok.quantile(q)) if len(ok) else np.nan for name, q in PCTS.items()})
+        else:  # the steady-state window, measured as the comparison measures it (window.repeat_metrics)
+            m = repeat_metrics(g, slo_ms, cell.executor, cell.vus)
             row.update(window_s=m["window_s"], window_requests=m["window_requests"], rps=m["throughput"],
                        **{f"latency_{n}_ms": m[f"latency_{n}"] for n in PCTS})
         row["tokens_per_s"] = tokens.get(cell.cell_id, np.nan) / span

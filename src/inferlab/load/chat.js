@@ -12,23 +12,25 @@ const KEY = __ENV.INFERLAB_API_KEY || '';
 const completionTokens = new Counter('completion_tokens');
 const promptTokens = new Counter('prompt_tokens');
 
+// The cell's tags: the scenario carries them, and setup() (no scenario) sets them itself.
+const CELL_TAGS = { payload: C.payload, cell: C.cell_id, vus: String(C.vus || '') };
+
 function scenario() {
-  const tags = { payload: C.payload, cell: C.cell_id, vus: String(C.vus || '') };
   if (C.executor === 'constant-arrival-rate') {
     // rates may be fractional (a capacity search bisects): requests per 100 s keeps 0.01 r/s steps
     return { executor: 'constant-arrival-rate', rate: Math.round(C.rate * 100), timeUnit: '100s',
-      duration: `${C.duration_s}s`, preAllocatedVUs: C.pre_allocated_vus, maxVUs: C.max_vus, tags };
+      duration: `${C.duration_s}s`, preAllocatedVUs: C.pre_allocated_vus, maxVUs: C.max_vus, tags: CELL_TAGS };
   }
   if (C.executor === 'ramping-arrival-rate') {
     return { executor: 'ramping-arrival-rate', startRate: C.rate_from, timeUnit: '1s',
       preAllocatedVUs: C.pre_allocated_vus, maxVUs: C.max_vus,
-      stages: [{ target: C.rate_to, duration: `${C.duration_s}s` }], tags };
+      stages: [{ target: C.rate_to, duration: `${C.duration_s}s` }], tags: CELL_TAGS };
   }
   if (C.executor === 'constant-vus') {
-    return { executor: 'constant-vus', vus: C.vus, duration: `${C.duration_s}s`, tags };
+    return { executor: 'constant-vus', vus: C.vus, duration: `${C.duration_s}s`, tags: CELL_TAGS };
   }
   return { executor: 'shared-iterations', vus: C.vus, iterations: C.iterations,
-    maxDuration: `${C.max_duration_s}s`, tags };
+    maxDuration: `${C.max_duration_s}s`, tags: CELL_TAGS };
 }
 
 export const options = {
@@ -57,7 +59,7 @@ function params(phase) {
   return {
     headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}` },
     timeout: `${C.timeout_s}s`,
-    tags: { phase, name: 'chat', payload: C.payload, cell: C.cell_id, vus: String(C.vus || '') },
+    tags: { ...CELL_TAGS, phase, name: 'chat' },
   };
 }
 

@@ -69,7 +69,6 @@ def as_run(data: Path, run_dir: Path) -> Path:
     from ..runs.layout import cell_path
     from ..runs.manifest import CellRecord, FileEntry, HostInfo, Manifest, TargetInfo, Versions
     from ..runs.store import write_manifest
-    from ..runs.verify import hash_file
 
     rel = cell_path("short-c1", "k6")
     (run_dir / rel).parent.mkdir(parents=True)

@@ -128,8 +128,7 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
     try:
         with open_target(target, spec, w.dir, base_url, engine_log=_unique(w, "engine/engine.log"),
                          pinning=pinning, in_cluster=in_cluster) as session:
-            served = spec.model if target != "local" else spec.engine.served_model_name
-            session.vllm_version = preflight(session, served) or session.vllm_version
+            session.vllm_version = preflight(session, _served_model(spec, target)) or session.vllm_version
             _record_target(w, session, k6)
             with _telemetry(w, session):
                 status, reason = (_run_capacity if spec.kind == "capacity" else _run_cells)(w, spec, session)
@@ -195,8 +194,7 @@ class _telemetry:
 
 
 def _run_cells(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple[str, str]:
-    probe_kw = dict(base_url=session.base_url, api_key=session.api_key, model=spec.model if session.kind != "local"
-                    else spec.engine.served_model_name, payload=spec.probe.payload, verify_tls=session.verify_tls)
+    probe_kw = _probe_kw(spec, session)
     _idle_probe(w, spec, session, probe_kw)
     plans = {p.cell_id: p for p in plan_cells(spec)}
     todo = [c for c in w.manifest.cells if c.status != "complete"]
@@ -223,6 +221,16 @@ def _run_cells(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple[st
 MAX_CAPACITY_STEPS = 40  # a budget: a converging search needs ~8-14 steps
 
 
+def _served_model(spec: LoadSpec, kind: str) -> str:
+    """The model name requests ask for: the engine's served name when inferlab starts it."""
+    return spec.engine.served_model_name if kind == "local" else spec.model
+
+
+def _probe_kw(spec: LoadSpec, session: TargetSession) -> dict:
+    return dict(base_url=session.base_url, api_key=session.api_key, model=_served_model(spec, session.kind),
+                payload=spec.probe.payload, verify_tls=session.verify_tls)
+
+
 def _idle_probe(w: RunWriter, spec: LoadSpec, session: TargetSession, probe_kw: dict) -> None:
     """Streaming probe before any load, scraped before and after: its requests are then the only
     ones in the window, so its TTFT can be checked against the server's histogram like for like."""
@@ -239,8 +247,7 @@ def _run_capacity(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple
     time, each judged from its own k6 output before the next is chosen. Recorded: every step as
     a cell (reason = the judge's words) and the result as ``capacity.json``."""
     cap = spec.capacity
-    probe_kw = dict(base_url=session.base_url, api_key=session.api_key, model=spec.model if session.kind != "local"
-                    else spec.engine.served_model_name, payload=spec.probe.payload, verify_tls=session.verify_tls)
+    probe_kw = _probe_kw(spec, session)
     quiet = spec.model_copy(update={"probe": spec.probe.model_copy(update={"under_load_requests": 0})})
     _idle_probe(w, spec, session, probe_kw)
     steps: list[Step] = []
@@ -279,7 +286,7 @@ def _run_capacity(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple
 def _judge(w: RunWriter, spec: LoadSpec, cell: CellRecord) -> Step:
     cell_dir = w.dir / "cells" / cell.cell_id
     req = read_k6(cell_dir / CELL_FILES["k6"])
-    req = req[req.get("phase", "measure") == "measure"] if "phase" in req.columns else req
+    req = req[req["phase"] == "measure"] if "phase" in req.columns else req  # warm-up ran in setup()
     pts = read_k6_points(cell_dir / CELL_FILES["k6"])
     dropped = int(pts.loc[pts["metric"] == "dropped_iterations", "value"].sum()) if not pts.empty else 0
     cap = spec.capacity
