@@ -65,6 +65,9 @@ def test_sweep_writes_a_complete_checked_run(keyed, tiny):
     for _, g in req.groupby("cell_id"):
         assert g.loc[g.phase == "warmup", "end_ts"].max() <= g.loc[g.phase == "measure", "start_ts"].min()
     assert measured.ok.all()
+    # every measured request carried its own X-Request-Id: <run_id>.<cell_id>.m<iteration>
+    assert measured.request_id.is_unique and measured.request_id.notna().all()
+    assert (measured.request_id.str.rsplit(".", n=1).str[0] == rid + "." + measured.cell_id).all()
     assert r.probe["ttft_ms"].notna().all() and (r.probe["headers_ms"] < r.probe["e2e_ms"]).all()
     cc = crosscheck(r)
     counts = cc[cc.check.isin(["requests", "generated_tokens"])]

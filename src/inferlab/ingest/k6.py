@@ -234,7 +234,8 @@ def _requests_by_key(req: pl.DataFrame) -> pl.DataFrame:
 
 def read_k6(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pd.DataFrame:
     """One row per HTTP request: end_ts, start_ts (= end_ts - duration), timings in ``_ms``,
-    method, url, status, ok, error, error_code and every custom tag as a column."""
+    method, url, status, ok, error, error_code, every custom tag as a column, Point metadata as
+    ``meta_<key>`` columns, and ``request_id`` (the X-Request-Id chat.js sent) where recorded."""
     req, tags, stats = _scan(path, chunk_bytes, requests=True)
     stats.lines_used = len(req)
     if req.is_empty():
@@ -258,6 +259,8 @@ def read_k6(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pd.Data
     for col in ("error", "error_code", "method", "url"):
         if col not in wide.columns:
             wide = wide.with_columns(pl.lit(None, pl.String).alias(col))
+    if "meta_request_id" in wide.columns:  # chat.js sends it as X-Request-Id (Point metadata, not a tag)
+        wide = wide.rename({"meta_request_id": "request_id"})
     lead = ["end_ts", "start_ts", "method", "url", "status", "ok", *TIMINGS.values(), "error", "error_code"]
     drop = {"ts_ns", "tag_id", "http_reqs", "http_req_failed", "expected_response", "line"}
     tag_cols = sorted(c for c in wide.columns if c not in drop and c not in lead)

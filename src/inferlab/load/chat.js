@@ -3,6 +3,7 @@
 // the API key comes from INFERLAB_API_KEY in the environment, never from argv or the config.
 import http from 'k6/http';
 import { check } from 'k6';
+import exec from 'k6/execution';
 import { Counter } from 'k6/metrics';
 
 const C = JSON.parse(__ENV.INFERLAB_K6_CONFIG);
@@ -55,9 +56,18 @@ function body() {
   });
 }
 
-function params(phase) {
+// Every request carries a unique X-Request-Id, <run_id>.<cell_id>.<m|w><n>: vLLM names the request
+// chatcmpl-<id> (its OTLP span's gen_ai.request.id) and the edge logs it, so client, edge and server
+// rows join on it. n is the scenario's iterationInTest (unique across k6 execution segments);
+// warm-up requests (setup(), no scenario) are w<segment>-<n>. The id travels in k6's Point
+// *metadata*, not a tag: metadata is per-sample and never becomes a time-series key.
+function requestId(phase, n) {
+  return `${C.run_id}.${C.cell_id}.${phase === 'warmup' ? 'w' : 'm'}${n}`;
+}
+
+function params(phase, id) {
   return {
-    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}` },
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}`, 'X-Request-Id': id },
     timeout: `${C.timeout_s}s`,
     tags: { ...CELL_TAGS, phase, name: 'chat' },
   };
@@ -71,16 +81,24 @@ export function setup() {
   while (left > 0) {
     const n = Math.min(left, Math.max(1, C.warmup_concurrency || 1));
     const reqs = [];
+    const seg = (__ENV.INFERLAB_K6_SEGMENT || '0') + '-';
     for (let i = 0; i < n; i++) {
-      reqs.push({ method: 'POST', url: `${C.base_url}/v1/chat/completions`, body: body(), params: params('warmup') });
+      const id = requestId('warmup', seg + (C.warmup - left + i));
+      reqs.push({ method: 'POST', url: `${C.base_url}/v1/chat/completions`, body: body(), params: params('warmup', id) });
     }
+    // one batch = one sample time for its ids: metadata cannot differ per request inside a batch,
+    // so the warm-up ids are in the server's and edge's records, and k6 keeps its phase tag only
     http.batch(reqs).forEach((res) => record(res, 'warmup'));
     left -= n;
   }
 }
 
 export default function () {
-  record(http.post(`${C.base_url}/v1/chat/completions`, body(), params('measure')), 'measure');
+  const id = requestId('measure', exec.scenario.iterationInTest);
+  exec.vu.metrics.metadata.request_id = id;
+  const res = http.post(`${C.base_url}/v1/chat/completions`, body(), params('measure', id));
+  record(res, 'measure');
+  delete exec.vu.metrics.metadata.request_id;
 }
 
 function record(res, phase) {

@@ -67,7 +67,7 @@ def render(spec: LoadSpec, cell: CellPlan, run_id: str, namespace: str, service_
     name, n = job_name(run_id, cell.cell_id), spec.k6_segments
     labels = {**LABELS, "inferlab.dev/cell": cell.cell_id}
     meta = {"name": name, "namespace": namespace, "labels": labels}
-    config = json.dumps(k6_config(spec, cell, service_url))
+    config = json.dumps(k6_config(spec, cell, service_url, run_id))
     config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
                   "data": {"chat.js": SCRIPT.read_text(), "config.json": config}}
     small = {"requests": {"cpu": "50m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "32Mi"}}
@@ -75,6 +75,9 @@ def render(spec: LoadSpec, cell: CellPlan, run_id: str, namespace: str, service_
         "name": "k6", "image": K6_IMAGE, "command": ["sh", "-c", k6_shell(n)],
         "env": [{"name": "INFERLAB_K6_CONFIG", "valueFrom": {"configMapKeyRef": {"name": name, "key": "config.json"}}},
                 {"name": "INFERLAB_API_KEY", "valueFrom": {"secretKeyRef": {"name": secret_name, "key": "api-key"}}},
+                # warm-up request ids name their segment (chat.js): the pod's completion index
+                {"name": "INFERLAB_K6_SEGMENT", "valueFrom": {"fieldRef": {
+                    "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
                 *({"name": k, "value": v} for k, v in K6_ENV.items())],
         "volumeMounts": [{"name": "scripts", "mountPath": SCRIPTS}, {"name": "results", "mountPath": RESULTS}],
         "resources": {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "2Gi"}},

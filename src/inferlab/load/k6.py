@@ -55,7 +55,7 @@ class CellResult:
     stderr_tail: str
 
 
-def k6_config(spec: LoadSpec, cell: CellPlan, base_url: str) -> dict:
+def k6_config(spec: LoadSpec, cell: CellPlan, base_url: str, run_id: str = "run") -> dict:
     payload = spec.payloads[cell.payload]
     measure = "{phase:measure}"
     # warm-up (k6 setup(), finished before the measured scenario starts) at the cell's own
@@ -64,7 +64,8 @@ def k6_config(spec: LoadSpec, cell: CellPlan, base_url: str) -> dict:
     concurrency = max(1, cell.vus or spec.capacity.pre_allocated_vus)
     warmup = max(spec.warmup_requests, concurrency) if spec.warmup_requests and cell.executor != "ramping-arrival-rate" else 0
     cfg = {
-        "base_url": base_url.rstrip("/"), "model": spec.model, "cell_id": cell.cell_id, "payload": cell.payload,
+        "base_url": base_url.rstrip("/"), "model": spec.model, "run_id": run_id, "cell_id": cell.cell_id,
+        "payload": cell.payload,
         "prompt": payload.prompt, "max_tokens": payload.max_tokens, "ignore_eos": payload.ignore_eos,
         "temperature": payload.temperature, "executor": cell.executor, "vus": cell.vus,
         "iterations": cell.iterations, "duration_s": cell.duration_s, "max_duration_s": spec.max_cell_duration_s,
@@ -118,23 +119,28 @@ def k6_argv(k6: str, files: dict[str, str], script: str, segment: int, n_segment
     return [*argv, script]
 
 
-def k6_env(spec: LoadSpec, cell: CellPlan, base_url: str, api_key: str | None) -> dict[str, str]:
+def k6_env(spec: LoadSpec, cell: CellPlan, base_url: str, api_key: str | None, run_id: str = "run",
+           ca_file: str | None = None) -> dict[str, str]:
+    """k6's environment: the cell config as JSON, the no-telemetry switches, the key, and
+    ``ca_file`` as SSL_CERT_FILE (Go's TLS trusts it: the local edge's project CA)."""
     env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
-    env["INFERLAB_K6_CONFIG"] = json.dumps(k6_config(spec, cell, base_url))
+    env["INFERLAB_K6_CONFIG"] = json.dumps(k6_config(spec, cell, base_url, run_id))
     env.update(K6_ENV)
+    if ca_file:
+        env["SSL_CERT_FILE"] = ca_file
     if api_key:
         env[API_KEY_ENV] = api_key  # environment only: never argv, never the config JSON
     return env
 
 
 def run_cell(spec: LoadSpec, cell: CellPlan, base_url: str, api_key: str | None, cell_dir: Path,
-             on_progress=None) -> CellResult:
+             on_progress=None, run_id: str = "run", ca_file: str | None = None) -> CellResult:
     """Run k6 for one cell (``spec.k6_segments`` processes, one execution segment each); files
     land in ``cell_dir``. Raises CellInterrupted, after saving what k6 produced, on Ctrl-C."""
     k6, n = k6_binary(), spec.k6_segments
     names = [segment_files(i, n) for i in range(n)]
     partials = [cell_dir / f".{f['ndjson'].removesuffix('.gz')}.partial" for f in names]  # .k6.ndjson.partial
-    env = k6_env(spec, cell, base_url, api_key)
+    env = k6_env(spec, cell, base_url, api_key, run_id, ca_file)
     stop = threading.Event()
     counter = threading.Thread(target=_count_requests, args=(partials, stop, on_progress or (lambda n: None)), daemon=True)
     interrupted, procs, logs = False, [], []
@@ -144,7 +150,8 @@ def run_cell(spec: LoadSpec, cell: CellPlan, base_url: str, api_key: str | None,
             logs.append(open(cell_dir / f["log"], "xb"))  # noqa: SIM115 - closed in finally
             files = {"ndjson": str(partials[i]), "summary": str(cell_dir / f["summary"])}
             procs.append(subprocess.Popen(k6_argv(k6, files, str(SCRIPT), i, n), stdout=logs[-1],
-                                          stderr=subprocess.STDOUT, env=env, cwd=cell_dir))
+                                          stderr=subprocess.STDOUT, env={**env, "INFERLAB_K6_SEGMENT": str(i)},
+                                          cwd=cell_dir))
         for proc in procs:
             proc.wait()
     except KeyboardInterrupt:

@@ -4,7 +4,9 @@ plus the built-in spec files (``<name>.yaml``) shipped beside them."""
 from .models import (
     Capacity,
     CellPlan,
+    EdgeSpec,
     EngineSpec,
+    ObserveSpec,
     LoadSpec,
     Payload,
     ProbeSpec,
@@ -20,5 +22,5 @@ from .models import (
     resolve_spec,
 )
 
-__all__ = ["Capacity", "CellPlan", "EngineSpec", "LoadSpec", "Payload", "ProbeSpec", "Ramp", "Slo", "SpecError", "StrictModel",
+__all__ = ["Capacity", "CellPlan", "EdgeSpec", "EngineSpec", "LoadSpec", "ObserveSpec", "Payload", "ProbeSpec", "Ramp", "Slo", "SpecError", "StrictModel",
            "builtin_spec", "load_spec", "make_cell_id", "parse_overrides", "plan_cells", "resolve_spec"]

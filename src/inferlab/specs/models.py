@@ -150,6 +150,33 @@ class EngineSpec(Strict):
         return self
 
 
+class EdgeSpec(Strict):
+    """The local edge: Debian nginx in front of the target, configured as the platform's ingress
+    (platform/base/vllm-ingress.yaml, ingress-nginx semantics): TLS from a CA the project makes,
+    600 s proxy timeouts, buffering off, ``limit_req`` per client address with
+    ``burst = rate x burst_multiplier`` and ``nodelay``, rejected with ``limit_status``."""
+
+    tls: bool = True
+    rate_limit_rps: float | None = Field(50, gt=0, description="limit-rps annotation; None: no rate limit")
+    burst_multiplier: int = Field(5, ge=0, description="limit-burst-multiplier annotation (ingress-nginx default 5)")
+    limit_status: int = Field(503, ge=400, le=599, description="limit-req-status-code (ingress-nginx default 503)")
+    timeout_s: int = Field(600, gt=0, description="proxy-read/send-timeout annotations")
+
+
+class ObserveSpec(Strict):
+    """Observers of a run beside k6. Each costs CPU on a 2-core machine; the README gives the
+    measured overhead of each (observer on vs off, the A/A method)."""
+
+    traces: bool = Field(True, description="local engine: an OTLP receiver for the run; vLLM exports one span per "
+                         "request (queue, prefill, decode, TTFT), joined to k6's rows by X-Request-Id")
+    detailed_traces: bool = Field(False, description="--collect-detailed-traces all: engine start-up spans too")
+    edge: EdgeSpec | None = Field(None, description="run through the local edge (nginx, TLS, limit_req, JSON access log)")
+    prometheus: bool = Field(False, description="local: Debian's Prometheus scrapes the engine (and edge) every second "
+                             "and evaluates the platform's alert rules; the run window's series go into the run")
+    sampler_interval_s: float | None = Field(1.0, gt=0, description="without Prometheus: a /metrics sampler at this "
+                                             "interval fills the same server time-series table; None: off")
+
+
 class LoadSpec(Strict):
     kind: Literal["sweep", "stress", "capacity"] = Field("sweep", description="capacity: a max-sustainable-rate "
                                                          "search (the capacity section), cells planned as it goes")
@@ -177,6 +204,9 @@ class LoadSpec(Strict):
     request_timeout_s: int = Field(600, gt=0)
     max_cell_duration_s: int = Field(1800, gt=0)
     tls_skip_verify: bool = False
+    observe: ObserveSpec = ObserveSpec()
+    workload: str | None = Field(None, description="a workload file or built-in name (lengths, prefixes, sessions, "
+                                 "arrivals); None: the payloads above, as before")
     k6_segments: int = Field(1, ge=1, le=64, description="split each cell over N k6 processes (Job pods in-cluster), "
                              "one k6 execution segment each, for more load than one k6 makes; outputs kept per segment")
 

@@ -321,7 +321,8 @@ def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRec
             except Exception as exc:  # noqa: BLE001 - API errors, timeouts: record the cell, go on
                 result = CellResult(-1, None, False, 0, f"in-cluster k6 Job: {type(exc).__name__}: {exc}")
         else:
-            result = run_cell(spec, plan, session.base_url, session.api_key, cell_dir, on_progress)
+            result = run_cell(spec, plan, session.base_url, session.api_key, cell_dir, on_progress,
+                              run_id=w.manifest.run_id, ca_file=session.ca_file)
     except CellInterrupted as exc:
         cell.status, cell.reason, cell.k6_exit_code = "partial", "interrupted", exc.result.exit_code
         raise

@@ -24,7 +24,8 @@ class TargetSession:
     info: TargetInfo
     vllm_version: str | None = None
     pids: dict[str, int | None] = field(default_factory=dict)
-    verify_tls: bool = True
+    verify_tls: bool | str = True  # httpx's verify: a CA bundle path for the local edge's project CA
+    ca_file: str | None = None  # that CA for k6 (SSL_CERT_FILE), None: the system's
     in_cluster: object | None = None  # load.incluster.KubeExec when k6 runs as a Job in the cluster
     pod_scraper: Callable[[], dict[str, bytes]] | None = None  # k8s: /metrics of every vLLM pod
 
