@@ -12,7 +12,17 @@ from . import __version__
 # Defaults live here once: the Makefile passes a variable only when the user set it, and the
 # project's own environment variables carry the INFERLAB_ prefix (tools keep VLLM_*, K6_*, OTEL_*).
 DEFAULTS = {"TARGET": "local", "SPEC": "matrix-local", "STRESS_SPEC": "stress-local", "OVERLAY": "minikube-gpu", "CAPACITY_SPEC": "capacity-local",
-            "RUNS": "sample", "BASE_URL": "", "IN_CLUSTER": ""}
+            "RUNS": "sample", "BASE_URL": "", "IN_CLUSTER": "", "EDGE": ""}
+
+
+def _with_edge(spec, a):
+    """``--edge``: the spec's observe.edge, or the ingress defaults (specs.models.EdgeSpec) where
+    the spec configures none."""
+    from .specs import EdgeSpec
+
+    if not getattr(a, "edge", False) or spec.observe.edge is not None:
+        return spec
+    return spec.model_copy(update={"observe": spec.observe.model_copy(update={"edge": EdgeSpec()})})
 
 
 def env_default(name: str) -> str:
@@ -50,7 +60,7 @@ def cmd_ingest(a) -> int:
 def cmd_sweep(a) -> int:
     from .sweep.runner import describe_plan, run
 
-    spec = _spec(a.spec, a.label, a.set)
+    spec = _with_edge(_spec(a.spec, a.label, a.set), a)
     if a.dry_run:
         print(describe_plan(spec, a.target))
         return 0
@@ -165,8 +175,8 @@ def cmd_ab(a) -> int:
     from .specs import resolve_spec
     from .sweep.ab import run_comparison
 
-    base = resolve_spec(a.baseline, sets=a.set_baseline)
-    tuned = resolve_spec(a.tuned, sets=a.set_tuned)
+    base = _with_edge(resolve_spec(a.baseline, sets=a.set_baseline), a)
+    tuned = _with_edge(resolve_spec(a.tuned, sets=a.set_tuned), a)
     overlays = (a.overlay_baseline, a.overlay_tuned) if a.overlay_baseline and a.overlay_tuned else None
     cid = run_comparison(base, tuned, target=a.target, base_url=a.base_url, pairs=a.pairs, order=a.order,
                          seed=a.seed, label=a.label, until_width=a.until_width, max_pairs=a.max_pairs,
@@ -249,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--allow-spec-change", action="store_true",
                        help="with --resume: go on although the spec differs from the run's manifest (noted in it)")
         s.add_argument("--dry-run", action="store_true", help="print the plan; touch nothing")
+        s.add_argument("--edge", action="store_true", default=env_default("EDGE") not in ("", "0"),
+                       help="run through the local edge: nginx as the ingress is (TLS with a project CA, limit_req, "
+                            "600 s timeouts, JSON access log joined to k6 rows by X-Request-Id)")
         s.add_argument("--in-cluster", action="store_true", default=env_default("IN_CLUSTER") not in ("", "0"),
                        help="TARGET=k8s: run k6 as a Job inside the cluster (k6_segments pods per cell)")
         s.set_defaults(fn=cmd_sweep)
@@ -297,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--until-width", type=float, default=None, metavar="W",
                    help="stopping rule: add pairs until the primary interval's relative width < W in every cell")
     s.add_argument("--max-pairs", type=int, default=8, help="budget for --until-width")
+    s.add_argument("--edge", action="store_true", default=env_default("EDGE") not in ("", "0"),
+                   help="run through the local edge: nginx as the ingress is (TLS with a project CA, limit_req, "
+                        "600 s timeouts, JSON access log joined to k6 rows by X-Request-Id)")
     s.add_argument("--set-baseline", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--set-tuned", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--primary", default="throughput", choices=["throughput", "goodput", "latency_p50", "latency_p95",

@@ -81,8 +81,26 @@ def describe_plan(spec: LoadSpec, target: str) -> str:
                      f"fails, then bisection to {c.resolution:.0%}, boundary rates repeated {c.boundary_repeats}x), "
                      f"{c.hold_s} s per step (first {c.warmup_s} s not judged); SLO p95 <= {spec.slo.e2e_p95_ms:g} ms, "
                      f"errors <= {spec.slo.error_rate:.1%}; typically 8-12 steps")
+    lines.append("observers: " + ", ".join(observers(spec, target)))
     lines += [f"warning: {w}" for w in spec.sample_size_warnings()]
     return "\n".join(lines)
+
+
+def observers(spec: LoadSpec, target: str) -> list[str]:
+    """What watches the run beside k6 (each costs CPU: README, "Observer overhead")."""
+    o = spec.observe
+    out = ["k6 (every request, X-Request-Id)"]
+    if o.traces and target == "local":
+        out.append("OTLP server spans" + (" + engine start-up spans" if o.detailed_traces else ""))
+    if o.edge:
+        e = o.edge
+        limit = f"limit_req {e.rate_limit_rps:g} r/s burst {e.rate_limit_rps * e.burst_multiplier:g}" if e.rate_limit_rps else "no rate limit"
+        out.append(f"local edge (nginx, {'TLS' if e.tls else 'plain HTTP'}, {limit}, JSON access log)")
+    if o.prometheus and target == "local":
+        out.append("Prometheus (1 s scrapes, the platform's alert rules)")
+    elif o.sampler_interval_s:
+        out.append(f"/metrics sampler every {o.sampler_interval_s:g} s")
+    return out
 
 
 def _new_manifest(spec: LoadSpec, target: str, base_url: str | None, label: str) -> Manifest:
