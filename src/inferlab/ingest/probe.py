@@ -2,7 +2,8 @@
 
 Current fields (written by ``inferlab.probe``, schema ``inferlab.probe/1``): sent_at (RFC 3339
 UTC), status, headers_ms (response headers: TTFB, *not* TTFT), ttft_ms (first content token),
-e2e_ms, itl_ms (list of gaps), chunks, prompt_tokens, completion_tokens, error. The sample's
+e2e_ms, itl_ms (list of gaps), chunks, prompt_tokens, completion_tokens, error, request_id (the
+X-Request-Id it sent, joins server spans). The sample's
 older fields (headers_s, ttft_s, e2e_s, itl_s, chunks, status) load too, converted to ms.
 TPOT = (e2e - ttft) / (completion_tokens - 1), with chunks standing in when usage is absent.
 """
@@ -22,7 +23,7 @@ from .lines import check_utf8, open_maybe_gzip
 SECONDS_FIELDS = {"headers_s": "headers_ms", "ttft_s": "ttft_ms", "e2e_s": "e2e_ms"}
 REQUEST_COLUMNS = [
     "request_index", "sent_ts", "status", "ok", "headers_ms", "ttft_ms", "e2e_ms", "tpot_ms",
-    "chunks", "prompt_tokens", "completion_tokens", "error",
+    "chunks", "prompt_tokens", "completion_tokens", "error", "request_id",
 ]
 
 
@@ -59,6 +60,7 @@ def _normalize(obj: dict, index: int) -> tuple[dict, list[float]]:
         "prompt_tokens": rec.get("prompt_tokens"),
         "completion_tokens": rec.get("completion_tokens"),
         "error": rec.get("error"),
+        "request_id": rec.get("request_id"),  # X-Request-Id (newer records; None before)
     }
     return row, gaps
 

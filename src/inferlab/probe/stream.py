@@ -23,12 +23,14 @@ SCHEMA = "inferlab.probe/1"
 
 
 def probe_once(client: httpx.Client, base_url: str, api_key: str | None, model: str, payload: Payload,
-               timeout_s: float = 600) -> dict:
+               timeout_s: float = 600, request_id: str | None = None) -> dict:
     body = {"model": model, "messages": [{"role": "user", "content": payload.prompt}],
             "max_tokens": payload.max_tokens, "ignore_eos": payload.ignore_eos, "temperature": payload.temperature,
             "stream": True, "stream_options": {"include_usage": True}}
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    rec: dict = {"schema": SCHEMA, "sent_at": datetime.now(UTC).isoformat(), "status": None, "headers_ms": None,
+    if request_id:  # joins the server's span and the edge's log line, like k6's requests
+        headers["X-Request-Id"] = request_id
+    rec: dict = {"schema": SCHEMA, "sent_at": datetime.now(UTC).isoformat(), "request_id": request_id, "status": None, "headers_ms": None,
                  "ttft_ms": None, "e2e_ms": None, "tpot_ms": None, "itl_ms": [], "chunks": 0,
                  "prompt_tokens": None, "completion_tokens": None, "error": None}
     t0 = time.perf_counter()
@@ -68,16 +70,19 @@ def probe_once(client: httpx.Client, base_url: str, api_key: str | None, model: 
 
 
 def run_probe(out: Path, base_url: str, api_key: str | None, model: str, payload: Payload, n: int,
-              interval_s: float = 0.0, stop: threading.Event | None = None, verify_tls: bool = True) -> int:
+              interval_s: float = 0.0, stop: threading.Event | None = None, verify_tls: bool | str = True,
+              request_id_prefix: str | None = None) -> int:
     """Send ``n`` sequential streaming requests, appending one JSON line each to ``out``
-    (created exclusively: raw files are write-once). Returns how many were sent."""
+    (created exclusively: raw files are write-once). Returns how many were sent. With
+    ``request_id_prefix`` request i carries ``X-Request-Id: <prefix><i>``."""
     sent = 0
     fd = out.open("x")
     with fd, httpx.Client(verify=verify_tls) as client:
-        for _ in range(n):
+        for i in range(n):
             if stop is not None and stop.is_set():
                 break
-            fd.write(json.dumps(probe_once(client, base_url, api_key, model, payload)) + "\n")
+            rid = f"{request_id_prefix}{i}" if request_id_prefix else None
+            fd.write(json.dumps(probe_once(client, base_url, api_key, model, payload, request_id=rid)) + "\n")
             fd.flush()
             sent += 1
             if interval_s and (stop.wait(interval_s) if stop is not None else time.sleep(interval_s)):

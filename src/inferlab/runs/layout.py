@@ -4,9 +4,12 @@ data/runs/<run_id>/                  run_id = YYYYmmddTHHMMSSZ-<target>-<label>
   run.json                           manifest; the only file ever replaced (atomically)
   cells/<cell_id>/                   cell_id = <payload>-c<vus> | <payload>-rate<from>to<to> [-r<n>]
     k6.ndjson.gz k6-summary.json k6.log metrics-before.prom metrics-after.prom probe.jsonl
+    spans.otlp.jsonl.gz                (local engine: vLLM's OTLP spans, one line per export batch)
     (k6 split into N execution segments: k6.seg1ofN.ndjson.gz k6-summary.seg1ofN.json k6.seg1ofN.log ...)
     pods/<pod>/metrics-before.prom metrics-after.prom   (k8s: every vLLM pod scraped directly)
   probe/idle.jsonl probe/metrics-before.prom probe/metrics-after.prom   (scrapes around the idle probe)
+  probe/spans.otlp.jsonl.gz          (the idle probe's spans, and engine start-up spans when detailed)
+  edge/access.log                    (the local edge's JSON access log: one line per request)
   telemetry/nvidia-smi.csv nvml.csv host.csv
   engine/engine.log
 A resumed run never overwrites: a run-level file it writes again gets a ``-resume<N>`` sibling
@@ -34,6 +37,8 @@ CELL_FILES = {
     "probe": "probe.jsonl",
 }
 IDLE_PROBE = "probe/idle.jsonl"
+SPANS = "spans.otlp.jsonl.gz"  # in cells/<cell_id>/, probe/, and the run's root for late arrivals
+EDGE_LOG = "edge/access.log"
 TELEMETRY = {"nvidia_smi": "telemetry/nvidia-smi.csv", "nvml": "telemetry/nvml.csv", "host": "telemetry/host.csv"}
 ENGINE_LOG = "engine/engine.log"
 

@@ -22,7 +22,8 @@ import pandas as pd
 
 from .. import paths
 from ..ingest import read_k6, read_k6_points, read_k6_summary, read_nvidia_smi_log, read_probe, read_prometheus_text
-from .layout import CELL_FILES, IDLE_PROBE, K6_SEGMENTED, MANIFEST, TELEMETRY, metrics_path, segment_glob, with_resumes
+from .layout import (CELL_FILES, EDGE_LOG, IDLE_PROBE, K6_SEGMENTED, MANIFEST, SPANS, TELEMETRY, metrics_path,
+                     segment_glob, with_resumes)
 from .manifest import Manifest
 from .store import reconcile
 from .verify import Problem, RecordMismatchError, open_verified, read_verified, verify_run
@@ -96,7 +97,8 @@ class Run:
         file that is gone stays a candidate, so reading it fails (naming it) instead of its rows
         silently vanishing from a table."""
         d = self.dir / folder
-        disk = {f"{folder}/{p.name}" for p in d.iterdir() if p.is_file()} if d.is_dir() else set()
+        head = f"{folder}/" if folder else ""  # "" is the run's own folder
+        disk = {head + p.name for p in d.iterdir() if p.is_file()} if d.is_dir() else set()
         return disk | {r for r in self._recorded if r.rpartition("/")[0] == folder}
 
     def _matching(self, folder: str, pattern: str) -> list[Path]:
@@ -203,6 +205,30 @@ class Run:
         if not frames:
             return pd.DataFrame(columns=["run_id", "cell_id", "ts", "process", "metric", "value"])
         return pd.concat(frames, ignore_index=True)
+
+    @cached_property
+    def spans(self) -> pd.DataFrame:
+        """The server's OTLP spans (local engine), one row per span, verified; cell_id is the cell
+        whose window received them (``idle`` for the idle probe and start-up, ``run`` for late
+        ones). Empty where the target exported none (url/k8s, or traces off)."""
+        from ..ingest.spans import read_spans
+
+        scopes = [(c.cell_id, f"cells/{c.cell_id}") for c in self.manifest.cells] + [("idle", "probe"), ("run", "")]
+        frames = []
+        for scope, folder in scopes:
+            rel = f"{folder}/{SPANS}" if folder else SPANS
+            for r in with_resumes(rel, self._present(folder)):
+                frames.append(self._tag(self._read(self.dir / r, read_spans), scope))
+        return self._concat(frames)
+
+    @cached_property
+    def edge(self) -> pd.DataFrame:
+        """The local edge's access log (one row per request through it), verified; empty without an edge."""
+        from ..ingest.edge_log import read_edge_log
+
+        frames = [self._tag(self._read(self.dir / r, read_edge_log), "run")
+                  for r in with_resumes(EDGE_LOG, self._present("edge"))]
+        return self._concat(frames)
 
     @cached_property
     def server(self) -> pd.DataFrame:

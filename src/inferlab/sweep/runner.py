@@ -23,6 +23,8 @@ The reason names the evidence; ``--resume`` runs the cell again (the cut attempt
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 import re
 from collections import Counter
@@ -46,6 +48,7 @@ from ..targets.open import open_target
 from ..targets.session import TargetError, TargetSession, preflight
 from ..targets.engine import EngineError
 from ..targets.pinning import plan_pinning
+from ..telemetry.otlp import OtlpReceiver
 from ..telemetry.samplers import HostSampler, NvidiaSmiLogger, NvmlSampler
 from ..load.incluster import run_cell_in_cluster
 from ..load.k6 import CellInterrupted, CellResult, k6_binary, run_cell
@@ -144,12 +147,23 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
     status, reason = "failed", ""
     pinning, w.manifest.host.cpu_pinning = plan_pinning() if target == "local" else (None, "")
     try:
-        with open_target(target, spec, w.dir, base_url, engine_log=_unique(w, "engine/engine.log"),
-                         pinning=pinning, in_cluster=in_cluster) as session:
+        with contextlib.ExitStack() as stack:
+            spans = stack.enter_context(OtlpReceiver(spec.observe.detailed_traces)) \
+                if spec.observe.traces and target == "local" else None
+            session = stack.enter_context(open_target(
+                target, _traced(spec, spans), w.dir, base_url, engine_log=_unique(w, "engine/engine.log"),
+                pinning=pinning, in_cluster=in_cluster))
+            if spec.observe.edge is not None:
+                from ..targets.edge import edge_target
+
+                session = stack.enter_context(edge_target(session, spec.observe.edge, w.dir,
+                                                          _unique(w, "edge/access.log")))
             session.vllm_version = preflight(session, _served_model(spec, target)) or session.vllm_version
             _record_target(w, session, k6)
+            observed = _Observed(w, session, spans)
             with _telemetry(w, session):
-                status, reason = (_run_capacity if spec.kind == "capacity" else _run_cells)(w, spec, session)
+                status, reason = (_run_capacity if spec.kind == "capacity" else _run_cells)(w, spec, session, observed)
+            observed.collect_spans("run", "", 0)  # late spans (none expected): kept, never dropped
     except (KeyboardInterrupt, CellInterrupted):
         status, reason = "partial", "interrupted by the user (Ctrl-C); `--resume` adds the missing cells"
     except (TargetError, EngineError) as exc:
@@ -166,6 +180,45 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
         color = {"complete": "green", "partial": "yellow"}.get(status, "red")
         console.print(f"[{color}]{status}[/] {w.manifest.run_id}" + (f": {reason}" if reason else ""))
     return w.manifest.run_id
+
+
+def _traced(spec: LoadSpec, spans: OtlpReceiver | None) -> LoadSpec:
+    """The spec the local engine starts with: its args plus the span receiver's (the manifest
+    records the result as the target's engine_args, so a reader sees the flags it ran with)."""
+    if spans is None:
+        return spec
+    engine = spec.engine.model_copy(update={"args": [*spec.engine.args, *spans.engine_args()],
+                                            "env": {**spec.engine.env, **spans.engine_env()}})
+    return spec.model_copy(update={"engine": engine})
+
+
+SPAN_WAIT_S = 30  # after a cell's last response; the engine's batch exporter flushes every 0.5 s
+SPANS_FILE = "spans.otlp.jsonl.gz"
+
+
+class _Observed:
+    """What the run's observers keep per cell beside k6: the server's spans (local engine)."""
+
+    def __init__(self, w: RunWriter, session: TargetSession, spans: OtlpReceiver | None) -> None:
+        self.w, self.session, self.spans = w, session, spans
+
+    def request_prefix(self, scope: str) -> str:
+        """X-Request-Id prefix of a scope's requests: ``<run_id>.<cell_id>.`` (k6 and probe)."""
+        return f"{self.w.manifest.run_id}.{scope}."
+
+    def collect_spans(self, folder: str, prefix: str, expected: int) -> None:
+        """Wait until ``expected`` request spans with ``prefix`` arrived (the exporter drops what it
+        holds at shutdown), then write what came since the last call once into ``folder``."""
+        if self.spans is None:
+            return
+        got = self.spans.wait_for(prefix, expected, SPAN_WAIT_S) if expected else self.spans.count(prefix)
+        data = self.spans.drain()
+        if data:
+            rel = "spans.otlp.jsonl.gz" if folder == "run" else f"{folder}/{SPANS_FILE}"
+            self.w.write_bytes(_unique(self.w, rel), gzip.compress(data))
+        if expected and got < expected:
+            self.w.manifest.notes.append(f"{folder}: {got} of {expected} request spans arrived within {SPAN_WAIT_S} s "
+                                         "(unmatched rows are counted in the report)")
 
 
 def _record_target(w: RunWriter, session: TargetSession, k6: str) -> None:
@@ -211,9 +264,9 @@ class _telemetry:
             s.__exit__(*exc)
 
 
-def _run_cells(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple[str, str]:
+def _run_cells(w: RunWriter, spec: LoadSpec, session: TargetSession, observed: _Observed) -> tuple[str, str]:
     probe_kw = _probe_kw(spec, session)
-    _idle_probe(w, spec, session, probe_kw)
+    _idle_probe(w, spec, session, probe_kw, observed)
     plans = {p.cell_id: p for p in plan_cells(spec)}
     todo = [c for c in w.manifest.cells if c.status != "complete"]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -226,7 +279,8 @@ def _run_cells(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple[st
                 continue
             expected = plan.iterations or 0
             task = bar.add_task(f"  {cell.cell_id}", total=expected or None)
-            alive = _run_one(w, spec, session, cell, plan, probe_kw, lambda n, t=task: bar.update(t, completed=n))
+            alive = _run_one(w, spec, session, cell, plan, probe_kw, lambda n, t=task: bar.update(t, completed=n),
+                             observed)
             bar.update(task, visible=False)
             bar.advance(overall)
             if cell.status == "failed" and not alive:
@@ -249,25 +303,27 @@ def _probe_kw(spec: LoadSpec, session: TargetSession) -> dict:
                 payload=spec.probe.payload, verify_tls=session.verify_tls)
 
 
-def _idle_probe(w: RunWriter, spec: LoadSpec, session: TargetSession, probe_kw: dict) -> None:
+def _idle_probe(w: RunWriter, spec: LoadSpec, session: TargetSession, probe_kw: dict, observed: _Observed) -> None:
     """Streaming probe before any load, scraped before and after: its requests are then the only
     ones in the window, so its TTFT can be checked against the server's histogram like for like."""
     if spec.probe.idle_requests and not (w.dir / IDLE_PROBE).exists():
         (w.dir / "probe").mkdir(exist_ok=True)
         _scrape(w, session, "probe", "before")
-        run_probe(w.dir / IDLE_PROBE, n=spec.probe.idle_requests, **probe_kw)
+        prefix = observed.request_prefix("probe")
+        sent = run_probe(w.dir / IDLE_PROBE, n=spec.probe.idle_requests, request_id_prefix=prefix, **probe_kw)
         _scrape(w, session, "probe", "after")
+        observed.collect_spans("probe", prefix, sent)  # with the engine's start-up spans, when detailed
         w.checkpoint()
 
 
-def _run_capacity(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple[str, str]:
+def _run_capacity(w: RunWriter, spec: LoadSpec, session: TargetSession, observed: _Observed) -> tuple[str, str]:
     """Max-sustainable-rate search (analysis/capacity.py): constant-rate cells planned one at a
     time, each judged from its own k6 output before the next is chosen. Recorded: every step as
     a cell (reason = the judge's words) and the result as ``capacity.json``."""
     cap = spec.capacity
     probe_kw = _probe_kw(spec, session)
     quiet = spec.model_copy(update={"probe": spec.probe.model_copy(update={"under_load_requests": 0})})
-    _idle_probe(w, spec, session, probe_kw)
+    _idle_probe(w, spec, session, probe_kw, observed)
     steps: list[Step] = []
     for cell in w.manifest.cells:  # a resumed search goes on from every step it judged, failed ones too
         if cell.rate is not None and cell.status == "complete":
@@ -283,7 +339,7 @@ def _run_capacity(w: RunWriter, spec: LoadSpec, session: TargetSession) -> tuple
         cell = CellRecord(**plan.model_dump())
         w.manifest.cells.append(cell)
         console.print(f"  step {len(steps) + 1}: {rate:g} requests/s for {cap.hold_s} s")
-        alive = _run_one(w, quiet, session, cell, plan, probe_kw, lambda n: None)
+        alive = _run_one(w, quiet, session, cell, plan, probe_kw, lambda n: None, observed)
         if cell.status != "complete":
             if not alive:
                 return "partial", f"target unhealthy after {cell.cell_id} ({cell.reason})"
@@ -313,7 +369,7 @@ def _judge(w: RunWriter, spec: LoadSpec, cell: CellRecord) -> Step:
 
 
 def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRecord, plan: CellPlan,
-             probe_kw: dict, on_progress) -> bool:
+             probe_kw: dict, on_progress, observed: _Observed) -> bool:
     """Run one cell and record it; returns whether the target answered /health at its end."""
     cell_dir = w.dir / "cells" / cell.cell_id
     folder = f"cells/{cell.cell_id}"
@@ -326,11 +382,13 @@ def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRec
     w.checkpoint()
     _scrape(w, session, folder, "before")
     probe = None
+    prefix = observed.request_prefix(cell.cell_id)
     if spec.probe.under_load_requests:
         probe = BackgroundProbe(out=cell_dir / "probe.jsonl", n=spec.probe.under_load_requests,
-                                interval_s=spec.probe.interval_s, **probe_kw).start()
+                                interval_s=spec.probe.interval_s, request_id_prefix=prefix + "p", **probe_kw).start()
     closing_failed: list[str] = []
     alive = True
+    result = None
     try:
         if session.in_cluster is not None:
             try:
@@ -350,6 +408,8 @@ def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRec
         alive = session.healthy()  # at the cell's end, before its closing scrape (a later death is not this cell's)
         closing_failed = _scrape(w, session, folder, "after")
         cell.ended_at = datetime.now(UTC)
+        sent = (result.requests_seen if result else 0) + (cell.probe_requests or 0)
+        observed.collect_spans(folder, prefix, sent if alive else 0)
         w.checkpoint()
     cell.k6_exit_code, cell.thresholds_passed = result.exit_code, result.thresholds_passed
     cell.warmup_requests = min(spec.warmup_requests, result.requests_seen) if plan.executor != "ramping-arrival-rate" else 0
