@@ -4,6 +4,7 @@ Chromium in tests): wait until one answers its health URL; stop one politely, th
 from __future__ import annotations
 
 import signal
+import ssl
 import subprocess
 import time
 from typing import Literal
@@ -12,15 +13,17 @@ import httpx
 
 
 def wait_for_health(proc: subprocess.Popen, url: str, deadline: float, interval_s: float = 1.0,
-                    request_timeout_s: float = 2.0) -> Literal["healthy", "exited", "timeout"]:
+                    request_timeout_s: float = 2.0, verify: bool | ssl.SSLContext = True
+                    ) -> Literal["healthy", "exited", "timeout"]:
     """Poll ``url`` until it returns 200 ("healthy"), ``proc`` exits ("exited") or
     ``time.monotonic()`` passes ``deadline`` ("timeout"). Callers turn the outcome into their
-    own error with their own diagnostics (log tail, stderr)."""
+    own error with their own diagnostics (log tail, stderr). ``verify``: httpx's (a context
+    trusting the project CA for the local edge)."""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return "exited"
         try:
-            if httpx.get(url, timeout=request_timeout_s).status_code == 200:
+            if httpx.get(url, timeout=request_timeout_s, verify=verify).status_code == 200:
                 return "healthy"
         except httpx.HTTPError:
             pass

@@ -396,7 +396,7 @@ def died_run(tmp_path, monkeypatch):
         def healthy(self):
             return False
 
-    def fake_cell(spec, plan, base_url, key, cell_dir, on_progress):
+    def fake_cell(spec, plan, base_url, key, cell_dir, on_progress, **_):
         (cell_dir / "k6.ndjson.gz").write_bytes(gzip.compress(k6_lines([("200", None)] * 6 + [("0", "1212")] * 2)))
         (cell_dir / "k6-summary.json").write_text(json.dumps(
             {"metrics": {"http_req_failed": {"passes": 2, "fails": 6, "value": 0.25}}}))
@@ -404,7 +404,7 @@ def died_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "run_cell", fake_cell)
     session = Dying("url", "http://127.0.0.1:9", None, w.manifest.target)
-    status, reason = runner._run_cells(w, spec, session)
+    status, reason = runner._run_cells(w, spec, session, runner._Observed(w, session, None))
     w.finish(status, reason)
     return w
 

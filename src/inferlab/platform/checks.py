@@ -103,3 +103,43 @@ def plaintext_secret_errors() -> list[str]:
 def deploy_errors(docs: list[dict]) -> list[str]:
     """What deploy checks before applying: policy, TLS consistency, project CR schemas."""
     return [e for d in docs for e in policy_errors(d) + (custom_schema_errors(d) or [])] + tls_errors(docs)
+
+
+# The edge's access log: ONE source for the ingress-nginx controller and the local edge
+# (inferlab.targets.edge), the controller's ConfigMap in platform/ingress-controller/.
+INGRESS_CONTROLLER_DIR = "ingress-controller"
+INGRESS_CONFIGMAP = "ingress-nginx-controller"
+EDGE_LOG_KEYS = ("log-format-upstream", "http-snippet")
+
+
+def edge_log_source() -> dict[str, str]:
+    """``{"log-format-upstream": ..., "http-snippet": ...}`` as the controller's ConfigMap file
+    holds them (the file kustomize builds, not a copy). The local edge renders its nginx
+    ``log_format`` from these, so the two edges log the same fields the same way."""
+    f = platform_dir() / INGRESS_CONTROLLER_DIR / f"{INGRESS_CONFIGMAP}-configmap.yaml"
+    data = yaml.safe_load(f.read_text()).get("data") or {}
+    missing = [k for k in EDGE_LOG_KEYS if not data.get(k)]
+    if missing:
+        raise ValueError(f"{f}: data has no {', '.join(missing)}")
+    return {k: data[k] for k in EDGE_LOG_KEYS}
+
+
+def ingress_controller_errors(docs: list[dict]) -> list[str]:
+    """The built controller kustomization: exactly the controller's ConfigMap, in a namespace
+    other than inferlab's, JSON-escaped, and with the log format and time maps of the one
+    source (a kustomize patch must not make the cluster's log differ from the local edge's)."""
+    cms = [d for d in docs if d.get("kind") == "ConfigMap" and d["metadata"].get("name") == INGRESS_CONFIGMAP]
+    if len(cms) != 1:
+        return [f"expected one ConfigMap/{INGRESS_CONFIGMAP}, found {len(cms)}"]
+    cm, errs = cms[0], []
+    where = f"ConfigMap/{INGRESS_CONFIGMAP}"
+    if cm["metadata"].get("namespace") in (None, "inferlab"):
+        errs.append(f"{where}: namespace {cm['metadata'].get('namespace')!r}: it belongs in the controller's namespace")
+    data = cm.get("data") or {}
+    if data.get("log-format-escape-json") != "true":
+        errs.append(f'{where}: log-format-escape-json must be "true" (request ids and URIs are JSON-escaped)')
+    for key, want in edge_log_source().items():
+        if data.get(key) != want:
+            errs.append(f"{where}: {key} differs from the local edge's (platform/{INGRESS_CONTROLLER_DIR}/"
+                        f"{INGRESS_CONFIGMAP}-configmap.yaml)")
+    return errs

@@ -3,7 +3,9 @@
 Every overlay: plain ``kubectl kustomize`` build (render.py); core objects against the
 Kubernetes 1.32 schemas (``kubernetes-validate --strict``, a dev dependency, hence not
 reachable from deploy); custom resources against the schemas the project keeps for the fields
-it uses (``schemas/<Kind>.json``); policy and cross-object checks (checks.py); alert rules with
+it uses (``schemas/<Kind>.json``); policy and cross-object checks (checks.py); the ingress-nginx
+controller's ConfigMap (``platform/ingress-controller``, its own namespace): its access-log format
+is the local edge's and ``nginx -t`` accepts it; alert rules with
 ``promtool check rules`` and their unit tests with ``promtool test rules``; every PromQL
 expression parses and names real metrics (promql.py). Without ``make secrets`` the build uses
 throwaway keys in a temporary copy. Checks of objects rendered elsewhere (the in-cluster k6 Job,
@@ -13,14 +15,18 @@ which lives in ``inferlab.load``, which platform must not import) come in as ``e
 from __future__ import annotations
 
 import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import kubernetes_validate
 import yaml
 
-from .checks import custom_schema_errors, plaintext_secret_errors, policy_errors, tls_errors
+from .checks import (INGRESS_CONTROLLER_DIR, custom_schema_errors, edge_log_source, ingress_controller_errors,
+                     plaintext_secret_errors, policy_errors, tls_errors)
 from .promql import promql_errors, run_promtool
-from .render import engine_of, kustomize_build, overlays, platform_dir
+from .render import engine_of, kubectl, kustomize_build, overlays, platform_dir
 
 K8S_VERSION = "1.32"
 RULE_TESTS = ("components", "monitoring", "rule-tests")  # under platform/: <PrometheusRule name>.test.yaml
@@ -98,6 +104,52 @@ def _overlay_check(name: str) -> tuple[int, list[str], list[str]]:
     return len(docs), overlay_errors(name, docs), engine_lines(docs)
 
 
+def ingress_controller_docs() -> list[dict]:
+    """``kubectl kustomize platform/ingress-controller`` (no secrets in it, no overlay)."""
+    path = platform_dir() / INGRESS_CONTROLLER_DIR
+    proc = subprocess.run([kubectl(), "kustomize", str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kustomize build of {path} failed:\n{proc.stderr[-2000:]}")
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def controller_nginx_errors(data: dict) -> list[str]:
+    """``nginx -t`` (Debian's nginx) on the http-level lines the controller makes of the
+    ConfigMap: its ``$req_id`` map, the ``http-snippet`` and ``log_format upstreaminfo
+    escape=json '<log-format-upstream>'``, as ingress-nginx's template writes them."""
+    from ..ui.serve import UIError, nginx_binary
+
+    try:
+        nginx = nginx_binary()
+    except UIError as exc:
+        return [str(exc)]
+    with tempfile.TemporaryDirectory(prefix="inferlab-ingress-log-") as tmp:
+        d = Path(tmp)
+        conf = d / "nginx.conf"
+        conf.write_text(f"pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n"
+                        '  map $http_x_request_id $req_id { default $http_x_request_id; "" $request_id; }\n'
+                        f"{data.get('http-snippet', '')}\n"
+                        f"  log_format upstreaminfo escape=json '{data.get('log-format-upstream', '')}';\n"
+                        f"  access_log {d}/access.log upstreaminfo;\n}}\n")
+        proc = subprocess.run([nginx, "-t", "-p", tmp, "-e", str(d / "error.log"), "-c", str(conf)],
+                              capture_output=True, text=True)
+    return [] if proc.returncode == 0 else [f"nginx -t rejects the controller's log format: {proc.stderr.strip()[-600:]}"]
+
+
+def validate_ingress_controller() -> tuple[int, list[str]]:
+    """The controller's kustomization (its own namespace): Kubernetes schema, policy, the
+    access-log format equal to the local edge's (one source) and accepted by nginx."""
+    try:
+        docs = ingress_controller_docs()
+        errs = object_errors(docs) + ingress_controller_errors(docs)
+        cm = next((d for d in docs if d.get("kind") == "ConfigMap"), None)
+        errs += controller_nginx_errors(cm.get("data") or {}) if cm and not errs else []
+        edge_log_source()  # the local edge can read it
+    except (RuntimeError, ValueError, OSError) as exc:
+        return 0, [f"[{INGRESS_CONTROLLER_DIR}] {exc}"]
+    return len(docs), [f"[{INGRESS_CONTROLLER_DIR}] {e}" for e in errs]
+
+
 def validate_all(verbose: bool = False, extra_checks: Iterable[tuple[str, Check]] = ()) -> bool:
     """Every overlay, then each ``(label, check)`` of ``extra_checks`` (a check returns
     ``(n_objects, errors)``); True when nothing failed. ``verbose`` prints one line per check
@@ -107,6 +159,8 @@ def validate_all(verbose: bool = False, extra_checks: Iterable[tuple[str, Check]
         print(e)
         ok = False
     checks = [(f"overlay {name}", lambda name=name: _overlay_check(name)) for name in overlays()]
+    checks += [("ingress-nginx controller ConfigMap (access-log format = the local edge's)",
+                lambda: (*validate_ingress_controller(), []))]
     checks += [(label, lambda check=check: (*check(), [])) for label, check in extra_checks]
     for label, check in checks:
         n, errs, notes = check()

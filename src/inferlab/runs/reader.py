@@ -21,8 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from .. import paths
-from ..ingest import read_k6, read_k6_points, read_k6_summary, read_nvidia_smi_log, read_probe, read_prometheus_text
-from .layout import (CELL_FILES, EDGE_LOG, IDLE_PROBE, K6_SEGMENTED, MANIFEST, SPANS, TELEMETRY, metrics_path,
+from ..ingest import read_edge_log, read_k6, read_k6_points, read_k6_summary, read_nvidia_smi_log, read_probe, read_prometheus_text
+from .layout import (CELL_FILES, EDGE_LOG, IDLE_PROBE, INGRESS_LOG, K6_SEGMENTED, MANIFEST, SPANS, TELEMETRY, metrics_path,
                      segment_glob, with_resumes)
 from .manifest import Manifest
 from .store import reconcile
@@ -223,11 +223,11 @@ class Run:
 
     @cached_property
     def edge(self) -> pd.DataFrame:
-        """The local edge's access log (one row per request through it), verified; empty without an edge."""
-        from ..ingest.edge_log import read_edge_log
-
-        frames = [self._tag(self._read(self.dir / r, read_edge_log), "run")
-                  for r in with_resumes(EDGE_LOG, self._present("edge"))]
+        """The edge's access log, one row per request through it, verified: the local edge's, or on
+        k8s the ingress-nginx controller's for the run's window; empty without either."""
+        frames = [self._tag(self._read(self.dir / r, read_edge_log, source=source), "run")
+                  for rel, source in ((EDGE_LOG, "edge"), (INGRESS_LOG, "controller"))
+                  for r in with_resumes(rel, self._present("edge"))]
         return self._concat(frames)
 
     @cached_property

@@ -40,7 +40,7 @@ from ..probe.stream import BackgroundProbe, run_probe
 from ..runs.environment import host_info, versions
 from ..analysis.capacity import Step, judge_step, msr_summary, next_rate
 from ..ingest import IngestError, read_k6, read_k6_points
-from ..runs.layout import CELL_FILES, IDLE_PROBE, make_run_id, metrics_path, resume_name, segment_files
+from ..runs.layout import CELL_FILES, IDLE_PROBE, INGRESS_LOG, make_run_id, metrics_path, resume_name, segment_files
 from ..runs.reader import find_run_dir
 from ..runs.manifest import CellRecord, Manifest, TargetInfo
 from ..runs.store import RunWriter
@@ -161,9 +161,14 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
             session.vllm_version = preflight(session, _served_model(spec, target)) or session.vllm_version
             _record_target(w, session, k6)
             observed = _Observed(w, session, spans)
-            with _telemetry(w, session):
-                status, reason = (_run_capacity if spec.kind == "capacity" else _run_cells)(w, spec, session, observed)
-            observed.collect_spans("run", "", 0)  # late spans (none expected): kept, never dropped
+            started = datetime.now(UTC)
+            try:
+                with _telemetry(w, session):
+                    status, reason = (_run_capacity if spec.kind == "capacity" else _run_cells)(w, spec, session,
+                                                                                                observed)
+            finally:
+                observed.collect_spans("run", "", 0)  # late spans (none expected): kept, never dropped
+                _controller_log(w, session, started)
     except (KeyboardInterrupt, CellInterrupted):
         status, reason = "partial", "interrupted by the user (Ctrl-C); `--resume` adds the missing cells"
     except (TargetError, EngineError) as exc:
@@ -219,6 +224,20 @@ class _Observed:
         if expected and got < expected:
             self.w.manifest.notes.append(f"{folder}: {got} of {expected} request spans arrived within {SPAN_WAIT_S} s "
                                          "(unmatched rows are counted in the report)")
+
+
+def _controller_log(w: RunWriter, session: TargetSession, since: datetime) -> None:
+    """k8s through the ingress: the ingress-nginx controller's access log for the run's window,
+    kept as ``edge/ingress-access.log`` (the edge table's source on a cluster). A cluster whose
+    controller cannot be read leaves a note, never a failed run."""
+    if session.edge_log is None:
+        return
+    try:
+        text = session.edge_log(since, datetime.now(UTC))
+    except Exception as exc:  # noqa: BLE001 - RBAC, no ingress-nginx: the report says the join is missing
+        w.manifest.notes.append(f"ingress controller access log not collected: {type(exc).__name__}: {exc}"[:300])
+        return
+    w.write_text(_unique(w, INGRESS_LOG), text)
 
 
 def _record_target(w: RunWriter, session: TargetSession, k6: str) -> None:

@@ -5,10 +5,13 @@ from the spec)."""
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 from .. import credentials
 from ..specs import LoadSpec
@@ -98,10 +101,51 @@ def k8s_target(spec: LoadSpec, base_url: str | None, in_cluster: bool = False):
     if base_url:
         info = TargetInfo(kind="k8s", base_url=base_url, model=spec.model, served_model_name=spec.model,
                           tls_skip_verify=spec.tls_skip_verify, deployment={"via": "ingress", **via_load})
+        logs = (lambda since, until: ingress_access_log(dyn.client, since, until)) if dyn is not None else None
         yield TargetSession("k8s", base_url.rstrip("/"), key, info, verify_tls=not spec.tls_skip_verify,
-                            in_cluster=load, pod_scraper=pods)
+                            in_cluster=load, pod_scraper=pods, edge_log=logs)
         return
     with port_forward() as url:
         info = TargetInfo(kind="k8s", base_url=url, model=spec.model, served_model_name=spec.model,
                           deployment={"via": f"port-forward svc/{SERVICE} -n {NAMESPACE}", **via_load})
         yield TargetSession("k8s", url, key, info, in_cluster=load, pod_scraper=pods)
+
+
+INGRESS_NAMESPACE = "ingress-nginx"
+INGRESS_SELECTOR = "app.kubernetes.io/name=ingress-nginx,app.kubernetes.io/component=controller"
+LOG_SLACK_S = 5  # since_seconds is whole seconds and the pod's clock is not ours: ask for a little more
+
+
+def ingress_access_log(api_client, since: datetime, until: datetime | None = None,
+                       namespace: str = INGRESS_NAMESPACE, selector: str = INGRESS_SELECTOR,
+                       container: str = "controller") -> str:
+    """The ingress-nginx controller's log lines for a run's window, every controller pod's in
+    turn (``read_namespaced_pod_log`` with ``since_seconds``), for
+    ``read_edge_log(..., source="controller")``. Access lines (JSON, platform/ingress-controller's
+    format) whose ``time`` lies outside ``[since - slack, until + slack]`` are dropped; the
+    controller's own lines are kept, for the reader to count. Raw text, as the API returns it."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api_client)
+    since_s = max(1, math.ceil((datetime.now(UTC) - since).total_seconds()) + LOG_SLACK_S)
+    lo = since - timedelta(seconds=LOG_SLACK_S)
+    hi = (until or datetime.now(UTC)) + timedelta(seconds=LOG_SLACK_S)
+    out = []
+    for pod in sorted(core.list_namespaced_pod(namespace, label_selector=selector).items, key=lambda p: p.metadata.name):
+        # raw bytes: client versions that json.loads a str response whatever its content type
+        # turn a log of one JSON line into a Python dict's repr
+        resp = core.read_namespaced_pod_log(pod.metadata.name, namespace, container=container,
+                                            since_seconds=since_s, _preload_content=False)
+        text = resp.data.decode("utf-8", errors="replace")
+        out += [line for line in text.splitlines() if _in_window(line, lo, hi)]
+    return "".join(line + "\n" for line in out)
+
+
+def _in_window(line: str, lo: datetime, hi: datetime) -> bool:
+    if not line.startswith("{"):
+        return True
+    try:
+        t = datetime.fromisoformat(json.loads(line)["time"])
+    except (ValueError, KeyError, TypeError):
+        return True  # the reader names what is wrong with it
+    return lo <= t <= hi

@@ -5,12 +5,19 @@ module (``local``, ``url``, ``k8s``); :func:`inferlab.targets.open.open_target` 
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import httpx
 
 from ..runs.manifest import TargetInfo
+
+def trust(ca_file: str) -> ssl.SSLContext:
+    """A TLS context that verifies servers against ``ca_file`` only (the local edge's CA)."""
+    return ssl.create_default_context(cafile=ca_file)
+
 
 class TargetError(RuntimeError):
     """The target cannot be used (unreachable, key rejected, wrong model)."""
@@ -24,10 +31,12 @@ class TargetSession:
     info: TargetInfo
     vllm_version: str | None = None
     pids: dict[str, int | None] = field(default_factory=dict)
-    verify_tls: bool | str = True  # httpx's verify: a CA bundle path for the local edge's project CA
+    verify_tls: bool | ssl.SSLContext = True  # httpx's verify: trust(<CA>) for the local edge's project CA
     ca_file: str | None = None  # that CA for k6 (SSL_CERT_FILE), None: the system's
     in_cluster: object | None = None  # load.incluster.KubeExec when k6 runs as a Job in the cluster
     pod_scraper: Callable[[], dict[str, bytes]] | None = None  # k8s: /metrics of every vLLM pod
+    # k8s through the ingress: the controller's access log for a window (since, until) -> raw text
+    edge_log: Callable[[datetime, datetime], str] | None = None
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
