@@ -53,10 +53,11 @@ def offered_load(k6: pd.DataFrame) -> pd.DataFrame:
 def rejection_table(k6: pd.DataFrame, edge: pd.DataFrame, rate_limit_rps: float, burst: float,
                     limit_status: int = 503):
     """Measured rejected share beside ``1 - (rate*T + burst)/(offered*T)`` for every open-loop
-    cell (offered rate and T from :func:`offered_load`), and the onset beside burst/(offered-rate)."""
+    cell (offered rate and T from :func:`offered_load`; for a ramp the prediction assumes a
+    constant rate, as in ``edge-ratelimit-local``), and the onset beside burst/(offered-rate)."""
     cells = ae.edge_cells(k6, edge, limit_status)
     load = offered_load(k6)
-    open_loop = load[load["cell_id"].str.contains(r"-at\d", regex=True)]
+    open_loop = load[load["cell_id"].str.contains(r"-(?:at|rate)\d", regex=True)]  # constant rate, or a ramp
     rows = [ae.rejected_vs_prediction(cells[cells["cell_id"] == r.cell_id], rate_limit_rps, burst, r.offered_rps,
                                       r.duration_s).assign(offered_rps=r.offered_rps, duration_s=r.duration_s)
             for r in open_loop.itertuples() if r.cell_id in set(cells["cell_id"])]
@@ -97,3 +98,46 @@ def overhead_plot(k6: pd.DataFrame, edge: pd.DataFrame):
                     facet_kws={"sharex": False})
     g.set_axis_labels("ms", "fraction of requests")
     return _done(g.figure, "Edge overhead per request: client - edge, edge (nginx) - upstream")
+
+
+# One call per notebook cell, from the run itself: a run without an edge (or without a limit)
+# gets a sentence instead, so the load-test notebook stays a straight list of calls.
+
+def _note(run) -> dict:
+    return run.manifest.target.deployment.get("edge") or {}
+
+
+def summary(run) -> Markdown:
+    """How the run's edge was set up, or that it had none (k8s: the ingress controller's log)."""
+    if not _note(run) and not run.edge.empty:
+        return Markdown("Requests went through the cluster's ingress-nginx; its access log for the run's window "
+                        "(`edge/ingress-access.log`) is joined to k6's rows by request id.")
+    return edge_md(_note(run))
+
+
+def cells(run):
+    """:func:`edge_table` of the run, or why there is none."""
+    if run.edge.empty:
+        return "no edge access log in this run"
+    return edge_table(run.requests, run.edge, _note(run).get("limit_status", 503))
+
+
+def rate_limit(run):
+    """:func:`rejection_table` of the run (prediction beside measurement), or why there is none."""
+    note = _note(run)
+    if run.edge.empty or not note.get("rate_limit_rps"):
+        return "no rate-limited edge in this run"
+    return rejection_table(run.requests, run.edge, note["rate_limit_rps"], note["burst"], note["limit_status"])
+
+
+def rate_limit_plot(run):
+    note = _note(run)
+    if run.edge.empty or not note.get("rate_limit_rps"):
+        return "no rate-limited edge in this run"
+    return rejections_plot(run.requests, run.edge, note["limit_status"])
+
+
+def overhead(run):
+    if run.edge.empty:
+        return "no edge access log in this run"
+    return overhead_plot(run.requests, run.edge)

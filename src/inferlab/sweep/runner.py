@@ -150,6 +150,10 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
         with contextlib.ExitStack() as stack:
             spans = stack.enter_context(OtlpReceiver(spec.observe.detailed_traces)) \
                 if spec.observe.traces and target == "local" else None
+            observed = _Observed(w, spans)
+            # runs after the engine stopped (ExitStack is LIFO), before the receiver closes: what
+            # the engine's exporter flushes at exit is kept, never dropped
+            stack.callback(observed.collect_spans, "run", "", 0)
             session = stack.enter_context(open_target(
                 target, _traced(spec, spans), w.dir, base_url, engine_log=_unique(w, "engine/engine.log"),
                 pinning=pinning, in_cluster=in_cluster))
@@ -160,15 +164,9 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
                                                           _unique(w, "edge/access.log")))
             session.vllm_version = preflight(session, _served_model(spec, target)) or session.vllm_version
             _record_target(w, session, k6)
-            observed = _Observed(w, session, spans)
-            started = datetime.now(UTC)
-            try:
-                with _telemetry(w, session):
-                    status, reason = (_run_capacity if spec.kind == "capacity" else _run_cells)(w, spec, session,
-                                                                                                observed)
-            finally:
-                observed.collect_spans("run", "", 0)  # late spans (none expected): kept, never dropped
-                _controller_log(w, session, started)
+            stack.callback(_controller_log, w, session, datetime.now(UTC))
+            with _telemetry(w, session):
+                status, reason = (_run_capacity if spec.kind == "capacity" else _run_cells)(w, spec, session, observed)
     except (KeyboardInterrupt, CellInterrupted):
         status, reason = "partial", "interrupted by the user (Ctrl-C); `--resume` adds the missing cells"
     except (TargetError, EngineError) as exc:
@@ -198,14 +196,15 @@ def _traced(spec: LoadSpec, spans: OtlpReceiver | None) -> LoadSpec:
 
 
 SPAN_WAIT_S = 30  # after a cell's last response; the engine's batch exporter flushes every 0.5 s
+SPAN_IDLE_S = 3.0  # 6x the export delay: no new span for this long, none is coming (rejected requests have none)
 SPANS_FILE = "spans.otlp.jsonl.gz"
 
 
 class _Observed:
     """What the run's observers keep per cell beside k6: the server's spans (local engine)."""
 
-    def __init__(self, w: RunWriter, session: TargetSession, spans: OtlpReceiver | None) -> None:
-        self.w, self.session, self.spans = w, session, spans
+    def __init__(self, w: RunWriter, spans: OtlpReceiver | None) -> None:
+        self.w, self.spans = w, spans
 
     def request_prefix(self, scope: str) -> str:
         """X-Request-Id prefix of a scope's requests: ``<run_id>.<cell_id>.`` (k6 and probe)."""
@@ -216,14 +215,17 @@ class _Observed:
         holds at shutdown), then write what came since the last call once into ``folder``."""
         if self.spans is None:
             return
-        got = self.spans.wait_for(prefix, expected, SPAN_WAIT_S) if expected else self.spans.count(prefix)
+        got = (self.spans.wait_for(prefix, expected, SPAN_WAIT_S, idle_s=SPAN_IDLE_S) if expected
+               else self.spans.count(prefix))
         data = self.spans.drain()
         if data:
             rel = "spans.otlp.jsonl.gz" if folder == "run" else f"{folder}/{SPANS_FILE}"
             self.w.write_bytes(_unique(self.w, rel), gzip.compress(data))
         if expected and got < expected:
-            self.w.manifest.notes.append(f"{folder}: {got} of {expected} request spans arrived within {SPAN_WAIT_S} s "
-                                         "(unmatched rows are counted in the report)")
+            self.w.manifest.notes.append(f"{folder}: {got} of {expected} requests have a server span (rejected or "
+                                         "failed requests have none; the report counts unmatched rows)")
+        if folder == "run" and self.spans.rejected:
+            self.w.manifest.notes.append(f"OTLP receiver refused posts (HTTP status: count): {dict(self.spans.rejected)}")
 
 
 def _controller_log(w: RunWriter, session: TargetSession, since: datetime) -> None:
