@@ -58,6 +58,7 @@ def test_every_tracked_yaml_and_json_is_classified():
         "tests/fixtures/": "real data read by the ingest goldens",
         "notebooks/": "executed by tests/report",
         "src/inferlab/platform/schemas/": "checked against the JSON Schema metaschema in tests/platform",
+        "data/gpu-evidence/": "GPU evidence: re-judged from its raw files by tests/analysis/test_gpu_evidence.py",
     }
     unclassified = [f for f in files if not any(f == k or f.startswith(k) for k in reasons)]
     assert not unclassified, f"classify these in {__file__}: {unclassified}"

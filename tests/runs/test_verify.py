@@ -404,7 +404,7 @@ def died_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "run_cell", fake_cell)
     session = Dying("url", "http://127.0.0.1:9", None, w.manifest.target)
-    status, reason = runner._run_cells(w, spec, session, runner._Observed(w, None))
+    status, reason = runner._run_cells(w, spec, session, runner._Context(w, None))
     w.finish(status, reason)
     return w
 

@@ -45,7 +45,8 @@ class _TagTable:
     """Maps each distinct tag-object string to a small integer and its decoded dict."""
 
     def __init__(self) -> None:
-        self.ids: dict[str, int] = {}
+        self.ids: dict[str, int] = {}  # raw tag string -> id (the cache)
+        self.by_content: dict[str, int] = {}  # canonical JSON of the decoded tags -> id
         self.decoded: list[dict] = []
 
     def encode(self, strings: pl.Series, stats: LineStats, first_line: int) -> pl.Series:
@@ -57,8 +58,13 @@ class _TagTable:
                     raise IngestError(stats.path, first_line, "a JSON tags object", s) from exc
                 tags = dict(obj["tags"] or {})
                 tags.update({f"meta_{k}": v for k, v in (obj.get("metadata") or {}).items()})
-                self.ids[s] = len(self.decoded)
-                self.decoded.append(tags)
+                # k6 writes metadata keys in Go map order, which differs between the Points of one
+                # request: equal content must be one id, or the request splits into several rows
+                key = json.dumps(tags, sort_keys=True)
+                if key not in self.by_content:
+                    self.by_content[key] = len(self.decoded)
+                    self.decoded.append(tags)
+                self.ids[s] = self.by_content[key]
         return strings.replace_strict(self.ids, return_dtype=pl.Int32)
 
     def frame(self) -> pl.DataFrame:

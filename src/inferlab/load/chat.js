@@ -2,9 +2,9 @@
 // All parameters come from one JSON env var INFERLAB_K6_CONFIG (written by inferlab.load.k6);
 // the API key comes from INFERLAB_API_KEY in the environment, never from argv or the config.
 import http from 'k6/http';
-import { check } from 'k6';
+import { check, sleep } from 'k6';
 import exec from 'k6/execution';
-import { Counter } from 'k6/metrics';
+import { Counter, Trend } from 'k6/metrics';
 
 const C = JSON.parse(__ENV.INFERLAB_K6_CONFIG);
 const KEY = __ENV.INFERLAB_API_KEY || '';
@@ -12,6 +12,17 @@ const KEY = __ENV.INFERLAB_API_KEY || '';
 // the cross-check compares their sum with vllm:generation_tokens_total.
 const completionTokens = new Counter('completion_tokens');
 const promptTokens = new Counter('prompt_tokens');
+// A workload (C.workload, from inferlab.load.workload) replaces the one fixed prompt: see the
+// workload section below. Its open-loop sends are timed against their schedule.
+const W = C.workload || null;
+const sendLag = new Trend('send_lag_ms');  // actual send - scheduled time, stamped right before sending
+const lateSends = new Counter('late_sends');  // sends later than the workload's late_ms
+const abandonedTurns = new Counter('abandoned_turns');  // turns not sent because an earlier turn failed
+// One Point per workload request, value 1, whose metadata says what was sent (session, turn,
+// lengths, schedule, send time). Kept off the http_req_* Points on purpose: k6 writes a Point's
+// metadata in map order, which differs between Points, and the reader groups a request's
+// http_req_* Points by identical tags + metadata, so those carry request_id alone.
+const workloadRequests = new Counter('workload_requests');
 
 // The cell's tags: the scenario carries them, and setup() (no scenario) sets them itself.
 const CELL_TAGS = { payload: C.payload, cell: C.cell_id, vus: String(C.vus || '') };
@@ -30,6 +41,8 @@ function scenario() {
   if (C.executor === 'constant-vus') {
     return { executor: 'constant-vus', vus: C.vus, duration: `${C.duration_s}s`, tags: CELL_TAGS };
   }
+  // shared-iterations, also for a workload's open loop ('scheduled'): a free VU takes the next
+  // session and sleeps until its scheduled time, so a send is late only when every VU is busy
   return { executor: 'shared-iterations', vus: C.vus, iterations: C.iterations,
     maxDuration: `${C.max_duration_s}s`, tags: CELL_TAGS };
 }
@@ -77,6 +90,7 @@ function params(phase, id) {
 // scenario starts, so no measured request overlaps a warm-up one. Tagged phase=warmup: analysis
 // excludes them and the cross-check counts them.
 export function setup() {
+  if (W) return workloadWarmup();
   let left = C.warmup || 0;
   while (left > 0) {
     const n = Math.min(left, Math.max(1, C.warmup_concurrency || 1));
@@ -94,6 +108,7 @@ export function setup() {
 }
 
 export default function () {
+  if (W) return runSession();
   const id = requestId('measure', exec.scenario.iterationInTest);
   exec.vu.metrics.metadata.request_id = id;
   const res = http.post(`${C.base_url}/v1/chat/completions`, body(), params('measure', id));
@@ -101,6 +116,7 @@ export default function () {
   delete exec.vu.metrics.metadata.request_id;
 }
 
+// Returns the response's usage (null when it failed or had none).
 function record(res, phase) {
   let usage = null;
   if (res.status === 200) {
@@ -111,4 +127,139 @@ function record(res, phase) {
     promptTokens.add(usage.prompt_tokens || 0, { phase });
   }
   check(res, { 'status is 200': (r) => r.status === 200 }, { phase });
+  return usage;
+}
+
+// ---- workloads -------------------------------------------------------------------------------
+// Prompt text is rendered here from the workload's seed: words of W.vocab drawn by a seeded
+// PRNG (FNV-1a of a string key -> mulberry32). Words per prompt follow the calibration
+// (tokens = base + tokens_per_word x words); the rendered text is never shipped.
+const CAL = W ? W.calibration : null;
+
+function hash32(str) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < str.length; i++) { h ^= str.charCodeAt(i); h = Math.imul(h, 0x01000193); }
+  return h >>> 0;
+}
+
+function prng(key) {
+  let a = hash32(key);
+  return function () {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function words(r, n) {
+  const out = new Array(n);
+  for (let i = 0; i < n; i++) out[i] = W.vocab[Math.floor(r() * W.vocab.length)];
+  return out.join(' ');
+}
+
+function wordsFor(tokens, overhead) {
+  return Math.max(1, Math.round((tokens - overhead) / CAL.tokens_per_word));
+}
+
+// A session's first messages: a shared-prefix member opens with its group's prefix (system
+// message), anyone else with LEAD unique words (keyed by seed, salt = cell id, session), so no
+// two sessions share a KV block unless they share a prefix group.
+function firstTurn(s, salt) {
+  const r = prng(`${W.seed}:${salt}:${s}`);
+  const total = Math.max(W.lead_words + 1, wordsFor(W.input[s][0], CAL.base_tokens));
+  const group = W.group[s];
+  let system, userWords;
+  if (group >= 0) {
+    const pw = Math.max(1, Math.round(W.prefix_tokens / CAL.tokens_per_word));
+    system = words(prng(`${W.seed}:prefix:${group}`), pw);
+    userWords = Math.max(W.lead_words, total - pw);
+    return { r, messages: [{ role: 'system', content: system }, { role: 'user', content: words(r, userWords) }],
+      expected: CAL.base_tokens + CAL.tokens_per_word * (pw + userWords) };
+  }
+  system = words(r, W.lead_words);
+  userWords = total - W.lead_words;
+  return { r, messages: [{ role: 'system', content: system }, { role: 'user', content: words(r, userWords) }],
+    expected: CAL.base_tokens + CAL.tokens_per_word * total };
+}
+
+function workloadBody(messages, s, t) {
+  return JSON.stringify({ model: C.model, messages, max_tokens: W.output[s][t], ignore_eos: W.ignore_eos,
+    temperature: W.temperature });
+}
+
+function workloadWarmup() {
+  const seg = __ENV.INFERLAB_K6_SEGMENT || '0';
+  let left = C.warmup || 0;
+  let i = 0;
+  while (left > 0) {
+    const n = Math.min(left, Math.max(1, C.warmup_concurrency || 1));
+    const reqs = [];
+    for (let k = 0; k < n; k++, i++) {
+      const s = i % W.input.length;
+      const body = workloadBody(firstTurn(s, `w${seg}.${C.cell_id}`).messages, s, 0);
+      reqs.push({ method: 'POST', url: `${C.base_url}/v1/chat/completions`, body,
+        params: params('warmup', requestId('warmup', `${seg}-${i}`)) });
+    }
+    http.batch(reqs).forEach((res) => record(res, 'warmup'));
+    left -= n;
+  }
+}
+
+function describe(md, fields) {
+  Object.keys(fields).forEach((k) => { md[k] = String(fields[k]); });
+  workloadRequests.add(1, { phase: 'measure' });
+  Object.keys(fields).forEach((k) => delete md[k]);
+}
+
+// One iteration = one session (one request unless multi-turn). Open loop: the session waits for
+// its scheduled time (scenario start + start_ms) whatever earlier sessions are doing; later
+// turns follow the answer plus think time. Request ids: m<session>, or m<session>-<turn>.
+function runSession() {
+  const s = exec.scenario.iterationInTest;
+  if (s >= W.input.length) return;
+  let due = W.start_ms ? exec.scenario.startTime + W.start_ms[s] : null;
+  if (due !== null) {
+    const wait = due - Date.now();
+    if (wait > 0) sleep(wait / 1000);
+  }
+  const first = firstTurn(s, C.cell_id);
+  const messages = first.messages;
+  let expected = first.expected;
+  const turns = W.input[s].length;
+  for (let t = 0; t < turns; t++) {
+    if (t > 0) {
+      if (W.think_s > 0) sleep(W.think_s);
+      messages.push({ role: 'user', content: words(first.r, wordsFor(W.input[s][t], CAL.message_tokens)) });
+      due = null;  // a later turn is scheduled by its session, not the clock
+    }
+    const id = requestId('measure', W.multi_turn ? `${s}-${t}` : `${s}`);
+    const body = workloadBody(messages, s, t);
+    const md = exec.vu.metrics.metadata;
+    md.request_id = id;
+    const sent = Date.now();  // stamped right before sending
+    const res = http.post(`${C.base_url}/v1/chat/completions`, body, params('measure', id));
+    const usage = record(res, 'measure');  // its usage Points carry the request_id
+    const fields = { session: s, turn: t, prefix_group: W.group[s], input_tokens: W.input[s][t],
+      output_tokens: W.output[s][t], expected_prompt_tokens: Math.round(expected), sent_ms: sent };
+    if (due !== null) {
+      const lag = sent - due;
+      Object.assign(fields, { scheduled_ms: W.start_ms[s], send_lag_ms: lag });
+      sendLag.add(lag, { phase: 'measure' });
+      if (lag > W.late_ms) lateSends.add(1, { phase: 'measure' });
+    }
+    describe(md, fields);
+    delete md.request_id;
+    let answer = null;
+    if (usage && t + 1 < turns) {
+      try { answer = res.json('choices.0.message.content'); } catch (e) { answer = null; }
+    }
+    if (t + 1 >= turns) break;
+    if (answer === null) {  // the conversation cannot go on without the answer
+      abandonedTurns.add(turns - t - 1, { phase: 'measure' });
+      break;
+    }
+    messages.push({ role: 'assistant', content: answer });
+    expected = usage.prompt_tokens + usage.completion_tokens + CAL.message_tokens + W.input[s][t + 1];
+  }
 }

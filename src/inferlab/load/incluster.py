@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import json
 import shlex
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from pathlib import Path
 from ..offline import K6_ENV
 from ..runs.layout import segment_files
 from .k6 import REQUEST_MARK, SCRIPT, CellResult, cell_result, execution_segments, k6_argv, k6_config
+from .workload import check_config_size
 from ..specs import CellPlan, LoadSpec
 
 K6_IMAGE = "grafana/k6:1.1.0"  # the same k6 as the PyPI wheel the local target uses
@@ -61,13 +61,18 @@ def k6_shell(n_segments: int, results: str = RESULTS, script: str = f"{SCRIPTS}/
     return f'{pick}{argv} {shlex.quote(script)} > {results}/k6.log 2>&1; echo $? > {results}/exit-code; exit 0'
 
 
+CONFIGMAP_LIMIT = 1 << 20  # bytes of a ConfigMap's data (the API server refuses more)
+
+
 def render(spec: LoadSpec, cell: CellPlan, run_id: str, namespace: str, service_url: str,
-           secret_name: str) -> list[dict]:
-    """ConfigMap (script + cell config) and the Indexed Job for one cell."""
+           secret_name: str, calibration: dict | None = None) -> list[dict]:
+    """ConfigMap (script + cell config) and the Indexed Job for one cell. A workload's config
+    (its schedule as integer arrays, no rendered prompts) is checked against the env-var cap,
+    which is far below the ConfigMap's 1 MiB."""
     name, n = job_name(run_id, cell.cell_id), spec.k6_segments
     labels = {**LABELS, "inferlab.dev/cell": cell.cell_id}
     meta = {"name": name, "namespace": namespace, "labels": labels}
-    config = json.dumps(k6_config(spec, cell, service_url, run_id))
+    config = check_config_size(k6_config(spec, cell, service_url, run_id, calibration), cell.cell_id)
     config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
                   "data": {"chat.js": SCRIPT.read_text(), "config.json": config}}
     small = {"requests": {"cpu": "50m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "32Mi"}}
@@ -176,14 +181,14 @@ class KubeExec:
 
 
 def run_cell_in_cluster(kube: KubeExec, spec: LoadSpec, cell: CellPlan, run_id: str, cell_dir: Path,
-                        on_state=print) -> CellResult:
+                        on_state=print, calibration: dict | None = None) -> CellResult:
     """Apply the cell's ConfigMap + Job, wait, copy every segment's outputs, delete both."""
     from kubernetes import dynamic
 
     from ..kube import apply
 
     dyn = dynamic.DynamicClient(kube.api)
-    docs = render(spec, cell, run_id, kube.namespace, kube.service_url, kube.secret_name)
+    docs = render(spec, cell, run_id, kube.namespace, kube.service_url, kube.secret_name, calibration)
     name, n = docs[1]["metadata"]["name"], spec.k6_segments
     try:
         for d in docs:

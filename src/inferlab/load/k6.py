@@ -25,6 +25,8 @@ from ..runs.layout import segment_files
 from ..credentials import API_KEY_ENV
 from ..offline import K6_ENV
 from ..specs import CellPlan, LoadSpec
+from ..specs.models import workload_vus
+from .workload import check_config_size, k6_section, schedule_for
 
 K6_THRESHOLDS_FAILED = 99
 REQUEST_MARK = b'{"metric":"http_reqs","type":"Point"'  # one per request in k6's NDJSON
@@ -55,7 +57,13 @@ class CellResult:
     stderr_tail: str
 
 
-def k6_config(spec: LoadSpec, cell: CellPlan, base_url: str, run_id: str = "run") -> dict:
+def k6_config(spec: LoadSpec, cell: CellPlan, base_url: str, run_id: str = "run",
+              calibration: dict | None = None) -> dict:
+    """The JSON chat.js reads (INFERLAB_K6_CONFIG). With ``spec.workload``: the workload's
+    section (load/workload.py) instead of one prompt; ``calibration`` (:func:`load.workload.calibrate`)
+    says how many words make a token on the target, else the documented estimate is used."""
+    if spec.workload is not None:
+        return _workload_config(spec, cell, base_url, run_id, calibration)
     payload = spec.payloads[cell.payload]
     measure = "{phase:measure}"
     # warm-up (k6 setup(), finished before the measured scenario starts) at the cell's own
@@ -82,6 +90,24 @@ def k6_config(spec: LoadSpec, cell: CellPlan, base_url: str, run_id: str = "run"
         cfg.update(rate_from=spec.ramp.start_rate, rate_to=spec.ramp.end_rate,
                    pre_allocated_vus=spec.ramp.pre_allocated_vus, max_vus=spec.ramp.max_vus)
     return cfg
+
+
+def _workload_config(spec: LoadSpec, cell: CellPlan, base_url: str, run_id: str, calibration: dict | None) -> dict:
+    w, schedule = schedule_for(spec.workload)  # type: ignore[arg-type]
+    vus = cell.vus or workload_vus(spec, w)[0]
+    warmup = spec.warmup_requests
+    concurrency = max(1, min(warmup, vus))
+    measure = "{phase:measure}"
+    return {
+        "base_url": base_url.rstrip("/"), "model": spec.model, "run_id": run_id, "cell_id": cell.cell_id,
+        "payload": cell.payload, "executor": cell.executor, "vus": vus, "iterations": schedule.attrs["sessions"],
+        "max_duration_s": spec.max_cell_duration_s, "warmup": warmup, "warmup_concurrency": concurrency,
+        "warmup_rounds": -(-warmup // concurrency), "timeout_s": spec.request_timeout_s,
+        "tls_skip_verify": spec.tls_skip_verify,
+        "thresholds": {f"http_req_duration{measure}": [f"p(95)<{spec.slo.e2e_p95_ms}"],
+                       f"http_req_failed{measure}": [f"rate<{spec.slo.error_rate}"]},
+        "workload": k6_section(w, schedule, calibration),
+    }
 
 
 def _count_requests(paths: list[Path], stop: threading.Event, on_count, every_s: float = 0.5) -> None:
@@ -120,11 +146,11 @@ def k6_argv(k6: str, files: dict[str, str], script: str, segment: int, n_segment
 
 
 def k6_env(spec: LoadSpec, cell: CellPlan, base_url: str, api_key: str | None, run_id: str = "run",
-           ca_file: str | None = None) -> dict[str, str]:
+           ca_file: str | None = None, calibration: dict | None = None) -> dict[str, str]:
     """k6's environment: the cell config as JSON, the no-telemetry switches, the key, and
     ``ca_file`` as SSL_CERT_FILE (Go's TLS trusts it: the local edge's project CA)."""
     env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
-    env["INFERLAB_K6_CONFIG"] = json.dumps(k6_config(spec, cell, base_url, run_id))
+    env["INFERLAB_K6_CONFIG"] = check_config_size(k6_config(spec, cell, base_url, run_id, calibration), cell.cell_id)
     env.update(K6_ENV)
     if ca_file:
         env["SSL_CERT_FILE"] = ca_file
@@ -134,13 +160,14 @@ def k6_env(spec: LoadSpec, cell: CellPlan, base_url: str, api_key: str | None, r
 
 
 def run_cell(spec: LoadSpec, cell: CellPlan, base_url: str, api_key: str | None, cell_dir: Path,
-             on_progress=None, run_id: str = "run", ca_file: str | None = None) -> CellResult:
+             on_progress=None, run_id: str = "run", ca_file: str | None = None,
+             calibration: dict | None = None) -> CellResult:
     """Run k6 for one cell (``spec.k6_segments`` processes, one execution segment each); files
     land in ``cell_dir``. Raises CellInterrupted, after saving what k6 produced, on Ctrl-C."""
     k6, n = k6_binary(), spec.k6_segments
     names = [segment_files(i, n) for i in range(n)]
     partials = [cell_dir / f".{f['ndjson'].removesuffix('.gz')}.partial" for f in names]  # .k6.ndjson.partial
-    env = k6_env(spec, cell, base_url, api_key, run_id, ca_file)
+    env = k6_env(spec, cell, base_url, api_key, run_id, ca_file, calibration)
     stop = threading.Event()
     counter = threading.Thread(target=_count_requests, args=(partials, stop, on_progress or (lambda n: None)), daemon=True)
     interrupted, procs, logs = False, [], []

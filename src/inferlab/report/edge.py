@@ -141,3 +141,16 @@ def overhead(run):
     if run.edge.empty:
         return "no edge access log in this run"
     return overhead_plot(run.requests, run.edge)
+
+
+def section(run) -> None:
+    """The whole edge section, displayed in order; one sentence for a run without an edge."""
+    from IPython.display import display
+
+    display(summary(run))
+    if run.edge.empty:
+        return
+    display(cells(run))
+    if _note(run).get("rate_limit_rps"):
+        display(rate_limit(run), rate_limit_plot(run))
+    display(overhead(run))

@@ -11,6 +11,7 @@ data/runs/<run_id>/                  run_id = YYYYmmddTHHMMSSZ-<target>-<label>
   probe/spans.otlp.jsonl.gz          (the idle probe's spans, and engine start-up spans when detailed)
   edge/access.log                    (the local edge's JSON access log: one line per request)
   edge/ingress-access.log            (k8s through the ingress: the controller's log for the run's window)
+  workload.json                      (a workload run: workload file(s) + sha256, the workload, token calibration)
   telemetry/nvidia-smi.csv nvml.csv host.csv
   engine/engine.log
 A resumed run never overwrites: a run-level file it writes again gets a ``-resume<N>`` sibling
@@ -41,6 +42,7 @@ IDLE_PROBE = "probe/idle.jsonl"
 SPANS = "spans.otlp.jsonl.gz"  # in cells/<cell_id>/, probe/, and the run's root for late arrivals
 EDGE_LOG = "edge/access.log"
 INGRESS_LOG = "edge/ingress-access.log"  # k8s: the ingress-nginx controller's log for the run's window
+WORKLOAD = "workload.json"  # a workload run: its file(s) and sha256, the validated workload, token calibration
 TELEMETRY = {"nvidia_smi": "telemetry/nvidia-smi.csv", "nvml": "telemetry/nvml.csv", "host": "telemetry/host.csv"}
 ENGINE_LOG = "engine/engine.log"
 

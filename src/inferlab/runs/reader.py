@@ -22,8 +22,8 @@ import pandas as pd
 
 from .. import paths
 from ..ingest import read_edge_log, read_k6, read_k6_points, read_k6_summary, read_nvidia_smi_log, read_probe, read_prometheus_text
-from .layout import (CELL_FILES, EDGE_LOG, IDLE_PROBE, INGRESS_LOG, K6_SEGMENTED, MANIFEST, SPANS, TELEMETRY, metrics_path,
-                     segment_glob, with_resumes)
+from .layout import (CELL_FILES, EDGE_LOG, IDLE_PROBE, INGRESS_LOG, K6_SEGMENTED, MANIFEST, SPANS, TELEMETRY,
+                     WORKLOAD, metrics_path, segment_glob, with_resumes)
 from .manifest import Manifest
 from .store import reconcile
 from .verify import Problem, RecordMismatchError, open_verified, read_verified, verify_run
@@ -253,6 +253,15 @@ class Run:
     def data_quality(self) -> pd.DataFrame:
         """Lines read/used/skipped per file read so far (touch the tables first)."""
         return pd.DataFrame(self._quality)
+
+    @cached_property
+    def workload(self) -> dict:
+        """A workload run's ``workload.json`` (files + sha256, the workload, token calibration),
+        verified; {} for a payload run."""
+        p = self.dir / WORKLOAD
+        if not p.is_file():
+            return {}
+        return self._read(p, lambda path: json.loads(Path(path).read_bytes()))
 
     @cached_property
     def capacity(self) -> dict:

@@ -16,15 +16,12 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-CELL_ID_RE = re.compile(r"^[a-z0-9]+-(c\d+|rate\d+to\d+|at\d+(p\d+)?)(-r\d+)?$")
+from .base import StrictModel
+from .workload import Workload, WorkloadError, load_workload
 
-
-class StrictModel(BaseModel):
-    """Unknown fields are errors; assignments are validated too."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+CELL_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*-(c\d+|rate\d+to\d+|at\d+(p\d+)?|x\d+(p\d+)?)(-r\d+)?$")
 
 
 Strict = StrictModel
@@ -38,18 +35,25 @@ def slug(text: str) -> str:
     return s
 
 
+def _number(x: float) -> str:
+    return f"{round(x, 2):g}".replace(".", "p")
+
+
 def make_cell_id(payload: str, vus: int | None = None, rate: tuple[int, int] | None = None,
-                 repeat: int | None = None, at: float | None = None) -> str:
-    """``short-c16`` (closed loop), ``short-rate2to12`` (ramp), ``short-at4p5`` (constant 4.5
-    requests/s); ``-r<n>`` appended for repeats."""
-    if sum(x is not None for x in (vus, rate, at)) != 1:
-        raise ValueError("a cell is closed loop (vus), a ramp (rate) or a constant arrival rate (at): exactly one")
+                 repeat: int | None = None, at: float | None = None, replay: float | None = None) -> str:
+    """``short-c16`` (closed loop), ``short-rate2to12`` (ramp), ``short-at4p5`` (constant or
+    Poisson 4.5 requests/s), ``bursty-trace-x2`` (a trace replayed at 2x speed); ``-r<n>``
+    appended for repeats."""
+    if sum(x is not None for x in (vus, rate, at, replay)) != 1:
+        raise ValueError("a cell is closed loop (vus), a ramp (rate), an arrival rate (at) or a replay: exactly one")
     if vus is not None:
         body = f"c{vus}"
     elif rate is not None:
         body = f"rate{rate[0]}to{rate[1]}"
+    elif at is not None:
+        body = "at" + _number(at)
     else:
-        body = "at" + f"{round(at, 2):g}".replace(".", "p")  # type: ignore[arg-type]
+        body = "x" + _number(replay)  # type: ignore[arg-type]
     cell = f"{slug(payload)}-{body}" + (f"-r{repeat}" if repeat else "")
     if not CELL_ID_RE.match(cell):
         raise ValueError(f"cell_id {cell!r} is malformed")
@@ -67,8 +71,10 @@ class CellPlan(StrictModel):
     duration_s: float | None = None
     rate_from: float | None = Field(None, description="arrival-rate ramp, requests/s")
     rate_to: float | None = None
-    rate: float | None = Field(None, description="constant arrival rate, requests/s (capacity search)")
+    rate: float | None = Field(None, description="constant arrival rate, requests/s (capacity search; a workload's "
+                               "mean session rate)")
     repeat: int | None = None
+    workload: str | None = Field(None, description="the workload's name (payload carries it too)")
 
 
 class Payload(Strict):
@@ -212,6 +218,8 @@ class LoadSpec(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> LoadSpec:
+        if self.workload is not None:
+            return self._workload_consistent()
         unknown = [p for p in self.use_payloads if p not in self.payloads]
         if unknown:
             raise ValueError(f"use_payloads names {unknown}, not in payloads {sorted(self.payloads)}")
@@ -237,6 +245,29 @@ class LoadSpec(Strict):
                              "k6 splits VUs between segments, so each needs at least one")
         return self
 
+    def _workload_consistent(self) -> LoadSpec:
+        """A workload replaces payloads, concurrency and ramp: its arrival plans the cells. A
+        closed-loop workload may take its VU levels from ``concurrency`` (one cell per level)."""
+        try:
+            w = load_workload(self.workload)  # type: ignore[arg-type]
+        except WorkloadError as exc:
+            raise ValueError(str(exc)) from None
+        given = self.model_fields_set
+        clash = sorted(given & {"ramp", "use_payloads", "payload_concurrency", "executor", "duration_s"})
+        if w.open_loop and "concurrency" in given:
+            clash.append("concurrency")
+        if clash:
+            raise ValueError(f"workload {w.name!r} plans the cells ({w.arrival.kind} arrivals): drop {', '.join(clash)}")
+        if self.kind != "sweep":
+            raise ValueError(f"a workload runs in a sweep (kind: sweep), not kind {self.kind!r}")
+        if any(v <= 0 for v in self.concurrency):
+            raise ValueError("concurrency values must be positive")
+        fewest = min(workload_vus(self, w))
+        if self.k6_segments > min(fewest, w.sessions_per_cell):
+            raise ValueError(f"k6_segments={self.k6_segments} exceeds the fewest VUs ({fewest}) or sessions "
+                             f"({w.sessions_per_cell}) of a cell")
+        return self
+
     def iterations(self, vus: int) -> int:
         """Measured iterations of a closed-loop cell (warm-up comes on top, in k6 setup())."""
         return max(self.min_iterations, self.iterations_per_vu * vus, vus + self.min_window_requests)
@@ -245,6 +276,8 @@ class LoadSpec(Strict):
         """Cells whose steady-state window cannot support the SLO's p95 (n (1 - q) >= 1 needs 20
         requests), with the number needed; p99 needs 100 and is reported as "too few" below that."""
         out = []
+        if self.workload is not None:  # the workload's own cells: sessions_per_cell says the size
+            return out
         levels = {v for p in self.use_payloads for v in self.payload_concurrency.get(p, self.concurrency)}
         for vus in sorted(levels) if self.executor == "shared-iterations" else []:
             window = self.iterations(vus) - vus
@@ -254,12 +287,47 @@ class LoadSpec(Strict):
         return out
 
 
+def workload_vus(spec: LoadSpec, w: Workload) -> list[int]:
+    """VUs of a workload's cells: closed loop, the spec's ``concurrency`` when given, else the
+    workload's ``vus``; open loop, one cell of ``max_vus`` (sessions waiting for their time)."""
+    if w.open_loop:
+        return [min(w.arrival.max_vus, w.sessions_per_cell)]  # type: ignore[union-attr]
+    return list(spec.concurrency) if "concurrency" in spec.model_fields_set else [w.arrival.vus]  # type: ignore[union-attr]
+
+
+OPEN_LOOP_EXECUTOR = "scheduled"  # a workload's open loop: each session sent at its own time (chat.js)
+
+
+def _workload_cells(spec: LoadSpec) -> list[CellPlan]:
+    w = load_workload(spec.workload)  # type: ignore[arg-type]
+    cells = []
+    for vus in workload_vus(spec, w):
+        for r in range(1, spec.repeats + 1):
+            rep = r if spec.repeats > 1 else None
+            common = dict(payload=w.name, workload=w.name, iterations=w.sessions_per_cell, repeat=rep,
+                          duration_s=None)
+            a = w.arrival
+            if a.kind == "closed":
+                cells.append(CellPlan(cell_id=make_cell_id(w.name, vus=vus, repeat=rep), executor="shared-iterations",
+                                      vus=vus, **common))
+            elif a.kind == "trace":
+                cells.append(CellPlan(cell_id=make_cell_id(w.name, replay=a.speedup, repeat=rep),
+                                      executor=OPEN_LOOP_EXECUTOR, **common))
+            else:
+                cells.append(CellPlan(cell_id=make_cell_id(w.name, at=a.rate, repeat=rep), executor=OPEN_LOOP_EXECUTOR,
+                                      rate=a.rate, **common))
+    return cells
+
+
 def plan_cells(spec: LoadSpec) -> list[CellPlan]:
     """Deterministic cell order: payload, then concurrency, then repeat; the ramp last. A capacity
-    search plans its cells as it goes (none up front)."""
+    search plans its cells as it goes (none up front). A workload plans its own cells (one per
+    VU level of a closed loop, one for an open loop), then repeats."""
     cells = []
     if spec.kind == "capacity":
         return cells
+    if spec.workload is not None:
+        return _workload_cells(spec)
     for payload in spec.use_payloads:
         for vus in spec.payload_concurrency.get(payload, spec.concurrency):
             for r in range(1, spec.repeats + 1):

@@ -40,7 +40,7 @@ from ..probe.stream import BackgroundProbe, run_probe
 from ..runs.environment import host_info, versions
 from ..analysis.capacity import Step, judge_step, msr_summary, next_rate
 from ..ingest import IngestError, read_k6, read_k6_points
-from ..runs.layout import CELL_FILES, IDLE_PROBE, INGRESS_LOG, make_run_id, metrics_path, resume_name, segment_files
+from ..runs.layout import CELL_FILES, IDLE_PROBE, INGRESS_LOG, WORKLOAD, make_run_id, metrics_path, resume_name, segment_files
 from ..runs.reader import find_run_dir
 from ..runs.manifest import CellRecord, Manifest, TargetInfo
 from ..runs.store import RunWriter
@@ -52,6 +52,7 @@ from ..telemetry.otlp import OtlpReceiver
 from ..telemetry.samplers import HostSampler, NvidiaSmiLogger, NvmlSampler
 from ..load.incluster import run_cell_in_cluster
 from ..load.k6 import CellInterrupted, CellResult, k6_binary, run_cell
+from ..load.workload import calibrate, schedule_for, workload_record
 from ..specs import CellPlan, LoadSpec, make_cell_id, plan_cells
 
 console = Console(stderr=True)
@@ -60,12 +61,20 @@ console = Console(stderr=True)
 def describe_plan(spec: LoadSpec, target: str) -> str:
     """Human-readable plan: cells, requests and a rough time estimate (for --dry-run)."""
     cells = plan_cells(spec)
-    lines = [f"{spec.kind} {spec.name!r} on target {target}: {len(cells)} cells"]
+    lines = [f"{spec.kind} {spec.name!r} on target {target}: {len(cells)} cells"
+             + (f", workload {spec.workload}" if spec.workload else "")]
     total_req, total_s = 0, 0.0
     for c in cells:
         if c.executor == "ramping-arrival-rate":
             n = int((c.rate_from + c.rate_to) / 2 * c.duration_s)  # type: ignore[operator]
             secs = float(c.duration_s or 0)
+        elif c.workload:
+            wl, sched = schedule_for(spec.workload)
+            n = len(sched)  # requests: sessions x turns, after clipping
+            # measured on the 2-core CPU engine: ~35 ms/token decode, prefill ~1 ms/token
+            work = float((sched["output_tokens"] * 0.035 + sched["input_tokens"] * 0.001).sum())
+            span = float(sched["start_s"].max()) if wl.open_loop else 0.0
+            secs = max(span, work / max(1, min(c.vus or 4, 16)) ** 0.5) + 2
         elif c.iterations:
             n = c.iterations
             tokens = spec.payloads[c.payload].max_tokens
@@ -150,10 +159,10 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
         with contextlib.ExitStack() as stack:
             spans = stack.enter_context(OtlpReceiver(spec.observe.detailed_traces)) \
                 if spec.observe.traces and target == "local" else None
-            observed = _Observed(w, spans)
+            ctx = _Context(w, spans)
             # runs after the engine stopped (ExitStack is LIFO), before the receiver closes: what
             # the engine's exporter flushes at exit is kept, never dropped
-            stack.callback(observed.collect_spans, "run", "", 0)
+            stack.callback(ctx.collect_spans, "run", "", 0)
             session = stack.enter_context(open_target(
                 target, _traced(spec, spans), w.dir, base_url, engine_log=_unique(w, "engine/engine.log"),
                 pinning=pinning, in_cluster=in_cluster))
@@ -164,9 +173,10 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
                                                           _unique(w, "edge/access.log")))
             session.vllm_version = preflight(session, _served_model(spec, target)) or session.vllm_version
             _record_target(w, session, k6)
+            ctx.calibration = _workload_calibration(w, spec, session)
             stack.callback(_controller_log, w, session, datetime.now(UTC))
             with _telemetry(w, session):
-                status, reason = (_run_capacity if spec.kind == "capacity" else _run_cells)(w, spec, session, observed)
+                status, reason = (_run_capacity if spec.kind == "capacity" else _run_cells)(w, spec, session, ctx)
     except (KeyboardInterrupt, CellInterrupted):
         status, reason = "partial", "interrupted by the user (Ctrl-C); `--resume` adds the missing cells"
     except (TargetError, EngineError) as exc:
@@ -200,11 +210,12 @@ SPAN_IDLE_S = 3.0  # 6x the export delay: no new span for this long, none is com
 SPANS_FILE = "spans.otlp.jsonl.gz"
 
 
-class _Observed:
-    """What the run's observers keep per cell beside k6: the server's spans (local engine)."""
+class _Context:
+    """What every cell of a run shares beside the spec and the target: the run writer, the span
+    receiver (local engine) and a workload run's token calibration (measured once per run)."""
 
-    def __init__(self, w: RunWriter, spans: OtlpReceiver | None) -> None:
-        self.w, self.spans = w, spans
+    def __init__(self, w: RunWriter, spans: OtlpReceiver | None, calibration: dict | None = None) -> None:
+        self.w, self.spans, self.calibration = w, spans, calibration
 
     def request_prefix(self, scope: str) -> str:
         """X-Request-Id prefix of a scope's requests: ``<run_id>.<cell_id>.`` (k6 and probe)."""
@@ -226,6 +237,23 @@ class _Observed:
                                          "failed requests have none; the report counts unmatched rows)")
         if folder == "run" and self.spans.rejected:
             self.w.manifest.notes.append(f"OTLP receiver refused posts (HTTP status: count): {dict(self.spans.rejected)}")
+
+
+def _workload_calibration(w: RunWriter, spec: LoadSpec, session: TargetSession) -> dict | None:
+    """Token calibration of a workload run, measured once (vLLM /tokenize, else the estimate) and
+    recorded with the workload file's sha256 in ``workload.json``; a resumed run reads it back, so
+    its prompts are rendered as before."""
+    if spec.workload is None:
+        return None
+    if (w.dir / WORKLOAD).exists():
+        return json.loads((w.dir / WORKLOAD).read_text())["calibration"]
+    cal = calibrate(session.base_url, session.api_key, _served_model(spec, session.kind), verify=session.verify_tls)
+    rec = workload_record(spec.workload, cal)
+    w.write_bytes(WORKLOAD, json.dumps(rec, indent=1).encode())
+    files = ", ".join(f"{p.rsplit('/', 1)[-1]} sha256 {h[:12]}" for p, h in rec["sha256"].items())
+    w.manifest.notes.append(f"workload {rec['spec']['name']} ({files}): prompts sized with {cal['method']} "
+                            f"calibration ({cal['tokens_per_word']} tokens/word)")
+    return cal
 
 
 def _controller_log(w: RunWriter, session: TargetSession, since: datetime) -> None:
@@ -285,9 +313,9 @@ class _telemetry:
             s.__exit__(*exc)
 
 
-def _run_cells(w: RunWriter, spec: LoadSpec, session: TargetSession, observed: _Observed) -> tuple[str, str]:
+def _run_cells(w: RunWriter, spec: LoadSpec, session: TargetSession, ctx: _Context) -> tuple[str, str]:
     probe_kw = _probe_kw(spec, session)
-    _idle_probe(w, spec, session, probe_kw, observed)
+    _idle_probe(w, spec, session, probe_kw, ctx)
     plans = {p.cell_id: p for p in plan_cells(spec)}
     todo = [c for c in w.manifest.cells if c.status != "complete"]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -301,7 +329,7 @@ def _run_cells(w: RunWriter, spec: LoadSpec, session: TargetSession, observed: _
             expected = plan.iterations or 0
             task = bar.add_task(f"  {cell.cell_id}", total=expected or None)
             alive = _run_one(w, spec, session, cell, plan, probe_kw, lambda n, t=task: bar.update(t, completed=n),
-                             observed)
+                             ctx)
             bar.update(task, visible=False)
             bar.advance(overall)
             if cell.status == "failed" and not alive:
@@ -324,27 +352,27 @@ def _probe_kw(spec: LoadSpec, session: TargetSession) -> dict:
                 payload=spec.probe.payload, verify_tls=session.verify_tls)
 
 
-def _idle_probe(w: RunWriter, spec: LoadSpec, session: TargetSession, probe_kw: dict, observed: _Observed) -> None:
+def _idle_probe(w: RunWriter, spec: LoadSpec, session: TargetSession, probe_kw: dict, ctx: _Context) -> None:
     """Streaming probe before any load, scraped before and after: its requests are then the only
     ones in the window, so its TTFT can be checked against the server's histogram like for like."""
     if spec.probe.idle_requests and not (w.dir / IDLE_PROBE).exists():
         (w.dir / "probe").mkdir(exist_ok=True)
         _scrape(w, session, "probe", "before")
-        prefix = observed.request_prefix("probe")
+        prefix = ctx.request_prefix("probe")
         sent = run_probe(w.dir / IDLE_PROBE, n=spec.probe.idle_requests, request_id_prefix=prefix, **probe_kw)
         _scrape(w, session, "probe", "after")
-        observed.collect_spans("probe", prefix, sent)  # with the engine's start-up spans, when detailed
+        ctx.collect_spans("probe", prefix, sent)  # with the engine's start-up spans, when detailed
         w.checkpoint()
 
 
-def _run_capacity(w: RunWriter, spec: LoadSpec, session: TargetSession, observed: _Observed) -> tuple[str, str]:
+def _run_capacity(w: RunWriter, spec: LoadSpec, session: TargetSession, ctx: _Context) -> tuple[str, str]:
     """Max-sustainable-rate search (analysis/capacity.py): constant-rate cells planned one at a
     time, each judged from its own k6 output before the next is chosen. Recorded: every step as
     a cell (reason = the judge's words) and the result as ``capacity.json``."""
     cap = spec.capacity
     probe_kw = _probe_kw(spec, session)
     quiet = spec.model_copy(update={"probe": spec.probe.model_copy(update={"under_load_requests": 0})})
-    _idle_probe(w, spec, session, probe_kw, observed)
+    _idle_probe(w, spec, session, probe_kw, ctx)
     steps: list[Step] = []
     for cell in w.manifest.cells:  # a resumed search goes on from every step it judged, failed ones too
         if cell.rate is not None and cell.status == "complete":
@@ -360,7 +388,7 @@ def _run_capacity(w: RunWriter, spec: LoadSpec, session: TargetSession, observed
         cell = CellRecord(**plan.model_dump())
         w.manifest.cells.append(cell)
         console.print(f"  step {len(steps) + 1}: {rate:g} requests/s for {cap.hold_s} s")
-        alive = _run_one(w, quiet, session, cell, plan, probe_kw, lambda n: None, observed)
+        alive = _run_one(w, quiet, session, cell, plan, probe_kw, lambda n: None, ctx)
         if cell.status != "complete":
             if not alive:
                 return "partial", f"target unhealthy after {cell.cell_id} ({cell.reason})"
@@ -390,7 +418,7 @@ def _judge(w: RunWriter, spec: LoadSpec, cell: CellRecord) -> Step:
 
 
 def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRecord, plan: CellPlan,
-             probe_kw: dict, on_progress, observed: _Observed) -> bool:
+             probe_kw: dict, on_progress, ctx: _Context) -> bool:
     """Run one cell and record it; returns whether the target answered /health at its end."""
     cell_dir = w.dir / "cells" / cell.cell_id
     folder = f"cells/{cell.cell_id}"
@@ -403,7 +431,7 @@ def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRec
     w.checkpoint()
     _scrape(w, session, folder, "before")
     probe = None
-    prefix = observed.request_prefix(cell.cell_id)
+    prefix = ctx.request_prefix(cell.cell_id)
     if spec.probe.under_load_requests:
         probe = BackgroundProbe(out=cell_dir / "probe.jsonl", n=spec.probe.under_load_requests,
                                 interval_s=spec.probe.interval_s, request_id_prefix=prefix + "p", **probe_kw).start()
@@ -414,12 +442,13 @@ def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRec
         if session.in_cluster is not None:
             try:
                 result = run_cell_in_cluster(session.in_cluster, spec, plan, w.manifest.run_id, cell_dir,
-                                             on_state=lambda msg: console.print(f"  {cell.cell_id}: {msg}"))
+                                             on_state=lambda msg: console.print(f"  {cell.cell_id}: {msg}"),
+                                             calibration=ctx.calibration)
             except Exception as exc:  # noqa: BLE001 - API errors, timeouts: record the cell, go on
                 result = CellResult(-1, None, False, 0, f"in-cluster k6 Job: {type(exc).__name__}: {exc}")
         else:
             result = run_cell(spec, plan, session.base_url, session.api_key, cell_dir, on_progress,
-                              run_id=w.manifest.run_id, ca_file=session.ca_file)
+                              run_id=w.manifest.run_id, ca_file=session.ca_file, calibration=ctx.calibration)
     except CellInterrupted as exc:
         cell.status, cell.reason, cell.k6_exit_code = "partial", "interrupted", exc.result.exit_code
         raise
@@ -430,7 +459,7 @@ def _run_one(w: RunWriter, spec: LoadSpec, session: TargetSession, cell: CellRec
         closing_failed = _scrape(w, session, folder, "after")
         cell.ended_at = datetime.now(UTC)
         sent = (result.requests_seen if result else 0) + (cell.probe_requests or 0)
-        observed.collect_spans(folder, prefix, sent if alive else 0)
+        ctx.collect_spans(folder, prefix, sent if alive else 0)
         w.checkpoint()
     cell.k6_exit_code, cell.thresholds_passed = result.exit_code, result.thresholds_passed
     cell.warmup_requests = min(spec.warmup_requests, result.requests_seen) if plan.executor != "ramping-arrival-rate" else 0
