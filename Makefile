@@ -18,7 +18,7 @@ NEEDS_ENGINE = $(if $(filter-out local,$(TARGET)),,yes)
 TORCH_INDEX ?=
 ENGINE_PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
-.PHONY: capacity ab ui help setup engine test test-fast perf report lab clean serve benchmark stress validate deploy undeploy secrets sample system-deps
+.PHONY: tune capacity ab ui help setup engine test test-fast perf report lab clean serve benchmark stress validate deploy undeploy secrets sample system-deps
 
 help: ## Show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -76,6 +76,10 @@ capacity: setup ## Max sustainable rate of TARGET (CAPACITY_SPEC): stepped const
 ab: setup ## Interleaved A/B of BASELINE and TUNED specs (PAIRS=3): each side's repeats are runs, engine restarted each
 	@if [ -n "$(NEEDS_ENGINE)" ]; then $(MAKE) --no-print-directory engine; fi
 	$(BIN)/inferlab ab $(BASELINE) $(TUNED) $(LOAD_OPTS:--in-cluster=) $(if $(PAIRS),--pairs $(PAIRS),) $(ARGS)
+
+tune: setup ## Search engine settings (TUNE_SPEC, default tune-local) for the highest max sustainable rate; A/B-confirm; write the component
+	@if [ -n "$(NEEDS_ENGINE)" ]; then $(MAKE) --no-print-directory engine; fi
+	$(BIN)/inferlab tune $(TUNE_SPEC) $(LOAD_OPTS:--in-cluster=) $(ARGS)
 
 report: setup system-deps ## Headless reports; no RUNS: run the local default first. RUNS=sample|<id>[,<id>]
 	@if [ -z "$(RUNS)" ]; then \

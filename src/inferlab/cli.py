@@ -12,7 +12,7 @@ from . import __version__
 # Defaults live here once: the Makefile passes a variable only when the user set it, and the
 # project's own environment variables carry the INFERLAB_ prefix (tools keep VLLM_*, K6_*, OTEL_*).
 DEFAULTS = {"TARGET": "local", "SPEC": "matrix-local", "STRESS_SPEC": "stress-local", "OVERLAY": "minikube-gpu", "CAPACITY_SPEC": "capacity-local",
-            "RUNS": "sample", "BASE_URL": "", "IN_CLUSTER": "", "EDGE": ""}
+            "RUNS": "sample", "BASE_URL": "", "IN_CLUSTER": "", "EDGE": "", "TUNE_SPEC": "tune-local"}
 
 
 def _with_edge(spec, a):
@@ -185,6 +185,50 @@ def cmd_ab(a) -> int:
     return 0
 
 
+def cmd_tune(a) -> int:
+    from .specs.tune import load_tune_spec
+    from .sweep.tune import tune
+
+    spec = load_tune_spec(a.spec)
+    budget = spec.budget.model_copy(update={k: v for k, v in (("max_trials", a.max_trials),
+                                                              ("max_minutes", a.max_minutes)) if v is not None})
+    spec_dir = Path(a.spec).resolve().parent if Path(a.spec).is_file() else None
+    print(tune(spec, target=a.target, base_url=a.base_url, budget=budget, resume=a.resume,
+               confirm=not a.no_confirm, write_component=not a.no_component, spec_dir=spec_dir))
+    return 0
+
+
+def cmd_plan(a) -> int:
+    import pandas as pd
+
+    from .analysis.plan import autoscale_trigger, plan_capacity
+    from .runs.reader import load_run
+
+    run = load_run(a.run)
+    cap = run.capacity
+    if cap.get("msr") is None:
+        raise ValueError(f"run {a.run}: no max sustainable rate (plan from a capacity run)")
+    p = plan_capacity(a.target_rate, float(cap["msr"]), a.headroom, a.gpus_per_replica, cap.get("interval_high"))
+    with pd.option_context("display.max_colwidth", 200):
+        print(p.table().to_string(index=False))
+    trigger, _ = autoscale_trigger(run, headroom=a.headroom)
+    print("\n".join(trigger.origin_lines()))
+    if a.autoscale_component and trigger.signal:
+        from .sweep.components import write_autoscale_component
+
+        print(write_autoscale_component(a.autoscale_component, trigger, overlay=a.overlay))
+    return 0
+
+
+def cmd_scale_check(a) -> int:
+    from .specs import resolve_spec
+    from .sweep.scaling import check_scaling
+
+    out = check_scaling(resolve_spec(a.spec, sets=a.set), replicas=a.replicas, devices=a.devices,
+                        single_run=a.single_run, tolerance=a.tolerance, engine_python=a.engine_python, model=a.model)
+    return 0 if out["agree"] else 1
+
+
 def cmd_lab(a) -> int:
     """JupyterLab on notebooks/ with news and update checks off (inferlab.offline)."""
     from . import paths
@@ -321,6 +365,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overlay-baseline", help="TARGET=k8s: overlay deployed before each baseline repeat (e.g. baseline)")
     s.add_argument("--overlay-tuned", help="TARGET=k8s: overlay deployed before each tuned repeat (e.g. tuned)")
     s.set_defaults(fn=cmd_ab)
+    s = sub.add_parser("tune", help="search engine settings for the highest max sustainable rate (optuna), confirm "
+                                    "the winner by an interleaved A/B, write it as a kustomize component")
+    s.add_argument("spec", nargs="?", default=env_default("TUNE_SPEC"), help="tune spec: name (specs/tunes/) or path")
+    s.add_argument("--target", default=env_default("TARGET"), choices=["local", "url", "k8s"])
+    s.add_argument("--base-url", default=env_default("BASE_URL") or None)
+    s.add_argument("--resume", metavar="TUNE_ID", help="continue this tune's study (data/tunes/<id>/study.db)")
+    s.add_argument("--max-trials", type=int, default=None, help="override the spec's budget.max_trials")
+    s.add_argument("--max-minutes", type=float, default=None, help="override the spec's budget.max_minutes")
+    s.add_argument("--no-confirm", action="store_true", help="skip the interleaved A/B of the winner")
+    s.add_argument("--no-component", action="store_true", help="do not write the winner's component")
+    s.set_defaults(fn=cmd_tune)
+    s = sub.add_parser("plan", help="capacity plan (replicas, GPUs) and the measured autoscaling trigger of a capacity run")
+    s.add_argument("run", help="a capacity run (single replica)")
+    s.add_argument("--target-rate", type=float, required=True, help="requests/s to sustain")
+    s.add_argument("--headroom", type=float, default=0.2)
+    s.add_argument("--gpus-per-replica", type=int, default=1)
+    s.add_argument("--autoscale-component", metavar="NAME", help="write platform/components/NAME/ (KEDA ScaledObject "
+                                                                "with the measured trigger), validated")
+    s.add_argument("--overlay", default="tuned", help="overlay the autoscale component is validated with")
+    s.set_defaults(fn=cmd_plan)
+    s = sub.add_parser("scale-check", help="max sustainable rate of N replicas behind nginx vs N x one replica")
+    s.add_argument("spec", help="a capacity spec")
+    s.add_argument("--replicas", type=int, default=2)
+    s.add_argument("--devices", choices=["gpu", "cpu"], default="gpu", help="one GPU (CUDA_VISIBLE_DEVICES) or one core each")
+    s.add_argument("--single-run", help="an existing one-replica capacity run instead of measuring it")
+    s.add_argument("--tolerance", type=float, default=0.15)
+    s.add_argument("--engine-python", help="a vLLM other than .venv-engine (e.g. a GPU build's python)")
+    s.add_argument("--model", help="model path or id for that vLLM (default: the local SmolLM2 checkpoint)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.set_defaults(fn=cmd_scale_check)
     s = sub.add_parser("lab", help="JupyterLab on notebooks/ (news feed and update checks off)")
     s.add_argument("--port", type=int, default=8888)
     s.add_argument("--no-browser", action="store_true")

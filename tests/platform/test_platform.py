@@ -129,7 +129,7 @@ def test_base_needs_no_crd():
 
 def test_components_are_kustomize_components():
     names = {p.parent.name for p in (PLATFORM / "components").glob("*/kustomization.yaml")}
-    assert names == {"monitoring", "gpu-monitoring", "tls", "ui", "autoscale", "engine-baseline", "engine-tuned", "cpu"}
+    assert names == {"monitoring", "gpu-monitoring", "tls", "ui", "autoscale", "engine-baseline", "engine-tuned", "cpu", "autoscale-measured"}
     for n in names:
         assert yaml.safe_load((PLATFORM / "components" / n / "kustomization.yaml").read_text())["kind"] == "Component"
 

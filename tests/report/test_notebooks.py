@@ -107,7 +107,7 @@ def _digest() -> dict[str, str]:
 
 def test_the_notebooks_are_there():
     assert {p.stem for p in NOTEBOOKS} == {"00-deploy", "10-matrix-sweep", "11-stress", "20-load-test-report",
-                                          "21-stress-report", "30-compare"}
+                                          "21-stress-report", "30-compare", "40-tune-report"}
     for report in render.NOTEBOOKS:
         assert render.notebook_path(report).is_file(), report
 
@@ -136,10 +136,11 @@ def test_papermill_sees_every_parameter(path):
 
 
 def _render_jobs() -> list[render.Job]:
-    """Every shape of job render.py makes: the sample set, one run, and a two-run comparison."""
+    """Every shape of job render.py makes: the sample set, one run, a two-run comparison and a tune
+    (no tune record ships: tests/sweep/test_tune.py renders its report from a record it builds)."""
     sample = render.jobs_for("sample")
     runs = [j.parameters["run_id"] for j in sample if "run_id" in j.parameters]
-    return [*sample, *render.jobs_for(runs[0]), *render.jobs_for(f"{runs[1]},{runs[0]}")]
+    return [*sample, *render.jobs_for(runs[0]), *render.jobs_for(f"{runs[1]},{runs[0]}"), render.tune_job("t")]
 
 
 def test_render_passes_only_declared_parameters(workspace):

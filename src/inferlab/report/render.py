@@ -29,10 +29,12 @@ from traitlets.config import Config
 from .. import paths
 from ..runs.comparison import comparison_runs, is_comparison, sample_comparisons
 from ..runs.reader import list_runs, load_run
+from ..runs.tune_record import find_tune
 from ..credentials import known_secret_values
 from ..offline import CHROMIUM_FLAGS
 
-NOTEBOOKS = {"load-test": "20-load-test-report", "stress": "21-stress-report", "compare": "30-compare"}
+NOTEBOOKS = {"load-test": "20-load-test-report", "stress": "21-stress-report", "compare": "30-compare",
+             "tune": "40-tune-report"}
 EXTERNAL = re.compile(r"<(script|link)\b[^>]*\b(src|href)=[\"']https?://[^>]*>(\s*</script>)?", re.I)
 
 
@@ -307,7 +309,7 @@ def _latest_local_run() -> str:
 def jobs_for(runs: str, local_run: str | None = None) -> list[Job]:
     """RUNS=sample -> every sample report (the shipped comparison records' too); RUNS=a[,b] -> a
     report per run (+ compare when two: the first is the baseline); RUNS=<comparison_id> -> its
-    compare report. ``local_run`` adds that run's load-test report (``latest``)."""
+    compare report; RUNS=<tune_id> -> the tune report. ``local_run`` adds that run's load-test report (``latest``)."""
     jobs: list[Job] = []
     if local_run:
         rid = _latest_local_run() if local_run == "latest" else local_run
@@ -326,10 +328,25 @@ def jobs_for(runs: str, local_run: str | None = None) -> list[Job]:
     ids = [r.strip() for r in runs.split(",") if r.strip()]
     if len(ids) == 1 and is_comparison(ids[0]):
         return [*jobs, _comparison_job(ids[0])]
+    if len(ids) == 1 and is_tune(ids[0]):
+        return [*jobs, tune_job(ids[0])]
     jobs += [_run_job(r) for r in ids]
     if len(ids) == 2:
         jobs.append(_compare_job(*ids))
     return jobs
+
+
+def is_tune(name: str) -> bool:
+    """Whether ``name`` is a tune record (data/tunes/<tune_id>/tune.json)."""
+    try:
+        find_tune(name)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def tune_job(tune_id: str) -> Job:
+    return Job("tune", {"tune_id": tune_id}, f"tune-{tune_id}")
 
 
 def _run_job(run_id: str) -> Job:

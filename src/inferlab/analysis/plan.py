@@ -1,0 +1,197 @@
+"""Capacity plan from a measured single-replica max sustainable rate, and the autoscaling trigger
+that the same measurement supports.
+
+**Plan** (:func:`plan_capacity`). Assumption, stated in every plan: *linear scaling* — n replicas
+behind a load balancer sustain n x the single-replica MSR under the same SLO and workload
+(nothing shared saturates first: balancer, network, client, a shared KV store), and a replica
+runs alone on its ``gpus_per_replica`` GPUs. Replicas = ceil(target / (MSR x (1 - headroom))),
+with the MSR's interval lower bound (the rate that held every time: conservative); the interval's
+upper bound gives the fewest replicas the measurement cannot rule out. The check of the
+assumption is :func:`scaling_check`: the measured MSR of n replicas against n x the single one.
+
+**Trigger** (:func:`boundary_signals`, :func:`autoscale_trigger`). Per capacity step, from its
+/metrics scrapes before and after (counters, so no sample is missed between scrapes), by Little's
+law over the step: mean requests waiting = sum of queue times / step time, mean requests running
+= sum of inference (prefill + decode) times / step time, mean end-to-end latency = sum / count.
+These are the time averages of ``vllm:num_requests_waiting`` and ``vllm:num_requests_running``
+over the step. A signal *moves at the SLO boundary* when its value at the lowest failing rate
+exceeds its value at the highest passing rate by at least ``min_change`` (relative) and
+``min_delta`` (absolute); of those that move, the one that moves most is the trigger, and its
+threshold is its value at the highest passing rate x (1 - headroom): scale out before the rate
+at which the SLO broke. When none moves, there is no trigger, and the reason says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+
+from ..runs.reader import Run
+
+ASSUMPTION = ("linear scaling: n replicas behind a load balancer sustain n x the single-replica max sustainable "
+              "rate under the same SLO and workload (no shared bottleneck: balancer, network, client)")
+
+
+@dataclass(frozen=True)
+class CapacityPlan:
+    target_rate: float
+    headroom: float
+    msr: float
+    msr_high: float | None
+    gpus_per_replica: int
+    replicas: int
+    replicas_if_high: int | None
+    gpus: int
+    per_replica_load: float
+    predicted_msr: float
+    assumption: str = ASSUMPTION
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame({"quantity": list(asdict(self)), "value": [str(v) for v in asdict(self).values()]})
+
+
+def replicas_for(target_rate: float, msr: float, headroom: float) -> int:
+    if msr <= 0:
+        raise ValueError(f"single-replica max sustainable rate {msr} must be > 0 to plan replicas")
+    if not 0 <= headroom < 1:
+        raise ValueError(f"headroom {headroom} must be in [0, 1)")
+    return max(1, math.ceil(round(target_rate / (msr * (1 - headroom)), 9)))
+
+
+def plan_capacity(target_rate: float, msr: float, headroom: float = 0.2, gpus_per_replica: int = 1,
+                  msr_high: float | None = None) -> CapacityPlan:
+    """Replicas and GPUs for ``target_rate`` requests/s (module docstring: the rule)."""
+    if target_rate <= 0:
+        raise ValueError(f"target rate {target_rate} must be > 0")
+    n = replicas_for(target_rate, msr, headroom)
+    n_high = replicas_for(target_rate, msr_high, headroom) if msr_high else None
+    return CapacityPlan(target_rate, headroom, msr, msr_high, gpus_per_replica, n, n_high, n * gpus_per_replica,
+                        round(target_rate / n, 4), round(n * msr, 4))
+
+
+def scaling_check(single_msr: float, replicas: int, measured_msr: float, tolerance: float = 0.15) -> dict:
+    """Predicted (replicas x single) against measured MSR of ``replicas`` replicas."""
+    predicted = replicas * single_msr
+    error = (measured_msr - predicted) / predicted
+    return {"replicas": replicas, "single_msr": single_msr, "predicted_msr": predicted, "measured_msr": measured_msr,
+            "relative_error": round(error, 4), "tolerance": tolerance, "agree": abs(error) <= tolerance,
+            "assumption": ASSUMPTION}
+
+
+# ---------------------------------------------------------------- the autoscaling trigger
+
+SIGNALS = {  # name: (what it is, PromQL for KEDA, KEDA metricType)
+    "waiting": ("mean requests waiting (vllm:num_requests_waiting)",
+                'sum(vllm:num_requests_waiting{namespace="inferlab"})', None),
+    "running": ("mean requests running (vllm:num_requests_running)",
+                'sum(vllm:num_requests_running{namespace="inferlab"})', None),
+    "latency_s": ("mean end-to-end latency, s (vllm:e2e_request_latency_seconds)",
+                  'sum(rate(vllm:e2e_request_latency_seconds_sum{namespace="inferlab"}[1m])) / '
+                  'sum(rate(vllm:e2e_request_latency_seconds_count{namespace="inferlab"}[1m]))', "Value"),
+}
+_SUMS = {"queue": "vllm:request_queue_time_seconds_sum", "inference": "vllm:request_inference_time_seconds_sum",
+         "e2e_sum": "vllm:e2e_request_latency_seconds_sum", "e2e_count": "vllm:e2e_request_latency_seconds_count"}
+
+
+def boundary_signals(run: Run) -> pd.DataFrame:
+    """One row per capacity step: rate, passed, seconds, requests, and each signal (long: one
+    row per step x signal, column ``value``). Replicas scraped as pods are averaged (a replica's
+    view, what KEDA's AverageValue compares)."""
+    srv = run.server
+    if srv.empty:
+        return pd.DataFrame(columns=["cell_id", "rate", "passed", "seconds", "signal", "value"])
+    sel = srv[srv["sample"].isin(_SUMS.values())]
+    per = sel.groupby(["cell_id", "pod", "when", "sample"])["value"].sum().unstack("when")
+    per = (per["after"] - per["before"]).rename("delta").reset_index()
+    if (per["pod"] != "").any():  # a multi-replica target: each replica scraped directly
+        per = per[per["pod"] != ""]
+    delta = per.groupby(["cell_id", "sample"])["delta"].mean().unstack("sample")
+    rows = []
+    for c in run.manifest.cells:
+        if c.rate is None or c.cell_id not in delta.index or not (c.started_at and c.ended_at):
+            continue
+        secs = (c.ended_at - c.started_at).total_seconds()
+        d = delta.loc[c.cell_id]
+        count = d.get(_SUMS["e2e_count"], float("nan"))
+        values = {"waiting": d.get(_SUMS["queue"], float("nan")) / secs,
+                  "running": d.get(_SUMS["inference"], float("nan")) / secs,
+                  "latency_s": d.get(_SUMS["e2e_sum"], float("nan")) / count if count else float("nan")}
+        for sig, v in values.items():
+            rows.append({"cell_id": c.cell_id, "rate": c.rate, "passed": c.reason.startswith("PASS"), "seconds": secs,
+                         "requests": count, "signal": sig, "value": float(v)})
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class Trigger:
+    signal: str | None
+    query: str = ""
+    metric_type: str | None = None
+    threshold: float = float("nan")
+    value_at_pass: float = float("nan")
+    value_at_fail: float = float("nan")
+    pass_rate: float | None = None
+    fail_rate: float | None = None
+    headroom: float = 0.2
+    run_id: str = ""
+    reason: str = ""
+    moves: dict = field(default_factory=dict)
+
+    def origin_lines(self) -> list[str]:
+        """Where the trigger came from, for a component's header and the report."""
+        if self.signal is None:
+            return [f"no trigger from run {self.run_id}: {self.reason}"]
+        return [f"signal {self.signal} ({SIGNALS[self.signal][0]}), threshold {self.threshold:g}",
+                f"= {self.value_at_pass:.3g} at {self.pass_rate:g} requests/s (highest rate that met the SLO) "
+                f"x (1 - headroom {self.headroom:g});",
+                f"at {self.fail_rate:g} requests/s (lowest failing rate) it was {self.value_at_fail:.3g}.",
+                f"Measured in capacity run {self.run_id} (analysis/plan.py: Little's law over each step's",
+                "/metrics counters); " + self.reason]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), default=str)
+
+
+def autoscale_trigger(run: Run, headroom: float = 0.2, min_change: float = 0.2,
+                      min_delta: dict | None = None) -> tuple[Trigger, pd.DataFrame]:
+    """The trigger a capacity run supports (module docstring: the rule) and the step table."""
+    table = boundary_signals(run)
+    res = run.capacity
+    t = choose_trigger(table, res.get("interval_low"), res.get("interval_high"), run.run_id, headroom, min_change,
+                       min_delta)
+    warm = sum(c.warmup_requests or 0 for c in run.manifest.cells if c.rate is not None)
+    if warm:
+        t.reason += (f"; caution: the steps include {warm} warm-up requests (k6 setup) that the counters cannot "
+                     "separate from the step's own (set warmup_requests: 0 for a clean trigger)")
+    return t, table
+
+
+def choose_trigger(table: pd.DataFrame, lo: float | None, hi: float | None, run_id: str = "", headroom: float = 0.2,
+                   min_change: float = 0.2, min_delta: dict | None = None) -> Trigger:
+    """The rule of the module docstring on a step table (:func:`boundary_signals`), with the
+    SLO boundary [lo, hi] of the capacity search."""
+    min_delta = {"waiting": 0.5, "running": 0.5, "latency_s": 0.05, **(min_delta or {})}
+    if table.empty or lo is None or hi is None:
+        why = "no /metrics scrapes of the steps" if table.empty else "the search has no SLO boundary (no passing " \
+              "and failing rate)"
+        return Trigger(None, run_id=run_id, headroom=headroom, reason=why)
+    at_pass = table[(table["rate"] == lo) & table["passed"]].groupby("signal")["value"].mean()
+    at_fail = table[(table["rate"] == hi) & ~table["passed"]].groupby("signal")["value"].mean()
+    moves = {}
+    for sig in SIGNALS:
+        a, b = float(at_pass.get(sig, float("nan"))), float(at_fail.get(sig, float("nan")))
+        rel = (b - a) / a if a > 0 else (math.inf if b > 0 else 0.0)
+        moves[sig] = {"at_pass": a, "at_fail": b, "relative_change": rel,
+                      "moves": bool(b - a >= min_delta[sig] and rel >= min_change)}
+    movers = [s for s in SIGNALS if moves[s]["moves"]]
+    if not movers:
+        return Trigger(None, run_id=run_id, headroom=headroom, pass_rate=lo, fail_rate=hi, moves=moves,
+                       reason=f"no signal moved by >= {min_change:.0%} between {lo:g} and {hi:g} requests/s")
+    best = max(movers, key=lambda s: moves[s]["relative_change"])
+    others = ", ".join(f"{s} {moves[s]['at_pass']:.3g} -> {moves[s]['at_fail']:.3g}" for s in SIGNALS if s != best)
+    why = f"it moved most at the boundary ({moves[best]['relative_change']:+.0%}); the others: {others}"
+    return Trigger(best, SIGNALS[best][1], SIGNALS[best][2], round(moves[best]["at_pass"] * (1 - headroom), 3),
+                   moves[best]["at_pass"], moves[best]["at_fail"], lo, hi, headroom, run_id, why, moves)

@@ -1,0 +1,138 @@
+"""The tune report's building blocks (notebooks/40-tune-report.ipynb): the search path, every
+candidate with its interval, the confirmation, the capacity plan and where the autoscaling
+trigger came from. Each returns something a notebook displays; nothing here runs an engine.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Markdown
+
+from ..analysis.plan import ASSUMPTION, autoscale_trigger, plan_capacity
+from ..runs.reader import load_run
+from ..runs.tune_record import TuneRecord, load_tune
+
+
+def load(tune_id: str) -> TuneRecord:
+    return load_tune(tune_id)
+
+
+def trials_table(rec: TuneRecord) -> pd.DataFrame:
+    """One row per trial in the order it ran: the flags it changed, its MSR and interval, run id."""
+    rows = []
+    for t in rec.trials:
+        rows.append({"trial": t.number, "seed": t.seed or "-", "changed flags": " ".join(t.changed) or "(defaults)",
+                     "state": t.state, "MSR (req/s)": t.msr,
+                     "interval": _interval(t.interval_low, t.interval_high),
+                     "steps": t.n_steps, "best": "*" if t.number == rec.best else "",
+                     "run_id": t.run_id or "", "note": t.reason})
+    return pd.DataFrame(rows)
+
+
+def _interval(low: float | None, high: float | None) -> str:
+    if low is None:
+        return "" if high is None else f"none passed (lowest tried {high:g} failed)"
+    return f"[{low:g}, {'open' if high is None else f'{high:g}'}]"
+
+
+def headline(rec: TuneRecord) -> Markdown:
+    best = rec.trial(rec.best) if rec.best is not None else None
+    base = next((t for t in rec.trials if t.args == rec.baseline_args and t.state == "complete"), None)
+    c = rec.confirmation
+    lines = [f"Tune `{rec.tune_id}` on target {rec.target}, status **{rec.status}**"
+             + (f": {rec.reason}" if rec.reason else "") + f"; {len(rec.trials)} trials.",
+             f"Objective: {rec.objective}.",
+             f"Baseline arguments: `{' '.join(rec.baseline_args) or '(none)'}`."]
+    if best:
+        flags = " ".join(best.changed) or "vLLM defaults"
+        lines.append(f"Best: trial {best.number} (`{flags}`), MSR **{best.msr:g}/s** "
+                     f"{_interval(best.interval_low, best.interval_high)}"
+                     + (f"; baseline MSR {base.msr:g}/s" if base else "") + ".")
+    lines.append(f"Confirmation: **{c.outcome}**" + (f" ({c.reason})" if c.reason else "")
+                 + (f", comparison `{c.comparison_id}`" if c.comparison_id else "") + ".")
+    if rec.component:
+        lines.append(f"Component written: `{rec.component}`.")
+    lines += [f"- {n}" for n in rec.notes]
+    return Markdown("\n\n".join(lines))
+
+
+def search_path(rec: TuneRecord):
+    """Each trial's MSR with its interval, in the order the trials ran, and the best so far."""
+    df = trials_table(rec)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    done = [t for t in rec.trials if t.state == "complete"]
+    x = [t.number for t in done]
+    y = [t.msr or 0.0 for t in done]
+    hi = [(t.interval_high if t.interval_high is not None else (t.msr or 0.0)) - (t.msr or 0.0) for t in done]
+    ax.errorbar(x, y, yerr=[[0] * len(y), hi], fmt="o", capsize=4, label="MSR, bar to the lowest failing rate")
+    failed = [t.number for t in rec.trials if t.state == "failed"]
+    ax.scatter(failed, [0] * len(failed), marker="x", color="red", label="failed (engine did not start / no result)")
+    best, run_best = [], 0.0
+    for t in rec.trials:
+        run_best = max(run_best, t.msr or 0.0) if t.state == "complete" else run_best
+        best.append(run_best)
+    ax.step([t.number for t in rec.trials], best, where="post", color="grey", alpha=0.6, label="best so far")
+    for t in rec.trials:
+        if t.seed:
+            ax.annotate(t.seed, (t.number, t.msr or 0.0), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("trial (order run)")
+    ax.set_ylabel("max sustainable rate (requests/s)")
+    ax.set_title("Search path")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig if len(df) else None
+
+
+def confirmation_table(rec: TuneRecord) -> pd.DataFrame:
+    rows = rec.confirmation.rows
+    if not rows:
+        return pd.DataFrame({"outcome": [rec.confirmation.outcome], "reason": [rec.confirmation.reason]})
+    df = pd.DataFrame(rows)
+    df["ratio [95% CI]"] = [f"{r:.2f}x [{lo:.2f}, {hi:.2f}]"
+                            for r, lo, hi in zip(df["ratio"], df["ci_low"], df["ci_high"])]
+    return df[["cell", "metric", "ratio [95% CI]", "q_value", "verdict"]]
+
+
+def plan_run(rec: TuneRecord, capacity_run: str = "") -> str:
+    """The single-replica measurement to plan from: ``capacity_run`` when given, else that of the
+    configuration one would deploy: the confirmed winner's trial, otherwise the baseline's."""
+    if capacity_run:
+        return capacity_run
+    if rec.confirmation.outcome == "winner confirmed" and rec.best is not None:
+        t = rec.trial(rec.best)
+    else:
+        t = next((t for t in rec.trials if t.args == rec.baseline_args and t.state == "complete"), None)
+    if t is None or not t.run_id:
+        raise ValueError(f"tune {rec.tune_id}: no completed trial of the deployed configuration; pass capacity_run")
+    return t.run_id
+
+
+def capacity_plan(run_id: str, target_rate: float, headroom: float, gpus_per_replica: int = 1) -> pd.DataFrame:
+    cap = load_run(run_id).capacity
+    if cap.get("msr") is None:
+        raise ValueError(f"run {run_id}: no max sustainable rate to plan from")
+    p = plan_capacity(target_rate, float(cap["msr"]), headroom, gpus_per_replica, cap.get("interval_high"))
+    return p.table()
+
+
+def plan_md(run_id: str) -> Markdown:
+    return Markdown(f"Single-replica measurement: run `{run_id}`. Assumption: {ASSUMPTION}; checked by a "
+                    "two-replica run (README: predicted and measured).")
+
+
+def trigger_md(run_id: str, headroom: float = 0.2) -> Markdown:
+    t, _ = autoscale_trigger(load_run(run_id), headroom=headroom)
+    return Markdown("**Autoscaling trigger.** " + " ".join(t.origin_lines())
+                    + (f"\n\nKEDA query: `{t.query}`" + (f" (metricType {t.metric_type})" if t.metric_type else "")
+                       if t.signal else ""))
+
+
+def trigger_steps(run_id: str, headroom: float = 0.2) -> pd.DataFrame:
+    """Per capacity step, each signal's value (the evidence the trigger was chosen from)."""
+    _, table = autoscale_trigger(load_run(run_id), headroom=headroom)
+    if table.empty:
+        return table
+    wide = table.pivot_table(index=["cell_id", "rate", "passed"], columns="signal", values="value", sort=False)
+    return wide.reset_index().round(3)

@@ -1,0 +1,101 @@
+"""Tune records: ``data/tunes/<tune_id>/`` holds ``tune.json`` (this model) and ``study.db``
+(the optuna study, SQLite, so ``--resume`` continues it). Every candidate is a run of its own in
+data/runs (write-once as always); ``tune.json`` lists them in the order they ran with their
+parameters, engine arguments, result and run id, and is replaced atomically as trials finish
+(like comparison.json). The study is the optimizer's state; ``tune.json`` is what reports read.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .. import paths
+from ..specs import StrictModel
+
+TUNE = "tune.json"
+STUDY = "study.db"
+
+
+class Trial(StrictModel):
+    number: int = Field(description="optuna's trial number (order of asking)")
+    seed: str = Field("", description="the seed trial's name; '' for a candidate the sampler chose")
+    params: dict[str, Any]
+    args: list[str] = Field(description="the engine arguments the candidate ran with")
+    changed: list[str] = Field(default_factory=list, description="the flags that differ from vLLM's defaults")
+    state: Literal["running", "complete", "failed"] = "running"
+    run_id: str | None = None
+    msr: float | None = Field(None, description="max sustainable rate, requests/s: the interval's lower bound")
+    interval_low: float | None = None
+    interval_high: float | None = None
+    n_steps: int | None = None
+    reason: str = ""
+    duplicate_of: int | None = Field(None, description="a point measured before: its result is reused, no run")
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class Confirmation(StrictModel):
+    """The winner against the baseline by the interleaved A/B: the primary metric's rows."""
+
+    comparison_id: str | None = None
+    rows: list[dict[str, Any]] = Field(default_factory=list, description="per cell: metric, ratio tuned/baseline, "
+                                       "95 % interval, q-value, verdict (analysis.compare)")
+    outcome: Literal["winner confirmed", "nothing beats the default", "not run"] = "not run"
+    reason: str = ""
+
+
+class TuneRecord(StrictModel):
+    schema_version: int = 1
+    tune_id: str
+    created_at: datetime
+    ended_at: datetime | None = None
+    status: Literal["running", "complete", "partial", "failed"] = "running"
+    reason: str = ""
+    target: str
+    spec: dict[str, Any] = Field(description="the resolved tune spec")
+    capacity_spec: dict[str, Any] = Field(description="the resolved capacity spec every trial ran")
+    objective: str = ("max sustainable rate (requests/s) = the highest rate that met the SLO every time it ran = "
+                      "the lower bound of the capacity interval [MSR, lowest failing rate]; a candidate whose "
+                      "engine did not start is a failed trial")
+    baseline_params: dict[str, Any] = Field(default_factory=dict)
+    baseline_args: list[str] = Field(default_factory=list)
+    trials: list[Trial] = Field(default_factory=list)
+    best: int | None = Field(None, description="number of the best complete trial")
+    confirmation: Confirmation = Confirmation()
+    component: str | None = Field(None, description="platform/components/<name>/ written for the winner")
+    notes: list[str] = Field(default_factory=list)
+
+    def trial(self, number: int) -> Trial | None:
+        return next((t for t in self.trials if t.number == number), None)
+
+
+def tunes_dir() -> Path:
+    return paths.workspace_root() / "data" / "tunes"
+
+
+def find_tune(tune_id: str | Path) -> Path:
+    """The folder of a tune record (an id, unique prefix allowed, or a path)."""
+    p = Path(tune_id)
+    if (p / TUNE).is_file():
+        return p
+    if (tunes_dir() / str(tune_id) / TUNE).is_file():
+        return tunes_dir() / str(tune_id)
+    hits = [d for d in tunes_dir().glob(f"{tune_id}*") if (d / TUNE).is_file()] if tunes_dir().is_dir() else []
+    if len(hits) == 1:
+        return hits[0]
+    raise FileNotFoundError(f"tune {str(tune_id)!r} {'is ambiguous' if hits else 'was not found'} in {tunes_dir()}")
+
+
+def load_tune(tune_id: str | Path) -> TuneRecord:
+    return TuneRecord.model_validate_json((find_tune(tune_id) / TUNE).read_text())
+
+
+def save_tune(record: TuneRecord, d: Path) -> None:
+    tmp = d / f".{TUNE}.tmp"
+    tmp.write_text(record.model_dump_json(indent=1))
+    os.replace(tmp, d / TUNE)  # the only file of the record ever replaced, atomically

@@ -1,0 +1,317 @@
+"""``inferlab tune SPEC``: search engine settings for the highest max sustainable rate.
+
+An optuna study (TPE sampler, ask-and-tell) over the tune spec's space, persisted as SQLite in
+the tune record (``data/tunes/<tune_id>/study.db``) so ``resume`` continues it. The seed trials
+(e.g. the baseline and ``--max-num-seqs 1``) are enqueued first. Each trial puts the candidate's
+engine arguments in place (local: the run starts a fresh engine with them; url: the user's
+restart command; k8s: a patch of the Deployment, see ``restart.py``) and runs the capacity spec
+as a run of its own in data/runs (``runner.run``); its run id goes on the trial.
+
+Objective: the max sustainable rate (MSR) of that run, requests/s, which is the *lower bound* of
+its interval [MSR, lowest failing rate] (analysis/capacity.py: the highest rate that met the SLO
+every time it ran); a search in which no rate passed scores 0. A candidate whose engine does not
+start (or whose run ends without a capacity result) is a failed trial, recorded with the reason;
+the tune goes on. A point measured before is not run again: its result is reused (``duplicate_of``).
+
+Budget: ``max_trials`` (seeds and duplicates included) and ``max_minutes`` of trial time (summed
+over sessions); no trial starts when the remaining time is below the mean trial duration so far.
+Then the winner is confirmed against the baseline by the interleaved A/B (``run_comparison``,
+local target): "winner confirmed" needs a primary-metric verdict "better" in some cell and "worse"
+in none; otherwise the result is "nothing beats the default". A confirmed winner is written as a
+kustomize component (``components.write_engine_component``), validated before it is kept.
+"""
+
+from __future__ import annotations
+
+import statistics
+from datetime import UTC, datetime
+from pathlib import Path
+
+import optuna
+from rich.console import Console
+from rich.markup import escape
+
+from ..runs.layout import slug
+from ..runs.tune_record import STUDY, Trial, TuneRecord, find_tune, load_tune, save_tune, tunes_dir
+from ..specs import LoadSpec, resolve_spec
+from ..specs.tune import (BoolParam, Budget, CategoricalParam, IntParam, TuneSpec, baseline_point, changed_flags,
+                          engine_args)
+from . import restart
+
+console = Console(stderr=True)
+INTERRUPTED = "interrupted by the user (Ctrl-C); `--resume` runs this candidate again"
+
+
+def distributions(space: dict) -> dict[str, optuna.distributions.BaseDistribution]:
+    """optuna distributions of a tune space: categorical -> categorical, int -> int (log or
+    stepped), bool -> categorical [false, true]."""
+    out: dict[str, optuna.distributions.BaseDistribution] = {}
+    for name, p in space.items():
+        if isinstance(p, CategoricalParam):
+            out[name] = optuna.distributions.CategoricalDistribution(p.choices)
+        elif isinstance(p, IntParam):
+            out[name] = optuna.distributions.IntDistribution(p.low, p.high, log=p.log, step=p.step)
+        elif isinstance(p, BoolParam):
+            out[name] = optuna.distributions.CategoricalDistribution([False, True])
+    return out
+
+
+def capacity_spec(spec: TuneSpec) -> LoadSpec:
+    cap = resolve_spec(spec.capacity, sets=spec.set)
+    if cap.kind != "capacity":
+        raise ValueError(f"tune spec {spec.name!r}: capacity spec {spec.capacity!r} is kind {cap.kind!r}; a tune "
+                         "measures candidates by their max sustainable rate (kind: capacity)")
+    return cap
+
+
+def with_args(spec: LoadSpec, args: list[str]) -> LoadSpec:
+    return spec.model_copy(update={"engine": spec.engine.model_copy(update={"args": list(args)})}, deep=True)
+
+
+def _study(d: Path, tune_id: str, spec: TuneSpec) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=spec.sampler_seed, n_startup_trials=len(spec.seed_trials) + 2)
+    return optuna.create_study(study_name=tune_id, storage=f"sqlite:///{d / STUDY}", direction="maximize",
+                               sampler=sampler, load_if_exists=True)
+
+
+def tune(spec: TuneSpec, target: str = "local", base_url: str | None = None, budget: Budget | None = None,
+         resume: str | None = None, confirm: bool = True, write_component: bool = True,
+         spec_dir: Path | None = None) -> str:
+    """Run (or resume) a tune; returns its id. ``budget`` overrides the spec's. ``spec_dir``: the
+    tune spec's folder (a relative ``restart_command_file`` is read from there)."""
+    budget = budget or spec.budget
+    cap = capacity_spec(spec)
+    if resume:
+        d = find_tune(resume)
+        rec = load_tune(d)
+        if rec.spec != spec.model_dump(mode="json"):
+            raise ValueError(f"tune {rec.tune_id}: the spec differs from the one it started with; "
+                             "resume with that spec")
+        target = rec.target
+    else:
+        now = datetime.now(UTC)
+        tune_id = f"{now:%Y%m%dT%H%M%SZ}-{target}-tune-{slug(spec.name)}"
+        d = tunes_dir() / tune_id
+        d.mkdir(parents=True)
+        rec = TuneRecord(tune_id=tune_id, created_at=now, target=target, spec=spec.model_dump(mode="json"),
+                         capacity_spec=cap.model_dump(mode="json"))
+    if resume and rec.baseline_args:  # k8s: the deployment may still run an interrupted trial's candidate
+        base_args = rec.baseline_args
+    else:
+        base_args = restart.k8s_current_args() if target == "k8s" else cap.engine.args
+    rec.baseline_args = list(base_args)
+    rec.baseline_params = baseline_point(spec.space, base_args)
+    study = _study(d, rec.tune_id, spec)
+    if not resume:
+        for s in spec.seed_trials:
+            study.enqueue_trial({**rec.baseline_params, **s.params}, user_attrs={"seed": s.name})
+    _requeue_interrupted(study, rec)
+    save_tune(rec, d)
+    command = restart.restart_command(spec.restart_command_file, spec_dir) if target == "url" else ""
+    console.print(f"[bold]tune[/] {rec.tune_id} -> {d}\n  objective: {rec.objective}\n  budget: {budget.max_trials} "
+                  f"trials, {budget.max_minutes:g} min; baseline args: {' '.join(base_args) or '(none)'}")
+    try:
+        stop = _search(study, rec, d, spec, cap, budget, target, base_url, base_args, command)
+        console.print(f"search stopped: {stop}")
+        rec.notes = [n for n in rec.notes if not n.startswith("search stopped")] + [f"search stopped: {stop}"]
+        if stop == INTERRUPTED:
+            rec.status, rec.reason = "partial", INTERRUPTED
+            return rec.tune_id
+        _set_best(rec)
+        if confirm and rec.confirmation.outcome == "not run":
+            _confirm(rec, d, spec, target, base_url)
+        if write_component and rec.confirmation.outcome == "winner confirmed" and not rec.component:
+            _write_component(rec, spec)
+        rec.status, rec.reason = "complete", ""
+    except KeyboardInterrupt:
+        rec.status, rec.reason = "partial", "interrupted by the user (Ctrl-C); `--resume` goes on"
+    except Exception as exc:  # noqa: BLE001 - recorded, then raised for the caller to report
+        rec.status, rec.reason = "partial" if rec.trials else "failed", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        if target == "k8s":
+            why = restart.k8s_restore(list(base_args))
+            if why:
+                rec.notes.append(f"restoring the deployment's original arguments failed: {why}")
+        rec.ended_at = datetime.now(UTC)
+        save_tune(rec, d)
+        console.print(f"[bold]{rec.status}[/] {rec.tune_id}" + (f": {rec.reason}" if rec.reason else ""))
+    return rec.tune_id
+
+
+def _requeue_interrupted(study: optuna.Study, rec: TuneRecord) -> None:
+    """A trial cut by Ctrl-C (still RUNNING in the study): failed, and its candidate enqueued again."""
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs=dict(t.user_attrs))
+        r = rec.trial(t.number)
+        if r is not None and r.state == "running":
+            r.state, r.reason, r.ended_at = "failed", INTERRUPTED, r.ended_at or datetime.now(UTC)
+
+
+def _used_minutes(rec: TuneRecord) -> tuple[float, float | None]:
+    """(trial minutes spent, mean minutes of a trial that ran) over every session of the tune."""
+    spans = [(t.ended_at - t.started_at).total_seconds() / 60 for t in rec.trials
+             if t.started_at and t.ended_at and t.duplicate_of is None]
+    return sum(spans), (statistics.fmean(spans) if spans else None)
+
+
+def _search(study, rec: TuneRecord, d: Path, spec: TuneSpec, cap: LoadSpec, budget: Budget, target: str,
+            base_url: str | None, base_args: list[str], command: str) -> str:
+    """The trial loop; returns why it stopped."""
+    dists = distributions(spec.space)
+    while True:
+        # an interrupted trial is run again (re-enqueued), so it does not count against the budget
+        counted = [t for t in rec.trials if t.state != "running" and t.reason != INTERRUPTED]
+        used, mean = _used_minutes(rec)
+        if len(counted) >= budget.max_trials:
+            return f"trial budget reached ({len(counted)} of {budget.max_trials})"
+        if mean is not None and used + mean > budget.max_minutes:
+            return (f"time budget: {used:.1f} of {budget.max_minutes:g} min used, a trial takes ~{mean:.1f} min")
+        ot = study.ask(dists)
+        point = {k: ot.params[k] for k in spec.space}
+        args = engine_args(spec.space, base_args, point)
+        t = Trial(number=ot.number, seed=str(ot.user_attrs.get("seed", "")), params=point, args=args,
+                  changed=changed_flags(spec.space, point), started_at=datetime.now(UTC))
+        rec.trials.append(t)
+        label = f"trial {len(counted) + 1}/{budget.max_trials}" + (f" [seed {t.seed}]" if t.seed else "")
+        flags = " ".join(t.changed) or "(vLLM defaults for every searched flag)"
+        console.print(f"[bold]{label}[/] #{t.number}: {flags}")
+        same = next((o for o in rec.trials if o is not t and o.state != "running" and o.args == args), None)
+        if same is not None:
+            _reuse(t, same)
+        else:
+            save_tune(rec, d)
+            _evaluate(t, rec, spec, cap, target, base_url, command)
+        t.ended_at = datetime.now(UTC)
+        if t.reason == INTERRUPTED:
+            save_tune(rec, d)
+            return INTERRUPTED
+        ot.set_user_attr("run_id", t.run_id or "")
+        ot.set_user_attr("reason", t.reason)
+        if t.state == "complete":
+            study.tell(ot, float(t.msr or 0.0))
+        else:
+            study.tell(ot, state=optuna.trial.TrialState.FAIL)
+        _set_best(rec)
+        save_tune(rec, d)
+        _print_result(t, rec)
+
+
+def _reuse(t: Trial, same: Trial) -> None:
+    t.duplicate_of = same.number
+    t.state, t.run_id, t.msr = same.state, same.run_id, same.msr
+    t.interval_low, t.interval_high, t.n_steps = same.interval_low, same.interval_high, same.n_steps
+    t.reason = f"same engine arguments as trial #{same.number}: its result reused, not run again"
+
+
+def _evaluate(t: Trial, rec: TuneRecord, spec: TuneSpec, cap: LoadSpec, target: str, base_url: str | None,
+              command: str) -> None:
+    """Put the candidate in place, run the capacity search, read its result into ``t``."""
+    from ..runs.reader import load_run
+    from .runner import run
+
+    why = ""
+    if target == "url":
+        why = restart.url_restart(command, t.args, t.number, base_url or "", cap.engine.startup_timeout_s,
+                                  verify_tls=not cap.tls_skip_verify)
+    elif target == "k8s":
+        why = restart.k8s_apply(t.args)
+    if why:
+        t.state, t.reason = "failed", why
+        return
+    t.run_id = run(with_args(cap, t.args), target=target, base_url=base_url, label=f"{spec.name}-t{t.number}")
+    r = load_run(t.run_id)
+    m = r.manifest
+    if m.status == "partial" and m.reason.startswith("interrupted"):
+        t.state, t.reason = "failed", INTERRUPTED
+        return
+    res = r.capacity
+    if not res:
+        t.state = "failed"
+        t.reason = f"run {m.status}: {m.reason or 'no capacity result'}"[:600]
+        return
+    t.state = "complete"
+    t.msr = float(res["msr"]) if res.get("msr") is not None else 0.0
+    t.interval_low, t.interval_high, t.n_steps = res.get("interval_low"), res.get("interval_high"), res.get("n_steps")
+    t.reason = "no rate met the SLO" if res.get("msr") is None else ""
+
+
+def _set_best(rec: TuneRecord) -> None:
+    done = [t for t in rec.trials if t.state == "complete"]
+    # ties: the earlier trial (seeds come first, so the baseline wins a tie)
+    rec.best = max(done, key=lambda t: (t.msr or 0.0, -t.number)).number if done else None
+
+
+def _print_result(t: Trial, rec: TuneRecord) -> None:
+    if t.state == "complete" and t.interval_low is None:
+        res = f"no rate met the SLO (lowest rate tried and failed: {t.interval_high}/s)"
+    elif t.state == "complete":
+        hi = "open" if t.interval_high is None else f"{t.interval_high:g}"
+        res = escape(f"MSR {t.msr:g}/s [interval {t.msr:g}, {hi}]")
+    else:
+        res = f"[red]failed[/]: {escape(t.reason[:200])}"
+    best = rec.trial(rec.best) if rec.best is not None else None
+    used, _ = _used_minutes(rec)
+    console.print(f"    -> {res}" + (f" (reused from #{t.duplicate_of})" if t.duplicate_of is not None else "")
+                  + (f"; best so far #{best.number} {best.msr:g}/s" if best else "") + f"; {used:.1f} min of trials")
+
+
+def _confirm(rec: TuneRecord, d: Path, spec: TuneSpec, target: str, base_url: str | None) -> None:
+    """The winner against the baseline by the interleaved A/B (module docstring: the rule)."""
+    from ..analysis.compare import compare_sides
+    from ..runs.comparison import load_comparison
+    from ..runs.reader import load_run
+    from .ab import run_comparison
+
+    best = rec.trial(rec.best) if rec.best is not None else None
+    c = rec.confirmation
+    if best is None:
+        c.outcome, c.reason = "not run", "no candidate completed a capacity search"
+        return
+    if best.args == rec.baseline_args or best.params == rec.baseline_params:
+        c.outcome, c.reason = "nothing beats the default", "the search's best candidate is the baseline itself"
+        return
+    if target != "local":
+        c.reason = ("the A/B restarts engines between repeats only on the local target: deploy the component into two "
+                    "overlays and run `inferlab ab --overlay-baseline ... --overlay-tuned ...`")
+        return
+    if spec.confirm.spec:
+        ab_spec = resolve_spec(spec.confirm.spec, sets=spec.confirm.set)
+    else:
+        ab_spec = capacity_spec(spec)
+    console.print(f"[bold]confirmation[/]: trial #{best.number} vs the baseline, {spec.confirm.pairs} "
+                  f"interleaved pairs of {ab_spec.name!r}")
+    cid = run_comparison(with_args(ab_spec, rec.baseline_args), with_args(ab_spec, best.args), target=target,
+                         base_url=base_url, pairs=spec.confirm.pairs, label=f"{spec.name}-confirm")
+    c.comparison_id = cid
+    cmp = load_comparison(cid)
+    res = compare_sides([load_run(r) for r in cmp.run_ids("baseline")], [load_run(r) for r in cmp.run_ids("tuned")],
+                        primary=cmp.primary)
+    prim = res[res["role"] == "primary"] if not res.empty else res
+    c.rows = [{"cell": r.cell, "metric": r.metric, "ratio": float(r.ratio), "ci_low": float(r.ci_low),
+               "ci_high": float(r.ci_high), "q_value": float(r.q_value), "verdict": str(r.verdict)}
+              for r in prim.itertuples()]
+    verdicts = [r["verdict"] for r in c.rows]
+    if "better" in verdicts and not any(v.startswith("worse") for v in verdicts):
+        c.outcome = "winner confirmed"
+        c.reason = f"{verdicts.count('better')} of {len(verdicts)} cells better on {prim['metric'].iloc[0]}, none worse"
+    else:
+        c.outcome = "nothing beats the default"
+        c.reason = f"the A/B found no cell better without one worse (verdicts: {', '.join(verdicts) or 'none'})"
+    console.print(f"  {c.outcome}: {c.reason}")
+
+
+def _write_component(rec: TuneRecord, spec: TuneSpec) -> None:
+    from .components import write_engine_component
+
+    best = rec.trial(rec.best)
+    assert best is not None
+    cmp = rec.confirmation
+    why = [f"inferlab tune {rec.tune_id}: trial #{best.number}, MSR {best.msr:g}/s "
+           f"(interval [{best.interval_low}, {best.interval_high}]) on {rec.target}",
+           f"confirmed by the interleaved A/B {cmp.comparison_id}: {cmp.reason}"]
+    path = write_engine_component(spec.component.name, spec.component.overlay, spec.space, best.params, why)
+    rec.component = str(path)
+    console.print(f"component written: {path}")

@@ -1,0 +1,183 @@
+"""Several engine replicas behind Debian's nginx (round-robin), as one target: the two-replica
+check of a capacity plan (analysis/plan.py).
+
+Each replica is a :class:`LocalEngine` with the spec's engine arguments, on its own device:
+``devices="gpu"``: replica i sees GPU i only (``CUDA_VISIBLE_DEVICES=i``); ``devices="cpu"``: replica
+i runs on one core of its own (``taskset``), which on a small machine shows the mechanics, not a
+scaling result (k6 shares those cores). nginx balances requests round-robin over the replicas
+(``upstream`` with keep-alive, buffering off, 600 s timeouts) and passes the client's
+Authorization header through: the key is in no config, argv or log (every replica reads it from
+``VLLM_API_KEY``, as the local engine does). Its access log, with the replica that served each
+request, is written into the run (``engine/replicas-access.log``).
+
+The session's /metrics is one replica's (round-robin); every replica's own /metrics comes from
+``pod_scraper`` as ``replica-<i>``, so the runner records them per replica (``pods/``) and a
+replica restarting mid-cell is seen as a pod restart. ``engine_python`` / ``model``: a vLLM other
+than ``.venv-engine`` (e.g. a GPU build) and a model path or id; defaults: the local CPU engine
+and its SmolLM2 checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from .. import credentials
+from ..procs import stop_process, wait_for_health
+from ..runs.manifest import TargetInfo
+from ..specs import EngineSpec, LoadSpec
+from ..ui.serve import nginx_binary
+from .engine import EngineError, LocalEngine, free_port, prepare_model
+from .pinning import cpu_list
+from .session import TargetError, TargetSession
+
+Devices = Literal["cpu", "gpu"]
+
+
+class ReplicaEngine(LocalEngine):
+    """A LocalEngine whose Python and model may be given (a GPU vLLM, a model id)."""
+
+    def __init__(self, spec: EngineSpec, api_key: str, log_path: Path, python: str | None = None,
+                 model: str | None = None, **kw) -> None:
+        super().__init__(spec, api_key, log_path, **kw)
+        self.python, self.model = python, model
+
+    @property
+    def argv(self) -> list[str]:
+        if not self.python:
+            return super().argv
+        # LocalEngine.argv with another interpreter (engine_python() insists on .venv-engine/)
+        return [*self.cpu_prefix, self.python, "-m", "vllm.entrypoints.openai.api_server",
+                "--model", str(self.model_dir), "--served-model-name", self.spec.served_model_name, "--host", "127.0.0.1", "--port", str(self.port),
+                *self.spec.args]
+
+    def start(self) -> ReplicaEngine:
+        if self.python or self.model:  # LocalEngine.start converts the bundled GGUF; a given model needs no conversion
+            self.model_dir = Path(self.model) if self.model else prepare_model()
+            return self._start_prepared()
+        super().start()
+        return self
+
+    def _start_prepared(self) -> ReplicaEngine:
+        from ..offline import VLLM_ENV
+
+        env = {**os.environ, **self.spec.env, **VLLM_ENV, "VLLM_API_KEY": self.api_key}
+        env.pop("INFERLAB_API_KEY", None)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "xb")  # noqa: SIM115 - closed in stop()
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True, cwd=self.log_path.parent)
+        try:
+            self._wait_healthy(t0)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = round(time.monotonic() - t0, 1)
+        return self
+
+
+def replica_specs(spec: EngineSpec, n: int, devices: Devices) -> list[tuple[EngineSpec, list[str]]]:
+    """(engine spec, command prefix) per replica: a GPU each, or a core each (round-robin over
+    this process's cores when there are fewer cores than replicas)."""
+    if n < 1:
+        raise ValueError(f"replicas must be >= 1, got {n}")
+    out = []
+    cores = sorted(os.sched_getaffinity(0))
+    for i in range(n):
+        if devices == "gpu":
+            out.append((spec.model_copy(update={"env": {**spec.env, "CUDA_VISIBLE_DEVICES": str(i)}}), []))
+        else:
+            out.append((spec, ["taskset", "-c", cpu_list((cores[i % len(cores)],))]))
+    return out
+
+
+def nginx_conf(d: Path, listen_port: int, upstreams: list[str], access_log: Path) -> str:
+    """An nginx config: round-robin over ``upstreams`` (host:port), no buffering, 600 s timeouts."""
+    servers = "".join(f"    server {u} max_fails=0;\n" for u in upstreams)
+    return (f"worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n"
+            "events { worker_connections 4096; }\n"
+            "http {\n"
+            '  log_format replicas \'$time_iso8601 $status $request_time $upstream_addr "$request"\';\n'
+            f"  access_log {access_log} replicas;\n"
+            f"  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n"
+            f"  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n"
+            f"  upstream vllm_replicas {{\n{servers}    keepalive 64;\n  }}\n"
+            f"  server {{\n    listen 127.0.0.1:{listen_port};\n"
+            "    location / {\n      proxy_pass http://vllm_replicas;\n      proxy_http_version 1.1;\n"
+            '      proxy_set_header Connection "";\n      proxy_buffering off;\n      proxy_request_buffering off;\n'
+            "      proxy_read_timeout 600s;\n      proxy_send_timeout 600s;\n    }\n  }\n}\n")
+
+
+@contextlib.contextmanager
+def balancer(upstreams: list[str], access_log: Path, timeout_s: float = 20) -> Iterator[tuple[str, subprocess.Popen]]:
+    """nginx in front of ``upstreams``; yields (base URL, process); always stopped."""
+    d = Path(tempfile.mkdtemp(prefix="inferlab-replicas-"))
+    port = free_port(0)
+    (d / "nginx.conf").write_text(nginx_conf(d, port, upstreams, access_log))
+    access_log.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([nginx_binary(), "-p", str(d), "-e", str(d / "error.log"), "-c", str(d / "nginx.conf")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if wait_for_health(proc, f"{url}/health", time.monotonic() + timeout_s, 0.2, 2.0) != "healthy":
+            err = proc.stderr.read().decode(errors="replace") if proc.poll() is not None and proc.stderr else ""
+            raise TargetError(f"nginx in front of the replicas did not answer {url}/health: {err[-500:]}")
+        yield url, proc
+    finally:
+        stop_process(proc, signal.SIGQUIT)
+
+
+@contextlib.contextmanager
+def replicas_target(spec: LoadSpec, run_dir: Path, n: int = 2, devices: Devices = "cpu",
+                    engine_python: str | None = None, model: str | None = None,
+                    engine_log: str = "engine/engine.log") -> Iterator[TargetSession]:
+    """Start ``n`` replicas (in parallel) and nginx; yield one session; stop everything on exit."""
+    key = credentials.api_key("local")
+    assert key
+    started_at = datetime.now(UTC)
+    log = Path(engine_log)
+    engines = [ReplicaEngine(s, key, run_dir / log.with_name(f"{log.stem}-replica{i}{log.suffix}"), engine_python,
+                             model, port=free_port(0), cpu_prefix=prefix)
+               for i, (s, prefix) in enumerate(replica_specs(spec.engine, n, devices))]
+    with contextlib.ExitStack() as stack:
+        for e in engines:
+            stack.callback(e.stop)
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            errors = [f.exception() for f in [pool.submit(e.start) for e in engines]]
+        failed = [f"replica {i}: {err}" for i, err in enumerate(errors) if err]
+        if failed:
+            raise EngineError("; ".join(failed))
+        url, nginx = stack.enter_context(balancer([e.base_url.removeprefix("http://") for e in engines],
+                                                  run_dir / "engine" / "replicas-access.log"))
+        placement = [f"replica {i}: " + (f"GPU {i}" if devices == "gpu" else " ".join(e.cpu_prefix))
+                     for i, e in enumerate(engines)]
+        info = TargetInfo(kind="local", base_url=url, model=model or "SmolLM2-135M-Instruct (local engine)",
+                          served_model_name=spec.engine.served_model_name, engine_args=spec.engine.args,
+                          engine_env=spec.engine.env, startup_s=max(e.startup_s or 0 for e in engines),
+                          deployment={"replicas": n, "balancer": "nginx round-robin (Debian)", "devices": devices,
+                                      "placement": placement},
+                          process={"pid": nginx.pid, "replica_pids": [e.proc.pid if e.proc else None for e in engines],
+                                   "started_at": started_at.isoformat()})
+
+        def scrape() -> dict[str, bytes]:
+            out = {}
+            for i, e in enumerate(engines):
+                r = httpx.get(f"{e.base_url}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+                if r.status_code == 200:
+                    out[f"replica-{i}"] = r.content
+            return out
+
+        pids = {"nginx": nginx.pid, **{f"engine-{i}": e.proc.pid if e.proc else None for i, e in enumerate(engines)}}
+        yield TargetSession("local", url, key, info, engines[0].version(), pids, pod_scraper=scrape)
