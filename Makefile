@@ -1,5 +1,5 @@
 # inferlab: `make help` lists every target. Variables: TARGET=local|url|k8s BASE_URL=...
-# RUNS=sample|<run_id>[,<run_id>] OVERLAY=<name> SPEC=<spec> EDGE=1 (through the local nginx edge) TORCH_INDEX=<pip extra index>.
+# RUNS=sample|<run_id>[,<run_id>] OVERLAY=<name> SPEC=<spec> EDGE=1 (through the local nginx edge) PROMETHEUS=1 PROMETHEUS_URL=... TORCH_INDEX=<pip extra index>.
 # The API key comes from the environment (INFERLAB_API_KEY) or platform/secrets/values/, never from make.
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
@@ -9,7 +9,7 @@ ENGINE_VENV := .venv-engine
 BIN := $(VENV)/bin
 # Defaults are the CLI's (inferlab/cli.py DEFAULTS); make passes a variable only when it is set.
 ARGS ?=
-LOAD_OPTS = $(if $(TARGET),--target $(TARGET),) $(if $(BASE_URL),--base-url $(BASE_URL),) $(if $(IN_CLUSTER),--in-cluster,) $(if $(EDGE),--edge,)
+LOAD_OPTS = $(if $(TARGET),--target $(TARGET),) $(if $(BASE_URL),--base-url $(BASE_URL),) $(if $(IN_CLUSTER),--in-cluster,) $(if $(EDGE),--edge,) $(if $(PROMETHEUS),--prometheus,) $(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL),)
 OVERLAY_OPT = $(if $(OVERLAY),--overlay $(OVERLAY),)
 # the engine venv is needed only where the local engine runs (TARGET unset or local)
 NEEDS_ENGINE = $(if $(filter-out local,$(TARGET)),,yes)

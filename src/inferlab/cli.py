@@ -12,17 +12,24 @@ from . import __version__
 # Defaults live here once: the Makefile passes a variable only when the user set it, and the
 # project's own environment variables carry the INFERLAB_ prefix (tools keep VLLM_*, K6_*, OTEL_*).
 DEFAULTS = {"TARGET": "local", "SPEC": "matrix-local", "STRESS_SPEC": "stress-local", "OVERLAY": "minikube-gpu", "CAPACITY_SPEC": "capacity-local",
-            "RUNS": "sample", "BASE_URL": "", "IN_CLUSTER": "", "EDGE": "", "TUNE_SPEC": "tune-local"}
+            "RUNS": "sample", "BASE_URL": "", "IN_CLUSTER": "", "EDGE": "", "TUNE_SPEC": "tune-local",
+            "PROMETHEUS_URL": ""}
 
 
-def _with_edge(spec, a):
+def _with_observers(spec, a):
     """``--edge``: the spec's observe.edge, or the ingress defaults (specs.models.EdgeSpec) where
-    the spec configures none."""
+    the spec configures none; ``--prometheus``: the local Prometheus; ``--prometheus-url``: the
+    cluster's Prometheus for a k8s run's window."""
     from .specs import EdgeSpec
 
-    if not getattr(a, "edge", False) or spec.observe.edge is not None:
-        return spec
-    return spec.model_copy(update={"observe": spec.observe.model_copy(update={"edge": EdgeSpec()})})
+    update = {}
+    if getattr(a, "edge", False) and spec.observe.edge is None:
+        update["edge"] = EdgeSpec()
+    if getattr(a, "prometheus", False):
+        update["prometheus"] = True
+    if getattr(a, "prometheus_url", None):
+        update["prometheus_url"] = a.prometheus_url
+    return spec.model_copy(update={"observe": spec.observe.model_copy(update=update)}) if update else spec
 
 
 def env_default(name: str) -> str:
@@ -60,7 +67,7 @@ def cmd_ingest(a) -> int:
 def cmd_sweep(a) -> int:
     from .sweep.runner import describe_plan, run
 
-    spec = _with_edge(_spec(a.spec, a.label, a.set), a)
+    spec = _with_observers(_spec(a.spec, a.label, a.set), a)
     if a.dry_run:
         print(describe_plan(spec, a.target))
         return 0
@@ -175,8 +182,8 @@ def cmd_ab(a) -> int:
     from .specs import resolve_spec
     from .sweep.ab import run_comparison
 
-    base = _with_edge(resolve_spec(a.baseline, sets=a.set_baseline), a)
-    tuned = _with_edge(resolve_spec(a.tuned, sets=a.set_tuned), a)
+    base = _with_observers(resolve_spec(a.baseline, sets=a.set_baseline), a)
+    tuned = _with_observers(resolve_spec(a.tuned, sets=a.set_tuned), a)
     overlays = (a.overlay_baseline, a.overlay_tuned) if a.overlay_baseline and a.overlay_tuned else None
     cid = run_comparison(base, tuned, target=a.target, base_url=a.base_url, pairs=a.pairs, order=a.order,
                          seed=a.seed, label=a.label, until_width=a.until_width, max_pairs=a.max_pairs,
@@ -306,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--edge", action="store_true", default=env_default("EDGE") not in ("", "0"),
                        help="run through the local edge: nginx as the ingress is (TLS with a project CA, limit_req, "
                             "600 s timeouts, JSON access log joined to k6 rows by X-Request-Id)")
+        s.add_argument("--prometheus", action="store_true", help="local target: Debian's Prometheus scrapes the engine "
+                       "every second and evaluates the platform's alert rules; the window goes into the run")
+        s.add_argument("--prometheus-url", default=env_default("PROMETHEUS_URL") or None,
+                       help="k8s: the cluster's Prometheus; the run window's vLLM, DCGM and ALERTS series go into the run")
         s.add_argument("--in-cluster", action="store_true", default=env_default("IN_CLUSTER") not in ("", "0"),
                        help="TARGET=k8s: run k6 as a Job inside the cluster (k6_segments pods per cell)")
         s.set_defaults(fn=cmd_sweep)
@@ -357,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--edge", action="store_true", default=env_default("EDGE") not in ("", "0"),
                    help="run through the local edge: nginx as the ingress is (TLS with a project CA, limit_req, "
                         "600 s timeouts, JSON access log joined to k6 rows by X-Request-Id)")
+    s.add_argument("--prometheus", action="store_true", help="local target: Debian's Prometheus beside each repeat")
+    s.add_argument("--prometheus-url", default=env_default("PROMETHEUS_URL") or None,
+                   help="k8s: the cluster's Prometheus; each repeat's window goes into its run")
     s.add_argument("--set-baseline", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--set-tuned", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--primary", default="throughput", choices=["throughput", "goodput", "latency_p50", "latency_p95",

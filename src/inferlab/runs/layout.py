@@ -13,6 +13,11 @@ data/runs/<run_id>/                  run_id = YYYYmmddTHHMMSSZ-<target>-<label>
   edge/ingress-access.log            (k8s through the ingress: the controller's log for the run's window)
   workload.json                      (a workload run: workload file(s) + sha256, the workload, token calibration)
   telemetry/nvidia-smi.csv nvml.csv host.csv
+  telemetry/metrics-samples.prom.gz  (1 s /metrics sampler without Prometheus: gzip'd raw scrapes, each after
+                                      '# inferlab-scrape ts=... job=... status=...')
+  server/prometheus/                 (local Prometheus: query_range answers vllm-000.json.gz alerts-000.json.gz,
+                                      metadata.json, meta.json, rules.yml, prometheus.yml, prometheus.log)
+  server/prometheus-cluster/         (k8s: the cluster Prometheus' vLLM/DCGM/ALERTS answers for the run window)
   engine/engine.log
 A resumed run never overwrites: a run-level file it writes again gets a ``-resume<N>`` sibling
 (``telemetry/host-resume1.csv``, ``engine/engine-resume1.log``); readers take them all.
@@ -43,7 +48,8 @@ SPANS = "spans.otlp.jsonl.gz"  # in cells/<cell_id>/, probe/, and the run's root
 EDGE_LOG = "edge/access.log"
 INGRESS_LOG = "edge/ingress-access.log"  # k8s: the ingress-nginx controller's log for the run's window
 WORKLOAD = "workload.json"  # a workload run: its file(s) and sha256, the validated workload, token calibration
-TELEMETRY = {"nvidia_smi": "telemetry/nvidia-smi.csv", "nvml": "telemetry/nvml.csv", "host": "telemetry/host.csv"}
+TELEMETRY = {"nvidia_smi": "telemetry/nvidia-smi.csv", "nvml": "telemetry/nvml.csv", "host": "telemetry/host.csv",
+             "metrics_samples": "telemetry/metrics-samples.prom.gz"}
 ENGINE_LOG = "engine/engine.log"
 
 

@@ -14,6 +14,7 @@ wrote beside the first session's (``telemetry/host-resume1.csv`` ...) is read to
 from __future__ import annotations
 
 import json
+import re
 from fnmatch import fnmatch
 from functools import cached_property
 from pathlib import Path
@@ -22,11 +23,15 @@ import pandas as pd
 
 from .. import paths
 from ..ingest import read_edge_log, read_k6, read_k6_points, read_k6_summary, read_nvidia_smi_log, read_probe, read_prometheus_text
+from ..ingest.series import RAW_COLUMNS, read_metric_types, read_samples, tidy_series
 from .layout import (CELL_FILES, EDGE_LOG, IDLE_PROBE, INGRESS_LOG, K6_SEGMENTED, MANIFEST, SPANS, TELEMETRY,
                      WORKLOAD, metrics_path, segment_glob, with_resumes)
 from .manifest import Manifest
 from .store import reconcile
 from .verify import Problem, RecordMismatchError, open_verified, read_verified, verify_run
+
+SERIES_WINDOW_S = 5.0  # window of Run.series' rates and quantiles (Run.series_at for others)
+PROM_FOLDER = re.compile(r"^server/prometheus(-cluster)?(-resume\d+)?$")
 
 
 def find_run_dir(run: str | Path) -> Path:
@@ -229,6 +234,47 @@ class Run:
                   for rel, source in ((EDGE_LOG, "edge"), (INGRESS_LOG, "controller"))
                   for r in with_resumes(rel, self._present("edge"))]
         return self._concat(frames)
+
+    def _prometheus_folders(self) -> list[str]:
+        """server/prometheus*, every session's (recorded or on disk)."""
+        disk = {f"server/{d.name}" for d in (self.dir / "server").glob("prometheus*") if d.is_dir()}
+        recorded = {r.rpartition("/")[0] for r in self._recorded if r.startswith("server/prometheus")}
+        return sorted(f for f in disk | recorded if PROM_FOLDER.match(f))
+
+    @cached_property
+    def _series_raw(self) -> pd.DataFrame:
+        """Raw server samples: the Prometheus window(s) (metadata.json read and verified first),
+        else the /metrics sampler files; each file verified against run.json as it is read."""
+        frames = []
+        for folder in self._prometheus_folders():
+            types = (self._read(self.dir / folder / "metadata.json", read_metric_types)
+                     if f"{folder}/metadata.json" in self._present(folder) else {})
+            for p in self._matching(folder, "*-[0-9][0-9][0-9].json.gz"):
+                frames.append(self._read(p, read_samples, types=types))
+        if not frames:  # one source per run: Prometheus where it ran, else the sampler
+            frames += [self._read(p, read_samples) for p in self._telemetry("metrics_samples")]
+        for f in frames:
+            self._quality.append({"run_id": self.run_id, "cell_id": "run", **f.attrs.get("ingest", {})})
+        frames = [f for f in frames if not f.empty]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RAW_COLUMNS)
+
+    def series_at(self, window_s: float) -> pd.DataFrame:
+        """Server time series with rates and quantiles over ``window_s`` windows (see ``series``)."""
+        df = tidy_series(self._series_raw, window_s)
+        return df.assign(run_id=self.run_id)[["run_id", *df.columns]]
+
+    @cached_property
+    def series(self) -> pd.DataFrame:
+        """Server time series, tidy: run_id, ts, family, labels (JSON), value, kind (gauge | rate |
+        p50 | p95 | p99) over 5 s windows, from the run's Prometheus window(s) or its 1 s /metrics
+        sampler. ALERTS rows feed ``inferlab.analysis.alerts.alert_timeline``."""
+        return self.series_at(SERIES_WINDOW_S)
+
+    @cached_property
+    def prometheus_meta(self) -> list[dict]:
+        """Each saved Prometheus window's meta.json (source, window, queries, rule_profile), verified."""
+        return [self._read(self.dir / f / "meta.json", lambda p: json.loads(Path(p).read_bytes()))
+                for f in self._prometheus_folders() if f"{f}/meta.json" in self._present(f)]
 
     @cached_property
     def server(self) -> pd.DataFrame:

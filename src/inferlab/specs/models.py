@@ -175,12 +175,19 @@ class ObserveSpec(Strict):
 
     traces: bool = Field(True, description="local engine: an OTLP receiver for the run; vLLM exports one span per "
                          "request (queue, prefill, decode, TTFT), joined to k6's rows by X-Request-Id")
-    detailed_traces: bool = Field(False, description="--collect-detailed-traces all: engine start-up spans too")
+    detailed_traces: bool = Field(False, description="pass --collect-detailed-traces all (vLLM 0.24 on GPU: 48 more "
+                                  "start-up spans, compilation and warm-up; 0.32 CPU: no change, its 12 start-up spans "
+                                  "come with the endpoint alone)")
     edge: EdgeSpec | None = Field(None, description="run through the local edge (nginx, TLS, limit_req, JSON access log)")
     prometheus: bool = Field(False, description="local: Debian's Prometheus scrapes the engine (and edge) every second "
                              "and evaluates the platform's alert rules; the run window's series go into the run")
     sampler_interval_s: float | None = Field(1.0, gt=0, description="without Prometheus: a /metrics sampler at this "
                                              "interval fills the same server time-series table; None: off")
+    alert_profile: Literal["platform", "test"] = Field("platform", description="local Prometheus: `test` caps every "
+                                                       "rule's `for:` at 10 s and sets range windows to 20 s (never a "
+                                                       "threshold) so alerts show within a short run; the report says so")
+    prometheus_url: str | None = Field(None, description="k8s: the cluster's Prometheus base URL; the run window's "
+                                       "vLLM, DCGM and ALERTS series are saved into the run (server/prometheus-cluster/)")
 
 
 class LoadSpec(Strict):

@@ -49,11 +49,13 @@ from ..targets.session import TargetError, TargetSession, preflight
 from ..targets.engine import EngineError
 from ..targets.pinning import plan_pinning
 from ..telemetry.otlp import OtlpReceiver
+from ..telemetry.prometheus import PLATFORM, TEST
 from ..telemetry.samplers import HostSampler, NvidiaSmiLogger, NvmlSampler
+from ..telemetry.server_series import ServerSeries
 from ..load.incluster import run_cell_in_cluster
 from ..load.k6 import CellInterrupted, CellResult, k6_binary, run_cell
 from ..load.workload import calibrate, schedule_for, workload_record
-from ..specs import CellPlan, LoadSpec, make_cell_id, plan_cells
+from ..specs import CellPlan, LoadSpec, ObserveSpec, make_cell_id, plan_cells
 
 console = Console(stderr=True)
 
@@ -175,7 +177,7 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
             _record_target(w, session, k6)
             ctx.calibration = _workload_calibration(w, spec, session)
             stack.callback(_controller_log, w, session, datetime.now(UTC))
-            with _telemetry(w, session):
+            with _telemetry(w, session, spec.observe):
                 status, reason = (_run_capacity if spec.kind == "capacity" else _run_cells)(w, spec, session, ctx)
     except (KeyboardInterrupt, CellInterrupted):
         status, reason = "partial", "interrupted by the user (Ctrl-C); `--resume` adds the missing cells"
@@ -289,9 +291,15 @@ def _k6_children() -> list[int]:
 
 
 class _telemetry:
-    """Whichever telemetry applies: nvidia-smi + NVML on a GPU host, psutil always."""
+    """Whichever telemetry applies: the server's time series (Prometheus or the 1 s /metrics
+    sampler, telemetry/server_series.py), nvidia-smi + NVML on a GPU host, psutil always."""
 
-    def __init__(self, w: RunWriter, session: TargetSession) -> None:
+    def __init__(self, w: RunWriter, session: TargetSession, observe: ObserveSpec) -> None:
+        self.w = w
+        self.series = ServerSeries(
+            w, session.base_url, session.headers(), observe, session.ca_file or session.verify_tls,
+            rule_profile=TEST if observe.alert_profile == "test" else PLATFORM,
+            cluster_prometheus=observe.prometheus_url if session.kind == "k8s" else None)
         self.samplers = [HostSampler(w.dir / _unique(w, "telemetry/host.csv"),
                                      lambda: {**session.pids, "k6": _k6_children()})]
         if NvidiaSmiLogger.available():
@@ -304,6 +312,7 @@ class _telemetry:
                 w.manifest.notes.append(note)
 
     def __enter__(self):
+        self.series.__enter__()  # first: Prometheus' window covers the whole run
         for s in self.samplers:
             s.__enter__()
         return self
@@ -311,6 +320,10 @@ class _telemetry:
     def __exit__(self, *exc) -> None:
         for s in reversed(self.samplers):
             s.__exit__(*exc)
+        self.series.__exit__(*exc)  # saves the window (write-once), stops Prometheus
+        for note in self.series.notes:  # rule profile, scrape failures, a failed save
+            if note not in self.w.manifest.notes:
+                self.w.manifest.notes.append(note)
 
 
 def _run_cells(w: RunWriter, spec: LoadSpec, session: TargetSession, ctx: _Context) -> tuple[str, str]:
