@@ -53,3 +53,11 @@ def test_gaps_split_intervals_and_resolution_is_told_from_open():
 def test_no_alerts_is_an_empty_timeline():
     t = alert_timeline(_gauge([0, 1, 2]))
     assert t.empty and list(t.columns) == TIMELINE_COLUMNS and alerts_seen(t) == set()
+
+
+def test_alerts_firing_at_the_end_of_the_recorded_window_are_open_not_resolved():
+    # the recording ends with the overload still on: rate/quantile rows are stamped at the end of
+    # their 5 s window, after the last ALERTS sample, and must not make the alerts look resolved
+    t = alert_timeline(read_series([REC / "alerts-000.json.gz", REC / "vllm-000.json.gz"]))
+    firing = t[t.state == "firing"]
+    assert len(firing) and firing.open.all() and not firing.resolved.any(), firing

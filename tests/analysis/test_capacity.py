@@ -67,3 +67,25 @@ def test_judge_passes_a_healthy_step_and_names_each_failure():
     assert "error rate" in judge_step(_requests(4, 30, 500, fail_share=0.05), 0, 4, **kw).reason
     assert "dropped" in judge_step(_requests(4, 30, 500), 3, 4, **kw).reason
     assert "achieved" in judge_step(_requests(2, 30, 500), 0, 4, **kw).reason
+
+
+def _constant_rate(rate: float, seconds: float, served_share: float, latency_ms: float = 100.0) -> pd.DataFrame:
+    """Requests sent at ``rate`` for ``seconds``; a server that completes only ``served_share`` of
+    them inside the window (the rest queue and finish after it)."""
+    import numpy as np
+
+    n = int(rate * seconds)
+    start = pd.Timestamp("2026-11-27T10:00:00", tz="UTC") + pd.to_timedelta(np.arange(n) / rate, unit="s")
+    late = np.arange(n) >= int(round(n * served_share))
+    end = start + pd.to_timedelta(np.where(late, seconds * 10_000, latency_ms), unit="ms")
+    return pd.DataFrame({"start_ts": start, "end_ts": end, "ok": True, "duration_ms": latency_ms})
+
+
+def test_achieved_is_judged_in_whole_requests_against_what_was_sent():
+    # a few requests a window: all that were sent came back -> pass (0.25/s, 9 s window, 2 of 2.25)
+    few = _constant_rate(0.25, 12, 1.0)
+    assert judge_step(few, 0, 0.25, 1000, 0.01, 3, 12, 0.95).passed
+    # a server keeping up with 93 % of the rate has a growing queue: it must fail
+    short = _constant_rate(3.0, 12, 0.93)
+    step = judge_step(short, 0, 3.0, 1000, 0.01, 3, 12, 0.95)
+    assert not step.passed and "achieved" in step.reason

@@ -73,6 +73,9 @@ def test_a_workload_spec_names_clashing_fields(tmp_path):
     p.write_text("name: x\nworkload: no-such\n")
     with pytest.raises(SpecError, match="no built-in workload"):
         load_spec(p)
+    p.write_text("name: x\nworkload: poisson-chat\nk6_segments: 2\n")  # one process keeps an open-loop schedule
+    with pytest.raises(SpecError, match="k6_segments must be 1"):
+        load_spec(p)
     p.write_text("name: x\nworkload: chat\nconcurrency: [1, 8]\nrepeats: 2\n")  # closed loop: VU levels allowed
     assert [c.cell_id for c in plan_cells(load_spec(p))] == ["chat-c1-r1", "chat-c1-r2", "chat-c8-r1", "chat-c8-r2"]
 

@@ -127,7 +127,9 @@ def test_candidates_whose_server_does_not_start_are_failed_trials_and_resume_con
     # a trial left RUNNING (the process was killed mid-trial)
     study = optuna.load_study(study_name=tid, storage=f"sqlite:///{tunes_dir() / tid / STUDY}")
     cut = study.ask(distributions(s.space))
-    rec.trials.append(Trial(number=cut.number, params=cut.params, args=["--cut"]))
+    # its real arguments: resume must run it again, not reuse the interrupted trial's "result"
+    rec.trials.append(Trial(number=cut.number, params=cut.params, args=engine_args(s.space, rec.baseline_args,
+                                                                                   cut.params)))
     save_tune(rec, tunes_dir() / tid)
 
     s2 = s.model_copy(update={"budget": s.budget.model_copy(update={"max_trials": 5})})
@@ -142,6 +144,7 @@ def test_candidates_whose_server_does_not_start_are_failed_trials_and_resume_con
     assert numbers == sorted(set(numbers)) and len(numbers) == 6  # 3 + the cut one + 2 more
     assert rec.trial(cut.number).state == "failed" and rec.trial(cut.number).reason == INTERRUPTED
     assert rec.trials[4].params == cut.params  # the cut candidate enqueued again, first
+    assert rec.trials[4].duplicate_of is None and "restart command exited 3" in rec.trials[4].reason  # and run
     study = optuna.load_study(study_name=tid, storage=f"sqlite:///{tunes_dir() / tid / STUDY}")
     assert len(study.trials) == 6
     assert {t.state for t in study.trials} == {optuna.trial.TrialState.FAIL}
@@ -191,7 +194,7 @@ def test_autoscale_component_carries_the_measured_trigger_and_validation_can_fai
     d = components.write_autoscale_component("autoscale-measured", trig, overlay="cpu", root=platform_copy)
     so = yaml.safe_load((d / "vllm-scaledobject.yaml").read_text())
     meta = so["spec"]["triggers"][0]["metadata"]
-    assert meta["query"] == SIGNALS["waiting"][1] and meta["threshold"] == "0.16"
+    assert meta["query"] == SIGNALS["waiting"][1] and meta["threshold"] == "0.5"
     assert "run-x" in (d / "kustomization.yaml").read_text()
     # a trigger on a metric vLLM does not export fails validation and is not kept
     trig.query = 'sum(vllm:no_such_metric{namespace="inferlab"})'
@@ -236,7 +239,9 @@ def _steps(rows: dict) -> pd.DataFrame:
 
 def test_trigger_is_the_signal_that_moves_most_at_the_boundary():
     t = choose_trigger(_steps({2: (True, 0.0, 3.0, 1.2), 4: (True, 0.2, 9.0, 2.3), 6: (False, 4.0, 12.0, 4.0)}), 4, 6)
-    assert t.signal == "waiting" and t.threshold == pytest.approx(0.16) and t.value_at_fail == 4.0
+    # waiting 0.2 -> 4: 0.2 x (1 - 0.2) = 0.16 would scale out on almost nothing; the floor is the
+    # smallest change the signal must show to count (0.5 requests waiting)
+    assert t.signal == "waiting" and t.threshold == pytest.approx(0.5) and t.value_at_fail == 4.0
     # an engine that admits everything (max-num-seqs large): nothing waits, running grows
     t = choose_trigger(_steps({2: (True, 0.0, 3.0, 1.2), 4: (True, 0.0, 9.0, 2.3), 6: (False, 0.0, 20.0, 3.0)}), 4, 6)
     assert t.signal == "running" and t.threshold == pytest.approx(7.2)

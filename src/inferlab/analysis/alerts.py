@@ -24,11 +24,15 @@ TIMELINE_COLUMNS = ["alertname", "state", "start", "end", "duration_s", "resolve
 def alert_timeline(series: pd.DataFrame, window_end: pd.Timestamp | None = None,
                    max_gap_s: float | None = None) -> pd.DataFrame:
     """Intervals per alert and state from the ``ALERTS`` rows of ``series`` (ts, family, labels, value).
-    ``window_end``: the end of the observed window (default: the table's last ts)."""
+    ``window_end``: the end of the observed window (default: the last gauge sample's ts, ALERTS
+    included). An interval that reaches it is ``open`` (still in that state), not resolved."""
     alerts = series[(series["family"] == "ALERTS") & (series["value"] > 0)]
     if alerts.empty:
         return pd.DataFrame(columns=TIMELINE_COLUMNS)
-    end_of_window = pd.Timestamp(window_end) if window_end is not None else series["ts"].max()
+    # the last *sample* time: rate and quantile rows are stamped at the end of their 5 s window,
+    # up to 5 s after the last scrape, which would read an alert firing to the end as resolved
+    gauges = series[series["kind"] == "gauge"] if "kind" in series.columns else series
+    end_of_window = pd.Timestamp(window_end) if window_end is not None else gauges["ts"].max()
     if max_gap_s is None:
         steps = alerts.sort_values("ts").groupby("labels")["ts"].diff().dt.total_seconds().dropna()
         max_gap_s = 1.5 * (float(steps[steps > 0].min()) if (steps > 0).any() else 1.0)

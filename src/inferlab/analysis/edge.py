@@ -13,19 +13,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-MEASURE_PREFIX = "m"  # chat.js: <run_id>.<cell_id>.m<n> measured, .w<segment>-<n> warm-up
+from .requests import parse_request_id
+
 
 
 def split_request_id(request_id: pd.Series) -> pd.DataFrame:
-    """``<run_id>.<cell_id>.<m|w><n>`` -> columns run_id, cell_id, measured (bool); NaN/False for
-    ids not made by chat.js (nginx's own $request_id, a probe's). run_id may hold dots (a
-    label slug may), cell ids never do, so the id splits from the right."""
-    parts = request_id.astype(str).str.rsplit(".", n=2, expand=True)
-    if parts.shape[1] < 3:
-        parts = parts.reindex(columns=range(3))
-    ok = parts[2].str.match(r"^(m\d+|w\d+-\d+)$", na=False)
-    return pd.DataFrame({"run_id": parts[0].where(ok), "cell_id": parts[1].where(ok),
-                         "measured": ok & parts[2].str.startswith(MEASURE_PREFIX, na=False)}, index=request_id.index)
+    """``<run_id>.<cell_id>.<m|w|p><n>`` (multi-turn ``m<session>-<turn>``) -> columns run_id,
+    cell_id, measured (bool); NaN/False for ids of another form (nginx's own $request_id). One
+    parser for the id format: :func:`inferlab.analysis.requests.parse_request_id`."""
+    parts = parse_request_id(request_id)
+    return pd.DataFrame({"run_id": parts["id_run"], "cell_id": parts["id_cell"],
+                         "measured": (parts["id_phase"] == "measure").fillna(False).astype(bool)},
+                        index=request_id.index)
 
 
 def _cell_col(k6: pd.DataFrame) -> str:
@@ -36,7 +35,8 @@ def join_edge(k6: pd.DataFrame, edge: pd.DataFrame) -> pd.DataFrame:
     """One row per k6 request, the edge's line beside it (``edge_*`` columns, NaN where none):
     ``joined``, ``client_minus_edge_ms`` and ``edge_minus_upstream_ms``. An id the edge logged
     twice keeps its first line; how many were dropped is in ``attrs["duplicate_edge_ids"]``."""
-    dup = edge["request_id"].duplicated()
+    # a resumed cell re-sends its ids: the newest line (later log file, later in it) is this attempt's
+    dup = edge["request_id"].duplicated(keep="last")
     e = edge.loc[~dup, ["request_id", "ts", "status", "request_time_ms", "upstream_connect_ms",
                         "upstream_response_ms", "ssl_protocol", "ssl_session_reused"]]
     e = e.rename(columns={c: f"edge_{c}" for c in e.columns if c != "request_id"})

@@ -17,7 +17,8 @@ These are the time averages of ``vllm:num_requests_waiting`` and ``vllm:num_requ
 over the step. A signal *moves at the SLO boundary* when its value at the lowest failing rate
 exceeds its value at the highest passing rate by at least ``min_change`` (relative) and
 ``min_delta`` (absolute); of those that move, the one that moves most is the trigger, and its
-threshold is its value at the highest passing rate x (1 - headroom): scale out before the rate
+threshold is its value at the highest passing rate x (1 - headroom), never below the signal's
+floor (the smallest change that counts as moving: 0.5 requests): scale out before the rate
 at which the SLO broke. When none moves, there is no trigger, and the reason says so.
 """
 
@@ -144,9 +145,12 @@ class Trigger:
         """Where the trigger came from, for a component's header and the report."""
         if self.signal is None:
             return [f"no trigger from run {self.run_id}: {self.reason}"]
+        scaled = self.value_at_pass * (1 - self.headroom)
+        floor = "" if abs(scaled - self.threshold) < 1e-3 else \
+            f" = {scaled:.3g}, raised to the signal's floor {self.threshold:g} (a smaller threshold scales on noise)"
         return [f"signal {self.signal} ({SIGNALS[self.signal][0]}), threshold {self.threshold:g}",
                 f"= {self.value_at_pass:.3g} at {self.pass_rate:g} requests/s (highest rate that met the SLO) "
-                f"x (1 - headroom {self.headroom:g});",
+                f"x (1 - headroom {self.headroom:g}){floor};",
                 f"at {self.fail_rate:g} requests/s (lowest failing rate) it was {self.value_at_fail:.3g}.",
                 f"Measured in capacity run {self.run_id} (analysis/plan.py: Little's law over each step's",
                 "/metrics counters); " + self.reason]
@@ -193,5 +197,8 @@ def choose_trigger(table: pd.DataFrame, lo: float | None, hi: float | None, run_
     best = max(movers, key=lambda s: moves[s]["relative_change"])
     others = ", ".join(f"{s} {moves[s]['at_pass']:.3g} -> {moves[s]['at_fail']:.3g}" for s in SIGNALS if s != best)
     why = f"it moved most at the boundary ({moves[best]['relative_change']:+.0%}); the others: {others}"
-    return Trigger(best, SIGNALS[best][1], SIGNALS[best][2], round(moves[best]["at_pass"] * (1 - headroom), 3),
+    # a signal ~0 at the passing rate (nothing waits) would give a threshold of ~0, "always scale
+    # out": never below the smallest change the signal must show to count as moving
+    threshold = max(moves[best]["at_pass"] * (1 - headroom), min_delta[best])
+    return Trigger(best, SIGNALS[best][1], SIGNALS[best][2], round(threshold, 3),
                    moves[best]["at_pass"], moves[best]["at_fail"], lo, hi, headroom, run_id, why, moves)

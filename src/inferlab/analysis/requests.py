@@ -113,8 +113,9 @@ def join_requests(k6_rows: pd.DataFrame, spans: pd.DataFrame, edge: pd.DataFrame
     rows = rows.reset_index(drop=True)
     req = request_spans(spans)
     req = req.assign(server_in_flight=_in_flight_at_arrival(req)) if len(req) else req.assign(server_in_flight=[])
+    # a resumed cell re-sends its ids: keep the newest record (this attempt's), count the others
     dup_spans = int(req["request_id"].duplicated().sum())
-    server = req.drop_duplicates("request_id")[["request_id", *SERVER_COLUMNS, "server_in_flight"]]
+    server = req.drop_duplicates("request_id", keep="last")[["request_id", *SERVER_COLUMNS, "server_in_flight"]]
     server = server.rename(columns=SERVER_COLUMNS).assign(joined_server=True)
     out = rows.merge(server, on="request_id", how="left", validate="many_to_one")
     out["joined_server"] = out["joined_server"].fillna(False).astype(bool) & rows["request_id"].notna().to_numpy()
@@ -128,7 +129,7 @@ def join_requests(k6_rows: pd.DataFrame, spans: pd.DataFrame, edge: pd.DataFrame
     dup_edge = 0
     if edge is not None:
         dup_edge = int(edge["request_id"].duplicated().sum())
-        e = edge[edge["request_id"].notna()].drop_duplicates("request_id")
+        e = edge[edge["request_id"].notna()].drop_duplicates("request_id", keep="last")
         e = e[["request_id", *EDGE_COLUMNS]].rename(columns=EDGE_COLUMNS).assign(joined_edge=True)
         out = out.merge(e, on="request_id", how="left", validate="many_to_one")
         out["joined_edge"] = (out["joined_edge"].fillna(False).astype(bool)

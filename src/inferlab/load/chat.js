@@ -163,10 +163,12 @@ function wordsFor(tokens, overhead) {
 }
 
 // A session's first messages: a shared-prefix member opens with its group's prefix (system
-// message), anyone else with LEAD unique words (keyed by seed, salt = cell id, session), so no
-// two sessions share a KV block unless they share a prefix group.
+// message), anyone else with LEAD unique words (keyed by seed, run, salt = cell id, session), so
+// no two sessions share a KV block unless they share a prefix group, not even across runs
+// against a server that is not restarted between them (url, k8s): its cache would serve a
+// repeated run's prompts. Prefix groups stay the same across runs (a shared system prompt is).
 function firstTurn(s, salt) {
-  const r = prng(`${W.seed}:${salt}:${s}`);
+  const r = prng(`${W.seed}:${C.run_id}:${salt}:${s}`);
   const total = Math.max(W.lead_words + 1, wordsFor(W.input[s][0], CAL.base_tokens));
   const group = W.group[s];
   let system, userWords;

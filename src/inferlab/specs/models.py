@@ -270,6 +270,11 @@ class LoadSpec(Strict):
         if any(v <= 0 for v in self.concurrency):
             raise ValueError("concurrency values must be positive")
         fewest = min(workload_vus(self, w))
+        if w.open_loop and self.k6_segments > 1:
+            # each k6 process times its sends from its own start: segments started moments apart
+            # would skew the combined arrival stream while each one's send lag looks fine
+            raise ValueError(f"workload {w.name!r} is open loop ({w.arrival.kind} arrivals): one k6 process keeps "
+                             "its schedule; k6_segments must be 1")
         if self.k6_segments > min(fewest, w.sessions_per_cell):
             raise ValueError(f"k6_segments={self.k6_segments} exceeds the fewest VUs ({fewest}) or sessions "
                              f"({w.sessions_per_cell}) of a cell")

@@ -49,12 +49,13 @@ from ..targets.session import TargetError, TargetSession, preflight
 from ..targets.engine import EngineError
 from ..targets.pinning import plan_pinning
 from ..telemetry.otlp import OtlpReceiver
-from ..telemetry.prometheus import PLATFORM, TEST
+from ..telemetry.prometheus import PLATFORM, TEST, PrometheusError
 from ..telemetry.samplers import HostSampler, NvidiaSmiLogger, NvmlSampler
 from ..telemetry.server_series import ServerSeries
 from ..load.incluster import run_cell_in_cluster
 from ..load.k6 import CellInterrupted, CellResult, k6_binary, run_cell
 from ..load.workload import calibrate, schedule_for, workload_record
+from ..specs.workload import workload_files_sha256
 from ..specs import CellPlan, LoadSpec, ObserveSpec, make_cell_id, plan_cells
 
 console = Console(stderr=True)
@@ -181,7 +182,7 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
                 status, reason = (_run_capacity if spec.kind == "capacity" else _run_cells)(w, spec, session, ctx)
     except (KeyboardInterrupt, CellInterrupted):
         status, reason = "partial", "interrupted by the user (Ctrl-C); `--resume` adds the missing cells"
-    except (TargetError, EngineError) as exc:
+    except (TargetError, EngineError, PrometheusError) as exc:
         done = any(c.status == "complete" for c in w.manifest.cells)
         status, reason = ("partial" if done else "failed"), str(exc)
     finally:
@@ -247,8 +248,14 @@ def _workload_calibration(w: RunWriter, spec: LoadSpec, session: TargetSession) 
     its prompts are rendered as before."""
     if spec.workload is None:
         return None
-    if (w.dir / WORKLOAD).exists():
-        return json.loads((w.dir / WORKLOAD).read_text())["calibration"]
+    if (w.dir / WORKLOAD).exists():  # a resumed run: the recorded calibration, if the files are unchanged
+        rec = json.loads((w.dir / WORKLOAD).read_text())
+        now = workload_files_sha256(spec.workload)
+        if now != rec["sha256"]:
+            changed = sorted(k for k in set(now) | set(rec["sha256"]) if now.get(k) != rec["sha256"].get(k))
+            raise TargetError(f"workload file(s) changed since the run was recorded ({', '.join(changed)}): the "
+                              "resumed cells would follow another schedule; restore them or start a new run")
+        return rec["calibration"]
     cal = calibrate(session.base_url, session.api_key, _served_model(spec, session.kind), verify=session.verify_tls)
     rec = workload_record(spec.workload, cal)
     w.write_bytes(WORKLOAD, json.dumps(rec, indent=1).encode())
@@ -312,15 +319,20 @@ class _telemetry:
                 w.manifest.notes.append(note)
 
     def __enter__(self):
-        self.series.__enter__()  # first: Prometheus' window covers the whole run
-        for s in self.samplers:
-            s.__enter__()
+        # one stack: a sampler that fails to start (or Ctrl-C between two) still stops the ones
+        # already running, Prometheus included
+        with contextlib.ExitStack() as stack:
+            stack.callback(self._notes)
+            stack.enter_context(self.series)  # first: Prometheus' window covers the whole run
+            for s in self.samplers:
+                stack.enter_context(s)
+            self._stack = stack.pop_all()
         return self
 
     def __exit__(self, *exc) -> None:
-        for s in reversed(self.samplers):
-            s.__exit__(*exc)
-        self.series.__exit__(*exc)  # saves the window (write-once), stops Prometheus
+        self._stack.__exit__(*exc)  # samplers in reverse, then the series (saves the window, stops Prometheus)
+
+    def _notes(self) -> None:
         for note in self.series.notes:  # rule profile, scrape failures, a failed save
             if note not in self.w.manifest.notes:
                 self.w.manifest.notes.append(note)

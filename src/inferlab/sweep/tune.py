@@ -35,7 +35,7 @@ from ..runs.layout import slug
 from ..runs.tune_record import STUDY, Trial, TuneRecord, find_tune, load_tune, save_tune, tunes_dir
 from ..specs import LoadSpec, resolve_spec
 from ..specs.tune import (BoolParam, Budget, CategoricalParam, IntParam, TuneSpec, baseline_point, changed_flags,
-                          engine_args)
+                          engine_args, value_error)
 from . import restart
 
 console = Console(stderr=True)
@@ -102,6 +102,11 @@ def tune(spec: TuneSpec, target: str = "local", base_url: str | None = None, bud
         base_args = restart.k8s_current_args() if target == "k8s" else cap.engine.args
     rec.baseline_args = list(base_args)
     rec.baseline_params = baseline_point(spec.space, base_args)
+    outside = {k: err for k, v in rec.baseline_params.items() if (err := value_error(spec.space[k], v))}
+    if outside:  # the baseline is enqueued as a seed trial: optuna refuses a value outside the space
+        raise ValueError(f"tune spec {spec.name!r}: the baseline's engine arguments {base_args} imply values outside "
+                         f"the search space: " + "; ".join(f"space.{k}: {e}" for k, e in outside.items())
+                         + " (add them to the choices or widen the range)")
     study = _study(d, rec.tune_id, spec)
     if not resume:
         for s in spec.seed_trials:
@@ -178,7 +183,9 @@ def _search(study, rec: TuneRecord, d: Path, spec: TuneSpec, cap: LoadSpec, budg
         label = f"trial {len(counted) + 1}/{budget.max_trials}" + (f" [seed {t.seed}]" if t.seed else "")
         flags = " ".join(t.changed) or "(vLLM defaults for every searched flag)"
         console.print(f"[bold]{label}[/] #{t.number}: {flags}")
-        same = next((o for o in rec.trials if o is not t and o.state != "running" and o.args == args), None)
+        # reuse only a measured result: an interrupted or failed candidate is run again (--resume,
+        # or a start failure that may not repeat)
+        same = next((o for o in rec.trials if o is not t and o.state == "complete" and o.args == args), None)
         if same is not None:
             _reuse(t, same)
         else:
