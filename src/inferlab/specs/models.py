@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from .base import StrictModel
+from .base import StrictModel, read_mapping, validate_file
 from .workload import Workload, WorkloadError, load_workload
 
 CELL_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*-(c\d+|rate\d+to\d+|at\d+(p\d+)?|x\d+(p\d+)?)(-r\d+)?$")
@@ -362,18 +362,9 @@ class SpecError(ValueError):
 
 def load_spec(path: str | Path, overrides: dict | None = None) -> LoadSpec:
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise SpecError(f"{p}: cannot read YAML spec: {exc}") from exc
-    if not isinstance(data, dict):
-        raise SpecError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
+    data = read_mapping(p, "spec", SpecError)
     _deep_merge(data, overrides or {})
-    try:
-        return LoadSpec.model_validate(data)
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(str(x) for x in e['loc']) or '(spec)'}: {e['msg']}" for e in exc.errors()]
-        raise SpecError(f"{p}: invalid spec\n" + "\n".join(lines)) from None
+    return validate_file(LoadSpec, data, p, "spec", SpecError)
 
 
 def _deep_merge(base: dict, extra: dict) -> None:

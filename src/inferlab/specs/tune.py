@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from .base import read_mapping, validate_file
 from .models import SpecError, StrictModel
 
 Value = Union[bool, int, float, str, None]
@@ -230,14 +231,4 @@ def load_tune_spec(name_or_path: str | Path) -> TuneSpec:
         if not p.is_file():
             have = ", ".join(sorted(x.stem for x in tunes_spec_dir().glob("*.yaml")))
             raise SpecError(f"no built-in tune spec {str(name_or_path)!r} (have: {have})")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise SpecError(f"{p}: cannot read YAML tune spec: {exc}") from exc
-    if not isinstance(data, dict):
-        raise SpecError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
-    try:
-        return TuneSpec.model_validate(data)
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(str(x) for x in e['loc']) or '(spec)'}: {e['msg']}" for e in exc.errors()]
-        raise SpecError(f"{p}: invalid tune spec\n" + "\n".join(lines)) from None
+    return validate_file(TuneSpec, read_mapping(p, "tune spec", SpecError), p, "tune spec", SpecError)

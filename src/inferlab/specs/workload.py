@@ -16,10 +16,9 @@ import hashlib
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from .base import StrictModel
+from .base import StrictModel, read_mapping, validate_file
 
 WORKLOADS_DIR = Path(__file__).resolve().parent / "workloads"
 
@@ -184,17 +183,7 @@ def workload_path(name_or_path: str) -> Path:
 def load_workload(name_or_path: str) -> Workload:
     """Read and validate a workload; errors name the file and each bad field."""
     p = workload_path(name_or_path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise WorkloadError(f"{p}: cannot read YAML workload: {exc}") from exc
-    if not isinstance(data, dict):
-        raise WorkloadError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
-    try:
-        return Workload.model_validate(data)
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(str(x) for x in e['loc']) or '(workload)'}: {e['msg']}" for e in exc.errors()]
-        raise WorkloadError(f"{p}: invalid workload\n" + "\n".join(lines)) from None
+    return validate_file(Workload, read_mapping(p, "workload", WorkloadError), p, "workload", WorkloadError)
 
 
 def trace_file(name_or_path: str, w: Workload) -> Path | None:

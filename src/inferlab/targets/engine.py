@@ -83,8 +83,11 @@ class LocalEngine:
     """``with LocalEngine(spec, api_key, log_path) as eng: eng.base_url ...``"""
 
     def __init__(self, spec: EngineSpec, api_key: str, log_path: Path, port: int | None = None,
-                 cpu_prefix: list[str] | None = None) -> None:
+                 cpu_prefix: list[str] | None = None, python: str | None = None, model: str | None = None) -> None:
+        """``python``/``model``: another vLLM (a GPU build's interpreter) and a model path or id
+        it serves as is; default: .venv-engine and the bundled SmolLM2, converted once."""
         self.spec, self.api_key, self.log_path = spec, api_key, log_path
+        self.python, self.model = python, model
         self.cpu_prefix = cpu_prefix or []  # e.g. ["taskset", "-c", "0-7"] (see pinning.py)
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -95,12 +98,13 @@ class LocalEngine:
     @property
     def argv(self) -> list[str]:
         assert self.model_dir is not None
-        return [*self.cpu_prefix, str(engine_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
+        return [*self.cpu_prefix, self.python or str(engine_python()), "-m", "vllm.entrypoints.openai.api_server",
+                "--model", str(self.model_dir),
                 "--served-model-name", self.spec.served_model_name, "--host", "127.0.0.1",
                 "--port", str(self.port), *self.spec.args]
 
     def start(self) -> LocalEngine:
-        self.model_dir = prepare_model()
+        self.model_dir = Path(self.model) if self.model else prepare_model()
         env = {**os.environ, **self.spec.env, **VLLM_ENV, "VLLM_API_KEY": self.api_key}
         env.pop("INFERLAB_API_KEY", None)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -38,54 +38,11 @@ from ..procs import stop_process, wait_for_health
 from ..runs.manifest import TargetInfo
 from ..specs import EngineSpec, LoadSpec
 from ..ui.serve import nginx_binary
-from .engine import EngineError, LocalEngine, free_port, prepare_model
+from .engine import EngineError, LocalEngine, free_port
 from .pinning import cpu_list
 from .session import TargetError, TargetSession
 
 Devices = Literal["cpu", "gpu"]
-
-
-class ReplicaEngine(LocalEngine):
-    """A LocalEngine whose Python and model may be given (a GPU vLLM, a model id)."""
-
-    def __init__(self, spec: EngineSpec, api_key: str, log_path: Path, python: str | None = None,
-                 model: str | None = None, **kw) -> None:
-        super().__init__(spec, api_key, log_path, **kw)
-        self.python, self.model = python, model
-
-    @property
-    def argv(self) -> list[str]:
-        if not self.python:
-            return super().argv
-        # LocalEngine.argv with another interpreter (engine_python() insists on .venv-engine/)
-        return [*self.cpu_prefix, self.python, "-m", "vllm.entrypoints.openai.api_server",
-                "--model", str(self.model_dir), "--served-model-name", self.spec.served_model_name, "--host", "127.0.0.1", "--port", str(self.port),
-                *self.spec.args]
-
-    def start(self) -> ReplicaEngine:
-        if self.python or self.model:  # LocalEngine.start converts the bundled GGUF; a given model needs no conversion
-            self.model_dir = Path(self.model) if self.model else prepare_model()
-            return self._start_prepared()
-        super().start()
-        return self
-
-    def _start_prepared(self) -> ReplicaEngine:
-        from ..offline import VLLM_ENV
-
-        env = {**os.environ, **self.spec.env, **VLLM_ENV, "VLLM_API_KEY": self.api_key}
-        env.pop("INFERLAB_API_KEY", None)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "xb")  # noqa: SIM115 - closed in stop()
-        t0 = time.monotonic()
-        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True, cwd=self.log_path.parent)
-        try:
-            self._wait_healthy(t0)
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_s = round(time.monotonic() - t0, 1)
-        return self
 
 
 def replica_specs(spec: EngineSpec, n: int, devices: Devices) -> list[tuple[EngineSpec, list[str]]]:
@@ -113,7 +70,7 @@ def nginx_conf(d: Path, listen_port: int, upstreams: list[str], access_log: Path
             f"  access_log {access_log} replicas;\n"
             f"  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n"
             f"  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n"
-            f"  upstream vllm_replicas {{\n{servers}    keepalive 64;\n  }}\n"
+            f"  upstream vllm_replicas {{\n{servers}    keepalive 64;\n    keepalive_timeout 4s;\n  }}\n"  # below uvicorn's 5 s (reset seen on the 2xH100 check)
             f"  server {{\n    listen 127.0.0.1:{listen_port};\n"
             "    location / {\n      proxy_pass http://vllm_replicas;\n      proxy_http_version 1.1;\n"
             '      proxy_set_header Connection "";\n      proxy_buffering off;\n      proxy_request_buffering off;\n'
@@ -148,8 +105,8 @@ def replicas_target(spec: LoadSpec, run_dir: Path, n: int = 2, devices: Devices 
     assert key
     started_at = datetime.now(UTC)
     log = Path(engine_log)
-    engines = [ReplicaEngine(s, key, run_dir / log.with_name(f"{log.stem}-replica{i}{log.suffix}"), engine_python,
-                             model, port=free_port(0), cpu_prefix=prefix)
+    engines = [LocalEngine(s, key, run_dir / log.with_name(f"{log.stem}-replica{i}{log.suffix}"),
+                           port=free_port(0), cpu_prefix=prefix, python=engine_python, model=model)
                for i, (s, prefix) in enumerate(replica_specs(spec.engine, n, devices))]
     with contextlib.ExitStack() as stack:
         for e in engines:
