@@ -20,6 +20,8 @@ import pytest
 
 from inferlab.report import render
 
+from ..sweep.tune_sample import sample_tune
+
 ROOT = Path(__file__).resolve().parents[2]
 POPPLER = ("pdftotext", "pdfimages", "pdfinfo")
 
@@ -119,7 +121,7 @@ def reports(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
         mp.setenv("INFERLAB_HOME", str(ws))
         mp.delenv("INFERLAB_API_KEY", raising=False)
         jobs = {}
-        for job in render.jobs_for("sample"):
+        for job in [*render.jobs_for("sample"), *render.jobs_for(sample_tune(ws / "data" / "sample"))]:
             jobs.setdefault(job.report, job)
         assert set(jobs) == set(render.NOTEBOOKS)
         made = {}

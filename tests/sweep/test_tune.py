@@ -30,8 +30,7 @@ from inferlab.sweep.tune import INTERRUPTED, distributions, tune
 from inferlab.targets.replicas import balancer, replica_specs
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLE_CAPACITY = ("20261127T082345Z-local-capacity-local-1", "20261127T082900Z-local-capacity-local-2")
-BASE = ["--max-model-len", "2048", "--enforce-eager"]
+from .tune_sample import BASE, SAMPLE_CAPACITY, sample_tune
 
 
 @pytest.fixture
@@ -306,21 +305,7 @@ def test_replica_placement():
 
 def test_tune_report_renders_from_a_record(workspace, spec):
     """A record whose trials are the two shipped capacity runs (real runs) renders every section."""
-    from datetime import UTC, datetime
-
-    d = tunes_dir() / "t-report"
-    d.mkdir(parents=True)
-    trials = []
-    for i, rid in enumerate(SAMPLE_CAPACITY):
-        cap = json.loads((workspace / "data" / "sample" / rid / "capacity.json").read_text())
-        trials.append(Trial(number=i, seed="default" if i == 0 else "", params={}, args=BASE, state="complete",
-                            run_id=rid, msr=cap["msr"], interval_low=cap["interval_low"],
-                            interval_high=cap["interval_high"], n_steps=len(cap["steps"])))
-    trials.append(Trial(number=2, params={}, args=["--bad"], state="failed", reason="engine did not start"))
-    rec = TuneRecord(tune_id="t-report", created_at=datetime.now(UTC), target="local", status="complete",
-                     spec=spec.model_dump(mode="json"), capacity_spec={}, baseline_args=BASE, trials=trials, best=1)
-    rec.confirmation.outcome, rec.confirmation.reason = "nothing beats the default", "the best is the baseline itself"
-    save_tune(rec, d)
+    sample_tune(workspace / "data" / "sample")
     nb = ROOT / "notebooks" / "40-tune-report.ipynb"
     out = workspace / "out.ipynb"
     pm.execute_notebook(str(nb), str(out), parameters={"tune_id": "t-report", "target_rate": 10.0},
