@@ -35,3 +35,8 @@ def test_rate_limit_run_matches_the_prediction_and_every_row_joins(workspace):
     assert measured.request_id.isin(r.edge.request_id).mean() >= 0.99
     served = measured[measured.status == 200]
     assert len(served) and served.request_id.isin(r.spans.request_id).all()
+    # the spans are written per cell, the idle probe's (with the engine's start-up spans) apart
+    recorded = {f.path for f in r.manifest.files}
+    assert {"cells/short-rate2to2/spans.otlp.jsonl.gz", "probe/spans.otlp.jsonl.gz"} <= recorded
+    spans = r.spans[r.spans.name == "llm_request"]
+    assert set(spans.loc[spans.request_id.str.contains(".probe."), "cell_id"]) == {"idle"}

@@ -68,10 +68,9 @@ def test_sweep_writes_a_complete_checked_run(keyed, tiny):
     # every measured request carried its own X-Request-Id: <run_id>.<cell_id>.m<iteration>
     assert measured.request_id.is_unique and measured.request_id.notna().all()
     assert (measured.request_id.str.rsplit(".", n=1).str[0] == rid + "." + measured.cell_id).all()
-    # the server's own record of each one: an OTLP llm_request span per request, written per cell
-    spans = r.spans[r.spans.name == "llm_request"]
-    assert measured.request_id.isin(spans.request_id).all() and "cells/short-c1/spans.otlp.jsonl.gz" in recorded
-    assert set(spans.loc[spans.request_id.str.contains(".probe."), "cell_id"]) == {"idle"}
+    # a url target exports no spans to the run (only an engine inferlab starts is given the
+    # receiver): the table is empty, not guessed (tests/e2e/test_edge_run.py: the local target's)
+    assert r.spans.empty and not any(f.endswith("spans.otlp.jsonl.gz") for f in recorded)
     assert r.probe["ttft_ms"].notna().all() and (r.probe["headers_ms"] < r.probe["e2e_ms"]).all()
     cc = crosscheck(r)
     counts = cc[cc.check.isin(["requests", "generated_tokens"])]
