@@ -61,3 +61,19 @@ def test_alerts_firing_at_the_end_of_the_recorded_window_are_open_not_resolved()
     t = alert_timeline(read_series([REC / "alerts-000.json.gz", REC / "vllm-000.json.gz"]))
     firing = t[t.state == "firing"]
     assert len(firing) and firing.open.all() and not firing.resolved.any(), firing
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "data" / "sample"
+
+
+def test_shipped_stress_runs_show_the_alerts_firing_at_overload_and_quiet_when_light():
+    """`inferlab stress alerts-overload-local` / `alerts-light-local` (real engine, real Prometheus
+    evaluating the platform's rules under the test profile), read back from their run records."""
+    import inferlab
+
+    over = inferlab.load_run(next(SHIPPED.glob("*-local-alerts-overload")))
+    t = alert_timeline(over.series)
+    assert {"VllmTTFTHigh", "VllmE2ELatencyHigh", "VllmQueueBuilding"} <= alerts_seen(t)
+    assert over.prometheus_meta and over.prometheus_meta[0]["rule_profile"]["name"] == "test"
+    light = inferlab.load_run(next(SHIPPED.glob("*-local-alerts-light")))
+    assert not light.series.empty and not alerts_seen(alert_timeline(light.series), "firing")
