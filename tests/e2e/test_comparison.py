@@ -30,7 +30,11 @@ def test_interleaved_2_plus_2_alternates_and_restarts_the_engine(workspace):
     assert all(pids) and len(set(pids)) == 4, pids
     for prev, nxt in zip(c.repeats, c.repeats[1:]):  # one engine at a time, stopped before the next started
         assert datetime.fromisoformat(prev.engine["stopped_at"]) <= datetime.fromisoformat(nxt.engine["started_at"])
-    assert [r.engine["args"][-2:] for r in c.repeats if r.side == "tuned"] == [["--max-num-seqs", "1"]] * 2
+    # the engine's arguments as it ran: the spec's (--max-num-seqs 1 on the tuned side), then the span receiver's
+    pairs = [list(zip(r.engine["args"], r.engine["args"][1:])) for r in c.repeats if r.side == "tuned"]
+    assert [("--max-num-seqs", "1") in p for p in pairs] == [True, True]
+    assert all(("--max-num-seqs", "1") not in zip(r.engine["args"], r.engine["args"][1:])
+               for r in c.repeats if r.side == "baseline")
     for r in c.repeats:
         assert inferlab.load_run(r.run_id).verify() == []
     a, b, what = sides(comparison=cid)
