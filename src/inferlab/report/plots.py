@@ -25,7 +25,14 @@ def _done(fig, title: str):
 
 
 def _vs_concurrency(long: pd.DataFrame, y: str, ylabel: str, title: str, **facets):
-    """Line plot of a long table against VUs (log x), one panel per payload."""
+    """Line plot of a long table against VUs (log x), one panel per payload; a run without
+    closed-loop cells (open-loop workload, arrival-rate cells) gets a sentence instead."""
+    long = long[pd.to_numeric(long["vus"], errors="coerce").notna()]
+    if long.empty:
+        from IPython.display import Markdown
+
+        return Markdown("No closed-loop cells (fixed VUs) in this run: nothing to plot against concurrency.")
+    long = long.assign(vus=pd.to_numeric(long["vus"]))
     use_theme()
     g = sns.relplot(data=long, x="vus", y=y, col="payload", kind="line", marker="o",
                     facet_kws={"sharey": False}, **facets)
@@ -53,7 +60,10 @@ def latency_vs_concurrency(cells: pd.DataFrame):
 def latency_cdf(requests: pd.DataFrame):
     use_theme()
     df = requests[requests["ok"]]
-    g = sns.displot(data=df, x="duration_ms", hue="vus", col="payload", kind="ecdf", height=3, aspect=1.4,
+    # workload cells have no payload or fixed VUs: one panel per cell then
+    has = {c: c in df.columns and df[c].notna().any() for c in ("payload", "vus")}
+    g = sns.displot(data=df, x="duration_ms", hue="vus" if has["vus"] else "cell_id",
+                    col="payload" if has["payload"] else "cell_id", kind="ecdf", height=3, aspect=1.4,
                     palette="viridis", facet_kws={"sharex": False})
     g.set_axis_labels("end-to-end latency (ms)", "fraction of requests")
     return _done(g.figure, "Latency CDF per concurrency")
