@@ -26,6 +26,7 @@ A resumed run never overwrites: a run-level file it writes again gets a ``-resum
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from datetime import UTC, datetime
 from collections.abc import Iterable
 
@@ -59,6 +60,17 @@ def resume_name(rel: str, n: int) -> str:
     stem, dot, ext = rel.rpartition("/")[2].partition(".")
     folder = rel.rpartition("/")[0]
     return (f"{folder}/" if folder else "") + f"{stem}-resume{n}{dot}{ext}"
+
+
+def unique_name(run_dir: Path, rel: str) -> str:
+    """``rel`` (a file or folder) or, where a session already wrote it, its first free
+    ``-resume<N>`` sibling: the write-once name of a run-level file on resume."""
+    if not (run_dir / rel).exists():
+        return rel
+    n = 1
+    while (run_dir / resume_name(rel, n)).exists():
+        n += 1
+    return resume_name(rel, n)
 
 
 def with_resumes(rel: str, present: Iterable[str]) -> list[str]:

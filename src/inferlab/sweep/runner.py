@@ -40,7 +40,8 @@ from ..probe.stream import BackgroundProbe, run_probe
 from ..runs.environment import host_info, versions
 from ..analysis.capacity import Step, judge_step, msr_summary, next_rate
 from ..ingest import IngestError, read_k6, read_k6_points
-from ..runs.layout import CELL_FILES, IDLE_PROBE, INGRESS_LOG, WORKLOAD, make_run_id, metrics_path, resume_name, segment_files
+from ..runs.layout import (CELL_FILES, IDLE_PROBE, INGRESS_LOG, WORKLOAD, make_run_id, metrics_path, segment_files,
+                           unique_name)
 from ..runs.reader import find_run_dir
 from ..runs.manifest import CellRecord, Manifest, TargetInfo
 from ..runs.store import RunWriter
@@ -127,16 +128,6 @@ def _new_manifest(spec: LoadSpec, target: str, base_url: str | None, label: str)
                     spec=spec.model_dump(mode="json"), cells=cells)
 
 
-def _unique(w: RunWriter, rel: str) -> str:
-    """A write-once name: on resume, existing files get siblings ``name-resume<N>.ext``."""
-    if not (w.dir / rel).exists():
-        return rel
-    n = 1
-    while (w.dir / resume_name(rel, n)).exists():
-        n += 1
-    return resume_name(rel, n)
-
-
 def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, label: str | None = None,
         resume: str | None = None, in_cluster: bool = False, allow_spec_change: bool = False) -> str:
     """Execute (or resume) a sweep/stress run. Returns the run_id; the manifest says how it ended.
@@ -167,13 +158,13 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
             # the engine's exporter flushes at exit is kept, never dropped
             stack.callback(ctx.collect_spans, "run", "", 0)
             session = stack.enter_context(open_target(
-                target, _traced(spec, spans), w.dir, base_url, engine_log=_unique(w, "engine/engine.log"),
+                target, _traced(spec, spans), w.dir, base_url, engine_log=unique_name(w.dir, "engine/engine.log"),
                 pinning=pinning, in_cluster=in_cluster))
             if spec.observe.edge is not None:
                 from ..targets.edge import edge_target
 
                 session = stack.enter_context(edge_target(session, spec.observe.edge, w.dir,
-                                                          _unique(w, "edge/access.log")))
+                                                          unique_name(w.dir, "edge/access.log")))
             session.vllm_version = preflight(session, _served_model(spec, target)) or session.vllm_version
             _record_target(w, session, k6)
             ctx.calibration = _workload_calibration(w, spec, session)
@@ -234,7 +225,7 @@ class _Context:
         data = self.spans.drain()
         if data:
             rel = "spans.otlp.jsonl.gz" if folder == "run" else f"{folder}/{SPANS_FILE}"
-            self.w.write_bytes(_unique(self.w, rel), gzip.compress(data))
+            self.w.write_bytes(unique_name(self.w.dir, rel), gzip.compress(data))
         if expected and got < expected:
             self.w.manifest.notes.append(f"{folder}: {got} of {expected} requests have a server span (rejected or "
                                          "failed requests have none; the report counts unmatched rows)")
@@ -276,7 +267,7 @@ def _controller_log(w: RunWriter, session: TargetSession, since: datetime) -> No
     except Exception as exc:  # noqa: BLE001 - RBAC, no ingress-nginx: the report says the join is missing
         w.manifest.notes.append(f"ingress controller access log not collected: {type(exc).__name__}: {exc}"[:300])
         return
-    w.write_text(_unique(w, INGRESS_LOG), text)
+    w.write_text(unique_name(w.dir, INGRESS_LOG), text)
 
 
 def _record_target(w: RunWriter, session: TargetSession, k6: str) -> None:
@@ -307,12 +298,12 @@ class _telemetry:
             w, session.base_url, session.headers(), observe, session.ca_file or session.verify_tls,
             rule_profile=TEST if observe.alert_profile == "test" else PLATFORM,
             cluster_prometheus=observe.prometheus_url if session.kind == "k8s" else None)
-        self.samplers = [HostSampler(w.dir / _unique(w, "telemetry/host.csv"),
+        self.samplers = [HostSampler(w.dir / unique_name(w.dir, "telemetry/host.csv"),
                                      lambda: {**session.pids, "k6": _k6_children()})]
         if NvidiaSmiLogger.available():
-            self.samplers.append(NvidiaSmiLogger(w.dir / _unique(w, "telemetry/nvidia-smi.csv")))
+            self.samplers.append(NvidiaSmiLogger(w.dir / unique_name(w.dir, "telemetry/nvidia-smi.csv")))
         if NvmlSampler.available():
-            self.samplers.append(NvmlSampler(w.dir / _unique(w, "telemetry/nvml.csv")))
+            self.samplers.append(NvmlSampler(w.dir / unique_name(w.dir, "telemetry/nvml.csv")))
         elif not w.manifest.host.gpus:
             note = f"no GPU telemetry: {w.manifest.host.gpu_note}; CPU/memory sampled with psutil"
             if note not in w.manifest.notes:  # a resumed run says it once

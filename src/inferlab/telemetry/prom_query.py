@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from ..runs.layout import resume_name
+from ..runs.layout import unique_name
 from ..runs.store import RunWriter
 
 PROM_DIR = "server/prometheus"  # the local Prometheus' window
@@ -70,17 +70,6 @@ def chunks(start: datetime, end: datetime, step_s: float, max_points: int = MAX_
         s = e + timedelta(seconds=step_s)
 
 
-def unique_name(w: RunWriter, rel: str) -> str:
-    """``rel`` (a file or folder) or, where a session already wrote it, its ``-resume<N>``
-    sibling (write-once; the runner's rule for run-level files)."""
-    if not (w.dir / rel).exists():
-        return rel
-    n = 1
-    while (w.dir / resume_name(rel, n)).exists():
-        n += 1
-    return resume_name(rel, n)
-
-
 def save_window(w: RunWriter, base_url: str, start: datetime, end: datetime, queries: dict[str, str],
                 step_s: float = 1.0, headers: dict[str, str] | None = None, verify_tls: bool | str = True,
                 source: str = "cluster", extra_meta: dict[str, Any] | None = None, timeout_s: float = 60,
@@ -95,7 +84,7 @@ def save_window(w: RunWriter, base_url: str, start: datetime, end: datetime, que
     # evaluation, e.g. an alert that began firing in the window's final second)
     start = datetime.fromtimestamp(math.floor(start.timestamp() / step_s) * step_s, UTC)
     end = datetime.fromtimestamp(math.ceil(end.timestamp() / step_s) * step_s, UTC)
-    folder = unique_name(w, folder)
+    folder = unique_name(w.dir, folder)
     files, errors = [], {}
     with httpx.Client(headers=headers or {}, verify=verify_tls, timeout=timeout_s) as client:
         for stem, query in queries.items():

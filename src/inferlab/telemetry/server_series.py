@@ -20,7 +20,8 @@ import httpx
 from ..runs.store import RunWriter
 from ..specs.models import ObserveSpec
 from .metrics_sampler import SAMPLES_FILE, MetricsSampler, ScrapeTarget
-from .prom_query import PrometheusQueryError, save_cluster_window, unique_name
+from ..runs.layout import unique_name
+from .prom_query import PrometheusQueryError, save_cluster_window
 from .prometheus import PLATFORM, LocalPrometheus, RuleProfile
 
 
@@ -60,7 +61,7 @@ class ServerSeries:
                 self.notes.append(f"alert rules evaluated under the {self.profile.name!r} profile: `for:` capped at "
                                   f"{self.profile.for_s} s, range windows {self.profile.range_s} s; thresholds as shipped")
         elif self.observe.sampler_interval_s:
-            self.sampler = MetricsSampler(self.w.dir / unique_name(self.w, SAMPLES_FILE), self.targets,
+            self.sampler = MetricsSampler(self.w.dir / unique_name(self.w.dir, SAMPLES_FILE), self.targets,
                                           self.observe.sampler_interval_s).__enter__()
         return self
 
