@@ -7,7 +7,7 @@ PY ?= python3
 VENV := .venv
 ENGINE_VENV := .venv-engine
 BIN := $(VENV)/bin
-# Defaults are the CLI's (inferlab/cli.py DEFAULTS); make passes a variable only when it is set.
+# Defaults are the CLI's (inferlab/cli/options.py DEFAULTS); make passes a variable only when it is set.
 ARGS ?=
 LOAD_OPTS = $(if $(TARGET),--target $(TARGET),) $(if $(BASE_URL),--base-url $(BASE_URL),) $(if $(IN_CLUSTER),--in-cluster,) $(if $(EDGE),--edge,) $(if $(PROMETHEUS),--prometheus,) $(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL),)
 OVERLAY_OPT = $(if $(OVERLAY),--overlay $(OVERLAY),)
@@ -51,9 +51,10 @@ test: setup engine system-deps ## Set up everything (system packages too) and ru
 test-fast: setup ## Tests that need no engine
 	INFERLAB_SKIP_ENGINE=1 $(BIN)/pytest -q -m "not engine"
 
-perf: setup ## Workspace speed benchmarks (ingest vs naive pandas, report rendering)
+perf: setup ## Workspace speed benchmarks (ingest vs naive pandas, report rendering, k6's own ceiling)
 	$(BIN)/python -m inferlab.perf.ingest_bench
 	$(BIN)/python -m inferlab.perf.report_bench
+	$(BIN)/python -m inferlab.perf.k6_ceiling
 
 serve: setup engine ## Start the local vLLM engine in the foreground (Ctrl-C stops it)
 	$(BIN)/inferlab serve
@@ -81,7 +82,7 @@ tune: setup ## Search engine settings (TUNE_SPEC, default tune-local) for the hi
 	@if [ -n "$(NEEDS_ENGINE)" ]; then $(MAKE) --no-print-directory engine; fi
 	$(BIN)/inferlab tune $(TUNE_SPEC) $(LOAD_OPTS:--in-cluster=) $(ARGS)
 
-report: setup system-deps ## Headless reports; no RUNS: run the local default first. RUNS=sample|<id>[,<id>]
+report: setup system-deps ## Headless reports; no RUNS: run the local default first (it says first how long it expects). RUNS=sample|<id>[,<id>]
 	@if [ -z "$(RUNS)" ]; then \
 	  if [ -n "$(NEEDS_ENGINE)" ]; then $(MAKE) --no-print-directory engine; fi && \
 	  { $(BIN)/inferlab sweep $(SPEC) $(LOAD_OPTS) || echo "sweep not complete: rendering what it recorded"; } && \

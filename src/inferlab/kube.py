@@ -1,7 +1,19 @@
 """Kubernetes client helpers shared by deploy, the k8s target and in-cluster load: a leaf
-module (it imports only the kubernetes client, lazily), so nothing above it forms a cycle."""
+module (it imports only the kubernetes client, lazily), so nothing above it forms a cycle.
+
+:class:`KubeExec` lives here, not in ``load.incluster``: the k8s target builds one (the cluster
+side of in-cluster load) and the sweep hands it to ``load.incluster.run_cell_in_cluster``;
+a target importing the load stage would cross the write side's stages (docs/architecture.md).
+"""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+# Waiting reasons that never resolve by themselves (wrong image, missing Secret/ConfigMap key)
+STUCK = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"}
+Exec = Callable[[list[str]], bytes]  # run a command where the results are, return its stdout
 
 
 def cluster_client():
@@ -23,3 +35,52 @@ def apply(dyn, doc: dict) -> None:
     ns = doc["metadata"].get("namespace")
     res.server_side_apply(body=doc, name=doc["metadata"]["name"], namespace=ns, field_manager="inferlab",
                           force_conflicts=True)
+
+
+class KubeExec:
+    """Runs cell Jobs on the cluster of a kubernetes ApiClient (see :func:`inferlab.load.incluster.run_cell_in_cluster`)."""
+
+    def __init__(self, api_client, namespace: str, secret_name: str, service_url: str) -> None:
+        from kubernetes import client
+
+        self.api, self.core, self.batch = api_client, client.CoreV1Api(api_client), client.BatchV1Api(api_client)
+        self.namespace, self.secret_name, self.service_url = namespace, secret_name, service_url
+
+    def exec_in(self, pod: str) -> Exec:
+        from kubernetes.stream import stream
+
+        def run(command: list[str]) -> bytes:
+            resp = stream(self.core.connect_get_namespaced_pod_exec, pod, self.namespace, container="collector",
+                          command=command, stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False)
+            out = []
+            while resp.is_open():
+                resp.update(timeout=5)
+                if resp.peek_stdout():
+                    out.append(resp.read_stdout())
+            resp.close()
+            return "".join(out).encode()
+
+        return run
+
+    def pods_ready_to_collect(self, job: str, n: int, timeout_s: float, on_state) -> dict[int, str]:
+        """Wait until every pod's k6 init container has finished; {completion index: pod name}."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            pods = self.core.list_namespaced_pod(self.namespace, label_selector=f"job-name={job}").items
+            done = {}
+            for p in pods:
+                st = (p.status.init_container_statuses or [None])[0]
+                if p.status.phase == "Failed":
+                    raise RuntimeError(f"k6 pod {p.metadata.name} failed: {p.status.reason or p.status.message}")
+                for c in [*(p.status.init_container_statuses or []), *(p.status.container_statuses or [])]:
+                    waiting = c.state.waiting if c.state else None
+                    if waiting is not None and waiting.reason in STUCK:  # fail now, not at the deadline
+                        raise RuntimeError(f"k6 pod {p.metadata.name} container {c.name}: {waiting.reason}: "
+                                           f"{waiting.message or ''}".strip())
+                if st is not None and st.state.terminated is not None:
+                    done[int(p.metadata.annotations["batch.kubernetes.io/job-completion-index"])] = p.metadata.name
+            on_state(f"{len(done)}/{n} k6 pods finished, {len(pods)} created")
+            if len(done) == n:
+                return done
+            time.sleep(3)
+        raise TimeoutError(f"k6 Job {job}: not finished after {timeout_s:.0f}s")

@@ -43,6 +43,13 @@ def reports_dir() -> Path:
     return workspace_root() / "reports"
 
 
+def platform_dir() -> Path:
+    """The workspace's own ``platform/`` when it has overlays (so a relocated workspace, and its
+    secrets folder, are used together), else the checkout's."""
+    own = workspace_root() / "platform"
+    return own if (own / "overlays").is_dir() else install_root() / "platform"
+
+
 def secrets_dir() -> Path:
     """The one secrets folder (git-ignored, 0700, files 0600): ``platform/secrets/values/``,
     inside the kustomization that turns it into Secrets (kustomize reads no file outside it)."""

@@ -1,32 +1,69 @@
-"""Child processes this workspace starts (vLLM, nginx, nvidia-smi, kubectl port-forward,
-Chromium in tests): wait until one answers its health URL; stop one politely, then firmly."""
+"""Child processes this workspace starts (vLLM, nginx, Prometheus, k6, nvidia-smi, kubectl
+port-forward, Chromium in tests).
+
+:class:`ManagedProcess` is the one home of a served child's lifecycle: argv and environment,
+a scratch directory, a log file, a health check, a stop signal, and the error its owner raises.
+The smaller helpers below it (:func:`wait_for_health`, :func:`stop_process`, :func:`free_port`)
+serve children that need less (a port-forward, a sampler).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import signal
+import socket
 import ssl
 import subprocess
+import tempfile
 import time
-from typing import Literal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Literal, Self
 
 import httpx
 
+from .tools import ToolNotFound
 
-def wait_for_health(proc: subprocess.Popen, url: str, deadline: float, interval_s: float = 1.0,
+#: A health check: a URL that answers 200 when the child is ready, or a function that says so.
+HealthCheck = str | Callable[[], bool]
+
+
+def free_port(preferred: int = 0) -> int:
+    """A TCP port free on 127.0.0.1 now: ``preferred`` when it is free, else one the kernel
+    picks (0 asks for that directly). Free now, not reserved: the caller binds it soon."""
+    for port in dict.fromkeys((preferred, 0)):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return s.getsockname()[1]
+            except OSError:
+                continue
+    raise OSError("no free TCP port on 127.0.0.1")
+
+
+def _is_healthy(check: HealthCheck, request_timeout_s: float, verify: bool | ssl.SSLContext) -> bool:
+    try:
+        if callable(check):
+            return bool(check())
+        return httpx.get(check, timeout=request_timeout_s, verify=verify).status_code == 200
+    except (httpx.HTTPError, OSError, ValueError):  # ValueError: a half-written JSON answer
+        return False
+
+
+def wait_for_health(proc: subprocess.Popen, check: HealthCheck, deadline: float, interval_s: float = 1.0,
                     request_timeout_s: float = 2.0, verify: bool | ssl.SSLContext = True
                     ) -> Literal["healthy", "exited", "timeout"]:
-    """Poll ``url`` until it returns 200 ("healthy"), ``proc`` exits ("exited") or
-    ``time.monotonic()`` passes ``deadline`` ("timeout"). Callers turn the outcome into their
-    own error with their own diagnostics (log tail, stderr). ``verify``: httpx's (a context
+    """Poll ``check`` (a URL that must return 200, or a function that must return True; HTTP,
+    OS and value errors count as not yet) until it passes ("healthy"), ``proc`` exits ("exited") or
+    ``time.monotonic()`` passes ``deadline`` ("timeout"). ``verify``: httpx's (a context
     trusting the project CA for the local edge)."""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return "exited"
-        try:
-            if httpx.get(url, timeout=request_timeout_s, verify=verify).status_code == 200:
-                return "healthy"
-        except httpx.HTTPError:
-            pass
+        if _is_healthy(check, request_timeout_s, verify):
+            return "healthy"
         time.sleep(interval_s)
     return "timeout"
 
@@ -42,3 +79,174 @@ def stop_process(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, grace
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+class ManagedProcess:
+    """One child process that never outlives its owner.
+
+    ``with ManagedProcess(argv, name="x", health="http://127.0.0.1:8000/health") as p: ...``;
+    the engine, the edge, the chat UI, the replica balancer and Prometheus subclass it (their
+    ``prepare()`` writes a config into :meth:`scratch_dir` and sets ``argv``), and k6 uses it
+    without a health check (it runs to completion).
+
+    Contract:
+
+    - :meth:`start` runs :meth:`prepare`, then ``argv`` with ``env`` (default: this process's),
+      stdin from /dev/null, stdout and stderr appended to ``log`` (a new file: created
+      exclusively, never overwritten, as the run record is write-once; default: ``output.log``
+      in a scratch directory of its own), in a process group of its own when ``own_group``
+      (a terminal's Ctrl-C then reaches the owner, which stops the child in order; and
+      :meth:`stop` reaches the child's own children). It then waits until ``health`` passes,
+      within ``timeout_s`` of the spawn; ``health=None``: returns once spawned. A child that
+      exits first, or a check that never passes, raises ``error`` (the owner's own type:
+      EngineError, TargetError, UIError, ...) with the log tail; so does a program that
+      :meth:`prepare` cannot find (:class:`inferlab.tools.ToolNotFound`, install hint kept).
+      On any failure in :meth:`start`, an interrupt included, the child is stopped and the
+      scratch removed before the error goes on (``__exit__`` does not run when ``__enter__``
+      raises).
+    - :meth:`stop` sends ``stop_signal`` (to the group when ``own_group``), SIGKILL after
+      ``grace_s``, then SIGKILL to the group for any child that outlived the leader; the child
+      is reaped; scratch directories are removed. Safe to call twice (the group is signalled
+      once: its id may belong to another process later), or before start.
+    - ``proc`` (the Popen) stays readable after stop; ``startup_s`` is the spawn-to-healthy time.
+    """
+
+    def __init__(self, argv: Sequence[str] = (), *, name: str = "process", error: type[Exception] = RuntimeError,
+                 env: Mapping[str, str] | None = None, cwd: Path | None = None, health: HealthCheck | None = None,
+                 timeout_s: float = 30, poll_s: float = 0.5, verify: bool | ssl.SSLContext = True,
+                 log: Path | None = None, stop_signal: int = signal.SIGTERM, grace_s: float = 10,
+                 own_group: bool = True) -> None:
+        self.argv, self.name, self.error = list(argv), name, error
+        self.env, self.cwd = env, cwd
+        self.health, self.timeout_s, self.poll_s, self.verify = health, timeout_s, poll_s, verify
+        self.log = log
+        self.stop_signal, self.grace_s, self.own_group = stop_signal, grace_s, own_group
+        self.proc: subprocess.Popen | None = None
+        self.startup_s: float | None = None
+        self._scratch: list[Path] = []
+        self._ended = False  # stopped and reaped: never signal its (reusable) ids again
+
+    # ---- hooks and helpers for owners -----------------------------------------------------
+
+    def prepare(self) -> None:
+        """Run by :meth:`start` before the spawn: write configs, set ``argv``/``env``/``log``.
+        The default does nothing."""
+
+    def scratch_dir(self, prefix: str, parent: Path | None = None, mode: int | None = None) -> Path:
+        """A new directory (0700 unless ``mode``) removed by :meth:`stop`."""
+        d = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        self._scratch.append(d)
+        if mode is not None:
+            d.chmod(mode)
+        return d
+
+    def log_tail(self, n: int = 40) -> str:
+        """The last ``n`` lines of the log ("(no log)" when there is none yet)."""
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:]) if self.log else "(no log)"
+        except OSError:
+            return "(no log)"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def start(self, timeout_s: float | None = None) -> Self:
+        """Start and wait for health (see the class); ``timeout_s`` overrides the constructor's."""
+        if timeout_s is not None:
+            self.timeout_s = timeout_s
+        try:
+            try:
+                self.prepare()
+            except ToolNotFound as exc:  # the owner's callers catch the owner's error
+                raise self.error(str(exc)) from exc
+            self._spawn()
+            if self.health is not None:
+                self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self) -> None:
+        if self.log is None:
+            self.log = self.scratch_dir(f"inferlab-{self.name.replace(' ', '-')}-") / "output.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        try:
+            self._t0 = time.monotonic()
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
+                                         env=dict(self.env) if self.env is not None else None, cwd=self.cwd,
+                                         start_new_session=self.own_group)
+        finally:
+            os.close(fd)  # the child holds its own copy
+
+    def _wait_healthy(self) -> None:
+        assert self.proc is not None and self.health is not None
+        outcome = wait_for_health(self.proc, self.health, self._t0 + self.timeout_s, self.poll_s,
+                                  verify=self.verify)
+        if outcome == "exited":
+            raise self.error(f"{self.name} exited with code {self.proc.returncode} before ready; "
+                             f"log tail:\n{self.log_tail()}")
+        if outcome == "timeout":
+            what = self.health if isinstance(self.health, str) else "its health check"
+            raise self.error(f"{self.name} not healthy at {what} after {self.timeout_s:.0f}s; "
+                             f"log tail:\n{self.log_tail()}")
+        self.startup_s = round(time.monotonic() - self._t0, 1)
+
+    def wait(self) -> int:
+        """Block until the child exits; its exit code."""
+        assert self.proc is not None, "start() first"
+        return self.proc.wait()
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the child (its group when ``own_group``); nothing once stopped."""
+        if self.proc is None or self._ended:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if self.own_group:
+                os.killpg(self.proc.pid, sig)
+            elif self.proc.poll() is None:
+                self.proc.send_signal(sig)
+
+    def stop(self) -> None:
+        stop_all([self])
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def stop_all(procs: Iterable[ManagedProcess], grace_s: float | None = None) -> None:
+    """Stop several at once: every ``stop_signal`` goes out first, so the grace periods
+    overlap (several k6 segments end together), then each is waited for until its grace
+    period (or ``grace_s`` for all; 0: kill now) is over and killed after it. A Ctrl-C during
+    the wait means "now": the rest are killed at once and the interrupt is not raised again
+    (the caller is already stopping)."""
+    procs = list(procs)
+    t0 = time.monotonic()
+    running = [p for p in procs if p.proc is not None and p.proc.poll() is None]
+    for p in running:
+        p.signal(p.stop_signal)
+    try:
+        for p in running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                grace = p.grace_s if grace_s is None else grace_s
+                p.proc.wait(timeout=max(0.0, t0 + grace - time.monotonic()))  # type: ignore[union-attr]
+    except KeyboardInterrupt:
+        pass
+    for p in procs:
+        if p.proc is None or p._ended:
+            continue
+        if p.proc.poll() is None or p.own_group:  # the group: children that outlived the leader
+            p.signal(signal.SIGKILL)
+        p.proc.wait()
+        p._ended = True
+    for p in procs:  # those never started too: a prepare() that failed may have made scratch
+        for d in p._scratch:
+            shutil.rmtree(d, ignore_errors=True)
+        p._scratch.clear()

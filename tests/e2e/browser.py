@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
 import tempfile
 import time
 
@@ -13,32 +12,33 @@ import httpx
 import websocket
 
 from inferlab.offline import CHROMIUM_FLAGS
-from inferlab.procs import stop_process
-from inferlab.report.render import chromium
-from inferlab.targets.engine import free_port
+from inferlab.procs import ManagedProcess, free_port
+from inferlab.tools import find_tool
+
+
+def _devtools_page(port: int) -> dict | None:
+    """The first page target Chromium's DevTools endpoint lists, once it lists one."""
+    pages = [t for t in httpx.get(f"http://127.0.0.1:{port}/json", timeout=2).json() if t["type"] == "page"]
+    return pages[0] if pages else None
 
 
 class Browser:
     def __init__(self, url: str) -> None:
         self.port = free_port(9222)
         self.profile = tempfile.TemporaryDirectory()
-        self.proc = subprocess.Popen(
-            [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={self.profile.name}", f"--remote-debugging-port={self.port}", url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.chromium = ManagedProcess(
+            [find_tool("chromium"), *CHROMIUM_FLAGS, f"--user-data-dir={self.profile.name}",
+             f"--remote-debugging-port={self.port}", url],
+            name="Chromium", health=lambda: _devtools_page(self.port) is not None, timeout_s=30, poll_s=0.2)
+        try:
+            self.chromium.start()
+            page = _devtools_page(self.port)
+            assert page is not None
+        except BaseException:
+            self.profile.cleanup()
+            raise
         self.ids = itertools.count(1)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                pages = [t for t in httpx.get(f"http://127.0.0.1:{self.port}/json", timeout=2).json() if t["type"] == "page"]
-                if pages:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError("Chromium DevTools endpoint did not come up")
-            time.sleep(0.2)
-        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=30)
+        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30)
 
     def js(self, expression: str):
         """Evaluate in the page; return the value (promises awaited)."""
@@ -60,5 +60,5 @@ class Browser:
     def close(self) -> None:
         if getattr(self, "ws", None):
             self.ws.close()
-        stop_process(self.proc)
+        self.chromium.stop()
         self.profile.cleanup()

@@ -1,6 +1,8 @@
-"""A real interleaved A/B on the local engine (ci-tiny, 2+2 repeats): the sides alternate, every
-repeat has its own engine process started after the previous one stopped, and the comparison
-reads both sides from its record."""
+"""The one real interleaved A/B on the local engine (ci-tiny, 2+2 repeats): the sides alternate,
+every repeat has its own engine process started after the previous one stopped, and the
+comparison reads both sides from its record. Its 4 engine starts are 4 of the session's 5
+(tests/conftest.py); A/B orchestration beyond this is tested on the stand-in
+(tests/sweep/test_ab.py)."""
 
 from __future__ import annotations
 

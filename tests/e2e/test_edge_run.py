@@ -1,8 +1,10 @@
-"""[M] through the local edge with the REAL engine and k6: the rate-limit experiment, reproduced
-so that it can fail (measured rejected share within 5 points of the prediction), and the join of
-every admitted request to its edge line and its server span."""
+"""[M] through the local edge with the REAL engine (the session's) and k6: the rate-limit
+experiment, reproduced so that it can fail (measured rejected share within 5 points of the
+prediction), and the join of every admitted request to its edge line and its server span."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 
@@ -11,13 +13,36 @@ from inferlab.analysis.edge import edge_cells, rejected_vs_prediction
 from inferlab.specs import builtin_spec, load_spec
 from inferlab.sweep.runner import run
 
+from ..measured_speed import MeasuredSpeed
+
 pytestmark = pytest.mark.engine
 
 
-def test_rate_limit_run_matches_the_prediction_and_every_row_joins(workspace):
-    # the local target (its own engine): only an engine inferlab starts exports spans to the run
-    spec = load_spec(builtin_spec("edge-ratelimit-local"))
-    r = inferlab.load_run(run(spec, target="local"))
+def edge_spec(speed: MeasuredSpeed):
+    """The shipped spec with its answers, VUs and SLOs fitted to this machine's engine: one
+    admitted answer takes at most half the interval between admitted requests (so the engine is
+    never the bottleneck and only the edge rejects), and k6 has VUs for every request in flight
+    even if answers under load take 8x the measured time (too few VUs drop sends: the cell fails)."""
+    base = load_spec(builtin_spec("edge-ratelimit-local"))
+    limit = base.observe.edge.rate_limit_rps
+    tokens = speed.tokens_within(0.5 / limit, low=2, high=base.payloads["short"].max_tokens)
+    answer_s = speed.answer_s(tokens)
+    in_flight = base.ramp.end_rate * answer_s
+    return load_spec(builtin_spec("edge-ratelimit-local"), {
+        "payloads": {"short": {"max_tokens": tokens}},
+        "ramp": {"pre_allocated_vus": max(base.ramp.pre_allocated_vus, math.ceil(2 * in_flight)),
+                 "max_vus": max(base.ramp.max_vus, math.ceil(8 * in_flight))},
+        "slo": {"ttft_ms": max(base.slo.ttft_ms, 10_000 * speed.ttft_s),
+                "tpot_ms": max(base.slo.tpot_ms, 10_000 / speed.tokens_per_s),
+                "e2e_ms": max(base.slo.e2e_ms, 10_000 * answer_s)}})
+
+
+def test_rate_limit_run_matches_the_prediction_and_every_row_joins(workspace, engine, engine_spans, engine_speed,
+                                                                   monkeypatch):
+    # the session engine exports its spans to the session's receiver; the run collects its own
+    monkeypatch.setenv("INFERLAB_API_KEY", engine.api_key)
+    spec = edge_spec(engine_speed)
+    r = inferlab.load_run(run(spec, target="url", base_url=engine.base_url, spans=engine_spans))
     assert r.manifest.status == "complete", r.manifest.reason
     edge = r.manifest.target.deployment["edge"]
     assert edge["tls"] and r.manifest.target.base_url.startswith("https://127.0.0.1:")

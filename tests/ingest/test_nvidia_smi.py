@@ -205,7 +205,7 @@ def test_ragged_row_truncated_tail_and_blank_line(h100x2, tmp_path):
     stats = log.gpu.attrs["ingest"]
     assert stats["lines_read"] == len(lines) + 1 and stats["lines_used"] == len(lines) - 1
     assert stats["lines_skipped"] == 2
-    assert stats["notes"] == [f"{p}:7: blank line skipped", f"{p}:{len(lines) + 2}: truncated final line skipped"]
+    assert stats["notes"] == [f"{p}:{len(lines) + 2}: truncated final line skipped", f"{p}:7: blank line skipped"]
     assert list(log.gpus["samples"]) == [10, 10]
 
 

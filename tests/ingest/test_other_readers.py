@@ -87,7 +87,7 @@ def test_nvidia_smi_truncated_tail(tmp_path, fixtures):
 def test_probe_legacy_fields(fixtures):
     reqs, gaps = read_probe(fixtures / "probe" / "idle-legacy.jsonl")
     assert len(reqs) == 20 and reqs["ok"].all()
-    assert reqs["ttft_ms"].median() == pytest.approx(15.4, abs=0.5)  # README: 15.4 ms
+    assert reqs["ttft_ms"].median() == pytest.approx(15.4, abs=0.5)  # the fixture's idle probe: 15.4 ms
     assert (reqs["headers_ms"] < reqs["ttft_ms"]).all()  # TTFB is not TTFT
     assert len(gaps) == sum(reqs["chunks"] - 1)
     assert gaps["itl_ms"].gt(0).all()

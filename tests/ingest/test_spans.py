@@ -60,7 +60,7 @@ def test_shape_and_counts(spans):
 
 
 def test_vllm_032_attribute_names(otlp):
-    """Every llm_request span carries exactly these attributes (the README lists them)."""
+    """Every llm_request span carries exactly these attributes (docs/timing.md lists them)."""
     seen = set()
     for f in FILES:
         for line in gzip.open(otlp / f):

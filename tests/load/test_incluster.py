@@ -78,7 +78,7 @@ def test_stuck_pods_fail_fast_with_the_reason():
     the cell's whole deadline. (Pod objects shaped like the API's, without a cluster.)"""
     from types import SimpleNamespace as NS
 
-    from inferlab.load.incluster import KubeExec
+    from inferlab.kube import KubeExec
 
     waiting = NS(state=NS(waiting=NS(reason="ImagePullBackOff", message="grafana/k6:9.9.9 not found"), terminated=None),
                  name="k6")

@@ -6,9 +6,6 @@ and the usage join. The server side of workloads is tests/load/test_workload_eng
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -17,8 +14,9 @@ from inferlab.analysis.workload import arrival_summary, token_accuracy, workload
 from inferlab.ingest import read_k6, read_k6_points
 from inferlab.load.k6 import k6_config, run_cell
 from inferlab.load.workload import BURSTY_TRACE, schedule_for
+from inferlab.nginx import NginxProcess, main_config
+from inferlab.procs import free_port
 from inferlab.specs import load_spec, plan_cells
-from inferlab.ui.serve import nginx_binary
 
 ANSWER = {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant",
           "content": "fine thanks"}, "finish_reason": "length"}], "usage": {"prompt_tokens": 123,
@@ -26,31 +24,17 @@ ANSWER = {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "mess
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server():
     """Debian nginx on a free loopback port: 200 + ANSWER for every POST."""
-    d = tmp_path_factory.mktemp("nginx")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (d / "nginx.conf").write_text(f"""
-pid {d}/nginx.pid; error_log stderr warn; worker_processes 1;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};
-  uwsgi_temp_path {d}; scgi_temp_path {d};
+    port = free_port()
+    nginx = NginxProcess(name="answering nginx", error=RuntimeError, health=f"http://127.0.0.1:{port}/")
+    work = nginx.work_dir("inferlab-test-answer-")
+    (work / "nginx.conf").write_text(main_config(work, f"""  access_log off;
   server {{ listen 127.0.0.1:{port}; client_max_body_size 10m;
-    location / {{ default_type application/json; return 200 '{json.dumps(ANSWER)}'; }} }}
-}}""")
-    proc = subprocess.Popen([nginx_binary(), "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"])
-    for _ in range(50):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+    location / {{ default_type application/json; return 200 '{json.dumps(ANSWER)}'; }} }}"""))
+    nginx.use_config(work / "nginx.conf")
+    with nginx:
+        yield f"http://127.0.0.1:{port}"
 
 
 def _spec(tmp_path, workload: str, **extra):

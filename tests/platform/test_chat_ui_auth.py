@@ -1,17 +1,18 @@
 """The chat Ingress's basic-auth file (`make secrets`) in the format nginx reads: checked by
 Debian's real nginx, not by re-implementing its hash check."""
 
-import shutil
-
 import httpx
 import pytest
 
 from inferlab.platform.secrets_gen import htpasswd_line
-from inferlab.targets.engine import free_port
+from inferlab.procs import free_port
+from inferlab.tools import missing_tool, which_tool
 from inferlab.ui.serve import ChatUI
 
+needs_nginx = pytest.mark.skipif(not which_tool("nginx"), reason=missing_tool("nginx"))
 
-@pytest.mark.skipif(not (shutil.which("nginx") or shutil.which("/usr/sbin/nginx")), reason="nginx not installed")
+
+@needs_nginx
 def test_generated_htpasswd_is_accepted_by_real_nginx():
     line = htpasswd_line("inferlab", "s3cret-pass")
     assert line.startswith("inferlab:{SSHA}")
@@ -24,7 +25,7 @@ def test_generated_htpasswd_is_accepted_by_real_nginx():
         assert r.status_code == 200 and "inferlab chat" in r.text
 
 
-@pytest.mark.skipif(not (shutil.which("nginx") or shutil.which("/usr/sbin/nginx")), reason="nginx not installed")
+@needs_nginx
 def test_sigterm_stops_ui_and_its_nginx(tmp_path):
     """`inferlab ui` killed politely (SIGTERM: kill, CI, container stop) leaves no nginx behind."""
     import os
@@ -55,7 +56,7 @@ def test_sigterm_stops_ui_and_its_nginx(tmp_path):
     assert not alive
 
 
-@pytest.mark.skipif(not (shutil.which("nginx") or shutil.which("/usr/sbin/nginx")), reason="nginx not installed")
+@needs_nginx
 def test_api_calls_are_rate_limited_per_client():
     """A burst past the limit gets 429 from nginx before reaching the server; the page is not limited."""
     import concurrent.futures

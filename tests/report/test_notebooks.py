@@ -20,7 +20,7 @@ import papermill as pm
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 
-from inferlab.report import render
+from inferlab.report import catalog, render
 
 ROOT = Path(__file__).resolve().parents[2]
 NB_DIR = ROOT / "notebooks"
@@ -108,8 +108,8 @@ def _digest() -> dict[str, str]:
 def test_the_notebooks_are_there():
     assert {p.stem for p in NOTEBOOKS} == {"00-deploy", "10-matrix-sweep", "11-stress", "20-load-test-report",
                                           "21-stress-report", "30-compare", "40-tune-report"}
-    for report in render.NOTEBOOKS:
-        assert render.notebook_path(report).is_file(), report
+    for report in catalog.NOTEBOOKS:
+        assert catalog.notebook_path(report).is_file(), report
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -135,26 +135,26 @@ def test_papermill_sees_every_parameter(path):
     assert list(pm.inspect_notebook(str(path))) == assigned
 
 
-def _render_jobs() -> list[render.Job]:
-    """Every shape of job render.py makes: the sample set, one run, a two-run comparison and a tune
+def _render_jobs() -> list[catalog.Job]:
+    """Every shape of job catalog.py makes: the sample set, one run, a two-run comparison and a tune
     (no tune record ships: tests/sweep/test_tune.py renders its report from a record it builds)."""
-    sample = render.jobs_for("sample")
+    sample = catalog.jobs_for("sample")
     runs = [j.parameters["run_id"] for j in sample if "run_id" in j.parameters]
-    return [*sample, *render.jobs_for(runs[0]), *render.jobs_for(f"{runs[1]},{runs[0]}"), render.tune_job("t")]
+    return [*sample, *catalog.jobs_for(runs[0]), *catalog.jobs_for(f"{runs[1]},{runs[0]}"), catalog.tune_job("t")]
 
 
 def test_render_passes_only_declared_parameters(workspace):
     jobs = _render_jobs()
-    assert {j.report for j in jobs} == set(render.NOTEBOOKS)
+    assert {j.report for j in jobs} == set(catalog.NOTEBOOKS)
     for job in jobs:
-        declared = pm.inspect_notebook(str(render.notebook_path(job.report)))
+        declared = pm.inspect_notebook(str(catalog.notebook_path(job.report)))
         assert set(job.parameters) <= set(declared), (job.report, job.parameters, list(declared))
         for name, value in job.parameters.items():  # same type as the notebook's default
             assert type(value) is type(ast.literal_eval(declared[name]["default"])), (job.report, name, value)
 
 
 def test_make_passes_only_declared_parameters():
-    """``make`` reaches notebooks through ``inferlab report`` (render.py, checked above); any direct
+    """``make`` reaches notebooks through ``inferlab report`` (catalog.py's jobs, checked above); any direct
     ``papermill NB OUT -p NAME VALUE`` in the Makefile or CI must name declared parameters."""
     calls = re.findall(r"papermill\s+(\S+\.ipynb)\s+\S+((?:\s+-p\s+\S+\s+\S+)*)",
                        "\n".join(f.read_text() for f in [ROOT / "Makefile", *sorted((ROOT / ".ci").glob("*"))]))
@@ -167,8 +167,8 @@ def test_make_passes_only_declared_parameters():
 def test_reports_never_run_load():
     """render (``inferlab report``, ``make report``) executes report notebooks only; none has a
     dry_run switch, and the sweep notebooks are not among them."""
-    assert not set(render.NOTEBOOKS.values()) & set(SWEEP_NOTEBOOKS)
-    for name in render.NOTEBOOKS.values():
+    assert not set(catalog.NOTEBOOKS.values()) & set(SWEEP_NOTEBOOKS)
+    for name in catalog.NOTEBOOKS.values():
         assert "dry_run" not in pm.inspect_notebook(str(NB_DIR / f"{name}.ipynb"))
 
 
@@ -220,7 +220,7 @@ def test_sweep_notebooks_run_all_is_a_dry_run(workspace, tmp_path):
         pm.execute_notebook(str(NB_DIR / f"{name}.ipynb"), str(out), kernel_name="python3", cwd=str(NB_DIR),
                             progress_bar=False)
         text = out.read_text()
-        assert "est." in text and "min on the local CPU engine" in text, name  # describe_plan's output
+        assert "est." in text and "min on this machine's CPU engine" in text, name  # describe_plan's output
         assert "dry run: nothing executed" in text, name
     assert not any((workspace / "data" / "runs").iterdir())
 
@@ -291,7 +291,7 @@ def test_nothing_generates_or_overwrites_notebooks(workspace, monkeypatch):
         shutil.copy(input_path, output_path)
 
     monkeypatch.setattr(render.pm, "execute_notebook", fake_execute)
-    job = next(j for j in render.jobs_for("sample") if j.report == "stress")
+    job = next(j for j in catalog.jobs_for("sample") if j.report == "stress")
     made = render.render(job, pdf=False)
     assert executed and all(NB_DIR not in p.parents for p in [*executed, *made])
     assert all(workspace / "reports" in p.parents for p in made)

@@ -1,6 +1,7 @@
 """Rendered PDFs (Chromium --print-to-pdf of the report HTML) are complete on A4: every column header
 of every table is in the PDF's text (none lost behind a scroll bar), each report's title appears
-once, and every figure prints whole, inside the printable width, at >= MIN_FIGURE_SCALE.
+once, its front page is page 1 alone, and every figure prints whole, inside the printable width, at
+>= MIN_FIGURE_SCALE.
 
 The sample's load-test, stress and compare reports are rendered once for the module (~30 s).
 """
@@ -18,7 +19,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from inferlab.report import render
+from inferlab.report import catalog, printing, render
+from inferlab.tools import which_tool
 
 from ..sweep.tune_sample import sample_tune
 
@@ -73,10 +75,10 @@ def table_headers(executed: Path) -> list[list[str]]:
 
 def pdf_tokens(pdf: Path) -> list[str]:
     """The PDF's words in content order (`pdftotext -raw`: a table cell's lines stay together, where
-    `-layout` interleaves the wrapped headers of neighbouring columns); a line that ends in `_` or `-`
-    (a header or value wrapped there) is joined to the next."""
+    `-layout` interleaves the wrapped headers of neighbouring columns); a line that ends in a word and
+    `_` or `-` (a header or value wrapped there; not a lone `-`, a missing value) is joined to the next."""
     raw = subprocess.run(["pdftotext", "-raw", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
-    return re.sub(r"(?<=[_-])\s*\n\s*", "", raw).split()
+    return re.sub(r"(?<=\w[_-])\s*\n\s*", "", raw).split()
 
 
 def pdf_lines(pdf: Path) -> list[str]:
@@ -109,7 +111,7 @@ def images(pdf: Path) -> list[dict]:
 def reports(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     """report -> (executed notebook, PDF): one load-test, the stress and one compare report of the
     sample. The `workspace` fixture (conftest) is per test; this is the same workspace, once."""
-    if render.chromium() is None:
+    if which_tool("chromium") is None:
         pytest.skip("no Chromium to print PDFs: `make system-deps` (apt-get install chromium)")
     if not all(shutil.which(t) for t in POPPLER):
         pytest.skip("no pdftotext/pdfimages/pdfinfo to read PDFs: `make system-deps` (apt-get install poppler-utils)")
@@ -121,9 +123,9 @@ def reports(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
         mp.setenv("INFERLAB_HOME", str(ws))
         mp.delenv("INFERLAB_API_KEY", raising=False)
         jobs = {}
-        for job in [*render.jobs_for("sample"), *render.jobs_for(sample_tune(ws / "data" / "sample"))]:
+        for job in [*catalog.jobs_for("sample"), *catalog.jobs_for(sample_tune(ws / "data" / "sample"))]:
             jobs.setdefault(job.report, job)
-        assert set(jobs) == set(render.NOTEBOOKS)
+        assert set(jobs) == set(catalog.NOTEBOOKS)
         made = {}
         for report, job in jobs.items():
             files = render.render(job, pdf=True)
@@ -134,7 +136,7 @@ def reports(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
         return made
 
 
-@pytest.mark.parametrize("report", list(render.NOTEBOOKS))
+@pytest.mark.parametrize("report", list(catalog.NOTEBOOKS))
 def test_every_table_header_is_in_the_pdf(reports, report):
     executed, pdf = reports[report]
     tables = table_headers(executed)
@@ -146,16 +148,32 @@ def test_every_table_header_is_in_the_pdf(reports, report):
         assert contains_run(tokens, [w for h in headers for w in h.split()]), (pdf.name, headers)
 
 
-@pytest.mark.parametrize("report", list(render.NOTEBOOKS))
+@pytest.mark.parametrize("report", list(catalog.NOTEBOOKS))
 def test_the_title_appears_once(reports, report):
     executed, pdf = reports[report]
-    title = render.notebook_title(nbformat.read(executed, as_version=4))
+    title = printing.notebook_title(nbformat.read(executed, as_version=4))
     assert title
     printed = pdf_lines(pdf).count(title)
     assert printed == 1, f"{pdf.name}: the title {title!r} is printed {printed} times"
 
 
-@pytest.mark.parametrize("report", list(render.NOTEBOOKS))
+def pdf_page_text(pdf: Path, page: int) -> str:
+    return subprocess.run(["pdftotext", "-raw", "-f", str(page), "-l", str(page), str(pdf), "-"], capture_output=True,
+                          text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("report", list(catalog.NOTEBOOKS))
+def test_the_front_page_is_the_first_page_alone(reports, report):
+    """Page 1: the title and the whole front page (what ran, headline numbers, verdicts, the
+    contents); the body's first section starts page 2."""
+    _, pdf = reports[report]
+    first, second = pdf_page_text(pdf, 1), pdf_page_text(pdf, 2)
+    for part in ("What ran", "Headline numbers", "Verdicts", "In this report"):
+        assert part in first and part not in second, (pdf.name, part)
+    assert second.lstrip().startswith(catalog.section_titles(report)[0]), (pdf.name, second[:200])
+
+
+@pytest.mark.parametrize("report", list(catalog.NOTEBOOKS))
 def test_figures_print_whole_and_legible(reports, report):
     """Figures are embedded at their pixel size; x-ppi gives the printed scale (96 ppi = 100 %, a CSS px
     being 1/96 in) and width; none wider than the page's printable width (else it is cropped), none
@@ -166,9 +184,9 @@ def test_figures_print_whole_and_legible(reports, report):
     assert figures, f"{pdf.name}: no figure"
     for img in figures:
         printed_pt = img["width"] / img["x_ppi"] * 72
-        printable_pt = pages[img["page"]] - 2 * render.PAGE_MARGIN_MM / 25.4 * 72
+        printable_pt = pages[img["page"]] - 2 * printing.PAGE_MARGIN_MM / 25.4 * 72
         assert printed_pt <= printable_pt + 1, (pdf.name, img, printed_pt, printable_pt)
-        assert 96 / img["x_ppi"] >= render.MIN_FIGURE_SCALE - 0.01, (pdf.name, img)
+        assert 96 / img["x_ppi"] >= printing.MIN_FIGURE_SCALE - 0.01, (pdf.name, img)
 
 
 def _png(width: int) -> str:
@@ -195,12 +213,12 @@ def test_tables_and_figures_too_wide_for_portrait_go_landscape():
         nbformat.v4.new_markdown_cell("## Wide figure"),
         nbformat.v4.new_code_cell(outputs=out({"image/png": _png(1500)})),  # 48 % there: landscape
     ])
-    printed = render.printable(nb)
-    assert [c.metadata.get("tags", []) for c in printed.cells] == [[render.WIDE], [render.WIDE], [], [],
-                                                                   [render.WIDE], [render.WIDE]]
+    printed = printing.printable(nb)
+    land = [printing.WIDE]  # printed on a landscape page
+    assert [c.metadata.get("tags", []) for c in printed.cells] == [land, land, [], [], land, land]
     html = printed.cells[1].outputs[0].data["text/html"]
     assert 'style="--inferlab-print-pt: ' in html  # 30 columns: smaller type too (in print only)
-    assert "metric_<wbr>0_<wbr>value" in render.header_wrap_points(html) and "<wbr>" not in html
+    assert "metric_<wbr>0_<wbr>value" in printing.header_wrap_points(html) and "<wbr>" not in html
     assert 'class="inferlab-nowrap">short-c1<' in printed.cells[2].outputs[0].data["text/html"]
     assert "tags" not in nb.cells[1].metadata and nb.cells[1].outputs[0].data["text/html"] == wide  # a copy
-    assert render.notebook_title(nb) == "Title"
+    assert printing.notebook_title(nb) == "Title"

@@ -1,6 +1,7 @@
 """Report notebooks execute on the sample; HTML is self-contained; no secrets. (Notebook thinness and
 parameters: test_notebooks.py.)"""
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -11,6 +12,7 @@ import papermill as pm
 import pytest
 
 from inferlab.report import render
+from inferlab.tools import which_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,8 +30,10 @@ def test_sample_reports_render(workspace, monkeypatch):
         assert not re.search(r"(src|href)=[\"']https?://", text), h
         assert "data:image/png;base64," in text
         assert secret not in text
+        assert text.count('<div class="inferlab-front">') == 1, h  # the front page (test_pdf: page 1 alone)
     load = next(h for h in htmls if h.name.startswith("load-test") and "tuned" in h.name).read_text()
-    for section in ("Results per cell", "Streaming probe", "Time series", "Measurement cross-check", "Run manifest", "Data quality"):
+    for section in ("Results per cell", "Streaming probe", "Time series", "Measurement cross-check", "Run manifest",
+                    "Data quality", "Appendix: every column per cell"):
         assert section in load
     stress = next(h for h in htmls if h.name.startswith("stress")).read_text()
     assert "knee" in stress and "dropped_iterations" in stress
@@ -37,7 +41,7 @@ def test_sample_reports_render(workspace, monkeypatch):
     assert "short: at 64 VUs tuned/baseline throughput = 3.9" in compare
     executed = next(p for p in made if p.name == "30-compare.ipynb")
     assert "baseline-eager" in json.loads(executed.read_text())["metadata"]["papermill"]["parameters"]["baseline_run"]
-    if render.chromium():
+    if which_tool("chromium"):
         assert any(p.suffix == ".pdf" and p.stat().st_size > 10_000 for p in made)
 
 
@@ -86,3 +90,107 @@ def test_deploy_notebook_dry_run(tmp_path):
     pm.execute_notebook(str(ROOT / "notebooks" / "00-deploy.ipynb"), str(out), kernel_name="python3",
                         parameters={"overlay": "cpu", "dry_run": True}, progress_bar=False)
     assert "rendered and checked offline" in out.read_text()
+
+
+TUNED = "20261126T205944Z-url-h200-tuned-cudagraphs"  # a GPU sweep: 14 closed-loop cells
+
+
+def test_the_front_page_is_the_first_call_after_the_parameters():
+    """Every report notebook shows its front page (``front.<kind>(...)``) before anything else."""
+    import nbformat
+
+    from inferlab.report import catalog
+
+    for report, kind in {"load-test": "load_test", "stress": "stress", "compare": "compare", "tune": "tune"}.items():
+        code = [c for c in nbformat.read(catalog.notebook_path(report), as_version=4).cells if c.cell_type == "code"]
+        shown = [ast.parse(c.source).body[-1] for c in code[1:]]  # a cell shows its last expression
+        first = next(stmt for stmt in shown if isinstance(stmt, ast.Expr))
+        assert ast.unparse(first).startswith(f"front.{kind}("), (report, ast.unparse(first))
+
+
+def test_load_test_front_page_numbers_are_the_body_values(workspace):
+    """The headline numbers are the body's (cell_summary, probe_summary, error_breakdown), unrounded."""
+    import inferlab
+    from inferlab.analysis.summary import cell_summary, error_breakdown, measured, probe_summary
+    from inferlab.report import catalog, front
+
+    run = inferlab.load_run(TUNED)
+    cells = cell_summary(run)
+    page = front.load_test(run, cells)
+    shown = [c for c in front.HEADLINE if c in page.numbers.columns]
+    assert {"cell_id", "rps", "latency_p95_ms", "errors"} <= set(shown)
+    pd.testing.assert_frame_equal(page.numbers[shown], cells[shown])
+    assert (page.numbers[front.WITHIN_SLO] == "yes").all()  # the H200 run: every p95 <= 2000 ms, no error
+    short = cells[cells["payload"] == "short"]
+    best = short.loc[short["rps"].idxmax()]
+    assert any(f"**{best['rps']:.1f} requests/s** (`{best['cell_id']}`" in line for line in page.headline)
+    idle = probe_summary(run).set_index("cell_id").loc["idle"]
+    assert any(f"TTFT p50 {idle['ttft_p50_ms']:.1f} ms" in line for line in page.headline)
+    failed = int(error_breakdown(run)["count"].sum())
+    assert f"Errors: {failed:,} of {len(measured(run)):,} measured requests failed." in page.headline
+    assert page.read_next == catalog.section_titles("load-test") and page.read_next[-1].startswith("Appendix")
+    facts = page.what_ran.set_index("fact")["value"]
+    assert facts["run_id"] == TUNED and facts["CPU flags"] == "not recorded" and "H200" in facts["GPU"]
+    html = page._repr_html_()
+    assert html.startswith('<div class="inferlab-front">') and f"{best['rps']:.1f}" in html
+
+
+def test_stress_front_page_carries_the_capacity_and_the_knee(workspace):
+    import inferlab
+    from inferlab.analysis import knee
+    from inferlab.analysis.summary import cell_summary
+    from inferlab.report import front
+
+    cap_run = inferlab.load_run("20261127T082345Z-local-capacity-local-1")
+    page = front.stress(cap_run, knee.closed_loop(cell_summary(cap_run)), knee.analyze_ramp(cap_run))
+    assert f"Max sustainable rate **{cap_run.capacity['msr']} requests/s**" in "\n".join(page.headline)
+    assert page.numbers.empty  # a capacity search has no closed-loop cell
+    run = inferlab.load_run("20261126T214243Z-url-h200-stress")
+    closed, ramp = knee.closed_loop(cell_summary(run)), knee.analyze_ramp(run)
+    page = front.stress(run, closed, ramp)
+    assert ramp.sentence in page.headline
+    pd.testing.assert_frame_equal(page.numbers[["cell_id", "rps"]], closed[["cell_id", "rps"]])
+    assert any("disagree" in v and "ttft_median_ms" in v for v in page.verdicts)  # the body's cross-check, counted
+
+
+def test_compare_and_tune_front_pages_show_the_body_rows(workspace):
+    import inferlab
+    from inferlab.analysis import compare
+    from inferlab.report import front, tune
+
+    from ..sweep.tune_sample import sample_tune
+
+    base, tuned, what = compare.sides(comparison="20261127T074746Z-local-ab-ab-maxseqs1")
+    res = compare.compare_with_aa(base, tuned)
+    page = front.compare(base, tuned, what, res)
+    table = compare.verdict_table(res)
+    primary = table[table["role"] == "primary"]
+    pd.testing.assert_frame_equal(page.numbers[list(front.COMPARED)], primary[list(front.COMPARED)])
+    assert set(compare.headline(res).splitlines()) <= set(page.verdicts)
+    assert page.what_ran.set_index("fact").loc["engine args", "tuned"].endswith("--max-num-seqs 1")
+
+    rec = tune.load(sample_tune(workspace / "data" / "sample"))
+    page = front.tune(rec)
+    trials = tune.trials_table(rec).set_index("trial")
+    assert page.numbers.set_index("trial")["MSR (req/s)"].to_dict() == trials.loc[[0, 1], "MSR (req/s)"].to_dict()
+    assert any("nothing beats the default" in v for v in page.verdicts)
+
+
+def test_the_wide_cell_table_splits_into_main_and_appendix(workspace):
+    """The body's per-cell table holds <= 10 columns; the appendix tables hold the rest; together
+    every column of cell_summary (the run id is the report's title), each once, keyed by cell_id.
+    A GPU run and a CPU run (their utilization columns differ)."""
+    import inferlab
+    from inferlab.analysis.summary import cell_summary
+    from inferlab.report import cell_tables
+
+    for run_id in (TUNED, "20261127T121016Z-local-trace-timing-quiet"):
+        cells = cell_summary(inferlab.load_run(run_id))
+        groups = cell_tables.groups(cells)
+        assert len(groups["main"]) <= 10 and all(len(g) <= 10 for g in groups.values()), groups
+        assert all(g[0] == "cell_id" for g in groups.values())
+        rest = [c for g in groups.values() for c in g[1:]]
+        assert sorted(rest) == sorted(set(cells.columns) - {"cell_id", "run_id"})
+        assert {"rps", "latency_p95_ms", "errors"} <= set(groups["main"]) and groups["utilization"][1:]
+        assert list(cell_tables.main(cells).data.columns) == groups["main"]
+        assert list(cell_tables.utilization(cells).data.columns) == groups["utilization"]

@@ -62,3 +62,26 @@ def test_alerts_md_names_the_test_profile_and_what_fired():
     assert "test profile" in text and "capped at 10 s" in text and "thresholds are the platform's" in text
     assert "Firing: VllmE2ELatencyHigh, VllmQueueBuilding, VllmTTFTHigh." in text
     assert "alert rules not evaluated" in alerts_md(alert_timeline(series.iloc[0:0]), []).data
+
+
+def test_sections_return_what_they_show_and_display_nothing(monkeypatch):
+    """The report-section contract (:class:`inferlab.report.sections.Section`): a section returns
+    its parts in order; shown as a cell's last value, each part is one output, in that order."""
+    import matplotlib.figure
+    from IPython.display import Markdown
+
+    import inferlab
+    from inferlab.analysis import summary
+    from inferlab.report import edge, sections, server_series
+
+    shown = []
+    monkeypatch.setattr(sections, "display", lambda *objs: shown.extend(objs))
+    run = inferlab.load_run("20261127T110659Z-local-edge-ratelimit")
+    sec = server_series.section(run, summary.measured(run))
+    assert isinstance(sec, sections.Section) and not shown  # computing a section displays nothing
+    assert [type(p) for p in sec] == [Markdown, matplotlib.figure.Figure]
+    sec._ipython_display_()
+    assert shown == sec.parts
+    parts = list(edge.section(run))
+    assert len(parts) == 5 and isinstance(parts[0], Markdown) and isinstance(parts[-1], matplotlib.figure.Figure)
+    assert len(edge.section(inferlab.load_run("20261127T121016Z-local-trace-timing-quiet"))) == 1  # no edge: one line

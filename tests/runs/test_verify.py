@@ -155,15 +155,11 @@ def test_open_verified_hashes_in_the_consumers_pass(tmp_path):
         fh.read(10)
 
 
-def test_read_verified_uses_the_ingest_opener_when_there_is_one(tmp_path, monkeypatch):
-    """With ``inferlab.ingest.lines.RAW_OPENER`` (the hook proposed for ingest), the reader's own
-    reads are hashed: no second pass over the file."""
-    import contextvars
+def test_read_verified_hashes_through_the_ingest_opener(tmp_path, monkeypatch):
+    """Through ``inferlab.ingest.lines.RAW_OPENER`` the reader's own reads are hashed: no second
+    pass over the file."""
+    from inferlab.ingest.lines import RAW_OPENER as hook
 
-    from inferlab.ingest import lines
-
-    hook = contextvars.ContextVar("RAW_OPENER", default=None)
-    monkeypatch.setattr(lines, "RAW_OPENER", hook, raising=False)
     p = tmp_path / "x.jsonl"
     p.write_bytes(b'{"a": 1}\n' * 1000)
     sha, n = hash_file(p)
@@ -258,7 +254,7 @@ def partial_run(tmp_path, spec) -> Path:
 
 @pytest.fixture
 def no_k6(monkeypatch):
-    monkeypatch.setattr("inferlab.sweep.runner.k6_binary", lambda: "k6")
+    monkeypatch.setattr("inferlab.sweep.runner.find_tool", lambda name: name)
 
     def no_target(*a, **kw):
         raise AssertionError("resume went on to the target")
@@ -353,7 +349,7 @@ def cell_dir_with(tmp_path, requests) -> Path:
 
 
 def test_target_death_rule(tmp_path):
-    from inferlab.sweep.runner import target_death
+    from inferlab.sweep.target_death import target_death
 
     ok = cell_dir_with(tmp_path, [("200", None)] * 6 + [("0", "1050")] * 2)  # timeouts: a load result
     assert target_death(ok, 1, [], True, 0.25) == []
@@ -377,7 +373,7 @@ def died_run(tmp_path, monkeypatch):
     cell: its closing scrape fails, /health fails, 2 of 8 requests are refused."""
     from inferlab.load.k6 import CellResult
     from inferlab.runs.manifest import CellRecord
-    from inferlab.sweep import runner
+    from inferlab.sweep import cell, runner
     from inferlab.targets.session import TargetSession
 
     spec = tiny_spec(probe={"idle_requests": 0, "under_load_requests": 0})
@@ -402,9 +398,9 @@ def died_run(tmp_path, monkeypatch):
             {"metrics": {"http_req_failed": {"passes": 2, "fails": 6, "value": 0.25}}}))
         return CellResult(0, True, False, 8, "")
 
-    monkeypatch.setattr(runner, "run_cell", fake_cell)
+    monkeypatch.setattr(cell, "run_cell", fake_cell)
     session = Dying("url", "http://127.0.0.1:9", None, w.manifest.target)
-    status, reason = runner._run_cells(w, spec, session, runner._Context(w, None))
+    status, reason = runner._run_cells(spec, session, cell.RunContext(w))
     w.finish(status, reason)
     return w
 
@@ -433,15 +429,12 @@ def test_crosscheck_lists_cells_it_cannot_check(tmp_path, monkeypatch):
     assert cc.loc["short-c2", "note"] == "cell pending"
 
 
-def test_a_parse_error_in_an_intact_file_stays_a_parse_error(tmp_path, monkeypatch):
+def test_a_parse_error_in_an_intact_file_stays_a_parse_error(tmp_path):
     """A reader that stops early (bad line) and closes the file: the rest is still hashed, so an
     intact recorded file is not reported as changed; a changed one is, with the parse error as cause."""
-    import contextvars
+    from inferlab.ingest import IngestError
+    from inferlab.ingest.lines import RAW_OPENER as hook
 
-    from inferlab.ingest import IngestError, lines
-
-    hook = contextvars.ContextVar("RAW_OPENER", default=None)
-    monkeypatch.setattr(lines, "RAW_OPENER", hook, raising=False)
     p = tmp_path / "probe.jsonl"
     p.write_bytes(b"not json\n" + b'{"status": 200}\n' * 100_000)
     sha, n = hash_file(p)

@@ -1,13 +1,17 @@
 """inferlab tune: the search space and its mapping to vLLM flags, the study and its resume,
 failed candidates, components validated by kustomize, the capacity plan and the trigger rule,
-the replicas' balancer (real nginx), the report; and one engine test that the search ranks a
-known-worse setting (``--max-num-seqs 1``) below the default on the real engine."""
+the replicas' balancer (real nginx), the report; and the search ranking a known-worse setting
+(``--max-num-seqs 1``) below the default, on the stand-in server restarted per candidate."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
+import os
+import shlex
 import shutil
+import signal
 import threading
 from pathlib import Path
 
@@ -20,14 +24,14 @@ import yaml
 
 from inferlab.analysis.plan import (SIGNALS, autoscale_trigger, choose_trigger, plan_capacity, replicas_for,
                                     scaling_check)
-from inferlab.platform.render import platform_dir
-from inferlab.runs.tune_record import STUDY, Trial, TuneRecord, load_tune, save_tune, tunes_dir
+from inferlab.paths import platform_dir
+from inferlab.runs.tune_record import STUDY, Trial, load_tune, save_tune, tunes_dir
 from inferlab.specs import SpecError
 from inferlab.specs.tune import (TuneSpec, baseline_point, changed_flags, engine_args, load_tune_spec,
                                  tunes_spec_dir)
 from inferlab.sweep import components
 from inferlab.sweep.tune import INTERRUPTED, distributions, tune
-from inferlab.targets.replicas import balancer, replica_specs
+from inferlab.targets.replicas import Balancer, replica_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 from .tune_sample import BASE, SAMPLE_CAPACITY, sample_tune
@@ -281,12 +285,12 @@ def test_balancer_round_robins_and_passes_the_key_through(tmp_path):
         servers.append(srv)
     try:
         log = tmp_path / "engine" / "replicas-access.log"
-        with balancer([f"127.0.0.1:{s.server_address[1]}" for s in servers], log) as (url, proc):
-            got = [httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer k"}).json() for _ in range(6)]
+        with Balancer([f"127.0.0.1:{s.server_address[1]}" for s in servers], log) as b:
+            got = [httpx.get(f"{b.url}/v1/models", headers={"Authorization": "Bearer k"}).json() for _ in range(6)]
         assert sorted(g["server"] for g in got) == ["a"] * 3 + ["b"] * 3
         assert {g["auth"] for g in got} == {"Bearer k"}
         assert "Bearer" not in log.read_text() and len(log.read_text().splitlines()) >= 6
-        assert proc.poll() is not None  # nginx stopped with the context
+        assert b.proc.poll() is not None  # nginx stopped with the context
     finally:
         for s in servers:
             s.shutdown()
@@ -316,18 +320,44 @@ def test_tune_report_renders_from_a_record(workspace, spec):
         assert needle in text, needle
 
 
-# ---------------------------------------------------------------- the real engine
+# ---------------------------------------------------------------- the search, on the stand-in server
 
-@pytest.mark.engine
-def test_search_ranks_the_known_worse_setting_below_the_default(workspace, spec):
-    """Seeds: the default and --max-num-seqs 1 (one sequence at a time). Each candidate is a real
-    engine start and capacity search (short holds that still discriminate: see the spec)."""
-    import os
+@pytest.fixture
+def restartable_standin(tmp_path, monkeypatch):
+    """A stand-in server on a fixed port and a url restart command that restarts it with each
+    candidate's arguments (``$INFERLAB_ENGINE_ARGS``: ``--max-num-seqs`` is its slot count), as a
+    user's script restarts their vLLM. Yields (restart command file, base URL); the last
+    stand-in is stopped at the end (by the process id it wrote)."""
+    from inferlab.procs import free_port
+    from inferlab.standin import StandInConfig, standin_argv
 
-    if os.environ.get("INFERLAB_SKIP_ENGINE") == "1":
-        pytest.skip("INFERLAB_SKIP_ENGINE=1: engine tests skipped")
-    s = spec.model_copy(update={"set": [*spec.set, *FAST], "budget": spec.budget.model_copy(update={"max_trials": 2})})
-    tid = tune(s, confirm=False)
+    key, pid_file = "standin-key", tmp_path / "standin.pid"
+    # capacity-local's 64-token answers at 5 ms a token (a batch of N: 1 + 0.05 (N - 1) times
+    # slower): one slot serves ~3 answers/s, so fails FAST's first step (4/s); the default slots
+    # pass every step up to its max_rate (16/s: ~7 running, 0.4 s an answer)
+    cfg = StandInConfig(port=free_port(), tpot_ms=5, batch_alpha=0.05, pid_file=str(pid_file))
+    script = tmp_path / "restart.sh"
+    script.write_text(
+        f"old=$(cat {pid_file} 2>/dev/null) && kill $old && for i in $(seq 100); do kill -0 $old 2>/dev/null "
+        "|| break; sleep 0.1; done\n"
+        f"VLLM_API_KEY={key} {shlex.join(standin_argv(cfg))} $INFERLAB_ENGINE_ARGS "
+        f"</dev/null >>{tmp_path / 'standin.log'} 2>&1 &\n")
+    monkeypatch.delenv("INFERLAB_TUNE_RESTART_COMMAND", raising=False)
+    monkeypatch.setenv("INFERLAB_API_KEY", key)
+    yield script, f"http://127.0.0.1:{cfg.port}"
+    if pid_file.is_file():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+
+
+def test_search_ranks_the_known_worse_setting_below_the_default(workspace, spec, restartable_standin):
+    """Seeds: the default and --max-num-seqs 1 (one request at a time), each a restart of the
+    stand-in and a capacity search against it (target url): the one-slot candidate ranks below
+    the default, interval and all, and the study agrees."""
+    script, url = restartable_standin
+    s = spec.model_copy(update={"set": [*spec.set, *FAST], "restart_command_file": str(script),
+                                "budget": spec.budget.model_copy(update={"max_trials": 2})})
+    tid = tune(s, target="url", base_url=url, confirm=False)
     rec = load_tune(tid)
     default, one = rec.trials
     assert (default.seed, one.seed) == ("default", "one-seq")
@@ -340,4 +370,7 @@ def test_search_ranks_the_known_worse_setting_below_the_default(workspace, spec)
     assert study.best_trial.number == default.number and study.best_trial.user_attrs["run_id"] == default.run_id
 
 
-FAST = ["capacity.hold_s=8", "capacity.warmup_s=2", "capacity.resolution=0.5", "capacity.start_rate=1.5"]
+# few, short steps: the default 4 and 16/s (then max_rate: done); one slot 4, 1, 2.5 (then
+# the boundary repeats)
+FAST = ["capacity.hold_s=5", "capacity.warmup_s=1", "capacity.start_rate=4", "capacity.growth=4",
+        "capacity.max_rate=16", "capacity.resolution=0.9"]

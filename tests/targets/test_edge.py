@@ -24,7 +24,7 @@ from inferlab.targets import edge as edge_mod
 from inferlab.targets.edge import Edge, burst_of, edge_target, nginx_rate, render_edge_config
 from inferlab.targets.session import TargetError, TargetSession
 from inferlab.targets.tlsca import issue_server_cert, project_ca
-from inferlab.ui.serve import nginx_binary
+from inferlab.tools import find_tool
 
 from .upstream import Upstream
 
@@ -78,7 +78,7 @@ def test_rendered_config_passes_nginx_t(edge, tmp_path):
     assert ("ssl_certificate " in http) == edge.tls
     conf = tmp_path / "nginx.conf"
     conf.write_text(f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\nhttp {{\n{http}\n}}\n")
-    proc = subprocess.run([nginx_binary(), "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c",
+    proc = subprocess.run([find_tool("nginx"), "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c",
                            str(conf)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
@@ -211,6 +211,6 @@ def test_edge_in_front_of_the_real_engine(engine, workspace, tmp_path):
 
 def test_edge_module_reads_the_one_log_format_source():
     """targets.edge takes the log format from the controller's ConfigMap file, not a copy."""
-    from inferlab.platform.checks import edge_log_source
+    from inferlab.formats.edge_log import edge_log_source
 
     assert edge_mod.edge_log_source is edge_log_source

@@ -1,5 +1,6 @@
 """The OTLP/HTTP receiver, fed by the real OpenTelemetry SDK exporter (in .venv-engine, where
-vLLM's OTel packages live) and, marked ``engine``, by the real vLLM engine."""
+vLLM's OTel packages live) and, marked ``engine``, by the real vLLM engine (the session's,
+started with the session's receiver: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ import gzip
 import http.client
 import json
 import os
-import secrets
 import subprocess
-import tempfile
 import textwrap
 import threading
 import time
@@ -151,40 +150,33 @@ def test_engine_args_and_env():
 
 
 @pytest.mark.engine
-def test_real_vllm_exports_one_span_per_request(tmp_path):
-    """The real engine with the receiver: every request (with or without X-Request-Id) has its
-    span with vLLM 0.32's attributes; wait_for sees them; the engine talks to loopback only."""
-    if os.environ.get("INFERLAB_SKIP_ENGINE") == "1":
-        pytest.skip("INFERLAB_SKIP_ENGINE=1: engine tests skipped")
-    if not ENGINE_PY.is_file():
-        pytest.skip(".venv-engine missing: `make engine`")
-    from inferlab.specs import builtin_spec, load_spec
-    from inferlab.targets.engine import LocalEngine
-
-    base = load_spec(builtin_spec("ci-tiny")).engine
-    key = secrets.token_urlsafe(24)
-    with OtlpReceiver() as rx:
-        spec = base.model_copy(update={"args": [*base.args, *rx.engine_args()], "env": {**base.env, **rx.engine_env()}})
-        with LocalEngine(spec, key, Path(tempfile.mkdtemp(prefix="inferlab-otlp-")) / "engine.log") as eng:
-            body = {"model": spec.served_model_name, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5}
-            with httpx.Client(base_url=eng.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as c:
-                for i in range(3):
-                    r = c.post("/v1/chat/completions", json={**body, "stream": i == 1},
-                               headers={"X-Request-Id": f"t.cell-c1.m{i}"})
-                    assert r.status_code == 200, r.text
-                assert c.post("/v1/chat/completions", json=body).status_code == 200  # no id: vLLM names it
-            assert rx.wait_for("t.cell-c1.", 3, 30) == 3
-            assert rx.wait_for("", 4, 30) == 4
-            tree = [psutil.Process(eng.proc.pid), *psutil.Process(eng.proc.pid).children(recursive=True)]
-            remote = {c.raddr.ip for p in tree for c in p.net_connections("inet") if c.raddr}
-            environ = psutil.Process(eng.proc.pid).environ()
-        p = tmp_path / "s.jsonl"
-        p.write_bytes(rx.drain())
+def test_real_vllm_exports_one_span_per_request(engine, engine_spans, tmp_path):
+    """The real engine with the receiver (the session's): every request (with or without
+    X-Request-Id) has its span with vLLM 0.32's attributes; wait_for sees them; the engine talks
+    to loopback only."""
+    rx, key = engine_spans, engine.api_key
+    rx.wait_for("", rx.count("") + 1, 10, idle_s=1.0)  # earlier tests' last spans: in before the drain
+    rx.drain()
+    before = rx.count("")
+    body = {"model": engine.spec.served_model_name, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5}
+    with httpx.Client(base_url=engine.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as c:
+        for i in range(3):
+            r = c.post("/v1/chat/completions", json={**body, "stream": i == 1},
+                       headers={"X-Request-Id": f"t.cell-c1.m{i}"})
+            assert r.status_code == 200, r.text
+        assert c.post("/v1/chat/completions", json=body).status_code == 200  # no id: vLLM names it
+    assert rx.wait_for("t.cell-c1.", 3, 30) == 3
+    assert rx.wait_for("", before + 4, 30) == before + 4
+    tree = [psutil.Process(engine.proc.pid), *psutil.Process(engine.proc.pid).children(recursive=True)]
+    remote = {c.raddr.ip for p in tree for c in p.net_connections("inet") if c.raddr}
+    environ = psutil.Process(engine.proc.pid).environ()
+    p = tmp_path / "s.jsonl"
+    p.write_bytes(rx.drain())
     assert remote <= {"127.0.0.1"}, remote
     assert all(environ.get(k) == v for k, v in OTEL_ENV.items())
     df = read_spans(p)
     req = df[df["name"] == "llm_request"]
-    assert len(req) == 4 and set(req["request_id"]) >= {f"t.cell-c1.m{i}" for i in range(3)}
+    assert len(req) == 4 and set(req["request_id"]) >= {f"t.cell-c1.m{i}" for i in range(3)}, req["request_id"]
     cols = ["ttft_ms", "queue_ms", "prefill_ms", "decode_ms", "inference_ms", "e2e_ms", "prompt_tokens",
             "completion_tokens", "max_tokens"]
     assert req[cols].notna().all().all(), req[cols]

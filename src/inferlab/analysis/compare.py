@@ -27,6 +27,7 @@ import pandas as pd
 from ..runs.reader import Run
 from . import stats
 from .summary import measured
+from .token_slo import e2e_bound_ms
 from .window import QUANTILES, min_requests, repeat_metrics
 
 LOWER_IS_BETTER = {"throughput": False, "goodput": False, **{k: True for k in QUANTILES}, "max_sustainable_rate": False}
@@ -92,7 +93,7 @@ def _fold_within_run(reps: pd.DataFrame) -> pd.DataFrame:
 
 
 def _slo(runs: list[Run], slo_e2e_ms: float | None) -> float:
-    return slo_e2e_ms or float(runs[0].manifest.spec.get("slo", {}).get("e2e_p95_ms", 10000))
+    return slo_e2e_ms or e2e_bound_ms(runs[0].manifest.spec.get("slo"), 10000.0)
 
 
 def compare_sides(baseline: Run | Sequence[Run], tuned: Run | Sequence[Run], slo_e2e_ms: float | None = None,

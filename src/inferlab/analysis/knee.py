@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..runs.reader import Run
 from .summary import measured
+from .token_slo import e2e_bound_ms
 
 RAMP_EXECUTOR = "ramping-arrival-rate"
 
@@ -55,14 +56,15 @@ def ramp_windows(run: Run, cell_id: str, window_s: float = 10.0, slo_p95_ms: flo
     return df
 
 
-DEFAULT_SLO = {"e2e_p95_ms": 2000.0, "error_rate": 0.01}  # for runs whose spec has no SLO (imported)
+DEFAULT_SLO = {"e2e_ms": 2000.0, "error_rate": 0.01}  # for runs whose spec has no SLO (imported)
 
 
 def run_slo(run: Run, p95_ms: float = 0.0, error_rate: float = 0.0) -> tuple[float, float]:
     """The SLO that judges a ramp: explicit values (> 0) win, else the run's own spec, else
     DEFAULT_SLO. A report judges a run by the SLO it was run for unless told otherwise."""
-    slo = {**DEFAULT_SLO, **(run.manifest.spec.get("slo") or {})}
-    return (p95_ms or float(slo["e2e_p95_ms"]), error_rate or float(slo["error_rate"]))
+    slo = run.manifest.spec.get("slo") or {}
+    return (p95_ms or e2e_bound_ms(slo, DEFAULT_SLO["e2e_ms"]),
+            error_rate or float(slo.get("error_rate", DEFAULT_SLO["error_rate"])))
 
 
 def knee_sentence(found: dict, windows: pd.DataFrame, p95_ms: float, error_rate: float) -> str:

@@ -34,7 +34,7 @@ from .window import min_requests
 
 # X-Request-Id forms: <run_id>.<cell_id>.m<n> (k6, measured), .w<segment>-<n> (k6, warm-up; load/chat.js
 # requestId), <run_id>.<cell_id>.p<n> (the probe under load) and <run_id>.probe.<n> (the idle probe;
-# sweep runner). Cell ids have no dots (specs.models.CELL_ID_RE), run ids may: the cell is the
+# sweep runner). Cell ids have no dots (specs.planning.CELL_ID_RE), run ids may: the cell is the
 # second field from the right.
 REQUEST_ID_RE = re.compile(r"^(?P<run_id>.+)\.(?P<cell_id>[^.]+)\.(?P<kind>[mwp]?)(?P<n>\d+(?:-\d+)?)$")
 ID_KINDS = {"m": "measure", "w": "warmup", "p": "probe", "": "probe"}

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..runs.reader import Run
+from .token_slo import e2e_bound_ms
 from .window import repeat_metrics
 
 PCTS = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
@@ -34,7 +35,7 @@ def cell_summary(run: Run) -> pd.DataFrame:
         return pd.DataFrame()
     tokens = _tokens_by_cell(run)
     probe = run.probe
-    slo_ms = float(run.manifest.spec.get("slo", {}).get("e2e_p95_ms", 10000))
+    slo_ms = e2e_bound_ms(run.manifest.spec.get("slo"), 10000.0)
     rows = []
     for cell in run.manifest.cells:
         g = req[req["cell_id"] == cell.cell_id]
@@ -52,8 +53,12 @@ def cell_summary(run: Run) -> pd.DataFrame:
         else:  # the steady-state window, measured as the comparison measures it (window.repeat_metrics)
             m = repeat_metrics(g, slo_ms, cell.executor, cell.vus)
             row.update(window_s=m["window_s"], window_requests=m["window_requests"], rps=m["throughput"],
+                       little_ratio=m["little_ratio"],
                        **{f"latency_{n}_ms": m[f"latency_{n}"] for n in PCTS})
-        row["tokens_per_s"] = tokens.get(cell.cell_id, np.nan) / span
+        if cell.executor == "ramping-arrival-rate":
+            row["tokens_per_s"] = tokens.get(cell.cell_id, np.nan) / span
+        else:  # the window's rate x tokens per successful request: req/s and tokens/s from one window
+            row["tokens_per_s"] = row["rps"] * tokens.get(cell.cell_id, np.nan) / max(int(g["ok"].sum()), 1)
         pr = probe[(probe["cell_id"] == cell.cell_id) & probe["ok"]] if not probe.empty else probe
         row["probe_ttft_p50_ms"] = float(pr["ttft_ms"].median()) if len(pr) else np.nan
         row["probe_tpot_p50_ms"] = float(pr["tpot_ms"].median()) if len(pr) else np.nan

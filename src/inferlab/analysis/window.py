@@ -1,14 +1,22 @@
-"""The steady-state window of a cell, and one repeat's metrics inside it.
+"""The steady-state window of a cell, and one repeat's metrics inside it: one estimator per
+metric, used by the cell summary, compare, capacity, tune, plan and the reports.
 
-Closed loop (``shared-iterations``/``constant-vus``), ``vus`` users: warm-up ran in k6's
-``setup()`` and finished before the window opens at the first measured start; it closes at the
-last measured start, after which the cell drains (concurrency falls). Latency percentiles use
-every successful request started inside the window, whenever it ends (dropping the ones still
-running at the close would drop the longest). Throughput is Little's law with exactly ``vus``
-requests in flight: ``vus x success share / mean latency`` of the window's requests. Counting
-completions inside a window of two or three rounds reads how synchronized the rounds are, not
-the server: 16 batched answers finishing together read as 1.0x or 1.6x their rate depending on
-where the window cuts. A failed request holds its VU for its whole time and never counts.
+Closed loop (``shared-iterations``/``constant-vus``, ``vus`` users, no think time). All users
+start together, so the first round meets an empty server (short latencies where it queues);
+with shared iterations the last round runs fewer than ``vus`` requests at once (the drain).
+Neither is the server's steady state, so the window opens at the ``vus``-th completion (the
+fill: as many answers as users have come back) and closes at the last start (after it the pool
+is empty and concurrency falls). The window's requests are those that *complete* inside
+``(open, close]``; throughput, goodput, tokens/s and the latency quantiles all come from them,
+over the same span. A failed request frees its user like a success but never counts.
+Why completions and not Little's law (``vus / mean latency``): Little's law over the whole cell
+read a 1-slot server at 16 users 26 % high (the first round's short waits), and +9 % where the
+last round ran 4 of 8; counting completions between fill and drain reads it within ~2 % at the
+shipped cell sizes (tests/analysis/test_throughput_estimator.py, a queueing simulator with 1-16
+slots, batching and lognormal service). Little's law stays as a check: the mean number in
+flight measured from the window's own timestamps against throughput x mean latency
+(``little_ratio``); a cell where they disagree by more than ``LITTLE_TOLERANCE`` is flagged.
+Cells are sized for it: ``2 x vus + min_window_requests`` requests (specs/planning.py).
 
 Open loop (``constant-arrival-rate``): from the first to the last scheduled start; latency counts
 every successful request started inside it, throughput the successful completions inside it
@@ -22,22 +30,36 @@ import pandas as pd
 
 OPEN_LOOP = ("constant-arrival-rate",)
 QUANTILES = {"latency_p50": 0.50, "latency_p95": 0.95, "latency_p99": 0.99}
+LITTLE_TOLERANCE = 0.05  # |throughput x mean latency / measured in-flight - 1| above this: flagged
 
 
-def steady_window(requests: pd.DataFrame) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """(start, end) of the steady state of one repeat's measured requests."""
-    t0, t1 = requests["start_ts"].min(), requests["start_ts"].max()
-    if t1 <= t0:  # one request, or all started together: the window is their life
-        t1 = requests["end_ts"].max()
-    return t0, t1
+def steady_window(requests: pd.DataFrame, executor: str = "constant-arrival-rate", vus: int | None = None
+                  ) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """(open, close] of one repeat's steady state (see the module docstring). Closed loop with
+    too few requests for a window (fewer than ``vus + 1`` completions before the last start):
+    open = close (an empty window)."""
+    if executor in OPEN_LOOP or not vus:
+        t0, t1 = requests["start_ts"].min(), requests["start_ts"].max()
+        if t1 <= t0:  # one request, or all started together: the window is their life
+            t1 = requests["end_ts"].max()
+        return t0, t1
+    ends = np.sort(requests["end_ts"].to_numpy())
+    t_close = requests["start_ts"].max()
+    if len(ends) < vus:
+        return t_close, t_close
+    t_open = pd.Timestamp(ends[vus - 1])
+    return (t_open, t_close) if t_close > t_open else (t_close, t_close)
 
 
-def window_requests(requests: pd.DataFrame) -> pd.DataFrame:
-    """The requests started inside the window (whenever they end)."""
+def window_requests(requests: pd.DataFrame, executor: str = "constant-arrival-rate", vus: int | None = None
+                    ) -> pd.DataFrame:
+    """The window's requests: started inside it (open loop), completed inside it (closed loop)."""
     if requests.empty:
         return requests
-    t0, t1 = steady_window(requests)
-    return requests[(requests["start_ts"] >= t0) & (requests["start_ts"] <= t1)]
+    t0, t1 = steady_window(requests, executor, vus)
+    if executor in OPEN_LOOP or not vus:
+        return requests[(requests["start_ts"] >= t0) & (requests["start_ts"] <= t1)]
+    return requests[(requests["end_ts"] > t0) & (requests["end_ts"] <= t1)]
 
 
 def min_requests(q: float) -> int:
@@ -46,29 +68,47 @@ def min_requests(q: float) -> int:
     return max(2, int(np.ceil(1 / (1 - q) - 1e-9)))
 
 
+def in_flight(requests: pd.DataFrame, t0: pd.Timestamp, t1: pd.Timestamp) -> float:
+    """Mean number of requests in flight over [t0, t1], from the requests' own start/end times."""
+    span = (t1 - t0).total_seconds()
+    if span <= 0:
+        return np.nan
+    s = requests["start_ts"].clip(lower=t0, upper=t1)
+    e = requests["end_ts"].clip(lower=t0, upper=t1)
+    return float((e - s).dt.total_seconds().sum()) / span
+
+
 def repeat_metrics(requests: pd.DataFrame, slo_e2e_ms: float, executor: str = "shared-iterations",
-                   vus: int | None = None) -> dict:
+                   vus: int | None = None, tokens: pd.Series | None = None) -> dict:
     """One repeat of one cell: throughput and goodput (successful requests/s; goodput: within the
-    SLO's e2e bound), the error rate over every measured request, latency quantiles of the window's
-    successful requests (NaN where too few for that quantile). See the module docstring."""
+    SLO's e2e bound) and tokens/s (``tokens``: output tokens per request, indexed like
+    ``requests``) over the window's requests, the error rate over every measured request, latency
+    quantiles of the window's successful requests (NaN where too few for that quantile), and the
+    Little's-law check (closed loop). See the module docstring."""
     out = {"requests": len(requests), "errors": int((~requests["ok"]).sum()) if len(requests) else 0}
     out["error_rate"] = out["errors"] / out["requests"] if out["requests"] else np.nan
+    empty = {"window_s": np.nan, "window_requests": 0, "throughput": np.nan, "goodput": np.nan,
+             "tokens_per_s": np.nan, "little_ratio": np.nan, **{k: np.nan for k in QUANTILES}}
     if requests.empty:
-        return {**out, "window_s": np.nan, "window_requests": 0, "throughput": 0.0, "goodput": 0.0,
-                **{k: np.nan for k in QUANTILES}}
-    t0, t1 = steady_window(requests)
-    span = max((t1 - t0).total_seconds(), 1e-9)
-    win = window_requests(requests)
-    good = win["ok"] & (win["duration_ms"] <= slo_e2e_ms)
-    if executor in OPEN_LOOP or not vus:
-        done = requests[(requests["end_ts"] > t0) & (requests["end_ts"] <= t1) & requests["ok"]]
-        throughput = len(done) / span
-        goodput = int((done["duration_ms"] <= slo_e2e_ms).sum()) / span
-    else:  # Little's law, vus in flight: each request holds a VU for its duration, failed ones too
-        per_s = vus / (float(win["duration_ms"].mean()) / 1000)
-        throughput, goodput = per_s * float(win["ok"].mean()), per_s * float(good.mean())
+        return {**out, **empty, "throughput": 0.0, "goodput": 0.0}
+    t0, t1 = steady_window(requests, executor, vus)
+    span = (t1 - t0).total_seconds()
+    win = window_requests(requests, executor, vus)
+    if span <= 0 or win.empty:
+        return {**out, **empty}
+    closed = executor not in OPEN_LOOP and bool(vus)
+    done = win if closed else requests[(requests["end_ts"] > t0) & (requests["end_ts"] <= t1)]
+    done_ok = done[done["ok"]]
+    throughput = len(done_ok) / span
+    goodput = int((done_ok["duration_ms"] <= slo_e2e_ms).sum()) / span
+    tok = np.nan if tokens is None else float(tokens.reindex(done_ok.index).sum()) / span
+    little = np.nan
+    if closed:  # measured in flight vs what throughput and latency imply (all completions hold a VU)
+        implied = len(done) / span * float(done["duration_ms"].mean()) / 1000
+        little = implied / in_flight(requests, t0, t1)
     ok = win.loc[win["ok"], "duration_ms"].to_numpy(float)
-    out.update(window_s=span, window_requests=len(win), throughput=throughput, goodput=goodput)
+    out.update(window_s=span, window_requests=len(win), throughput=throughput, goodput=goodput,
+               tokens_per_s=tok, little_ratio=little)
     for name, q in QUANTILES.items():
         out[name] = float(np.quantile(ok, q)) if len(ok) >= min_requests(q) else np.nan
     return out

@@ -2,19 +2,19 @@
 
 One format, two writers: the local edge (``inferlab.targets.edge``, Debian nginx) and the
 ingress-nginx controller (``platform/ingress-controller``), both ``escape=json``, one object
-per line. Times are nginx's seconds with ms resolution, turned into milliseconds here; an
+per line; the ``log_format`` both use has one home, :mod:`inferlab.formats.edge_log`. Times are nginx's seconds with ms resolution, turned into milliseconds here; an
 upstream time is ``""`` where no upstream was asked (a request ``limit_req`` rejected) and, on
 retries or internal redirects, a list (``"0.001, 0.040"``, ``"0.001 : 0.040"``) whose numbers add
 up to the time spent upstream (``-`` for an attempt that got no answer is skipped).
 
 ``source="controller"``: ``kubectl logs`` of the controller mixes its own klog lines (``I1127
-...``) with the access lines; lines that do not start with ``{`` are skipped, counted and noted.
-In the local edge's own file every line must be an access line.
+...``) with the access lines; they and blank lines are skipped, counted and summed up in one
+note. In the local edge's own file every line must be an access line (a blank one is skipped
+and noted, as in every JSON-lines file: :func:`inferlab.ingest.lines.iter_json_lines`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Literal
 import pandas as pd
 
 from .errors import IngestError, LineStats, attach
-from .lines import check_utf8, open_maybe_gzip
+from .lines import iter_json_lines
 
 COLUMNS = ["ts", "request_id", "status", "request_time_ms", "upstream_connect_ms", "upstream_header_ms",
            "upstream_response_ms", "upstream_status", "bytes_sent", "request_length", "ssl_protocol",
@@ -125,27 +125,11 @@ def read_edge_log(path: str | Path, source: Literal["edge", "controller"] = "edg
     counts the lines; with ``source="controller"`` it notes how many non-access lines were
     skipped. A malformed access line is an IngestError naming the file, line and field."""
     stats = LineStats(str(path))
-    with open_maybe_gzip(path) as fh:
-        data = fh.read()
-    complete = data.endswith(b"\n") or not data
-    check_utf8(data, path, 1, complete)
-    lines = data.decode("utf-8", errors="replace").split("\n")
-    if complete:
-        lines.pop()
-    rows, other = [], 0
-    for line_no, line in enumerate(lines, start=1):
-        stats.lines_read += 1
-        if not line.strip() or (source == "controller" and not line.lstrip().startswith("{")):
-            stats.lines_skipped += 1
-            other += 1
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            if not complete and line_no == len(lines):
-                stats.skip_truncated_tail(line_no)
-                continue
-            raise IngestError(path, line_no, "one JSON object per line (the edge access-log format)", line) from None
+    controller = source == "controller"
+    rows = []
+    for line_no, obj, line in iter_json_lines(path, stats, "one JSON object per line (the edge access-log format)",
+                                        foreign=(lambda line: not line.lstrip().startswith("{")) if controller else None,
+                                        foreign_what="blank or non-access (controller) lines"):
         if not isinstance(obj, dict):
             raise IngestError(path, line_no, "a JSON object (the edge access-log format)", line)
         try:
@@ -153,9 +137,6 @@ def read_edge_log(path: str | Path, source: Literal["edge", "controller"] = "edg
         except _Bad as bad:
             raise IngestError(path, line_no, f"field {bad.field!r}: {bad.expected}", repr(bad.value)) from None
         stats.lines_used += 1
-    if other:
-        what = "blank or non-access (controller) lines" if source == "controller" else "blank lines"
-        stats.notes.append(f"{stats.path}: {other} {what} skipped")
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")
     for col in ("status", "upstream_status", "bytes_sent", "request_length"):

@@ -19,7 +19,7 @@ import pandas as pd
 import polars as pl
 
 from .errors import IngestError, LineStats, attach
-from .lines import DEFAULT_CHUNK_BYTES, Chunk, check_utf8, iter_line_chunks
+from .lines import DEFAULT_CHUNK_BYTES, iter_line_chunks, parse_json_line
 from .timeparse import parse_rfc3339_ns, require_parsed
 
 _PREFIX = '{"metric":"'
@@ -50,7 +50,7 @@ class _TagTable:
         self.decoded: list[dict] = []
 
     def encode(self, strings: pl.Series, stats: LineStats, first_line: int) -> pl.Series:
-        for s in strings.unique().to_list():
+        for s in strings.unique(maintain_order=True).to_list():  # first seen first: a stable column order
             if s not in self.ids:
                 try:
                     obj = json.loads('{"tags":' + s + "}")
@@ -74,28 +74,21 @@ class _TagTable:
         return pl.DataFrame(rows, infer_schema_length=None).with_columns(pl.col("_tags").cast(pl.Int32))
 
 
-def _chunk_lines(chunk: Chunk, first_line: int, path: str) -> pl.Series:
-    """The chunk's lines as one string column. Invalid UTF-8 is an IngestError naming its line
-    (checked once per chunk, see :func:`check_utf8`); the one exception is a final unterminated
-    line cut inside a character, which fails as JSON below and is skipped as truncated.
-    read_csv with a separator and quote that never occur in JSON text is the fastest splitter,
-    but it drops blank lines: when the line lengths do not add up to the bytes read, split in
-    Python instead, which keeps every line (exact line numbers)."""
-    check_utf8(chunk.data, path, first_line, chunk.complete)
-    if chunk.complete:
-        try:
-            col = pl.read_csv(
-                chunk.data, has_header=False, separator="\x1f", quote_char=None,
-                new_columns=["line"], schema={"line": pl.String}, encoding="utf8-lossy",
-            )["line"]
-            if int(col.str.len_bytes().sum() or 0) + len(col) == len(chunk.data):
-                return col
-        except pl.exceptions.ComputeError:
-            pass
-    lines = chunk.data.decode("utf-8", errors="replace").split("\n")
-    if chunk.complete:
-        lines.pop()  # the empty string after the final newline
-    return pl.Series("line", lines, dtype=pl.String)
+def _chunk_lines(data: bytes) -> pl.Series:
+    """The chunk's lines (complete, checked UTF-8: :func:`iter_line_chunks`) as one string
+    column. read_csv with a separator and quote that never occur in JSON text is the fastest
+    splitter, but it drops blank lines: when the line lengths do not add up to the bytes read,
+    split in Python instead, which keeps every line (exact line numbers)."""
+    try:
+        col = pl.read_csv(
+            data, has_header=False, separator="\x1f", quote_char=None,
+            new_columns=["line"], schema={"line": pl.String}, encoding="utf8-lossy",
+        )["line"]
+        if int(col.str.len_bytes().sum() or 0) + len(col) == len(data):
+            return col
+    except pl.exceptions.ComputeError:
+        pass
+    return pl.Series("line", data.decode("utf-8").split("\n")[:-1], dtype=pl.String)
 
 
 def _split_point_fields(line: pl.Expr) -> list[pl.Expr]:
@@ -119,19 +112,11 @@ def _split_point_fields(line: pl.Expr) -> list[pl.Expr]:
     ]
 
 
-def _fallback(line: str, stats: LineStats, line_no: int, last_incomplete: bool) -> tuple | None:
+def _fallback(line: str, stats: LineStats, line_no: int) -> tuple | None:
     """Decode a line the fast path did not match. Returns (metric, time, value, tags_json) or None."""
-    if not line.strip():
-        stats.lines_skipped += 1
-        stats.notes.append(f"{stats.path}:{line_no}: blank line skipped")
+    obj = parse_json_line(line, line_no, stats, EXPECTED)
+    if obj is None:
         return None
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError:
-        if last_incomplete:
-            stats.skip_truncated_tail(line_no)
-            return None
-        raise IngestError(stats.path, line_no, EXPECTED, line) from None
     if not isinstance(obj, dict) or obj.get("type") not in ("Point", "Metric"):
         raise IngestError(stats.path, line_no, EXPECTED, line)
     if obj["type"] == "Metric":
@@ -146,19 +131,18 @@ def _fallback(line: str, stats: LineStats, line_no: int, last_incomplete: bool) 
         raise IngestError(stats.path, line_no, "a Point with metric, data.time, data.value", line) from exc
 
 
-def _parse_chunk(chunk: Chunk, first_line: int, stats: LineStats, tags: _TagTable) -> pl.DataFrame:
+def _parse_chunk(data: bytes, first_line: int, stats: LineStats, tags: _TagTable) -> pl.DataFrame:
     """Points of one chunk: ln, metric, value, ts_ns, tag_id. ``first_line`` is 1-based."""
-    lines = _chunk_lines(chunk, first_line, stats.path)
+    lines = _chunk_lines(data)
     df = pl.DataFrame({"line": lines.fill_null("")}).with_row_index("ln", offset=first_line)
     fields = df.select("ln", "line", *_split_point_fields(pl.col("line")))
     matched = fields.filter(pl.col("metric").is_not_null())
     rest = fields.filter(pl.col("metric").is_null() & ~pl.col("line").str.starts_with(METRIC_PREFIX))
     extra = []
     for ln, line in rest.select("ln", "line").iter_rows():
-        got = _fallback(line, stats, ln, last_incomplete=not chunk.complete)
+        got = _fallback(line, stats, ln)
         if got:
             extra.append((ln, *got))
-    stats.lines_read += len(lines)
     if len(matched) and matched["value"].cast(pl.Float64, strict=False).null_count():
         bad = matched.filter(pl.col("value").cast(pl.Float64, strict=False).is_null()).row(0, named=True)
         raise IngestError(stats.path, bad["ln"], "a numeric Point value", bad["line"])
@@ -183,10 +167,8 @@ def _scan(path: str | Path, chunk_bytes: int, requests: bool) -> tuple[pl.DataFr
     tags = _TagTable()
     is_request = pl.col("metric").cast(pl.String).is_in(REQUEST_METRICS)
     wanted = is_request if requests else ~is_request
-    parts, next_line = [], 1
-    for chunk in iter_line_chunks(path, chunk_bytes):
-        parts.append(_parse_chunk(chunk, next_line, stats, tags).filter(wanted))
-        next_line = stats.lines_read + 1
+    parts = [_parse_chunk(data, first, stats, tags).filter(wanted)
+             for first, data in iter_line_chunks(path, stats, chunk_bytes)]
     schema = {"ln": pl.UInt32, "metric": pl.Categorical, "value": pl.Float64, "ts_ns": pl.Int64, "tag_id": pl.Int32}
     points = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
     if stats.lines_read == 0:

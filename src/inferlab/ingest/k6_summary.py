@@ -6,25 +6,20 @@ semantics); :func:`read_k6_summary` turns it into an explicit ``passed`` column.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from .errors import IngestError, LineStats, attach
-from .lines import open_maybe_gzip
+from .lines import read_json
 
 
 def read_k6_summary(path: str | Path) -> pd.DataFrame:
     """Rows (metric, stat, value); thresholds as rows with stat ``threshold:<expr>`` and
     ``attrs["thresholds"]`` = list of {metric, threshold, passed}."""
-    stats = LineStats(str(path), lines_read=1)
-    try:
-        with open_maybe_gzip(path) as fh:
-            doc = json.loads(fh.read())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        line = getattr(exc, "lineno", None)
-        raise IngestError(path, line, "a k6 --summary-export JSON document", str(exc)) from exc
+    stats = LineStats(str(path))
+    doc = read_json(path, stats, "a k6 --summary-export JSON document")
+    stats.lines_read = 1  # one document
     if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), dict):
         raise IngestError(path, None, "a JSON object with a 'metrics' object (k6 --summary-export)")
     rows, thresholds = [], []

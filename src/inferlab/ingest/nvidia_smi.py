@@ -40,7 +40,7 @@ import pandas as pd
 import polars as pl
 
 from .errors import IngestError, LineStats, attach
-from .lines import check_utf8, open_maybe_gzip
+from .lines import read_lines
 
 # nvidia-smi field (as queried or as the header prints it) -> tidy metric stem; the unit suffix
 # is appended from the header. Both names of a renamed field map to one stem.
@@ -135,11 +135,7 @@ def read_nvidia_smi_log(path: str | Path, utc_offset_minutes: int = 0) -> Nvidia
     Decision: the column work is polars string expressions (a day at ``-lms 100`` on 8 GPUs is
     ~7M rows); Python only splits the lines, and the csv module only when a line has quotes."""
     stats = LineStats(str(path))
-    with open_maybe_gzip(path) as fh:
-        data = fh.read()
-    complete = not data or data.endswith(b"\n")
-    check_utf8(data, path, 1, complete)
-    lines = data.decode("utf-8", errors="replace").splitlines()
+    lines = read_lines(path, stats)
     if not lines or "timestamp" not in lines[0]:
         expected = "an nvidia-smi --format=csv header starting with 'timestamp'"
         raise IngestError(path, 1, expected, lines[0] if lines else "")
@@ -153,7 +149,7 @@ def read_nvidia_smi_log(path: str | Path, utc_offset_minutes: int = 0) -> Nvidia
     if len(set(names)) != len(names):
         raise IngestError(path, 1, "each field once in the header", lines[0])
 
-    raw = _split_rows(lines, names, complete, stats)
+    raw = _split_rows(lines, names, stats)
     local = raw["timestamp"].str.to_datetime(TS_FORMAT, time_unit="us", strict=False)
     _first_bad(raw, local.is_null(), "timestamp", "a timestamp like 2026/11/26 20:50:48.769", stats)
     gpu_index = _gpu_index(raw, local, stats)
@@ -193,13 +189,13 @@ def read_nvidia_smi_gpus(path: str | Path, utc_offset_minutes: int = 0) -> pd.Da
     return read_nvidia_smi_log(path, utc_offset_minutes).gpus
 
 
-def _split_rows(lines: list[str], names: list[str], complete: bool, stats: LineStats) -> pl.DataFrame:
+def _split_rows(lines: list[str], names: list[str], stats: LineStats) -> pl.DataFrame:
     """Data rows as string columns (stripped) plus ``_ln`` (1-based line number). Blank lines
-    are skipped with a note; a row with another field count is an IngestError, unless it is
-    the unterminated last line (a truncated tail: skipped with a warning)."""
+    are skipped with a note; a row with another field count is an IngestError (a cut last line
+    is gone already: :func:`inferlab.ingest.lines.read_lines`)."""
     path, n = stats.path, len(names)
     body = pl.DataFrame({"_raw": lines[1:]}, schema={"_raw": pl.String}).with_row_index("_ln", offset=2)
-    stats.lines_read = len(body)
+    stats.lines_read -= 1  # the header is not a data line
     blank = body["_raw"].str.strip_chars() == ""
     for ln in body.filter(blank)["_ln"].to_list():
         stats.lines_skipped += 1
@@ -211,10 +207,6 @@ def _split_rows(lines: list[str], names: list[str], complete: bool, stats: LineS
     else:
         split = body["_raw"].str.split(",")
     body = body.with_columns(_f=split, _ragged=split.list.len() != n)
-    last = len(lines)
-    if not complete and len(body) and body["_ln"][-1] == last and body["_ragged"][-1]:
-        stats.skip_truncated_tail(last)
-        body = body.head(-1)
     if body["_ragged"].any():
         row = body.filter("_ragged").row(0, named=True)
         raise IngestError(path, row["_ln"], f"{n} comma-separated fields as in the header", row["_raw"])

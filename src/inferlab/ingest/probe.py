@@ -10,7 +10,6 @@ TPOT = (e2e - ttft) / (completion_tokens - 1), with chunks standing in when usag
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import IngestError, LineStats, attach
-from .lines import check_utf8, open_maybe_gzip
+from .lines import iter_json_lines
 
 SECONDS_FIELDS = {"headers_s": "headers_ms", "ttft_s": "ttft_ms", "e2e_s": "e2e_ms"}
 REQUEST_COLUMNS = [
@@ -68,28 +67,8 @@ def _normalize(obj: dict, index: int) -> tuple[dict, list[float]]:
 def read_probe(path: str | Path) -> Probe:
     """Read a probe JSONL file. A truncated final line is skipped with a warning."""
     stats = LineStats(str(path))
-    with open_maybe_gzip(path) as fh:
-        data = fh.read()
-    complete = data.endswith(b"\n")
-    check_utf8(data, path, 1, complete)
-    text = data.decode("utf-8", errors="replace")  # "replace" only reaches a cut final line
-    lines = text.split("\n")
-    if complete:
-        lines.pop()
     rows, gap_rows = [], []
-    for line_no, line in enumerate(lines, start=1):
-        stats.lines_read += 1
-        if not line.strip():
-            stats.lines_skipped += 1
-            stats.notes.append(f"{stats.path}:{line_no}: blank line skipped")
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            if not complete and line_no == len(lines):
-                stats.skip_truncated_tail(line_no)
-                continue
-            raise IngestError(path, line_no, "one JSON object per line (streaming probe record)", line) from None
+    for line_no, obj, line in iter_json_lines(path, stats, "one JSON object per line (streaming probe record)"):
         if not isinstance(obj, dict) or "status" not in obj or not ({"ttft_ms", "ttft_s"} & obj.keys()):
             raise IngestError(path, line_no, "a probe record with 'status' and 'ttft_ms' (or 'ttft_s')", line)
         row, gaps = _normalize(obj, len(rows))

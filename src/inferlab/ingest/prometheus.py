@@ -20,7 +20,7 @@ import pandas as pd
 from prometheus_client.parser import text_string_to_metric_families
 
 from .errors import IngestError, LineStats, attach
-from .lines import check_utf8, open_maybe_gzip
+from .lines import read_lines
 
 # canonical name -> metric family names, newest release first. Families, not samples:
 # prometheus_client strips `_total` from counter families.
@@ -44,18 +44,10 @@ COLUMNS = ["family", "type", "sample", "labels", "le", "value"]
 def read_prometheus_text(path: str | Path) -> pd.DataFrame:
     """One row per sample: family, type, sample name, labels (JSON, sorted, without ``le``), le, value."""
     stats = LineStats(str(path))
-    with open_maybe_gzip(path) as fh:
-        data = fh.read()
-    complete = not data or data.endswith(b"\n")
-    check_utf8(data, path, 1, complete)
-    text = data.decode("utf-8", errors="replace")  # "replace" only reaches a cut final line
-    stats.lines_read = text.count("\n") + (0 if complete else 1)
-    if not complete:
-        # The exposition format ends every line with a newline, so an unterminated last line
-        # was cut off (scrape aborted, writer killed). It is dropped even when it still parses:
-        # a sample cut inside its number would read as a wrong value.
-        text = text[: text.rfind("\n") + 1]
-        stats.skip_truncated_tail(stats.lines_read)
+    # The exposition format ends every line with a newline: the prologue drops a cut last line
+    # (scrape aborted, writer killed) even when it still parses, as a sample cut inside its
+    # number would read as a wrong value.
+    text = "".join(line + "\n" for line in read_lines(path, stats))
     rows = []
     try:
         for fam in text_string_to_metric_families(text):

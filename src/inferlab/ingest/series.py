@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import zlib
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -37,7 +36,7 @@ import pandas as pd
 from prometheus_client.parser import text_string_to_metric_families
 
 from .errors import IngestError, LineStats, attach
-from .lines import GZIP_MAGIC, RAW_OPENER
+from .lines import parse_json, read_bytes, read_json, split_lines
 from .prometheus import histogram_quantile
 
 RAW_COLUMNS = ["ts", "job", "name", "family", "type", "labels", "le", "value"]
@@ -48,24 +47,6 @@ SYNTHETIC = re.compile(r"^(up|scrape_.+)$")
 EPOCH = pd.Timestamp(0, tz="UTC")
 ENGINE_JOB = "vllm"  # the engine's job: only its vllm: families are kept (what a Prometheus is asked for)
 SCRAPE_HEADER = re.compile(r"^# inferlab-scrape ts=(\S+) job=(\S+) status=(\S+) elapsed_ms=(\S+)$")
-
-
-def _read_bytes(path: Path, stats: LineStats) -> bytes:
-    """The file's bytes, gunzipped. A gzip stream cut short (the sampler killed) decodes up to
-    its last sync flush; that is noted, not an error."""
-    opener = RAW_OPENER.get()
-    with (opener(path) if opener else open(path, "rb")) as fh:
-        raw = fh.read()
-    if raw[:2] != GZIP_MAGIC:
-        return raw
-    d = zlib.decompressobj(wbits=31)
-    try:
-        data = d.decompress(raw)
-    except zlib.error as exc:
-        raise IngestError(path, None, "a gzip stream", str(exc)) from exc
-    if not d.eof:
-        stats.notes.append(f"{path}: gzip stream ends early (writer stopped mid-file): read up to its last flush")
-    return data
 
 
 def _labels_json(labels: dict[str, str]) -> str:
@@ -109,23 +90,13 @@ def _read_sampler(path: Path, data: bytes, stats: LineStats) -> pd.DataFrame:
     """Decision: a series' name and labels are parsed once (prometheus_client) and cached by
     their text; values are ``float``. Parsing every line of every scrape with the library cost
     ~50 us a sample: 108 scrapes of vLLM 0.32 took 3.7 s to a table, 0.85 s with the cache."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise IngestError(path, data[: exc.start].count(b"\n") + 1, "UTF-8 text", repr(data[exc.start:exc.start + 20])) from exc
-    lines = text.split("\n")
-    complete = text.endswith("\n") or not text
-    lines.pop()  # "" after the last newline, or a cut final line (lines.py's rule: dropped, counted)
-    if not complete:
-        stats.skip_truncated_tail(len(lines) + 1)
-    stats.lines_read = len(lines) + (0 if complete else 1)
+    lines = split_lines(data, stats)
     if lines and not lines[0].startswith("# inferlab-scrape"):
         raise IngestError(path, 1, "a '# inferlab-scrape ts=<ISO time> job=<name> status=<code> elapsed_ms=<ms>' "
                           "header first (a metrics sampler file)", lines[0])
     rows, declared, cache = [], {}, {}
     scrapes = failed = 0
     ts = job = None
-    keep = True
     for n, line in enumerate(lines, start=1):
         if line.startswith("#"):
             if line.startswith("# inferlab-scrape"):
@@ -175,13 +146,7 @@ def _read_sampler(path: Path, data: bytes, stats: LineStats) -> pd.DataFrame:
 
 def read_metric_types(path: str | Path) -> dict[str, str]:
     """{metric name: type} from a Prometheus ``/api/v1/metadata`` answer (``metadata.json``)."""
-    path = Path(path)
-    opener = RAW_OPENER.get()
-    with (opener(path) if opener else open(path, "rb")) as fh:
-        try:
-            doc = json.loads(fh.read())
-        except ValueError as exc:
-            raise IngestError(path, None, "a Prometheus /api/v1/metadata answer (JSON)", str(exc)) from exc
+    doc = read_json(path, LineStats(str(path)), "a Prometheus /api/v1/metadata answer (JSON)")
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
         raise IngestError(path, None, "field data: {metric: [{type, help, unit}]}", str(doc)[:120])
     return {name: entries[0].get("type", "") for name, entries in doc["data"].items() if entries}
@@ -190,11 +155,7 @@ def read_metric_types(path: str | Path) -> dict[str, str]:
 def _read_query(path: Path, data: bytes, stats: LineStats, types: dict[str, str] | None) -> pd.DataFrame:
     """A /api/v1/query_range answer. Fields are checked; an error names the JSON path."""
     stats.lines_read = data.count(b"\n") + 1
-    try:
-        doc = json.loads(data)
-    except ValueError as exc:
-        raise IngestError(path, getattr(exc, "lineno", None), "a Prometheus /api/v1/query_range answer (JSON)",
-                          str(exc)) from exc
+    doc = parse_json(data, stats, "a Prometheus /api/v1/query_range answer (JSON)")
     if not isinstance(doc, dict) or doc.get("status") != "success":
         raise IngestError(path, None, 'field status: "success"', str(doc.get("status") if isinstance(doc, dict) else doc))
     result = (doc.get("data") or {}).get("result")
@@ -242,7 +203,7 @@ def read_samples(path: str | Path, types: dict[str, str] | None = None) -> pd.Da
     ``metadata.json`` beside it, if any (the run loader passes them, read and verified itself)."""
     path = Path(path)
     stats = LineStats(str(path))
-    data = _read_bytes(path, stats)
+    data = read_bytes(path, stats)
     if data.lstrip()[:1] == b"{":
         df = _read_query(path, data, stats, types)
     else:

@@ -11,19 +11,16 @@ attribute. An empty file is an empty table (no span arrived is a result, not an 
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..formats.otlp import REQUEST_ID_ATTR, REQUEST_ID_PREFIX
 from .errors import IngestError, LineStats, attach
-from .lines import check_utf8, iter_line_chunks
+from .lines import iter_json_lines
 
-REQUEST_ID_ATTR = "gen_ai.request.id"
-REQUEST_ID_PREFIX = "chatcmpl-"  # vLLM's chat completions name a request chatcmpl-<X-Request-Id>
-REQUEST_SPAN = "llm_request"
 
 # vLLM attribute -> (column, factor to the column's unit): the ones vLLM 0.32's llm_request span
 # carries (v1/engine/output_processor.py do_tracing; seconds). Others it may add (SpanAttributes
@@ -45,20 +42,6 @@ ATTRIBUTES = {
 COLUMNS = ["trace_id", "span_id", "parent_span_id", "name", "kind", "start_ts", "end_ts", "span_ms", "request_id",
            *(c for c, _ in ATTRIBUTES.values()), "attributes", "resource"]
 EXPECTED = "an OTLP/JSON ExportTraceServiceRequest ({'resourceSpans': [...]}) on one line"
-_ID_KEYS = ("traceId", "spanId", "parentSpanId")
-
-
-def hex_ids(doc: dict) -> dict:
-    """In place: the base64 trace/span ids of protobuf's JSON mapping -> OTLP/JSON's lowercase
-    hex (the OTLP spec's one deviation from the standard mapping, spans and their links)."""
-    for rs in doc.get("resourceSpans", []):
-        for ss in rs.get("scopeSpans", []):
-            for span in ss.get("spans", []):
-                for obj in (span, *span.get("links", [])):
-                    for k in _ID_KEYS:
-                        if obj.get(k):
-                            obj[k] = base64.b64decode(obj[k]).hex()
-    return doc
 
 
 def any_value(v: dict):
@@ -131,29 +114,12 @@ def read_spans(path: str | Path) -> pd.DataFrame:
     """One row per span of an OTLP/JSON file (see the module docstring); gzip or plain."""
     stats = LineStats(str(path))
     rows: list[dict] = []
-    line_no = 0
-    for chunk in iter_line_chunks(path):
-        check_utf8(chunk.data, path, line_no + 1, chunk.complete)
-        for raw in chunk.data.split(b"\n")[: -1 if chunk.complete else None]:
-            line_no += 1
-            stats.lines_read += 1
-            if not raw.strip():
-                stats.lines_skipped += 1
-                stats.notes.append(f"{path}:{line_no}: blank line skipped")
-                continue
-            try:
-                doc = json.loads(raw)
-            except json.JSONDecodeError:
-                if not chunk.complete:
-                    stats.skip_truncated_tail(line_no)
-                    continue
-                raise IngestError(path, line_no, EXPECTED, raw.decode("utf-8", "replace")) from None
-            try:
-                _line_rows(doc, rows)
-            except ValueError as exc:
-                raise IngestError(path, line_no, f"{EXPECTED}; bad field: {exc}",
-                                  raw.decode("utf-8", "replace")) from None
-            stats.lines_used += 1
+    for line_no, doc, line in iter_json_lines(path, stats, EXPECTED):
+        try:
+            _line_rows(doc, rows)
+        except ValueError as exc:
+            raise IngestError(path, line_no, f"{EXPECTED}; bad field: {exc}", line) from None
+        stats.lines_used += 1
     df = pd.DataFrame(rows, columns=COLUMNS)
     for c in ("start_ts", "end_ts"):
         df[c] = pd.to_datetime(df[c], utc=True)

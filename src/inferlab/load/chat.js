@@ -59,14 +59,59 @@ export const options = {
   discardResponseBodies: false,
 };
 
+// C.stream: ask for an SSE stream (as chat clients do) with the usage chunk at its end, so the
+// generated tokens stay known. k6 reads the whole stream before it returns: its timings are the
+// full answer's, and http_req_waiting is the time to the response headers, which vLLM sends
+// before the first token: it is not TTFT (load/stream_clock.py times the tokens).
+function withStream(req) {
+  if (C.stream) {
+    req.stream = true;
+    req.stream_options = { include_usage: true };
+  }
+  return JSON.stringify(req);
+}
+
 function body() {
-  return JSON.stringify({
+  return withStream({
     model: C.model,
     messages: [{ role: 'user', content: C.prompt }],
     max_tokens: C.max_tokens,
     ignore_eos: C.ignore_eos,
     temperature: C.temperature,
   });
+}
+
+// The last SSE event before `data: [DONE]`: with include_usage, the usage chunk. Cheap: two
+// lastIndexOf on the body string and one small JSON.parse, never a parse of every event.
+function lastEvent(text) {
+  const done = text.lastIndexOf('data: [DONE]');
+  const end = done < 0 ? text.length : done;
+  const start = text.lastIndexOf('data: ', end - 1);
+  return start < 0 ? null : JSON.parse(text.slice(start + 6, end).trim());
+}
+
+// A response's JSON field (usage, the answer): from the body, or from the SSE events when the
+// answer was streamed (a server may answer a stream request with plain JSON: both are read).
+function isStream(res) {
+  return typeof res.body === 'string' && res.body.startsWith('data:');
+}
+
+function usageOf(res) {
+  if (!isStream(res)) return res.json('usage');
+  const last = lastEvent(res.body);
+  return last ? last.usage || null : null;
+}
+
+// The streamed answer text: every content delta in order (multi-turn workloads only need it).
+function answerOf(res) {
+  if (!isStream(res)) return res.json('choices.0.message.content');
+  let text = '';
+  res.body.split('\n').forEach((line) => {
+    if (!line.startsWith('data: {')) return;
+    const choice = (JSON.parse(line.slice(6)).choices || [])[0];
+    if (choice && choice.delta && choice.delta.content) text += choice.delta.content;
+  });
+  return text;
 }
 
 // Every request carries a unique X-Request-Id, <run_id>.<cell_id>.<m|w><n>: vLLM names the request
@@ -120,7 +165,7 @@ export default function () {
 function record(res, phase) {
   let usage = null;
   if (res.status === 200) {
-    try { usage = res.json('usage'); } catch (e) { usage = null; }
+    try { usage = usageOf(res); } catch (e) { usage = null; }
   }
   if (usage) {
     completionTokens.add(usage.completion_tokens || 0, { phase });
@@ -186,7 +231,7 @@ function firstTurn(s, salt) {
 }
 
 function workloadBody(messages, s, t) {
-  return JSON.stringify({ model: C.model, messages, max_tokens: W.output[s][t], ignore_eos: W.ignore_eos,
+  return withStream({ model: C.model, messages, max_tokens: W.output[s][t], ignore_eos: W.ignore_eos,
     temperature: W.temperature });
 }
 
@@ -254,7 +299,7 @@ function runSession() {
     delete md.request_id;
     let answer = null;
     if (usage && t + 1 < turns) {
-      try { answer = res.json('choices.0.message.content'); } catch (e) { answer = null; }
+      try { answer = answerOf(res); } catch (e) { answer = null; }
     }
     if (t + 1 >= turns) break;
     if (answer === null) {  // the conversation cannot go on without the answer

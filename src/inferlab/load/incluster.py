@@ -12,8 +12,8 @@ latency; inside the cluster k6 talks to the vLLM Service directly. Decisions:
 - the API key reaches k6 from the cluster's Secret (``secretKeyRef``), never through us.
 
 The in-pod shell and the copy-out are plain functions of an ``exec`` callable, so the tests
-run them locally with the real k6 (tests/load/test_incluster.py); :class:`KubeExec` is the
-cluster implementation.
+run them locally with the real k6 (tests/load/test_incluster.py); :class:`inferlab.kube.KubeExec`
+is the cluster implementation (a leaf helper, so the k8s target can build one without importing load).
 """
 
 from __future__ import annotations
@@ -22,24 +22,20 @@ import base64
 import gzip
 import hashlib
 import shlex
-import time
-from collections.abc import Callable
 from pathlib import Path
 
+from ..kube import Exec, KubeExec, apply
 from ..offline import K6_ENV
 from ..runs.layout import segment_files
+from ..specs import CellPlan, LoadSpec
 from .k6 import REQUEST_MARK, SCRIPT, CellResult, cell_result, execution_segments, k6_argv, k6_config
 from .workload import check_config_size
-from ..specs import CellPlan, LoadSpec
 
 K6_IMAGE = "grafana/k6:1.1.0"  # the same k6 as the PyPI wheel the local target uses
 COLLECTOR_IMAGE = "busybox:1.37.0"
 RESULTS, SCRIPTS = "/results", "/scripts"
 LABELS = {"app.kubernetes.io/name": "k6", "app.kubernetes.io/part-of": "inferlab",
           "app.kubernetes.io/managed-by": "inferlab", "app.kubernetes.io/component": "load"}
-# Waiting reasons that never resolve by themselves (wrong image, missing Secret/ConfigMap key)
-STUCK = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"}
-Exec = Callable[[list[str]], bytes]  # run a command where the results are, return its stdout
 
 
 def job_name(run_id: str, cell_id: str) -> str:
@@ -131,61 +127,10 @@ def collect(run: Exec, cell_dir: Path, index: int, n_segments: int, results: str
     return (int(code_text) if code_text.lstrip("-").isdigit() else -1), requests
 
 
-class KubeExec:
-    """Runs cell Jobs on the cluster of a kubernetes ApiClient (see :func:`run_cell_in_cluster`)."""
-
-    def __init__(self, api_client, namespace: str, secret_name: str, service_url: str) -> None:
-        from kubernetes import client
-
-        self.api, self.core, self.batch = api_client, client.CoreV1Api(api_client), client.BatchV1Api(api_client)
-        self.namespace, self.secret_name, self.service_url = namespace, secret_name, service_url
-
-    def exec_in(self, pod: str) -> Exec:
-        from kubernetes.stream import stream
-
-        def run(command: list[str]) -> bytes:
-            resp = stream(self.core.connect_get_namespaced_pod_exec, pod, self.namespace, container="collector",
-                          command=command, stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False)
-            out = []
-            while resp.is_open():
-                resp.update(timeout=5)
-                if resp.peek_stdout():
-                    out.append(resp.read_stdout())
-            resp.close()
-            return "".join(out).encode()
-
-        return run
-
-    def pods_ready_to_collect(self, job: str, n: int, timeout_s: float, on_state) -> dict[int, str]:
-        """Wait until every pod's k6 init container has finished; {completion index: pod name}."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            pods = self.core.list_namespaced_pod(self.namespace, label_selector=f"job-name={job}").items
-            done = {}
-            for p in pods:
-                st = (p.status.init_container_statuses or [None])[0]
-                if p.status.phase == "Failed":
-                    raise RuntimeError(f"k6 pod {p.metadata.name} failed: {p.status.reason or p.status.message}")
-                for c in [*(p.status.init_container_statuses or []), *(p.status.container_statuses or [])]:
-                    waiting = c.state.waiting if c.state else None
-                    if waiting is not None and waiting.reason in STUCK:  # fail now, not at the deadline
-                        raise RuntimeError(f"k6 pod {p.metadata.name} container {c.name}: {waiting.reason}: "
-                                           f"{waiting.message or ''}".strip())
-                if st is not None and st.state.terminated is not None:
-                    done[int(p.metadata.annotations["batch.kubernetes.io/job-completion-index"])] = p.metadata.name
-            on_state(f"{len(done)}/{n} k6 pods finished, {len(pods)} created")
-            if len(done) == n:
-                return done
-            time.sleep(3)
-        raise TimeoutError(f"k6 Job {job}: not finished after {timeout_s:.0f}s")
-
-
 def run_cell_in_cluster(kube: KubeExec, spec: LoadSpec, cell: CellPlan, run_id: str, cell_dir: Path,
                         on_state=print, calibration: dict | None = None) -> CellResult:
     """Apply the cell's ConfigMap + Job, wait, copy every segment's outputs, delete both."""
     from kubernetes import dynamic
-
-    from ..kube import apply
 
     dyn = dynamic.DynamicClient(kube.api)
     docs = render(spec, cell, run_id, kube.namespace, kube.service_url, kube.secret_name, calibration)

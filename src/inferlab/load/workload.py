@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..ingest.trace import read_azure_trace, write_azure_trace
 from ..specs.workload import (Histogram, Length, Lognormal, Trace, Uniform, Workload, load_workload, trace_file,
                               workload_files_sha256, workload_path)
+from ..formats.azure_trace import read_trace, write_trace
 
 VOCAB = (
     "time year people way day man thing woman life child world school state family student group country problem "
@@ -121,7 +121,7 @@ def schedule_for(name_or_path: str) -> tuple[Workload, pd.DataFrame]:
     """The workload and its schedule, reading the trace it names (relative to the workload file)."""
     w = load_workload(name_or_path)
     path = trace_file(name_or_path, w)
-    return w, build_schedule(w, read_azure_trace(path) if path else None)
+    return w, build_schedule(w, read_trace(path) if path else None)
 
 
 def calibrate(base_url: str, api_key: str | None, model: str, verify: bool | str = True,
@@ -222,5 +222,5 @@ BURSTY_TRACE = Path(__file__).resolve().parents[1] / "specs" / "workloads" / "bu
 
 
 if __name__ == "__main__":  # regenerate the shipped trace: python -m inferlab.load.workload
-    write_azure_trace(BURSTY_TRACE, bursty_trace())
+    write_trace(BURSTY_TRACE, bursty_trace())
     print(f"wrote {BURSTY_TRACE}")

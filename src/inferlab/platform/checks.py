@@ -11,8 +11,10 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from ..formats.edge_log import INGRESS_CONFIGMAP, INGRESS_CONTROLLER_DIR, edge_log_source
 from ..offline import VLLM_ENV
-from .render import is_vllm_image, platform_dir, pod_containers
+from ..paths import platform_dir
+from .render import is_vllm_image, pod_containers
 
 SCHEMAS = Path(__file__).with_name("schemas")
 REQUIRED_LABELS = ("app.kubernetes.io/part-of", "app.kubernetes.io/managed-by")
@@ -103,25 +105,6 @@ def plaintext_secret_errors() -> list[str]:
 def deploy_errors(docs: list[dict]) -> list[str]:
     """What deploy checks before applying: policy, TLS consistency, project CR schemas."""
     return [e for d in docs for e in policy_errors(d) + (custom_schema_errors(d) or [])] + tls_errors(docs)
-
-
-# The edge's access log: ONE source for the ingress-nginx controller and the local edge
-# (inferlab.targets.edge), the controller's ConfigMap in platform/ingress-controller/.
-INGRESS_CONTROLLER_DIR = "ingress-controller"
-INGRESS_CONFIGMAP = "ingress-nginx-controller"
-EDGE_LOG_KEYS = ("log-format-upstream", "http-snippet")
-
-
-def edge_log_source() -> dict[str, str]:
-    """``{"log-format-upstream": ..., "http-snippet": ...}`` as the controller's ConfigMap file
-    holds them (the file kustomize builds, not a copy). The local edge renders its nginx
-    ``log_format`` from these, so the two edges log the same fields the same way."""
-    f = platform_dir() / INGRESS_CONTROLLER_DIR / f"{INGRESS_CONFIGMAP}-configmap.yaml"
-    data = yaml.safe_load(f.read_text()).get("data") or {}
-    missing = [k for k in EDGE_LOG_KEYS if not data.get(k)]
-    if missing:
-        raise ValueError(f"{f}: data has no {', '.join(missing)}")
-    return {k: data[k] for k in EDGE_LOG_KEYS}
 
 
 def ingress_controller_errors(docs: list[dict]) -> list[str]:

@@ -19,7 +19,7 @@ INSTALL = {
                        "--create-namespace --set crds.enabled=true)",
     "monitoring.coreos.com": "the Prometheus operator, e.g. kube-prometheus-stack (helm install kps "
                              "prometheus-community/kube-prometheus-stack -n monitoring --create-namespace; "
-                             "README: the values inferlab needs)",
+                             "docs/kubernetes.md: the values inferlab needs)",
     "keda.sh": "KEDA (helm install keda kedacore/keda -n keda --create-namespace)",
 }
 

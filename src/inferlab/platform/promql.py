@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 import yaml
+
+from ..tools import missing_tool, which_tool
 
 SCHEMAS = Path(__file__).with_name("schemas")
 KNOWN_FILES = ("vllm-0.24.0-metrics.txt", "dcgm-exporter-fields.txt")
@@ -66,9 +67,9 @@ def name_errors(exprs: list[tuple[str, str]]) -> list[str]:
 def run_promtool(args: list[str], files: dict[str, str]) -> tuple[bool, str]:
     """``promtool <args>`` in a scratch directory holding ``files`` (name -> text), so rule
     files and the unit tests that name them sit side by side. Returns (ok, output)."""
-    promtool = shutil.which("promtool")
+    promtool = which_tool("promtool")
     if not promtool:
-        return False, "promtool not found: `make system-deps` (Debian package prometheus)"
+        return False, missing_tool("promtool")
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in files.items():
             (Path(tmp) / name).write_text(text)
@@ -86,8 +87,8 @@ def syntax_errors(exprs: list[tuple[str, str]]) -> list[str]:
     """promtool on all at once; on failure, one by one to name the culprit(s)."""
     if not exprs:
         return []
-    if not shutil.which("promtool"):
-        return ["promtool not found: `make system-deps` (Debian package prometheus)"]
+    if not which_tool("promtool"):
+        return [missing_tool("promtool")]
     resolved = []
     for where, expr in exprs:
         for var, value in GRAFANA_VARS.items():

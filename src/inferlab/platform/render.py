@@ -19,8 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from .. import paths
 from ..credentials import create_private
+from ..paths import platform_dir
+from ..tools import find_tool
 
 # generator inputs that platform/secrets/kustomization.yaml reads from values/
 SECRET_INPUTS = ("api-key", "chat-ui-htpasswd")
@@ -28,13 +29,6 @@ SECRET_INPUTS = ("api-key", "chat-ui-htpasswd")
 HASH_SUFFIX = re.compile(r"-[2456789bcdfghkmt]{10}$")
 # the repository part of a vLLM image: vllm/vllm-openai, .../vllm-cpu-release-repo, ...
 VLLM_REPO = re.compile(r"(^|/)vllm[^/]*$")
-
-
-def platform_dir() -> Path:
-    """The workspace's own ``platform/`` when it has overlays (so a relocated workspace, and its
-    secrets folder, are used together), else the checkout's."""
-    own = paths.workspace_root() / "platform"
-    return own if (own / "overlays").is_dir() else paths.install_root() / "platform"
 
 
 def secret_inputs_dir() -> Path:
@@ -71,19 +65,12 @@ def buildable_tree(throwaway_secrets: bool) -> Iterator[Path]:
         yield tree
 
 
-def kubectl() -> str:
-    found = shutil.which("kubectl")
-    if not found:
-        raise RuntimeError("kubectl (with built-in kustomize) not found: install kubectl (Debian: kubernetes-client)")
-    return found
-
-
 def kustomize_build(overlay: str, throwaway_secrets: bool = True) -> list[dict]:
     """``kubectl kustomize platform/overlays/<overlay>``, no flags (every file an overlay reads
     lies inside platform/). The objects hold the API key when real secrets exist: keep them in
     memory. ``throwaway_secrets=False`` (deploy) refuses to render with made-up keys."""
     with buildable_tree(throwaway_secrets) as tree:
-        proc = subprocess.run([kubectl(), "kustomize", str(tree / "overlays" / overlay)],
+        proc = subprocess.run([find_tool("kubectl"), "kustomize", str(tree / "overlays" / overlay)],
                               capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"kustomize build of overlay {overlay!r} failed:\n{proc.stderr[-2000:]}")

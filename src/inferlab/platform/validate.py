@@ -14,7 +14,6 @@ which lives in ``inferlab.load``, which platform must not import) come in as ``e
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
@@ -23,10 +22,12 @@ from pathlib import Path
 import kubernetes_validate
 import yaml
 
+from ..nginx import main_config
+from ..tools import ToolNotFound, find_tool, missing_tool, which_tool
 from .checks import (INGRESS_CONTROLLER_DIR, custom_schema_errors, edge_log_source, ingress_controller_errors,
                      plaintext_secret_errors, policy_errors, tls_errors)
 from .promql import promql_errors, run_promtool
-from .render import engine_of, kubectl, kustomize_build, overlays, platform_dir
+from .render import engine_of, kustomize_build, overlays, platform_dir
 
 K8S_VERSION = "1.32"
 RULE_TESTS = ("components", "monitoring", "rule-tests")  # under platform/: <PrometheusRule name>.test.yaml
@@ -53,8 +54,8 @@ def promtool_errors(docs: list[dict]) -> list[str]:
     """``promtool check rules`` on every PrometheusRule, then ``promtool test rules`` with its
     unit tests (``platform/components/monitoring/rule-tests/<name>.test.yaml``)."""
     rules = [d for d in docs if d.get("kind") == "PrometheusRule"]
-    if rules and not shutil.which("promtool"):
-        return ["promtool not found: `make system-deps` (Debian package prometheus)"]
+    if rules and not which_tool("promtool"):
+        return [missing_tool("promtool")]
     errs = []
     for d in rules:
         name = d["metadata"]["name"]
@@ -107,7 +108,7 @@ def _overlay_check(name: str) -> tuple[int, list[str], list[str]]:
 def ingress_controller_docs() -> list[dict]:
     """``kubectl kustomize platform/ingress-controller`` (no secrets in it, no overlay)."""
     path = platform_dir() / INGRESS_CONTROLLER_DIR
-    proc = subprocess.run([kubectl(), "kustomize", str(path)], capture_output=True, text=True)
+    proc = subprocess.run([find_tool("kubectl"), "kustomize", str(path)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"kustomize build of {path} failed:\n{proc.stderr[-2000:]}")
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
@@ -117,20 +118,18 @@ def controller_nginx_errors(data: dict) -> list[str]:
     """``nginx -t`` (Debian's nginx) on the http-level lines the controller makes of the
     ConfigMap: its ``$req_id`` map, the ``http-snippet`` and ``log_format upstreaminfo
     escape=json '<log-format-upstream>'``, as ingress-nginx's template writes them."""
-    from ..ui.serve import UIError, nginx_binary
-
     try:
-        nginx = nginx_binary()
-    except UIError as exc:
+        nginx = find_tool("nginx")
+    except ToolNotFound as exc:
         return [str(exc)]
     with tempfile.TemporaryDirectory(prefix="inferlab-ingress-log-") as tmp:
         d = Path(tmp)
+        (d / "temp").mkdir()  # main_config's temp paths
         conf = d / "nginx.conf"
-        conf.write_text(f"pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n"
-                        '  map $http_x_request_id $req_id { default $http_x_request_id; "" $request_id; }\n'
-                        f"{data.get('http-snippet', '')}\n"
-                        f"  log_format upstreaminfo escape=json '{data.get('log-format-upstream', '')}';\n"
-                        f"  access_log {d}/access.log upstreaminfo;\n}}\n")
+        conf.write_text(main_config(d, '  map $http_x_request_id $req_id { default $http_x_request_id; "" $request_id; }\n'
+                                       f"{data.get('http-snippet', '')}\n"
+                                       f"  log_format upstreaminfo escape=json '{data.get('log-format-upstream', '')}';\n"
+                                       f"  access_log {d}/access.log upstreaminfo;"))
         proc = subprocess.run([nginx, "-t", "-p", tmp, "-e", str(d / "error.log"), "-c", str(conf)],
                               capture_output=True, text=True)
     return [] if proc.returncode == 0 else [f"nginx -t rejects the controller's log format: {proc.stderr.strip()[-600:]}"]

@@ -14,7 +14,7 @@ from IPython.display import Markdown
 
 from ..analysis import edge as ae
 from .plots import _done, use_theme
-from .sections import show
+from .sections import Section, show
 
 
 def edge_md(note: dict | None) -> Markdown:
@@ -143,14 +143,12 @@ def overhead(run):
     return overhead_plot(run.requests, run.edge)
 
 
-def section(run) -> None:
-    """The whole edge section, displayed in order; one sentence for a run without an edge."""
-    from IPython.display import display
-
-    display(summary(run))
+def section(run) -> Section:
+    """The whole edge section, in order; one sentence for a run without an edge."""
+    out = Section(summary(run))
     if run.edge.empty:
-        return
-    display(cells(run))
+        return out
+    out.add(cells(run))
     if _note(run).get("rate_limit_rps"):
-        display(rate_limit(run), rate_limit_plot(run))
-    display(overhead(run))
+        out.add(rate_limit(run), rate_limit_plot(run))
+    return out.add(overhead(run))

@@ -1,13 +1,45 @@
 """Report building blocks that notebooks call: markdown headers, manifest facts, tables.
 
-Each returns something a notebook displays (Markdown or a styled DataFrame), so notebooks stay
-a list of calls. Nothing here prints secrets: manifests never hold them.
+The contract of every function in :mod:`inferlab.report` that a notebook calls: it returns what
+it shows (Markdown, a styled table, a Figure, a line of text, or a :class:`Section` of several)
+and never displays anything itself, so notebooks stay a list of calls and a test can look at
+what a report shows without running a kernel. Nothing here prints secrets: manifests never hold them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pandas as pd
-from IPython.display import Markdown
+from IPython.display import Markdown, display
+
+from ..analysis.token_slo import e2e_bound_ms
+
+
+class Section:
+    """A report section: what it shows, in order. A notebook cell whose last expression is a
+    Section shows each part as an output of its own, in order (``_ipython_display_``), exactly
+    as ``display(*parts)`` would; outside a notebook it is a list to inspect."""
+
+    def __init__(self, *parts: Any) -> None:
+        self.parts = list(parts)
+
+    def add(self, *parts: Any) -> Section:
+        self.parts.extend(parts)
+        return self
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.parts)
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def __repr__(self) -> str:
+        return f"Section({', '.join(type(p).__name__ for p in self.parts)})"
+
+    def _ipython_display_(self) -> None:
+        display(*self.parts)
 
 from ..analysis.knee import RampAnalysis
 from ..analysis.summary import cell_summary, combine
@@ -17,7 +49,7 @@ from ..runs.reader import Run, load_run
 def run_line(run: Run) -> Markdown:
     """Which run the report is about, under the notebook's own `# title` cell (the title is printed once)."""
     m = run.manifest
-    text = (f"Run `{m.run_id}` ({m.kind}, status **{m.status}**{': ' + m.reason if m.reason else ''}), "
+    text = (f"Run `{m.run_id}` ({m.kind}, status **{run.status}**{': ' + run.reason if run.reason else ''}), "
             f"target {m.target.kind} `{m.target.base_url}`, model {m.target.model}.")
     if m.source:
         text += f"\n\nSource: {m.source}."
@@ -29,7 +61,7 @@ def manifest_facts(run: Run) -> pd.DataFrame:
     m = run.manifest
     gpus = ", ".join(f"{g.name} ({g.memory_total_mib:.0f} MiB, driver {g.driver})" for g in m.host.gpus) or f"none ({m.host.gpu_note})"
     facts = {
-        "run_id": m.run_id, "status": m.status, "started (UTC)": m.created_at, "ended (UTC)": m.ended_at,
+        "run_id": m.run_id, "status": run.status, "started (UTC)": m.created_at, "ended (UTC)": m.ended_at,
         "target": f"{m.target.kind} {m.target.base_url}", "model": m.target.model,
         "engine args": " ".join(m.target.engine_args) or "(server defaults / not started by inferlab)",
         "engine env": ", ".join(f"{k}={v}" for k, v in m.target.engine_env.items()) or "-",
@@ -164,7 +196,7 @@ def capacity_md(run: Run) -> Markdown:
         return Markdown("No capacity search in this run (`inferlab capacity SPEC` makes one).")
     slo = c.get("slo", {})
     return Markdown(f"**Max sustainable rate: {c['msr']} requests/s** (interval [{c['interval_low']}, "
-                    f"{c['interval_high']}], {len(c['steps'])} steps; SLO p95 e2e <= {slo.get('e2e_p95_ms')} ms, "
+                    f"{c['interval_high']}], {len(c['steps'])} steps; SLO p95 e2e <= {e2e_bound_ms(slo, float('nan')):g} ms, "
                     f"errors <= {slo.get('error_rate')}).\n\nMethod: {c['method']}.")
 
 

@@ -20,6 +20,7 @@ from IPython.display import Markdown
 
 from ..ingest.prometheus import VLLM_METRICS
 from .plots import _done, use_theme
+from .sections import Section
 
 PANEL_COLUMNS = ["panel", "measure", "ts", "value"]
 STATE_COLORS = {"pending": "#f0ad4e", "firing": "#d9534f"}
@@ -128,16 +129,15 @@ def alerts_md(timeline: pd.DataFrame, metas: list[dict], has_series: bool = True
     return Markdown("\n\n".join(lines))
 
 
-def section(run, requests: pd.DataFrame) -> None:
-    """The whole server-series section, displayed in order: the alert summary, then the panels
-    on k6's time axis (``requests``: the measured k6 rows) with the alert timeline where a
-    Prometheus evaluated the rules."""
-    from IPython.display import display
-
+def section(run, requests: pd.DataFrame) -> Section:
+    """The whole server-series section, in order: the alert summary, then the panels on k6's
+    time axis (``requests``: the measured k6 rows) with the alert timeline where a Prometheus
+    evaluated the rules."""
     from ..analysis.alerts import alert_timeline
 
     series = run.series
     timeline = alert_timeline(series)
-    display(alerts_md(timeline, run.prometheus_meta, has_series=not series.empty))
+    out = Section(alerts_md(timeline, run.prometheus_meta, has_series=not series.empty))
     if not series.empty:
-        display(server_series_figure(server_panels(series, requests), timeline if run.prometheus_meta else None))
+        out.add(server_series_figure(server_panels(series, requests), timeline if run.prometheus_meta else None))
+    return out

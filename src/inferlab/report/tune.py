@@ -119,7 +119,7 @@ def capacity_plan(run_id: str, target_rate: float, headroom: float, gpus_per_rep
 
 def plan_md(run_id: str) -> Markdown:
     return Markdown(f"Single-replica measurement: run `{run_id}`. Assumption: {ASSUMPTION}; checked by a "
-                    "two-replica run (README: predicted and measured).")
+                    "two-replica run (docs/capacity.md: \"Linear scaling, checked on real GPUs\").")
 
 
 def trigger_md(run_id: str, headroom: float = 0.2) -> Markdown:

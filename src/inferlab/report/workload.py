@@ -2,7 +2,8 @@
 
 Inputs are the tidy tables of analysis.workload (:func:`workload_requests`, one row per request;
 :func:`arrival_summary`, one row per cell). Functions filter, never reshape, and return a
-matplotlib Figure or an IPython Markdown block (the notebooks display them).
+matplotlib Figure or an IPython Markdown block; :func:`section` returns the whole section (a
+:class:`~inferlab.report.sections.Section`). Nothing here displays: the notebooks do.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from IPython.display import Markdown
 
 from ..analysis.workload import lengths_long
 from .plots import _done, use_theme
+from .sections import Section, show
 
 POISSON_CV_TOLERANCE = 0.1  # the issue's bar: a Poisson workload's inter-arrival CV is 1 +- 0.1
 LAG_P99_LIMIT_MS = 50.0  # and a replayed trace's p99 send lag stays under 50 ms
@@ -165,7 +167,6 @@ def figure(name: str, wr: pd.DataFrame):
 def token_table(wr: pd.DataFrame):
     """How close the served prompt lengths came to the planned ones, per cell and turn kind."""
     from ..analysis.workload import token_accuracy
-    from .sections import show
 
     return Markdown(NO_WORKLOAD) if wr.empty else show(token_accuracy(wr), precision=3)
 
@@ -173,7 +174,6 @@ def token_table(wr: pd.DataFrame):
 def turn_table(wr: pd.DataFrame):
     """Latency per turn of multi-turn sessions (prompts grow with the conversation)."""
     from ..analysis.workload import latency_by_turn
-    from .sections import show
 
     return Markdown(NO_WORKLOAD) if wr.empty else show(latency_by_turn(wr), precision=1)
 
@@ -181,20 +181,15 @@ def turn_table(wr: pd.DataFrame):
 def prefix_cache(run):
     """Prefix-cache queries and hits per cell from the server's own counters (shown, not assumed)."""
     from ..analysis.workload import prefix_cache_table
-    from .sections import show
 
     return show(prefix_cache_table(run.server), precision=3)
 
 
-def section(run, joined: pd.DataFrame) -> None:
-    """The whole workload section, displayed in order; one sentence for a payload run."""
-    from IPython.display import display
-
+def section(run, joined: pd.DataFrame) -> Section:
+    """The whole workload section, in order; one sentence for a payload run."""
     wr = requests_of(run, joined)
     if wr.empty:
-        display(Markdown(NO_WORKLOAD))
-        return
-    display(summary(run), timing(run, wr))
-    for name in ("length_histograms", "arrival_gaps", "send_lag_cdf", "latency_vs_length", "latency_per_turn"):
-        display(figure(name, wr))
-    display(token_table(wr), turn_table(wr), prefix_cache(run))
+        return Section(Markdown(NO_WORKLOAD))
+    figures = [figure(name, wr) for name in ("length_histograms", "arrival_gaps", "send_lag_cdf",
+                                             "latency_vs_length", "latency_per_turn")]
+    return Section(summary(run), timing(run, wr), *figures, token_table(wr), turn_table(wr), prefix_cache(run))

@@ -7,16 +7,14 @@ why there is none. Nothing here raises for a missing tool: absence is recorded, 
 from __future__ import annotations
 
 import platform
-import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 
-from .. import __version__
+from .. import __version__, machine
 from .manifest import GpuInfo, HostInfo, Versions
 
 
@@ -43,16 +41,6 @@ def versions(root: Path, k6_bin: str | None, vllm: str | None) -> Versions:
     sha, dirty = git_state(root)
     return Versions(inferlab=__version__, git_sha=sha, git_dirty=dirty, k6=k6_version(k6_bin),
                     vllm=vllm, python=platform.python_version())
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def nvml_gpus() -> tuple[list[GpuInfo], str]:
@@ -83,16 +71,9 @@ def host_info(same_host: bool | None, pinning: str = "") -> HostInfo:
     gpus, note = nvml_gpus()
     offset = -time.altzone if time.localtime().tm_isdst > 0 else -time.timezone
     return HostInfo(
-        hostname=socket.gethostname(), cpu_model=cpu_model(), cores=psutil.cpu_count() or 0,
+        hostname=socket.gethostname(), cpu_model=machine.cpu_model(), cpu_flags=machine.relevant_cpu_flags(),
+        cores=psutil.cpu_count() or 0,
         memory_gib=round(psutil.virtual_memory().total / 2**30, 2), utc_offset_minutes=offset // 60,
         os=f"{platform.system()} {platform.release()}", gpus=gpus, gpu_note=note,
         client_server_same_host=same_host, cpu_pinning=pinning,
     )
-
-
-def has_nvidia_smi() -> bool:
-    return shutil.which("nvidia-smi") is not None
-
-
-def python_executable() -> str:
-    return sys.executable

@@ -1,4 +1,4 @@
-"""Names and paths of the run-record contract (README: "Run records").
+"""Names and paths of the run-record contract (docs/run-record.md).
 
 data/runs/<run_id>/                  run_id = YYYYmmddTHHMMSSZ-<target>-<label>
   run.json                           manifest; the only file ever replaced (atomically)
@@ -30,7 +30,7 @@ from pathlib import Path
 from datetime import UTC, datetime
 from collections.abc import Iterable
 
-from ..specs.models import CELL_ID_RE, make_cell_id, slug  # noqa: F401 - names of the run layout, defined with the plan
+from ..specs.planning import CELL_ID_RE, make_cell_id, slug  # noqa: F401 - names of the run layout, defined with the plan
 
 RUN_ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-(local|url|k8s)-([a-z0-9][a-z0-9.-]*)$")
 TARGET_KINDS = ("local", "url", "k8s")

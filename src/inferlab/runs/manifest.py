@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..specs.models import CellPlan, StrictModel
+from ..specs import CellPlan, StrictModel
 
 SCHEMA_VERSION = 1
 RunStatus = Literal["running", "complete", "partial", "failed"]
@@ -46,6 +46,8 @@ class HostInfo(Strict):
     gpu_note: str = Field("", description="why no GPU telemetry, when there is none")
     client_server_same_host: bool | None = None
     cpu_pinning: str = Field("", description="taskset pinning of engine and k6, if any")
+    cpu_flags: list[str] = Field(default_factory=list, description="the CPU flags that decide engine speed "
+                                 "(machine.relevant_cpu_flags()); [] when not recorded (older or imported runs)")
 
 
 class Versions(Strict):

@@ -4,6 +4,9 @@ Every table is tidy, read lazily on first access, and carries ``run_id`` and ``c
 Times are tz-aware UTC; durations are ``_ms``. ``Run.data_quality`` lists, per file read, the
 lines read, used and skipped, so reports can show that nothing was silently dropped.
 
+Reading never writes: a ``running`` run whose writer is gone shows as ``interrupted (not
+reconciled)`` until ``inferlab reconcile`` records it (:func:`inferlab.runs.store.reconcile`).
+
 Every file is read as recorded: its bytes are hashed while the table is read (same pass) and a
 size or sha256 that differs from ``run.json`` raises ``RecordMismatchError`` naming the file
 (:mod:`inferlab.runs.verify`). A file the manifest does not list is refused in a finished run
@@ -21,47 +24,48 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import paths
 from ..ingest import read_edge_log, read_k6, read_k6_points, read_k6_summary, read_nvidia_smi_log, read_probe, read_prometheus_text
 from ..ingest.series import RAW_COLUMNS, read_metric_types, read_samples, tidy_series
-from .layout import (CELL_FILES, EDGE_LOG, IDLE_PROBE, INGRESS_LOG, K6_SEGMENTED, MANIFEST, SPANS, TELEMETRY,
+from .layout import (CELL_FILES, EDGE_LOG, IDLE_PROBE, INGRESS_LOG, K6_SEGMENTED, SPANS, TELEMETRY,
                      WORKLOAD, metrics_path, segment_glob, with_resumes)
 from .manifest import Manifest
-from .store import reconcile
+from .records import RUNS
+from .store import INTERRUPTED, interruption, read_manifest
 from .verify import Problem, RecordMismatchError, open_verified, read_verified, verify_run
 
 SERIES_WINDOW_S = 5.0  # window of Run.series' rates and quantiles (Run.series_at for others)
 PROM_FOLDER = re.compile(r"^server/prometheus(-cluster)?(-resume\d+)?$")
 
 
+def status_as_read(m: Manifest) -> tuple[str, str]:
+    """(status, reason) as readers show them: the manifest's, except a ``running`` run whose
+    writer is gone, which is :data:`~inferlab.runs.store.INTERRUPTED` with how to record it."""
+    why = interruption(m)
+    if why is None:
+        return m.status, m.reason
+    return INTERRUPTED, f"{why}; `inferlab reconcile {m.run_id}` records it as partial"
+
+
 def find_run_dir(run: str | Path) -> Path:
-    """Resolve a run id (in data/runs or data/sample, unique prefix allowed) or a path."""
-    p = Path(run)
-    if (p / MANIFEST).is_file():
-        return p.resolve()
-    for base in (paths.runs_dir(), paths.sample_dir()):
-        if (base / str(run) / MANIFEST).is_file():
-            return base / str(run)
-    hits = [d for base in (paths.runs_dir(), paths.sample_dir()) if base.is_dir()
-            for d in base.iterdir() if d.name.startswith(str(run)) and (d / MANIFEST).is_file()]
-    if len(hits) == 1:
-        return hits[0]
-    known = ", ".join(sorted(r for r in list_runs()["run_id"])) or "none"
-    why = "is ambiguous" if hits else "was not found"
-    raise FileNotFoundError(f"run {run!r} {why} in {paths.runs_dir()} or {paths.sample_dir()} (known: {known})")
+    """Resolve a run by path, exact id or unique id prefix (data/runs, then data/sample): the
+    one id rule of :data:`inferlab.runs.records.RUNS`; an unknown or ambiguous one is a
+    ``FileNotFoundError`` naming the folders or the candidates."""
+    return RUNS.find(run)
 
 
 class Run:
-    """One run record. Tables are pandas DataFrames, read on first access."""
+    """One run record, opened read-only. Tables are pandas DataFrames, read on first access.
+    ``status``/``reason``: as read (:func:`status_as_read`); ``manifest``: run.json as recorded."""
 
     def __init__(self, run_dir: Path) -> None:
         self.dir = run_dir
-        self.manifest: Manifest = reconcile(run_dir)
+        self.manifest: Manifest = read_manifest(run_dir)
+        self.status, self.reason = status_as_read(self.manifest)
         self._quality: list[dict] = []
         self._recorded = {f.path: f for f in self.manifest.files}
 
     def __repr__(self) -> str:
-        return f"Run({self.run_id!r}, status={self.manifest.status!r}, cells={len(self.manifest.cells)})"
+        return f"Run({self.run_id!r}, status={self.status!r}, cells={len(self.manifest.cells)})"
 
     @property
     def run_id(self) -> str:
@@ -73,12 +77,14 @@ class Run:
 
     def _unrecorded(self, p: Path) -> None:
         """A file run.json does not list: refused once the run is finished; read unverified,
-        with a data-quality note, while the run is still being written."""
+        with a data-quality note, while the run is still being written (or was interrupted and
+        is not reconciled yet: its last files were never recorded)."""
         if self.manifest.status != "running":
             raise RecordMismatchError(p, "no such file",
                                       f"present but not recorded (the run is {self.manifest.status})")
+        why = "the run is still being written" if self.status == "running" else f"the run is {self.status}"
         self._quality.append({"run_id": self.run_id, "path": str(p),
-                              "notes": [f"{p}: not recorded yet (the run is still being written): read unverified"]})
+                              "notes": [f"{p}: not recorded yet ({why}): read unverified"]})
 
     def _read(self, p: Path, reader, *args, **kw):
         """``reader(p, ...)`` with the file verified against its record in the same pass."""
@@ -328,16 +334,13 @@ def load_run(run: str | Path) -> Run:
 
 
 def list_runs() -> pd.DataFrame:
-    """All runs in data/runs and data/sample with their status (stale writers reconciled)."""
+    """All runs in data/runs and data/sample with their status as read (:func:`status_as_read`)."""
     rows = []
-    for where, base in (("runs", paths.runs_dir()), ("sample", paths.sample_dir())):
-        if not base.is_dir():
-            continue
-        for d in sorted(base.iterdir()):
-            if (d / MANIFEST).is_file():
-                m = reconcile(d)
-                done = sum(c.status == "complete" for c in m.cells)
-                rows.append({"run_id": m.run_id, "where": where, "status": m.status, "kind": m.kind,
-                             "target": m.target.kind, "model": m.target.model,
-                             "cells": f"{done}/{len(m.cells)}", "created_at": m.created_at, "reason": m.reason})
+    for d in RUNS.folders():
+        m = read_manifest(d)
+        status, reason = status_as_read(m)
+        done = sum(c.status == "complete" for c in m.cells)
+        rows.append({"run_id": m.run_id, "where": "runs" if d.parent == RUNS.home else "sample", "status": status,
+                     "kind": m.kind, "target": m.target.kind, "model": m.target.model,
+                     "cells": f"{done}/{len(m.cells)}", "created_at": m.created_at, "reason": reason})
     return pd.DataFrame(rows, columns=["run_id", "where", "status", "kind", "target", "model", "cells", "created_at", "reason"])

@@ -10,7 +10,9 @@ Rules enforced here (tests: tests/runs/test_store.py, tests/runs/test_verify.py)
 - ``run.json`` is the only file replaced, atomically (temp file + ``os.replace``), at cell
   boundaries.
 - status ``running`` -> ``complete`` | ``partial`` | ``failed`` (+ reason). A ``running`` run
-  whose writer process is gone is marked ``partial`` on next access (:func:`reconcile`).
+  whose writer process is gone is marked ``partial`` by :func:`reconcile`, an explicit step
+  (``inferlab reconcile``; ``--resume`` does it first). Reading never reconciles: a reader
+  shows such a run as :data:`INTERRUPTED` (:func:`interruption`) and writes nothing.
 - a complete run is sealed: every file 0444, every directory 0555. Root ignores mode bits, so
   the writer also refuses to touch a sealed run in code, and ``--resume`` refuses a complete
   run before it changes any mode.
@@ -80,15 +82,28 @@ def writer_alive(w: WriterInfo) -> bool:
         return False
 
 
-def reconcile(run_dir: Path) -> Manifest:
-    """Read a manifest; a ``running`` run whose writer is gone becomes ``partial`` (persisted).
-    Its writer can no longer close files, so every file is sealed and recorded now; recorded
-    entries are kept as they are, also where a file changed (the record is the witness:
-    reading that file, or ``inferlab verify``, then fails)."""
-    m = read_manifest(run_dir)
+# How a reader shows a ``running`` run whose writer is gone, until :func:`reconcile` records it
+INTERRUPTED = "interrupted (not reconciled)"
+
+
+def interruption(m: Manifest) -> str | None:
+    """Why a ``running`` run can no longer finish (its writer process is gone), else None.
+    Read-only: the one test of staleness, shared by :func:`reconcile` and the reader."""
     if m.status == "running" and m.writer and not writer_alive(m.writer):
-        m.status = "partial"
-        m.reason = f"writer pid {m.writer.pid} on {m.writer.hostname} exited before finishing"
+        return f"writer pid {m.writer.pid} on {m.writer.hostname} exited before finishing"
+    return None
+
+
+def reconcile(run_dir: Path) -> Manifest:
+    """The explicit write step for a dead writer's run: read the manifest; a ``running`` run
+    whose writer is gone becomes ``partial`` (persisted: run.json replaced). Its writer can no
+    longer close files, so every file is sealed and recorded now; recorded entries are kept as
+    they are, also where a file changed (the record is the witness: reading that file, or
+    ``inferlab verify``, then fails). Any other run is returned as read, untouched."""
+    m = read_manifest(run_dir)
+    why = interruption(m)
+    if why is not None:
+        m.status, m.reason = "partial", why
         for c in m.cells:
             if c.status == "running":
                 c.status, c.reason = "partial", "interrupted: writer exited mid-cell"

@@ -3,21 +3,21 @@
 data/runs (write-once as always); ``tune.json`` lists them in the order they ran with their
 parameters, engine arguments, result and run id, and is replaced atomically as trials finish
 (like comparison.json). The study is the optimizer's state; ``tune.json`` is what reports read.
+Ids resolve as every record's do (:mod:`inferlab.runs.records`: exact id or unique prefix).
 """
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
-from .. import paths
 from ..specs import StrictModel
+from .records import TUNES, RecordHeader
 
-TUNE = "tune.json"
+TUNE = TUNES.filename
 STUDY = "study.db"
 
 
@@ -49,14 +49,8 @@ class Confirmation(StrictModel):
     reason: str = ""
 
 
-class TuneRecord(StrictModel):
-    schema_version: int = 1
+class TuneRecord(RecordHeader):
     tune_id: str
-    created_at: datetime
-    ended_at: datetime | None = None
-    status: Literal["running", "complete", "partial", "failed"] = "running"
-    reason: str = ""
-    target: str
     spec: dict[str, Any] = Field(description="the resolved tune spec")
     capacity_spec: dict[str, Any] = Field(description="the resolved capacity spec every trial ran")
     objective: str = ("max sustainable rate (requests/s) = the highest rate that met the SLO every time it ran = "
@@ -68,34 +62,24 @@ class TuneRecord(StrictModel):
     best: int | None = Field(None, description="number of the best complete trial")
     confirmation: Confirmation = Confirmation()
     component: str | None = Field(None, description="platform/components/<name>/ written for the winner")
-    notes: list[str] = Field(default_factory=list)
 
     def trial(self, number: int) -> Trial | None:
         return next((t for t in self.trials if t.number == number), None)
 
 
 def tunes_dir() -> Path:
-    return paths.workspace_root() / "data" / "tunes"
+    """Where tune records are written (data/tunes)."""
+    return TUNES.home
 
 
 def find_tune(tune_id: str | Path) -> Path:
     """The folder of a tune record (an id, unique prefix allowed, or a path)."""
-    p = Path(tune_id)
-    if (p / TUNE).is_file():
-        return p
-    if (tunes_dir() / str(tune_id) / TUNE).is_file():
-        return tunes_dir() / str(tune_id)
-    hits = [d for d in tunes_dir().glob(f"{tune_id}*") if (d / TUNE).is_file()] if tunes_dir().is_dir() else []
-    if len(hits) == 1:
-        return hits[0]
-    raise FileNotFoundError(f"tune {str(tune_id)!r} {'is ambiguous' if hits else 'was not found'} in {tunes_dir()}")
+    return TUNES.find(tune_id)
 
 
 def load_tune(tune_id: str | Path) -> TuneRecord:
-    return TuneRecord.model_validate_json((find_tune(tune_id) / TUNE).read_text())
+    return TUNES.load(tune_id, TuneRecord)
 
 
 def save_tune(record: TuneRecord, d: Path) -> None:
-    tmp = d / f".{TUNE}.tmp"
-    tmp.write_text(record.model_dump_json(indent=1))
-    os.replace(tmp, d / TUNE)  # the only file of the record ever replaced, atomically
+    TUNES.save(record, d)

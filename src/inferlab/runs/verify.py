@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from ..ingest.errors import IngestError
+from ..ingest.lines import RAW_OPENER
 from .layout import MANIFEST
 from .manifest import FileEntry, Manifest
 
@@ -267,23 +268,15 @@ def open_verified(path: Path, entry: FileEntry) -> Iterator[io.BufferedReader]:
         raise err
 
 
-def _ingest_opener_hook():
-    """The ingest readers' raw-file opener hook (``inferlab.ingest.lines.RAW_OPENER``, a
-    ContextVar), when the ingest package has it."""
-    from ..ingest import lines
-
-    return getattr(lines, "RAW_OPENER", None)
-
-
 def read_verified(path: Path, entry: FileEntry, reader: Callable[..., T], *args: Any, **kw: Any) -> T:
     """``reader(path, *args)`` for an ingest reader, with the file's bytes hashed as the reader
-    pulls them (through ``RAW_OPENER``) and compared with the manifest's record afterwards.
-    Where a reader does not open through the hook, the file is hashed in a second, streamed
-    pass right after (same bytes, page cache warm)."""
+    pulls them (every ingest reader opens through :data:`inferlab.ingest.lines.RAW_OPENER`) and
+    compared with the manifest's record afterwards. A reader that opens the file some other way
+    (a plain ``json.loads(path.read_bytes())``) gets it hashed in a second, streamed pass right
+    after (same bytes, page cache warm)."""
     _size_check(path, entry)
-    hook = _ingest_opener_hook()
     s = _Session(path)
-    token = hook.set(s.open) if hook is not None else None
+    token = RAW_OPENER.set(s.open)
     try:
         out = reader(path, *args, **kw)
     except Exception as exc:
@@ -292,8 +285,7 @@ def read_verified(path: Path, entry: FileEntry, reader: Callable[..., T], *args:
             raise err from exc
         raise
     finally:
-        if token is not None:
-            hook.reset(token)
+        RAW_OPENER.reset(token)
     err = s.finish(entry) if s.raws else _compare(path, entry, *hash_file(path))
     if err:
         raise err

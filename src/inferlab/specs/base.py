@@ -1,4 +1,4 @@
-"""The one strict base of the project's own configs and records (re-exported by specs.models), and
+"""The one strict base of the project's own configs and records (public as ``inferlab.specs.StrictModel``), and
 the one way a YAML config file is read: errors name the file and every bad field."""
 
 from __future__ import annotations

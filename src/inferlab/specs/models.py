@@ -1,83 +1,26 @@
 """Sweep and stress specs: strict pydantic models (a typo is an error that names the field).
 
 A leaf module: it imports only pydantic and yaml, so every stage (targets, load, runs, the
-orchestrator) can use the spec without importing each other. ``StrictModel`` is the one strict
-base of the project's own configs and records (the run manifest derives from it too).
+orchestrator) can use the spec without importing each other. ``StrictModel`` (specs/base.py) is
+the one strict base of the project's own configs and records; it is importable from here too.
 
 A spec says *what load* to apply (payloads x concurrency x repeats, or an arrival-rate ramp),
 the SLO that judges it, the probe, and, for the local target, the engine arguments, so a
-baseline and a tuned run differ by one YAML file. Precedence: model defaults < file < CLI.
+baseline and a tuned run differ by one YAML file. Precedence: model defaults < file < CLI
+(specs/resolve.py). Which cells a spec runs: specs/planning.py.
 """
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, model_validator
 
-from .base import StrictModel, read_mapping, validate_file
+from .base import StrictModel
 from .workload import Workload, WorkloadError, load_workload
 
-CELL_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*-(c\d+|rate\d+to\d+|at\d+(p\d+)?|x\d+(p\d+)?)(-r\d+)?$")
 
-
-Strict = StrictModel
-
-
-def slug(text: str) -> str:
-    """Lower-case label safe for a directory name."""
-    s = re.sub(r"[^a-z0-9.-]+", "-", text.lower()).strip("-.")
-    if not s:
-        raise ValueError(f"label {text!r} has no usable characters (expected [a-z0-9.-])")
-    return s
-
-
-def _number(x: float) -> str:
-    return f"{round(x, 2):g}".replace(".", "p")
-
-
-def make_cell_id(payload: str, vus: int | None = None, rate: tuple[int, int] | None = None,
-                 repeat: int | None = None, at: float | None = None, replay: float | None = None) -> str:
-    """``short-c16`` (closed loop), ``short-rate2to12`` (ramp), ``short-at4p5`` (constant or
-    Poisson 4.5 requests/s), ``bursty-trace-x2`` (a trace replayed at 2x speed); ``-r<n>``
-    appended for repeats."""
-    if sum(x is not None for x in (vus, rate, at, replay)) != 1:
-        raise ValueError("a cell is closed loop (vus), a ramp (rate), an arrival rate (at) or a replay: exactly one")
-    if vus is not None:
-        body = f"c{vus}"
-    elif rate is not None:
-        body = f"rate{rate[0]}to{rate[1]}"
-    elif at is not None:
-        body = "at" + _number(at)
-    else:
-        body = "x" + _number(replay)  # type: ignore[arg-type]
-    cell = f"{slug(payload)}-{body}" + (f"-r{repeat}" if repeat else "")
-    if not CELL_ID_RE.match(cell):
-        raise ValueError(f"cell_id {cell!r} is malformed")
-    return cell
-
-
-class CellPlan(StrictModel):
-    """What one cell of a sweep asks for (made by :func:`plan_cells`)."""
-
-    cell_id: str
-    payload: str
-    executor: str
-    vus: int | None = None
-    iterations: int | None = None
-    duration_s: float | None = None
-    rate_from: float | None = Field(None, description="arrival-rate ramp, requests/s")
-    rate_to: float | None = None
-    rate: float | None = Field(None, description="constant arrival rate, requests/s (capacity search; a workload's "
-                               "mean session rate)")
-    repeat: int | None = None
-    workload: str | None = Field(None, description="the workload's name (payload carries it too)")
-
-
-class Payload(Strict):
+class Payload(StrictModel):
     prompt: str = Field(min_length=1)
     max_tokens: int = Field(gt=0, le=32768)
     ignore_eos: bool = Field(True, description="fixed answer length: every request generates max_tokens")
@@ -91,14 +34,34 @@ DEFAULT_PAYLOADS = {
 }
 
 
-class Slo(Strict):
-    ttft_ms: float = Field(1000, gt=0, description="per-request time to first token (probe / goodput)")
-    tpot_ms: float = Field(200, gt=0, description="per-request time per output token")
-    e2e_p95_ms: float = Field(30000, gt=0, description="p95 end-to-end latency of a cell (k6 threshold)")
+class Slo(StrictModel):
+    """Per-request bounds, each held at its own percentile: a request is *good* when it
+    succeeds and meets all three (analysis.token_slo). TTFT and TPOT default to p99, as
+    MLPerf's server scenario; e2e keeps p95, as before. The older key ``e2e_p95_ms`` still
+    reads, as ``e2e_ms`` at ``e2e_p`` 95; a spec that names TTFT/TPOT bounds without
+    ``ttft_p``/``tpot_p`` (every spec before these fields) holds them at p99."""
+
+    ttft_ms: float = Field(1000, gt=0, description="per-request time to first token bound")
+    ttft_p: float = Field(99, gt=50, lt=100, description="percentile at which ttft_ms must hold (MLPerf server: 99)")
+    tpot_ms: float = Field(200, gt=0, description="per-request time per output token bound")
+    tpot_p: float = Field(99, gt=50, lt=100, description="percentile at which tpot_ms must hold (MLPerf server: 99)")
+    e2e_ms: float = Field(30000, gt=0, description="per-request end-to-end bound (k6's duration; also a k6 threshold)")
+    e2e_p: float = Field(95, gt=50, lt=100, description="percentile at which e2e_ms must hold")
     error_rate: float = Field(0.01, ge=0, le=1, description="max failed-request rate (k6 threshold)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _older_e2e_key(cls, data):
+        """``e2e_p95_ms: X`` (specs and run records before token SLOs) = ``e2e_ms: X, e2e_p: 95``."""
+        if not isinstance(data, dict) or "e2e_p95_ms" not in data:
+            return data
+        if "e2e_ms" in data or data.get("e2e_p", 95) != 95:
+            raise ValueError("slo: give e2e_ms (with e2e_p) or the older e2e_p95_ms, not both")
+        rest = {k: v for k, v in data.items() if k != "e2e_p95_ms"}
+        return {**rest, "e2e_ms": data["e2e_p95_ms"], "e2e_p": 95}
 
-class Ramp(Strict):
+
+class Ramp(StrictModel):
     start_rate: int = Field(gt=0, description="requests per second at the start")
     end_rate: int = Field(gt=0)
     duration_s: int = Field(gt=0)
@@ -113,7 +76,7 @@ class Ramp(Strict):
         return self
 
 
-class Capacity(Strict):
+class Capacity(StrictModel):
     """Max sustainable rate: the highest constant arrival rate whose steady-state window meets the
     SLO (p95 e2e, error rate, no dropped or late sends, achieved >= ``min_achieved`` x offered).
     Coarse steps (x ``growth``) from ``start_rate`` until a step fails, then bisection down to
@@ -134,14 +97,14 @@ class Capacity(Strict):
     max_vus: int = Field(256, gt=0)
 
 
-class ProbeSpec(Strict):
+class ProbeSpec(StrictModel):
     idle_requests: int = Field(5, ge=0, description="sequential streaming requests before the sweep")
     under_load_requests: int = Field(3, ge=0, description="per cell, sequential, while k6 runs")
     interval_s: float = Field(1.0, ge=0, description="pause between under-load probe requests")
     payload: Payload = Payload(prompt="Say hello and describe the weather.", max_tokens=64)
 
 
-class EngineSpec(Strict):
+class EngineSpec(StrictModel):
     """How the local target starts vLLM (ignored for url/k8s targets)."""
 
     served_model_name: str = "smollm2"
@@ -156,7 +119,7 @@ class EngineSpec(Strict):
         return self
 
 
-class EdgeSpec(Strict):
+class EdgeSpec(StrictModel):
     """The local edge: Debian nginx in front of the target, configured as the platform's ingress
     (platform/base/vllm-ingress.yaml, ingress-nginx semantics): TLS from a CA the project makes,
     600 s proxy timeouts, buffering off, ``limit_req`` per client address with
@@ -169,9 +132,9 @@ class EdgeSpec(Strict):
     timeout_s: int = Field(600, gt=0, description="proxy-read/send-timeout annotations")
 
 
-class ObserveSpec(Strict):
-    """Observers of a run beside k6. Each costs CPU on a 2-core machine; the README gives the
-    measured overhead of each (observer on vs off, the A/A method)."""
+class ObserveSpec(StrictModel):
+    """Observers of a run beside k6. Each costs CPU on a 2-core machine; docs/timing.md
+    ("Observer overhead") gives the measured overhead of each (observer on vs off, the A/A method)."""
 
     traces: bool = Field(True, description="local engine: an OTLP receiver for the run; vLLM exports one span per "
                          "request (queue, prefill, decode, TTFT), joined to k6's rows by X-Request-Id")
@@ -190,7 +153,7 @@ class ObserveSpec(Strict):
                                        "vLLM, DCGM and ALERTS series are saved into the run (server/prometheus-cluster/)")
 
 
-class LoadSpec(Strict):
+class LoadSpec(StrictModel):
     kind: Literal["sweep", "stress", "capacity"] = Field("sweep", description="capacity: a max-sustainable-rate "
                                                          "search (the capacity section), cells planned as it goes")
     name: str = Field(min_length=1, description="label part of the run_id")
@@ -208,11 +171,14 @@ class LoadSpec(Strict):
     warmup_requests: int = Field(2, ge=0, description="requests before a cell's measured phase (k6 setup(), at the "
                                  "cell's concurrency), tagged phase=warmup, excluded from results")
     min_window_requests: int = Field(20, ge=1, description="measured requests inside each closed-loop cell's steady-state "
-                                     "window: a cell runs max(min_iterations, iterations_per_vu x VUs, VUs + this)")
+                                     "window: a cell runs max(min_iterations, iterations_per_vu x VUs, 2 x VUs + this): one round fills "
+                                     "the server, one drains it (analysis/window.py)")
     ramp: Ramp | None = None
     capacity: Capacity = Capacity()
     probe: ProbeSpec = ProbeSpec()
     slo: Slo = Slo()
+    stream: bool = Field(True, description="requests ask for an SSE stream with the usage chunk at its end, as chat "
+                         "clients do (the stream clock times their tokens); False: one JSON answer, as before issue 19")
     engine: EngineSpec = EngineSpec()
     request_timeout_s: int = Field(600, gt=0)
     max_cell_duration_s: int = Field(1800, gt=0)
@@ -282,7 +248,7 @@ class LoadSpec(Strict):
 
     def iterations(self, vus: int) -> int:
         """Measured iterations of a closed-loop cell (warm-up comes on top, in k6 setup())."""
-        return max(self.min_iterations, self.iterations_per_vu * vus, vus + self.min_window_requests)
+        return max(self.min_iterations, self.iterations_per_vu * vus, 2 * vus + self.min_window_requests)
 
     def sample_size_warnings(self) -> list[str]:
         """Cells whose steady-state window cannot support the SLO's p95 (n (1 - q) >= 1 needs 20
@@ -292,10 +258,10 @@ class LoadSpec(Strict):
             return out
         levels = {v for p in self.use_payloads for v in self.payload_concurrency.get(p, self.concurrency)}
         for vus in sorted(levels) if self.executor == "shared-iterations" else []:
-            window = self.iterations(vus) - vus
+            window = self.iterations(vus) - 2 * vus
             if window < 20:
                 out.append(f"c{vus}: {window} requests in the steady-state window cannot support a p95 (needs 20: "
-                           f"set min_window_requests: 20 or iterations >= {vus + 20})")
+                           f"set min_window_requests: 20 or iterations >= {2 * vus + 20})")
         return out
 
 
@@ -305,116 +271,3 @@ def workload_vus(spec: LoadSpec, w: Workload) -> list[int]:
     if w.open_loop:
         return [min(w.arrival.max_vus, w.sessions_per_cell)]  # type: ignore[union-attr]
     return list(spec.concurrency) if "concurrency" in spec.model_fields_set else [w.arrival.vus]  # type: ignore[union-attr]
-
-
-OPEN_LOOP_EXECUTOR = "scheduled"  # a workload's open loop: each session sent at its own time (chat.js)
-
-
-def _workload_cells(spec: LoadSpec) -> list[CellPlan]:
-    w = load_workload(spec.workload)  # type: ignore[arg-type]
-    cells = []
-    for vus in workload_vus(spec, w):
-        for r in range(1, spec.repeats + 1):
-            rep = r if spec.repeats > 1 else None
-            common = dict(payload=w.name, workload=w.name, iterations=w.sessions_per_cell, repeat=rep,
-                          duration_s=None)
-            a = w.arrival
-            if a.kind == "closed":
-                cells.append(CellPlan(cell_id=make_cell_id(w.name, vus=vus, repeat=rep), executor="shared-iterations",
-                                      vus=vus, **common))
-            elif a.kind == "trace":
-                cells.append(CellPlan(cell_id=make_cell_id(w.name, replay=a.speedup, repeat=rep),
-                                      executor=OPEN_LOOP_EXECUTOR, **common))
-            else:
-                cells.append(CellPlan(cell_id=make_cell_id(w.name, at=a.rate, repeat=rep), executor=OPEN_LOOP_EXECUTOR,
-                                      rate=a.rate, **common))
-    return cells
-
-
-def plan_cells(spec: LoadSpec) -> list[CellPlan]:
-    """Deterministic cell order: payload, then concurrency, then repeat; the ramp last. A capacity
-    search plans its cells as it goes (none up front). A workload plans its own cells (one per
-    VU level of a closed loop, one for an open loop), then repeats."""
-    cells = []
-    if spec.kind == "capacity":
-        return cells
-    if spec.workload is not None:
-        return _workload_cells(spec)
-    for payload in spec.use_payloads:
-        for vus in spec.payload_concurrency.get(payload, spec.concurrency):
-            for r in range(1, spec.repeats + 1):
-                rep = r if spec.repeats > 1 else None
-                cells.append(CellPlan(
-                    cell_id=make_cell_id(payload, vus=vus, repeat=rep), payload=payload, executor=spec.executor, vus=vus,
-                    iterations=spec.iterations(vus) if spec.executor == "shared-iterations" else None,
-                    duration_s=spec.duration_s, repeat=rep))
-    if spec.ramp:
-        r = spec.ramp
-        cells.append(CellPlan(cell_id=make_cell_id(r.payload, rate=(r.start_rate, r.end_rate)), payload=r.payload,
-                              executor="ramping-arrival-rate", duration_s=r.duration_s,
-                              rate_from=r.start_rate, rate_to=r.end_rate))
-    return cells
-
-
-class SpecError(ValueError):
-    """A spec file is invalid; the message names the file and every bad field."""
-
-
-def load_spec(path: str | Path, overrides: dict | None = None) -> LoadSpec:
-    p = Path(path)
-    data = read_mapping(p, "spec", SpecError)
-    _deep_merge(data, overrides or {})
-    return validate_file(LoadSpec, data, p, "spec", SpecError)
-
-
-def _deep_merge(base: dict, extra: dict) -> None:
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _deep_merge(base[k], v)
-        else:
-            base[k] = v
-
-
-def parse_overrides(items: list[str]) -> dict:
-    """``["model=smollm2", "slo.e2e_p95_ms=5000", "concurrency=[1, 8]"]`` -> nested dict; values
-    are YAML (numbers, lists, booleans), dotted keys reach nested fields. Validation happens
-    with the spec, so an unknown key fails there, by name."""
-    out: dict = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise SpecError(f"--set {item!r}: expected KEY=VALUE (e.g. model=smollm2, slo.e2e_p95_ms=5000)")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise SpecError(f"--set {item!r}: value is not YAML: {exc}") from None
-        node = out
-        *parents, leaf = key.strip().split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
-
-
-def builtin_spec(name: str) -> Path:
-    """Path of a spec shipped in the package (``inferlab/specs/<name>.yaml``)."""
-    p = Path(__file__).resolve().parent / f"{name}.yaml"
-    if not p.is_file():
-        raise SpecError(f"no built-in spec {name!r} (have: {', '.join(sorted(x.stem for x in p.parent.glob('*.yaml')))})")
-    return p
-
-
-def resolve_spec(name_or_path: str, overrides: dict | None = None, sets: list[str] | None = None,
-                 label: str | None = None) -> LoadSpec:
-    """A spec by path, or by built-in name (``matrix-local``, ``stress-local``, ``ci-tiny``, ...),
-    with ``--set KEY=VALUE`` items and a run label merged in: the one place the CLI, make and
-    the notebooks combine them (precedence: file < overrides < sets < label)."""
-    p = Path(name_or_path)
-    if not p.exists() and not p.suffix:
-        p = builtin_spec(name_or_path)
-    merged: dict = {}
-    _deep_merge(merged, overrides or {})
-    _deep_merge(merged, parse_overrides(sets or []))
-    if label:
-        merged["name"] = label
-    return load_spec(p, merged or None)

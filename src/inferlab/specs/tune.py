@@ -21,8 +21,8 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import Field, model_validator
 
-from .base import read_mapping, validate_file
-from .models import SpecError, StrictModel
+from .base import StrictModel, read_mapping, validate_file
+from .resolve import SpecError
 
 Value = Union[bool, int, float, str, None]
 NAME_RE = r"^[a-z][a-z0-9_]*$"

@@ -26,8 +26,9 @@ from pathlib import Path
 import yaml
 
 from ..credentials import create_private
-from ..platform.render import SECRET_INPUTS, engine_of, kubectl, platform_dir
+from ..platform.render import SECRET_INPUTS, engine_of, platform_dir
 from ..specs.tune import engine_args
+from ..tools import find_tool
 
 WRITTEN = "Written by inferlab (sweep/components.py); regenerate rather than edit."
 VALIDATED_WITH = re.compile(r"^# Validated with overlay '([^']+)'", re.M)
@@ -152,7 +153,7 @@ def build_with(root: Path, overlay: str, component: str | None = None) -> list[d
             "labels": [{"pairs": {"app.kubernetes.io/part-of": "inferlab", "app.kubernetes.io/managed-by": "inferlab"},
                         "includeSelectors": False}],  # as every overlay does (platform/overlays/*)
             "resources": [f"../{overlay}"], "components": [f"../../components/{component}"] if component else []}))
-        proc = subprocess.run([kubectl(), "kustomize", str(check)], capture_output=True, text=True)
+        proc = subprocess.run([find_tool("kubectl"), "kustomize", str(check)], capture_output=True, text=True)
     if proc.returncode != 0:
         what = f"overlay {overlay!r}" + (f" + component {component!r}" if component else "")
         raise RuntimeError(f"kustomize build of {what} failed: {proc.stderr[-1500:]}")

@@ -13,30 +13,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
-import signal
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..credentials import secrets_dir
-from ..platform.checks import INGRESS_CONTROLLER_DIR, edge_log_source
-from ..platform.render import platform_dir
-from ..procs import stop_process, wait_for_health
+from ..formats.edge_log import edge_log_source, local_edge_template
+from ..nginx import NginxProcess, main_config, nginx_version
+from ..procs import free_port
 from ..specs import EdgeSpec
-from ..ui.serve import nginx_binary
-from .engine import free_port
 from .session import TargetError, TargetSession, trust
 from .tlsca import IssuedCert, issue_server_cert
 
 LIMIT_ZONE = "inferlab_edge"
-
-
-def template_path() -> Path:
-    return platform_dir() / INGRESS_CONTROLLER_DIR / "local-edge.conf.template"
 
 
 def nginx_rate(rps: float) -> str:
@@ -84,106 +73,47 @@ def render_edge_config(edge: EdgeSpec, port: int, upstream: str, access_log: Pat
         "TLS": tls_lines,
         "TIMEOUT_S": str(edge.timeout_s),
     }
-    text = template_path().read_text()
+    text = local_edge_template().read_text()
     for name, value in values.items():
         text = text.replace("${" + name + "}", value)
     if "${" in text:
-        raise TargetError(f"{template_path()}: unfilled variable near {text[text.index('${'):][:30]!r}")
+        raise TargetError(f"{local_edge_template()}: unfilled variable near {text[text.index('${'):][:30]!r}")
     return text
 
 
-class Edge:
-    """One nginx process group serving the edge on ``self.url``; ``stop()`` always ends it."""
+class Edge(NginxProcess):
+    """One nginx process group serving the edge on ``self.url``; ``stop()`` always ends it
+    (SIGQUIT: open streams finish), and removes its config and server key."""
 
     def __init__(self, edge: EdgeSpec, upstream: str, access_log: Path, port: int | None = None) -> None:
         self.edge, self.upstream, self.access_log = edge, upstream, access_log
-        self.port = port or free_port(0)
+        self.port = port or free_port()
         self.url = f"{'https' if edge.tls else 'http'}://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
+        super().__init__(name="edge nginx", error=TargetError, health=f"{self.url}/health")
         self.tls: IssuedCert | None = None
-        self.work: Path | None = None  # pid, error log, temp (nginx workers write here)
         self.private: Path | None = None  # config and server key, in the secrets folder
 
-    def _write_config(self) -> Path:
-        work = Path(tempfile.mkdtemp(prefix="inferlab-edge-"))
-        self.work = work
-        work.chmod(0o755)
-        (work / "temp").mkdir(mode=0o777)
-        (work / "temp").chmod(0o777)  # workers run as nobody when nginx starts as root
-        self.private = Path(tempfile.mkdtemp(prefix="edge-", dir=secrets_dir()))  # 0700: the server key
+    def prepare(self) -> None:
+        """Claim the access log (a new file: the run record is write-once), then write the
+        config and, with TLS, a server certificate from the project CA."""
+        self.access_log.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.close(os.open(self.access_log, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            raise TargetError(f"{self.access_log} exists: the edge writes a new access log per run "
+                              "(a resumed run passes a -resume<N> name)") from None
+        work = self.work_dir("inferlab-edge-")  # pid, error log, temp (nginx workers write here)
+        self.private = self.scratch_dir("edge-", parent=secrets_dir())  # 0700: the server key
         self.tls = issue_server_cert(self.private) if self.edge.tls else None
+        self.verify = trust(str(self.tls.ca)) if self.tls else True
         http = render_edge_config(self.edge, self.port, self.upstream, self.access_log, self.tls)
-        t = work / "temp"
-        conf = (f"worker_processes 1;\ndaemon off;\npid {work}/nginx.pid;\nerror_log {work}/error.log warn;\n"
-                "events { worker_connections 1024; }\n"
-                f"http {{\n  default_type application/octet-stream;\n"
-                f"  client_body_temp_path {t}/body;\n  proxy_temp_path {t}/proxy;\n  fastcgi_temp_path {t}/fastcgi;\n"
-                f"  uwsgi_temp_path {t}/uwsgi;\n  scgi_temp_path {t}/scgi;\n{http}\n}}\n")
-        path = self.private / "nginx.conf"
-        path.write_text(conf)
-        return path
-
-    def start(self, timeout_s: float = 20) -> Edge:
-        """Claim the access log (a new file: the run record is write-once), start nginx and
-        wait until /health answers 200 through it. On any failure nginx is stopped first."""
-        try:
-            self.access_log.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.close(os.open(self.access_log, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-            except FileExistsError:
-                raise TargetError(f"{self.access_log} exists: the edge writes a new access log per run "
-                                  "(a resumed run passes a -resume<N> name)") from None
-            conf = self._write_config()
-            assert self.work is not None
-            argv = [nginx_binary(), "-p", str(self.work), "-e", str(self.work / "error.log"), "-c", str(conf)]
-            # own process group: stop() can end the workers too, even if the master was killed
-            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                         start_new_session=True)
-            self._wait_healthy(timeout_s)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _wait_healthy(self, timeout_s: float) -> None:
-        assert self.proc is not None
-        verify = trust(str(self.tls.ca)) if self.tls else True
-        outcome = wait_for_health(self.proc, f"{self.url}/health", time.monotonic() + timeout_s, interval_s=0.2,
-                                  verify=verify)
-        if outcome == "exited":
-            err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-            raise TargetError(f"edge nginx exited with {self.proc.returncode}: {err.strip()[-800:]}")
-        if outcome == "timeout":
-            raise TargetError(f"edge not answering 200 on {self.url}/health after {timeout_s:.0f}s: {self.error_tail()}")
-
-    def error_tail(self, n: int = 2000) -> str:
-        try:
-            return (self.work / "error.log").read_text(errors="replace")[-n:] if self.work else ""
-        except OSError:
-            return ""
+        conf = self.private / "nginx.conf"
+        conf.write_text(main_config(work, http))
+        self.use_config(conf)
 
     def stop(self) -> None:
-        """SIGQUIT (graceful: open streams finish), SIGKILL after the grace period, then the
-        process group (workers outliving a killed master); the config and server key go."""
-        if self.proc is not None:
-            stop_process(self.proc, signal.SIGQUIT)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        for d in (self.private, self.work):
-            if d:
-                shutil.rmtree(d, ignore_errors=True)
-        self.private = self.work = None
-
-    def __enter__(self) -> Edge:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def nginx_version() -> str | None:
-    proc = subprocess.run([nginx_binary(), "-v"], capture_output=True, text=True)
-    return proc.stderr.strip().rpartition("/")[2] or None
+        super().stop()
+        self.private = None
 
 
 @contextlib.contextmanager

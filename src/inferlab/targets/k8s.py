@@ -8,15 +8,16 @@ import contextlib
 import json
 import math
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from .. import credentials
-from ..specs import LoadSpec
+from ..kube import KubeExec, cluster_client
 from ..procs import stop_process
 from ..runs.manifest import TargetInfo
+from ..specs import LoadSpec
+from ..tools import ToolNotFound, find_tool
 from .session import TargetError, TargetSession
 
 NAMESPACE, SERVICE, PORT = "inferlab", "vllm", 8000
@@ -24,9 +25,10 @@ NAMESPACE, SERVICE, PORT = "inferlab", "vllm", 8000
 
 @contextlib.contextmanager
 def port_forward(namespace: str = NAMESPACE, service: str = SERVICE, port: int = PORT) -> Iterator[str]:
-    kubectl = shutil.which("kubectl")
-    if not kubectl:
-        raise TargetError("kubectl not found: needed for TARGET=k8s port-forward")
+    try:
+        kubectl = find_tool("kubectl")
+    except ToolNotFound as exc:
+        raise TargetError(f"{exc} (needed for TARGET=k8s port-forward)") from None
     proc = subprocess.Popen([kubectl, "-n", namespace, "port-forward", f"svc/{service}", f"127.0.0.1:0:{port}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -74,8 +76,6 @@ def pod_scraper(api_client, namespace: str = NAMESPACE, selector: str = "app.kub
 
 def _in_cluster_load(dyn):
     """KubeExec for k6 Jobs next to the deployed service, or a clear error without a cluster."""
-    from ..load.incluster import KubeExec
-
     if dyn is None:
         raise TargetError("--in-cluster: no Kubernetes cluster reachable (KUBECONFIG / current context)")
     try:
@@ -91,8 +91,6 @@ def k8s_target(spec: LoadSpec, base_url: str | None, in_cluster: bool = False):
     """Probe and /metrics go through the ingress (BASE_URL) or a port-forward; k6 too, unless
     ``in_cluster``, where it runs as a Job beside the Service. One API client serves the k6
     Jobs and the per-pod scrapes (asking for it costs a round trip to the API server)."""
-    from ..kube import cluster_client
-
     key = credentials.api_key("k8s")
     dyn = cluster_client()
     load = _in_cluster_load(dyn) if in_cluster else None

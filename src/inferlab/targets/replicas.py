@@ -21,10 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -34,11 +30,11 @@ from typing import Literal
 import httpx
 
 from .. import credentials
-from ..procs import stop_process, wait_for_health
+from ..nginx import NginxProcess, main_config
+from ..procs import free_port
 from ..runs.manifest import TargetInfo
 from ..specs import EngineSpec, LoadSpec
-from ..ui.serve import nginx_binary
-from .engine import EngineError, LocalEngine, free_port
+from .engine import EngineError, LocalEngine
 from .pinning import cpu_list
 from .session import TargetError, TargetSession
 
@@ -60,40 +56,35 @@ def replica_specs(spec: EngineSpec, n: int, devices: Devices) -> list[tuple[Engi
     return out
 
 
-def nginx_conf(d: Path, listen_port: int, upstreams: list[str], access_log: Path) -> str:
-    """An nginx config: round-robin over ``upstreams`` (host:port), no buffering, 600 s timeouts."""
+def balancer_http(listen_port: int, upstreams: list[str], access_log: Path) -> str:
+    """The ``http {}`` body: round-robin over ``upstreams`` (host:port), no buffering, 600 s timeouts."""
     servers = "".join(f"    server {u} max_fails=0;\n" for u in upstreams)
-    return (f"worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n"
-            "events { worker_connections 4096; }\n"
-            "http {\n"
-            '  log_format replicas \'$time_iso8601 $status $request_time $upstream_addr "$request"\';\n'
+    # keepalive_timeout below uvicorn's 5 s (a reset was seen on the 2xH100 check)
+    return ('  log_format replicas \'$time_iso8601 $status $request_time $upstream_addr "$request"\';\n'
             f"  access_log {access_log} replicas;\n"
-            f"  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n"
-            f"  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n"
-            f"  upstream vllm_replicas {{\n{servers}    keepalive 64;\n    keepalive_timeout 4s;\n  }}\n"  # below uvicorn's 5 s (reset seen on the 2xH100 check)
+            f"  upstream vllm_replicas {{\n{servers}    keepalive 64;\n    keepalive_timeout 4s;\n  }}\n"
             f"  server {{\n    listen 127.0.0.1:{listen_port};\n"
             "    location / {\n      proxy_pass http://vllm_replicas;\n      proxy_http_version 1.1;\n"
             '      proxy_set_header Connection "";\n      proxy_buffering off;\n      proxy_request_buffering off;\n'
-            "      proxy_read_timeout 600s;\n      proxy_send_timeout 600s;\n    }\n  }\n}\n")
+            "      proxy_read_timeout 600s;\n      proxy_send_timeout 600s;\n    }\n  }")
 
 
-@contextlib.contextmanager
-def balancer(upstreams: list[str], access_log: Path, timeout_s: float = 20) -> Iterator[tuple[str, subprocess.Popen]]:
-    """nginx in front of ``upstreams``; yields (base URL, process); always stopped."""
-    d = Path(tempfile.mkdtemp(prefix="inferlab-replicas-"))
-    port = free_port(0)
-    (d / "nginx.conf").write_text(nginx_conf(d, port, upstreams, access_log))
-    access_log.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([nginx_binary(), "-p", str(d), "-e", str(d / "error.log"), "-c", str(d / "nginx.conf")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        if wait_for_health(proc, f"{url}/health", time.monotonic() + timeout_s, 0.2, 2.0) != "healthy":
-            err = proc.stderr.read().decode(errors="replace") if proc.poll() is not None and proc.stderr else ""
-            raise TargetError(f"nginx in front of the replicas did not answer {url}/health: {err[-500:]}")
-        yield url, proc
-    finally:
-        stop_process(proc, signal.SIGQUIT)
+class Balancer(NginxProcess):
+    """nginx in front of ``upstreams`` on ``self.url``; its access log names the replica that
+    served each request."""
+
+    def __init__(self, upstreams: list[str], access_log: Path) -> None:
+        self.upstreams, self.access_log = upstreams, access_log
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(name="nginx in front of the replicas", error=TargetError, health=f"{self.url}/health")
+
+    def prepare(self) -> None:
+        work = self.work_dir("inferlab-replicas-")
+        self.access_log.parent.mkdir(parents=True, exist_ok=True)
+        conf = work / "nginx.conf"
+        conf.write_text(main_config(work, balancer_http(self.port, self.upstreams, self.access_log), 4096))
+        self.use_config(conf)
 
 
 @contextlib.contextmanager
@@ -106,7 +97,7 @@ def replicas_target(spec: LoadSpec, run_dir: Path, n: int = 2, devices: Devices 
     started_at = datetime.now(UTC)
     log = Path(engine_log)
     engines = [LocalEngine(s, key, run_dir / log.with_name(f"{log.stem}-replica{i}{log.suffix}"),
-                           port=free_port(0), cpu_prefix=prefix, python=engine_python, model=model)
+                           port=free_port(), cpu_prefix=prefix, python=engine_python, model=model)
                for i, (s, prefix) in enumerate(replica_specs(spec.engine, n, devices))]
     with contextlib.ExitStack() as stack:
         for e in engines:
@@ -116,12 +107,13 @@ def replicas_target(spec: LoadSpec, run_dir: Path, n: int = 2, devices: Devices 
         failed = [f"replica {i}: {err}" for i, err in enumerate(errors) if err]
         if failed:
             raise EngineError("; ".join(failed))
-        url, nginx = stack.enter_context(balancer([e.base_url.removeprefix("http://") for e in engines],
-                                                  run_dir / "engine" / "replicas-access.log"))
+        nginx = stack.enter_context(Balancer([e.base_url.removeprefix("http://") for e in engines],
+                                             run_dir / "engine" / "replicas-access.log"))
+        url = nginx.url
         placement = [f"replica {i}: " + (f"GPU {i}" if devices == "gpu" else " ".join(e.cpu_prefix))
                      for i, e in enumerate(engines)]
         info = TargetInfo(kind="local", base_url=url, model=model or "SmolLM2-135M-Instruct (local engine)",
-                          served_model_name=spec.engine.served_model_name, engine_args=spec.engine.args,
+                          served_model_name=spec.engine.served_model_name, engine_args=engines[0].engine_args,
                           engine_env=spec.engine.env, startup_s=max(e.startup_s or 0 for e in engines),
                           deployment={"replicas": n, "balancer": "nginx round-robin (Debian)", "devices": devices,
                                       "placement": placement},

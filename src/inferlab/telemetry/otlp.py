@@ -40,7 +40,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from ..ingest.spans import REQUEST_ID_ATTR, REQUEST_ID_PREFIX, hex_ids
+from ..formats.otlp import REQUEST_ID_ATTR, REQUEST_ID_PREFIX, hex_ids
 
 PATH = "/v1/traces"
 PROTOBUF = "application/x-protobuf"

@@ -11,16 +11,14 @@ Contract:
   (``platform/components/monitoring/vllm-prometheusrule.yaml``), read at start: one source, no
   copy. :class:`RuleProfile` ``test`` shortens ``for:`` and range windows (never a threshold);
   the effective rules file and the profile go into the run.
-- Stopped on every exit path (:func:`inferlab.procs.stop_process`); the scratch directory is
-  removed. :meth:`LocalPrometheus.save` writes the run window first (:mod:`.prom_query`).
+- Stopped on every exit path (:class:`inferlab.procs.ManagedProcess`); the scratch directory
+  is removed. :meth:`LocalPrometheus.save` writes the run window first (:mod:`.prom_query`).
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,10 +30,10 @@ import yaml
 from pydantic import Field
 
 from .. import paths
-from ..procs import stop_process, wait_for_health
+from ..procs import ManagedProcess, free_port
 from ..runs.store import RunWriter
 from ..specs.models import StrictModel
-from ..targets.engine import free_port
+from ..tools import ToolNotFound, find_tool
 from .metrics_sampler import ScrapeTarget
 from .prom_query import ALERTS_QUERY, VLLM_QUERY, save_window
 
@@ -102,13 +100,6 @@ def rules_yaml(profile: RuleProfile = PLATFORM, root: Path | None = None) -> str
         yaml.safe_dump({"groups": apply_profile(platform_rule_groups(root), profile)}, sort_keys=False)
 
 
-def prometheus_binary() -> str:
-    exe = shutil.which("prometheus")
-    if not exe:
-        raise PrometheusError("prometheus not found: `make system-deps` (Debian package prometheus)")
-    return exe
-
-
 def _scrape_config(t: ScrapeTarget, token_file: Path | None) -> dict:
     u = urlsplit(t.metrics_url)
     cfg: dict = {"job_name": t.job, "scheme": u.scheme, "metrics_path": u.path or "/metrics",
@@ -124,18 +115,20 @@ def _scrape_config(t: ScrapeTarget, token_file: Path | None) -> dict:
     return cfg
 
 
-class LocalPrometheus:
+class LocalPrometheus(ManagedProcess):
     """``with LocalPrometheus([ScrapeTarget(...)], TEST) as p: ...; p.save(w)`` (save before exit).
 
-    ``url`` is its loopback HTTP API; ``started_at`` is when it became ready (the window start)."""
+    ``url`` is its loopback HTTP API; ``started_at`` is when it became ready (the window start).
+    Its own session: a Ctrl-C on the terminal reaches us, not Prometheus, so the window is
+    still saved before stop() ends it."""
 
     def __init__(self, targets: list[ScrapeTarget], profile: RuleProfile = PLATFORM, ready_timeout_s: float = 30) -> None:
-        self.targets, self.profile, self.ready_timeout_s = targets, profile, ready_timeout_s
-        self.proc: subprocess.Popen | None = None
+        self.targets, self.profile = targets, profile
         self.dir: Path | None = None
         self.url = ""
         self.started_at: datetime | None = None
         self.config_text = self.rules_text = ""
+        super().__init__(name="prometheus", error=PrometheusError, timeout_s=ready_timeout_s, poll_s=0.2)
 
     def _write_config(self) -> Path:
         assert self.dir is not None
@@ -158,36 +151,20 @@ class LocalPrometheus:
         (self.dir / "prometheus.yml").write_text(self.config_text)
         return self.dir / "prometheus.yml"
 
-    def start(self) -> LocalPrometheus:
-        exe = prometheus_binary()
-        self.dir = Path(tempfile.mkdtemp(prefix="inferlab-prometheus-"))  # 0700
-        try:
-            config = self._write_config()
-            port = free_port(9091)
-            self.url = f"http://127.0.0.1:{port}"
-            log = open(self.dir / "prometheus.log", "wb")  # noqa: SIM115 - closed in stop()
-            self._log = log
-            self.proc = subprocess.Popen(
-                [exe, f"--config.file={config}", f"--storage.tsdb.path={self.dir / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=2d",
-                 "--log.level=info"],
-                # own session: a Ctrl-C on the terminal reaches us, not Prometheus, so the window
-                # is still saved before stop() ends it
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.dir, start_new_session=True)
-            outcome = wait_for_health(self.proc, f"{self.url}/-/ready", time.monotonic() + self.ready_timeout_s, 0.2)
-            if outcome != "healthy":
-                raise PrometheusError(f"prometheus {outcome} before ready; log tail:\n{self.log_tail()}")
-            self.started_at = datetime.now(UTC)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def prepare(self) -> None:
+        exe = find_tool("prometheus")
+        self.dir = self.cwd = self.scratch_dir("inferlab-prometheus-")  # 0700
+        config = self._write_config()
+        port = free_port(9091)
+        self.url = f"http://127.0.0.1:{port}"
+        self.health, self.log = f"{self.url}/-/ready", self.dir / "prometheus.log"
+        self.argv = [exe, f"--config.file={config}", f"--storage.tsdb.path={self.dir / 'data'}",
+                     f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=2d", "--log.level=info"]
 
-    def log_tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join((self.dir / "prometheus.log").read_text(errors="replace").splitlines()[-n:])  # type: ignore[operator]
-        except OSError:
-            return "(no log)"
+    def start(self, timeout_s: float | None = None) -> LocalPrometheus:
+        super().start(timeout_s)
+        self.started_at = datetime.now(UTC)
+        return self
 
     def wait_up(self, timeout_s: float = 10) -> dict[str, str]:
         """{job: health} once every target has been scraped (or at the timeout)."""
@@ -217,24 +194,13 @@ class LocalPrometheus:
         return folder
 
     def stop(self) -> None:
-        stop_process(self.proc)
-        if getattr(self, "_log", None):
-            self._log.close()
-            self._log = None
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
-    def __enter__(self) -> LocalPrometheus:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        super().stop()
+        self.dir = None
 
 
 def _version() -> str:
     try:
-        out = subprocess.run([prometheus_binary(), "--version"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run([find_tool("prometheus"), "--version"], capture_output=True, text=True, timeout=10)
         return (out.stdout or out.stderr).splitlines()[0].strip()
-    except (OSError, subprocess.SubprocessError, IndexError, PrometheusError):
+    except (OSError, subprocess.SubprocessError, IndexError, ToolNotFound):
         return "unknown"

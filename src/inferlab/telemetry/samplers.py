@@ -12,7 +12,6 @@ Every sampler is a context manager; files are closed (and sealed by the run writ
 from __future__ import annotations
 
 import csv
-import shutil
 import subprocess
 import threading
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from pathlib import Path
 import psutil
 
 from ..procs import stop_process
+from ..tools import find_tool, which_tool
 
 NVIDIA_SMI_QUERY = "timestamp,utilization.gpu,utilization.memory,memory.used,memory.total,temperature.gpu,power.draw"
 
@@ -32,12 +32,12 @@ class NvidiaSmiLogger:
 
     @staticmethod
     def available() -> bool:
-        return shutil.which("nvidia-smi") is not None
+        return which_tool("nvidia-smi") is not None
 
     def __enter__(self) -> NvidiaSmiLogger:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.out, "x")  # noqa: SIM115 - closed in __exit__
-        self.proc = subprocess.Popen(["nvidia-smi", f"--query-gpu={NVIDIA_SMI_QUERY}", "--format=csv",
+        self.proc = subprocess.Popen([find_tool("nvidia-smi"), f"--query-gpu={NVIDIA_SMI_QUERY}", "--format=csv",
                                       "-l", str(self.interval_s)], stdout=self._fh, stderr=subprocess.DEVNULL)
         return self
 

@@ -1,0 +1,250 @@
+"""A constant-rate step's verdict as a sequential statistical decision.
+
+SLO: a list of :class:`SloBound` (metric, bound, percentile ``q``), e.g. ``ttft_ms <= 500`` at
+p99, ``tpot_ms <= 50`` at p99, ``e2e_ms <= 5000`` at p95. Each bound allows a violating share
+``1 - q`` of the steady window's requests; a failed request (``ok`` false) violates every bound,
+and so does a missing value.
+
+Per bound, ``t`` violations among ``n`` requests. Requests in a queue are not independent
+(violations come in runs while a queue drains), so the counts are deflated by a variance
+inflation factor ``D`` (:func:`variance_inflation`: batch means of the violation indicator over
+ten batches, at an upper bound, floored by the same estimate on the ``MIN_EXCEEDANCES``
+largest values when there are fewer violations than that): the effective counts ``t / D`` of
+``n / D`` requests go into Clopper-Pearson bounds (beta quantiles,
+``scipy.special.betaincinv``, which take non-integer counts). Known limit, measured on the
+queueing simulator (tests/analysis/test_certify.py): a window that happens to be calm also
+looks uncorrelated, so at exactly the allowed share a step passes ~7 % of the time instead of
+5 %; from 7 % above it, <= 5 %.
+
+Sequential rule (the step looks at its data after each block, up to ``n_looks`` looks at
+``cap * k / n_looks`` requests): **alpha spending with a union bound** over the fixed maximum
+number of looks. Look ``k`` spends ``alpha * ((k/K)^2 - ((k-1)/K)^2)`` (the Kim-DeMets power
+family with rho = 2: little early, most at the cap); since the spent levels sum to ``alpha``,
+the chance of ever passing a bad step (or failing a good one) is at most ``alpha`` whatever the
+dependence between looks, as far as each look's bound holds (see the known limit above). At look ``k``, per bound, with one-sided level ``alpha_k``:
+
+- PASS when, for every bound, the upper confidence bound on the violating share is <= ``1 - q``
+  (an intersection-union test: each bound is tested at ``alpha``, no multiplicity correction
+  needed to claim all of them) and the backlog test does not find a growing queue;
+- FAIL when, for some bound, the lower confidence bound is > ``1 - q``, or the backlog grows;
+- CONTINUE otherwise; at the last look UNDECIDED, which counts as a fail.
+
+Backlog growth (:func:`backlog_growth`): backlog = sent - completed, sampled at each send; an
+OLS trend with a Newey-West (HAC) standard error (``statsmodels``); the queue grows when the
+slope is significantly positive *and* the fitted growth over the window is at least
+``min_growth`` of the requests sent, so one request more or less never decides it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from scipy import special, stats
+
+PASS, FAIL, CONTINUE, UNDECIDED = "pass", "fail", "continue", "undecided"
+MIN_EXCEEDANCES = 50  # exceedances the clustering floor looks at, at least
+
+
+@dataclass(frozen=True)
+class SloBound:
+    """``metric <= bound`` for at least a share ``q`` of requests (``q`` = 0.99 for p99)."""
+
+    metric: str
+    bound: float
+    q: float
+
+    @property
+    def allowed(self) -> float:
+        return 1.0 - self.q
+
+
+@dataclass(frozen=True)
+class BoundCount:
+    """One SLO bound at one look: counts, the inflation used, the confidence bounds, the verdict."""
+
+    metric: str
+    bound: float
+    q: float
+    n: int
+    t: int
+    inflation: float
+    lower: float  # lower confidence bound on the violating share
+    upper: float  # upper confidence bound on the violating share
+    decision: str  # pass / fail / continue
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The backlog-growth test's result."""
+
+    slope_per_s: float
+    growth: float  # fitted backlog growth over the window, requests
+    p_value: float  # one-sided, H0: no growth
+    grows: bool
+
+
+@dataclass(frozen=True)
+class StepDecision:
+    """One step at one look: what was decided and why."""
+
+    rate: float
+    n: int
+    look: int
+    n_looks: int
+    counts: tuple[BoundCount, ...]
+    backlog: Backlog | None
+    decision: str  # pass / fail / continue / undecided
+    reason: str
+
+    @property
+    def passed(self) -> bool:
+        return self.decision == PASS
+
+    @property
+    def final(self) -> bool:
+        return self.decision != CONTINUE
+
+
+def requests_needed(q: float, confidence: float = 0.95) -> int:
+    """Requests a step needs to pass with zero violations when independent: the smallest ``n``
+    with ``q ** n <= 1 - confidence`` (p99 at 95 %: 299; at 99 %: 459)."""
+    return math.ceil(math.log(1.0 - confidence) / math.log(q))
+
+
+def spent_alpha(alpha: float, look: int, n_looks: int) -> float:
+    """The one-sided level look ``look`` (1-based) of ``n_looks`` spends (module docstring)."""
+    return alpha * ((look / n_looks) ** 2 - ((look - 1) / n_looks) ** 2)
+
+
+def look_sizes(cap: int, n_looks: int) -> list[int]:
+    """Requests in the window at each look: ``cap * k / n_looks``, rounded up."""
+    return [math.ceil(cap * k / n_looks) for k in range(1, n_looks + 1)]
+
+
+def clopper_pearson(t: float, n: float, level: float) -> tuple[float, float]:
+    """One-sided Clopper-Pearson bounds (lower, upper), each holding with ``1 - level``;
+    non-integer (effective) counts allowed."""
+    if n <= 0:
+        return 0.0, 1.0
+    lower = float(special.betaincinv(t, n - t + 1, level)) if t > 0 else 0.0
+    upper = float(special.betaincinv(t + 1, n - t, 1 - level)) if t < n else 1.0
+    return lower, upper
+
+
+INFLATION_CONFIDENCE = 0.9
+BATCHES = 10  # batch means over this many batches (so the batch size grows with n)
+
+
+def _batch_inflation(x: np.ndarray) -> float:
+    n = len(x)
+    p = x.mean()
+    m = max(1, n // BATCHES)
+    k = n // m
+    if k < 2 or p <= 0 or p >= 1:
+        return 1.0
+    means = x[: k * m].reshape(k, m).mean(axis=1)
+    return float(np.clip(m * means.var(ddof=1) * _variance_upper(k - 1) / (p * (1 - p)), 1.0, m))
+
+
+@functools.cache
+def _variance_upper(dof: int) -> float:
+    """A batch variance has ``dof`` degrees of freedom: the plug-in estimate is too small about
+    half the time, which lets a bad step through; this factor makes it its upper
+    ``INFLATION_CONFIDENCE`` bound."""
+    return dof / float(stats.chi2.ppf(1 - INFLATION_CONFIDENCE, dof))
+
+
+def variance_inflation(values: np.ndarray, violates: np.ndarray) -> float:
+    """How much the violation count's variance exceeds a binomial's, in arrival order: batch
+    means of the indicator over ``BATCHES`` batches (so a batch grows with the step and spans
+    a queue's busy period), taken at its upper ``INFLATION_CONFIDENCE`` bound, clipped to
+    [1, batch size]. With fewer than ``MIN_EXCEEDANCES`` violations the indicator says little
+    about clustering, so the same estimate on the ``MIN_EXCEEDANCES`` largest values (the same
+    tail, a little lower) is a floor."""
+    x = np.asarray(violates, float)
+    d = _batch_inflation(x)
+    if x.sum() < MIN_EXCEEDANCES and len(x) > 2 * MIN_EXCEEDANCES:
+        v = np.where(np.isnan(values), np.inf, values)
+        top = v >= np.partition(v, -MIN_EXCEEDANCES)[-MIN_EXCEEDANCES]
+        if top.sum() <= 2 * MIN_EXCEEDANCES:  # else ties: the "largest values" are arbitrary
+            d = max(d, _batch_inflation(top.astype(float)))
+    return d
+
+
+def count_bound(values: np.ndarray, ok: np.ndarray, slo: SloBound, level: float) -> BoundCount:
+    """One bound at one look (see the module docstring); ``values`` in arrival order."""
+    values = np.asarray(values, float)
+    violates = ~np.asarray(ok, bool) | ~(values <= slo.bound)
+    n, t = len(values), int(violates.sum())
+    d = variance_inflation(np.where(np.asarray(ok, bool), values, np.inf), violates)
+    lower, upper = clopper_pearson(t / d, n / d, level)
+    decision = PASS if upper <= slo.allowed else FAIL if lower > slo.allowed else CONTINUE
+    return BoundCount(slo.metric, slo.bound, slo.q, n, t, d, lower, upper, decision)
+
+
+def backlog_growth(sent_s: np.ndarray, done_s: np.ndarray, alpha: float = 0.05,
+                   min_growth: float = 0.02) -> Backlog:
+    """Does the queue grow over the window? ``sent_s``: send times (seconds) of the window's
+    requests; ``done_s``: completion times (NaN: never completed). The backlog at each send is
+    the requests sent so far minus those completed so far; OLS on time with a Newey-West
+    standard error (lags ``n ** (1/3)``); grows when the one-sided p-value is below ``alpha``
+    and the fitted growth over the window is at least ``min_growth`` of the requests sent."""
+    sent = np.sort(np.asarray(sent_s, float))
+    done = np.sort(np.where(np.isnan(done_s), np.inf, np.asarray(done_s, float)))
+    n = len(sent)
+    if n < 10:
+        return Backlog(float("nan"), float("nan"), float("nan"), False)
+    backlog = np.arange(1, n + 1) - np.searchsorted(done, sent, side="right")
+    if np.ptp(backlog) == 0:
+        return Backlog(0.0, 0.0, 1.0, False)
+    x = sm.add_constant(sent - sent[0])
+    fit = sm.OLS(backlog.astype(float), x).fit(cov_type="HAC", cov_kwds={"maxlags": max(1, int(n ** (1 / 3)))})
+    slope, z = float(fit.params[1]), float(fit.tvalues[1])
+    p = float(stats.norm.sf(z))
+    growth = slope * (sent[-1] - sent[0])
+    return Backlog(slope, growth, p, bool(p < alpha and growth >= min_growth * n))
+
+
+def decide(rate: float, values: dict[str, np.ndarray], ok: np.ndarray, slo: list[SloBound], look: int,
+           n_looks: int, alpha: float = 0.05, backlog: Backlog | None = None) -> StepDecision:
+    """The step's decision at look ``look`` of ``n_looks`` from the steady window's requests so
+    far, in arrival order: ``values[metric]`` per request, ``ok`` per request."""
+    level = spent_alpha(alpha, look, n_looks)
+    counts = tuple(count_bound(values[s.metric], ok, s, level) for s in slo)
+    n = len(ok)
+    failing = [c for c in counts if c.decision == FAIL]
+    grows = backlog is not None and backlog.grows
+    if failing or grows:
+        decision = FAIL
+        reason = "; ".join([f"{c.metric} violating share > {1 - c.q:.1%} (lower bound {c.lower:.2%}, "
+                            f"{c.t} of {c.n})" for c in failing]
+                           + ([f"backlog grows by {backlog.growth:.0f} requests (p={backlog.p_value:.3f})"]
+                              if grows else []))
+    elif all(c.decision == PASS for c in counts):
+        decision, reason = PASS, "every bound holds: " + ", ".join(
+            f"{c.metric} upper bound {c.upper:.2%} <= {1 - c.q:.1%} ({c.t} of {c.n})" for c in counts)
+    else:
+        decision = UNDECIDED if look >= n_looks else CONTINUE
+        open_ = [c for c in counts if c.decision == CONTINUE]
+        reason = ("undecided at the cap (counts as a fail): " if decision == UNDECIDED else "run longer: ") + \
+            ", ".join(f"{c.metric} {c.t} of {c.n}, share in [{c.lower:.2%}, {c.upper:.2%}] around "
+                      f"{1 - c.q:.1%}" for c in open_)
+    return StepDecision(rate, n, look, n_looks, counts, backlog, decision, reason)
+
+
+def decide_frame(requests: pd.DataFrame, rate: float, slo: list[SloBound], look: int, n_looks: int,
+                 alpha: float = 0.05) -> StepDecision:
+    """:func:`decide` on a tidy frame of the steady window's requests (``start_ts``, ``end_ts``,
+    ``ok`` and one column per SLO metric), with the backlog test on its send/completion times."""
+    r = requests.sort_values("start_ts")
+    t0 = r["start_ts"].iloc[0]
+    sent = (r["start_ts"] - t0).dt.total_seconds().to_numpy()
+    done = (r["end_ts"] - t0).dt.total_seconds().to_numpy()
+    ok = r["ok"].to_numpy(bool)
+    values = {s.metric: r[s.metric].to_numpy(float) for s in slo}
+    return decide(rate, values, ok, slo, look, n_looks, alpha, backlog_growth(sent, np.where(ok, done, np.nan)))

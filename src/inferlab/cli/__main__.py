@@ -1,0 +1,7 @@
+"""``python -m inferlab.cli``: the same as the ``inferlab`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

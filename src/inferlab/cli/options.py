@@ -1,0 +1,76 @@
+"""Options shared by several verbs, each declared once as an argparse parent parser, and the
+project defaults they fall back to.
+
+Defaults live here once: the Makefile passes a variable only when the user set it, and the
+project's own environment variables carry the INFERLAB_ prefix (tools keep VLLM_*, K6_*, OTEL_*).
+Every parent is built when the parser is (:func:`inferlab.cli.parser.build_parser`), so an
+``INFERLAB_<NAME>`` set before then is its default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+DEFAULTS = {"TARGET": "local", "SPEC": "matrix-local", "STRESS_SPEC": "stress-local", "OVERLAY": "minikube-gpu",
+            "CAPACITY_SPEC": "capacity-local", "RUNS": "sample", "BASE_URL": "", "IN_CLUSTER": "", "EDGE": "",
+            "TUNE_SPEC": "tune-local", "PROMETHEUS_URL": ""}
+TARGETS = ["local", "url", "k8s"]
+LOCAL_SERVER = "http://127.0.0.1:8011"  # `inferlab serve`'s engine
+
+
+def env_default(name: str) -> str:
+    """``$INFERLAB_<name>`` when set and not empty, else the project default."""
+    return os.environ.get(f"INFERLAB_{name}") or DEFAULTS[name]
+
+
+def env_flag(name: str) -> bool:
+    """A boolean option's default: ``$INFERLAB_<name>`` set to anything but empty or 0."""
+    return env_default(name) not in ("", "0")
+
+
+def _parent() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(add_help=False)
+
+
+def target() -> argparse.ArgumentParser:
+    """``--target``: what the verb drives (local starts the engine)."""
+    p = _parent()
+    p.add_argument("--target", default=env_default("TARGET"), choices=TARGETS)
+    return p
+
+
+def base_url(default: str | None = None) -> argparse.ArgumentParser:
+    """``--base-url``: the server's URL; ``default`` where the environment sets none (runs: None,
+    the target decides; tools for a running server: the local engine's)."""
+    p = _parent()
+    p.add_argument("--base-url", default=env_default("BASE_URL") or default)
+    return p
+
+
+def spec_sets() -> argparse.ArgumentParser:
+    """``--set KEY=VALUE``: spec overrides (specs.resolve.parse_overrides)."""
+    p = _parent()
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec field (YAML value, dotted keys), e.g. --set model=smollm2 "
+                        "--set slo.e2e_ms=5000; repeatable, recorded in the manifest's spec")
+    return p
+
+
+def observers(prometheus_help: str, prometheus_url_help: str) -> argparse.ArgumentParser:
+    """``--edge``, ``--prometheus``, ``--prometheus-url``: observers added to the spec's
+    (commands.with_observers); the help says what one window is for the verb."""
+    p = _parent()
+    p.add_argument("--edge", action="store_true", default=env_flag("EDGE"),
+                   help="run through the local edge: nginx as the ingress is (TLS with a project CA, limit_req, "
+                        "600 s timeouts, JSON access log joined to k6 rows by X-Request-Id)")
+    p.add_argument("--prometheus", action="store_true", help=prometheus_help)
+    p.add_argument("--prometheus-url", default=env_default("PROMETHEUS_URL") or None, help=prometheus_url_help)
+    return p
+
+
+def overlay() -> argparse.ArgumentParser:
+    """``--overlay``: which platform/overlays/<name> to deploy or remove."""
+    p = _parent()
+    p.add_argument("--overlay", default=env_default("OVERLAY"))
+    return p

@@ -1,0 +1,52 @@
+"""The per-cell summary (``cell_summary``, ~24 columns) split into tables that fit a page.
+
+``main`` (the body's "Results per cell") holds the columns a reader compares across cells:
+concurrency, requests and errors, throughput, latency percentiles, tokens/s and TTFT.
+``details`` (how each cell ran and was measured) and ``utilization`` (CPU or GPU while it ran)
+go to the report's appendix. Each table starts with ``cell_id``, so a row of one finds its row
+in another; together they show every column of the summary (the run id is in the title).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .sections import cell_table
+
+KEY = "cell_id"
+MAIN = ("vus", "requests", "errors", "rps", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "tokens_per_s",
+        "probe_ttft_p50_ms")
+UTILIZATION_PREFIXES = ("gpu_", "cpu_")  # summary._utilization's columns
+HIDDEN = ("run_id",)
+
+
+def groups(cells: pd.DataFrame) -> dict[str, list[str]]:
+    """The columns of each table, in the summary's order; every column but the key (and the
+    run id) is in exactly one."""
+    rest = [c for c in cells.columns if c != KEY and c not in HIDDEN]
+    util = [c for c in rest if c.startswith(UTILIZATION_PREFIXES)]
+    main = [c for c in rest if c in MAIN]
+    return {"main": [KEY, *main], "details": [KEY, *(c for c in rest if c not in main and c not in util)],
+            "utilization": [KEY, *util]}
+
+
+def _table(cells: pd.DataFrame, group: str):
+    columns = groups(cells)[group]
+    if not cells.empty and columns == [KEY]:
+        return f"no {group} columns in this run"  # e.g. no CPU or GPU telemetry recorded
+    return cell_table(cells[columns] if not cells.empty else cells)
+
+
+def main(cells: pd.DataFrame):
+    """Results per cell: the columns a reader compares."""
+    return _table(cells, "main")
+
+
+def details(cells: pd.DataFrame):
+    """Appendix: payload, executor, status, error rate, span and steady-state window, TPOT."""
+    return _table(cells, "details")
+
+
+def utilization(cells: pd.DataFrame):
+    """Appendix: CPU (engine, k6, system) or GPU utilization, memory and power, mean and max."""
+    return _table(cells, "utilization")

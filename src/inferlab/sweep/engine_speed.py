@@ -1,0 +1,160 @@
+"""How fast this machine's local CPU engine is, for estimates: output tokens per second at each
+VU level, and its start-up time, with where each figure came from.
+
+In this order:
+
+1. **measured on this machine**: the newest local run record in ``data/runs`` made on this
+   host (same hostname, CPU model and core count), preferring one whose engine ran with the
+   spec's engine arguments. Its complete closed-loop cells give the output tokens per second at
+   each VU level (the cell's requests, warm-up and probe included, over its wall time), and a
+   record whose engine started the same way (eager or compiled) the start-up time.
+2. **a reference figure for the CPU class** (:func:`inferlab.machine.cpu_flags`) and the
+   engine's dtype (the spec's ``--dtype``, else this CPU's: ``targets.engine.with_machine_dtype``),
+   below.
+
+Between measured VU levels, batching gains ~sqrt(VUs), up to 16 VUs (on the AVX2-only
+reference: 16 VUs measured 3.7x one VU's throughput; sqrt says 4x).
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+
+from .. import machine, paths
+from ..runs.manifest import CellRecord, Manifest
+from ..runs.store import read_manifest
+from ..specs import LoadSpec
+from ..targets.engine import dtype_arg, with_machine_dtype
+
+# Reference figures: SmolLM2-135M on the local CPU engine (vLLM 0.32 CPU build), 2 cores, output
+# tokens per second of ONE stream (1 VU), by (CPU class, engine dtype).
+# - avx2, bfloat16: a 2-core CPU with AVX2 and no AVX-512 (issue 18): 9.4 tokens/s, a 64-token
+#   answer in 6.8 s; the default matrix's 256-token x 16-VU cell (38 requests) took 281 s.
+# - avx2, float32: the same CPU, about 10 % faster (inferlab.machine.engine_dtype's measurement).
+# - avx512, bfloat16: the 2-core AMD EPYC with AVX-512 BF16 that made data/sample's local runs
+#   (2026-11-27): 27.9 tokens/s, the median of its 19 one-VU cells; ~3x the AVX2-only CPU.
+REFERENCE_TOKENS_PER_S = {("avx2", "bfloat16"): 9.4, ("avx2", "float32"): 10.3, ("avx512", "bfloat16"): 27.9}
+# Engine start-up (s) on the AVX-512 reference, medians of data/sample's local runs: eager 25 s
+# (35 runs), torch.compile 74 s (1 run). Not recorded on the AVX2-only CPU: taken as 3x, like decode.
+REFERENCE_STARTUP_S = {("avx512", True): 25.0, ("avx512", False): 74.0, ("avx2", True): 75.0, ("avx2", False): 220.0}
+BATCH_GAIN_CAP_VUS = 16  # no further batching gain assumed beyond this many VUs (the matrix's largest level)
+RECORDS_SCANNED = 50  # newest local run records read when looking for a measurement
+
+
+@dataclass(frozen=True)
+class EngineSpeed:
+    """The local engine's output tokens per second at each known VU level, its start-up time,
+    and where both came from (said beside every estimate)."""
+
+    throughput: dict[int, float]
+    startup_s: float
+    source: str
+
+    def tokens_per_s(self, vus: int) -> float:
+        """Aggregate output tokens/s at ``vus`` VUs: measured at that level, else scaled from the
+        nearest known level by sqrt(VUs) (capped at :data:`BATCH_GAIN_CAP_VUS`)."""
+        v = max(1, min(vus, BATCH_GAIN_CAP_VUS))
+        if v in self.throughput:
+            return self.throughput[v]
+        known = min(self.throughput, key=lambda k: (abs(k - v), k))
+        return self.throughput[known] * (v / min(known, BATCH_GAIN_CAP_VUS)) ** 0.5
+
+
+def engine_speed(spec: LoadSpec, runs_dir: Path | None = None, cpuinfo: str | None = None) -> EngineSpeed:
+    """This machine's engine speed: measured in its newest local run record, else the reference
+    figure for its CPU class (module docstring)."""
+    eager = "--enforce-eager" in spec.engine.args
+    measured = _measured_speed(spec, runs_dir or paths.runs_dir(), eager)
+    if measured is not None:
+        return measured
+    flags = machine.cpu_flags(cpuinfo)
+    cls = "avx512" if "avx512f" in flags else "avx2"
+    dtype = dtype_arg(with_machine_dtype(spec.engine.args, cpuinfo))
+    tps = REFERENCE_TOKENS_PER_S.get((cls, dtype))
+    what = f"{dtype}, {'eager' if eager else 'torch.compile'} start-up"
+    if tps is None:  # no figure for this dtype on this class: the class's bf16 figure
+        tps, what = REFERENCE_TOKENS_PER_S[(cls, "bfloat16")], f"bfloat16 figure, the engine runs {dtype}"
+    name = {"avx512": "a CPU with AVX-512", "avx2": "an AVX2-only CPU"}[cls]
+    slower = "" if cls == "avx512" or "avx2" in flags else "; this CPU lacks AVX2 and should be slower still"
+    return EngineSpeed({1: tps}, REFERENCE_STARTUP_S[(cls, eager)],
+                       f"reference figure for {name} ({tps:g} tokens/s at 1 VU, {what}; no local run on this "
+                       f"machine recorded yet){slower}")
+
+
+def _measured_speed(spec: LoadSpec, runs_dir: Path, eager: bool) -> EngineSpeed | None:
+    """The speed measured in this machine's newest local run record with closed-loop cells,
+    preferring one that ran the spec's engine arguments; its start-up time when it started the
+    engine the way the spec will (eager or compiled), else the newest such record's."""
+    records = [m for m in _local_records(runs_dir) if _same_host(m)]
+    args = _engine_args(with_machine_dtype(spec.engine.args))  # as a new run records them
+    timed = [(m, t) for m in records if (t := throughput_of(m))]
+    if not timed:
+        return None
+    same_args = [(m, t) for m, t in timed if _engine_args(m.target.engine_args) == args]
+    m, throughput = (same_args or timed)[0]
+    starts = [r for r in records if r.target.startup_s and ("--enforce-eager" in r.target.engine_args) == eager]
+    started = starts[0] if starts else m
+    other = "" if same_args else ", other engine arguments"
+    levels = ", ".join(f"{v} VU{'s' if v > 1 else ''} {tps:.1f}" for v, tps in sorted(throughput.items()))
+    startup = "" if started is m else f"; engine start-up measured in run {started.run_id}"
+    return EngineSpeed(throughput, float(started.target.startup_s or 0.0),
+                       f"measured on this machine in run {m.run_id} (output tokens/s: {levels}{other}){startup}")
+
+
+def _local_records(runs_dir: Path) -> list[Manifest]:
+    """The newest local-target run records, newest first (run ids start with their UTC time);
+    records that cannot be read (another schema, a run being created) are skipped."""
+    out = []
+    dirs = sorted((d for d in runs_dir.glob("*") if d.is_dir() and "-local-" in d.name), reverse=True)
+    for d in dirs[:RECORDS_SCANNED]:
+        try:
+            m = read_manifest(d)
+        except (OSError, ValueError):
+            continue
+        if m.target.kind == "local":
+            out.append(m)
+    return out
+
+
+def _same_host(m: Manifest) -> bool:
+    h = m.host
+    return (h.hostname, h.cpu_model, h.cores) == (socket.gethostname(), machine.cpu_model(), psutil.cpu_count())
+
+
+def _engine_args(args: list[str]) -> list[str]:
+    """Engine arguments that change its speed: the OTLP endpoint (a new port each run) dropped."""
+    flag = "--otlp-traces-endpoint"
+    at = {i for i, a in enumerate(args) if a == flag}
+    return [a for i, a in enumerate(args) if not (i in at or i - 1 in at or a.startswith(flag + "="))]
+
+
+def throughput_of(m: Manifest) -> dict[int, float]:
+    """Output tokens/s by VU level (median over cells) in a record's complete closed-loop cells
+    of fixed-length answers (``ignore_eos``): the cell's requests, warm-up and probe requests
+    included, over its wall time. {} when it has none."""
+    by_level: dict[int, list[float]] = {}
+    try:
+        payloads, probe_tokens = m.spec["payloads"], m.spec["probe"]["payload"]["max_tokens"]
+    except (KeyError, TypeError):
+        return {}
+    for c in m.cells:
+        p = payloads.get(c.payload) or {}
+        if not (_closed_loop(c) and p.get("ignore_eos", True) and p.get("max_tokens")):
+            continue
+        secs = (c.ended_at - c.started_at).total_seconds()  # type: ignore[operator]
+        requests = c.iterations + c.warmup_requests  # type: ignore[operator]
+        tokens = requests * p["max_tokens"] + c.probe_requests * probe_tokens
+        if secs > 0:
+            by_level.setdefault(c.vus, []).append(tokens / secs)  # type: ignore[arg-type]
+    return {v: statistics.median(x) for v, x in by_level.items()}
+
+
+def _closed_loop(c: CellRecord) -> bool:
+    return (c.status == "complete" and c.executor == "shared-iterations" and not c.workload and bool(c.vus)
+            and bool(c.iterations) and isinstance(c.started_at, datetime) and isinstance(c.ended_at, datetime))

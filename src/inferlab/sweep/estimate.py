@@ -1,0 +1,143 @@
+"""What a run will do and how long it should take: the plan ``--dry-run`` prints, and the one
+line a run prints before it starts (so ``make report`` says how long it expects before its sweep).
+
+A cell of ``n`` requests (plus warm-up) of ``t`` output tokens at ``v`` VUs takes
+``n * t / tokens_per_s(v)`` seconds on this machine's engine (:mod:`.engine_speed`, which says
+where its figures come from), plus the engine's start-up for the local target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..load.workload import schedule_for
+from ..specs import CellPlan, LoadSpec, plan_cells
+from .engine_speed import EngineSpeed, engine_speed
+
+PREFILL_COST = 1 / 35  # a prompt token costs ~1/35 of an output token (measured: ~1 ms vs ~35 ms/token)
+CELL_OVERHEAD_S = 2.0  # k6 start, two /metrics scrapes, the checkpoint
+CAPACITY_STEPS = 10  # a capacity search typically runs 8-12 steps
+
+
+@dataclass(frozen=True)
+class CellEstimate:
+    """One cell's expected k6 requests (warm-up not counted) and seconds."""
+
+    cell_id: str
+    executor: str
+    vus: int | None
+    requests: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A run's expected k6 requests, probe requests and seconds (engine start-up included for the
+    local target), cell by cell."""
+
+    cells: list[CellEstimate]
+    probe_requests: int
+    probe_s: float
+    startup_s: float
+    speed: EngineSpeed
+    extra_s: float = 0.0  # a capacity search's steps, planned as it goes
+
+    @property
+    def requests(self) -> int:
+        return sum(c.requests for c in self.cells)
+
+    @property
+    def seconds(self) -> float:
+        return self.startup_s + self.probe_s + self.extra_s + sum(c.seconds for c in self.cells)
+
+
+def estimate(spec: LoadSpec, target: str, cells: list[CellPlan] | None = None, speed: EngineSpeed | None = None,
+             resumed: bool = False) -> Estimate:
+    """The time ``cells`` (default: every planned cell) take on this machine's engine; ``resumed``:
+    the idle probe already ran."""
+    speed = speed or engine_speed(spec)
+    cells = plan_cells(spec) if cells is None else cells
+    one = speed.tokens_per_s(1)
+    probe_n = 0 if resumed else spec.probe.idle_requests
+    extra_s = 0.0
+    if spec.kind == "capacity":
+        extra_s = CAPACITY_STEPS * (spec.capacity.hold_s + CELL_OVERHEAD_S)
+    return Estimate(cells=[_cell(spec, c, speed) for c in cells],
+                    probe_requests=probe_n + spec.probe.under_load_requests * len(cells),
+                    probe_s=probe_n * spec.probe.payload.max_tokens / one,
+                    startup_s=speed.startup_s if target == "local" else 0.0, speed=speed, extra_s=extra_s)
+
+
+def _cell(spec: LoadSpec, c: CellPlan, speed: EngineSpeed) -> CellEstimate:
+    if c.executor == "ramping-arrival-rate":
+        n = int((c.rate_from + c.rate_to) / 2 * c.duration_s)  # type: ignore[operator]
+        secs = float(c.duration_s or 0)
+    elif c.workload:
+        wl, sched = schedule_for(spec.workload)  # type: ignore[arg-type]
+        n = len(sched)  # requests: sessions x turns, after clipping
+        work = float((sched["output_tokens"] + sched["input_tokens"] * PREFILL_COST).sum())
+        span = float(sched["start_s"].max()) if wl.open_loop else 0.0
+        secs = max(span, work / speed.tokens_per_s(c.vus or 4)) + CELL_OVERHEAD_S
+    elif c.iterations:
+        n = c.iterations
+        tokens = spec.payloads[c.payload].max_tokens
+        secs = (n + spec.warmup_requests) * tokens / speed.tokens_per_s(c.vus or 1) + CELL_OVERHEAD_S
+    else:
+        n, secs = 0, float(c.duration_s or 0)
+    return CellEstimate(c.cell_id, c.executor, c.vus, n, secs)
+
+
+def expectation(spec: LoadSpec, target: str, cells: list[CellPlan] | None = None, resumed: bool = False) -> str:
+    """The line a run prints before it starts: how long it expects, and where the figure came from."""
+    est = estimate(spec, target, cells, resumed=resumed)
+    where = "this machine's CPU engine" if target == "local" else "a target as fast as this machine's CPU engine"
+    parts = [f"engine start-up ~{est.startup_s:.0f} s"] if est.startup_s else []
+    parts += [f"{len(est.cells)} cell{'s' if len(est.cells) != 1 else ''}"] if est.cells else []
+    parts += [f"~{CAPACITY_STEPS} capacity steps"] if est.extra_s else []
+    return f"expected: ~{_minutes(est.seconds)} on {where} ({' + '.join(parts)}); {est.speed.source}"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def describe_plan(spec: LoadSpec, target: str, spans_given: bool = False) -> str:
+    """Human-readable plan: cells, requests and the time estimate (for ``--dry-run``)."""
+    est = estimate(spec, target)
+    lines = [f"{spec.kind} {spec.name!r} on target {target}: {len(est.cells)} cells"
+             + (f", workload {spec.workload}" if spec.workload else "")]
+    lines += [f"  {c.cell_id:<24} {c.executor:<22} vus={c.vus or '-':<5} requests~{c.requests}" for c in est.cells]
+    where = "on this machine's CPU engine" if target == "local" else \
+        "if the target were as fast as this machine's CPU engine (a GPU target is far faster)"
+    lines.append(f"total ~{est.requests} k6 requests (+{est.probe_requests} probe), "
+                 f"est. {_minutes(est.seconds)} {where}")
+    lines.append(f"  speed: {est.speed.source}")
+    if spec.kind == "capacity":
+        c = spec.capacity
+        lines.append(f"capacity search on {c.payload!r}: constant rates from {c.start_rate:g}/s (x{c.growth:g} until a step "
+                     f"fails, then bisection to {c.resolution:.0%}, boundary rates repeated {c.boundary_repeats}x), "
+                     f"{c.hold_s} s per step (first {c.warmup_s} s not judged); SLO p{spec.slo.e2e_p:g} e2e <= {spec.slo.e2e_ms:g} ms, "
+                     f"errors <= {spec.slo.error_rate:.1%}; typically 8-12 steps")
+    lines.append("observers: " + ", ".join(observers(spec, target, spans_given)))
+    lines += [f"warning: {w}" for w in spec.sample_size_warnings()]
+    return "\n".join(lines)
+
+
+def observers(spec: LoadSpec, target: str, spans_given: bool = False) -> list[str]:
+    """What watches the run beside k6 (each costs CPU: docs/timing.md, "Observer overhead"). ``spans_given``:
+    the caller passes a span receiver the target already exports to."""
+    o = spec.observe
+    out = ["k6 (every request, X-Request-Id)"]
+    if o.traces and target == "local":
+        out.append("OTLP server spans" + (" + engine start-up spans" if o.detailed_traces else ""))
+    elif spans_given:
+        out.append("OTLP server spans (the caller's receiver)")
+    if o.edge:
+        e = o.edge
+        limit = f"limit_req {e.rate_limit_rps:g} r/s burst {e.rate_limit_rps * e.burst_multiplier:g}" if e.rate_limit_rps else "no rate limit"
+        out.append(f"local edge (nginx, {'TLS' if e.tls else 'plain HTTP'}, {limit}, JSON access log)")
+    if o.prometheus and target == "local":
+        out.append("Prometheus (1 s scrapes, the platform's alert rules)")
+    elif o.sampler_interval_s:
+        out.append(f"/metrics sampler every {o.sampler_interval_s:g} s")
+    return out

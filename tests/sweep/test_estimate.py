@@ -1,0 +1,106 @@
+"""The time estimate a run prints before it starts, and --dry-run's plan: this machine's measured
+engine speed when a local run recorded it, else the reference figure for its CPU class."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from inferlab import paths
+from inferlab.runs.environment import host_info, versions
+from inferlab.runs.manifest import CellRecord, Manifest, TargetInfo
+from inferlab.runs.store import write_manifest
+from inferlab.specs import plan_cells, resolve_spec
+from inferlab.sweep.engine_speed import EngineSpeed, engine_speed
+from inferlab.sweep.estimate import describe_plan, estimate, expectation
+
+AVX2_ONLY = "model name : Test CPU\nflags : fpu sse2 avx avx2 fma\n"
+AVX512_BF16 = "model name : Test CPU\nflags : fpu sse2 avx avx2 avx512f avx512_bf16\n"
+
+
+def matrix(*sets: str):
+    return resolve_spec("matrix-local", sets=list(sets))
+
+
+def test_reference_avx2_only_reproduces_the_measured_matrix_cells(tmp_path):
+    """bf16 on an AVX2-only CPU: 9.4 tokens/s at 1 VU, a 64-token answer 6.8 s, and the 256-token
+    cell at 16 VUs (38 requests with warm-up) measured 281 s there."""
+    spec = matrix("engine.args=[--dtype, bfloat16]")
+    speed = engine_speed(spec, runs_dir=tmp_path, cpuinfo=AVX2_ONLY)
+    assert speed.tokens_per_s(1) == 9.4 and 64 / speed.tokens_per_s(1) == pytest.approx(6.8, abs=0.05)
+    assert speed.source.startswith("reference figure for an AVX2-only CPU (9.4 tokens/s at 1 VU, bfloat16")
+    cells = {c.cell_id: c for c in estimate(spec, "local", speed=speed).cells}
+    assert cells["long-c16"].seconds == pytest.approx(281, rel=0.1)
+
+
+def test_reference_follows_the_cpu_class_and_dtype(tmp_path):
+    spec = matrix()
+    slow = engine_speed(spec, runs_dir=tmp_path, cpuinfo=AVX2_ONLY)  # float32: this CPU's dtype
+    fast = engine_speed(spec, runs_dir=tmp_path, cpuinfo=AVX512_BF16)
+    assert "float32" in slow.source and slow.tokens_per_s(1) == pytest.approx(10.3)
+    assert "AVX-512" in fast.source and 2.5 < fast.tokens_per_s(1) / 9.4 < 3.5  # ~3x faster
+    assert estimate(spec, "local", speed=slow).seconds > 2.5 * estimate(spec, "local", speed=fast).seconds
+
+
+def test_batching_gains_sqrt_vus_from_the_nearest_measured_level():
+    speed = EngineSpeed({1: 10.0, 4: 30.0}, 0.0, "test")
+    assert speed.tokens_per_s(4) == 30.0
+    assert speed.tokens_per_s(16) == pytest.approx(60.0)  # from 4 VUs, x sqrt(4)
+    assert speed.tokens_per_s(64) == speed.tokens_per_s(16)  # no gain beyond 16 VUs
+
+
+def record(runs_dir, spec, tokens_per_s: float, startup_s: float, hostname: str | None = None) -> str:
+    """A local run record whose short-c1 cell ran at ``tokens_per_s`` (warm-up included)."""
+    host = host_info(same_host=True)
+    if hostname:
+        host = host.model_copy(update={"hostname": hostname})
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    m = Manifest(run_id="20261201T000000Z-local-m", kind="sweep", label="m", created_at=t0, status="complete",
+                 target=TargetInfo(kind="local", base_url="http://127.0.0.1:1", model="smollm2", startup_s=startup_s,
+                                   engine_args=spec.engine.args),
+                 versions=versions(paths.install_root(), None, None), host=host, spec=spec.model_dump(mode="json"),
+                 cells=[CellRecord(**c.model_dump()) for c in plan_cells(spec)])
+    c1 = m.cells[0]
+    secs = (c1.iterations + 2) * 64 / tokens_per_s
+    c1.status, c1.warmup_requests, c1.started_at, c1.ended_at = "complete", 2, t0, t0 + timedelta(seconds=secs)
+    (runs_dir / m.run_id).mkdir(parents=True)
+    write_manifest(runs_dir / m.run_id, m)
+    return m.run_id
+
+
+def test_measured_on_this_machine_wins_over_the_reference(tmp_path):
+    spec = matrix()
+    run_id = record(tmp_path, spec, tokens_per_s=20.0, startup_s=42.0)
+    speed = engine_speed(spec, runs_dir=tmp_path, cpuinfo=AVX2_ONLY)
+    assert speed.tokens_per_s(1) == pytest.approx(20.0) and speed.startup_s == 42.0
+    assert speed.source.startswith(f"measured on this machine in run {run_id}")
+
+
+def test_another_hosts_record_is_not_this_machine(tmp_path):
+    spec = matrix()
+    record(tmp_path, spec, tokens_per_s=20.0, startup_s=42.0, hostname="elsewhere")
+    assert engine_speed(spec, runs_dir=tmp_path, cpuinfo=AVX2_ONLY).source.startswith("reference figure")
+
+
+def test_dry_run_and_expectation_name_their_source(workspace):
+    spec = matrix()
+    plan = describe_plan(spec, "local")
+    assert "est. " in plan and "\n  speed: reference figure for " in plan
+    line = expectation(spec, "local")
+    assert line.startswith("expected: ~") and "engine start-up ~" in line and "5 cells" in line
+    assert "engine start-up" not in expectation(spec, "url")  # no engine to start
+
+
+def test_run_prints_its_expectation_before_the_target_starts(workspace, monkeypatch, capsys):
+    from inferlab.sweep import runner
+    from inferlab.targets.session import TargetError
+
+    def no_target(*a, **kw):
+        raise TargetError("no target in this test")
+
+    monkeypatch.setattr(runner, "find_tool", lambda name: name)
+    monkeypatch.setattr(runner, "open_target", no_target)
+    runner.run(resolve_spec("ci-tiny"), target="url", base_url="http://127.0.0.1:9")
+    err = capsys.readouterr().err
+    assert "expected: ~" in err and err.index("expected: ~") < err.index("no target in this test")

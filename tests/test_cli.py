@@ -1,0 +1,65 @@
+"""The command line's shape: options shared by several verbs declared once (parent parsers),
+the run verbs alike, defaults from the environment, ``python -m inferlab.cli``, and the
+explicit ``reconcile`` verb."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from inferlab import paths
+from inferlab.cli import build_parser, main
+from inferlab.runs.environment import host_info, versions
+from inferlab.runs.manifest import Manifest, TargetInfo
+from inferlab.runs.store import RunWriter, read_manifest, write_manifest
+
+CLI = Path(__file__).resolve().parents[1] / "src" / "inferlab" / "cli"
+
+
+@pytest.mark.parametrize("option", ["--target", "--base-url", "--set", "--edge", "--prometheus", "--prometheus-url"])
+def test_each_shared_option_is_declared_once(option):
+    source = "\n".join(p.read_text() for p in CLI.glob("*.py"))
+    assert len(re.findall(rf'add_argument\("{option}"', source)) == 1
+
+
+def test_run_verbs_take_the_same_options():
+    p = build_parser()
+    parsed = [vars(p.parse_args([verb])) for verb in ("sweep", "stress", "capacity")]
+    assert [sorted(a) for a in parsed] == [sorted(parsed[0])] * 3
+    assert {a["spec"] for a in parsed} == {"matrix-local", "stress-local", "capacity-local"}
+
+
+def test_defaults_come_from_the_environment_when_the_parser_is_built(monkeypatch):
+    monkeypatch.setenv("INFERLAB_TARGET", "url")
+    monkeypatch.setenv("INFERLAB_EDGE", "1")
+    monkeypatch.delenv("INFERLAB_BASE_URL", raising=False)
+    p = build_parser()
+    sweep = p.parse_args(["sweep"])
+    assert (sweep.target, sweep.edge, sweep.base_url) == ("url", True, None)
+    assert p.parse_args(["ui"]).base_url == "http://127.0.0.1:8011"  # a running server: the local engine's
+    assert p.parse_args(["ab", "a", "b"]).target == "url"
+
+
+def test_python_m_inferlab_cli_is_the_command():
+    out = subprocess.run([sys.executable, "-m", "inferlab.cli", "--version"], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.startswith("inferlab ")
+
+
+def test_reconcile_records_a_dead_writers_run_as_partial(workspace, capsys):
+    m = Manifest(run_id="20261201T000000Z-url-stale", kind="sweep", label="stale", created_at=datetime.now(UTC),
+                 target=TargetInfo(kind="url", base_url="http://127.0.0.1:9", model="smollm2"),
+                 versions=versions(paths.install_root(), None, None), host=host_info(same_host=False), spec={})
+    w = RunWriter.create(workspace / "data" / "runs" / m.run_id, m)
+    w.manifest.writer = w.manifest.writer.model_copy(update={"process_started": 0.0})  # a writer long gone
+    write_manifest(w.dir, w.manifest)
+    assert main(["reconcile", m.run_id]) == 0
+    assert read_manifest(w.dir).status == "partial"
+    assert f"{m.run_id}: partial (writer pid" in capsys.readouterr().out
+    assert main(["reconcile", m.run_id]) == 0
+    assert "partial; nothing to reconcile" in capsys.readouterr().out

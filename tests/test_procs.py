@@ -1,0 +1,137 @@
+"""ManagedProcess with tiny real children: a server that becomes healthy, one that dies at
+start, one that never answers, one that ignores SIGTERM, one with a child of its own."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+import psutil
+import pytest
+
+from inferlab.procs import ManagedProcess, free_port, stop_all
+from inferlab.tools import ToolNotFound
+
+PY = sys.executable
+
+
+class OwnerError(RuntimeError):
+    """Stands for EngineError, TargetError, UIError, ...: the owner's own type."""
+
+
+def _sleeper(*, ignore_term: bool = False, grandchild: bool = False) -> list[str]:
+    code = ["import signal, subprocess, sys, time"]
+    if ignore_term:
+        code.append("signal.signal(signal.SIGTERM, signal.SIG_IGN)")
+    if grandchild:
+        code.append("p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])")
+        code.append("print('grandchild', p.pid, flush=True)")
+    code += ["print('ready', flush=True)", "time.sleep(60)"]
+    return [PY, "-c", "; ".join(code)]
+
+
+def _dead(pid: int, within_s: float = 5) -> bool:
+    """Ended (a zombie counts: reparented to pid 1, whose reaping is not ours to wait for)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _log_has(p: ManagedProcess, text: str) -> bool:
+    return text in p.log_tail()
+
+
+def test_free_port_prefers_the_given_port_and_falls_back():
+    port = free_port()
+    assert free_port(port) == port
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        assert free_port(port) != port
+
+
+def test_a_server_becomes_healthy_and_is_stopped_and_reaped(tmp_path):
+    port = free_port()
+    log = tmp_path / "logs" / "server.log"
+    with ManagedProcess([PY, "-m", "http.server", "--bind", "127.0.0.1", str(port)], name="http.server",
+                        error=OwnerError, health=f"http://127.0.0.1:{port}/", timeout_s=15, poll_s=0.1,
+                        log=log, cwd=tmp_path) as p:
+        assert p.proc is not None and p.proc.poll() is None and p.startup_s is not None
+        pid = p.pid
+    assert p.proc.poll() is not None and not psutil.pid_exists(pid)
+    assert log.is_file()  # the log is the caller's: kept
+
+
+def test_the_log_is_write_once(tmp_path):
+    (tmp_path / "x.log").write_text("earlier\n")
+    with pytest.raises(FileExistsError):
+        ManagedProcess([PY, "-c", "pass"], log=tmp_path / "x.log").start()
+    assert (tmp_path / "x.log").read_text() == "earlier\n"
+
+
+def test_a_child_that_dies_at_start_raises_the_owners_error_with_the_log_tail():
+    p = ManagedProcess([PY, "-c", "import sys; print('bad config line 3', flush=True); sys.exit(3)"],
+                       name="dier", error=OwnerError, health=lambda: False, poll_s=0.05)
+    with pytest.raises(OwnerError, match=r"dier exited with code 3 before ready; log tail:\n.*bad config line 3"):
+        p.start()
+    assert p.proc is not None and p.proc.poll() == 3
+    assert p.log is not None and not p.log.exists()  # its scratch directory is gone
+
+
+def test_a_child_never_healthy_times_out_and_is_stopped():
+    dead_url = f"http://127.0.0.1:{free_port()}/health"
+    p = ManagedProcess(_sleeper(), name="mute", error=OwnerError, health=dead_url, timeout_s=0.5, poll_s=0.05)
+    with pytest.raises(OwnerError, match=f"mute not healthy at {dead_url} after 0s; log tail"):
+        p.start()
+    assert p.proc is not None and p.proc.poll() is not None
+
+
+def test_sigterm_ignored_means_sigkill_after_the_grace_period():
+    p = ManagedProcess(_sleeper(ignore_term=True), health=lambda: _log_has(p, "ready"), poll_s=0.05, grace_s=0.5)
+    p.start()
+    t0 = time.monotonic()
+    p.stop()
+    assert 0.4 < time.monotonic() - t0 < 5
+    assert p.proc is not None and p.proc.returncode == -signal.SIGKILL
+
+
+def test_stop_reaches_the_childs_own_children():
+    p = ManagedProcess(_sleeper(grandchild=True), health=lambda: _log_has(p, "ready"), poll_s=0.05)
+    with p:
+        grandchild = int(p.log_tail().split("grandchild ")[1].split()[0])
+        assert psutil.pid_exists(grandchild)
+    assert _dead(grandchild)
+
+
+def test_stop_all_overlaps_the_grace_periods():
+    procs = []
+    for _ in range(3):  # "ready" is printed after the SIGTERM handler is set
+        p = ManagedProcess(_sleeper(ignore_term=True), grace_s=1.0, own_group=False, poll_s=0.05)
+        p.health = lambda p=p: _log_has(p, "ready")
+        procs.append(p.start())
+    t0 = time.monotonic()
+    stop_all(procs)
+    assert time.monotonic() - t0 < 2.5  # not 3 x 1 s
+    assert all(p.proc is not None and p.proc.returncode == -signal.SIGKILL for p in procs)
+
+
+def test_a_missing_program_raises_the_owners_error_and_leaves_no_scratch(tmp_path):
+    class NeedsTool(ManagedProcess):
+        def prepare(self) -> None:
+            self.made = self.scratch_dir("inferlab-test-", parent=tmp_path)
+            raise ToolNotFound("frobnicate not found: apt-get install frobnicate")
+
+    p = NeedsTool(name="needs", error=OwnerError)
+    with pytest.raises(OwnerError, match="apt-get install frobnicate"):
+        p.start()
+    assert not p.made.exists() and p.proc is None
+    p.stop()  # twice, and before any start: harmless
