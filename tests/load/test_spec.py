@@ -90,7 +90,7 @@ def test_every_local_matrix_cell_has_20_requests_in_its_window():
 def test_sample_size_warning_names_the_number_needed():
     spec = resolve_spec("ci-tiny")
     warnings = spec.sample_size_warnings()
-    assert warnings and "needs 20" in warnings[0] and "iterations >= 21" in warnings[0]
+    assert warnings and "needs 20" in warnings[0] and "iterations >= 22" in warnings[0]
 
 
 def test_payload_concurrency_replaces_the_levels_of_one_payload():

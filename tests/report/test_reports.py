@@ -120,7 +120,11 @@ def test_load_test_front_page_numbers_are_the_body_values(workspace):
     shown = [c for c in front.HEADLINE if c in page.numbers.columns]
     assert {"cell_id", "rps", "latency_p95_ms", "errors"} <= set(shown)
     pd.testing.assert_frame_equal(page.numbers[shown], cells[shown])
-    assert (page.numbers[front.WITHIN_SLO] == "yes").all()  # the H200 run: every p95 <= 2000 ms, no error
+    # the H200 run: every p95 <= 2000 ms, no error; its 24-request c4 cells keep 16 requests of steady
+    # window (2 x VUs + 20 since issue 19), too few for a p95: not judged rather than "no"
+    judged = page.numbers[front.WITHIN_SLO]
+    assert set(judged) == {"yes", "too few requests"}
+    assert (judged[cells["latency_p95_ms"].isna()] == "too few requests").all()
     short = cells[cells["payload"] == "short"]
     best = short.loc[short["rps"].idxmax()]
     assert any(f"**{best['rps']:.1f} requests/s** (`{best['cell_id']}`" in line for line in page.headline)

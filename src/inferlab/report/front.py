@@ -90,7 +90,10 @@ def _cell_numbers(cells: pd.DataFrame, p95_ms: float, error_rate: float) -> pd.D
         return pd.DataFrame()
     out = cells[[c for c in HEADLINE if c in cells.columns]].copy()
     out = out.dropna(axis="columns", how="all")  # e.g. no probe under load: the idle line says TTFT
-    out[WITHIN_SLO] = np.where((cells["latency_p95_ms"] <= p95_ms) & (cells["error_rate"] <= error_rate), "yes", "no")
+    # a window too small for a p95 (fewer than 20 requests) is not judged: "too few requests", never "no"
+    out[WITHIN_SLO] = np.select(
+        [cells["error_rate"] > error_rate, cells["latency_p95_ms"].isna(), cells["latency_p95_ms"] <= p95_ms],
+        ["no", "too few requests", "yes"], "no")
     return out
 
 
