@@ -126,11 +126,17 @@ def closed_loop_stress(cells: pd.DataFrame):
         return "no closed-loop cells in this run"
     use_theme()
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.2))
-    sns.lineplot(data=cells, x="vus", y="rps", marker="o", ax=ax[0])
-    ax[0].set(xscale="log", xlabel="VUs", ylabel="RPS")
     long = cells.melt(id_vars=["vus"], value_vars=["latency_p50_ms", "latency_p99_ms"], var_name="p", value_name="ms")
-    sns.lineplot(data=long, x="vus", y="ms", hue="p", marker="o", ax=ax[1])
-    ax[1].set(xscale="log", xlabel="VUs", ylabel="latency (ms)")
+    # a window too small for a quantile leaves NaN: plot what exists, say where nothing does
+    for a, data, y, kw in ((ax[0], cells, "rps", {}), (ax[1], long, "ms", {"hue": "p"})):
+        data = data.dropna(subset=[y])
+        if data.empty:
+            a.text(0.5, 0.5, "too few requests in the steady windows", ha="center", va="center", transform=a.transAxes)
+            continue
+        sns.lineplot(data=data, x="vus", y=y, marker="o", ax=a, **kw)
+        a.set(xscale="log")
+    ax[0].set(xlabel="VUs", ylabel="RPS")
+    ax[1].set(xlabel="VUs", ylabel="latency (ms)")
     return _done(fig, "Closed loop at high concurrency")
 
 
