@@ -6,7 +6,8 @@ resampling them measures within-run noise only (the A/A that called 12 of 14 row
 
 - :func:`ratio_interval`: ratio of geometric means tuned/baseline with a Welch t-interval on the
   logs (``scipy.stats.ttest_ind(equal_var=False)``); a percentile bootstrap of the same ratio
-  (``scipy.stats.bootstrap``) only with >= ``BOOTSTRAP_MIN`` repeats a side.
+  (``scipy.stats.bootstrap``) only when asked for, with >= ``BOOTSTRAP_MIN`` repeats a side
+  (``auto`` is Welch: it holds nominal coverage from 3 to 8 repeats, the bootstrap did not).
 - :func:`holm`: Holm's step-down correction (``statsmodels.stats.multitest.multipletests``).
 - :func:`min_detectable_ratio`: the smallest ratio the design detects at the measured noise.
 Simulations with known truth test all three (tests/analysis/test_stats.py).
@@ -65,7 +66,9 @@ def ratio_interval(baseline, tuned, level: float = 0.95, method: str = "auto", n
                    seed: int = 0) -> Interval:
     """Ratio of geometric means tuned/baseline of per-repeat values, its ``level`` interval and
     the two-sided p-value. ``method``: ``welch`` (default), ``bootstrap`` (>= 8 repeats a side),
-    ``auto`` = welch below 8 repeats a side, bootstrap from 8 on."""
+    ``auto`` = welch at every repeat count: the percentile bootstrap covered 90.7 % at nominal
+    95 % from 8 repeats a side where Welch covered 94.8 % (issue 19 item 6), so it is only used
+    when asked for."""
     a, b = _logs(baseline), _logs(tuned)
     na, nb = len(a), len(b)
     if min(na, nb) < MIN_REPEATS:
@@ -74,7 +77,7 @@ def ratio_interval(baseline, tuned, level: float = 0.95, method: str = "auto", n
                         f"{min(na, nb)} repeat(s) on a side: no between-run variance, no interval")
     diff = float(b.mean() - a.mean())
     if method == "auto":
-        method = "bootstrap" if min(na, nb) >= BOOTSTRAP_MIN else "welch"
+        method = "welch"
     if np.ptp(a) == 0 and np.ptp(b) == 0:  # no variation at all: nothing to test against
         return Interval(float(np.exp(diff)), np.nan, np.nan, np.nan, na, nb, method,
                         "no variation between repeats: noise unknown")

@@ -98,7 +98,7 @@ def _comparison_verbs(sub) -> None:
     s.add_argument("--primary", default=None, choices=[*PRIMARY_METRICS, "max_sustainable_rate"],
                    help="the metric that carries the verdict (default: the comparison's, else throughput)")
     s.add_argument("--method", default="auto", choices=["auto", "welch", "bootstrap"],
-                   help="interval method (auto: Welch t on logs below 8 repeats a side, bootstrap from 8)")
+                   help="interval method (auto: Welch t on logs at any repeat count; bootstrap only when asked, >= 8 a side)")
     s.set_defaults(fn=c.cmd_compare)
     observers = o.observers("local target: Debian's Prometheus beside each repeat",
                             "k8s: the cluster's Prometheus; each repeat's window goes into its run")

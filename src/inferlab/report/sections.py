@@ -132,7 +132,7 @@ def headline_md(res: pd.DataFrame, what: str = "") -> Markdown:
                       f"value); per repeat and cell each metric comes from the steady-state window (after the "
                       f"warm-up, before the drain; closed-loop throughput by Little's law: VUs x success share / "
                       f"mean latency); ratio = tuned/baseline of geometric means with a {a.get('level', 0.95):.0%} "
-                      f"Welch t-interval on the logs (bootstrap from 8 repeats a side). The primary metric "
+                      f"Welch t-interval on the logs. The primary metric "
                       f"(`{a.get('primary')}`) carries the verdict, Holm-corrected across cells; the others are "
                       f"secondary, Holm-corrected within their family. A verdict needs 3 repeats a side and "
                       f"q < {a.get('alpha')}; a side that failed more requests is never better. The A/A spread is "
