@@ -75,22 +75,23 @@ def min_requests(q: float) -> int:
     return max(2, int(np.ceil(1 / (1 - q) - 1e-9)))
 
 
+def _seconds_inside(requests: pd.DataFrame, t0: pd.Timestamp, t1: pd.Timestamp) -> pd.Series:
+    """Per request, the seconds of its life (start to end) that lie inside [t0, t1]."""
+    s = requests["start_ts"].clip(lower=t0, upper=t1)
+    e = requests["end_ts"].clip(lower=t0, upper=t1)
+    return (e - s).dt.total_seconds()
+
+
 def in_flight(requests: pd.DataFrame, t0: pd.Timestamp, t1: pd.Timestamp) -> float:
     """Mean number of requests in flight over [t0, t1], from the requests' own start/end times."""
     span = (t1 - t0).total_seconds()
-    if span <= 0:
-        return np.nan
-    s = requests["start_ts"].clip(lower=t0, upper=t1)
-    e = requests["end_ts"].clip(lower=t0, upper=t1)
-    return float((e - s).dt.total_seconds().sum()) / span
+    return float(_seconds_inside(requests, t0, t1).sum()) / span if span > 0 else np.nan
 
 
 def _life_share(requests: pd.DataFrame, t0: pd.Timestamp, t1: pd.Timestamp) -> pd.Series:
     """Per request, the share of its life (start to end) that lies inside [t0, t1]."""
-    s = requests["start_ts"].clip(lower=t0, upper=t1)
-    e = requests["end_ts"].clip(lower=t0, upper=t1)
     life = (requests["end_ts"] - requests["start_ts"]).dt.total_seconds().clip(lower=1e-9)
-    return (e - s).dt.total_seconds() / life
+    return _seconds_inside(requests, t0, t1) / life
 
 
 def repeat_metrics(requests: pd.DataFrame, slo_e2e_ms: float, executor: str = "shared-iterations",
@@ -111,22 +112,22 @@ def repeat_metrics(requests: pd.DataFrame, slo_e2e_ms: float, executor: str = "s
     win = window_requests(requests, executor, vus)
     if span <= 0 or win.empty:
         return {**out, **empty}
-    closed = executor not in OPEN_LOOP and bool(vus)
-    if closed:  # each request's share of its own life inside the window (see the module docstring)
+    little = np.nan
+    if executor not in OPEN_LOOP and vus:  # each request's share of its life inside the window (module docstring)
         share = _life_share(requests, t0, t1)
         ok = requests["ok"]
         throughput = float(share[ok].sum()) / span
         goodput = float(share[ok & (requests["duration_ms"] <= slo_e2e_ms)].sum()) / span
         tok = np.nan if tokens is None else float((share * tokens.reindex(requests.index))[ok].sum()) / span
+        # Little's law: measured in flight vs what the completion rate and latency imply (failed
+        # requests hold a VU too, so all of them count here)
+        implied = float(share.sum()) / span * float(win["duration_ms"].mean()) / 1000
+        little = implied / in_flight(requests, t0, t1)
     else:
         done_ok = requests[(requests["end_ts"] > t0) & (requests["end_ts"] <= t1) & requests["ok"]]
         throughput = len(done_ok) / span
         goodput = int((done_ok["duration_ms"] <= slo_e2e_ms).sum()) / span
         tok = np.nan if tokens is None else float(tokens.reindex(done_ok.index).sum()) / span
-    little = np.nan
-    if closed:  # measured in flight vs what throughput and latency imply (failed requests hold a VU too)
-        implied = float(_life_share(requests, t0, t1).sum()) / span * float(win["duration_ms"].mean()) / 1000
-        little = implied / in_flight(requests, t0, t1)
     ok = win.loc[win["ok"], "duration_ms"].to_numpy(float)
     out.update(window_s=span, window_requests=len(win), throughput=throughput, goodput=goodput,
                tokens_per_s=tok, little_ratio=little)
