@@ -13,6 +13,7 @@ from inferlab.analysis import attribution as at
 from inferlab.analysis import stats
 
 PREFIX_CACHE = "20261127T104409Z-local-ab-prefix-cache"
+PREFIX_CACHE_CONTROL = "20261127T105051Z-local-ab-prefix-cache-control"
 NO_SPANS = "20261127T074746Z-local-ab-ab-maxseqs1"
 # the engine's parts of a short answer on the 2-core CPU engine, roughly (ms): mean, between-repeat SD
 BASE = {"client": (15.0, 4.0), "api_remainder": (110.0, 15.0), "queue": (60.0, 12.0), "prefill": (230.0, 10.0),
@@ -207,6 +208,18 @@ def test_real_spans_add_up_and_the_prefix_cache_ab_lands_in_prefill(prefix_cache
     cache = pd.concat([at.prefix_cache(base, "baseline"), at.prefix_cache(tuned, "tuned")])
     assert (cache.loc[cache["side"] == "baseline", "hit_share"] > 0.5).all()
     assert (cache.loc[cache["side"] == "tuned", "queries"] == 0).all()
+
+
+def test_its_control_without_a_shared_prefix_names_no_part():
+    """The same flag on prompts that share no cache block: no part moves, no token is found."""
+    from inferlab.analysis.compare import sides
+
+    base, tuned, _ = sides(comparison=PREFIX_CACHE_CONTROL)
+    att = at.attribute(base, tuned)
+    _check_sums(att)
+    assert not att.parts["called"].any()
+    assert at.sentences(att)[0].endswith("no part differs beyond noise (Holm across the parts)")
+    assert (at.prefix_cache(base, "baseline")["hits"] == 0).all()
 
 
 def test_a_comparison_without_spans_says_which_repeats_lack_them():
