@@ -52,6 +52,7 @@ def _check_sums(att: at.Attribution) -> None:
         t = att.totals.set_index("cell").loc[cell]
         for col in ("delta_ms", "baseline_ms", "tuned_ms"):
             assert g[col].sum() == pytest.approx(t[col], rel=1e-12, abs=1e-9)
+        assert g["baseline_share"].sum() == pytest.approx(1) and g["tuned_share"].sum() == pytest.approx(1)
 
 
 def test_parts_add_up_exactly_and_recover_a_known_decomposition():

@@ -57,6 +57,7 @@ PARTS = {"client": "client and network", "edge": "edge", "api_server": "API serv
          "queue": "queue", "prefill": "prefill", "decode": "decode"}
 # per request, before the comparison decides whether the edge split applies (see _fold)
 FINE = ("client", "edge", "api_outside", "api_remainder", "queue", "prefill", "decode")
+NO_SPANS = "the run holds no server spans (recorded without traces)"
 MIN_JOIN_SHARE = 0.95  # of a repeat x cell's successful window requests joined to a span
 PERCENTILES = {"p50": 0.50, "p95": 0.95}
 ACCOUNTING = ("This is accounting, not cause: it says in which part of a request the time changed, not why. "
@@ -70,7 +71,8 @@ class Attribution:
     """What :func:`attribute_requests` found (empty frames where nothing had spans).
 
     ``parts``: one row per cell x part (cell, payload, vus, part, label, baseline_ms, tuned_ms,
-    delta_ms, ci_low, ci_high, p_value, q_value, called, n_baseline, n_tuned, note);
+    delta_ms, ci_low, ci_high, p_value, q_value, called, n_baseline, n_tuned, baseline_share and
+    tuned_share: the part's share of the repeat's mean e2e averaged over the side's repeats, note);
     ``totals``: one row per cell (mean e2e per side, ratio, delta_ms with its interval and p);
     ``repeats``: one row per side x repeat x cell (requests, mean_ms of the total and each part);
     ``percentiles``: side x cell x part x percentile (value, n) over each side's pooled requests;
@@ -174,7 +176,7 @@ def _coverage(requests: pd.DataFrame, coverage: pd.DataFrame | None) -> tuple[pd
     no_spans = cov["run_spans"] == 0 if "run_spans" in cov.columns else pd.Series(False, index=cov.index)
     cov["reason"] = np.select(
         [no_spans, cov["window_ok"] == 0, cov["joined"] == 0, share < MIN_JOIN_SHARE],
-        ["the run holds no server spans (recorded without traces)", "no successful request in the steady-state window",
+        [NO_SPANS, "no successful request in the steady-state window",
          "no window request joined to a server span",
          "only " + (share.fillna(0) * 100).round(1).astype(str) + f" % joined to a span (< {MIN_JOIN_SHARE:.0%})"],
         default="")
@@ -267,12 +269,16 @@ def attribute_requests(requests: pd.DataFrame, coverage: pd.DataFrame | None = N
         va, vb = a[cols].to_numpy(float), b[cols].to_numpy(float)
         low, high, p = welch(va, vb, level)
         ma, mb = va.mean(axis=0), vb.mean(axis=0)
+        # each part's share of its repeat's mean e2e, averaged over the side's repeats: descriptive,
+        # steadier than ms when a shared machine slows every part of a repeat alike
+        sa, sb = (va / va[:, :1]).mean(axis=0), (vb / vb[:, :1]).mean(axis=0)
         info = {"cell": cell, "payload": a["payload"].iloc[0], "vus": a["vus"].iloc[0],
                 "n_baseline": len(a), "n_tuned": len(b)}
         for i, part in enumerate(cols):
             row = {**info, "part": part, "label": PARTS.get(part, "mean e2e"), "baseline_ms": ma[i],
                    "tuned_ms": mb[i], "delta_ms": mb[i] - ma[i], "ci_low": low[i], "ci_high": high[i],
-                   "p_value": p[i], "note": _note(len(a), len(b), low[i])}
+                   "p_value": p[i], "baseline_share": sa[i], "tuned_share": sb[i],
+                   "note": _note(len(a), len(b), low[i])}
             if part == "total":
                 totals.append({**row, "ratio": mb[i] / ma[i] if ma[i] > 0 else np.nan})
             else:

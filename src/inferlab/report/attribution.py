@@ -4,8 +4,9 @@
 of report/sections.py: it returns what it shows and displays nothing). It leads with one
 sentence per cell (analysis.attribution.sentences) and says that this is accounting, not
 cause; then the stacked bars of both sides' mean parts, the table of part deltas with their
-intervals and Holm q-values, the parts' percentiles beside (not summed), every repeat's part
-means, and the engine's prefix-cache counters when the engine counted any lookups. A comparison
+intervals and Holm q-values, each part's share of e2e per side, the parts' percentiles beside
+(not summed), every repeat's part means, and the engine's prefix-cache counters when the engine
+counted any lookups. A comparison
 whose repeats lack spans gets a sentence naming the side and repeats instead. Everything shown
 is a column of analysis.attribution's frames: nothing is computed here.
 """
@@ -41,8 +42,9 @@ def missing_md(att: at.Attribution) -> str:
     lines = []
     for (side, reason), g in m.groupby(["side", "reason"], sort=False):
         reps = ", ".join(f"`{r}`" for r in dict.fromkeys(g["run_id"]))
-        cells = ", ".join(dict.fromkeys(g["cell"]))
-        lines.append(f"- {side}: {reps} ({cells}): {reason}")
+        # a run without spans lacks them in every cell: the cells would only repeat the run's list
+        cells = "" if reason == at.NO_SPANS else " (" + ", ".join(dict.fromkeys(g["cell"])) + ")"
+        lines.append(f"- {side}: {reps}{cells}: {reason}")
     return "Left out of the attribution:\n\n" + "\n".join(lines)
 
 
@@ -122,6 +124,8 @@ def parts_table(att: at.Attribution):
         f"delta ms [{lvl} CI]": [f"{at._ms(d)} [{at._bound(lo)}, {at._bound(hi)}]" if np.isfinite(lo) else at._ms(d)
                                  for d, lo, hi in zip(rows["delta_ms"], rows["ci_low"], rows["ci_high"])],
         "q (Holm)": rows["q_value"].map(lambda q: f"{q:.2g}" if np.isfinite(q) else ""),
+        "share of e2e": ["" if part == "total" else f"{a:.0%} -> {b:.0%}"
+                         for part, a, b in zip(rows["part"], rows["baseline_share"], rows["tuned_share"])],
         "named": rows["called"].map({True: "yes", False: ""}),
         **{f"{c} (ms)": rows[c] for c in ("baseline p50", "baseline p95", "tuned p50", "tuned p95")
            if c in rows.columns},
