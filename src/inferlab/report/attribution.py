@@ -94,8 +94,8 @@ def bars(att: at.Attribution):
     for i, cell in enumerate(cells):
         called = parts[(parts["cell"] == cell) & parts["called"]]
         called = called.loc[called["delta_ms"].abs().sort_values(ascending=False).index]
-        text = ", ".join(f"{r.part} {at._ms(r.delta_ms)}" for r in called.itertuples()) or "no part beyond noise"
-        ax.text(left[2 * i + 1], y[2 * i + 1], f"  {text} ms", va="center", fontsize=8)
+        text = ", ".join(f"{r.part} {at._ms(r.delta_ms)} ms" for r in called.itertuples()) or "no part beyond noise"
+        ax.text(left[2 * i + 1], y[2 * i + 1], f"  {text}", va="center", fontsize=8)
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.set_xlim(0, left.max() * 1.6)  # room for the deltas written beside the tuned bars
