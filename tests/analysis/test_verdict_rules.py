@@ -51,13 +51,13 @@ def test_holm_alphas_by_hand():
 
 
 def test_displayed_interval_excludes_1_iff_holm_rejects():
-    """600 simulated families (2-6 cells, effects from none to large, noise 3-15 %, both families
+    """300 simulated families (2-6 cells, effects from none to large, noise 3-15 %, both families
     of the compare table): in every row with a test, the interval beside the verdict excludes 1
     exactly when Holm's q < alpha; and each interval still covers its true ratio at least as often
     as the unadjusted 95 % one (its level is higher)."""
     rng = np.random.default_rng(11)
     rows = agree = covered = 0
-    for _ in range(600):
+    for _ in range(300):
         k = int(rng.integers(2, 7))
         effects = rng.choice([1.0, 1.0, 1.05, 1.1, 1.2, 1.5], size=k)
         res = compare_repeats(_family(rng, effects, float(rng.choice([0.03, 0.07, 0.15]))))
@@ -137,11 +137,11 @@ def test_until_width_keeps_its_false_positive_rate_when_it_peeks_after_every_pai
 
 
 def test_until_width_through_the_compare_code_and_the_stopping_rule():
-    """The same, through compare_repeats(looks=...) and ab.width_reached, 2 cells, 150 A/A
+    """The same, through compare_repeats(looks=...) and ab.width_reached, 2 cells, 100 A/A
     comparisons peeking after every pair: familywise false positives at or below nominal (+ the
     simulation's error); and the interval shown at the stop agrees with the verdict."""
     rng = np.random.default_rng(3)
-    sims, fp, stops = 150, 0, []
+    sims, fp, stops = 100, 0, []
     for _ in range(sims):
         full = _family(rng, [1.0, 1.0], 0.05, n=LAST, metrics=("throughput",))
         for k in range(FIRST, LAST + 1):
