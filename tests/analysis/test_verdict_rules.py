@@ -103,7 +103,7 @@ def _welch_rows(a: np.ndarray, b: np.ndarray, k: int):
 @pytest.mark.parametrize("sd_ratio", [1.0, 2.0])
 def test_until_width_keeps_its_false_positive_rate_when_it_peeks_after_every_pair(sd_ratio):
     """A/A, 20,000 simulated comparisons of one cell, CV 5 % (x ``sd_ratio`` on the tuned side: the
-    calibration assumes equal spread), looks after every pair from 3 to 8. Two stopping rules:
+    calibration covers spread ratios 1-4), looks after every pair from 3 to 8. Two stopping rules:
     the width rule of ``--until-width 0.12`` on the interval shown at the stop, and a user who
     stops as soon as it looks significant (the worst peeking). Judged on the repeated p-value,
     both keep the false-positive rate at or below 5 % (+ 2 simulation SEs); judged on the plain
@@ -130,10 +130,9 @@ def test_until_width_keeps_its_false_positive_rate_when_it_peeks_after_every_pai
     se_mc = np.sqrt(ALPHA * (1 - ALPHA) / n)
     assert len(set(stop_w)) >= 3, "the width rule should stop at several looks"
     assert fpr_width <= ALPHA + 2 * se_mc, fpr_width
-    assert fpr_peek <= ALPHA + 2 * se_mc + (0.01 if sd_ratio != 1 else 0), fpr_peek
+    assert fpr_peek <= ALPHA + 2 * se_mc, fpr_peek
     assert float(np.mean(peek_naive)) > 0.10  # plain p-values with peeking: inflated
-    if sd_ratio == 1:  # calibrated, not merely conservative
-        assert fpr_peek >= ALPHA - 3 * se_mc, fpr_peek
+    assert fpr_peek >= 0.03, fpr_peek  # calibrated near its worst case, not a rule that never rejects
 
 
 def test_until_width_through_the_compare_code_and_the_stopping_rule():
@@ -169,7 +168,8 @@ def test_sequential_is_monotone_and_inverts():
     h = seq.p_value(p)
     assert (np.diff(h) >= 0).all() and (h >= p).all() and (h <= 6 * p + 1e-12).all()
     assert seq.nominal(seq.p_value(0.01)) == pytest.approx(0.01, rel=1e-6)
-    assert stats.Sequential(3, 3).p_value(0.03) == pytest.approx(0.03, abs=0.002)  # one look: no adjustment
+    one = stats.Sequential(3, 3).p_value(0.03)  # one look: Welch's own error at 3 a side, never below p
+    assert 0.03 <= one <= 0.04, one
     with pytest.raises(ValueError):
         stats.Sequential(1, 4)
 

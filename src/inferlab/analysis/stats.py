@@ -12,7 +12,8 @@ resampling them measures within-run noise only (the A/A that called 12 of 14 row
   :func:`holm_alphas`: the per-test level at which each displayed interval is drawn so that it
   excludes 1 exactly when Holm rejects (docs/verdicts.md, "Intervals that agree with the verdict").
 - :class:`Sequential`: repeated p-values for a design that peeks after every pair
-  (``--until-width``): a Pocock-type boundary calibrated by simulation, valid at any look.
+  (``--until-width``): a Pocock-type boundary calibrated by simulation (worst case over spread
+  ratios 1-4 between the sides), valid at any look.
 - brackets (a capacity search's [highest passing, lowest failing] rate): :func:`ratio_interval`
   takes each repeat's bracket width and adds its worst-case reading variance, so tied repeats on
   a grid still get a test.
@@ -187,17 +188,18 @@ def holm_alphas(p_values, alpha: float = 0.05) -> np.ndarray:
 class Sequential:
     """Repeated p-values for a comparison that may stop after any pair from ``first`` to ``last``
     (``inferlab ab --until-width``): ``p_value(p)`` maps the Welch p-value seen at the stop to
-    ``h(p) = P(min over looks of the Welch p <= p)`` under no difference, and ``nominal(a)``
-    inverts it. Since ``P(h(p_stop) <= a) <= P(some look has h(p_k) <= a) = a``, the adjusted
+    ``h(p) >= P(min over looks of the Welch p <= p)`` under no difference, and ``nominal(a)``
+    inverts it. Since ``P(h(p_stop) <= a) <= P(some look has h(p_k) <= a) <= a``, the adjusted
     p-value is valid whatever decided the stop (the width rule, or a user who stopped when it
-    looked significant): a Pocock-type constant boundary, calibrated by ``n_sim`` seeded
-    simulations of Welch's statistic on normal log values with equal spread on both sides (the
-    statistic is scale-free, so one calibration serves every metric). The interval shown at the
-    stop is Welch's at nominal level ``1 - nominal(a)``: it excludes 1 exactly when ``h(p) < a``.
-    Below the simulation's resolution h is continued linearly through 0 (between p and the
-    looks x p: conservative)."""
+    looked significant): a Pocock-type constant boundary, calibrated by seeded simulations of
+    Welch's statistic on normal log values (scale-free, so one calibration serves every metric),
+    taking at each p the largest crossing probability over spread ratios ``SPREAD_RATIOS`` between
+    the sides (Welch's small-sample error grows with unequal spread) and never less than p itself
+    (never more liberal than one look). The interval shown at the stop is Welch's at nominal
+    level ``1 - nominal(a)``: it excludes 1 exactly when ``h(p) < a``. Below ``TAIL_P`` h is
+    continued linearly through 0."""
 
-    def __init__(self, first: int, last: int, n_sim: int = 100_000, seed: int = 0) -> None:
+    def __init__(self, first: int, last: int, n_sim: int = 60_000, seed: int = 0) -> None:
         if first < MIN_REPEATS or last < first:
             raise ValueError(f"looks from {first} to {last} pairs: need {MIN_REPEATS} <= first <= last")
         self.first, self.last = first, last
@@ -212,28 +214,29 @@ class Sequential:
         return np.where(np.isfinite(a), np.interp(a, self._knots_h, self._knots_p), np.nan)
 
 
-MIN_TAIL = 200  # simulated minima below the linear continuation's knot
+SPREAD_RATIOS = (1.0, 2.0, 4.0)  # tuned-side SD / baseline-side SD the calibration covers
+TAIL_P = 1e-4  # below it the simulation is too thin: h continues as a straight line through 0
 
 
 @functools.lru_cache(maxsize=16)
 def _calibrate(first: int, last: int, n_sim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Knots (p, h(p)) of the simulated distribution of the smallest Welch p over the looks."""
+    """Knots (p, h(p)): per spread ratio the simulated distribution function of the smallest
+    Welch p over the looks, then the largest of them and p itself, made strictly increasing."""
     rng = np.random.default_rng(seed)
-    a, b = rng.standard_normal((2, n_sim, last))
-    minp = np.ones(n_sim)
-    for k in range(first, last + 1):
-        va, vb = a[:, :k].var(axis=1, ddof=1) / k, b[:, :k].var(axis=1, ddof=1) / k
-        t = (b[:, :k].mean(axis=1) - a[:, :k].mean(axis=1)) / np.sqrt(va + vb)
-        df = (va + vb) ** 2 / (va ** 2 / (k - 1) + vb ** 2 / (k - 1))
-        minp = np.minimum(minp, 2 * stats.t.sf(np.abs(t), df))
-    x = np.sort(minp)
-    h = np.arange(1, n_sim + 1) / n_sim
-    x, idx = np.unique(x, return_index=True)  # strictly increasing knots
-    h = h[idx]
-    # below the MIN_TAIL-th smallest minimum: the straight line through 0 and that knot
-    keep = np.arange(len(x)) >= MIN_TAIL - 1
-    x, h = np.concatenate([[0.0], x[keep], [1.0]]), np.concatenate([[0.0], h[keep], [1.0]])
-    return x, np.maximum.accumulate(h)
+    grid = np.geomspace(TAIL_P, 1.0, 600)
+    h = grid.copy()  # never below p: one look's own error rate
+    for ratio in SPREAD_RATIOS:
+        a, b = rng.standard_normal((n_sim, last)), ratio * rng.standard_normal((n_sim, last))
+        minp = np.ones(n_sim)
+        for k in range(first, last + 1):
+            va, vb = a[:, :k].var(axis=1, ddof=1) / k, b[:, :k].var(axis=1, ddof=1) / k
+            t = (b[:, :k].mean(axis=1) - a[:, :k].mean(axis=1)) / np.sqrt(va + vb)
+            df = (va + vb) ** 2 / (va ** 2 / (k - 1) + vb ** 2 / (k - 1))
+            minp = np.minimum(minp, 2 * stats.t.sf(np.abs(t), df))
+        h = np.maximum(h, np.searchsorted(np.sort(minp), grid, side="right") / n_sim)
+    h = np.minimum(1.0, np.maximum.accumulate(h))
+    h = h + np.arange(len(h)) * 1e-12  # strictly increasing: the inverse is a function
+    return np.concatenate([[0.0], grid]), np.concatenate([[0.0], h])
 
 
 def log_sd(values) -> float:
