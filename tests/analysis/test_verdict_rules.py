@@ -166,7 +166,9 @@ def test_sequential_is_monotone_and_inverts():
     seq = stats.Sequential(3, 8)
     p = np.array([1e-6, 1e-4, 0.001, 0.01, 0.05, 0.2, 0.9])
     h = seq.p_value(p)
-    assert (np.diff(h) >= 0).all() and (h >= p).all() and (h <= 6 * p + 1e-12).all()
+    # >= p (never more liberal than one look); far below the union bound's 6 looks x p it may
+    # exceed 6 p: at 3 a side with 4x the spread on one side Welch's own tail is heavier than p
+    assert (np.diff(h) >= 0).all() and (h >= p).all() and (h[3:] <= 6 * p[3:]).all() and (h <= 15 * p).all()
     assert seq.nominal(seq.p_value(0.01)) == pytest.approx(0.01, rel=1e-6)
     one = stats.Sequential(3, 3).p_value(0.03)  # one look: Welch's own error at 3 a side, never below p
     assert 0.03 <= one <= 0.04, one

@@ -45,7 +45,7 @@ class SideSwitcher:
         self.current = StandIn(self._config(0)).start()
 
     def _config(self, i: int) -> StandInConfig:
-        return self.overrides.get(i, self.configs[self.plan[i]])
+        return self.overrides.get(i, self.configs[self.plan[i] if i < len(self.plan) else "baseline"])
 
     def __call__(self, comparison) -> None:
         side = comparison.repeats[-1].side

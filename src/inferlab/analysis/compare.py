@@ -125,6 +125,13 @@ def repeat_table(runs: Run | Sequence[Run], side: str, slo_e2e_ms: float) -> pd.
 COUNTS = ("requests", "errors", "window_requests", "never_ran")
 
 
+def _fold_mean(values: pd.Series) -> float:
+    """A run's ``-r<n>`` values folded: their geometric mean, and 0 when one of them is 0 (a cell
+    that served nothing stays a zero, which the verdict rules look for, not a 1e-9 floor)."""
+    x = values.dropna()
+    return 0.0 if len(x) and bool((x <= 0).any()) else stats.geometric_mean(x)
+
+
 def _fold_within_run(reps: pd.DataFrame) -> pd.DataFrame:
     """One row per (side, run, cell): geometric mean of a run's ``-r<n>`` values, counts summed,
     INVALID when any of them is."""
@@ -132,7 +139,7 @@ def _fold_within_run(reps: pd.DataFrame) -> pd.DataFrame:
         return reps
     keys = ["side", "run_id", "cell"]
     metrics = [c for c in reps.columns if c in LOWER_IS_BETTER or c == "window_s"]
-    agg = {c: stats.geometric_mean for c in metrics}
+    agg = {c: _fold_mean for c in metrics}
     agg.update({c: "sum" for c in COUNTS if c in reps.columns})
     agg.update({c: "first" for c in ("payload", "vus", "executor") if c in reps.columns})
     if "msr_log_width" in reps.columns:
