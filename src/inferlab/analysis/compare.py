@@ -336,9 +336,11 @@ def headline(res: pd.DataFrame) -> str:
 def design_of(comparison: str) -> tuple[int, int] | None:
     """The looks of a comparison record that could stop after any pair (``--until-width``):
     (first, last) pair count, last = its ``max_pairs`` (8, the default, where an older record
-    did not keep it); None for a fixed design."""
+    did not keep it); None for a fixed design, or for no comparison (``""``: a pair of runs)."""
     from ..runs.comparison import load_comparison
 
+    if not comparison:
+        return None
     c = load_comparison(comparison)
     if c.until_width is None:
         return None
