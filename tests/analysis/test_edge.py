@@ -84,3 +84,19 @@ def test_tls_on_off_compares_new_connections():
     t = ae.tls_on_off(on, off).set_index("side")
     assert t.loc["tls on", "setup_p50_ms"] == pytest.approx(2.2) and t.loc["tls off", "setup_p50_ms"] == 0.2
     assert t.loc["tls on", "new_connections"] == 1 and math.isnan(t.loc["tls off", "tls_handshake_p50_ms"])
+
+
+def test_an_upstream_503_is_not_a_rate_limit_rejection():
+    """Both lines say 503 to the client; only the one no upstream answered is the edge's limit_req."""
+    k6 = _k6([(f"r.c-at4.m{i}", "c-at4", 5.0, 0.0, 0.0, 503, "measure") for i in range(3)])
+    edge = _edge([("r.c-at4.m0", 503, 0.1, math.nan, 0.5),  # limit_req: no upstream contacted
+                  ("r.c-at4.m1", 503, 9.0, 8.5, 1.5),  # the engine's own 503, passed through
+                  ("r.c-at4.m2", 503, 0.1, math.nan, 2.5)])
+    edge["upstream_status"] = [math.nan, 503, math.nan]
+    assert ae.edge_rejected(edge).tolist() == [True, False, True]
+    r = ae.edge_cells(k6, edge, limit_status=503).iloc[0]
+    assert (r["rejected"], r["upstream_errors"], r["rejection_began_s"]) == (2, 1, 0.5)
+    assert r["rejected_share"] == pytest.approx(2 / 3)
+    # a log without the field cannot tell them apart: every 503 counts, and the table says so
+    cells = ae.edge_cells(k6, edge.drop(columns="upstream_status"), limit_status=503)
+    assert cells["rejected"].iloc[0] == 3 and cells.attrs["upstream_status_known"] is False

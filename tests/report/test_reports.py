@@ -55,7 +55,8 @@ def test_compare_sections_are_one_call_each(workspace):
     tuned = inferlab.load_run("20261126T205944Z-url-h200-tuned-cudagraphs")
     res = compare_sides(base, tuned, 10000.0)
     good = sections.goodput_table(res).data
-    assert list(good.columns) == ["cell", "baseline", "tuned", "ratio", "q_value", "verdict"]
+    assert list(good.columns) == ["cell", "baseline", "tuned", "ratio", "ci_low_adj", "ci_high_adj", "q_value",
+                                  "validity", "verdict"]
     assert len(good) == res["cell"].nunique()
     both = sections.cells_by_config(base, tuned)
     sizes = {"baseline": len(cell_summary(base)), "tuned": len(cell_summary(tuned))}
@@ -195,6 +196,8 @@ def test_the_wide_cell_table_splits_into_main_and_appendix(workspace):
         assert all(g[0] == "cell_id" for g in groups.values())
         rest = [c for g in groups.values() for c in g[1:]]
         assert sorted(rest) == sorted(set(cells.columns) - {"cell_id", "run_id"})
-        assert {"rps", "latency_p95_ms", "errors"} <= set(groups["main"]) and groups["utilization"][1:]
+        assert {"rps", "latency_p95_ms", "errors", "validity"} <= set(groups["main"]) and groups["utilization"][1:]
+        assert groups["validity"] == ["cell_id", "little_ratio", "validity_reasons"]
+        assert "validity_reasons" in cell_tables.details(cells).data  # rendered under the details table
         assert list(cell_tables.main(cells).data.columns) == groups["main"]
         assert list(cell_tables.utilization(cells).data.columns) == groups["utilization"]

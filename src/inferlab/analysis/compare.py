@@ -13,7 +13,17 @@ one value per metric, measured in the cell's steady-state window (analysis/windo
 - failures count: throughput and goodput count only successful requests, and a side with a
   higher error rate is never "better" on them;
 - the A/A spread beside every effect: the half-width of an A/A interval at this design and the
-  measured between-repeat noise, and the smallest detectable ratio (80 % power).
+  measured between-repeat noise, and the smallest detectable ratio (80 % power);
+- the interval shown beside a verdict agrees with it: drawn at Holm's level for its rank
+  (``ci_low_adj``/``ci_high_adj`` at ``ci_level_adj``, stats.holm_alphas), it excludes 1 exactly
+  when Holm rejects; a comparison that peeked after every pair (``--until-width``) is judged on
+  repeated p-values (``p_sequential``, stats.Sequential) and its interval is the one matching them;
+- validity (analysis/validity.py): every repeat of every cell is checked; a row with an INVALID
+  repeat gets no verdict ("no verdict: INVALID data ...", with the reasons), its numbers still shown;
+- a repeat that died: cells a partial or failed run never ran (``pending``, or cut ``running``,
+  after an engine death) count as repeats that served nothing, against that side;
+- capacity runs compare their max sustainable rate read as its search bracket [highest passing,
+  lowest failing rate]: tied repeats on a grid are tested with the brackets' reading variance.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from ..runs.reader import Run
 from . import stats
 from .summary import measured
 from .token_slo import e2e_bound_ms
+from .validity import check_run
 from .window import QUANTILES, min_requests, repeat_metrics
 
 LOWER_IS_BETTER = {"throughput": False, "goodput": False, **{k: True for k in QUANTILES}, "max_sustainable_rate": False}
@@ -45,47 +56,97 @@ def _runs(x: Run | Sequence[Run]) -> list[Run]:
     return [x] if isinstance(x, Run) else list(x)
 
 
+NEVER_RAN = ("pending", "running")  # cells a partial/failed run left: they count as serving nothing
+
+
+def _msr_bracket(cap: dict) -> tuple[float, float]:
+    """A capacity search's result as its bracket: (reading, log width). The reading is the
+    geometric middle of [highest passing, lowest failing] rate, the width log(high / low); a
+    search with no failing rate, or none passing, is read at its MSR (or 0) with no width."""
+    msr = cap.get("msr") if cap else None
+    lo, hi = (cap.get("interval_low"), cap.get("interval_high")) if cap else (None, None)
+    if msr is None:
+        return 0.0, np.nan
+    if lo is not None and hi is not None and 0 < float(lo) < float(hi):
+        return float(np.sqrt(float(lo) * float(hi))), float(np.log(float(hi) / float(lo)))
+    return float(msr), np.nan
+
+
+def _validity(run: Run) -> dict[str, tuple[str, str]]:
+    """cell_id -> (VALID | INVALID, reasons) from analysis/validity.check_run."""
+    return {v.cell_id: (v.verdict, "; ".join(v.reasons)) for v in check_run(run)}
+
+
 def repeat_table(runs: Run | Sequence[Run], side: str, slo_e2e_ms: float) -> pd.DataFrame:
-    """One row per (run, cell): the repeat's metrics (window.repeat_metrics) and keys.
+    """One row per (run, cell): the repeat's metrics (window.repeat_metrics) and keys, and its
+    ``validity`` (VALID | INVALID) with ``validity_reasons`` (analysis/validity.py).
 
     A run is one repeat: ``-r<n>`` cells inside one run (same engine, back to back, not
     interleaved) are folded into one value per metric (geometric mean; counts summed), so they
     never pose as independent repeats. A failed cell stays in: its requests count as failures and
-    a cell that served nothing has throughput 0. A capacity run contributes its max sustainable
-    rate (metric ``max_sustainable_rate``)."""
+    a cell that served nothing has throughput 0. So does a cell the run never ran because it died
+    (a ``pending`` or cut ``running`` cell of a partial or failed run: the engine died): it
+    counts against its side (``never_ran``); a ``skipped`` cell was left out on purpose and
+    does not. A capacity run contributes its max sustainable rate (metric
+    ``max_sustainable_rate``), read as its bracket (``msr_log_width``; _msr_bracket); it is
+    INVALID when any of its steps is."""
     rows = []
     for run in _runs(runs):
+        validity = _validity(run)
         if run.manifest.kind == "capacity":
-            msr = run.capacity.get("msr") if run.capacity else None
             payload = run.manifest.spec.get("capacity", {}).get("payload", "")
+            reading, width = _msr_bracket(run.capacity)
+            bad = {c: r for c, (v, r) in validity.items() if v == "INVALID"}
             rows.append({"side": side, "run_id": run.run_id, "cell_id": f"{payload}-capacity",
                          "cell": f"{payload}-capacity", "payload": payload, "vus": 0, "executor": "capacity",
                          "requests": 0, "errors": 0, "window_requests": 0,
-                         "max_sustainable_rate": float(msr) if msr is not None else 0.0})
+                         "max_sustainable_rate": reading, "msr_log_width": width,
+                         "validity": "INVALID" if bad else "VALID",
+                         "validity_reasons": "; ".join(f"step {c}: {r}" for c, r in bad.items()), "never_ran": 0})
             continue
         req = measured(run)
+        died = run.status in ("partial", "failed")
         for cell in run.manifest.cells:
-            if cell.executor in NOT_COMPARED or cell.status in ("pending", "skipped", "running"):
+            never_ran = died and cell.status in NEVER_RAN
+            if cell.executor in NOT_COMPARED or (cell.status in ("pending", "skipped", "running") and not never_ran):
                 continue
             g = req[req["cell_id"] == cell.cell_id] if not req.empty else req
+            if never_ran:
+                g = g.iloc[:0]  # a cut cell's partial rows aside: the repeat served nothing we can judge
+            v, why = validity.get(cell.cell_id, ("VALID", ""))
             rows.append({"side": side, "run_id": run.run_id, "cell_id": cell.cell_id, "cell": base_cell(cell.cell_id),
                          "payload": cell.payload, "vus": cell.vus, "executor": cell.executor,
-                         **repeat_metrics(g, slo_e2e_ms, cell.executor, cell.vus)})
+                         **repeat_metrics(g, slo_e2e_ms, cell.executor, cell.vus),
+                         "validity": v, "validity_reasons": f"{run.run_id} {cell.cell_id}: {why}" if why else "",
+                         "never_ran": int(never_ran)})
     return _fold_within_run(pd.DataFrame(rows))
 
 
-COUNTS = ("requests", "errors", "window_requests")
+COUNTS = ("requests", "errors", "window_requests", "never_ran")
+
+
+def _fold_mean(values: pd.Series) -> float:
+    """A run's ``-r<n>`` values folded: their geometric mean, and 0 when one of them is 0 (a cell
+    that served nothing stays a zero, which the verdict rules look for, not a 1e-9 floor)."""
+    x = values.dropna()
+    return 0.0 if len(x) and bool((x <= 0).any()) else stats.geometric_mean(x)
 
 
 def _fold_within_run(reps: pd.DataFrame) -> pd.DataFrame:
-    """One row per (side, run, cell): geometric mean of a run's ``-r<n>`` values, counts summed."""
+    """One row per (side, run, cell): geometric mean of a run's ``-r<n>`` values, counts summed,
+    INVALID when any of them is."""
     if reps.empty:
         return reps
     keys = ["side", "run_id", "cell"]
     metrics = [c for c in reps.columns if c in LOWER_IS_BETTER or c == "window_s"]
-    agg = {c: stats.geometric_mean for c in metrics}
+    agg = {c: _fold_mean for c in metrics}
     agg.update({c: "sum" for c in COUNTS if c in reps.columns})
     agg.update({c: "first" for c in ("payload", "vus", "executor") if c in reps.columns})
+    if "msr_log_width" in reps.columns:
+        agg["msr_log_width"] = "max"
+    if "validity" in reps.columns:
+        agg["validity"] = lambda v: "INVALID" if (v == "INVALID").any() else "VALID"
+        agg["validity_reasons"] = lambda v: "; ".join(x for x in v if x)
     agg["cell_id"] = lambda v: ",".join(v)
     out = reps.groupby(keys, sort=False).agg(agg).reset_index()
     out["error_rate"] = out["errors"] / out["requests"].where(out["requests"] > 0)
@@ -98,52 +159,75 @@ def _slo(runs: list[Run], slo_e2e_ms: float | None) -> float:
 
 def compare_sides(baseline: Run | Sequence[Run], tuned: Run | Sequence[Run], slo_e2e_ms: float | None = None,
                   primary: str = PRIMARY, alpha: float = 0.05, level: float = 0.95,
-                  method: str = "auto") -> pd.DataFrame:
+                  method: str = "auto", looks: tuple[int, int] | None = None) -> pd.DataFrame:
     """Long table: one row per matching cell x metric (ratio = tuned / baseline). Capacity runs
-    compare their max sustainable rate, which is then the primary metric."""
+    compare their max sustainable rate, which is then the primary metric. ``looks``: (first,
+    last) pair count of a comparison that may stop after any pair (``--until-width``;
+    :func:`design_of`), judged on repeated p-values."""
     base_runs, tuned_runs = _runs(baseline), _runs(tuned)
     slo = _slo(tuned_runs, slo_e2e_ms)
     reps = pd.concat([repeat_table(base_runs, "baseline", slo), repeat_table(tuned_runs, "tuned", slo)],
                      ignore_index=True)
-    out = compare_repeats(reps, primary, alpha, level, method)
+    out = compare_repeats(reps, primary, alpha, level, method, looks)
     out.attrs.update(baseline=[r.run_id for r in base_runs], tuned=[r.run_id for r in tuned_runs], slo_e2e_ms=slo)
     return out
 
 
 def compare_repeats(reps: pd.DataFrame, primary: str = PRIMARY, alpha: float = 0.05, level: float = 0.95,
-                    method: str = "auto") -> pd.DataFrame:
+                    method: str = "auto", looks: tuple[int, int] | None = None) -> pd.DataFrame:
     """The verdict table from a repeat table (one row per side x repeat x cell with the metrics of
-    ``window.repeat_metrics``, plus ``payload`` and ``vus``): intervals, Holm q-values per family,
-    the A/A spread and the detectable effect, verdicts."""
-    rows = []
+    ``window.repeat_metrics``, plus ``payload`` and ``vus``; optional ``validity``,
+    ``validity_reasons``, ``never_ran``, ``msr_log_width``): intervals, Holm q-values per family,
+    the intervals that agree with them, the A/A spread and the detectable effect, verdicts.
+    ``looks``: see :func:`compare_sides` (Welch only: the calibration is Welch's)."""
+    rows, values = [], []
+    seq = stats.Sequential(max(looks[0], stats.MIN_REPEATS), looks[1]) if looks else None
+    if seq is not None:
+        method = "welch"
     if not reps.empty:
         cells = [c for c in dict.fromkeys(reps["cell"]) if set(reps.loc[reps["cell"] == c, "side"]) == {"baseline", "tuned"}]
         for cell in cells:
             a, b = reps[(reps["cell"] == cell) & (reps["side"] == "baseline")], reps[(reps["cell"] == cell) & (reps["side"] == "tuned")]
             for metric in [m for m in LOWER_IS_BETTER if m in reps.columns and reps[m].notna().any()]:
-                rows.append(_metric_row(cell, a, b, metric, level, method))
+                row, vals = _metric_row(cell, a, b, metric, level, method)
+                rows.append(row)
+                values.append(vals)
     out = pd.DataFrame(rows)
     if not out.empty:
         if primary not in set(out["metric"]) and "max_sustainable_rate" in set(out["metric"]):
             primary = "max_sustainable_rate"
         out["role"] = np.where(out["metric"] == primary, "primary", "secondary")
+        out["p_sequential"] = seq.p_value(out["p_value"]) if seq is not None else np.nan
+        tested = out["p_sequential"] if seq is not None else out["p_value"]
         for role in ("primary", "secondary"):
             sel = out["role"] == role
-            out.loc[sel, "q_value"] = stats.holm(out.loc[sel, "p_value"], alpha)
+            out.loc[sel, "q_value"] = stats.holm(tested[sel], alpha)
+            a_j = stats.holm_alphas(tested[sel], alpha)  # the level each interval is drawn at
+            out.loc[sel, "ci_level_adj"] = 1 - (seq.nominal(a_j) if seq is not None else a_j)
             # what this design detects with 80 % power at Holm's strictest step (alpha / tests in the family)
             m = max(int(sel.sum()), 1)
             out.loc[sel, "min_detectable"] = [stats.min_detectable_ratio(sd, na, nb, alpha / m) for sd, na, nb in
                                               zip(out.loc[sel, "noise_cv"], out.loc[sel, "n_baseline"], out.loc[sel, "n_tuned"])]
+        adj = [stats.ratio_interval(va, vb, level=lv, method=method, widths=w) if np.isfinite(lv) else None
+               for (va, vb, w), lv in zip(values, out["ci_level_adj"])]
+        out["ci_low_adj"] = [iv.low if iv else np.nan for iv in adj]
+        out["ci_high_adj"] = [iv.high if iv else np.nan for iv in adj]
         out["verdict"] = [_verdict(r, alpha) for r in out.itertuples()]
-    out.attrs.update(alpha=alpha, level=level, primary=primary, repeats=reps)
+    out.attrs.update(alpha=alpha, level=level, primary=primary, repeats=reps, looks=looks)
     return out
 
 
-def _metric_row(cell: str, a: pd.DataFrame, b: pd.DataFrame, metric: str, level: float, method: str) -> dict:
+def _metric_row(cell: str, a: pd.DataFrame, b: pd.DataFrame, metric: str, level: float,
+                method: str) -> tuple[dict, tuple]:
     """One cell x metric: interval, p-value, noise and A/A spread (role, q and verdict are set by
-    :func:`compare_repeats`, which sees the whole family)."""
+    :func:`compare_repeats`, which sees the whole family); and (values a, values b, bracket
+    widths) to draw the interval again at the level Holm gives it."""
     va, vb = a[metric].dropna().to_numpy(float), b[metric].dropna().to_numpy(float)
-    iv = stats.ratio_interval(va, vb, level=level, method=method)
+    widths = None
+    if metric == "max_sustainable_rate" and "msr_log_width" in a.columns:
+        widths = (a.loc[a[metric].notna(), "msr_log_width"].to_numpy(float),
+                  b.loc[b[metric].notna(), "msr_log_width"].to_numpy(float))
+    iv = stats.ratio_interval(va, vb, level=level, method=method, widths=widths)
     # pooled between-repeat log-SD (~ CV): the noise the A/A spread and detectable effect refer to
     sd = float(np.sqrt(np.nanmean([stats.log_sd(va) ** 2, stats.log_sd(vb) ** 2]))) if min(len(va), len(vb)) >= 2 else np.nan
     note = iv.note
@@ -159,10 +243,26 @@ def _metric_row(cell: str, a: pd.DataFrame, b: pd.DataFrame, metric: str, level:
             "p_value": iv.p_value, "q_value": np.nan, "noise_cv": sd,
             "aa_spread": stats.aa_halfwidth(sd, len(va), len(vb), level),
             "zero_tuned": bool((vb <= 0).any()), "zero_baseline": bool((va <= 0).any()),
-            "min_detectable": np.nan, "method": iv.method, "note": note}
+            "min_detectable": np.nan, "method": iv.method, "note": note,
+            **_row_validity(a, b)}, (va, vb, widths)
+
+
+def _row_validity(a: pd.DataFrame, b: pd.DataFrame) -> dict:
+    """validity (INVALID when any repeat of either side is), how many repeats are, their reasons;
+    and how many repeats never ran (their runs died before the cell)."""
+    both = pd.concat([a, b])
+    bad = both[both["validity"] == "INVALID"] if "validity" in both.columns else both.iloc[:0]
+    reasons = "; ".join(r for r in bad.get("validity_reasons", pd.Series(dtype=str)) if r)
+    def never(x: pd.DataFrame) -> int:
+        return int(x["never_ran"].sum()) if "never_ran" in x.columns else 0
+
+    return {"validity": "INVALID" if len(bad) else "VALID", "invalid_repeats": len(bad),
+            "validity_reasons": reasons, "never_ran_baseline": never(a), "never_ran_tuned": never(b)}
 
 
 def _verdict(r, alpha: float) -> str:
+    if r.validity == "INVALID":  # refused, not guessed: docs/verdicts.md "Validity"
+        return f"no verdict: INVALID data ({r.invalid_repeats} repeat(s): {r.validity_reasons})"
     if r.metric in ("throughput", "goodput", "max_sustainable_rate") and r.zero_tuned and not r.zero_baseline:
         return "worse: a tuned repeat served no successful request"
     if not np.isfinite(r.q_value):
@@ -175,15 +275,26 @@ def _verdict(r, alpha: float) -> str:
     return call
 
 
+RATIO = "ratio [Holm CI]"  # the interval beside the verdict: agrees with it (ci_low_adj, ci_high_adj)
+
+
+def _level(lv: float) -> str:
+    return (f"{lv * 100:.2f}".rstrip("0").rstrip(".") + "%") if np.isfinite(lv) else ""
+
+
 def verdict_table(res: pd.DataFrame) -> pd.DataFrame:
-    """Readable: one line per cell x metric with ratio [CI], q, the A/A spread and the verdict."""
-    cols = ["cell", "metric", "role", "repeats", "baseline", "tuned", "ratio [95% CI]", "q", "A/A spread", "verdict"]
+    """Readable: one line per cell x metric with the ratio and the interval that agrees with the
+    Holm-adjusted verdict (``ratio [Holm CI]``, drawn at ``CI level``), q, the A/A spread,
+    validity and the verdict."""
+    cols = ["cell", "metric", "role", "repeats", "baseline", "tuned", RATIO, "CI level", "q", "A/A spread",
+            "validity", "verdict"]
     if res.empty:
         return pd.DataFrame(columns=cols)
     t = res.copy()
     t["repeats"] = [f"{a}+{b}" for a, b in zip(t["n_baseline"], t["n_tuned"])]
-    t["ratio [95% CI]"] = [f"{r:.2f}x [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else f"{r:.2f}x"
-                           for r, lo, hi in zip(t["ratio"], t["ci_low"], t["ci_high"])]
+    t[RATIO] = [f"{r:.2f}x [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else f"{r:.2f}x"
+                for r, lo, hi in zip(t["ratio"], t["ci_low_adj"], t["ci_high_adj"])]
+    t["CI level"] = t["ci_level_adj"].map(_level)
     t["q"] = t["q_value"].map(lambda q: "" if not np.isfinite(q) else f"{q:.2g}")
     t["A/A spread"] = t["aa_spread"].map(lambda s: "" if not np.isfinite(s) else f"±{(s - 1) * 100:.1f}%")
     if "aa_ratio" in t.columns:  # a recorded A/A of the same cells, beside the effect
@@ -195,20 +306,53 @@ def verdict_table(res: pd.DataFrame) -> pd.DataFrame:
 
 def headline(res: pd.DataFrame) -> str:
     """One sentence per payload on the primary metric: the largest-VU cell, and how many cells
-    differ after Holm's correction."""
+    differ after Holm's correction; the interval is the one that agrees with the verdict
+    (``ci_low_adj``/``ci_high_adj``, its level named). A line that says how many rows are INVALID
+    comes first when any is."""
     if res.empty:
         return "No matching cells between the two sides."
     prim = res[res["role"] == "primary"]
     lines = []
+    bad = res[res["validity"] == "INVALID"] if "validity" in res.columns else res.iloc[:0]
+    if len(bad):
+        lines.append(f"INVALID data: {len(bad)} of {len(res)} rows have an INVALID repeat and get no verdict "
+                     f"({', '.join(dict.fromkeys(bad['cell']))}).")
+    never = prim[(prim["never_ran_baseline"] > 0) | (prim["never_ran_tuned"] > 0)] if "never_ran_tuned" in prim else prim.iloc[:0]
+    for r in never.itertuples():
+        lines.append(f"{r.cell}: {r.never_ran_baseline} baseline and {r.never_ran_tuned} tuned repeat(s) never ran "
+                     "(the run died first): counted as serving nothing.")
     for payload, g in prim.groupby("payload", sort=False):
         top = g.loc[g["vus"].idxmax()]
-        ci = (f"95% CI {top['ci_low']:.2f}-{top['ci_high']:.2f}, " if np.isfinite(top["ci_low"]) else "")
+        ci = (f"{_level(top['ci_level_adj'])} CI {top['ci_low_adj']:.2f}-{top['ci_high_adj']:.2f}, "
+              if np.isfinite(top["ci_low_adj"]) else "")
         aa = f"; A/A spread ±{(top['aa_spread'] - 1) * 100:.0f}%" if np.isfinite(top["aa_spread"]) else ""
         sig = g[g["verdict"].isin(["better", "worse"])]
         lines.append(f"{payload}: at {top['vus']} VUs tuned/baseline {top['metric']} = {top['ratio']:.2f}x "
                      f"({ci}{top['verdict']}{aa}; {top['n_baseline']}+{top['n_tuned']} repeats); "
                      f"{len(sig)} of {len(g)} cells differ after Holm's correction.")
     return "\n".join(lines)
+
+
+def design_of(comparison: str) -> tuple[int, int] | None:
+    """The looks of a comparison record that could stop after any pair (``--until-width``):
+    (first, last) pair count, last = its ``max_pairs`` (8, the default, where an older record
+    did not keep it); None for a fixed design, or for no comparison (``""``: a pair of runs)."""
+    from ..runs.comparison import load_comparison
+
+    if not comparison:
+        return None
+    c = load_comparison(comparison)
+    if c.until_width is None:
+        return None
+    last = c.max_pairs or 8
+    return max(c.pairs or stats.MIN_REPEATS, stats.MIN_REPEATS), max(last, c.pairs or 0, stats.MIN_REPEATS)
+
+
+def compare_comparison(comparison: str, aa_comparison: str = "", **kw) -> tuple[pd.DataFrame, str]:
+    """A comparison record judged by its own design (:func:`design_of`): the result table
+    (:func:`compare_with_aa`) and the one-line description of :func:`sides`."""
+    base, tuned, what = sides(comparison=comparison)
+    return compare_with_aa(base, tuned, aa_comparison=aa_comparison, looks=design_of(comparison), **kw), what
 
 
 def primary_of(comparison: str = "") -> str:
@@ -226,6 +370,9 @@ def sides(baseline_run: str = "", tuned_run: str = "", comparison: str = "") -> 
     if comparison:
         c = load_comparison(comparison)
         order = " ".join("A" if r.side == "baseline" else "B" for r in c.repeats)
+        if c.until_width is not None:
+            c.notes = [*c.notes, f"stopped by --until-width {c.until_width:g} (max {c.max_pairs or 8} pairs): judged on "
+                                 "repeated p-values valid at any look"]
         return ([load_run(r) for r in c.run_ids("baseline")], [load_run(r) for r in c.run_ids("tuned")],
                 f"comparison {c.comparison_id}: {len(c.repeats)} repeats in the order {order} ({c.order}), "
                 f"status {c.status}" + "".join(f"; {n}" for n in c.notes))
@@ -240,7 +387,8 @@ def compare_with_aa(baseline: Sequence[Run], tuned: Sequence[Run], aa_comparison
     res = compare_sides(baseline, tuned, **kw)
     if aa_comparison and not res.empty:
         a, b, _ = sides(comparison=aa_comparison)
-        aa = compare_sides(a, b, **kw)[["cell", "metric", "ratio", "ci_low", "ci_high", "verdict"]]
+        aa = compare_sides(a, b, **{**kw, "looks": design_of(aa_comparison)})[["cell", "metric", "ratio", "ci_low",
+                                                                               "ci_high", "verdict"]]
         aa = aa.rename(columns={"ratio": "aa_ratio", "ci_low": "aa_ci_low", "ci_high": "aa_ci_high", "verdict": "aa_verdict"})
         attrs, res.attrs, aa.attrs = res.attrs, {}, {}  # attrs hold a frame: pandas cannot compare them in a merge
         res = res.merge(aa, on=["cell", "metric"], how="left")

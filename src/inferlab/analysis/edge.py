@@ -67,11 +67,31 @@ def _q(s: pd.Series, q: float) -> float:
     return float(s.quantile(q)) if len(s) else np.nan
 
 
+def _upstream_status(edge: pd.DataFrame) -> pd.Series:
+    if "upstream_status" not in edge.columns:
+        return pd.Series(np.nan, index=edge.index)
+    return pd.to_numeric(edge["upstream_status"], errors="coerce")
+
+
+def edge_rejected(edge: pd.DataFrame, limit_status: int = 503) -> pd.Series:
+    """Whether each edge line is the edge's own rejection: status ``limit_status`` and no
+    upstream status (nginx's ``limit_req`` answers without contacting an upstream, so its
+    ``$upstream_status`` is ``-``). A 503 with an upstream status came from the upstream. A log
+    without the ``upstream_status`` field cannot tell them apart: every ``limit_status`` line
+    counts, as before (the table's ``attrs["upstream_status_known"]`` is then False)."""
+    up = _upstream_status(edge)
+    return (edge["status"] == limit_status) & up.isna()
+
+
 def edge_cells(k6: pd.DataFrame, edge: pd.DataFrame, limit_status: int = 503) -> pd.DataFrame:
     """Per cell (measured requests only): requests, joined share, the overhead medians and p95s,
-    TLS handshakes (count, median ms), rejected count and share from the edge log (status ==
-    ``limit_status`` among the edge lines whose id names the cell) and ``rejection_began_s``
-    (the first rejected line's end time after the cell's first k6 start)."""
+    TLS handshakes (count, median ms), rejected count and share from the edge log and
+    ``rejection_began_s`` (the first rejected line's end time after the cell's first k6 start).
+
+    A line is the edge's own rejection (:func:`edge_rejected`) when its status is
+    ``limit_status`` and no upstream answered it; an upstream's 503 passing through the edge (the
+    engine overloaded or restarting) is counted apart, in ``upstream_errors`` (every 5xx that an
+    upstream sent), never as a rate-limit rejection."""
     cell = _cell_col(k6)
     measured = k6[k6["phase"] == "measure"] if "phase" in k6.columns else k6
     joined = join_edge(measured, edge)
@@ -80,12 +100,13 @@ def edge_cells(k6: pd.DataFrame, edge: pd.DataFrame, limit_status: int = 503) ->
     rows = []
     for cell_id, g in joined.groupby(cell, sort=True):
         el = lines[lines["cell_id"] == cell_id]
-        rejected = el[el["status"] == limit_status]
+        rejected = el[edge_rejected(el, limit_status)]
+        upstream_5xx = _upstream_status(el) >= 500
         start = g["start_ts"].min()
         tls = g.loc[g["tls_handshaking_ms"] > 0, "tls_handshaking_ms"]
         rows.append({
             "cell_id": cell_id, "requests": len(g), "joined_share": g["joined"].mean(),
-            "edge_lines": len(el), "rejected": len(rejected),
+            "edge_lines": len(el), "rejected": len(rejected), "upstream_errors": int(upstream_5xx.sum()),
             "rejected_share": len(rejected) / len(el) if len(el) else np.nan,
             "rejection_began_s": (rejected["ts"].min() - start).total_seconds() if len(rejected) else np.nan,
             "client_minus_edge_p50_ms": _q(g["client_minus_edge_ms"], 0.5),
@@ -94,7 +115,9 @@ def edge_cells(k6: pd.DataFrame, edge: pd.DataFrame, limit_status: int = 503) ->
             "edge_minus_upstream_p95_ms": _q(g["edge_minus_upstream_ms"], 0.95),
             "tls_handshakes": len(tls), "tls_handshake_p50_ms": _q(tls, 0.5),
         })
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs["upstream_status_known"] = "upstream_status" in edge.columns
+    return out
 
 
 def tls_on_off(on: pd.DataFrame, off: pd.DataFrame) -> pd.DataFrame:

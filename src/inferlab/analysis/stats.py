@@ -8,7 +8,15 @@ resampling them measures within-run noise only (the A/A that called 12 of 14 row
   logs (``scipy.stats.ttest_ind(equal_var=False)``); a percentile bootstrap of the same ratio
   (``scipy.stats.bootstrap``) only when asked for, with >= ``BOOTSTRAP_MIN`` repeats a side
   (``auto`` is Welch: it holds nominal coverage from 3 to 8 repeats, the bootstrap did not).
-- :func:`holm`: Holm's step-down correction (equal to ``statsmodels.stats.multitest.multipletests``'s).
+- :func:`holm`: Holm's step-down correction (as ``statsmodels.stats.multitest.multipletests``), and
+  :func:`holm_alphas`: the per-test level at which each displayed interval is drawn so that it
+  excludes 1 exactly when Holm rejects (docs/verdicts.md, "Intervals that agree with the verdict").
+- :class:`Sequential`: repeated p-values for a design that peeks after every pair
+  (``--until-width``): a Pocock-type boundary calibrated by simulation (worst case over spread
+  ratios 1-4 between the sides), valid at any look.
+- brackets (a capacity search's [highest passing, lowest failing] rate): :func:`ratio_interval`
+  takes each repeat's bracket width and adds its worst-case reading variance, so tied repeats on
+  a grid still get a test.
 - :func:`min_detectable_ratio`: the smallest ratio the design detects at the measured noise.
 Simulations with known truth test all three (tests/analysis/test_stats.py).
 """
@@ -61,15 +69,47 @@ def aa_halfwidth(sd_log: float, n_baseline: int, n_tuned: int, level: float = 0.
     return float(np.exp(stats.t.ppf(0.5 + level / 2, df) * sd_log * np.sqrt(1 / n_baseline + 1 / n_tuned)))
 
 
+def bracket_var(widths) -> float:
+    """The reading variance a repeat adds when its value is only known to lie in a bracket of
+    log width ``w`` (a grid search's [highest passing, lowest failing] rate, read at its geometric
+    middle): ``w**2 / 4``, the largest variance any distribution on an interval of that width can
+    have (Popoviciu's inequality): conservative on purpose, the true value may sit anywhere in it.
+    Mean over the repeats; 0 where no width is given."""
+    w = np.asarray([] if widths is None else widths, float)
+    w = w[np.isfinite(w)]
+    return float(np.mean(w ** 2) / 4) if len(w) else 0.0
+
+
+def welch(a: np.ndarray, b: np.ndarray, level: float = 0.95, extra_a: float = 0.0,
+          extra_b: float = 0.0) -> tuple[float, float, float, float]:
+    """Welch's test of mean(b) - mean(a) on log values: (difference, low, high, two-sided p).
+    ``extra_a``/``extra_b``: a variance per repeat added to each side's sample variance (the
+    brackets' reading variance, :func:`bracket_var`); with none this is
+    ``scipy.stats.ttest_ind(equal_var=False)`` exactly (a test checks it)."""
+    na, nb = len(a), len(b)
+    va = (np.var(a, ddof=1) + extra_a) / na
+    vb = (np.var(b, ddof=1) + extra_b) / nb
+    diff = float(np.mean(b) - np.mean(a))
+    se = float(np.sqrt(va + vb))
+    if se <= 0:
+        return diff, np.nan, np.nan, np.nan
+    df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
+    p = float(2 * stats.t.sf(abs(diff) / se, df))
+    half = float(stats.t.ppf(0.5 + level / 2, df) * se)
+    return diff, diff - half, diff + half, p
+
+
 def ratio_interval(baseline, tuned, level: float = 0.95, method: str = "auto", n_boot: int = 4000,
-                   seed: int = 0) -> Interval:
+                   seed: int = 0, widths: tuple | None = None) -> Interval:
     """Ratio of geometric means tuned/baseline of per-repeat values, its ``level`` interval and
     the two-sided p-value. ``method``: ``welch`` (default), ``bootstrap`` (>= 8 repeats a side),
     ``auto`` = welch at every repeat count: the percentile bootstrap covered 90.7 % at nominal
     95 % from 8 repeats a side where Welch covered 94.8 % (issue 19 item 6), so it is only used
-    when asked for."""
+    when asked for. ``widths``: (baseline, tuned) per-repeat log widths of the brackets the values
+    are read from (capacity searches; :func:`bracket_var`): Welch with their reading variance added."""
     a, b = _logs(baseline), _logs(tuned)
     na, nb = len(a), len(b)
+    extra_a, extra_b = (bracket_var(widths[0]), bracket_var(widths[1])) if widths is not None else (0.0, 0.0)
     if min(na, nb) < MIN_REPEATS:
         point = float(np.exp(b.mean() - a.mean())) if na and nb else float("nan")
         return Interval(point, np.nan, np.nan, np.nan, na, nb, "none",
@@ -77,15 +117,15 @@ def ratio_interval(baseline, tuned, level: float = 0.95, method: str = "auto", n
     diff = float(b.mean() - a.mean())
     if method == "auto":
         method = "welch"
-    if np.ptp(a) == 0 and np.ptp(b) == 0:  # no variation at all: nothing to test against
+    if np.ptp(a) == 0 and np.ptp(b) == 0 and extra_a + extra_b == 0:  # no variation at all, no bracket
         return Interval(float(np.exp(diff)), np.nan, np.nan, np.nan, na, nb, method,
                         "no variation between repeats: noise unknown")
-    t = stats.ttest_ind(b, a, equal_var=False)
-    p = float(t.pvalue)
+    _, lo, hi, p = welch(a, b, level, extra_a, extra_b)
     if method == "welch":
-        ci = t.confidence_interval(confidence_level=level)
-        lo, hi = float(ci.low), float(ci.high)
+        pass
     elif method == "bootstrap":
+        if extra_a + extra_b > 0:
+            raise ValueError("bootstrap takes point values, not brackets: use welch")
         if min(na, nb) < BOOTSTRAP_MIN:
             raise ValueError(f"bootstrap needs >= {BOOTSTRAP_MIN} repeats a side (have {na}, {nb})")
         res = stats.bootstrap((b, a), lambda x, y, axis=-1: x.mean(axis=axis) - y.mean(axis=axis),
@@ -100,25 +140,103 @@ def ratio_interval(baseline, tuned, level: float = 0.95, method: str = "auto", n
         p = float(min(1.0, 2 * min(np.mean(dist <= 0), np.mean(dist >= 0))))
     else:
         raise ValueError(f"unknown method {method!r} (welch, bootstrap, auto)")
-    return Interval(float(np.exp(diff)), float(np.exp(lo)), float(np.exp(hi)), p, na, nb, method)
+    note = "bracketed values: each repeat's bracket adds its reading variance" if extra_a + extra_b > 0 else ""
+    return Interval(float(np.exp(diff)), float(np.exp(lo)), float(np.exp(hi)), p, na, nb, method, note)
 
 
 def holm(p_values, alpha: float = 0.05) -> np.ndarray:
-    """Holm-adjusted p-values (q); NaN stays NaN and is not counted as a test. ``alpha`` does not
-    change q (kept for callers); q < alpha is Holm's rejection at alpha.
-
-    The step-down adjustment itself (sorted p times (m - i), running maximum, capped at 1), not
-    ``statsmodels.stats.multitest.multipletests(method="holm")``: the same numbers (tested equal,
-    tests/analysis/test_attribution.py), but statsmodels 0.15 runs ``gc.collect()`` on every Holm
-    call, 0.3-0.6 s in a process holding a report's frames, which simulations call thousands of times."""
+    """Holm-adjusted p-values (q); NaN stays NaN and is not counted as a test."""
     p = np.asarray(p_values, float)
     q = np.full_like(p, np.nan)
     ok = np.flatnonzero(np.isfinite(p))
     if len(ok):
-        order = ok[np.argsort(p[ok], kind="stable")]
+        # statsmodels' multipletests(method="holm")[1], computed here: it runs gc.collect() on every
+        # call (0.3 s each on a loaded host, twice per comparison); tests check the two agree
+        order = ok[np.argsort(p[ok], kind="mergesort")]
         m = len(order)
         q[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
     return q
+
+
+def holm_alphas(p_values, alpha: float = 0.05) -> np.ndarray:
+    """The level each test's displayed interval is drawn at (1 - this) so that it never disagrees
+    with Holm's verdict: sort the p-values; rank j (1-based, m tests) gets ``alpha / (m - j + 1)``
+    up to and including the first rank Holm does not reject (J); every later rank gets J's
+    ``alpha / (m - J + 1)``. Then, for a test whose interval at level 1 - a excludes the null
+    exactly when p < a (Welch, and the sequential p-values below): a rank j < J has
+    p_(j) <= alpha / (m - j + 1), so its interval excludes 1; rank J has p_(J) > alpha / (m - J + 1),
+    and every later rank a p at least as large, so theirs include 1. Each level is at least
+    1 - alpha, so each displayed interval contains the unadjusted 1 - alpha one. NaN stays NaN."""
+    p = np.asarray(p_values, float)
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    if not m:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    stop = None
+    for j, i in enumerate(order, start=1):
+        if stop is None:
+            out[i] = alpha / (m - j + 1)
+            if not p[i] <= out[i]:  # Holm's first non-rejection: the rest share its level
+                stop = out[i]
+        else:
+            out[i] = stop
+    return out
+
+
+class Sequential:
+    """Repeated p-values for a comparison that may stop after any pair from ``first`` to ``last``
+    (``inferlab ab --until-width``): ``p_value(p)`` maps the Welch p-value seen at the stop to
+    ``h(p) >= P(min over looks of the Welch p <= p)`` under no difference, and ``nominal(a)``
+    inverts it. Since ``P(h(p_stop) <= a) <= P(some look has h(p_k) <= a) <= a``, the adjusted
+    p-value is valid whatever decided the stop (the width rule, or a user who stopped when it
+    looked significant): a Pocock-type constant boundary, calibrated by seeded simulations of
+    Welch's statistic on normal log values (scale-free, so one calibration serves every metric),
+    taking at each p the largest crossing probability over spread ratios ``SPREAD_RATIOS`` between
+    the sides (Welch's small-sample error grows with unequal spread) and never less than p itself
+    (never more liberal than one look). The interval shown at the stop is Welch's at nominal
+    level ``1 - nominal(a)``: it excludes 1 exactly when ``h(p) < a``. Below ``TAIL_P`` h is
+    continued linearly through 0."""
+
+    def __init__(self, first: int, last: int, n_sim: int = 60_000, seed: int = 0) -> None:
+        if first < MIN_REPEATS or last < first:
+            raise ValueError(f"looks from {first} to {last} pairs: need {MIN_REPEATS} <= first <= last")
+        self.first, self.last = first, last
+        self._knots_p, self._knots_h = _calibrate(first, last, n_sim, seed)
+
+    def p_value(self, p):
+        p = np.asarray(p, float)
+        return np.where(np.isfinite(p), np.minimum(1.0, np.interp(p, self._knots_p, self._knots_h)), np.nan)
+
+    def nominal(self, a):
+        a = np.asarray(a, float)
+        return np.where(np.isfinite(a), np.interp(a, self._knots_h, self._knots_p), np.nan)
+
+
+SPREAD_RATIOS = (1.0, 2.0, 4.0)  # tuned-side SD / baseline-side SD the calibration covers
+TAIL_P = 1e-4  # below it the simulation is too thin: h continues as a straight line through 0
+
+
+@functools.lru_cache(maxsize=16)
+def _calibrate(first: int, last: int, n_sim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Knots (p, h(p)): per spread ratio the simulated distribution function of the smallest
+    Welch p over the looks, then the largest of them and p itself, made strictly increasing."""
+    rng = np.random.default_rng(seed)
+    grid = np.geomspace(TAIL_P, 1.0, 600)
+    h = grid.copy()  # never below p: one look's own error rate
+    for ratio in SPREAD_RATIOS:
+        a, b = rng.standard_normal((n_sim, last)), ratio * rng.standard_normal((n_sim, last))
+        minp = np.ones(n_sim)
+        for k in range(first, last + 1):
+            va, vb = a[:, :k].var(axis=1, ddof=1) / k, b[:, :k].var(axis=1, ddof=1) / k
+            t = (b[:, :k].mean(axis=1) - a[:, :k].mean(axis=1)) / np.sqrt(va + vb)
+            df = (va + vb) ** 2 / (va ** 2 / (k - 1) + vb ** 2 / (k - 1))
+            minp = np.minimum(minp, 2 * stats.t.sf(np.abs(t), df))
+        h = np.maximum(h, np.searchsorted(np.sort(minp), grid, side="right") / n_sim)
+    h = np.minimum(1.0, np.maximum.accumulate(h))
+    h = h + np.arange(len(h)) * 1e-12  # strictly increasing: the inverse is a function
+    return np.concatenate([[0.0], grid]), np.concatenate([[0.0], h])
 
 
 def log_sd(values) -> float:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..runs.reader import Run
 from .token_slo import e2e_bound_ms
+from .validity import check_run
 from .window import repeat_metrics
 
 PCTS = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
@@ -29,10 +30,13 @@ def cell_summary(run: Run) -> pd.DataFrame:
     """One row per cell: requests, errors, RPS, latency percentiles (ms), tokens/s, probe TTFT/TPOT,
     and CPU or GPU utilization while the cell ran. Closed-loop and constant-rate cells report RPS
     and latency inside their steady-state window (``window_s``, ``window_requests``; ramp-up and
-    drain cut: analysis/window.py); a ramp over its whole span (it has no steady state)."""
+    drain cut: analysis/window.py); a ramp over its whole span (it has no steady state). Every
+    cell carries ``validity`` (VALID | INVALID) and ``validity_reasons`` (the failed checks,
+    "; "-joined) from :func:`inferlab.analysis.validity.check_run`."""
     req = measured(run)
     if req.empty:
         return pd.DataFrame()
+    validity = {v.cell_id: v for v in check_run(run)}
     tokens = _tokens_by_cell(run)
     probe = run.probe
     slo_ms = e2e_bound_ms(run.manifest.spec.get("slo"), 10000.0)
@@ -63,6 +67,9 @@ def cell_summary(run: Run) -> pd.DataFrame:
         row["probe_ttft_p50_ms"] = float(pr["ttft_ms"].median()) if len(pr) else np.nan
         row["probe_tpot_p50_ms"] = float(pr["tpot_ms"].median()) if len(pr) else np.nan
         row.update(_utilization(run, g["start_ts"].min(), g["end_ts"].max()))
+        v = validity.get(cell.cell_id)
+        row["validity"] = v.verdict if v is not None else "VALID"
+        row["validity_reasons"] = "; ".join(v.reasons) if v is not None else ""
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -291,7 +291,10 @@ def check_little(inp: CellInputs) -> Check:
     if span < 2 * lat.mean():
         return _skip(name, f"window {span:.1f} s is under two mean latencies", thr)
     tol = LITTLE_TOLERANCE + lat.max() / span
-    ratio = len(done) / span * lat.mean() / in_flight(inp.requests, t0, t1)
+    held = in_flight(inp.requests, t0, t1)
+    if held <= 0:
+        return _skip(name, "nothing in flight in the window (a cut cell)", thr)
+    ratio = len(done) / span * lat.mean() / held
     return _verdict(name, abs(ratio - 1) <= tol, ratio, f"within {tol:.1%}",
                     f"throughput x latency / in flight = {ratio:.3f}",
                     f"throughput x latency / in flight = {ratio:.3f}: latencies disagree with the timestamps "

@@ -122,7 +122,8 @@ def repeat_metrics(requests: pd.DataFrame, slo_e2e_ms: float, executor: str = "s
         # Little's law: measured in flight vs what the completion rate and latency imply (failed
         # requests hold a VU too, so all of them count here)
         implied = float(share.sum()) / span * float(win["duration_ms"].mean()) / 1000
-        little = implied / in_flight(requests, t0, t1)
+        held = in_flight(requests, t0, t1)
+        little = implied / held if held > 0 else np.nan  # a cell cut by a dead target can hold none
     else:
         done_ok = requests[(requests["end_ts"] > t0) & (requests["end_ts"] <= t1) & requests["ok"]]
         throughput = len(done_ok) / span

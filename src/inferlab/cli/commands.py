@@ -161,14 +161,14 @@ def cmd_compare(a) -> int:
 
     from ..analysis.compare import compare_with_aa, headline, sides, verdict_table
 
-    if a.tuned:
-        base, tuned, what = sides(baseline_run=a.runs, tuned_run=a.tuned)
-    else:
-        base, tuned, what = sides(comparison=a.runs)
-    from ..analysis.compare import primary_of
+    from ..analysis.compare import compare_comparison, primary_of
 
     primary = a.primary or primary_of("" if a.tuned else a.runs)
-    res = compare_with_aa(base, tuned, aa_comparison=a.aa or "", method=a.method, primary=primary)
+    if a.tuned:
+        base, tuned, what = sides(baseline_run=a.runs, tuned_run=a.tuned)
+        res = compare_with_aa(base, tuned, aa_comparison=a.aa or "", method=a.method, primary=primary)
+    else:  # judged by its own design (an --until-width comparison on repeated p-values)
+        res, what = compare_comparison(a.runs, aa_comparison=a.aa or "", method=a.method, primary=primary)
     print(what)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 60):
         print(verdict_table(res).to_string(index=False))

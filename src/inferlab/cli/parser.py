@@ -107,8 +107,9 @@ def _comparison_verbs(sub) -> None:
     s.add_argument("baseline", metavar="BASELINE_SPEC")
     s.add_argument("tuned", metavar="TUNED_SPEC")
     s.add_argument("--pairs", type=int, default=3, help="interleaved pairs (repeats a side), at least 3 for a verdict")
-    s.add_argument("--order", default="alternate", choices=["alternate", "random"],
-                   help="A B A B ..., or a seeded random order within each pair")
+    s.add_argument("--order", default="abba", choices=["abba", "alternate", "random"],
+                   help="abba: A B, B A, A B, ... (counterbalanced, the default); alternate: A B A B ...; "
+                        "random: a seeded random order within each pair")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--label", default=None)
     s.add_argument("--until-width", type=float, default=None, metavar="W",

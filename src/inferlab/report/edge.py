@@ -67,7 +67,9 @@ def rejection_table(k6: pd.DataFrame, edge: pd.DataFrame, rate_limit_rps: float,
 
 
 def rejections_plot(k6: pd.DataFrame, edge: pd.DataFrame, limit_status: int = 503):
-    """Cumulative admitted and rejected requests against seconds into each cell."""
+    """Cumulative admitted and rejected requests against seconds into each cell (rejected: the
+    edge's own ``limit_status`` answers, :func:`inferlab.analysis.edge.edge_rejected`; an
+    upstream's 503 passed through is admitted)."""
     ids = ae.split_request_id(edge["request_id"])
     lines = edge.assign(cell_id=ids["cell_id"])[ids["measured"]]
     if lines.empty:
@@ -76,7 +78,7 @@ def rejections_plot(k6: pd.DataFrame, edge: pd.DataFrame, limit_status: int = 50
     starts = k6.groupby(cell)["start_ts"].min()
     lines = lines[lines["cell_id"].isin(starts.index)].sort_values("ts")
     lines = lines.assign(t_s=(lines["ts"] - lines["cell_id"].map(starts)).dt.total_seconds(),
-                         outcome=np.where(lines["status"] == limit_status, "rejected", "admitted"))
+                         outcome=np.where(ae.edge_rejected(lines, limit_status), "rejected", "admitted"))
     lines["count"] = lines.groupby(["cell_id", "outcome"]).cumcount() + 1
     use_theme()
     g = sns.relplot(data=lines, x="t_s", y="count", hue="outcome", col="cell_id", kind="line", drawstyle="steps-post",

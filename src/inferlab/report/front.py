@@ -33,7 +33,8 @@ from .printing import FRONT
 from .sections import manifest_facts, show
 
 FACTS = ("run_id", "status", "target", "model", "engine args", "vLLM", "host", "GPU")  # rows of manifest_facts
-HEADLINE = ("cell_id", "vus", "requests", "errors", "rps", "latency_p95_ms", "probe_ttft_p50_ms")  # of cell_summary
+HEADLINE = ("cell_id", "vus", "requests", "errors", "rps", "latency_p95_ms", "probe_ttft_p50_ms",
+            "validity")  # of cell_summary
 WITHIN_SLO = "within SLO"
 TRIAL_COLUMNS = ("trial", "changed flags", "MSR (req/s)", "interval", "best", "run_id")  # of tune.trials_table
 
@@ -90,10 +91,12 @@ def _cell_numbers(cells: pd.DataFrame, p95_ms: float, error_rate: float) -> pd.D
         return pd.DataFrame()
     out = cells[[c for c in HEADLINE if c in cells.columns]].copy()
     out = out.dropna(axis="columns", how="all")  # e.g. no probe under load: the idle line says TTFT
-    # a window too small for a p95 (fewer than 20 requests) is not judged: "too few requests", never "no"
+    # a window too small for a p95 (fewer than 20 requests) is not judged: "too few requests", never "no";
+    # nor is a cell whose measurement is INVALID (analysis/validity.py): no SLO claim from it
+    invalid = cells["validity"].eq("INVALID") if "validity" in cells.columns else pd.Series(False, index=cells.index)
     out[WITHIN_SLO] = np.select(
-        [cells["error_rate"] > error_rate, cells["latency_p95_ms"].isna(), cells["latency_p95_ms"] <= p95_ms],
-        ["no", "too few requests", "yes"], "no")
+        [invalid, cells["error_rate"] > error_rate, cells["latency_p95_ms"].isna(), cells["latency_p95_ms"] <= p95_ms],
+        ["INVALID data", "no", "too few requests", "yes"], "no")
     return out
 
 
@@ -130,6 +133,16 @@ def _errors(run: Run) -> str:
     return f"Errors: {failed:,} of {len(measured(run)):,} measured requests failed."
 
 
+def _validity_line(numbers: pd.DataFrame) -> str:
+    """How many cells are VALID (``cell_summary``'s ``validity``); the INVALID ones named, loudly."""
+    if "validity" not in numbers.columns:
+        return ""
+    bad = numbers.loc[numbers["validity"] == "INVALID", "cell_id"].tolist()
+    line = f"Validity: {len(numbers) - len(bad)} of {len(numbers)} cells VALID"
+    return line + (f"; **INVALID: {', '.join(f'`{c}`' for c in bad)}** (no SLO claim from them; reasons: the appendix's "
+                   "validity table)." if bad else ".")
+
+
 def _run_verdicts(run: Run, numbers: pd.DataFrame) -> list[str]:
     """Cells complete, k6 thresholds, the SLO per cell, the cross-check against the server's
     counters and skipped lines: each a count of what a body section shows in full."""
@@ -142,6 +155,7 @@ def _run_verdicts(run: Run, numbers: pd.DataFrame) -> list[str]:
         lines.append(f"k6 thresholds failed in {len(failed)} cells: " + ", ".join(f"`{c}`" for c in failed) + ".")
     if not numbers.empty:
         lines.append(f"{int((numbers[WITHIN_SLO] == 'yes').sum())} of {len(numbers)} cells within the SLO.")
+        lines.append(_validity_line(numbers))
     cc = crosscheck(run)
     checked = cc[cc["agrees"].notna()] if not cc.empty else cc
     if checked.empty:
@@ -182,7 +196,7 @@ def stress(run: Run, closed: pd.DataFrame, ramp: RampAnalysis) -> FrontPage:
                      numbers_note="Closed-loop cells (fixed VUs); the rest of each cell's columns: the appendix.")
 
 
-COMPARED = ("cell", "repeats", "baseline", "tuned", "ratio [95% CI]", "q", "verdict")  # of verdict_table
+COMPARED = ("cell", "repeats", "baseline", "tuned", cmp.RATIO, "CI level", "q", "validity", "verdict")  # of verdict_table
 
 
 def _primary_rows(res: pd.DataFrame) -> pd.DataFrame:
@@ -199,6 +213,17 @@ def _compare_errors(res: pd.DataFrame) -> str:
         return "Errors: no failed request on either side."
     return "Error rate (baseline, tuned): " + "; ".join(
         f"`{r.cell}` {r.error_rate_baseline:.1%}, {r.error_rate_tuned:.1%}" for r in rows.itertuples()) + "."
+
+
+def _compare_validity(res: pd.DataFrame) -> str:
+    """Validity of the repeats behind the verdicts (``compare_sides``' ``validity``)."""
+    if "validity" not in res.columns:
+        return ""
+    bad = res[res["validity"] == "INVALID"]
+    if bad.empty:
+        return "Validity: every repeat of every compared cell is VALID."
+    return (f"**INVALID data in {len(bad)} of {len(res)} rows** ({', '.join(dict.fromkeys(bad['cell']))}): "
+            "no verdict from them (reasons in the verdict table).")
 
 
 def _verdict_counts(rows: pd.DataFrame) -> str:
@@ -218,7 +243,8 @@ def compare(baseline: Sequence[Run], tuned: Sequence[Run], what: str, res: pd.Da
         good = res[res["metric"].str.startswith("goodput")]
         primary = res[res["role"] == "primary"]
         verdicts += [f"Primary metric `{res.attrs.get('primary')}` per cell: {_verdict_counts(primary)}.",
-                     f"Goodput (e2e <= {res.attrs.get('slo_e2e_ms'):.0f} ms) per cell: {_verdict_counts(good)}."]
+                     f"Goodput (e2e <= {res.attrs.get('slo_e2e_ms'):.0f} ms) per cell: {_verdict_counts(good)}.",
+                     _compare_validity(res)]
     headline = [f"Tuned vs baseline on the primary metric `{res.attrs.get('primary')}`, per cell:"]
     if not res.empty:
         headline.append(_compare_errors(res))

@@ -132,7 +132,9 @@ def headline_md(res: pd.DataFrame, what: str = "") -> Markdown:
                       f"value); per repeat and cell each metric comes from the steady-state window (after the "
                       f"warm-up, before the drain; closed-loop throughput by Little's law: VUs x success share / "
                       f"mean latency); ratio = tuned/baseline of geometric means with a {a.get('level', 0.95):.0%} "
-                      f"Welch t-interval on the logs. The primary metric "
+                      f"Welch t-interval on the logs; the interval beside each verdict is drawn at the level Holm's "
+                      f"step-down gives its rank, so it excludes 1 exactly when the verdict is better or worse "
+                      f"(`CI level`). A row with an INVALID repeat (analysis/validity.py) gets no verdict. The primary metric "
                       f"(`{a.get('primary')}`) carries the verdict, Holm-corrected across cells; the others are "
                       f"secondary, Holm-corrected within their family. A verdict needs 3 repeats a side and "
                       f"q < {a.get('alpha')}; a side that failed more requests is never better. The A/A spread is "
@@ -166,14 +168,15 @@ def cell_table(cells: pd.DataFrame):
 def goodput_table(res: pd.DataFrame):
     """Goodput under the SLO per cell, from ``compare_sides`` (successful requests/s within the SLO)."""
     good = res[res["metric"].str.startswith("goodput")]
-    return show(good[["cell", "baseline", "tuned", "ratio", "q_value", "verdict"]], precision=2)
+    cols = ["cell", "baseline", "tuned", "ratio", "ci_low_adj", "ci_high_adj", "q_value", "validity", "verdict"]
+    return show(good[[c for c in cols if c in good.columns]], precision=2)
 
 
 def repeats_table(res: pd.DataFrame):
     """Every repeat's window metrics: the values each side's interval is built from."""
     reps = res.attrs.get("repeats", pd.DataFrame())
     cols = ["side", "run_id", "cell_id", "window_requests", "window_s", "throughput", "goodput", "latency_p50",
-            "latency_p95", "error_rate"]
+            "latency_p95", "error_rate", "validity", "validity_reasons"]
     return show(reps[[c for c in cols if c in reps.columns]], precision=2) if not reps.empty else "no repeats"
 
 

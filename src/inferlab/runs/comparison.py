@@ -29,12 +29,16 @@ class Repeat(StrictModel):
 
 class Comparison(RecordHeader):
     comparison_id: str
-    order: Literal["alternate", "random"]
+    order: Literal["abba", "alternate", "random"] = Field(
+        description="abba: pair k runs A B when k is odd, B A when even (sweep/ab.py); alternate: A B every pair; "
+                    "random: a seeded random order within each pair")
     seed: int
     baseline: dict[str, Any] = Field(description="the resolved baseline spec")
     tuned: dict[str, Any] = Field(description="the resolved tuned spec")
     primary: str = "throughput"
     until_width: float | None = None
+    pairs: int | None = Field(default=None, description="pairs asked for (the first look of --until-width)")
+    max_pairs: int | None = Field(default=None, description="--until-width's budget: its last look")
     repeats: list[Repeat] = Field(default_factory=list)
 
     def run_ids(self, side: str) -> list[str]:

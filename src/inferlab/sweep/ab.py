@@ -1,13 +1,22 @@
 """Interleaved A/B (and A/A) comparisons: a comparison is its own record.
 
-``run_comparison(baseline, tuned, pairs=3)`` runs the two specs as alternating repeats
-(A B A B ..., or a seeded random order within each pair), each repeat a complete run of its own
+``run_comparison(baseline, tuned, pairs=3)`` runs the two specs as interleaved repeats, by
+default counterbalanced (``abba``: pair k runs A B when k is odd and B A when it is even, so
+A B B A | A B B A ...; a linear drift cancels over each complete ABBA block, and an odd number of
+pairs, or a stop of ``until_width`` after any pair, leaves one A B pair whose drift share is one
+pair's; ``alternate``: A B A B ...; ``random``: a seeded random order within each pair), each
+repeat a complete run of its own
 (so every existing tool reads it), the engine started fresh for every repeat where the tool
 owns it (the local target starts and stops its engine per run). The record,
 ``data/comparisons/<comparison_id>/comparison.json``, lists the repeats in the order they ran
 with each engine's lifetime (configuration, process, start, stop); ``analysis.compare`` reads
 the two sides from it. ``until_width``: keep adding interleaved pairs until the primary
-metric's interval is narrower than that (relative width) in every cell, or ``max_pairs``.
+metric's interval is narrower than that (relative width) in every cell, or ``max_pairs``. Each
+look after a pair is a peek: the comparison is judged on repeated p-values valid at any look
+(analysis/stats.Sequential over looks ``pairs`` .. ``max_pairs``), and the width the rule reads is
+that of the interval shown at the stop (``ci_low_adj``/``ci_high_adj``, which agree with the
+verdict). A repeat whose run failed or ended partial stays in: its failures count against its
+side, and so do the cells it never ran (analysis/compare.repeat_table).
 """
 
 from __future__ import annotations
@@ -22,14 +31,34 @@ from ..runs.comparison import Comparison, Repeat, comparisons_dir, save_comparis
 from ..runs.layout import slug
 from ..specs import LoadSpec
 
+ORDERS = ("abba", "alternate", "random")
+
+
 def _order(pair: int, order: str, rng: np.random.Generator) -> list[str]:
+    """The sides of pair ``pair`` (1-based) in the order they run."""
+    if order == "abba":
+        return ["baseline", "tuned"] if pair % 2 else ["tuned", "baseline"]
     if order == "alternate":
         return ["baseline", "tuned"]
-    return list(rng.permutation(["baseline", "tuned"]))
+    if order == "random":
+        return list(rng.permutation(["baseline", "tuned"]))
+    raise ValueError(f"unknown order {order!r} ({', '.join(ORDERS)})")
+
+
+def width_reached(res, until_width: float) -> bool:
+    """The stopping rule: every cell's primary row has an interval (the one shown beside its
+    verdict: ``ci_low_adj``/``ci_high_adj``) narrower than ``until_width`` relative to its ratio.
+    An empty result (no cell on both sides, e.g. every repeat of a side failed before its first
+    cell) or a row without an interval never stops it."""
+    if res is None or res.empty or "role" not in res.columns:
+        return False
+    prim = res[res["role"] == "primary"]
+    widths = (prim["ci_high_adj"] - prim["ci_low_adj"]) / prim["ratio"]
+    return bool(len(prim)) and bool((widths < until_width).all())
 
 
 def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", base_url: str | None = None,
-                   pairs: int = 3, order: str = "alternate", seed: int = 0, label: str | None = None,
+                   pairs: int = 3, order: str = "abba", seed: int = 0, label: str | None = None,
                    until_width: float | None = None, max_pairs: int = 8, on_repeat=None,
                    overlays: tuple[str, str] | None = None, primary: str = "throughput") -> str:
     """Run the comparison; returns its id. Each repeat is a run (label ``<label>-a|b``).
@@ -39,6 +68,8 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
     from ..runs.reader import load_run
     from .runner import run
 
+    if order not in ORDERS:
+        raise ValueError(f"unknown order {order!r} ({', '.join(ORDERS)})")
     if baseline.kind != tuned.kind or baseline.kind not in ("sweep", "capacity"):
         raise ValueError("comparisons take two sweep specs (closed-loop cells) or two capacity specs (their max "
                          "sustainable rate is then the primary metric); a ramp has no steady state")
@@ -49,7 +80,8 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
     d.mkdir(parents=True)
     c = Comparison(comparison_id=cid, created_at=now, target=target, order=order, seed=seed,  # type: ignore[arg-type]
                    baseline=baseline.model_dump(mode="json"), tuned=tuned.model_dump(mode="json"),
-                   until_width=until_width, primary="max_sustainable_rate" if baseline.kind == "capacity" else primary)
+                   until_width=until_width, pairs=pairs, max_pairs=max_pairs if until_width is not None else None,
+                   primary="max_sustainable_rate" if baseline.kind == "capacity" else primary)
     if target == "url":
         c.notes.append("target url: the server is the user's; the tool cannot restart it between repeats")
     elif target == "k8s" and not overlays:
@@ -76,11 +108,8 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
             if until_width is None or pair >= max_pairs:
                 break
             res = compare_sides([load_run(r) for r in c.run_ids("baseline")], [load_run(r) for r in c.run_ids("tuned")],
-                                primary=c.primary)
-            res = res[res["role"] == "primary"] if not res.empty else res
-            prim = res[res["role"] == "primary"]
-            widths = (prim["ci_high"] - prim["ci_low"]) / prim["ratio"]
-            if len(prim) and bool((widths < until_width).all()):
+                                primary=c.primary, looks=(max(pairs, 2), max(max_pairs, pairs, 2)))
+            if width_reached(res, until_width):
                 break
         c.status = "complete"
         if any(r.status != "complete" for r in c.repeats):
