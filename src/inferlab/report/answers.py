@@ -11,9 +11,9 @@ from __future__ import annotations
 import pandas as pd
 from IPython.display import Markdown
 
-from ..analysis.answers import label, verdict_label
+from ..analysis.answers import label, recheck, verdict_label
 from ..runs.answer_record import AnswerCheck, DiffResult
-from ..runs.comparison import load_comparison
+from ..runs.comparison import find_comparison, load_comparison
 from .sections import Section
 
 COLUMNS = ["prompt", "first divergent token", "baseline token", "tuned token", "baseline answer", "tuned answer"]
@@ -35,6 +35,15 @@ def _lp(d: DiffResult | None, tol: float) -> str:
             f"({d.n_logprob_beyond_tol} identical answers beyond ±{tol:g})")
 
 
+def integrity(comparison_id: str, chk: AnswerCheck) -> str:
+    """'' when the recorded results are what the check's files give; else what differs."""
+    try:
+        problems = recheck(find_comparison(comparison_id).parent, chk)
+    except (OSError, ValueError) as exc:
+        return f"answer files do not check out: {exc}"
+    return "; ".join(problems) and f"recorded results differ from the files: {'; '.join(problems)}"
+
+
 def answer_lines(comparison_id: str) -> list[str]:
     """The check in plain text: result, control, criterion (for the CLI)."""
     chk = load_comparison(comparison_id).answers
@@ -45,6 +54,8 @@ def answer_lines(comparison_id: str) -> list[str]:
              f"{chk.control.summary if chk.control else '(not compared)'}" + (f" [{chk.reason}]" if chk.reason else ""),
              f"  {_how(chk)}",
              f"  criterion (fixed before the run): {chk.criterion.same_answers}; logprobs: {_lp(chk.ab, tol)}"]
+    if bad := integrity(comparison_id, chk):
+        lines.append(f"  WARNING: {bad}")
     for name, d in (("A/B", chk.ab), ("control", chk.control)):
         for p in (d.first if d else [])[:3]:
             where = f"token {p.position} ({p.baseline_token!r} vs {p.tuned_token!r})" if p.position is not None else p.note
@@ -79,6 +90,8 @@ def section(comparison_id: str, res: pd.DataFrame | None = None) -> Section:
             f"{control}." + (f" ({chk.reason})" if chk.reason else "") +
             f"\n\n{_how(chk)}. Criterion, fixed before the run: {chk.criterion.same_answers}. "
             f"Log-probabilities: {_lp(chk.ab, tol)}; tolerance ±{tol:g} nats (reported, not part of 'same').")
+    if bad := integrity(comparison_id, chk):
+        head += f"\n\n**Warning:** {bad}."
     out = Section(Markdown(head))
     if res is not None and not res.empty:
         out.add(verdict_labels(res, chk))
