@@ -113,7 +113,8 @@ def test_recheck_recomputes_from_the_files_and_a_changed_file_is_refused(tmp_pat
     chk.ab, chk.control = diff_answers(a, b, TOL), diff_answers(a, a, TOL)
     assert recheck(tmp_path, chk) == []
     chk.ab = diff_answers(a, a, TOL)  # a record that says otherwise than its files
-    assert recheck(tmp_path, chk) == ["ab: recorded 'identical on all 2 prompts', the files give 'differ on 1 of 2 prompts'"]
+    assert recheck(tmp_path, chk) == [
+        "ab: recorded 'identical on all 2 prompts', the files give 'differ on 1 of 2 prompts'"]
     (tmp_path / "b.jsonl").write_bytes((tmp_path / "b.jsonl").read_bytes().replace(b"5", b"2"))
     with pytest.raises(ValueError, match="b.jsonl: sha256 .* is not the recorded"):
         verify_file(tmp_path, chk.passes[1].file)
@@ -124,6 +125,7 @@ def test_a_bad_answer_file_names_file_line_and_field(tmp_path):
     p.write_text(json.dumps(line("p1", [1]).model_dump(mode="json")) + "\n" + '{"prompt_id": "p2", "status": "x"}\n')
     with pytest.raises(IngestError, match=r"x.jsonl:2: expected an answer line .* field 'status'"):
         read_answers(p)
-    p.write_text(json.dumps(line("p1", [1]).model_dump(mode="json")) + "\n" + json.dumps(line("p1", [1]).model_dump(mode="json")) + "\n")
+    one = json.dumps(line("p1", [1]).model_dump(mode="json")) + "\n"
+    p.write_text(one + one)
     with pytest.raises(IngestError, match=r"x.jsonl:2: expected each prompt once"):
         read_answers(p)

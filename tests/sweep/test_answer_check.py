@@ -92,7 +92,8 @@ def test_a_setting_that_changes_answers_is_found_prompt_by_prompt(workspace, mon
     assert all(v.endswith(f", answers differ on {len(truth)} of 32 prompts") for v in labels["verdict"])
     assert list(table["prompt"]) == truth[:5] and (table["baseline answer"] != table["tuned answer"]).all()
     lines = answer_lines(cid)
-    assert lines[0] == f"Answer check: A/B differ on {len(truth)} of 32 prompts; control (A against A) identical on all 32 prompts"
+    assert lines[0] == (f"Answer check: A/B differ on {len(truth)} of 32 prompts; control (A against A) identical "
+                        "on all 32 prompts")
     assert f"A/B {truth[0]}: first divergence at token {first.position}" in "\n".join(lines)
 
 

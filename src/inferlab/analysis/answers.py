@@ -147,5 +147,6 @@ def recheck(folder: Path, check: AnswerCheck) -> list[str]:
     out = []
     for name, got, rec in (("ab", ab, check.ab), ("control", control, check.control)):
         if (got.model_dump() if got else None) != (rec.model_dump() if rec else None):
-            out.append(f"{name}: recorded {rec.summary if rec else None!r}, the files give {got.summary if got else None!r}")
+            was, now = rec.summary if rec else None, got.summary if got else None
+            out.append(f"{name}: recorded {was!r}, the files give {now!r}")
     return out

@@ -58,7 +58,8 @@ def answer_lines(comparison_id: str) -> list[str]:
         lines.append(f"  WARNING: {bad}")
     for name, d in (("A/B", chk.ab), ("control", chk.control)):
         for p in (d.first if d else [])[:3]:
-            where = f"token {p.position} ({p.baseline_token!r} vs {p.tuned_token!r})" if p.position is not None else p.note
+            where = (f"token {p.position} ({p.baseline_token!r} vs {p.tuned_token!r})" if p.position is not None
+                     else p.note)
             lines.append(f"  {name} {p.prompt_id}: first divergence at {where}\n"
                          f"    baseline: {p.baseline_text[:160]!r}\n    other:    {p.tuned_text[:160]!r}")
     return lines

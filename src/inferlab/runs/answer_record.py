@@ -31,7 +31,8 @@ class Criterion(StrictModel):
     """What "same answers" means, fixed before the run."""
 
     same_answers: str = ("identical tokens on every prompt (token ids where the server returns them, else the "
-                         "tokens' strings, else the text); a prompt without an answer on either side counts as differing")
+                         "tokens' strings, else the text); a prompt without an answer on either side counts as "
+                         "differing")
     logprob_abs_tol: float = Field(LOGPROB_ABS_TOL, description="largest |logprob difference| of an identical token "
                                    "that still counts as the same number (reported, not part of 'same answers')")
     control: str = ("the baseline against itself (a fresh engine of the same configuration where the comparison has "
