@@ -94,7 +94,7 @@ def test_label_states_the_ab_and_a_failed_control():
     assert label(_check(ab=same, control=same)) == "answers identical on all 1 prompts"
     assert verdict_label("better", _check(ab=diff, control=same)) == "better, answers differ on 1 of 2 prompts"
     assert label(_check(ab=diff, control=diff)).endswith(
-        "the control (A against A) also differ on 1 of 2 prompts: not attributable to the change")
+        "the control (A against A): answers differ on 1 of 2 prompts too, so not attributable to the change")
     assert label(_check(ab=diff)) == "answers differ on 1 of 2 prompts (no control)"
 
 

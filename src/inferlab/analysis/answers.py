@@ -102,7 +102,7 @@ def label(check: AnswerCheck | None) -> str:
     if check.control is None:
         text += " (no control)"
     elif not check.control.identical:
-        text += f"; the control (A against A) also {check.control.summary}: not attributable to the change"
+        text += f"; the control (A against A): answers {check.control.summary} too, so not attributable to the change"
     return text
 
 
