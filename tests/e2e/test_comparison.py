@@ -1,6 +1,7 @@
 """The one real interleaved A/B on the local engine (ci-tiny, 2+2 repeats): the sides alternate,
 every repeat has its own engine process started after the previous one stopped, and the
-comparison reads both sides from its record. Its 4 engine starts are 4 of the session's 5
+comparison reads both sides from its record, its answer check included (passes on the engines of
+the first two repeats and the control on the second baseline engine, each after its run's cells). Its 4 engine starts are 4 of the session's 5
 (tests/conftest.py); A/B orchestration beyond this is tested on the stand-in
 (tests/sweep/test_ab.py)."""
 
@@ -11,8 +12,9 @@ from datetime import datetime
 import pytest
 
 import inferlab
+from inferlab.analysis.answers import recheck
 from inferlab.analysis.compare import compare_sides, sides
-from inferlab.runs.comparison import load_comparison
+from inferlab.runs.comparison import find_comparison, load_comparison
 from inferlab.specs import builtin_spec, load_spec
 from inferlab.sweep.ab import run_comparison
 
@@ -46,3 +48,18 @@ def test_interleaved_2_plus_2_alternates_and_restarts_the_engine(workspace):
     assert list(prim["n_baseline"]) == [2] and list(prim["n_tuned"]) == [2]
     assert prim["ci_low"].notna().all() and (prim["ci_low"] <= prim["ratio"]).all()
 
+    # the answer check: on the real engines, outside every measured window, complete and re-checkable
+    chk = c.answers
+    assert chk is not None and chk.status == "complete", chk
+    assert [(p.role, p.side, p.pair, p.engine) for p in chk.passes] == [
+        ("baseline", "baseline", 1, "fresh"), ("tuned", "tuned", 1, "fresh"), ("control", "baseline", 2, "fresh")]
+    repeat = {(r.side, r.pair): r for r in c.repeats}
+    for p in chk.passes:
+        assert p.answered == 32, (p.role, p.reason)
+        run = inferlab.load_run(repeat[(p.side, p.pair)].run_id)
+        last_cell = max(x.ended_at for x in run.manifest.cells if x.ended_at)
+        assert last_cell <= p.started_at <= p.ended_at <= datetime.fromisoformat(run.manifest.target.process["stopped_at"])
+    assert chk.ab.unit == "token ids" and chk.ab.n_prompts == 32 and chk.ab.n_missing == 0
+    assert chk.control.n_missing == 0 and chk.ab.max_logprob_diff is not None
+    assert recheck(find_comparison(cid).parent, chk) == []
+    assert chk.label.startswith("answers ")

@@ -173,6 +173,10 @@ def cmd_compare(a) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 60):
         print(verdict_table(res).to_string(index=False))
     print(headline(res))
+    if not a.tuned:  # a comparison record: its answer check, A/B and control (report/answers.py)
+        from ..report.answers import answer_lines
+
+        print("\n".join(answer_lines(a.runs)))
     return 0
 
 
@@ -185,7 +189,7 @@ def cmd_ab(a) -> int:
     overlays = (a.overlay_baseline, a.overlay_tuned) if a.overlay_baseline and a.overlay_tuned else None
     cid = run_comparison(base, tuned, target=a.target, base_url=a.base_url, pairs=a.pairs, order=a.order,
                          seed=a.seed, label=a.label, until_width=a.until_width, max_pairs=a.max_pairs,
-                         overlays=overlays, primary=a.primary)
+                         overlays=overlays, primary=a.primary, answer_check=not a.no_answer_check)
     print(cid)
     return 0
 
@@ -199,7 +203,8 @@ def cmd_tune(a) -> int:
                                                               ("max_minutes", a.max_minutes)) if v is not None})
     spec_dir = Path(a.spec).resolve().parent if Path(a.spec).is_file() else None
     print(tune(spec, target=a.target, base_url=a.base_url, budget=budget, resume=a.resume,
-               confirm=not a.no_confirm, write_component=not a.no_component, spec_dir=spec_dir))
+               confirm=not a.no_confirm, write_component=not a.no_component, spec_dir=spec_dir,
+               accept_output_change=a.accept_output_change))
     return 0
 
 

@@ -121,6 +121,8 @@ def _comparison_verbs(sub) -> None:
                    help="the metric that carries the verdict (capacity specs: max_sustainable_rate)")
     s.add_argument("--overlay-baseline", help="TARGET=k8s: overlay deployed before each baseline repeat (e.g. baseline)")
     s.add_argument("--overlay-tuned", help="TARGET=k8s: overlay deployed before each tuned repeat (e.g. tuned)")
+    s.add_argument("--no-answer-check", action="store_true",
+                   help="skip the answer check (the prompt set, greedy, on both sides' engines while up)")
     s.set_defaults(fn=c.cmd_ab)
     s = sub.add_parser("tune", help="search engine settings for the highest max sustainable rate (optuna), confirm "
                                     "the winner by an interleaved A/B, write it as a kustomize component",
@@ -131,6 +133,8 @@ def _comparison_verbs(sub) -> None:
     s.add_argument("--max-minutes", type=float, default=None, help="override the spec's budget.max_minutes")
     s.add_argument("--no-confirm", action="store_true", help="skip the interleaved A/B of the winner")
     s.add_argument("--no-component", action="store_true", help="do not write the winner's component")
+    s.add_argument("--accept-output-change", action="store_true",
+                   help="write the winner's component even when its greedy answers differ from the baseline's")
     s.set_defaults(fn=c.cmd_tune)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..specs import StrictModel
+from .answer_record import AnswerCheck
 from .records import COMPARISONS, RecordHeader
 
 COMPARISON = COMPARISONS.filename
@@ -40,6 +41,7 @@ class Comparison(RecordHeader):
     pairs: int | None = Field(default=None, description="pairs asked for (the first look of --until-width)")
     max_pairs: int | None = Field(default=None, description="--until-width's budget: its last look")
     repeats: list[Repeat] = Field(default_factory=list)
+    answers: AnswerCheck | None = Field(None, description="the answer check (runs/answer_record.py); None: not run")
 
     def run_ids(self, side: str) -> list[str]:
         """A side's repeats that ran (failed and partial ones too: their failures count)."""

@@ -23,6 +23,7 @@ from .http import Connection, Request
 from .metrics import Metrics
 from .spans import SpanExporter, request_span
 from .stats import RequestRecord, Stats
+from .answer_change import change_answer
 from .text import answer_logprobs, answer_tokens, chat_prompt_tokens, natural_length, token_ids, tokenize
 
 VERSION = f"standin-{__version__}"  # what /version says: never mistaken for a vLLM release
@@ -158,9 +159,12 @@ class App:
         if self.cfg.eos_tokens and not body.get("ignore_eos"):
             n = min(max_tokens, natural_length(prompt, self.cfg.eos_tokens, self.cfg.output_seed))
         rec.finish_reason = "length" if n == max_tokens else "stop"
-        logprobs = answer_logprobs(prompt, n, self.cfg.output_seed) if body.get("logprobs") else None
-        job = Job(rec, token_ids(prompt), answer_tokens(prompt, n, self.cfg.output_seed),
-                  asyncio.get_running_loop().time())
+        tokens, lps = change_answer(prompt, answer_tokens(prompt, n, self.cfg.output_seed),
+                                    answer_logprobs(prompt, n, self.cfg.output_seed), self.cfg.answer_change_share)
+        # vLLM's return_tokens_as_token_ids: a logprob entry names its token "token_id:<id>"
+        names = ([f"token_id:{i}" for i in token_ids(tokens)] if body.get("return_tokens_as_token_ids") else tokens)
+        logprobs = [_logprob(t, lp) for t, lp in zip(names, lps, strict=True)] if body.get("logprobs") else None
+        job = Job(rec, token_ids(prompt), tokens, asyncio.get_running_loop().time())
         self.active[id(rec)] = rec
         try:
             await (self._stream(job, conn, body, logprobs) if rec.stream else self._complete(job, conn, logprobs))
@@ -188,7 +192,7 @@ class App:
         return {"prompt_tokens": rec.prompt_tokens, "total_tokens": rec.prompt_tokens + rec.completion_tokens,
                 "completion_tokens": rec.completion_tokens, "prompt_tokens_details": None}
 
-    async def _complete(self, job: Job, conn: Connection, logprobs: list[float] | None) -> None:
+    async def _complete(self, job: Job, conn: Connection, logprobs: list[dict] | None) -> None:
         text: list[str] = []
 
         async def emit(token: str, i: int) -> None:
@@ -201,12 +205,11 @@ class App:
             "id": f"chatcmpl-{rec.request_id}", "object": "chat.completion", "created": int(rec.arrival_unix),
             "model": self.cfg.served_model_name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(text), "tool_calls": []},
-                         "logprobs": None if logprobs is None else {"content": [
-                             _logprob(t, lp) for t, lp in zip(text, logprobs, strict=False)]},
+                         "logprobs": None if logprobs is None else {"content": logprobs[:len(text)]},
                          "finish_reason": rec.finish_reason, "stop_reason": None}],
             "usage": self._usage(rec)})
 
-    async def _stream(self, job: Job, conn: Connection, body: dict, logprobs: list[float] | None) -> None:
+    async def _stream(self, job: Job, conn: Connection, body: dict, logprobs: list[dict] | None) -> None:
         rec = job.record
         rec.status = 200
         stream = await conn.stream()
@@ -219,7 +222,7 @@ class App:
 
         async def emit(token: str, i: int) -> None:
             role = chunk({"role": "assistant", "content": ""}) if i == 0 else b""
-            lp = None if logprobs is None else {"content": [_logprob(token, logprobs[i])]}
+            lp = None if logprobs is None else {"content": [logprobs[i]]}
             await stream.send(role + chunk({"content": token}, rec.finish_reason if i == last else None, lp))
 
         await self.engine.run(job, self._counting(emit))

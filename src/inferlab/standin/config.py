@@ -40,6 +40,8 @@ class StandInConfig(BaseModel):
     service_sigma: float = Field(0.0, ge=0, le=3, description="sigma of a per-request lognormal speed factor (mean 1)")
     seed: int = Field(0, description="seeds the speed factors and fault draws (per request id)")
     output_seed: int = Field(0, description="salts the answer text: another value gives other answers")
+    answer_change_share: float = Field(0.0, ge=0, le=1, description="share of prompts whose answer differs from "
+                                       "a drawn token on (standin/answer_change.py: a setting that changes some answers)")
     eos_tokens: int | None = Field(None, ge=1, description="without ignore_eos an answer stops near this length")
     error_rate: float = Field(0.0, ge=0, le=1, description="share of requests answered at once with an HTTP error")
     error_503_share: float = Field(0.5, ge=0, le=1, description="share of injected errors that are 503 (else 500)")

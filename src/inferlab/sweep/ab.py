@@ -30,6 +30,7 @@ import numpy as np
 from ..runs.comparison import Comparison, Repeat, comparisons_dir, save_comparison
 from ..runs.layout import slug
 from ..specs import LoadSpec
+from .answer_check import AnswerChecker
 
 ORDERS = ("abba", "alternate", "random")
 
@@ -60,8 +61,10 @@ def width_reached(res, until_width: float) -> bool:
 def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", base_url: str | None = None,
                    pairs: int = 3, order: str = "abba", seed: int = 0, label: str | None = None,
                    until_width: float | None = None, max_pairs: int = 8, on_repeat=None,
-                   overlays: tuple[str, str] | None = None, primary: str = "throughput") -> str:
+                   overlays: tuple[str, str] | None = None, primary: str = "throughput",
+                   answer_check: bool = True) -> str:
     """Run the comparison; returns its id. Each repeat is a run (label ``<label>-a|b``).
+    ``answer_check``: the prompt set on both sides' engines while up (sweep/answer_check.py).
     ``overlays`` (target k8s): (baseline, tuned) overlay names, deployed before each repeat, so
     the cluster's engine pods are replaced between configurations as the local engine is."""
     from ..analysis.compare import compare_sides
@@ -86,6 +89,7 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
         c.notes.append("target url: the server is the user's; the tool cannot restart it between repeats")
     elif target == "k8s" and not overlays:
         c.notes.append("target k8s without overlays: both sides ran against the same deployment, not restarted")
+    answers = AnswerChecker(c, d, pairs) if answer_check else None
     save_comparison(c, d)
     rng = np.random.default_rng(seed)
     pair = 0
@@ -95,7 +99,8 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
             for side in _order(pair, order, rng):
                 spec = baseline if side == "baseline" else tuned
                 deployed = _deploy(overlays, side) if target == "k8s" and overlays else {}
-                run_id = run(spec, target=target, base_url=base_url, label=f"{name}-{'a' if side == 'baseline' else 'b'}")
+                run_id = run(spec, target=target, base_url=base_url, label=f"{name}-{'a' if side == 'baseline' else 'b'}",
+                             while_up=answers.hook(side, pair, spec) if answers else None)
                 m = load_run(run_id).manifest
                 c.repeats.append(Repeat(side=side, pair=pair, run_id=run_id, status=m.status,  # type: ignore[arg-type]
                                         engine={**engine_lifetime(m), **deployed}))
@@ -122,6 +127,8 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
         c.status, c.reason = "partial" if c.repeats else "failed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        if answers:
+            answers.finish()
         c.ended_at = datetime.now(UTC)
         save_comparison(c, d)
     return cid

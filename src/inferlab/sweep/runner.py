@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -43,7 +44,7 @@ from .telemetry_wiring import RunTelemetry, controller_log
 
 def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, label: str | None = None,
         resume: str | None = None, in_cluster: bool = False, allow_spec_change: bool = False,
-        spans: OtlpReceiver | None = None) -> str:
+        spans: OtlpReceiver | None = None, while_up: Callable[[TargetSession], None] | None = None) -> str:
     """Execute (or resume) a sweep/stress/capacity run. Returns the run_id; the manifest says how
     it ended. ``in_cluster`` (target k8s): k6 runs as a Job in the cluster, see load/incluster.py.
     ``resume``: refused for a complete run (before any mode changes), for a run whose recorded
@@ -52,7 +53,8 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
     ``receiver.engine_args()``/``engine_env()``, e.g. a url target's engine shared by tests): the
     run drops what it held before, collects its probe's and cells' spans from it as from its own
     (the local target's), and leaves it open. Without it, a local run with ``observe.traces``
-    starts its own."""
+    starts its own. ``while_up``: called with the session after the cells and their telemetry,
+    before the target closes (outside the measured window; the A/B's answer check)."""
     if in_cluster and target != "k8s":
         raise TargetError("--in-cluster needs --target k8s")
     k6 = find_tool("k6")  # fail before creating a run directory when k6 is missing
@@ -92,6 +94,8 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
             stack.callback(controller_log, w, session, datetime.now(UTC))
             with RunTelemetry(w, session, spec.observe):
                 status, reason = (run_capacity if spec.kind == "capacity" else _run_cells)(spec, session, ctx)
+            if while_up is not None:  # the engine is still up; nothing measured runs any more
+                while_up(session)
     except (KeyboardInterrupt, CellInterrupted):
         status, reason = "partial", "interrupted by the user (Ctrl-C); `--resume` adds the missing cells"
     except (TargetError, EngineError, PrometheusError) as exc:

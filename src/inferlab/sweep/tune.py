@@ -77,9 +77,10 @@ def _study(d: Path, tune_id: str, spec: TuneSpec) -> optuna.Study:
 
 def tune(spec: TuneSpec, target: str = "local", base_url: str | None = None, budget: Budget | None = None,
          resume: str | None = None, confirm: bool = True, write_component: bool = True,
-         spec_dir: Path | None = None) -> str:
+         spec_dir: Path | None = None, accept_output_change: bool = False) -> str:
     """Run (or resume) a tune; returns its id. ``budget`` overrides the spec's. ``spec_dir``: the
-    tune spec's folder (a relative ``restart_command_file`` is read from there)."""
+    tune spec's folder (a relative ``restart_command_file`` is read from there).
+    ``accept_output_change``: write the winner even when its answers differ (see the answer-check hook)."""
     budget = budget or spec.budget
     cap = capacity_spec(spec)
     if resume:
@@ -126,7 +127,8 @@ def tune(spec: TuneSpec, target: str = "local", base_url: str | None = None, bud
         _set_best(rec)
         if confirm and rec.confirmation.outcome == "not run":
             _confirm(rec, d, spec, target, base_url)
-        if write_component and rec.confirmation.outcome == "winner confirmed" and not rec.component:
+        if write_component and rec.confirmation.outcome == "winner confirmed" and not rec.component \
+                and _answers_allow(rec, accept_output_change):
             _write_component(rec, spec)
         rec.status, rec.reason = "complete", ""
     except KeyboardInterrupt:
@@ -322,3 +324,16 @@ def _write_component(rec: TuneRecord, spec: TuneSpec) -> None:
     path = write_engine_component(spec.component.name, spec.component.overlay, spec.space, best.params, why)
     rec.component = str(path)
     console.print(f"component written: {path}")
+
+
+# --- the answer-check hook (logic in sweep/answer_check.py) ------------------------------------
+def _answers_allow(rec: TuneRecord, accept_output_change: bool) -> bool:
+    """Whether the confirmation's answer check lets the winner be written as the component: not
+    when its answers differ from the baseline's (or were not compared) without
+    ``--accept-output-change``. Why goes into the tune's notes."""
+    from .answer_check import component_gate
+
+    ok, why = component_gate(rec.confirmation.comparison_id, accept_output_change)
+    rec.notes = [n for n in rec.notes if not n.startswith("answer check:")] + [f"answer check: {why}"]
+    console.print(f"answer check: {escape(why)}")
+    return ok
