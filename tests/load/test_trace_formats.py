@@ -154,3 +154,23 @@ def test_k6_replays_mooncake_prefix_reuse(tmp_path, fixtures, recorder):
     assert system[3][3 * bw:] != system[2]  # block 6 is not block 4
     assert len(set(user.values())) == 5  # every tail unique
     assert len(system[4]) == 8  # no whole block: the unique lead words, as outside a trace
+
+
+def test_the_record_and_the_report_say_what_the_fit_changed():
+    from inferlab.load.workload import workload_record
+    from inferlab.report.workload import trace_replay_md
+
+    rec = workload_record("burstgpt-sample", ESTIMATE)
+    fit = rec["schedule"]["fit"]
+    w, s = schedule_for("burstgpt-sample")
+    raw = read_trace_file(BURSTGPT_SAMPLE, "burstgpt")
+    # changed: over the limit (clipped), or failed in the trace (0 answer tokens: sent with max_tokens 1)
+    over = (raw["context_tokens"] + raw["generated_tokens"].clip(lower=1)) > 1900
+    assert fit["changed"] == int((over | (raw["generated_tokens"] == 0)).sum()) == 10
+    assert fit["changed"] == int(((s["input_tokens"] != raw["context_tokens"]) |
+                                  (s["output_tokens"] != raw["generated_tokens"])).sum())
+    text = trace_replay_md(rec)
+    assert f"{fit['changed']} of 120 requests changed" in text and "`burstgpt` replayed at 1x" in text
+    mc = trace_replay_md(workload_record("mooncake-sample", ESTIMATE))
+    assert "scaled by 0.433" in mc and "80 of 80 requests changed (100.0%)" in mc and "Shared prompt blocks" in mc
+    assert trace_replay_md(workload_record("chat", ESTIMATE)) == ""
