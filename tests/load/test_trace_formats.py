@@ -174,3 +174,37 @@ def test_the_record_and_the_report_say_what_the_fit_changed():
     mc = trace_replay_md(workload_record("mooncake-sample", ESTIMATE))
     assert "scaled by 0.433" in mc and "80 of 80 requests changed (100.0%)" in mc and "Shared prompt blocks" in mc
     assert trace_replay_md(workload_record("chat", ESTIMATE)) == ""
+
+
+def test_k6_replay_on_the_standin_hits_its_prefix_cache_where_hash_ids_are_shared(tmp_path, fixtures):
+    """The stand-in's prefix cache (vLLM-style 16-token blocks, word tokens) as the witness:
+    requests 2 and 4 (sharing blocks 46, 47 with request 1) are served partly from cache, the
+    others not at all, by as many tokens as their shared block text covers (to a 16-token block)."""
+    from inferlab.load.workload import calibrate
+    from inferlab.standin import StandIn
+
+    trace = fixtures / "mooncake-trace" / "mooncake_trace-head.jsonl"
+    wl = tmp_path / "mc.yaml"
+    wl.write_text(f"name: mc\nseed: 9\nsessions_per_cell: 5\nmax_total_tokens: 1900\nignore_eos: true\narrival: "
+                  f"{{kind: trace, format: mooncake, file: {trace}, speedup: 1, fit: scale, max_vus: 8}}\n")
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(f"name: t\nworkload: {wl}\nwarmup_requests: 0\nmodel: smollm2\n")
+    spec = load_spec(spec_file)
+    cell = plan_cells(spec)[0]
+    (tmp_path / "cell").mkdir()
+    with StandIn(tpot_ms=1, prefill_ms_per_token=0.01) as si:
+        cal = calibrate(si.base_url, None, "smollm2")
+        assert cal["method"] == "tokenize"
+        res = run_cell(spec, cell, si.base_url, None, tmp_path / "cell", run_id="RUN", calibration=cal)
+        assert res.exit_code == 0, res.stderr_tail
+        recs = {int(r.request_id.rsplit(".m", 1)[1]): r for r in si.stats().requests if ".m" in r.request_id}
+    w, sched = schedule_for(str(wl))
+    bw = round(k6_section(w, sched, cal)["block_tokens"] / cal["tokens_per_word"])
+    assert [recs[s].cached_tokens for s in (0, 2, 4)] == [0, 0, 0]
+    shared = 3 + 2 * bw  # "<|im_start|>", "system", "\n", then blocks 0 and 1
+    for s in (1, 3):  # the cache serves the whole 16-token blocks of the shared text (the tails differ)
+        assert recs[s].cached_tokens == shared // 16 * 16 > 0
+    assert all(recs[s].prompt_tokens == round(cal["base_tokens"] + cal["tokens_per_word"] * (
+        bw * len(sched["blocks"].iloc[s]) + max(8, round((sched["input_tokens"].iloc[s] - cal["base_tokens"])
+                                                        / cal["tokens_per_word"]) - bw * len(sched["blocks"].iloc[s]))))
+               for s in range(5))

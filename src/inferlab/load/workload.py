@@ -111,7 +111,7 @@ def build_schedule(w: Workload, trace: pd.DataFrame | None = None) -> pd.DataFra
         n = len(rows)
         start = (rows["offset_s"].to_numpy(float) - float(rows["offset_s"].iloc[0])) / a.speedup
         if "hash_ids" in rows.columns:
-            hash_ids, block_tokens = _dense_ids(rows["hash_ids"]), a.block_tokens
+            hash_ids, block_tokens = _dense_ids(rows["hash_ids"]), a.block_tokens or mooncake_trace.BLOCK_TOKENS
         if a.lengths == "trace":
             raw = (rows["context_tokens"].to_numpy(np.int64), rows["generated_tokens"].to_numpy(np.int64))
             fin, fout = raw

@@ -130,11 +130,12 @@ class Trace(OpenLoop):
     skip: int = Field(0, ge=0, description="rows skipped at the start of the trace")
     lengths: Literal["trace", "workload"] = "trace"
     fit: Literal["scale", "clip"] = Field("scale", description="how trace lengths beyond max_total_tokens are fitted")
-    block_tokens: int = Field(512, gt=0, description="tokens per Mooncake hash id (the published layout: 512)")
+    block_tokens: int | None = Field(None, gt=0, description="tokens per Mooncake hash id; default 512, the "
+                                     "published layout (formats/mooncake_trace.py)")
 
     @model_validator(mode="after")
     def _blocks(self) -> Trace:
-        if self.format != "mooncake" and "block_tokens" in self.model_fields_set:
+        if self.format != "mooncake" and self.block_tokens is not None:
             raise ValueError(f"block_tokens applies to format mooncake only (this trace is {self.format})")
         return self
 
