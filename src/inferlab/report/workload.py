@@ -144,7 +144,7 @@ def summary(run) -> Markdown:
     cal = rec["calibration"]
     return Markdown(f"Workload **{rec['spec']['name']}** ({files}), arrivals `{rec['spec']['arrival']['kind']}`; "
                     f"prompts sized with `{cal['method']}` calibration ({cal['tokens_per_word']:.2f} tokens/word)."
-                    + (f" {cal['note']}" if cal.get("note") else "") + trace_replay_md(rec))
+                    + (f" {cal['note'].rstrip('.')}." if cal.get("note") else "") + trace_replay_md(rec))
 
 
 def trace_replay_md(rec: dict) -> str:

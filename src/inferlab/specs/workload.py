@@ -121,7 +121,8 @@ class Trace(OpenLoop):
     of ``block_tokens`` tokens. Requests longer than ``max_total_tokens`` are fitted by ``fit``:
     ``scale`` multiplies every length and the block size by one factor (the longest request
     then fits; relative lengths and prefix sharing are kept), ``clip`` cuts only the requests
-    that do not fit (the answer to what fits, the prompt at a block boundary)."""
+    that do not fit (the answer to what fits, then the prompt; its leading whole blocks that
+    still fit are kept). docs/workloads.md states both rules."""
 
     kind: Literal["trace"]
     file: str = Field(min_length=1, description="trace path, relative to the workload file")
