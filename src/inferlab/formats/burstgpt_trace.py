@@ -72,8 +72,8 @@ def read_trace(path: str | Path) -> pd.DataFrame:
                 ts = _number(path, n, "Timestamp", f["Timestamp"], integer=False)
                 req, resp, tot = (int(_number(path, n, c, f[c], integer=True)) for c in COLUMNS[2:5])
                 if tot != req + resp:
-                    raise TraceFormatError(path, n, f"field Total tokens: Request tokens + Response tokens ({req + resp})",
-                                           f["Total tokens"])
+                    raise TraceFormatError(path, n, "field Total tokens: Request tokens + Response tokens "
+                                           f"({req + resp})", f["Total tokens"])
                 if f["Log Type"] not in LOG_TYPES:
                     raise TraceFormatError(path, n, f"field Log Type: one of {', '.join(LOG_TYPES)}", f["Log Type"])
                 if not f["Model"]:
@@ -100,4 +100,5 @@ def write_trace(path: str | Path, trace: pd.DataFrame) -> None:
         w.writerow(COLUMNS)
         for ts, model, log, req, resp in trace[["timestamp_s", "model", "log_type", "context_tokens",
                                                 "generated_tokens"]].itertuples(index=False):
-            w.writerow([f"{float(ts):.3f}".rstrip("0").rstrip("."), model, int(req), int(resp), int(req) + int(resp), log])
+            stamp = f"{float(ts):.3f}".rstrip("0").rstrip(".")
+            w.writerow([stamp, model, int(req), int(resp), int(req) + int(resp), log])

@@ -160,8 +160,8 @@ def build_schedule(w: Workload, trace: pd.DataFrame | None = None) -> pd.DataFra
     if raw is not None:
         assert isinstance(a, Trace)
         planned = df.assign(raw_in=raw[0][df["session"]], raw_out=raw[1][df["session"]])
-        changed = int(((planned["input_tokens"] != planned["raw_in"]) | (planned["output_tokens"] != planned["raw_out"]))
-                      .sum()) + int(dropped)
+        differs = (planned["input_tokens"] != planned["raw_in"]) | (planned["output_tokens"] != planned["raw_out"])
+        changed = int(differs.sum()) + int(dropped)
         df.attrs["fit"] = {"rule": a.fit, "limit_tokens": w.max_total_tokens, "factor": round(factor, 6),
                            "block_tokens": block_tokens or None, "requests": n * turns, "changed": changed,
                            "share_changed": round(changed / (n * turns), 6)}

@@ -159,8 +159,9 @@ def trace_replay_md(rec: dict) -> str:
     if fit:
         rule = (f"scaled by {fit['factor']:.3f} (lengths and block size)" if fit["rule"] == "scale"
                 else "clipped (answer to what fits, then the prompt)")
-        out += (f" Lengths over {fit['limit_tokens']:,} tokens {rule}: **{fit['changed']} of {fit['requests']} "
-                f"requests changed ({fit['share_changed']:.1%})**.")
+        out += (f" Lengths over {fit['limit_tokens']:,} tokens {rule}; with the usual floors (min_input_tokens, "
+                f"1 answer token), **{fit['changed']} of {fit['requests']} requests changed "
+                f"({fit['share_changed']:.1%})**.")
     reuse = sched.get("prefix_reuse")
     if reuse:
         out += (f" Shared prompt blocks of {reuse['block_tokens']} tokens: {reuse['share']:.1%} of first-turn prompt "
