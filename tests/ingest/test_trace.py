@@ -51,3 +51,17 @@ def test_empty_file_is_an_error(tmp_path):
     p.write_text("")
     with pytest.raises(IngestError, match="header"):
         read_azure_trace(p)
+
+
+def test_mooncake_and_burstgpt_under_the_ingest_contract(fixtures, tmp_path):
+    from inferlab.ingest.trace import read_burstgpt_trace, read_mooncake_trace
+
+    m = read_mooncake_trace(fixtures / "mooncake-trace" / "mooncake_trace-head.jsonl")
+    b = read_burstgpt_trace(fixtures / "burstgpt-trace" / "BurstGPT-head.csv")
+    assert m.attrs["ingest"]["lines_used"] == 5 and m.attrs["ingest"]["lines_read"] == 5
+    assert b.attrs["ingest"]["lines_used"] == 5 and b.attrs["ingest"]["lines_read"] == 6
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": [0]}\n\n{"timestamp": 1}\n')
+    with pytest.raises(IngestError, match="input_length") as e:
+        read_mooncake_trace(p)
+    assert (e.value.path, e.value.line) == (str(p), 3)

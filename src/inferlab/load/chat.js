@@ -217,6 +217,16 @@ function firstTurn(s, salt) {
   const total = Math.max(W.lead_words + 1, wordsFor(W.input[s][0], CAL.base_tokens));
   const group = W.group[s];
   let system, userWords;
+  const blocks = W.blocks ? W.blocks[s] : [];
+  if (blocks.length > 0) {
+    // a Mooncake trace: block b's text depends on the seed and b only, so requests naming the same
+    // leading blocks send the same leading text (load/workload.py); then the unique tail
+    const bw = Math.max(1, Math.round(W.block_tokens / CAL.tokens_per_word));
+    system = blocks.map((b) => words(prng(`${W.seed}:block:${b}`), bw)).join(' ');
+    userWords = Math.max(W.lead_words, total - bw * blocks.length);
+    return { r, messages: [{ role: 'system', content: system }, { role: 'user', content: words(r, userWords) }],
+      expected: CAL.base_tokens + CAL.tokens_per_word * (bw * blocks.length + userWords) };
+  }
   if (group >= 0) {
     const pw = Math.max(1, Math.round(W.prefix_tokens / CAL.tokens_per_word));
     system = words(prng(`${W.seed}:prefix:${group}`), pw);

@@ -144,7 +144,30 @@ def summary(run) -> Markdown:
     cal = rec["calibration"]
     return Markdown(f"Workload **{rec['spec']['name']}** ({files}), arrivals `{rec['spec']['arrival']['kind']}`; "
                     f"prompts sized with `{cal['method']}` calibration ({cal['tokens_per_word']:.2f} tokens/word)."
-                    + (f" {cal['note']}" if cal.get("note") else ""))
+                    + (f" {cal['note'].rstrip('.')}." if cal.get("note") else "") + trace_replay_md(rec))
+
+
+def trace_replay_md(rec: dict) -> str:
+    """A replayed trace's sentence (empty otherwise): format, speedup, the fit rule with its factor
+    and the share of requests whose lengths it changed, and for Mooncake the planned prefix reuse
+    (prompt tokens in blocks an earlier request sent). Older records without these keys: ""."""
+    arrival, sched = rec["spec"]["arrival"], rec.get("schedule", {})
+    if arrival.get("kind") != "trace":
+        return ""
+    out = f" Trace `{arrival.get('format', 'azure')}` replayed at {arrival['speedup']:g}x."
+    fit = sched.get("fit")
+    if fit:
+        rule = (f"scaled by {fit['factor']:.3f} (lengths and block size)" if fit["rule"] == "scale"
+                else "clipped (answer to what fits, then the prompt)")
+        out += (f" Lengths over {fit['limit_tokens']:,} tokens {rule}; with the usual floors (min_input_tokens, "
+                f"1 answer token), **{fit['changed']} of {fit['requests']} requests changed "
+                f"({fit['share_changed']:.1%})**.")
+    reuse = sched.get("prefix_reuse")
+    if reuse:
+        out += (f" Shared prompt blocks of {reuse['block_tokens']} tokens: {reuse['share']:.1%} of first-turn prompt "
+                "tokens lie in blocks an earlier request sent (the prefix cache's best case; its measured hits are "
+                "in the prefix-cache table).")
+    return out
 
 
 def timing(run, wr: pd.DataFrame):

@@ -114,15 +114,31 @@ class Poisson(OpenLoop):
 
 
 class Trace(OpenLoop):
-    """Replay of a trace in the Azure LLM inference trace layout (TIMESTAMP, ContextTokens,
-    GeneratedTokens): send times from its timestamps divided by ``speedup``; lengths from its
-    token columns unless ``lengths: workload`` (then ``input``/``output`` are drawn)."""
+    """Replay of a production trace: send times from its timestamps (in the format's own unit:
+    Azure wall-clock timestamps, Mooncake milliseconds, BurstGPT seconds) divided by
+    ``speedup``; lengths from its token columns unless ``lengths: workload`` (then
+    ``input``/``output`` are drawn). A Mooncake trace's ``hash_ids`` become shared prompt blocks
+    of ``block_tokens`` tokens. Requests longer than ``max_total_tokens`` are fitted by ``fit``:
+    ``scale`` multiplies every length and the block size by one factor (the longest request
+    then fits; relative lengths and prefix sharing are kept), ``clip`` cuts only the requests
+    that do not fit (the answer to what fits, then the prompt; its leading whole blocks that
+    still fit are kept). docs/workloads.md states both rules."""
 
     kind: Literal["trace"]
-    file: str = Field(min_length=1, description="CSV path, relative to the workload file")
+    file: str = Field(min_length=1, description="trace path, relative to the workload file")
+    format: Literal["azure", "mooncake", "burstgpt"] = Field("azure", description="the trace's layout")
     speedup: float = Field(1.0, gt=0, description="2 replays twice as fast (gaps halved)")
     skip: int = Field(0, ge=0, description="rows skipped at the start of the trace")
     lengths: Literal["trace", "workload"] = "trace"
+    fit: Literal["scale", "clip"] = Field("scale", description="how trace lengths beyond max_total_tokens are fitted")
+    block_tokens: int | None = Field(None, gt=0, description="tokens per Mooncake hash id; default 512, the "
+                                     "published layout (formats/mooncake_trace.py)")
+
+    @model_validator(mode="after")
+    def _blocks(self) -> Trace:
+        if self.format != "mooncake" and self.block_tokens is not None:
+            raise ValueError(f"block_tokens applies to format mooncake only (this trace is {self.format})")
+        return self
 
 
 Arrival = Annotated[Closed | Constant | Poisson | Trace, Field(discriminator="kind")]
@@ -150,6 +166,8 @@ class Workload(StrictModel):
         from_trace = isinstance(self.arrival, Trace) and self.arrival.lengths == "trace"
         if not from_trace and (self.input is None or self.output is None):
             raise ValueError("input and output lengths are required (only a trace with lengths: trace gives them)")
+        if self.prefix and isinstance(self.arrival, Trace) and self.arrival.format == "mooncake":
+            raise ValueError("prefix: a Mooncake trace gives the shared prefixes itself (hash_ids); drop prefix")
         if self.prefix and self.prefix.tokens + self.min_input_tokens >= self.max_total_tokens:
             raise ValueError(f"prefix.tokens ({self.prefix.tokens}) + min_input_tokens must stay below "
                              f"max_total_tokens ({self.max_total_tokens})")
