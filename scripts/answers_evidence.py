@@ -10,7 +10,7 @@ file plus ``findings.json`` (each comparison's DiffResult) into ``--out``:
   pass 3 at 1 in flight (batching off; the slowest pass, so only once);
 - across configurations: each configuration's pass 1 against the default's pass 1.
 
-    flock /work/wt/engine.lock .venv/bin/python scripts/answers_evidence.py --out data/answers-evidence \
+    .venv/bin/python scripts/answers_evidence.py --out data/answers-evidence \
         default= noprefix=--no-enable-prefix-caching   # (fp32=--dtype,float32 adds a configuration)
 
 One engine start (~30-60 s on 2 cores) and ~3 passes per configuration: run it when nothing else does.
