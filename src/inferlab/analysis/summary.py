@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..runs.reader import Run
-from .token_slo import e2e_bound_ms
+from .token_slo import cell_goodput, e2e_bound_ms, run_request_timings, slo_bounds
 from .window import repeat_metrics
 
 PCTS = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
@@ -64,7 +64,17 @@ def cell_summary(run: Run) -> pd.DataFrame:
         row["probe_tpot_p50_ms"] = float(pr["tpot_ms"].median()) if len(pr) else np.nan
         row.update(_utilization(run, g["start_ts"].min(), g["end_ts"].max()))
         rows.append(row)
-    return pd.DataFrame(rows)
+    return _with_token_goodput(pd.DataFrame(rows), run)
+
+
+def _with_token_goodput(cells: pd.DataFrame, run: Run) -> pd.DataFrame:
+    """The token-level goodput (analysis.token_slo.cell_goodput: every measured request within
+    the spec's TTFT, TPOT and e2e bounds at once) beside each cell's rate: ``slo_good_share``,
+    ``slo_goodput`` = rps x that share (requests/s), ``slo_unmeasured``, ``slo_sources``."""
+    good = cell_goodput(run_request_timings(run), slo_bounds(run.manifest.spec.get("slo") or {}))
+    cells = cells.merge(good.drop(columns=["slo_good"]), on="cell_id", how="left")
+    cells.insert(cells.columns.get_loc("slo_good_share") + 1, "slo_goodput", cells["rps"] * cells["slo_good_share"])
+    return cells
 
 
 def _tokens_by_cell(run: Run) -> dict[str, float]:

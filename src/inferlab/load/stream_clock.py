@@ -19,8 +19,14 @@ one monotonic clock:
 One request per upstream connection: the relay asks the upstream to close after answering
 (``Connection: close`` in the forwarded request head), so a response ends at the upstream's
 EOF and no HTTP framing is parsed. k6 then opens a loopback connection per request (tens of
-microseconds: ``http_req_connecting``). One JSON line per request goes to ``out`` as it ends
-(:func:`inferlab.ingest.stream_clock.read_stream_clock` reads them).
+microseconds: ``http_req_connecting``). The relay's own connection to the target (TCP, and
+TLS to an https edge or URL) is made per request before the clock starts and is recorded as
+``connect_ms``: k6's duration of the request includes it (a keep-alive client would pay it
+once), the clock's times do not. The ``Host`` header is the target's (k6 addressed the relay),
+so a URL target behind a name-based proxy sees its own name. One JSON line per request goes to
+``out`` as it ends (formats/stream_clock.py; :func:`inferlab.ingest.stream_clock.read_stream_clock`
+reads them); ``out`` is created, never appended to (raw run files are written once). A request
+still in flight when the clock stops is written with ``error`` set.
 
 Cost, measured against the stand-in (200 requests of 64 streamed tokens at 8 VUs, 14 req/s):
 6 ms of CPU per request in this process, 8 % of a core: fine for a CPU engine's rates; at a
@@ -39,12 +45,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-SCHEMA = "inferlab.stream-clock/1"
-STREAM_CLOCK_FILE = "stream-clock.jsonl"  # in the cell folder, beside k6's files
+from ..formats.stream_clock import SCHEMA
+from ..runs.layout import CELL_FILES
+
+STREAM_CLOCK_FILE = CELL_FILES["stream_clock"]  # in the cell folder, beside k6's files
 TEXT_EVENT = re.compile(rb'"content":"[^"]')  # a delta with answer text (the role event has "")
 COMPLETION_TOKENS = re.compile(rb'"completion_tokens":(\d+)')
 REQUEST_ID = re.compile(rb"\r\nx-request-id:[ \t]*([^\r\n]*)", re.IGNORECASE)
 CONNECTION = re.compile(rb"\r\n(connection|keep-alive):[^\r\n]*", re.IGNORECASE)
+HOST = re.compile(rb"\r\nhost:[^\r\n]*", re.IGNORECASE)
 STATUS = re.compile(rb"^HTTP/\d(?:\.\d)? (\d{3})")
 SSE = re.compile(rb"\r\ncontent-type:[ \t]*text/event-stream", re.IGNORECASE)
 CARRY = 16  # bytes kept across reads so a pattern split between two reads is still seen once
@@ -60,6 +69,7 @@ class StreamTiming:
     start_unix: float
     status: int | None = None
     sse: bool | None = None  # the answer came as an SSE stream (else its text is not timed)
+    connect_ms: float | None = None  # the relay's connection to the target, before start_unix
     headers_ms: float | None = None
     ttft_ms: float | None = None
     last_token_ms: float | None = None
@@ -115,10 +125,14 @@ class ResponseStamps:
         return rec
 
 
-def close_after_answer(head: bytes) -> bytes:
-    """The request head with its Connection/Keep-Alive headers replaced by ``Connection: close``."""
+def close_after_answer(head: bytes, host: bytes | None = None) -> bytes:
+    """The request head with its Connection/Keep-Alive headers replaced by ``Connection: close``
+    and, given ``host``, its Host header replaced by ``Host: <host>`` (the target's)."""
     end = head.index(b"\r\n\r\n")
-    return CONNECTION.sub(b"", head[:end]) + b"\r\nConnection: close" + head[end:]
+    fields = CONNECTION.sub(b"", head[:end])
+    if host is not None:
+        fields = HOST.sub(b"", fields) + b"\r\nHost: " + host
+    return fields + b"\r\nConnection: close" + head[end:]
 
 
 class StreamClock:
@@ -131,6 +145,7 @@ class StreamClock:
         self.host = u.hostname or "127.0.0.1"
         self.port = u.port or (443 if u.scheme == "https" else 80)
         self.path = u.path.rstrip("/")
+        self.host_header = (u.netloc.rpartition("@")[2] or self.host).encode("idna")
         self.tls: ssl.SSLContext | None = None
         if u.scheme == "https":
             self.tls = ssl.create_default_context(cafile=ca_file)
@@ -146,7 +161,7 @@ class StreamClock:
         self.base_url = ""
 
     def __enter__(self) -> StreamClock:
-        self._fh = open(self.out, "a", encoding="utf-8")
+        self._fh = open(self.out, "x", encoding="utf-8")  # write-once: never appended to
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
             asyncio.start_server(self._relay, "127.0.0.1", 0), self._loop).result(10)
@@ -188,18 +203,20 @@ class StreamClock:
             return
         m = REQUEST_ID.search(head)
         rec = StreamTiming(m.group(1).decode("latin-1").strip() if m else None, time.time())
+        t_connect = time.perf_counter()
         try:
             up_r, up_w = await asyncio.open_connection(self.host, self.port, ssl=self.tls)
-        except OSError as exc:
+        except (OSError, ssl.SSLError) as exc:
             rec.error = f"upstream: {exc}"
             self._write(rec)
             client_w.close()
             return
         # the clock starts when the request leaves for the target: the connection (a TLS handshake
         # to an edge) is the relay's, which a keep-alive client would not pay per request
+        rec.connect_ms = (time.perf_counter() - t_connect) * 1000
         rec.start_unix = time.time()
         stamps = ResponseStamps(rec, time.perf_counter())
-        up_w.write(close_after_answer(head))
+        up_w.write(close_after_answer(head, self.host_header))
 
         async def request_body() -> None:  # the rest of the request, as it comes
             while data := await client_r.read(READ):
@@ -214,6 +231,9 @@ class StreamClock:
                 await client_w.drain()
         except ConnectionError as exc:
             rec.error = f"relay: {exc}"
+        except asyncio.CancelledError:
+            rec.error = "cut: the clock stopped with the request in flight"
+            raise
         finally:
             sender.cancel()
             self._write(stamps.close())

@@ -15,7 +15,7 @@ from .sections import cell_table
 
 KEY = "cell_id"
 MAIN = ("vus", "requests", "errors", "rps", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "tokens_per_s",
-        "probe_ttft_p50_ms")
+        "probe_ttft_p50_ms", "slo_good_share", "slo_goodput")
 UTILIZATION_PREFIXES = ("gpu_", "cpu_")  # summary._utilization's columns
 HIDDEN = ("run_id",)
 
