@@ -6,9 +6,14 @@ end still gives every request's completion tokens."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from pathlib import Path
 
+import httpx
 import numpy as np
+import pandas as pd
 import pytest
 
 from inferlab.analysis.requests import join_requests
@@ -102,6 +107,41 @@ def test_the_clock_asks_the_upstream_to_close_and_keeps_the_rest_of_the_head():
     out = close_after_answer(head)
     assert out == (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Request-Id: a.b.m1\r\nConnection: close"
                    b"\r\n\r\n{")
+
+
+def test_the_clock_names_the_target_as_host():
+    """k6 addressed the relay; a URL target behind a name-based proxy must see its own name."""
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:40000\r\nX-Request-Id: a.b.m1\r\n\r\n"
+    out = close_after_answer(head, b"llm.example.com")
+    assert out == (b"POST /v1/chat/completions HTTP/1.1\r\nX-Request-Id: a.b.m1\r\nHost: llm.example.com"
+                   b"\r\nConnection: close\r\n\r\n")
+    assert StreamClock("https://llm.example.com:8443/api", Path("unused")).host_header == b"llm.example.com:8443"
+    assert StreamClock("http://127.0.0.1:8000", Path("unused")).host_header == b"127.0.0.1:8000"
+
+
+def test_a_request_in_flight_when_the_clock_stops_is_written_as_cut(tmp_path):
+    out = tmp_path / STREAM_CLOCK_FILE
+    with StandIn(tpot_ms=200, prefill_base_ms=0) as s:
+        clock = StreamClock(s.base_url, out).__enter__()
+        body = {"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50,
+                "stream": True, "ignore_eos": True}
+        def send() -> None:
+            with contextlib.suppress(httpx.HTTPError):  # the clock cuts it: that is the point
+                httpx.post(f"{clock.base_url}/v1/chat/completions", json=body, headers={"X-Request-Id": "R.c.m0"},
+                           timeout=30)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        deadline = time.time() + 10
+        while clock.records == 0 and time.time() < deadline and not s.stats().requests:
+            time.sleep(0.05)
+        time.sleep(0.6)  # a few tokens out, most still to come
+        clock.__exit__(None, None, None)
+    rec = read_stream_clock(out).iloc[0]
+    assert rec["request_id"] == "R.c.m0" and rec["client_error"].startswith("cut:")
+    assert rec["client_ttft_ms"] > 0 and rec["client_connect_ms"] >= 0 and pd.isna(rec["client_tpot_ms"])
+    with pytest.raises(FileExistsError):  # the file is written once, never appended to
+        StreamClock(s.base_url, out).__enter__()
 
 
 def test_a_text_event_split_between_reads_counts_once_and_the_role_event_not_at_all():
