@@ -22,7 +22,8 @@ from inferlab.analysis.workload import usage_table
 from inferlab.ingest import read_k6, read_k6_points
 from inferlab.ingest.stream_clock import read_stream_clock
 from inferlab.load.k6 import k6_config, run_cell
-from inferlab.load.stream_clock import STREAM_CLOCK_FILE, StreamClock, StreamTiming, ResponseStamps, close_after_answer
+from inferlab.load.stream_clock import (SPARE_MAX_AGE_S, STREAM_CLOCK_FILE, ResponseStamps, StreamClock, StreamTiming,
+                                        close_after_answer)
 from inferlab.specs import builtin_spec, load_spec, plan_cells
 from inferlab.standin import StandIn
 
@@ -165,3 +166,37 @@ def test_a_json_answer_is_not_timed_as_a_stream_but_keeps_its_usage():
     stamps.feed(b'\r\n{"choices":[{"message":{"content":"fine"}}],"usage":{"completion_tokens":7}}')
     done = stamps.close()
     assert done.sse is False and done.ttft_ms is None and done.tpot_ms is None and done.completion_tokens == 7
+
+
+def test_a_request_after_another_takes_a_warm_connection_and_a_stale_one_is_not_used(tmp_path):
+    """The next request's connection is opened when a request ends (connect_ms 0 with it); a
+    spare the target closed, or one older than SPARE_MAX_AGE_S, is closed unused."""
+    out = tmp_path / STREAM_CLOCK_FILE
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "stream": True}
+
+    def post(clock, rid):
+        r = httpx.post(f"{clock.base_url}/v1/chat/completions", json=body, headers={"X-Request-Id": rid}, timeout=30)
+        assert r.status_code == 200
+
+    def spares(clock):
+        return len(clock._spares)
+
+    with StandIn(tpot_ms=1, prefill_base_ms=0) as s, StreamClock(s.base_url, out) as clock:
+        post(clock, "R.c.m0")
+        deadline = time.time() + 5
+        while spares(clock) == 0 and time.time() < deadline:
+            time.sleep(0.01)
+        post(clock, "R.c.m1")  # on the spare
+        while spares(clock) == 0 and time.time() < deadline:
+            time.sleep(0.01)
+        clock._loop.call_soon_threadsafe(lambda: clock._spares[-1][2].transport.abort())  # closed under it
+        time.sleep(0.1)
+        post(clock, "R.c.m2")  # the closed spare is not used: a new connection
+        while spares(clock) == 0 and time.time() < deadline:
+            time.sleep(0.01)
+        clock._spares[-1] = (clock._spares[-1][0] - SPARE_MAX_AGE_S - 1, *clock._spares[-1][1:])  # aged
+        post(clock, "R.c.m3")
+    c = read_stream_clock(out).set_index("request_id")
+    assert c["client_error"].isna().all() and (c["client_status"] == 200).all()
+    assert c.loc["R.c.m0", "client_connect_ms"] > 0 and c.loc["R.c.m1", "client_connect_ms"] == 0
+    assert c.loc["R.c.m2", "client_connect_ms"] > 0 and c.loc["R.c.m3", "client_connect_ms"] > 0

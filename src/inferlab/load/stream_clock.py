@@ -19,10 +19,15 @@ one monotonic clock:
 One request per upstream connection: the relay asks the upstream to close after answering
 (``Connection: close`` in the forwarded request head), so a response ends at the upstream's
 EOF and no HTTP framing is parsed. k6 then opens a loopback connection per request (tens of
-microseconds: ``http_req_connecting``). The relay's own connection to the target (TCP, and
-TLS to an https edge or URL) is made per request before the clock starts and is recorded as
-``connect_ms``: k6's duration of the request includes it (a keep-alive client would pay it
-once), the clock's times do not. The ``Host`` header is the target's (k6 addressed the relay),
+microseconds: ``http_req_connecting``). The relay's connections to the target (TCP, and TLS to
+an https edge or URL) are opened *ahead*: when a request ends, a spare connection is opened in
+the background for the next one, which takes the newest spare that is open and at most
+:data:`SPARE_MAX_AGE_S` old (far under servers' idle limits for a connection that has sent
+nothing: uvicorn has none before a first request, nginx's ``client_header_timeout`` is 60 s),
+so a keep-alive client's cost is what k6's duration sees, not a handshake per request. Without
+a fresh spare (the first requests, a pause longer than that) the request opens its own
+connection before its clock starts. ``connect_ms`` records what the request waited for its
+connection: 0 with a spare; k6's duration includes it, the clock's times do not. The ``Host`` header is the target's (k6 addressed the relay),
 so a URL target behind a name-based proxy sees its own name. One JSON line per request goes to
 ``out`` as it ends (formats/stream_clock.py; :func:`inferlab.ingest.stream_clock.read_stream_clock`
 reads them); ``out`` is created, never appended to (raw run files are written once). A request
@@ -36,6 +41,7 @@ GPU host's hundreds of requests/s the engine's spans carry TTFT/TPOT without it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import re
 import ssl
@@ -56,6 +62,8 @@ CONNECTION = re.compile(rb"\r\n(connection|keep-alive):[^\r\n]*", re.IGNORECASE)
 HOST = re.compile(rb"\r\nhost:[^\r\n]*", re.IGNORECASE)
 STATUS = re.compile(rb"^HTTP/\d(?:\.\d)? (\d{3})")
 SSE = re.compile(rb"\r\ncontent-type:[ \t]*text/event-stream", re.IGNORECASE)
+SPARE_MAX_AGE_S = 2.0  # a spare connection older than this is closed unused (module docstring)
+MAX_SPARES = 256
 CARRY = 16  # bytes kept across reads so a pattern split between two reads is still seen once
 TAIL = 2048  # bytes of the response end kept for the usage chunk
 READ = 1 << 16
@@ -158,6 +166,7 @@ class StreamClock:
         self._server: asyncio.Server | None = None
         self._fh = None
         self._tasks: set[asyncio.Task] = set()  # strong references: asyncio keeps only weak ones
+        self._spares: collections.deque = collections.deque()  # (opened monotonic s, reader, writer), newest last
         self.base_url = ""
 
     def __enter__(self) -> StreamClock:
@@ -176,6 +185,8 @@ class StreamClock:
             for t in rest:
                 t.cancel()
             await asyncio.gather(*rest, return_exceptions=True)
+            while self._spares:
+                self._spares.pop()[2].close()
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -195,6 +206,32 @@ class StreamClock:
         finally:
             self._tasks.discard(task)  # type: ignore[arg-type]
 
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, float]:
+        """A connection to the target and the ms waited for it: the newest fresh, open spare
+        (0 ms), else a new one. Spares too old, or closed by the target, are closed unused."""
+        now = time.monotonic()
+        while self._spares:
+            opened, r, w = self._spares.pop()
+            if now - opened <= SPARE_MAX_AGE_S and not r.at_eof() and not w.is_closing():
+                while self._spares and now - self._spares[0][0] > SPARE_MAX_AGE_S:  # the rest, oldest first
+                    self._spares.popleft()[2].close()
+                return r, w, 0.0
+            w.close()
+        t = time.perf_counter()
+        r, w = await asyncio.open_connection(self.host, self.port, ssl=self.tls)
+        return r, w, (time.perf_counter() - t) * 1000
+
+    async def _open_spare(self) -> None:
+        """One spare connection for the next request; a failure is left to that request."""
+        try:
+            r, w = await asyncio.open_connection(self.host, self.port, ssl=self.tls)
+        except (OSError, ssl.SSLError):
+            return
+        if len(self._spares) >= MAX_SPARES:
+            w.close()
+        else:
+            self._spares.append((time.monotonic(), r, w))
+
     async def _relay_one(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
             head = await client_r.readuntil(b"\r\n\r\n")
@@ -203,17 +240,15 @@ class StreamClock:
             return
         m = REQUEST_ID.search(head)
         rec = StreamTiming(m.group(1).decode("latin-1").strip() if m else None, time.time())
-        t_connect = time.perf_counter()
         try:
-            up_r, up_w = await asyncio.open_connection(self.host, self.port, ssl=self.tls)
+            up_r, up_w, rec.connect_ms = await self._connect()
         except (OSError, ssl.SSLError) as exc:
             rec.error = f"upstream: {exc}"
             self._write(rec)
             client_w.close()
             return
-        # the clock starts when the request leaves for the target: the connection (a TLS handshake
-        # to an edge) is the relay's, which a keep-alive client would not pay per request
-        rec.connect_ms = (time.perf_counter() - t_connect) * 1000
+        # the clock starts when the request leaves for the target: a connection it had to open
+        # (a TLS handshake to an edge) is the relay's, which a keep-alive client would not pay
         rec.start_unix = time.time()
         stamps = ResponseStamps(rec, time.perf_counter())
         up_w.write(close_after_answer(head, self.host_header))
@@ -239,3 +274,7 @@ class StreamClock:
             self._write(stamps.close())
             for w in (up_w, client_w):
                 w.close()
+            if rec.error is None:  # the next request's connection, opened while this client is busy
+                spare = asyncio.ensure_future(self._open_spare())
+                self._tasks.add(spare)  # held (and cancelled on stop) like a relay
+                spare.add_done_callback(self._tasks.discard)

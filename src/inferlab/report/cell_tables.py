@@ -1,7 +1,8 @@
 """The per-cell summary (``cell_summary``, ~24 columns) split into tables that fit a page.
 
 ``main`` (the body's "Results per cell") holds the columns a reader compares across cells:
-concurrency, requests and errors, throughput, latency percentiles, tokens/s and TTFT.
+concurrency, requests and errors, throughput, latency percentiles, tokens/s and the token-level
+SLO goodput (requests/s within every bound at once).
 ``details`` (how each cell ran and was measured) and ``utilization`` (CPU or GPU while it ran)
 go to the report's appendix. Each table starts with ``cell_id``, so a row of one finds its row
 in another; together they show every column of the summary (the run id is in the title).
@@ -14,8 +15,10 @@ import pandas as pd
 from .sections import cell_table
 
 KEY = "cell_id"
+# slo_goodput (requests/s within every token-level SLO bound) took the probe's TTFT's place (now in details):
+# the body holds 10 columns at most, and goodput is what a reader compares across cells
 MAIN = ("vus", "requests", "errors", "rps", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "tokens_per_s",
-        "probe_ttft_p50_ms", "slo_good_share", "slo_goodput")
+        "slo_goodput")
 UTILIZATION_PREFIXES = ("gpu_", "cpu_")  # summary._utilization's columns
 HIDDEN = ("run_id",)
 
