@@ -207,8 +207,8 @@ def test_a_missing_clock_file_is_noted_and_the_token_bounds_unmeasured(clock_run
 def test_through_the_local_edge_the_clock_speaks_tls_and_every_request_joins(workspace):
     """The clock in front of the TLS edge (real nginx, the project CA) in front of the stand-in:
     k6 -> clock (plain HTTP, loopback) -> edge (TLS) -> stand-in. Every request reaches the
-    edge's log and the clock's file under its id; the clock's connection (TLS handshake to the
-    edge) is recorded apart from its times."""
+    edge's log and the clock's file under its id; the clock's connections (TLS handshakes to
+    the edge) are opened ahead of the requests."""
     spec = load_spec(builtin_spec("ci-tiny"), {
         **{k: v for k, v in _spec().model_dump(mode="json").items()
            if k in ("concurrency", "iterations_per_vu", "min_iterations", "min_window_requests", "payloads",
@@ -224,6 +224,7 @@ def test_through_the_local_edge_the_clock_speaks_tls_and_every_request_joins(wor
     assert j["joined_edge"].all() and j["joined_clock"].all()
     t = ts.request_timings(j)
     assert (t["ttft_ms_source"] == ts.CLIENT_STREAM).all() and (t["ttft_ms"] >= PREFILL_MS).all()
-    assert (j["client_connect_ms"] > 0).all()  # the TLS handshake, outside the clock's times
+    # the clock's TLS connections to the edge are opened ahead: most requests find one waiting
+    assert (j["client_connect_ms"] == 0).mean() >= 0.5 and (j["client_connect_ms"] >= 0).all()
     # the edge saw the upstream's first byte no later than the clock saw the first token
     assert (j["upstream_header_ms"] <= j["client_ttft_ms"] + 1).all()

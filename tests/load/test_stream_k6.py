@@ -123,7 +123,7 @@ def test_the_clock_names_the_target_as_host():
 def test_a_request_in_flight_when_the_clock_stops_is_written_as_cut(tmp_path):
     out = tmp_path / STREAM_CLOCK_FILE
     with StandIn(tpot_ms=200, prefill_base_ms=0) as s:
-        clock = StreamClock(s.base_url, out).__enter__()
+        clock = StreamClock(s.base_url, out, grace_s=0.2).__enter__()
         body = {"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50,
                 "stream": True, "ignore_eos": True}
         def send() -> None:
