@@ -228,3 +228,17 @@ def test_through_the_local_edge_the_clock_speaks_tls_and_every_request_joins(wor
     assert (j["client_connect_ms"] == 0).mean() >= 0.5 and (j["client_connect_ms"] >= 0).all()
     # the edge saw the upstream's first byte no later than the clock saw the first token
     assert (j["upstream_header_ms"] <= j["client_ttft_ms"] + 1).all()
+
+
+def test_a_cell_that_does_not_stream_sends_directly_and_has_no_clock(workspace):
+    spec = _spec().model_copy(update={"stream": False})
+    with StandIn(**STANDIN) as s:
+        rid = run(spec, target="url", base_url=s.base_url)
+    r = inferlab.load_run(rid)
+    assert r.manifest.status == "complete", r.manifest.reason
+    assert not any(f.path.endswith(CELL_FILES["stream_clock"]) for f in r.manifest.files)
+    assert r.stream_clock.empty
+    notes = [n for q in r.data_quality.get("notes", pd.Series(dtype=object)).dropna() for n in q]
+    assert not any("missing" in n for n in notes), notes  # not streamed: nothing is missing
+    t = ts.run_request_timings(r)
+    assert t["ttft_ms"].isna().all() and t["ttft_ms_source"].isna().all()  # JSON answers: no token timing

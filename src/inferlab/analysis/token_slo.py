@@ -9,9 +9,10 @@ Where each number comes from (:func:`request_timings`, column ``<metric>_source`
 
 - ``server span``: the engine's OTLP span of the request (analysis.requests.join_requests:
   ``ttft_ms``, ``tpot_ms`` = decode / (completion_tokens - 1)), where one joined;
-- ``client stream``: the stream clock (load/stream_clock.py, read by
-  ingest.stream_clock) that k6's streamed requests passed through, where no span has the value
-  (a URL target without traces). Stock k6 cannot time a stream's first token: its
+- ``client stream``: the stream clock (load/stream_clock.py) that every streamed cell's k6
+  sends through (sweep/cell.py; the cell file ``stream-clock.jsonl``, ``Run.stream_clock``,
+  joined by analysis.requests.join_run), where no span has the value (a URL target without
+  traces, a local engine with traces off). Stock k6 cannot time a stream's first token: its
   ``http_req_waiting`` ends at the response headers, which vLLM sends before any token;
 - e2e is always k6's ``duration_ms`` (``client (k6)``): the whole answer as the client saw it.
 
@@ -23,7 +24,12 @@ shown as unmeasured in :func:`slo_percentile_table`, never counted as met.
 How many requests a percentile needs: a q-quantile exists from ``n (1 - q) >= 1``
 (analysis.window.min_requests: p99 from 100), but *showing* that at most ``1 - q`` violate,
 with no violation at all, takes ``n`` with ``q ** n <= 1 - confidence``
-(:func:`requests_needed`: p99 at 95 % needs 299, at 99 % 459).
+(:func:`requests_needed`: p99 at 95 % needs 299, at 99 % 459). :func:`sample_plan` /
+:func:`sample_plan_line` state it per step or cell for a dry run (with the seconds at a rate,
+and whether the planned requests fall short).
+
+Entry points by what the caller holds: a joined table -> :func:`request_timings`; a Run ->
+:func:`run_request_timings`; one cell's or step's raw tables -> :func:`cell_request_timings`.
 """
 
 from __future__ import annotations
