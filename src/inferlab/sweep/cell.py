@@ -157,8 +157,9 @@ def _run_k6_through_clock(spec: LoadSpec, session: TargetSession, plan: CellPlan
                           on_progress: Callable[[int], None], ctx: RunContext) -> CellResult:
     """k6 on this machine, sending to the stream clock, which relays to the target (TLS to an
     https target is the clock's: k6 speaks plain HTTP on loopback, so it needs no CA). The clock
-    stops after k6 (in-flight requests written as cut), also on Ctrl-C; its file is then closed
-    for good (0444) so the next checkpoint records it, partial or not."""
+    stops after k6, also on Ctrl-C (a request still in flight after its grace is written as
+    cut); its file is then closed for good (0444) so the next checkpoint records it, partial or
+    not."""
     out = cell_dir / CELL_FILES["stream_clock"]
     try:
         with StreamClock(session.base_url, out, ca_file=session.ca_file,
