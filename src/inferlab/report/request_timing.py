@@ -151,9 +151,8 @@ def ttft_tpot_distributions(joined: pd.DataFrame):
 
 
 def _bounds(run: Run):
-    """The run's SLO bounds (analysis.token_slo.slo_bounds of the recorded spec's ``slo``; the
-    model's defaults where the record has none)."""
-    return ts.slo_bounds(run.manifest.spec.get("slo") or {})
+    """The run's SLO bounds (analysis.token_slo.slo_bounds of the recorded spec's ``slo``)."""
+    return ts.slo_bounds(run.manifest.spec["slo"])
 
 
 def sources_md(joined: pd.DataFrame) -> Markdown:
@@ -176,6 +175,8 @@ def slo_table(run: Run, joined: pd.DataFrame):
     percentile, whether it is within the bound, the requests with a value, the violations
     (failed and missing count), the allowed share, the requests that percentile needs to be
     shown met at 95 % confidence, and the source of the values."""
+    if not run.manifest.spec.get("slo"):
+        return "the run recorded no SLO (imported): no SLO table"
     table = ts.slo_percentile_table(ts.request_timings(joined), _bounds(run))
     if table.empty:
         return "no measured request: no SLO table"
@@ -189,6 +190,8 @@ def slo_table(run: Run, joined: pd.DataFrame):
 def goodput_table(run: Run, joined: pd.DataFrame):
     """Per cell: requests, successful, good (within every measured SLO bound at once), the good
     share, the bounds no request could be judged on, and the TTFT/TPOT sources."""
+    if not run.manifest.spec.get("slo"):
+        return "the run recorded no SLO (imported): no goodput"
     t = ts.request_timings(joined)
     g = ts.goodput_table(t, _bounds(run))
     if g.empty:
