@@ -3,8 +3,9 @@
 ``main`` (the body's "Results per cell") holds the columns a reader compares across cells:
 concurrency, requests and errors, throughput, latency percentiles, tokens/s and the token-level
 SLO goodput (requests/s within every bound at once).
-``details`` (how each cell ran and was measured) and ``utilization`` (CPU or GPU while it ran)
-go to the report's appendix. Each table starts with ``cell_id``, so a row of one finds its row
+``details`` (how each cell ran and was measured), ``slo`` (the token-level goodput behind
+``slo_goodput``: its share, unmeasured bounds, TTFT/TPOT sources; and the streaming probe's
+TTFT/TPOT) and ``utilization`` (CPU or GPU while it ran) go to the report's appendix. Each table starts with ``cell_id``, so a row of one finds its row
 in another; together they show every column of the summary (the run id is in the title).
 """
 
@@ -20,6 +21,7 @@ KEY = "cell_id"
 MAIN = ("vus", "requests", "errors", "rps", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "tokens_per_s",
         "slo_goodput")
 UTILIZATION_PREFIXES = ("gpu_", "cpu_")  # summary._utilization's columns
+SLO_PREFIXES = ("slo_", "probe_")  # token-level goodput (slo_goodput itself is in MAIN) and the probe's TTFT/TPOT
 HIDDEN = ("run_id",)
 
 
@@ -29,8 +31,10 @@ def groups(cells: pd.DataFrame) -> dict[str, list[str]]:
     rest = [c for c in cells.columns if c != KEY and c not in HIDDEN]
     util = [c for c in rest if c.startswith(UTILIZATION_PREFIXES)]
     main = [c for c in rest if c in MAIN]
-    return {"main": [KEY, *main], "details": [KEY, *(c for c in rest if c not in main and c not in util)],
-            "utilization": [KEY, *util]}
+    slo = [c for c in rest if c.startswith(SLO_PREFIXES) and c not in main]
+    return {"main": [KEY, *main],
+            "details": [KEY, *(c for c in rest if c not in main and c not in util and c not in slo)],
+            "slo": [KEY, *slo], "utilization": [KEY, *util]}
 
 
 def _table(cells: pd.DataFrame, group: str):
@@ -46,8 +50,15 @@ def main(cells: pd.DataFrame):
 
 
 def details(cells: pd.DataFrame):
-    """Appendix: payload, executor, status, error rate, span and steady-state window, TPOT."""
+    """Appendix: payload, executor, status, error rate, span and steady-state window, Little's-law ratio."""
     return _table(cells, "details")
+
+
+def slo(cells: pd.DataFrame):
+    """Appendix: the token-level goodput behind ``slo_goodput``: the share of measured requests
+    within every SLO bound, the bounds no request could be judged on, where TTFT/TPOT came from;
+    beside them the streaming probe's median TTFT/TPOT."""
+    return _table(cells, "slo")
 
 
 def utilization(cells: pd.DataFrame):
