@@ -9,7 +9,7 @@ import pytest
 
 from inferlab.analysis.token_slo import (
     CLIENT_K6, CLIENT_STREAM, SERVER, SloBound, goodput_table, meets_slo, request_timings, requests_for,
-    requests_needed, slo_bounds, slo_percentile_table, with_stream_clock,
+    requests_needed, sample_plan, sample_plan_line, slo_bounds, slo_percentile_table, with_stream_clock,
 )
 from inferlab.specs.models import Slo
 
@@ -95,3 +95,33 @@ def test_output_tokens_from_the_span_else_the_usage_chunk():
     t = request_timings(with_stream_clock(joined, clock))
     assert t["output_tokens"].tolist() == [16.0, 15.0]
     assert t["output_tokens_source"].tolist() == [SERVER, CLIENT_STREAM]
+
+
+def test_the_clock_join_keeps_the_rows_cell_keys():
+    """Run.stream_clock carries run_id/cell_id: only its client_* columns join (a request
+    without a clock record keeps its own cell)."""
+    joined = _joined(2)
+    clock = pd.DataFrame({"run_id": ["r"], "cell_id": ["other"], "request_id": ["r.c.m0"], "client_ttft_ms": [5.0]})
+    t = request_timings(with_stream_clock(joined, clock))
+    assert t["cell_id"].tolist() == ["c", "c"]
+    assert with_stream_clock(joined, clock)["joined_clock"].tolist() == [True, False]
+    assert with_stream_clock(joined, clock.iloc[0:0])["joined_clock"].isna().all()  # an empty clock: no clock
+
+
+def test_sample_plan_states_what_each_bound_needs():
+    slo = Slo(ttft_ms=500, tpot_ms=50, e2e_ms=5000)
+    plan = sample_plan(slo, rate=2.0, planned=120)
+    assert [(b["label"], b["needed"]) for b in plan["bounds"]] == [("p99 TTFT", 299), ("p99 TPOT", 299),
+                                                                  ("p95 e2e", 59)]
+    assert plan["needed"] == 299 and plan["seconds"] == pytest.approx(149.5) and plan["short"]
+    line = sample_plan_line(slo, rate=2.0, planned=120)
+    assert line.startswith("needs 299 requests (p99 TTFT 299, p99 TPOT 299, p95 e2e 59; 95 % confidence")
+    assert "= 150 s at 2 req/s; planned 120: too few to pass on the percentiles" in line
+    local = Slo(ttft_ms=500, ttft_p=90, tpot_ms=50, tpot_p=95, e2e_ms=5000)  # the local specs' percentiles
+    assert sample_plan(local, planned=60) == {
+        "bounds": [{"metric": "ttft_ms", "label": "p90 TTFT", "p": 90.0, "needed": 29},
+                   {"metric": "tpot_ms", "label": "p95 TPOT", "p": 95.0, "needed": 59},
+                   {"metric": "e2e_ms", "label": "p95 e2e", "p": 95.0, "needed": 59}],
+        "needed": 59, "confidence": 0.95, "planned": 60, "short": False}
+    assert sample_plan(slo, confidence=0.99)["needed"] == 459
+    assert sample_plan({"e2e_p95_ms": 5000})["bounds"][2]["needed"] == 59  # a recorded legacy slo mapping

@@ -65,3 +65,19 @@ def test_rate_limit_run_matches_the_prediction_and_every_row_joins(workspace, en
     assert {"cells/short-rate2to2/spans.otlp.jsonl.gz", "probe/spans.otlp.jsonl.gz"} <= recorded
     spans = r.spans[r.spans.name == "llm_request"]
     assert set(spans.loc[spans.request_id.str.contains(".probe."), "cell_id"]) == {"idle"}
+    # streamed through the stream clock to the edge (TLS): every request has a clock record; the
+    # token SLO takes TTFT from the span where there is one, and the client's TTFT (first text
+    # event through the edge) is the span's plus the HTTP hops, never less
+    from inferlab.analysis import token_slo
+    from inferlab.analysis.requests import join_run
+
+    assert "cells/short-rate2to2/stream-clock.jsonl" in recorded
+    j = join_run(r)
+    assert j["joined_clock"].all(), j.loc[~j["joined_clock"], "request_id"].tolist()
+    ok = j[j["status"] == 200]
+    t = token_slo.request_timings(ok)
+    assert (t["ttft_ms_source"] == token_slo.SERVER).all()
+    gap = (ok["client_ttft_ms"] - ok["ttft_ms"]).dropna()
+    assert len(gap) == len(ok) and gap.min() > -1 and gap.median() < 50, gap.describe()
+    rejected = j[j["status"] == 503]  # the edge's own answer: no stream, no token
+    assert rejected["client_ttft_ms"].isna().all() and (rejected["client_status"] == 503).all()

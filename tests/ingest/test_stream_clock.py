@@ -7,6 +7,7 @@ import json
 import pytest
 
 from inferlab.ingest import IngestError
+from inferlab.ingest.errors import TruncatedLineWarning
 from inferlab.ingest.stream_clock import COLUMNS, read_stream_clock
 
 LINE = {"schema": "inferlab.stream-clock/1", "request_id": "r.c.m0", "start_unix": 1796358047.5, "status": 200,
@@ -30,3 +31,17 @@ def test_a_line_of_another_schema_names_its_line(tmp_path):
     p.write_text(json.dumps(LINE) + "\n" + json.dumps({"schema": "inferlab.probe/1"}) + "\n")
     with pytest.raises(IngestError, match=r":2"):
         read_stream_clock(p)
+
+
+def test_a_cut_last_line_is_skipped_and_counted_and_connect_ms_is_read(tmp_path):
+    p = tmp_path / "stream-clock.jsonl"
+    whole = json.dumps({**LINE, "connect_ms": 0.12}) + "\n"
+    p.write_text(whole + json.dumps({**LINE, "request_id": "r.c.m1"})[:40])  # the writer died mid-line
+    with pytest.warns(TruncatedLineWarning):
+        df = read_stream_clock(p)
+    assert df["request_id"].tolist() == ["r.c.m0"] and df["client_connect_ms"].tolist() == [0.12]
+    q = df.attrs["ingest"]
+    assert (q["lines_used"], q["lines_skipped"]) == (1, 1) and "truncated final line skipped" in q["notes"][0]
+    older = tmp_path / "older.jsonl"
+    older.write_text(json.dumps(LINE) + "\n")  # a file made before connect_ms was recorded
+    assert read_stream_clock(older)["client_connect_ms"].isna().all()

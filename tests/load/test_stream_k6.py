@@ -6,9 +6,14 @@ end still gives every request's completion tokens."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from pathlib import Path
 
+import httpx
 import numpy as np
+import pandas as pd
 import pytest
 
 from inferlab.analysis.requests import join_requests
@@ -17,7 +22,8 @@ from inferlab.analysis.workload import usage_table
 from inferlab.ingest import read_k6, read_k6_points
 from inferlab.ingest.stream_clock import read_stream_clock
 from inferlab.load.k6 import k6_config, run_cell
-from inferlab.load.stream_clock import STREAM_CLOCK_FILE, StreamClock, StreamTiming, ResponseStamps, close_after_answer
+from inferlab.load.stream_clock import (SPARE_MAX_AGE_S, STREAM_CLOCK_FILE, ResponseStamps, StreamClock, StreamTiming,
+                                        close_after_answer)
 from inferlab.specs import builtin_spec, load_spec, plan_cells
 from inferlab.standin import StandIn
 
@@ -104,6 +110,41 @@ def test_the_clock_asks_the_upstream_to_close_and_keeps_the_rest_of_the_head():
                    b"\r\n\r\n{")
 
 
+def test_the_clock_names_the_target_as_host():
+    """k6 addressed the relay; a URL target behind a name-based proxy must see its own name."""
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:40000\r\nX-Request-Id: a.b.m1\r\n\r\n"
+    out = close_after_answer(head, b"llm.example.com")
+    assert out == (b"POST /v1/chat/completions HTTP/1.1\r\nX-Request-Id: a.b.m1\r\nHost: llm.example.com"
+                   b"\r\nConnection: close\r\n\r\n")
+    assert StreamClock("https://llm.example.com:8443/api", Path("unused")).host_header == b"llm.example.com:8443"
+    assert StreamClock("http://127.0.0.1:8000", Path("unused")).host_header == b"127.0.0.1:8000"
+
+
+def test_a_request_in_flight_when_the_clock_stops_is_written_as_cut(tmp_path):
+    out = tmp_path / STREAM_CLOCK_FILE
+    with StandIn(tpot_ms=200, prefill_base_ms=0) as s:
+        clock = StreamClock(s.base_url, out, grace_s=0.2).__enter__()
+        body = {"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50,
+                "stream": True, "ignore_eos": True}
+        def send() -> None:
+            with contextlib.suppress(httpx.HTTPError):  # the clock cuts it: that is the point
+                httpx.post(f"{clock.base_url}/v1/chat/completions", json=body, headers={"X-Request-Id": "R.c.m0"},
+                           timeout=30)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        deadline = time.time() + 10
+        while clock.records == 0 and time.time() < deadline and not s.stats().requests:
+            time.sleep(0.05)
+        time.sleep(0.6)  # a few tokens out, most still to come
+        clock.__exit__(None, None, None)
+    rec = read_stream_clock(out).iloc[0]
+    assert rec["request_id"] == "R.c.m0" and rec["client_error"].startswith("cut:")
+    assert rec["client_ttft_ms"] > 0 and rec["client_connect_ms"] >= 0 and pd.isna(rec["client_tpot_ms"])
+    with pytest.raises(FileExistsError):  # the file is written once, never appended to
+        StreamClock(s.base_url, out).__enter__()
+
+
 def test_a_text_event_split_between_reads_counts_once_and_the_role_event_not_at_all():
     rec = StreamTiming("r", 0.0)
     stamps = ResponseStamps(rec, time.perf_counter())
@@ -125,3 +166,37 @@ def test_a_json_answer_is_not_timed_as_a_stream_but_keeps_its_usage():
     stamps.feed(b'\r\n{"choices":[{"message":{"content":"fine"}}],"usage":{"completion_tokens":7}}')
     done = stamps.close()
     assert done.sse is False and done.ttft_ms is None and done.tpot_ms is None and done.completion_tokens == 7
+
+
+def test_a_request_after_another_takes_a_warm_connection_and_a_stale_one_is_not_used(tmp_path):
+    """The next request's connection is opened when a request ends (connect_ms 0 with it); a
+    spare the target closed, or one older than SPARE_MAX_AGE_S, is closed unused."""
+    out = tmp_path / STREAM_CLOCK_FILE
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "stream": True}
+
+    def post(clock, rid):
+        r = httpx.post(f"{clock.base_url}/v1/chat/completions", json=body, headers={"X-Request-Id": rid}, timeout=30)
+        assert r.status_code == 200
+
+    def spares(clock):
+        return len(clock._spares)
+
+    with StandIn(tpot_ms=1, prefill_base_ms=0) as s, StreamClock(s.base_url, out) as clock:
+        post(clock, "R.c.m0")
+        deadline = time.time() + 5
+        while spares(clock) == 0 and time.time() < deadline:
+            time.sleep(0.01)
+        post(clock, "R.c.m1")  # on the spare
+        while spares(clock) == 0 and time.time() < deadline:
+            time.sleep(0.01)
+        clock._loop.call_soon_threadsafe(lambda: clock._spares[-1][2].transport.abort())  # closed under it
+        time.sleep(0.1)
+        post(clock, "R.c.m2")  # the closed spare is not used: a new connection
+        while spares(clock) == 0 and time.time() < deadline:
+            time.sleep(0.01)
+        clock._spares[-1] = (clock._spares[-1][0] - SPARE_MAX_AGE_S - 1, *clock._spares[-1][1:])  # aged
+        post(clock, "R.c.m3")
+    c = read_stream_clock(out).set_index("request_id")
+    assert c["client_error"].isna().all() and (c["client_status"] == 200).all()
+    assert c.loc["R.c.m0", "client_connect_ms"] > 0 and c.loc["R.c.m1", "client_connect_ms"] == 0
+    assert c.loc["R.c.m2", "client_connect_ms"] > 0 and c.loc["R.c.m3", "client_connect_ms"] > 0

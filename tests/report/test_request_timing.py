@@ -35,8 +35,15 @@ def run():
                          "request_time_ms": base["duration_ms"] - 1, "upstream_connect_ms": 0.1,
                          "upstream_header_ms": base["ttft_ms"], "upstream_response_ms": base["e2e_ms"] + 0.5})
     no_edge = pd.DataFrame(columns=["run_id", "cell_id"])  # what Run.edge is without an edge
-    return (SimpleNamespace(requests=requests, points=points, spans=spans, edge=edge, probe=pd.DataFrame()),
-            SimpleNamespace(requests=requests, points=points, spans=spans, edge=no_edge, probe=pd.DataFrame()))
+    # a stream clock record for every request but the first, 3 ms after its span's TTFT
+    clock = pd.DataFrame({"request_id": base["request_id"][1:], "client_ttft_ms": base["ttft_ms"][1:] + 3,
+                          "client_tpot_ms": base["tpot_ms"][1:]})
+    no_clock = pd.DataFrame(columns=["run_id", "cell_id", "request_id", "client_ttft_ms"])  # Run.stream_clock without
+    manifest = SimpleNamespace(spec={"slo": {"ttft_ms": 5000, "tpot_ms": 500, "e2e_ms": 60000}})
+    return (SimpleNamespace(requests=requests, points=points, spans=spans, edge=edge, probe=pd.DataFrame(),
+                            stream_clock=clock, manifest=manifest),
+            SimpleNamespace(requests=requests, points=points, spans=spans, edge=no_edge, probe=pd.DataFrame(),
+                            stream_clock=no_clock, manifest=manifest))
 
 
 @pytest.mark.parametrize("with_edge", [True, False])
@@ -48,13 +55,33 @@ def test_everything_renders(run, with_edge):
         assert isinstance(fig, Figure)
     html = rt.breakdown_table(j).to_html()
     assert ("share api_server" in html) == with_edge and "share remainder" in html
-    assert "TTFT (server)" in rt.percentile_table(j).to_html()
+    pct = rt.percentile_table(j).to_html()
+    assert "TTFT (server span)" in pct and ("TTFT (client stream)" in pct) == with_edge
+    assert (j["joined_clock"].sum() == 14) if with_edge else j["joined_clock"].isna().all()
+    assert ("**14** (93.3%) to a stream clock record" in rt.join_md(j).data) == with_edge
+    sources = rt.sources_md(j).data
+    assert "**TTFT** of 15 measured requests: server span: 15, client stream: 0, none: 0" in sources
+    slo = rt.slo_table(r, j).to_html()
+    assert "p99 TTFT" in slo and "p95 e2e" in slo and "server span" in slo
+    good = rt.goodput_table(r, j).data
+    assert good["requests"].sum() == 15 and good["good"].sum() == 15  # the fixture's SLO is generous
+    assert set(good["slo_sources"]) == {"TTFT: server span; TPOT: server span"}
     rates = rt.join_rate_table(r, j).to_html()
     assert "100.0%" in rates and ("edge_without_k6" in rates) == with_edge
     assert "15 of 15" in rt.join_md(j).data and ("edge log line" in rt.join_md(j).data) == with_edge
     assert "192" in rt.token_table(r, j).to_html()
     assert "in_flight_mean" in rt.queue_table(j).to_html()
     assert rt.probe_check_table(r).startswith("no probe request joined")
+
+
+def test_without_spans_the_token_tables_name_the_client_stream(run):
+    r = run[0]
+    j = rq.join_requests(r.requests, r.spans.iloc[0:0], None, r.stream_clock)
+    assert "TTFT and TPOT come from the client stream clock" in rt.join_md(j).data
+    assert "server span: 0, client stream: 14, none: 1" in rt.sources_md(j).data
+    slo = rt.slo_table(r, j).data.set_index("label")
+    assert set(slo.loc["p99 TTFT", "source"]) == {"client stream"}  # one row per cell
+    assert isinstance(rt.ttft_tpot_distributions(j), Figure)
 
 
 def test_nothing_joined_is_said_not_drawn(run):

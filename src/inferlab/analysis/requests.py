@@ -1,14 +1,19 @@
-"""One request, three witnesses: k6's row joined to the server's span and the edge's log line.
+"""One request, four witnesses: k6's row joined to the server's span, the edge's log line and
+the stream clock's record.
 
 Contract:
 - :func:`join_requests`: one row per *measured* k6 request (warm-up rows out), every k6 column
   kept, plus the server's columns (``SERVER_COLUMNS``; NaN where no span), ``tpot_ms`` =
   decode_ms / (completion_tokens - 1), ``server_in_flight`` (request spans in progress at the
   server when this one arrived, warm-up and probe included: they load the server too), the edge
-  columns when an edge table is given, and ``joined_server``/``joined_edge`` (``joined_edge``
-  is <NA> without an edge table). The key is the X-Request-Id: k6's ``request_id`` = the span's.
-- :func:`join_summary`: per cell, how many rows joined, how many did not, and the spans (and
-  edge lines) that have no k6 row: warm-up, probe and untagged requests, or lost k6 rows.
+  columns when an edge table is given, the stream clock's ``client_*`` columns
+  (ingest.stream_clock) when a clock table is given, and ``joined_server``/``joined_edge``/
+  ``joined_clock`` (``joined_edge``/``joined_clock`` are <NA> without that table). The key is
+  the X-Request-Id: k6's ``request_id`` = the span's = the edge line's = the clock record's.
+  :func:`join_run` is that join over a Run's own tables.
+- :func:`join_summary`: per cell, how many rows joined (span, edge line, clock record), how
+  many did not, and the spans (and edge lines) that have no k6 row: warm-up, probe and untagged
+  requests, or lost k6 rows.
 - :func:`request_percentiles`, :func:`queue_vs_load`, :func:`time_breakdown`,
   :func:`token_crosscheck`: tidy per-cell tables for the report.
 
@@ -48,11 +53,13 @@ EDGE_COLUMNS = {"status": "edge_status", "request_time_ms": "edge_request_time_m
                 "upstream_connect_ms": "upstream_connect_ms", "upstream_header_ms": "upstream_header_ms",
                 "upstream_response_ms": "upstream_response_ms"}
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
-PERCENTILE_METRICS = {"ttft_ms": "TTFT (server)", "tpot_ms": "TPOT (server)", "e2e_ms": "e2e (server)",
-                      "queue_ms": "queue (server)", "duration_ms": "duration (k6)"}
+PERCENTILE_METRICS = {"ttft_ms": "TTFT (server span)", "client_ttft_ms": "TTFT (client stream)",
+                      "tpot_ms": "TPOT (server span)", "client_tpot_ms": "TPOT (client stream)",
+                      "e2e_ms": "e2e (server span)", "queue_ms": "queue (server span)", "duration_ms": "duration (k6)"}
 # time_breakdown components, in the order a request meets them (stacked bars read bottom-up)
 COMPONENTS = {
-    "client": "client + network (k6 duration - edge request_time, or - server e2e without an edge)",
+    "client": ("client + network (k6 duration - edge request_time, or - server e2e without an edge; a streamed "
+               "cell's includes the stream clock relay and its connection to the target)"),
     "edge": "edge (nginx request_time - upstream response time)",
     "api_server": "API server outside the engine's span (upstream response time - e2e)",
     "queue": "queue (engine: queued -> scheduled)",
@@ -61,6 +68,7 @@ COMPONENTS = {
     "remainder": "unattributed by the engine (e2e - queue - prefill - decode)",
 }
 CELL_KEYS = ("cell_id", "payload", "vus", "executor")
+CLOCK_PREFIX = "client_"  # the stream clock's columns (ingest.stream_clock)
 
 
 def _cell_keys(df: pd.DataFrame) -> list[str]:
@@ -102,10 +110,43 @@ def edge_table(edge: pd.DataFrame | None) -> pd.DataFrame | None:
     return edge if edge is not None and "request_id" in edge.columns else None
 
 
-def join_requests(k6_rows: pd.DataFrame, spans: pd.DataFrame, edge: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Measured k6 rows joined to their server span (and edge line); see the module docstring.
-    ``edge``: an edge log table, or None / a table without ``request_id`` (no edge in the run).
-    ``attrs["join"]`` counts ids seen twice on a side (the first is kept)."""
+def clock_table(clock: pd.DataFrame | None) -> pd.DataFrame | None:
+    """``request_id`` and the ``client_*`` columns of a stream clock table (``Run.stream_clock``
+    or ingest.stream_clock.read_stream_clock), or None for no table or an empty one (a run
+    whose requests did not pass a clock)."""
+    if clock is None or clock.empty or "request_id" not in clock.columns:
+        return None
+    return clock[["request_id", *(c for c in clock.columns if c.startswith(CLOCK_PREFIX))]]
+
+
+def with_clock(out: pd.DataFrame, clock: pd.DataFrame | None) -> pd.DataFrame:
+    """``out`` (rows with ``request_id``) with the clock's ``client_*`` columns (replacing any
+    already there) and ``joined_clock`` (<NA> without a clock table). A request id recorded
+    twice keeps its last record (a resumed cell re-sends its ids; the newest is this attempt's)."""
+    c = clock_table(clock)
+    if c is None:
+        return out.assign(joined_clock=pd.array([pd.NA] * len(out), dtype="boolean"))
+    dup = int(c["request_id"].dropna().duplicated().sum())
+    c = c[c["request_id"].notna()].drop_duplicates("request_id", keep="last").assign(joined_clock=True)
+    old = [col for col in c.columns if col != "request_id" and col in out.columns]
+    merged = out.drop(columns=old).merge(c, on="request_id", how="left", validate="many_to_one")
+    merged["joined_clock"] = (merged["joined_clock"].fillna(False).astype(bool)
+                              & merged["request_id"].notna()).astype("boolean")
+    merged.attrs = {**out.attrs, "join": {**out.attrs.get("join", {}), "duplicate_clock_lines": dup}}
+    return merged
+
+
+def join_run(run) -> pd.DataFrame:
+    """:func:`join_requests` over a ``runs.reader.Run``'s tables: k6, spans, edge, stream clock."""
+    return join_requests(run.requests, run.spans, run.edge, run.stream_clock)
+
+
+def join_requests(k6_rows: pd.DataFrame, spans: pd.DataFrame, edge: pd.DataFrame | None = None,
+                  clock: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Measured k6 rows joined to their server span (and edge line, and stream clock record);
+    see the module docstring. ``edge``: an edge log table, or None / a table without
+    ``request_id`` (no edge in the run); ``clock`` likewise. ``attrs["join"]`` counts ids seen
+    twice on a side (the last is kept)."""
     edge = edge_table(edge)
     rows = k6_rows[k6_rows["phase"] == "measure"] if "phase" in k6_rows.columns else k6_rows
     if "request_id" not in rows.columns:
@@ -137,7 +178,7 @@ def join_requests(k6_rows: pd.DataFrame, spans: pd.DataFrame, edge: pd.DataFrame
     else:
         out["joined_edge"] = pd.array([pd.NA] * len(out), dtype="boolean")
     out.attrs["join"] = {"duplicate_spans": dup_spans, "duplicate_edge_lines": dup_edge}
-    return out
+    return with_clock(out, clock)
 
 
 def _unmatched(ids: pd.Series, joined_ids: set, known_cells: set) -> pd.DataFrame:
@@ -164,6 +205,8 @@ def join_summary(joined: pd.DataFrame, spans: pd.DataFrame, edge: pd.DataFrame |
         requests=("request_id", "size"), with_request_id=("request_id", "count"),
         joined_server=("joined_server", "sum"))
     per["joined_edge"] = g.groupby("cell_id", sort=False)["joined_edge"].sum() if has_edge else np.nan
+    has_clock = "joined_clock" in g.columns and g["joined_clock"].notna().any()
+    per["joined_clock"] = g.groupby("cell_id", sort=False)["joined_clock"].sum() if has_clock else np.nan
     joined_ids = set(joined["request_id"].dropna())
     extra = {"spans": _unmatched(request_spans(spans)["request_id"], joined_ids, cells)}
     if has_edge:
@@ -183,8 +226,10 @@ def join_summary(joined: pd.DataFrame, spans: pd.DataFrame, edge: pd.DataFrame |
     per["share_joined_server"] = per["joined_server"] / per["requests"].where(per["requests"] > 0)
     per["no_edge_line"] = per["requests"] - per["joined_edge"] if has_edge else np.nan
     per["share_joined_edge"] = per["joined_edge"] / per["requests"].where(per["requests"] > 0) if has_edge else np.nan
+    per["no_clock_record"] = per["requests"] - per["joined_clock"] if has_clock else np.nan
+    per["share_joined_clock"] = per["joined_clock"] / per["requests"].where(per["requests"] > 0) if has_clock else np.nan
     lead = ["requests", "with_request_id", "joined_server", "no_span", "share_joined_server",
-            "joined_edge", "no_edge_line", "share_joined_edge"]
+            "joined_edge", "no_edge_line", "share_joined_edge", "joined_clock", "no_clock_record", "share_joined_clock"]
     per = per[lead + [c for c in per.columns if c not in lead]]
     return per.rename_axis("cell_id").reset_index()
 

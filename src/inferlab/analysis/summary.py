@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..runs.reader import Run
-from .token_slo import e2e_bound_ms
+from .token_slo import cell_goodput, e2e_bound_ms, run_request_timings, slo_bounds
 from .validity import check_run
 from .window import repeat_metrics
 
@@ -71,7 +71,22 @@ def cell_summary(run: Run) -> pd.DataFrame:
         row["validity"] = v.verdict if v is not None else "VALID"
         row["validity_reasons"] = "; ".join(v.reasons) if v is not None else ""
         rows.append(row)
-    return pd.DataFrame(rows)
+    return _with_token_goodput(pd.DataFrame(rows), run)
+
+
+def _with_token_goodput(cells: pd.DataFrame, run: Run) -> pd.DataFrame:
+    """The token-level goodput (analysis.token_slo.cell_goodput: every measured request within
+    the spec's TTFT, TPOT and e2e bounds at once) beside each cell's rate: ``slo_good_share``,
+    ``slo_goodput`` = rps x that share (requests/s), ``slo_unmeasured``, ``slo_sources``. A run
+    that recorded no SLO (imported) has no goodput (NaN; ``slo_unmeasured`` says so), never
+    one judged against the model's defaults."""
+    slo = run.manifest.spec.get("slo")
+    good = cell_goodput(run_request_timings(run), slo_bounds(slo or {}))
+    if not slo:
+        good = good.assign(slo_good_share=np.nan, slo_unmeasured="no SLO recorded")
+    cells = cells.merge(good.drop(columns=["slo_good"]), on="cell_id", how="left")
+    cells.insert(cells.columns.get_loc("slo_good_share") + 1, "slo_goodput", cells["rps"] * cells["slo_good_share"])
+    return cells
 
 
 def _tokens_by_cell(run: Run) -> dict[str, float]:

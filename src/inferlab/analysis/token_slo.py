@@ -9,9 +9,10 @@ Where each number comes from (:func:`request_timings`, column ``<metric>_source`
 
 - ``server span``: the engine's OTLP span of the request (analysis.requests.join_requests:
   ``ttft_ms``, ``tpot_ms`` = decode / (completion_tokens - 1)), where one joined;
-- ``client stream``: the stream clock (load/stream_clock.py, read by
-  ingest.stream_clock) that k6's streamed requests passed through, where no span has the value
-  (a URL target without traces). Stock k6 cannot time a stream's first token: its
+- ``client stream``: the stream clock (load/stream_clock.py) that every streamed cell's k6
+  sends through (sweep/cell.py; the cell file ``stream-clock.jsonl``, ``Run.stream_clock``,
+  joined by analysis.requests.join_run), where no span has the value (a URL target without
+  traces, a local engine with traces off). Stock k6 cannot time a stream's first token: its
   ``http_req_waiting`` ends at the response headers, which vLLM sends before any token;
 - e2e is always k6's ``duration_ms`` (``client (k6)``): the whole answer as the client saw it.
 
@@ -23,7 +24,12 @@ shown as unmeasured in :func:`slo_percentile_table`, never counted as met.
 How many requests a percentile needs: a q-quantile exists from ``n (1 - q) >= 1``
 (analysis.window.min_requests: p99 from 100), but *showing* that at most ``1 - q`` violate,
 with no violation at all, takes ``n`` with ``q ** n <= 1 - confidence``
-(:func:`requests_needed`: p99 at 95 % needs 299, at 99 % 459).
+(:func:`requests_needed`: p99 at 95 % needs 299, at 99 % 459). :func:`sample_plan` /
+:func:`sample_plan_line` state it per step or cell for a dry run (with the seconds at a rate,
+and whether the planned requests fall short).
+
+Entry points by what the caller holds: a joined table -> :func:`request_timings`; a Run ->
+:func:`run_request_timings`; one cell's or step's raw tables -> :func:`cell_request_timings`.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from ..specs.models import Slo
+from .requests import join_requests, join_run, with_clock
 from .step_decision import SloBound, requests_needed
 from .window import min_requests
 
@@ -41,8 +48,9 @@ TOKEN_METRICS = {"ttft_ms": ("ttft_ms", "client_ttft_ms"), "tpot_ms": ("tpot_ms"
                  "output_tokens": ("completion_tokens", "client_completion_tokens")}
 LABELS = {"ttft_ms": "TTFT", "tpot_ms": "TPOT", "e2e_ms": "e2e"}
 CELL_KEYS = ("run_id", "cell_id", "payload", "vus", "rate", "executor")
-__all__ = ["SloBound", "requests_needed", "slo_bounds", "e2e_bound_ms", "with_stream_clock", "request_timings", "meets_slo",
-           "goodput_table", "slo_percentile_table", "requests_for"]
+__all__ = ["SloBound", "requests_needed", "slo_bounds", "e2e_bound_ms", "with_stream_clock", "request_timings",
+           "cell_request_timings", "run_request_timings", "meets_slo", "goodput_table", "cell_goodput",
+           "slo_percentile_table", "requests_for", "sample_plan", "sample_plan_line"]
 
 
 def slo_bounds(slo) -> tuple[SloBound, ...]:
@@ -68,22 +76,38 @@ def e2e_bound_ms(slo: dict | None, default: float) -> float:
 
 def with_stream_clock(joined: pd.DataFrame, clock: pd.DataFrame | None) -> pd.DataFrame:
     """``joined`` (analysis.requests.join_requests) with the stream clock's ``client_*``
-    columns (ingest.stream_clock.read_stream_clock) joined on ``request_id``; unchanged when
-    there is no clock table. A request id the clock saw twice keeps its last record."""
-    if clock is None or clock.empty:
-        return joined
-    c = clock[clock["request_id"].notna()].drop_duplicates("request_id", keep="last")
-    drop = [col for col in c.columns if col != "request_id" and col in joined.columns]
-    return joined.drop(columns=drop).merge(c, on="request_id", how="left", validate="many_to_one")
+    columns (ingest.stream_clock.read_stream_clock, or ``Run.stream_clock``) joined on
+    ``request_id``, and ``joined_clock`` (<NA> when there is no clock table or an empty one).
+    A request id the clock saw twice keeps its last record. The same join as
+    ``join_requests(..., clock=)`` (analysis.requests.with_clock)."""
+    return with_clock(joined, clock)
+
+
+def cell_request_timings(k6_rows: pd.DataFrame, spans: pd.DataFrame | None = None,
+                         clock: pd.DataFrame | None = None) -> pd.DataFrame:
+    """:func:`request_timings` of one cell (or step) from its raw tables: k6's rows
+    (ingest.read_k6; warm-up rows dropped), its spans (ingest.read_spans; None without) and its
+    stream clock (ingest.stream_clock.read_stream_clock of the cell's ``stream-clock.jsonl``,
+    runs.layout.CELL_FILES["stream_clock"]; None without)."""
+    return request_timings(join_requests(k6_rows, spans, None, clock))
+
+
+def run_request_timings(run) -> pd.DataFrame:
+    """:func:`request_timings` of every measured request of a ``runs.reader.Run`` (its k6 rows
+    joined to its spans, edge lines and stream clock: analysis.requests.join_run)."""
+    return request_timings(join_run(run))
 
 
 def request_timings(joined: pd.DataFrame) -> pd.DataFrame:
-    """One row per request of ``joined``: its cell keys, ``request_id``, ``ok``, and for TTFT,
-    TPOT and ``output_tokens`` the value and its ``<metric>_source`` (server span where one has
-    it, else client stream (the usage chunk, for tokens), else NaN / <NA>), and ``e2e_ms`` =
-    k6's duration (source ``client (k6)``)."""
+    """One row per request of ``joined``, in its order and index: its cell keys (those of
+    ``run_id, cell_id, payload, vus, rate, executor`` present), ``request_id``, ``start_ts`` and
+    ``end_ts`` (k6's, UTC; where ``joined`` has them), ``ok``, and for ``ttft_ms``, ``tpot_ms``
+    and ``output_tokens`` the value (float, NaN where no source has it) and its
+    ``<metric>_source`` (string: ``server span`` where a span has it, else ``client stream``
+    (for tokens: the stream's usage chunk), else <NA>), and ``e2e_ms`` = k6's duration with
+    ``e2e_ms_source`` ``client (k6)``."""
     keys = [k for k in CELL_KEYS if k in joined.columns]
-    out = joined[[*keys, *(c for c in ("request_id",) if c in joined.columns)]].copy()
+    out = joined[[*keys, *(c for c in ("request_id", "start_ts", "end_ts") if c in joined.columns)]].copy()
     out["ok"] = joined["ok"].fillna(False).astype(bool) if "ok" in joined.columns else True
     for metric, (server_col, client_col) in TOKEN_METRICS.items():
         server = pd.to_numeric(joined[server_col], errors="coerce") if server_col in joined.columns else None
@@ -138,6 +162,25 @@ def goodput_table(timings: pd.DataFrame, bounds) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*keys, "requests", "ok", "good", "good_share", "unmeasured"])
 
 
+def cell_goodput(timings: pd.DataFrame, bounds) -> pd.DataFrame:
+    """Per cell (``cell_id``): the token-level goodput columns the cell summary shows beside
+    its throughput: ``slo_good`` and ``slo_good_share`` (:func:`goodput_table` over every
+    measured request of the cell), ``slo_unmeasured`` (bounds no request could be judged on)
+    and ``slo_sources`` (where TTFT / TPOT came from, e.g. ``TTFT: server span; TPOT: client
+    stream``). Goodput per second is ``slo_good_share`` x the cell's steady-window rate."""
+    cols = ["cell_id", "slo_good", "slo_good_share", "slo_unmeasured", "slo_sources"]
+    if timings.empty or "cell_id" not in timings.columns:
+        return pd.DataFrame(columns=cols)
+    g = goodput_table(timings, bounds)
+    src = {cell: "; ".join(f"{LABELS[m]}: {_sources(rows, m)}" for m in ("ttft_ms", "tpot_ms"))
+           for cell, rows in timings.groupby("cell_id", sort=False)}
+    per = g.groupby("cell_id", sort=False).agg(slo_good=("good", "sum"), requests=("requests", "sum"),
+                                               slo_unmeasured=("unmeasured", "first")).reset_index()
+    per["slo_good_share"] = per["slo_good"] / per["requests"].where(per["requests"] > 0)
+    per["slo_sources"] = per["cell_id"].map(src)
+    return per[cols]
+
+
 def _sources(g: pd.DataFrame, metric: str) -> str:
     """Where a cell's values of ``metric`` came from: one source, or each with its share."""
     col = f"{metric}_source"
@@ -185,3 +228,40 @@ def requests_for(bounds, confidence: float = 0.95) -> dict[str, int]:
     step), and ``"step"``: the most of them."""
     need = {b.metric: requests_needed(b.q, confidence) for b in bounds}
     return {**need, "step": max(need.values(), default=0)}
+
+
+def sample_plan(slo, confidence: float = 0.95, rate: float | None = None,
+                planned: int | None = None) -> dict:
+    """What a dry run states per step or cell: the requests each bound of ``slo`` (a
+    specs.models.Slo or a recorded ``slo`` mapping) needs to be shown met at ``confidence`` with
+    no violation at all (:func:`requests_needed`: ``n`` with ``q ** n <= 1 - confidence``),
+    and what that means for this step or cell. Keys: ``bounds`` (``[{metric, label, p, needed}]``,
+    in TTFT, TPOT, e2e order), ``needed`` (the most of them), ``confidence``; with ``rate``
+    (requests/s of a constant-rate step) ``seconds`` = needed / rate, the steady window that
+    many requests take; with ``planned`` (the step's or cell's measured requests)
+    ``planned`` and ``short`` (True when planned < needed: the step cannot pass by its
+    percentile bound however good the server is; a closed-loop cell's percentiles are then
+    estimates, not shown)."""
+    bounds = slo_bounds(slo)
+    rows = [{"metric": b.metric, "label": f"p{b.q * 100:g} {LABELS[b.metric]}", "p": b.q * 100,
+             "needed": requests_needed(b.q, confidence)} for b in bounds]
+    out: dict = {"bounds": rows, "needed": max(r["needed"] for r in rows), "confidence": confidence}
+    if rate is not None and rate > 0:
+        out["seconds"] = out["needed"] / rate
+    if planned is not None:
+        out["planned"], out["short"] = int(planned), int(planned) < out["needed"]
+    return out
+
+
+def sample_plan_line(slo, confidence: float = 0.95, rate: float | None = None, planned: int | None = None) -> str:
+    """:func:`sample_plan` as one line for a dry run, e.g. ``needs 299 requests (p99 TTFT 299,
+    p99 TPOT 299, p95 e2e 59; 95 % confidence, no violation) = 150 s at 2 req/s; planned 120:
+    too few to pass on the percentiles``."""
+    plan = sample_plan(slo, confidence, rate, planned)
+    parts = ", ".join(f"{r['label']} {r['needed']}" for r in plan["bounds"])
+    line = f"needs {plan['needed']} requests ({parts}; {confidence * 100:g} % confidence, no violation)"
+    if "seconds" in plan:
+        line += f" = {plan['seconds']:.0f} s at {rate:g} req/s"
+    if "planned" in plan:
+        line += f"; planned {plan['planned']}" + (": too few to pass on the percentiles" if plan["short"] else "")
+    return line

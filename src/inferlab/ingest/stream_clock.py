@@ -3,7 +3,8 @@
 Columns are named ``client_*`` so that they sit beside the server span's ``ttft_ms`` /
 ``tpot_ms`` in a joined request table without a clash: ``request_id``, ``client_start_ts``
 (UTC), ``client_status``, ``client_sse`` (the answer was an SSE stream; only then are its
-tokens timed), ``client_headers_ms``, ``client_ttft_ms``, ``client_last_token_ms``,
+tokens timed), ``client_connect_ms`` (the relay's own connection to the target, before the
+start; NaN in files made before it was recorded), ``client_headers_ms``, ``client_ttft_ms``, ``client_last_token_ms``,
 ``client_e2e_ms``, ``client_text_events``, ``client_completion_tokens``, ``client_tpot_ms``,
 ``client_error``. Times are milliseconds after the request's first byte reached the clock.
 """
@@ -14,11 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..formats.stream_clock import SCHEMA
 from .errors import IngestError, LineStats, attach
 from .lines import iter_json_lines
 
-SCHEMA = "inferlab.stream-clock/1"
-FIELDS = {"request_id": "request_id", "status": "client_status", "sse": "client_sse", "headers_ms": "client_headers_ms",
+FIELDS = {"request_id": "request_id", "status": "client_status", "sse": "client_sse",
+          "connect_ms": "client_connect_ms", "headers_ms": "client_headers_ms",
           "ttft_ms": "client_ttft_ms", "last_token_ms": "client_last_token_ms", "e2e_ms": "client_e2e_ms",
           "text_events": "client_text_events", "completion_tokens": "client_completion_tokens",
           "tpot_ms": "client_tpot_ms", "error": "client_error"}
@@ -41,6 +43,7 @@ def read_stream_clock(path: str | Path) -> pd.DataFrame:
     for col in ("client_status", "client_text_events", "client_completion_tokens"):
         df[col] = pd.to_numeric(df[col]).astype("Int64")
     df["client_sse"] = df["client_sse"].astype("boolean")
-    for col in ("client_headers_ms", "client_ttft_ms", "client_last_token_ms", "client_e2e_ms", "client_tpot_ms"):
+    for col in ("client_connect_ms", "client_headers_ms", "client_ttft_ms", "client_last_token_ms", "client_e2e_ms",
+                "client_tpot_ms"):
         df[col] = pd.to_numeric(df[col]).astype(float)
     return attach(df, stats)

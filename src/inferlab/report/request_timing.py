@@ -2,7 +2,12 @@
 
 Tables come back as pandas Stylers (``sections.show``), figures as matplotlib Figures, and a
 sentence instead where there is nothing to show; the functions filter and label but compute
-nothing that analysis.requests does not.
+nothing that analysis.requests and analysis.token_slo do not.
+
+Every TTFT/TPOT shown says where it came from: ``server span`` (the engine's OTLP span of the
+request) or ``client stream`` (the stream clock that k6's streamed requests passed through);
+the token-SLO tables take the span where a request has one and the clock otherwise
+(analysis.token_slo.request_timings) and name the source per cell, with shares when mixed.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import seaborn as sns
 from IPython.display import Markdown
 
 from ..analysis import requests as rq
+from ..analysis import token_slo as ts
 from ..runs.reader import Run
 from .plots import _done, use_theme
 from .sections import show
@@ -23,12 +29,14 @@ _COMPONENT_COLORS = {"client": "#9e9e9e", "edge": "#bdbdbd", "api_server": "#8c6
 
 
 def joined(run: Run) -> pd.DataFrame:
-    """Every measured k6 request of the run with its server span and edge line (analysis.requests)."""
-    return rq.join_requests(run.requests, run.spans, run.edge)
+    """Every measured k6 request of the run with its server span, edge line and stream clock
+    record (analysis.requests.join_run)."""
+    return rq.join_run(run)
 
 
 def percentile_table(joined: pd.DataFrame):
-    """TTFT, TPOT, e2e, queue (server) and k6 duration: p50/p90/p95/p99 per cell, ms."""
+    """TTFT and TPOT (server span, client stream: each source its own row), e2e and queue
+    (server span) and k6 duration: p50/p90/p95/p99 per cell, ms."""
     wide = rq.percentile_table(rq.request_percentiles(joined))
     return show(wide.drop(columns=["metric"]).rename(columns={"label": "metric"}), precision=1)
 
@@ -40,8 +48,17 @@ def join_rate_table(run: Run, joined: pd.DataFrame):
     return s.style.hide(axis="index").format(precision=0, na_rep="-").format(fmt, na_rep="-")
 
 
+def _clock_part(joined: pd.DataFrame) -> str:
+    """`, K (x %) to a stream clock record` where the run has a clock, else ''."""
+    if "joined_clock" not in joined.columns or not joined["joined_clock"].notna().any():
+        return ""
+    k = int(joined["joined_clock"].sum())
+    return f", **{k}** ({joined['joined_clock'].astype(float).mean():.1%}) to a stream clock record"
+
+
 def join_md(joined: pd.DataFrame) -> Markdown:
-    """One line: how many measured requests joined a span (and an edge line), against the 99 % bar."""
+    """One line: how many measured requests joined a span (and an edge line, and a stream clock
+    record), against the 99 % bar."""
     n = len(joined)
     if not n:
         return Markdown("No measured k6 request in this run.")
@@ -49,12 +66,15 @@ def join_md(joined: pd.DataFrame) -> Markdown:
         return Markdown(f"The {n} measured k6 requests carry no X-Request-Id (recorded before request ids): "
                         "nothing to join, no per-request server timing.")
     if not joined["joined_server"].any():
+        clock = _clock_part(joined)
         return Markdown(f"None of the {n} measured requests has a server span: the run holds none (spans are "
-                        "collected from the local engine, with `observe.traces`), so the tables below are empty.")
+                        "collected from the local engine, with `observe.traces`), so the server-side tables below "
+                        "are empty" + (f"; TTFT and TPOT come from the client stream clock{clock}." if clock else "."))
     server = joined["joined_server"].mean()
     line = f"**{joined['joined_server'].sum()} of {n}** measured requests ({server:.1%}) joined to a server span"
     if joined["joined_edge"].notna().any():
         line += f", **{int(joined['joined_edge'].sum())}** ({joined['joined_edge'].astype(float).mean():.1%}) to an edge log line"
+    line += _clock_part(joined)
     worst = min(server, joined["joined_edge"].astype(float).mean()) if joined["joined_edge"].notna().any() else server
     return Markdown(line + (". " if worst >= 0.99 else ". **Below 99 %:** the per-request tables describe "
                             "only the joined rows; see the join table for what is missing."))
@@ -101,19 +121,86 @@ def breakdown_bars(joined: pd.DataFrame):
     return _done(fig, "Where a request's time went (hatched: the engine's unattributed remainder)")
 
 
+def _source_names(t: pd.DataFrame, metric: str) -> str:
+    """The sources of ``metric`` over ``t``'s rows: one name, or each with its share."""
+    counts = t[f"{metric}_source"].dropna().value_counts()
+    if len(counts) == 1:
+        return str(counts.index[0])
+    return ", ".join(f"{name} {n / counts.sum():.0%}" for name, n in counts.items())
+
+
 def ttft_tpot_distributions(joined: pd.DataFrame):
-    """ECDFs of the server's TTFT and TPOT per cell, successful joined requests."""
-    ok = joined[joined["joined_server"] & joined["ok"].fillna(False).astype(bool)]
+    """ECDFs of TTFT and TPOT per cell over the successful requests that have them: from the
+    server span where a request has one, else from the client stream clock (the title says which)."""
+    t = ts.request_timings(joined)
+    ok = t[t["ok"] & (t["ttft_ms"].notna() | t["tpot_ms"].notna())]
     if ok.empty:
-        return "no successful request joined to a server span"
+        return "no successful request has a TTFT or TPOT (no server span, no stream clock record)"
     use_theme()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
     for ax, col, title in ((axes[0], "ttft_ms", "TTFT (ms)"), (axes[1], "tpot_ms", "TPOT (ms)")):
-        sns.ecdfplot(data=ok, x=col, hue="cell_id", ax=ax, legend=ax is axes[1])
-        ax.set(xlabel=title, ylabel="fraction of requests")
+        data = ok[ok[col].notna()]
+        if data.empty:
+            ax.set_axis_off()
+            continue
+        sns.ecdfplot(data=data, x=col, hue="cell_id", ax=ax, legend=ax is axes[1])
+        ax.set(xlabel=f"{title}, {_source_names(data, col)}", ylabel="fraction of requests")
     if axes[1].get_legend():
         sns.move_legend(axes[1], "lower right", fontsize=7, title=None)
-    return _done(fig, "Server TTFT and TPOT of every measured request (vLLM spans)")
+    return _done(fig, "TTFT and TPOT of every measured request (server span where there is one, else client stream)")
+
+
+def _bounds(run: Run):
+    """The run's SLO bounds (analysis.token_slo.slo_bounds of the recorded spec's ``slo``)."""
+    return ts.slo_bounds(run.manifest.spec["slo"])
+
+
+def sources_md(joined: pd.DataFrame) -> Markdown:
+    """One line per token metric: how many measured requests took it from a server span, how
+    many from the client stream clock, how many have none."""
+    t = ts.request_timings(joined)
+    if t.empty:
+        return Markdown("No measured k6 request in this run.")
+    lines = []
+    for metric in ("ttft_ms", "tpot_ms"):
+        counts = t[f"{metric}_source"].fillna("none").value_counts()
+        parts = ", ".join(f"{name}: {counts.get(name, 0)}" for name in (ts.SERVER, ts.CLIENT_STREAM, "none"))
+        lines.append(f"- **{ts.LABELS[metric]}** of {len(t)} measured requests: {parts}")
+    return Markdown("Where each request's TTFT and TPOT came from (a server span wins where both exist; "
+                    "e2e is always k6's duration):\n\n" + "\n".join(lines))
+
+
+def slo_table(run: Run, joined: pd.DataFrame):
+    """Per cell and SLO bound (TTFT, TPOT, e2e at the spec's percentiles): the value at that
+    percentile, whether it is within the bound, the requests with a value, the violations
+    (failed and missing count), the allowed share, the requests that percentile needs to be
+    shown met at 95 % confidence, and the source of the values."""
+    if not run.manifest.spec.get("slo"):
+        return "the run recorded no SLO (imported): no SLO table"
+    table = ts.slo_percentile_table(ts.request_timings(joined), _bounds(run))
+    if table.empty:
+        return "no measured request: no SLO table"
+    keys = [c for c in table.columns if c in ("cell_id", "payload", "vus", "rate")]
+    out = table[[*keys, "label", "bound", "value", "met", "n", "violations", "violating_share", "allowed_share",
+                 "needed", "source"]]
+    fmt = {c: "{:.1%}" for c in ("violating_share", "allowed_share")}
+    return out.style.hide(axis="index").format(precision=1, na_rep="-").format(fmt, na_rep="-")
+
+
+def goodput_table(run: Run, joined: pd.DataFrame):
+    """Per cell: requests, successful, good (within every measured SLO bound at once), the good
+    share, the bounds no request could be judged on, and the TTFT/TPOT sources."""
+    if not run.manifest.spec.get("slo"):
+        return "the run recorded no SLO (imported): no goodput"
+    t = ts.request_timings(joined)
+    g = ts.goodput_table(t, _bounds(run))
+    if g.empty:
+        return "no measured request: no goodput"
+    src = ts.cell_goodput(t, _bounds(run))[["cell_id", "slo_sources"]]
+    g = g.merge(src, on="cell_id", how="left") if "cell_id" in g.columns else g
+    keys = [c for c in g.columns if c in ("cell_id", "payload", "vus", "rate")]
+    g = g[[*keys, "requests", "ok", "good", "good_share", "unmeasured", *(["slo_sources"] if "slo_sources" in g else [])]]
+    return g.style.hide(axis="index").format(precision=0, na_rep="-").format({"good_share": "{:.1%}"}, na_rep="-")
 
 
 def queue_vs_load_plot(joined: pd.DataFrame):

@@ -233,6 +233,28 @@ class Run:
         return self._concat(frames)
 
     @cached_property
+    def stream_clock(self) -> pd.DataFrame:
+        """The stream clock's record of every streamed request (``stream-clock.jsonl`` per cell,
+        ingest.stream_clock's ``client_*`` columns), verified, tagged with its cell; analysis
+        joins it to k6's rows by ``request_id`` (analysis.requests.join_requests). Empty for a
+        run whose cells sent no stream through the clock. Not fatal: a cut last line is skipped
+        and noted (data_quality), and a cell that streamed without a clock file is noted here."""
+        from ..ingest.stream_clock import COLUMNS, read_stream_clock
+
+        frames, have = [], set()
+        for cell, p in self._cell_files("stream_clock"):
+            frames.append(self._tag(self._read(p, read_stream_clock), cell.cell_id))
+            have.add(cell.cell_id)
+        if self.manifest.spec.get("stream"):  # a spec before streaming (no key) sent JSON answers
+            for cell in self.manifest.cells:
+                if cell.cell_id not in have and cell.status not in ("pending", "skipped"):
+                    self._quality.append({"run_id": self.run_id, "cell_id": cell.cell_id, "notes": [
+                        f"cells/{cell.cell_id}/{CELL_FILES['stream_clock']}: missing: the cell's TTFT/TPOT come "
+                        "from server spans only, where there are any (k6 in the cluster sends without the clock)"]})
+        out = self._concat(frames)
+        return out if len(out.columns) > 2 else pd.DataFrame(columns=["run_id", "cell_id", *COLUMNS])
+
+    @cached_property
     def edge(self) -> pd.DataFrame:
         """The edge's access log, one row per request through it, verified: the local edge's, or on
         k8s the ingress-nginx controller's for the run's window; empty without either."""

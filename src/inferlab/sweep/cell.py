@@ -2,6 +2,15 @@
 probe, check the target's health, scrape again, collect the cell's spans, judge the cell and
 checkpoint the manifest. Also the idle probe a run starts with (the same scrape-around shape).
 
+A streamed cell (``spec.stream``) with k6 on this machine sends through the stream clock
+(load/stream_clock.py): a loopback relay in front of the target (local engine, URL, or either
+through the local edge) that stamps each request's first and last token, so TTFT and TPOT have
+a client-side witness where the target exports no spans (stock k6's ``http_req_waiting`` ends
+at the response headers, which vLLM sends before any token). Its ``stream-clock.jsonl`` is a
+cell file, closed (0444) with the cell and recorded at the next checkpoint. k6 in the cluster
+(``--in-cluster``) sends directly: the relay would have to run in the cluster, so those cells
+have the engine's spans or no TTFT/TPOT (a note in run.json says so, once).
+
 A cell is ``complete`` when k6 ran its requests (exit 0, or 99: the SLO thresholds crossed, a
 result) and not every one failed; ``failed`` otherwise, and always when the target died during
 it (:mod:`.target_death`)."""
@@ -18,8 +27,9 @@ from rich.console import Console
 
 from ..load.incluster import run_cell_in_cluster
 from ..load.k6 import CellInterrupted, CellResult, run_cell
+from ..load.stream_clock import StreamClock
 from ..probe.stream import BackgroundProbe, run_probe
-from ..runs.layout import IDLE_PROBE, metrics_path, segment_files
+from ..runs.layout import CELL_FILES, IDLE_PROBE, metrics_path, segment_files
 from ..runs.manifest import CellRecord
 from ..runs.store import RunWriter
 from ..specs import CellPlan, LoadSpec
@@ -124,15 +134,40 @@ def _run_k6(spec: LoadSpec, session: TargetSession, cell: CellRecord, plan: Cell
             on_progress: Callable[[int], None], ctx: RunContext) -> CellResult:
     """k6 on this machine, or as a Job in the cluster (``--in-cluster``); a failure to run the
     Job is a cell result (recorded, the sweep goes on), never an exception."""
+    if session.in_cluster is None and spec.stream:
+        return _run_k6_through_clock(spec, session, plan, cell_dir, on_progress, ctx)
     if session.in_cluster is None:
         return run_cell(spec, plan, session.base_url, session.api_key, cell_dir, on_progress,
                         run_id=ctx.w.manifest.run_id, ca_file=session.ca_file, calibration=ctx.calibration)
+    if spec.stream and NO_CLOCK_IN_CLUSTER not in ctx.w.manifest.notes:
+        ctx.w.manifest.notes.append(NO_CLOCK_IN_CLUSTER)
     try:
         return run_cell_in_cluster(session.in_cluster, spec, plan, ctx.w.manifest.run_id, cell_dir,
                                    on_state=lambda msg: console.print(f"  {cell.cell_id}: {msg}"),
                                    calibration=ctx.calibration)
     except Exception as exc:  # noqa: BLE001 - API errors, timeouts: record the cell, go on
         return CellResult(-1, None, False, 0, f"in-cluster k6 Job: {type(exc).__name__}: {exc}")
+
+
+NO_CLOCK_IN_CLUSTER = ("k6 ran in the cluster: its streamed requests did not pass the stream clock (it runs "
+                      "beside a local k6 only), so their TTFT/TPOT come from the engine's spans or are unmeasured")
+
+
+def _run_k6_through_clock(spec: LoadSpec, session: TargetSession, plan: CellPlan, cell_dir: Path,
+                          on_progress: Callable[[int], None], ctx: RunContext) -> CellResult:
+    """k6 on this machine, sending to the stream clock, which relays to the target (TLS to an
+    https target is the clock's: k6 speaks plain HTTP on loopback, so it needs no CA). The clock
+    stops after k6, also on Ctrl-C (a request still in flight after its grace is written as
+    cut); its file is then closed for good (0444) so the next checkpoint records it, partial or
+    not."""
+    out = cell_dir / CELL_FILES["stream_clock"]
+    try:
+        with StreamClock(session.base_url, out, ca_file=session.ca_file,
+                         tls_skip_verify=spec.tls_skip_verify) as clock:
+            return run_cell(spec, plan, clock.base_url, session.api_key, cell_dir, on_progress,
+                            run_id=ctx.w.manifest.run_id, ca_file=None, calibration=ctx.calibration)
+    finally:
+        ctx.w.seal_file(out)
 
 
 def _judge_cell(spec: LoadSpec, cell: CellRecord, plan: CellPlan, result: CellResult, cell_dir: Path,
