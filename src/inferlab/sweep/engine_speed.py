@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import socket
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import psutil
 
 from .. import machine, paths
 from ..runs.manifest import CellRecord, Manifest
+from ..runs.records import RUNS
 from ..runs.store import read_manifest
 from ..specs import LoadSpec
 from ..targets.engine import dtype_arg, with_machine_dtype
@@ -108,11 +109,13 @@ def _measured_speed(spec: LoadSpec, runs_dir: Path, eager: bool) -> EngineSpeed 
 
 
 def _local_records(runs_dir: Path) -> list[Manifest]:
-    """The newest local-target run records, newest first (run ids start with their UTC time);
+    """The local-target run records among the newest :data:`RECORDS_SCANNED` in ``runs_dir``
+    (this workspace's own runs: the shipped sample was made elsewhere), newest first (run ids
+    start with their UTC time), listed by the one run store (:mod:`inferlab.runs.records`);
     records that cannot be read (another schema, a run being created) are skipped."""
+    store = replace(RUNS, locations=lambda: [runs_dir])
     out = []
-    dirs = sorted((d for d in runs_dir.glob("*") if d.is_dir() and "-local-" in d.name), reverse=True)
-    for d in dirs[:RECORDS_SCANNED]:
+    for d in store.folders()[::-1][:RECORDS_SCANNED]:
         try:
             m = read_manifest(d)
         except (OSError, ValueError):
