@@ -8,6 +8,7 @@ import os
 import secrets
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,59 @@ def engine_speed(engine) -> MeasuredSpeed:
     if not _speed:
         _speed.append(measure_speed(engine.base_url, engine.api_key, engine.spec.served_model_name))
     return _speed[0]
+
+
+#: A known secret written into the rendered reports' workspace: no rendered file may contain it.
+REPORT_SECRET = "sk-test-" + "a1b2c3d4e5f6a7b8"
+
+#: Sample reports rendered HTML-only beside the printed ones, one of each further shape of run
+#: or comparison (the other shipped ones repeat these shapes): a capacity search, the edge
+#: rate-limit ramp, the overload run with Prometheus alerts, a CPU load test with server spans,
+#: an A/A comparison of repeats.
+HTML_ONLY_REPORTS = ("stress-20261127T082345Z-local-capacity-local-1", "stress-20261127T110659Z-local-edge-ratelimit",
+                     "stress-20261127T115936Z-local-alerts-overload",
+                     "load-test-20261127T121016Z-local-trace-timing-quiet", "compare-20261127T073618Z-local-ab-aa-local")
+
+
+@dataclass(frozen=True)
+class RenderedReports:
+    """Reports rendered once for the session (notebook execution is the suite's largest cost
+    outside the engine): ``printed`` maps each report kind to its first sample job's files
+    (executed notebook, HTML, PDF when Chromium is there) -- the H200 load test, stress run and
+    compare of the two H200 sweeps, and the tune report of a record built from the two shipped
+    capacity runs; ``html_only`` the :data:`HTML_ONLY_REPORTS`. Made in their own workspace
+    (a copy of data/sample, :data:`REPORT_SECRET` in its secrets folder)."""
+
+    workspace: Path
+    printed: dict[str, list[Path]]
+    html_only: dict[str, list[Path]]
+
+    def file(self, report: str, suffix: str) -> Path | None:
+        return next((p for p in self.printed[report] if p.suffix == suffix), None)
+
+
+@pytest.fixture(scope="session")
+def rendered_reports(tmp_path_factory) -> RenderedReports:
+    from inferlab.credentials import write_secret
+    from inferlab.report import catalog, render
+
+    from .sweep.tune_sample import sample_tune
+
+    ws = tmp_path_factory.mktemp("rendered-reports")
+    (ws / "pyproject.toml").write_text("[project]\nname='ws'\n")
+    (ws / "data" / "runs").mkdir(parents=True)
+    shutil.copytree(ROOT / "data" / "sample", ws / "data" / "sample")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INFERLAB_HOME", str(ws))
+        mp.delenv("INFERLAB_API_KEY", raising=False)
+        write_secret("api-key", REPORT_SECRET)  # where the leak scan looks
+        jobs = [*catalog.jobs_for("sample"), *catalog.jobs_for(sample_tune(ws / "data" / "sample"))]
+        first: dict[str, catalog.Job] = {}
+        for job in jobs:
+            first.setdefault(job.report, job)
+        assert set(first) == set(catalog.NOTEBOOKS)
+        by_slug = {j.slug: j for j in jobs}
+        assert set(HTML_ONLY_REPORTS) <= set(by_slug), sorted(by_slug)
+        printed = {report: render.render(job, pdf=True) for report, job in first.items()}
+        html_only = {slug: render.render(by_slug[slug], pdf=False) for slug in HTML_ONLY_REPORTS}
+    return RenderedReports(ws, printed, html_only)
