@@ -8,6 +8,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,8 @@ MAX_ENGINE_STARTS = 5
 SESSION_SLOTS = 4
 
 _engine_starts: list[str] = []  # the test (node id) during whose setup or run each engine started
+_start_s: list[float] = []  # seconds each engine start took (to healthy)
+_tier_s = {"engine": 0.0, "other": 0.0}  # setup + call + teardown seconds of the tests of each tier
 _current_test = ["(outside a test)"]
 _speed: list[MeasuredSpeed] = []
 
@@ -50,7 +53,11 @@ def count_engine_starts():
 
     def counted(self, *args, **kwargs):
         _engine_starts.append(_current_test[0])
-        return start(self, *args, **kwargs)
+        t0 = time.monotonic()
+        try:
+            return start(self, *args, **kwargs)
+        finally:
+            _start_s.append(time.monotonic() - t0)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(LocalEngine, "start", counted)
@@ -62,8 +69,15 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def pytest_runtest_logreport(report):
+    _tier_s["engine" if "engine" in report.keywords else "other"] += report.duration
+
+
 def pytest_terminal_summary(terminalreporter):
     tr, n = terminalreporter, len(_engine_starts)
+    tr.section("time by tier")  # where make test's minutes went (docs/testing.md, "Where the time goes")
+    tr.write_line(f"tests without the engine {_tier_s['other'] / 60:.1f} min, engine tests {_tier_s['engine'] / 60:.1f} min"
+                  + (f" (engine start-ups {sum(_start_s) / 60:.1f} min over {len(_start_s)})" if _start_s else ""))
     if not n and not _speed:
         return
     tr.section("engine")
