@@ -8,6 +8,8 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,8 @@ MAX_ENGINE_STARTS = 5
 SESSION_SLOTS = 4
 
 _engine_starts: list[str] = []  # the test (node id) during whose setup or run each engine started
+_start_s: list[float] = []  # seconds each engine start took (to healthy)
+_tier_s = {"engine": 0.0, "other": 0.0}  # setup + call + teardown seconds of the tests of each tier
 _current_test = ["(outside a test)"]
 _speed: list[MeasuredSpeed] = []
 
@@ -49,7 +53,11 @@ def count_engine_starts():
 
     def counted(self, *args, **kwargs):
         _engine_starts.append(_current_test[0])
-        return start(self, *args, **kwargs)
+        t0 = time.monotonic()
+        try:
+            return start(self, *args, **kwargs)
+        finally:
+            _start_s.append(time.monotonic() - t0)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(LocalEngine, "start", counted)
@@ -61,8 +69,15 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def pytest_runtest_logreport(report):
+    _tier_s["engine" if "engine" in report.keywords else "other"] += report.duration
+
+
 def pytest_terminal_summary(terminalreporter):
     tr, n = terminalreporter, len(_engine_starts)
+    tr.section("time by tier")  # where make test's minutes went (docs/testing.md, "Where the time goes")
+    tr.write_line(f"tests without the engine {_tier_s['other'] / 60:.1f} min, engine tests {_tier_s['engine'] / 60:.1f} min"
+                  + (f" (engine start-ups {sum(_start_s) / 60:.1f} min over {len(_start_s)})" if _start_s else ""))
     if not n and not _speed:
         return
     tr.section("engine")
@@ -136,3 +151,59 @@ def engine_speed(engine) -> MeasuredSpeed:
     if not _speed:
         _speed.append(measure_speed(engine.base_url, engine.api_key, engine.spec.served_model_name))
     return _speed[0]
+
+
+#: A known secret written into the rendered reports' workspace: no rendered file may contain it.
+REPORT_SECRET = "sk-test-" + "a1b2c3d4e5f6a7b8"
+
+#: Sample reports rendered HTML-only beside the printed ones, one of each further shape of run
+#: or comparison (the other shipped ones repeat these shapes): a capacity search, the edge
+#: rate-limit ramp, the overload run with Prometheus alerts, a CPU load test with server spans,
+#: an A/A comparison of repeats.
+HTML_ONLY_REPORTS = ("stress-20261127T082345Z-local-capacity-local-1", "stress-20261127T110659Z-local-edge-ratelimit",
+                     "stress-20261127T115936Z-local-alerts-overload",
+                     "load-test-20261127T121016Z-local-trace-timing-quiet", "compare-20261127T073618Z-local-ab-aa-local")
+
+
+@dataclass(frozen=True)
+class RenderedReports:
+    """Reports rendered once for the session (notebook execution is the suite's largest cost
+    outside the engine): ``printed`` maps each report kind to its first sample job's files
+    (executed notebook, HTML, PDF when Chromium is there) -- the H200 load test, stress run and
+    compare of the two H200 sweeps, and the tune report of a record built from the two shipped
+    capacity runs; ``html_only`` the :data:`HTML_ONLY_REPORTS`. Made in their own workspace
+    (a copy of data/sample, :data:`REPORT_SECRET` in its secrets folder)."""
+
+    workspace: Path
+    printed: dict[str, list[Path]]
+    html_only: dict[str, list[Path]]
+
+    def file(self, report: str, suffix: str) -> Path | None:
+        return next((p for p in self.printed[report] if p.suffix == suffix), None)
+
+
+@pytest.fixture(scope="session")
+def rendered_reports(tmp_path_factory) -> RenderedReports:
+    from inferlab.credentials import write_secret
+    from inferlab.report import catalog, render
+
+    from .sweep.tune_sample import sample_tune
+
+    ws = tmp_path_factory.mktemp("rendered-reports")
+    (ws / "pyproject.toml").write_text("[project]\nname='ws'\n")
+    (ws / "data" / "runs").mkdir(parents=True)
+    shutil.copytree(ROOT / "data" / "sample", ws / "data" / "sample")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INFERLAB_HOME", str(ws))
+        mp.delenv("INFERLAB_API_KEY", raising=False)
+        write_secret("api-key", REPORT_SECRET)  # where the leak scan looks
+        jobs = [*catalog.jobs_for("sample"), *catalog.jobs_for(sample_tune(ws / "data" / "sample"))]
+        first: dict[str, catalog.Job] = {}
+        for job in jobs:
+            first.setdefault(job.report, job)
+        assert set(first) == set(catalog.NOTEBOOKS)
+        by_slug = {j.slug: j for j in jobs}
+        assert set(HTML_ONLY_REPORTS) <= set(by_slug), sorted(by_slug)
+        printed = {report: render.render(job, pdf=True) for report, job in first.items()}
+        html_only = {slug: render.render(by_slug[slug], pdf=False) for slug in HTML_ONLY_REPORTS}
+    return RenderedReports(ws, printed, html_only)

@@ -3,7 +3,8 @@ of every table is in the PDF's text (none lost behind a scroll bar), each report
 once, its front page is page 1 alone, and every figure prints whole, inside the printable width, at
 >= MIN_FIGURE_SCALE.
 
-The sample's load-test, stress and compare reports are rendered once for the module (~30 s).
+The sample's load-test, stress and compare reports and a tune report are rendered once for the session
+(tests/conftest.py, ``rendered_reports``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from inferlab.report import catalog, printing, render
+from inferlab.report import catalog, printing
 from inferlab.tools import which_tool
-
-from ..sweep.tune_sample import sample_tune
 
 ROOT = Path(__file__).resolve().parents[2]
 POPPLER = ("pdftotext", "pdfimages", "pdfinfo")
@@ -108,32 +107,19 @@ def images(pdf: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def reports(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+def reports(rendered_reports) -> dict[str, tuple[Path, Path]]:
     """report -> (executed notebook, PDF): one load-test, the stress and one compare report of the
-    sample. The `workspace` fixture (conftest) is per test; this is the same workspace, once."""
+    sample and the tune report, rendered once for the session (tests/conftest.py)."""
     if which_tool("chromium") is None:
         pytest.skip("no Chromium to print PDFs: `make system-deps` (apt-get install chromium)")
     if not all(shutil.which(t) for t in POPPLER):
         pytest.skip("no pdftotext/pdfimages/pdfinfo to read PDFs: `make system-deps` (apt-get install poppler-utils)")
-    ws = tmp_path_factory.mktemp("workspace")
-    (ws / "pyproject.toml").write_text("[project]\nname='ws'\n")
-    (ws / "data" / "runs").mkdir(parents=True)
-    shutil.copytree(ROOT / "data" / "sample", ws / "data" / "sample")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("INFERLAB_HOME", str(ws))
-        mp.delenv("INFERLAB_API_KEY", raising=False)
-        jobs = {}
-        for job in [*catalog.jobs_for("sample"), *catalog.jobs_for(sample_tune(ws / "data" / "sample"))]:
-            jobs.setdefault(job.report, job)
-        assert set(jobs) == set(catalog.NOTEBOOKS)
-        made = {}
-        for report, job in jobs.items():
-            files = render.render(job, pdf=True)
-            executed = next(p for p in files if p.suffix == ".ipynb")
-            pdf = next((p for p in files if p.suffix == ".pdf"), None)
-            assert pdf, f"{job.slug}: no PDF (see stderr)"
-            made[report] = (executed, pdf)
-        return made
+    made = {}
+    for report in catalog.NOTEBOOKS:
+        executed, pdf = rendered_reports.file(report, ".ipynb"), rendered_reports.file(report, ".pdf")
+        assert pdf, f"{report}: no PDF (see stderr)"
+        made[report] = (executed, pdf)
+    return made
 
 
 @pytest.mark.parametrize("report", list(catalog.NOTEBOOKS))

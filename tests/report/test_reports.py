@@ -17,32 +17,53 @@ from inferlab.tools import which_tool
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_sample_reports_render(workspace, monkeypatch):
-    from inferlab.credentials import write_secret
+def test_sample_reports_render(rendered_reports):
+    """The session's rendered reports (tests/conftest.py: one of each kind printed to PDF, the
+    other shapes of sample run HTML-only) are self-contained and hold no secret."""
+    from ..conftest import REPORT_SECRET
 
-    secret = "sk-test-" + "a1b2c3d4e5f6a7b8"
-    write_secret("api-key", secret)  # in the workspace's secrets folder, where the leak scan looks
-    made = render.render_all("sample", pdf=True)
+    made = [p for files in [*rendered_reports.printed.values(), *rendered_reports.html_only.values()] for p in files]
     htmls = [p for p in made if p.suffix == ".html"]
-    assert {p.parent.name.split("-")[0] for p in htmls} == {"load", "stress", "compare"}
+    assert {p.parent.name.split("-")[0] for p in htmls} == {"load", "stress", "compare", "tune"}
+    assert len(htmls) == len(rendered_reports.printed) + len(rendered_reports.html_only)
     for h in htmls:
         text = h.read_text()
         assert not re.search(r"(src|href)=[\"']https?://", text), h
         assert "data:image/png;base64," in text
-        assert secret not in text
+        assert REPORT_SECRET not in text
         assert text.count('<div class="inferlab-front">') == 1, h  # the front page (test_pdf: page 1 alone)
-    load = next(h for h in htmls if h.name.startswith("load-test") and "tuned" in h.name).read_text()
+    load = rendered_reports.file("load-test", ".html")
+    assert load.name.startswith("load-test") and "tuned" in load.name
     for section in ("Results per cell", "Streaming probe", "Time series", "Measurement cross-check", "Run manifest",
                     "Data quality", "Appendix: every column per cell"):
-        assert section in load
-    stress = next(h for h in htmls if h.name.startswith("stress")).read_text()
+        assert section in load.read_text()
+    stress = rendered_reports.file("stress", ".html").read_text()
     assert "knee" in stress and "dropped_iterations" in stress
-    compare = next(h for h in htmls if h.name.startswith("compare")).read_text()
+    compare = rendered_reports.file("compare", ".html").read_text()
     assert "short: at 64 VUs tuned/baseline throughput = 3.9" in compare
-    executed = next(p for p in made if p.name == "30-compare.ipynb")
+    executed = rendered_reports.file("compare", ".ipynb")
+    assert executed.name == "30-compare.ipynb"
     assert "baseline-eager" in json.loads(executed.read_text())["metadata"]["papermill"]["parameters"]["baseline_run"]
     if which_tool("chromium"):
-        assert any(p.suffix == ".pdf" and p.stat().st_size > 10_000 for p in made)
+        assert all(rendered_reports.file(r, ".pdf").stat().st_size > 10_000 for r in rendered_reports.printed)
+
+
+def test_render_all_renders_every_sample_report(workspace, monkeypatch):
+    """``render_all`` (``make report RUNS=sample``) renders every job catalog.py names for the sample,
+    in order, and returns every file made (the rendering itself: the session's reports, above)."""
+    from inferlab.report import catalog
+
+    asked = []
+
+    def fake_render(job, pdf=True):
+        asked.append((job.slug, pdf))
+        return [workspace / "reports" / job.slug / "x.html"]
+
+    monkeypatch.setattr(render, "render", fake_render)
+    made = render.render_all("sample", pdf=True)
+    slugs = [j.slug for j in catalog.jobs_for("sample")]
+    assert [s for s, _ in asked] == slugs and all(pdf for _, pdf in asked) and len(slugs) >= 10
+    assert made == [workspace / "reports" / s / "x.html" for s in slugs]
 
 
 def test_compare_sections_are_one_call_each(workspace):

@@ -18,7 +18,6 @@ from pathlib import Path
 import nbformat
 import optuna
 import pandas as pd
-import papermill as pm
 import pytest
 import yaml
 
@@ -33,8 +32,7 @@ from inferlab.sweep import components
 from inferlab.sweep.tune import INTERRUPTED, distributions, tune
 from inferlab.targets.replicas import Balancer, replica_specs
 
-ROOT = Path(__file__).resolve().parents[2]
-from .tune_sample import BASE, SAMPLE_CAPACITY, sample_tune
+from .tune_sample import BASE, SAMPLE_CAPACITY
 
 
 @pytest.fixture
@@ -307,13 +305,11 @@ def test_replica_placement():
 
 # ---------------------------------------------------------------- the report
 
-def test_tune_report_renders_from_a_record(workspace, spec):
-    """A record whose trials are the two shipped capacity runs (real runs) renders every section."""
-    sample_tune(workspace / "data" / "sample")
-    nb = ROOT / "notebooks" / "40-tune-report.ipynb"
-    out = workspace / "out.ipynb"
-    pm.execute_notebook(str(nb), str(out), parameters={"tune_id": "t-report", "target_rate": 10.0},
-                        kernel_name="python3", cwd=str(ROOT / "notebooks"), progress_bar=False)
+def test_tune_report_renders_from_a_record(rendered_reports):
+    """A record whose trials are the two shipped capacity runs (real runs) renders every section
+    (the tune report the session renders once: tests/conftest.py)."""
+    out = rendered_reports.file("tune", ".ipynb")
+    assert json.loads(out.read_text())["metadata"]["papermill"]["parameters"]["tune_id"] == "t-report"
     text = json.dumps(nbformat.read(out, as_version=4).cells)
     for needle in ("Search path", "nothing beats the default", "engine did not start", "linear scaling",
                    SAMPLE_CAPACITY[1], "Autoscaling trigger", "image/png"):

@@ -51,7 +51,7 @@ def k6_config(spec: LoadSpec, cell: CellPlan, base_url: str, run_id: str = "run"
     # concurrency, so the server is warm for the batch sizes the cell will see: at least
     # warmup_requests and at least one full round of the cell's VUs; none for a ramp
     concurrency = max(1, cell.vus or spec.capacity.pre_allocated_vus)
-    warmup = max(spec.warmup_requests, concurrency) if spec.warmup_requests and cell.executor != "ramping-arrival-rate" else 0
+    warmup = warmup_count(spec.warmup_requests, concurrency, cell.executor)
     cfg = {
         "base_url": base_url.rstrip("/"), "model": spec.model, "run_id": run_id, "cell_id": cell.cell_id,
         "payload": cell.payload,
@@ -68,6 +68,12 @@ def k6_config(spec: LoadSpec, cell: CellPlan, base_url: str, run_id: str = "run"
         cfg.update(rate_from=spec.ramp.start_rate, rate_to=spec.ramp.end_rate,
                    pre_allocated_vus=spec.ramp.pre_allocated_vus, max_vus=spec.ramp.max_vus)
     return cfg
+
+
+def warmup_count(warmup_requests: int, concurrency: int, executor: str) -> int:
+    """Warm-up requests k6 sends before a cell's measured ones: ``warmup_requests`` and at least
+    one full round of the cell's ``concurrency``; none when the spec asks none, or for a ramp."""
+    return max(warmup_requests, concurrency) if warmup_requests and executor != "ramping-arrival-rate" else 0
 
 
 def thresholds(spec: LoadSpec) -> dict:

@@ -12,34 +12,46 @@ In this order:
    engine's dtype (the spec's ``--dtype``, else this CPU's: ``targets.engine.with_machine_dtype``),
    below.
 
-Between measured VU levels, batching gains ~sqrt(VUs), up to 16 VUs (on the AVX2-only
-reference: 16 VUs measured 3.7x one VU's throughput; sqrt says 4x).
+Between known VU levels the throughput follows a power law through the two nearest (log-log
+interpolation); beyond the known levels, batching gains ~sqrt(VUs), up to 16 VUs.
+
+Warm-up is counted as k6 sends it (:func:`inferlab.load.k6.warmup_count`: at least one round of
+the cell's VUs), not as a cell record's ``warmup_requests`` says (the spec's figure): at 16 VUs
+that is 16 warm-up requests, not 2.
 """
 
 from __future__ import annotations
 
+import math
 import socket
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 import psutil
 
 from .. import machine, paths
+from ..load.k6 import warmup_count
 from ..runs.manifest import CellRecord, Manifest
+from ..runs.records import RUNS
 from ..runs.store import read_manifest
 from ..specs import LoadSpec
 from ..targets.engine import dtype_arg, with_machine_dtype
 
 # Reference figures: SmolLM2-135M on the local CPU engine (vLLM 0.32 CPU build), 2 cores, output
-# tokens per second of ONE stream (1 VU), by (CPU class, engine dtype).
-# - avx2, bfloat16: a 2-core CPU with AVX2 and no AVX-512 (issue 18): 9.4 tokens/s, a 64-token
-#   answer in 6.8 s; the default matrix's 256-token x 16-VU cell (38 requests) took 281 s.
-# - avx2, float32: the same CPU, about 10 % faster (inferlab.machine.engine_dtype's measurement).
+# tokens per second (all streams together) by VU level, by (CPU class, engine dtype).
+# - avx2, bfloat16: a 2-core CPU with AVX2 and no AVX-512 (issue 18): 9.4 tokens/s at 1 VU (a
+#   64-token answer in 6.8 s); the 256-token x 16-VU cell took 281 s for 36 measured + 16 warm-up
+#   requests (k6 sends a full round of VUs; the record's warmup_requests says the spec's 2) and 2
+#   64-token probes: 47.8 tokens/s, 5.1x one VU.
+# - avx2, float32: the same CPU, about 10 % faster (inferlab.machine.engine_dtype's measurement);
+#   16 VUs scaled by the bf16 ratio (not measured).
 # - avx512, bfloat16: the 2-core AMD EPYC with AVX-512 BF16 that made data/sample's local runs
-#   (2026-11-27): 27.9 tokens/s, the median of its 19 one-VU cells; ~3x the AVX2-only CPU.
-REFERENCE_TOKENS_PER_S = {("avx2", "bfloat16"): 9.4, ("avx2", "float32"): 10.3, ("avx512", "bfloat16"): 27.9}
+#   (2026-11-27, --enforce-eager): 1 VU 27.9 tokens/s, the median of its 19 one-VU cells; 16 VUs
+#   200 tokens/s, the median of the 12 A/A and baseline 16-VU cells, warm-up counted as k6 sent it.
+REFERENCE_TOKENS_PER_S = {("avx2", "bfloat16"): {1: 9.4, 16: 47.8}, ("avx2", "float32"): {1: 10.3, 16: 52.4},
+                          ("avx512", "bfloat16"): {1: 27.9, 16: 200.0}}
 # Engine start-up (s) on the AVX-512 reference, medians of data/sample's local runs: eager 25 s
 # (35 runs), torch.compile 74 s (1 run). Not recorded on the AVX2-only CPU: taken as 3x, like decode.
 REFERENCE_STARTUP_S = {("avx512", True): 25.0, ("avx512", False): 74.0, ("avx2", True): 75.0, ("avx2", False): 220.0}
@@ -57,11 +69,18 @@ class EngineSpeed:
     source: str
 
     def tokens_per_s(self, vus: int) -> float:
-        """Aggregate output tokens/s at ``vus`` VUs: measured at that level, else scaled from the
-        nearest known level by sqrt(VUs) (capped at :data:`BATCH_GAIN_CAP_VUS`)."""
+        """Aggregate output tokens/s at ``vus`` VUs: measured at that level; between two known
+        levels, the power law through them; else scaled from the nearest known level by
+        sqrt(VUs) (capped at :data:`BATCH_GAIN_CAP_VUS`)."""
         v = max(1, min(vus, BATCH_GAIN_CAP_VUS))
         if v in self.throughput:
             return self.throughput[v]
+        below = [k for k in self.throughput if k < v]
+        above = [k for k in self.throughput if k > v]
+        if below and above:
+            lo, hi = max(below), min(above)
+            slope = math.log(self.throughput[hi] / self.throughput[lo]) / math.log(hi / lo)
+            return self.throughput[lo] * (v / lo) ** slope
         known = min(self.throughput, key=lambda k: (abs(k - v), k))
         return self.throughput[known] * (v / min(known, BATCH_GAIN_CAP_VUS)) ** 0.5
 
@@ -80,10 +99,11 @@ def engine_speed(spec: LoadSpec, runs_dir: Path | None = None, cpuinfo: str | No
     what = f"{dtype}, {'eager' if eager else 'torch.compile'} start-up"
     if tps is None:  # no figure for this dtype on this class: the class's bf16 figure
         tps, what = REFERENCE_TOKENS_PER_S[(cls, "bfloat16")], f"bfloat16 figure, the engine runs {dtype}"
+    levels = ", ".join(f"{t:g} tokens/s at {v} VU{'s' if v > 1 else ''}" for v, t in sorted(tps.items()))
     name = {"avx512": "a CPU with AVX-512", "avx2": "an AVX2-only CPU"}[cls]
     slower = "" if cls == "avx512" or "avx2" in flags else "; this CPU lacks AVX2 and should be slower still"
-    return EngineSpeed({1: tps}, REFERENCE_STARTUP_S[(cls, eager)],
-                       f"reference figure for {name} ({tps:g} tokens/s at 1 VU, {what}; no local run on this "
+    return EngineSpeed(dict(tps), REFERENCE_STARTUP_S[(cls, eager)],
+                       f"reference figure for {name} ({levels}, {what}; no local run on this "
                        f"machine recorded yet){slower}")
 
 
@@ -108,11 +128,13 @@ def _measured_speed(spec: LoadSpec, runs_dir: Path, eager: bool) -> EngineSpeed 
 
 
 def _local_records(runs_dir: Path) -> list[Manifest]:
-    """The newest local-target run records, newest first (run ids start with their UTC time);
+    """The local-target run records among the newest :data:`RECORDS_SCANNED` in ``runs_dir``
+    (this workspace's own runs: the shipped sample was made elsewhere), newest first (run ids
+    start with their UTC time), listed by the one run store (:mod:`inferlab.runs.records`);
     records that cannot be read (another schema, a run being created) are skipped."""
+    store = replace(RUNS, locations=lambda: [runs_dir])
     out = []
-    dirs = sorted((d for d in runs_dir.glob("*") if d.is_dir() and "-local-" in d.name), reverse=True)
-    for d in dirs[:RECORDS_SCANNED]:
+    for d in store.folders()[::-1][:RECORDS_SCANNED]:
         try:
             m = read_manifest(d)
         except (OSError, ValueError):
@@ -148,7 +170,7 @@ def throughput_of(m: Manifest) -> dict[int, float]:
         if not (_closed_loop(c) and p.get("ignore_eos", True) and p.get("max_tokens")):
             continue
         secs = (c.ended_at - c.started_at).total_seconds()  # type: ignore[operator]
-        requests = c.iterations + c.warmup_requests  # type: ignore[operator]
+        requests = c.iterations + warmup_count(c.warmup_requests, c.vus, c.executor)  # type: ignore[operator,arg-type]
         tokens = requests * p["max_tokens"] + c.probe_requests * probe_tokens
         if secs > 0:
             by_level.setdefault(c.vus, []).append(tokens / secs)  # type: ignore[arg-type]

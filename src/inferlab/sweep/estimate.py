@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..load.k6 import warmup_count
 from ..load.workload import schedule_for
 from ..specs import CellPlan, LoadSpec, plan_cells
 from .engine_speed import EngineSpeed, engine_speed
@@ -79,9 +80,14 @@ def _cell(spec: LoadSpec, c: CellPlan, speed: EngineSpeed) -> CellEstimate:
         span = float(sched["start_s"].max()) if wl.open_loop else 0.0
         secs = max(span, work / speed.tokens_per_s(c.vus or 4)) + CELL_OVERHEAD_S
     elif c.iterations:
+        # every request the engine serves during the cell: measured, warm-up as k6 sends it (a
+        # full round of VUs) and the streaming probe's requests under load
         n = c.iterations
-        tokens = spec.payloads[c.payload].max_tokens
-        secs = (n + spec.warmup_requests) * tokens / speed.tokens_per_s(c.vus or 1) + CELL_OVERHEAD_S
+        payload = spec.payloads[c.payload]
+        served = n + warmup_count(spec.warmup_requests, c.vus or 1, c.executor)
+        probe = spec.probe.under_load_requests * spec.probe.payload.max_tokens
+        work = served * payload.max_tokens + probe  # short chat prompts: prefill ~1 token's time, left out
+        secs = work / speed.tokens_per_s(c.vus or 1) + CELL_OVERHEAD_S
     else:
         n, secs = 0, float(c.duration_s or 0)
     return CellEstimate(c.cell_id, c.executor, c.vus, n, secs)
