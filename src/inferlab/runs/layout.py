@@ -5,6 +5,7 @@ data/runs/<run_id>/                  run_id = YYYYmmddTHHMMSSZ-<target>-<label>
   cells/<cell_id>/                   cell_id = <payload>-c<vus> | <payload>-rate<from>to<to> [-r<n>]
     k6.ndjson.gz k6-summary.json k6.log metrics-before.prom metrics-after.prom probe.jsonl
     spans.otlp.jsonl.gz                (local engine: vLLM's OTLP spans, one line per export batch)
+    energy.csv                         (NVML hosts: every GPU's energy counter and power over the cell's load)
     (k6 split into N execution segments: k6.seg1ofN.ndjson.gz k6-summary.seg1ofN.json k6.seg1ofN.log ...)
     pods/<pod>/metrics-before.prom metrics-after.prom   (k8s: every vLLM pod scraped directly)
   probe/idle.jsonl probe/metrics-before.prom probe/metrics-after.prom   (scrapes around the idle probe)
@@ -43,6 +44,7 @@ CELL_FILES = {
     "metrics_before": "metrics-before.prom",
     "metrics_after": "metrics-after.prom",
     "probe": "probe.jsonl",
+    "energy": "energy.csv",  # telemetry/energy.py: NVML energy counter + power per GPU over the load
 }
 IDLE_PROBE = "probe/idle.jsonl"
 SPANS = "spans.otlp.jsonl.gz"  # in cells/<cell_id>/, probe/, and the run's root for late arrivals
