@@ -3,7 +3,8 @@
 Per cell (:func:`cell_energy`), over the cell's steady window ``[t0, t1]`` (analysis.window: the
 window throughput is measured in, so J/token and tokens/s describe the same seconds):
 
-- ``energy_j``: the GPUs' energy in the window, summed over every GPU sampled (the machine's
+- ``energy_j``: the GPUs' energy in the window (:func:`energy_samples` says from which witness),
+  summed over every GPU sampled (the machine's
   GPU energy: on a host where other GPUs idle beside the engine's, they count; pass ``gpus`` to
   keep some). Per GPU, from the energy **counter** where every reading has one (NVML's
   ``nvmlDeviceGetTotalEnergyConsumption``, DCGM's ``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION``),
@@ -96,12 +97,33 @@ def window_energy(samples: pd.DataFrame, t0: pd.Timestamp, t1: pd.Timestamp,
 
 
 def energy_samples(run: Run) -> pd.DataFrame:
-    """The run's GPU energy readings: the cells' NVML files, else a cluster Prometheus' DCGM
-    series (one source per run; NVML is read on the GPU host itself, so it wins)."""
+    """The run's GPU energy readings, one source per run, the most exact first: the cells' NVML
+    files (counter), else a cluster Prometheus' DCGM series (counter and power), else the run's
+    power telemetry (``run.gpu``'s ``power_draw_w``: NVML's sampler where it ran, else nvidia-smi's
+    1 s log; integrated, so runs recorded before the energy files still get a figure)."""
     nvml = run.energy
     if not nvml.empty:
         return nvml
-    return dcgm_energy_samples(run.series_raw)
+    dcgm = dcgm_energy_samples(run.series_raw)
+    if not dcgm.empty:
+        return dcgm
+    return power_samples(run.gpu)
+
+
+def power_samples(gpu: pd.DataFrame) -> pd.DataFrame:
+    """``power_draw_w`` rows of a run's ``gpu`` table (one source: NVML's sampler where present,
+    else nvidia-smi's, never both summed) in ingest.energy's columns, without a counter."""
+    cols = ["ts", "gpu", "energy_j", "power_w", "source"]
+    if gpu.empty or "metric" not in gpu.columns:
+        return pd.DataFrame(columns=cols)
+    p = gpu[gpu["metric"] == "power_draw_w"]
+    if p.empty:
+        return pd.DataFrame(columns=cols)
+    source = "nvml" if (p["source"] == "nvml").any() else p["source"].iloc[0]
+    p = p[p["source"] == source]
+    return pd.DataFrame({"ts": pd.to_datetime(p["ts"], utc=True), "gpu": p["gpu_index"].astype(str),
+                         "energy_j": np.nan, "power_w": pd.to_numeric(p["value"], errors="coerce"),
+                         "source": f"{source} power"}).sort_values(["gpu", "ts"], ignore_index=True)
 
 
 def _tokens(timings: pd.DataFrame, req: pd.DataFrame, payloads: dict) -> tuple[pd.Series, pd.Series]:
