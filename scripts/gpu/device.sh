@@ -11,7 +11,7 @@
 #   device.sh collect TAG        the workspace's new runs/comparisons + logs -> $OUT (15 MiB parts;
 #                                more than 4 parts: the rest waits in $G/outbox for the next call)
 #
-# The product runs as a user runs it: `python3 -m inferlab ...` from this tree's src/, the image's
+# The product runs as a user runs it: `python3 -m inferlab.cli ...` from this tree's src/, the image's
 # python3 with the payload's site/ on PYTHONPATH, --target local with the engine named by
 # INFERLAB_ENGINE_PYTHON/_MODEL/_DEVICE (env.sh). Every measuring call is bounded by `timeout`
 # below the device's 600 s, so inferlab's own SIGTERM path records what ran as `partial`.
@@ -78,19 +78,19 @@ case "$cmd" in
       nvidia-smi --query-gpu=index,name,driver_version,memory.total,compute_cap --format=csv
       python3 -c 'import sys, torch, transformers, importlib.metadata as m; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__, "vllm", m.version("vllm"), "pydantic", m.version("pydantic"), "polars", m.version("polars"), "gpus", torch.cuda.device_count())'
       k6 version
-      python3 -m inferlab --version
+      python3 -m inferlab.cli --version
       echo "payload sha256: $(cat "$G/payload.sha256")"; echo "tree: $(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo 'no .git')"
     } 2>&1 | tee "$G/host.txt" ;;
   ab)
     . "$G/env.sh" || exit 1
     trap 'collect ab' EXIT
-    cd "$REPO" && timeout -s TERM 560 python3 -m inferlab ab ab-gpu-eager ab-gpu --target local --pairs "${1:-3}" \
+    cd "$REPO" && timeout -s TERM 560 python3 -m inferlab.cli ab ab-gpu-eager ab-gpu --target local --pairs "${1:-3}" \
       --label gpu-graphs-vs-eager 2>&1 | tee "$G/logs/ab.log" ;;
   capacity)
     . "$G/env.sh" || exit 1
     tag=${1:?capacity TAG}; shift
     trap "collect $tag" EXIT
-    cd "$REPO" && timeout -s TERM 560 python3 -m inferlab capacity capacity-gpu --target local --label "$tag" "$@" \
+    cd "$REPO" && timeout -s TERM 560 python3 -m inferlab.cli capacity capacity-gpu --target local --label "$tag" "$@" \
       2>&1 | tee "$G/logs/$tag.log" ;;
   collect)
     collect "${1:-more}" ;;

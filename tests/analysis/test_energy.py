@@ -112,3 +112,25 @@ def test_ab_interval_over_repeats():
         assert out.loc[m, "ci_low"] < 0.5 < out.loc[m, "ci_high"] < 1.0
     one = compare_energy_repeats(base.iloc[:1], tuned.iloc[:1])
     assert np.isnan(one["ci_low"]).all()  # one repeat a side: a ratio, no interval
+
+
+def test_a_run_recorded_before_energy_files_gets_integrated_power_from_its_telemetry():
+    """The shipped H200 sample (nvidia-smi's 1 s power log, no energy files): each cell's mean
+    power is what the log says over the cell's window, and the method says it was integrated."""
+    import inferlab
+    from inferlab.analysis.energy import cell_energy, energy_samples
+
+    run = inferlab.load_run("20261126T210231Z-url-h200-baseline-eager")
+    s = energy_samples(run)
+    assert set(s["source"]) == {"nvidia-smi power"} and s["energy_j"].isna().all()
+    ce = cell_energy(run).set_index("cell_id")
+    r = ce.loc["short-c1"]
+    assert r["method"] == POWER and r["coverage"] == 1.0 and r["window_s"] > 20
+    cell = next(c for c in run.manifest.cells if c.cell_id == "short-c1")
+    req = run.requests[(run.requests["cell_id"] == "short-c1") & (run.requests["phase"] == "measure")]
+    from inferlab.analysis.window import steady_window
+
+    t0, t1 = steady_window(req, cell.executor, cell.vus)
+    inside = s[(s["ts"] >= t0) & (s["ts"] <= t1)]["power_w"]
+    assert r["mean_power_w"] == pytest.approx(inside.mean(), rel=0.03)
+    assert r["j_per_token"] == pytest.approx(r["energy_j"] / (r["ok_requests"] * 64))  # ignore_eos, 64 tokens
