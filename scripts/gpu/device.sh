@@ -13,13 +13,20 @@
 #
 # The product runs as a user runs it: `python3 -m inferlab.cli ...` from this tree's src/, the image's
 # python3 with the payload's site/ on PYTHONPATH, --target local with the engine named by
-# INFERLAB_ENGINE_PYTHON/_MODEL/_DEVICE (env.sh). Every measuring call is bounded by `timeout`
-# below the device's 600 s, so inferlab's own SIGTERM path records what ran as `partial`.
+# INFERLAB_ENGINE_PYTHON/_MODEL/_DEVICE (env.sh). Every measuring step is bounded by `timeout`
+# below the device's 600 s (CALL_T0: the call's start, exported by the command line when several
+# steps share one call; LIMIT_S: a tighter cap), so inferlab's SIGTERM path records what ran as
+# `partial` and there are ~20 s left to collect it.
 set -uo pipefail
 G=${GPU_WORK:-/tmp/gpu}
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 cmd=${1:?usage: device.sh piece|setup|ab|capacity|collect ...}; shift || true
 mkdir -p "$G/pieces" "$G/logs" "$G/outbox"
+T0=${CALL_T0:-$(date +%s)}
+limit() {  # seconds a measuring step may take: to 575 s after the call's start, at most LIMIT_S
+  local left=$((T0 + 575 - 20 - $(date +%s)))
+  echo $((left < ${LIMIT_S:-560} ? left : ${LIMIT_S:-560}))
+}
 
 env_file() {
   cat >"$G/env.sh" <<EOF
@@ -84,13 +91,15 @@ case "$cmd" in
   ab)
     . "$G/env.sh" || exit 1
     trap 'collect ab' EXIT
-    cd "$REPO" && timeout -s TERM 560 python3 -m inferlab.cli ab ab-gpu-eager ab-gpu --target local --pairs "${1:-3}" \
+    echo "ab: up to $(limit) s"
+    cd "$REPO" && timeout -s TERM "$(limit)" python3 -m inferlab.cli ab ab-gpu-eager ab-gpu --target local --pairs "${1:-3}" \
       --label gpu-graphs-vs-eager 2>&1 | tee "$G/logs/ab.log" ;;
   capacity)
     . "$G/env.sh" || exit 1
     tag=${1:?capacity TAG}; shift
     trap "collect $tag" EXIT
-    cd "$REPO" && timeout -s TERM 560 python3 -m inferlab.cli capacity capacity-gpu --target local --label "$tag" "$@" \
+    echo "capacity $tag: up to $(limit) s"
+    cd "$REPO" && timeout -s TERM "$(limit)" python3 -m inferlab.cli capacity capacity-gpu --target local --label "$tag" "$@" \
       2>&1 | tee "$G/logs/$tag.log" ;;
   collect)
     collect "${1:-more}" ;;
