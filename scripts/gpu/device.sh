@@ -4,7 +4,7 @@
 #
 #   device.sh piece              move the carried .gpu-pieces/payload.part.* (and payload.sha256)
 #                                into $G/pieces (G=/tmp/gpu: it lives while the machine is warm)
-#   device.sh setup              join the pieces, check the sha256, unpack site/ model/ bin/ into
+#   device.sh setup              join the pieces, check the sha256, unpack (gzip or xz) site/ model/ bin/ into
 #                                $G, write $G/env.sh, record the host (idempotent)
 #   device.sh ab [PAIRS]         inferlab ab ab-gpu-eager ab-gpu (default 3 pairs), then collect
 #   device.sh capacity TAG [ARGS...]   inferlab capacity capacity-gpu ARGS, then collect as TAG
@@ -70,8 +70,9 @@ case "$cmd" in
       got=$(cat "$G"/pieces/payload.part.* | sha256sum | cut -d' ' -f1)
       want=$(cat "$G/pieces/payload.sha256" 2>/dev/null || echo "?")
       [ "$got" = "$want" ] || { echo "payload sha256 $got, expected $want: a piece is missing or damaged" >&2; ls -la "$G/pieces"; exit 1; }
-      if command -v xz >/dev/null; then unxz=(xz -dc -T0); else unxz=(python3 "$REPO/scripts/gpu/unxz.py"); fi
-      cat "$G"/pieces/payload.part.* | "${unxz[@]}" | tar -x -C "$G" || exit 1
+      if [ "$(head -c 2 "$G/pieces/payload.part.00" | od -An -tx1 | tr -d ' ')" = 1f8b ]; then unzip=(gzip -dc)
+      elif command -v xz >/dev/null; then unzip=(xz -dc -T0); else unzip=(python3 "$REPO/scripts/gpu/unxz.py"); fi
+      cat "$G"/pieces/payload.part.* | "${unzip[@]}" | tar -x -C "$G" || exit 1
       (cd "$G" && sha256sum -c --quiet <(grep -v ' site/ (' MANIFEST)) || { echo "MANIFEST check failed" >&2; exit 1; }
       echo "$got" >"$G/payload.sha256" && rm -rf "$G/pieces" && touch "$G/.unpacked"
       echo "payload $got unpacked in $(( $(date +%s) - t0 )) s"

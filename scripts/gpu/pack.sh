@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Here (never on the GPU host): the payload a run phase carries to the GPU host, as pieces of
 # PIECE_MIB (default 56) in OUT_DIR (default /work/wt/gpu-payload/pieces: outside every checkout).
-# One stream, `tar | xz`, split; `device.sh setup` joins and unpacks it on the GPU host. It holds:
+# One stream, `tar | gzip -6` (or xz: COMPRESS=xz), split; `device.sh setup` joins and unpacks it on
+# the GPU host, telling the two apart by their magic bytes. It holds:
 #   site/   vLLM 0.24.0 + the wheels it and inferlab need that the GPU image lacks (wheels.sh:
 #           one resolution, `pip install --target --platform manylinux... --python-version 3.12`)
 #   model/  the project's cached bf16 SmolLM2-135M-Instruct checkpoint (the same bytes the
@@ -11,7 +12,11 @@
 # No project code: the device runs the working tree's own src/ (PYTHONPATH=src), as a user would.
 # Writes OUT_DIR/payload.part.NN, OUT_DIR/payload.sha256 (of the joined stream, which setup.sh
 # checks) and OUT_DIR/pieces.sha256.
-# usage: pack.sh SITE_DIR MODEL_DIR K6_BIN [OUT_DIR] [PIECE_MIB]   (XZ_LEVEL: default 3; 6 is smaller at several times the CPU)
+# usage: pack.sh SITE_DIR MODEL_DIR K6_BIN [OUT_DIR] [PIECE_MIB]
+# Decision: gzip -6, not xz: on this (shared, 2-core) machine xz -1 took 73 s for 20 MB of vLLM's
+# kernels against gzip -6's 7 s, for 38 % vs 43 % of the size: xz would take an hour here, gzip
+# costs ~1-2 more pieces (~25 s of device time each). COMPRESS=xz (XZ_LEVEL, default 3) where
+# the CPU is free.
 set -euo pipefail
 site=$(cd "$1" && pwd) model=$(cd "$2" && pwd) k6=$3 out=${4:-/work/wt/gpu-payload/pieces} piece=${5:-56}
 [ -f "$site/vllm/__init__.py" ] || { echo "$site: no vllm/ (run wheels.sh first)" >&2; exit 2; }
@@ -25,8 +30,9 @@ cp "$k6" "$stage/bin/k6" && strip "$stage/bin/k6"
   echo "$(sha256sum <"$stage/site.files" | cut -d' ' -f1)  site/ (sorted file list)"; } >MANIFEST)
 rm -f "$stage/site.files"
 rm -rf "$out" && mkdir -p "$out"
-# -h: follow the two links; xz -T2: blocks the device's xz -T0 decompresses in parallel
-tar -chf - -C "$stage" MANIFEST model bin site | xz -T2 "-${XZ_LEVEL:-3}" | split -b "${piece}m" -d -a 2 - "$out/payload.part."
+# -h: follow the two links
+if [ "${COMPRESS:-gzip}" = xz ]; then zip=(xz -T2 "-${XZ_LEVEL:-3}"); else zip=(gzip -6); fi
+tar -chf - -C "$stage" MANIFEST model bin site | "${zip[@]}" | split -b "${piece}m" -d -a 2 - "$out/payload.part."
 cat "$out"/payload.part.* | sha256sum | cut -d' ' -f1 >"$out/payload.sha256"
 (cd "$out" && sha256sum payload.part.* >pieces.sha256)
 cp "$stage/MANIFEST" "$out/MANIFEST"
