@@ -134,3 +134,13 @@ def test_a_run_recorded_before_energy_files_gets_integrated_power_from_its_telem
     inside = s[(s["ts"] >= t0) & (s["ts"] <= t1)]["power_w"]
     assert r["mean_power_w"] == pytest.approx(inside.mean(), rel=0.03)
     assert r["j_per_token"] == pytest.approx(r["energy_j"] / (r["ok_requests"] * 64))  # ignore_eos, 64 tokens
+
+
+def test_cell_metrics_for_the_comparison_table():
+    import inferlab
+    from inferlab.analysis.energy import cell_energy, energy_cell_metrics
+
+    run = inferlab.load_run("20261126T205944Z-url-h200-tuned-cudagraphs")
+    m = energy_cell_metrics(run)
+    ce = cell_energy(run).set_index("cell_id")
+    assert set(m) == set(ce.index) and m["short-c1"]["j_per_token"] == ce.loc["short-c1", "j_per_token"]

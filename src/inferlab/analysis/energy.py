@@ -23,8 +23,9 @@ window throughput is measured in, so J/token and tokens/s describe the same seco
 Across repeats (:func:`compare_energy`): each run is one repeat (its ``-r<n>`` cells folded by
 geometric mean, as analysis/compare.py does), tuned / baseline ratio of geometric means with
 the same interval as every comparison metric (stats.ratio_interval: Welch t on the logs).
-Lower is better for both metrics. :data:`LOWER_IS_BETTER` and :func:`energy_repeat_metrics`
-are what analysis/compare.py's repeat table takes to carry them as secondary metrics.
+Lower is better for both metrics. To carry them as secondary metrics of every comparison,
+analysis/compare.py merges :data:`LOWER_IS_BETTER` into its own and adds
+:func:`energy_cell_metrics` to each cell's row in ``repeat_table``.
 """
 
 from __future__ import annotations
@@ -185,6 +186,14 @@ def energy_table(req: pd.DataFrame, timings: pd.DataFrame, samples: pd.DataFrame
                      "j_per_token": e["energy_j"] / n_tok if n_tok else np.nan,
                      "j_per_good_request": e["energy_j"] / n_good if n_good else np.nan})
     return pd.DataFrame(rows, columns=CELL_COLUMNS)
+
+
+def energy_cell_metrics(run: Run) -> dict[str, dict[str, float]]:
+    """``{cell_id: {"j_per_token": .., "j_per_good_request": ..}}`` for every cell with a figure:
+    what analysis/compare.py's repeat_table adds to each cell's row (its ``-r<n>`` folding and
+    the interval then treat them as any metric in LOWER_IS_BETTER)."""
+    ce = cell_energy(run)
+    return {r["cell_id"]: {m: float(r[m]) for m in METRICS} for _, r in ce.iterrows()}
 
 
 def energy_repeat_metrics(run: Run) -> pd.DataFrame:
