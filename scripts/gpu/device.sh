@@ -87,6 +87,9 @@ case "$cmd" in
       python3 -c 'import sys, torch, transformers, importlib.metadata as m; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__, "vllm", m.version("vllm"), "pydantic", m.version("pydantic"), "polars", m.version("polars"), "gpus", torch.cuda.device_count())'
       k6 version
       python3 -m inferlab.cli --version
+      # the engine's own imports, before any engine start pays for a missing wheel (the 2026-11-27
+      # session lost ~420 s to xgrammar's tvm_ffi); the server module pulls in most of vLLM
+      python3 -c 'import time; t = time.time(); import vllm.entrypoints.openai.api_server, xgrammar, opentelemetry.sdk; print("vllm server imports ok in", round(time.time() - t, 1), "s")' 2>&1 | tail -3
       echo "payload sha256: $(cat "$G/payload.sha256")"; echo "tree: $(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo 'no .git')"
     } 2>&1 | tee "$G/host.txt" ;;
   ab)
