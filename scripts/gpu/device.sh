@@ -6,6 +6,8 @@
 #                                into $G/pieces (G=/tmp/gpu: it lives while the machine is warm)
 #   device.sh setup              join the pieces, check the sha256, unpack (gzip or xz) site/ model/ bin/ into
 #                                $G, write $G/env.sh, record the host (idempotent)
+#   device.sh gputests           pytest -m gpu tests/telemetry (NVML, nvidia-smi, the energy counter
+#                                against integrated power under a matmul load); log and host.txt -> $OUT
 #   device.sh ab [PAIRS]         inferlab ab ab-gpu-eager ab-gpu (default 3 pairs), then collect
 #   device.sh capacity TAG [ARGS...]   inferlab capacity capacity-gpu ARGS, then collect as TAG
 #   device.sh collect TAG        the workspace's new runs/comparisons + logs -> $OUT (15 MiB parts;
@@ -92,6 +94,11 @@ case "$cmd" in
       python3 -c 'import time; t = time.time(); import vllm.entrypoints.openai.api_server, xgrammar, opentelemetry.sdk; print("vllm server imports ok in", round(time.time() - t, 1), "s")' 2>&1 | tail -3
       echo "payload sha256: $(cat "$G/payload.sha256")"; echo "tree: $(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo 'no .git')"
     } 2>&1 | tee "$G/host.txt" ;;
+  gputests)
+    . "$G/env.sh" || exit 1
+    cd "$REPO" && timeout -s TERM 150 python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/telemetry 2>&1 \
+      | tee "$G/logs/gputests.log" | tail -15
+    cp "$G/logs/gputests.log" "$G/host.txt" "$OUT/" ;;
   ab)
     . "$G/env.sh" || exit 1
     trap 'collect ab' EXIT

@@ -115,3 +115,32 @@ def test_an_nvml_that_fails_to_start_leaves_a_note_not_a_failed_cell(tmp_path):
     with CellEnergy(w, nvml=FakeNvml(fail_init=True)).window("cells/x"):
         pass
     assert "Driver Not Loaded" in w.manifest.notes[0] and not (w.dir / "cells").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(__import__("inferlab.telemetry.energy", fromlist=["load_nvml"]).load_nvml() is None,
+                    reason="no NVIDIA GPU with NVML here (run on the GPU device: pytest -m gpu)")
+def test_real_nvml_counter_agrees_with_integrated_power_under_load():
+    """On a GPU host: over a matmul load, the energy counter's increase and the integrated power
+    readings describe the same joules (power is NVML's ~1 s average, so within 15 %)."""
+    import numpy as np
+    import pandas as pd
+
+    from inferlab.analysis.energy import COUNTER, POWER, gpu_window_energy
+    from inferlab.telemetry.energy import load_nvml
+
+    from .test_gpu_telemetry import _busy_gpu
+
+    with EnergySampler(load_nvml(), interval_s=0.25) as s:
+        _busy_gpu(8)
+    df = pd.read_csv(__import__("io").StringIO(s.csv()))
+    g = df[df["gpu_index"] == 0]
+    ts = pd.to_datetime(g["ts"], utc=True, format="ISO8601")
+    samples = pd.DataFrame({"ts": ts, "gpu": "0", "energy_j": g["energy_mj"] / 1000, "power_w": g["power_mw"] / 1000})
+    t0, t1 = ts.iloc[2], ts.iloc[-3]
+    counter = gpu_window_energy(samples, t0, t1)
+    power = gpu_window_energy(samples.assign(energy_j=np.nan), t0, t1)
+    assert counter["method"] == COUNTER and power["method"] == POWER
+    mean_w = counter["energy_j"] / (t1 - t0).total_seconds()
+    print(f"counter {counter['energy_j']:.0f} J, integrated power {power['energy_j']:.0f} J, mean {mean_w:.0f} W")
+    assert mean_w > 100 and abs(counter["energy_j"] / power["energy_j"] - 1) < 0.15
