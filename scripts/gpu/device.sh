@@ -56,7 +56,7 @@ collect() {  # collect TAG: what this call added to the workspace, plus logs
   cat "$new" >>"$list"
   split -b 15m -d -a 2 "$G/$tag.tgz" "$G/outbox/$tag.tgz.part" && rm -f "$G/$tag.tgz"
   local n=0
-  for f in "$G"/outbox/*; do  # oldest first; at most 4 x 15 MiB back per call (the limit is 64 MiB)
+  for f in "$G"/outbox/*; do  # in name order; at most 4 x 15 MiB back per call (the limit is 64 MiB)
     [ -f "$f" ] || continue
     [ $n -lt 4 ] && mv "$f" "$OUT/" && n=$((n + 1))
   done
