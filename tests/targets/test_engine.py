@@ -38,6 +38,73 @@ def test_local_engine_argv(monkeypatch, tmp_path):
     assert cpu.argv[-4:] == ["--max-model-len", "2048", "--dtype", "float32"] and cpu.engine_args == cpu.argv[-4:]
     assert "key-0123456789" not in " ".join(cpu.argv) and cpu.env["VLLM_API_KEY"] == "key-0123456789"
     # another vLLM (a GPU build): its arguments as the spec says
-    gpu = LocalEngine(EngineSpec(), "k", tmp_path / "gpu.log", port=18012, python="/gpu/bin/python", model="org/m")
+    py = tmp_path / "gpu-python"
+    py.write_text("")
+    gpu = LocalEngine(EngineSpec(), "k", tmp_path / "gpu.log", port=18012, python=str(py), model="org/m")
     gpu.prepare()
-    assert "--dtype" not in gpu.argv and gpu.argv[0] == "/gpu/bin/python"
+    assert "--dtype" not in gpu.argv and gpu.argv[0] == str(py) and gpu.choice.device == "cuda"
+
+
+def _python(tmp_path) -> str:
+    py = tmp_path / "bin" / "python3"
+    py.parent.mkdir(exist_ok=True)
+    py.write_text("")
+    return str(py)
+
+
+def test_engine_choice_defaults_to_the_cpu_build(tmp_path):
+    assert engine.engine_choice(environ={}) == engine.EngineChoice(None, None, "cpu")
+
+
+def test_engine_choice_reads_the_environment_and_a_gpu_build_defaults_to_cuda(tmp_path):
+    py = _python(tmp_path)
+    c = engine.engine_choice(environ={"INFERLAB_ENGINE_PYTHON": py, "INFERLAB_ENGINE_MODEL": "/m"})
+    assert (c.python, c.model, c.device, c.cpu, c.gpu_index) == (py, "/m", "cuda", False, None)
+    c = engine.engine_choice(environ={"INFERLAB_ENGINE_PYTHON": py, "INFERLAB_ENGINE_DEVICE": "cuda:1"})
+    assert c.gpu_index == "1"
+    # arguments win over the environment
+    assert engine.engine_choice(device="cpu", environ={"INFERLAB_ENGINE_PYTHON": py}).cpu
+
+
+def test_engine_choice_rejects_what_cannot_run(tmp_path):
+    import pytest
+
+    with pytest.raises(engine.EngineError, match="CPU build"):
+        engine.engine_choice(environ={"INFERLAB_ENGINE_DEVICE": "cuda"})
+    with pytest.raises(engine.EngineError, match="cpu, cuda or cuda:N"):
+        engine.engine_choice(python=_python(tmp_path), device="rocm")
+    with pytest.raises(engine.EngineError, match="cpu, cuda or cuda:N"):
+        engine.engine_choice(python=_python(tmp_path), device="cuda:x")
+    with pytest.raises(engine.EngineError, match="no such interpreter"):
+        engine.engine_choice(python=str(tmp_path / "missing"), environ={})
+
+
+def test_a_cuda_engine_gets_no_cpu_defaults(monkeypatch, tmp_path):
+    """No machine dtype, its GPU as CUDA_VISIBLE_DEVICES, no taskset pinning for the run."""
+    from inferlab.targets import local
+
+    monkeypatch.setattr(machine, "engine_dtype", lambda cpuinfo=None: "float32")
+    monkeypatch.setenv("INFERLAB_ENGINE_PYTHON", _python(tmp_path))
+    monkeypatch.setenv("INFERLAB_ENGINE_MODEL", str(tmp_path / "model"))
+    monkeypatch.setenv("INFERLAB_ENGINE_DEVICE", "cuda:0")
+    eng = LocalEngine(EngineSpec(args=["--enforce-eager"]), "k", tmp_path / "e.log", port=18013)
+    eng.prepare()
+    assert eng.engine_args == ["--enforce-eager"] and eng.env["CUDA_VISIBLE_DEVICES"] == "0"
+    assert eng.argv[eng.argv.index("--model") + 1] == str(tmp_path / "model")
+    assert local.local_pinning() == (None, "not pinned: the engine runs on cuda:0")
+    monkeypatch.setenv("INFERLAB_ENGINE_DEVICE", "cpu")
+    assert local.local_pinning()[1] != "not pinned: the engine runs on cuda:0"
+
+
+def test_engine_flags_export_the_environment(monkeypatch, tmp_path):
+    from inferlab.cli.parser import build_parser
+
+    for name in ("PYTHON", "MODEL", "DEVICE"):
+        monkeypatch.delenv(f"INFERLAB_ENGINE_{name}", raising=False)
+    py = _python(tmp_path)
+    # monkeypatch restores os.environ after the test: the flags write it
+    monkeypatch.setattr("os.environ", dict(__import__("os").environ))
+    a = build_parser().parse_args(["sweep", "--engine-python", py, "--engine-model", "/m", "--engine-device", "cuda:0"])
+    assert a.engine_python == py
+    c = engine.engine_choice()
+    assert (c.python, c.model, c.device) == (py, "/m", "cuda:0")

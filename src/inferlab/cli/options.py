@@ -33,10 +33,28 @@ def _parent() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(add_help=False)
 
 
+class _ToEnvironment(argparse.Action):
+    """Store the value and export it as ``INFERLAB_<DEST>``: the engine choice has one home,
+    the environment that targets.engine.engine_choice reads (so `ab`, `tune` and their repeats
+    see it as the sweep does)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        os.environ[f"INFERLAB_{self.dest.upper()}"] = values
+
+
 def target() -> argparse.ArgumentParser:
-    """``--target``: what the verb drives (local starts the engine)."""
+    """``--target``: what the verb drives (local starts the engine); ``--engine-*``: which vLLM
+    the local target starts (default .venv-engine's CPU build; docs/local-engine.md)."""
     p = _parent()
     p.add_argument("--target", default=env_default("TARGET"), choices=TARGETS)
+    p.add_argument("--engine-python", action=_ToEnvironment, metavar="PYTHON",
+                   help="local target: another vLLM's interpreter, e.g. a GPU build's python3 (INFERLAB_ENGINE_PYTHON)")
+    p.add_argument("--engine-model", action=_ToEnvironment, metavar="PATH|ID",
+                   help="local target: the model that vLLM serves (INFERLAB_ENGINE_MODEL)")
+    p.add_argument("--engine-device", action=_ToEnvironment, metavar="cpu|cuda|cuda:N",
+                   help="local target: the engine's device (INFERLAB_ENGINE_DEVICE; default cuda with "
+                        "--engine-python, else cpu); CPU-only defaults (dtype, taskset) apply to cpu only")
     return p
 
 

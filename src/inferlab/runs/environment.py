@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 import socket
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -19,12 +20,15 @@ from .manifest import GpuInfo, HostInfo, Versions
 
 
 def git_state(root: Path) -> tuple[str | None, bool | None]:
+    """(HEAD, dirty) of the checkout at ``root``. A copy without ``.git`` (the GPU host's copy of
+    the working tree) falls back to ``$INFERLAB_GIT_SHA`` (scripts/gpu/device.sh sets it from the
+    tree's ``.gpu-run-source``), dirty unknown."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True).stdout.strip())
         return sha, dirty
     except (OSError, subprocess.CalledProcessError):
-        return None, None
+        return os.environ.get("INFERLAB_GIT_SHA") or None, None
 
 
 def k6_version(k6_bin: str | None) -> str | None:

@@ -6,6 +6,7 @@ data/runs/<run_id>/                  run_id = YYYYmmddTHHMMSSZ-<target>-<label>
     k6.ndjson.gz k6-summary.json k6.log metrics-before.prom metrics-after.prom probe.jsonl
     spans.otlp.jsonl.gz                (local engine: vLLM's OTLP spans, one line per export batch)
     stream-clock.jsonl                 (streamed cells, k6 on this machine: the stream clock's line per request)
+    energy.csv                         (NVML hosts: every GPU's energy counter and power over the cell's load)
     (k6 split into N execution segments: k6.seg1ofN.ndjson.gz k6-summary.seg1ofN.json k6.seg1ofN.log ...)
     pods/<pod>/metrics-before.prom metrics-after.prom   (k8s: every vLLM pod scraped directly)
   probe/idle.jsonl probe/metrics-before.prom probe/metrics-after.prom   (scrapes around the idle probe)
@@ -45,6 +46,7 @@ CELL_FILES = {
     "metrics_after": "metrics-after.prom",
     "probe": "probe.jsonl",
     "stream_clock": "stream-clock.jsonl",  # streamed cells: the stream clock's per-request token timing
+    "energy": "energy.csv",  # telemetry/energy.py: NVML energy counter + power per GPU over the load
 }
 IDLE_PROBE = "probe/idle.jsonl"
 SPANS = "spans.otlp.jsonl.gz"  # in cells/<cell_id>/, probe/, and the run's root for late arrivals

@@ -205,6 +205,16 @@ class Run:
         return self._concat(frames)
 
     @cached_property
+    def energy(self) -> pd.DataFrame:
+        """GPU energy readings over each cell's load (``cells/<id>/energy.csv``, NVML: telemetry/
+        energy.py), verified: run_id, cell_id, ts, gpu, energy_j (the counter), power_w, source.
+        Empty where none was recorded (no NVML); a cluster's DCGM series are in ``series``'s raw
+        samples instead (analysis.energy reads both)."""
+        from ..ingest.energy import read_energy
+
+        return self._concat([self._tag(self._read(p, read_energy), c.cell_id) for c, p in self._cell_files("energy")])
+
+    @cached_property
     def host(self) -> pd.DataFrame:
         """CPU/memory samples of the engine, k6 and the system: ts, process, metric, value
         (a resumed run's ``telemetry/host-resume<N>.csv`` included)."""
@@ -285,6 +295,12 @@ class Run:
             self._quality.append({"run_id": self.run_id, "cell_id": "run", **f.attrs.get("ingest", {})})
         frames = [f for f in frames if not f.empty]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RAW_COLUMNS)
+
+    @property
+    def series_raw(self) -> pd.DataFrame:
+        """The server samples as read, before windowing (ingest.series.RAW_COLUMNS): counters
+        as counters, for readers that cut their own windows (analysis.energy: DCGM's energy)."""
+        return self._series_raw
 
     def series_at(self, window_s: float) -> pd.DataFrame:
         """Server time series with rates and quantiles over ``window_s`` windows (see ``series``)."""

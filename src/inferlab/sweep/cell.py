@@ -34,6 +34,7 @@ from ..runs.manifest import CellRecord
 from ..runs.store import RunWriter
 from ..specs import CellPlan, LoadSpec
 from ..targets.session import TargetSession
+from ..telemetry.energy import CellEnergy
 from ..telemetry.otlp import OtlpReceiver
 from .span_collection import SpanCollector
 from .target_death import target_death
@@ -53,6 +54,7 @@ class RunContext:
 
     def __post_init__(self) -> None:
         self.spans = SpanCollector(self.w, self.receiver)
+        self.energy = CellEnergy(self.w)  # each cell's GPU energy (NVML hosts; a no-op elsewhere)
 
     def request_prefix(self, scope: str) -> str:
         """X-Request-Id prefix of a scope's requests: ``<run_id>.<cell_id>.`` (k6 and probe)."""
@@ -112,7 +114,8 @@ def run_one_cell(spec: LoadSpec, session: TargetSession, cell: CellRecord, plan:
     alive = True
     result = None
     try:
-        result = _run_k6(spec, session, cell, plan, cell_dir, on_progress, ctx)
+        with ctx.energy.window(folder):
+            result = _run_k6(spec, session, cell, plan, cell_dir, on_progress, ctx)
     except CellInterrupted as exc:
         cell.status, cell.reason, cell.k6_exit_code = "partial", "interrupted", exc.result.exit_code
         raise

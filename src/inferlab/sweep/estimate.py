@@ -97,10 +97,23 @@ def expectation(spec: LoadSpec, target: str, cells: list[CellPlan] | None = None
     """The line a run prints before it starts: how long it expects, and where the figure came from."""
     est = estimate(spec, target, cells, resumed=resumed)
     where = "this machine's CPU engine" if target == "local" else "a target as fast as this machine's CPU engine"
+    if target == "local" and (device := _engine_device()) != "cpu":
+        where = f"this machine's CPU engine (this run's engine is on {device}: far faster, so an upper bound)"
     parts = [f"engine start-up ~{est.startup_s:.0f} s"] if est.startup_s else []
     parts += [f"{len(est.cells)} cell{'s' if len(est.cells) != 1 else ''}"] if est.cells else []
     parts += [f"~{CAPACITY_STEPS} capacity steps"] if est.extra_s else []
     return f"expected: ~{_minutes(est.seconds)} on {where} ({' + '.join(parts)}); {est.speed.source}"
+
+
+def _engine_device() -> str:
+    """The local engine's device (targets.engine.engine_choice); "cpu" where the choice is
+    invalid (the engine's start reports that, not this estimate)."""
+    from ..targets.engine import EngineError, engine_choice
+
+    try:
+        return engine_choice().device
+    except EngineError:
+        return "cpu"
 
 
 def _minutes(seconds: float) -> str:

