@@ -22,7 +22,7 @@ import papermill as pm
 import pytest
 import yaml
 
-from inferlab.analysis.plan import (SIGNALS, autoscale_trigger, choose_trigger, plan_capacity, replicas_for,
+from inferlab.analysis.plan import (SIGNALS, autoscale_trigger, choose_trigger, plan_capacity, plan_from_result, replicas_for,
                                     scaling_check)
 from inferlab.paths import platform_dir
 from inferlab.runs.tune_record import STUDY, Trial, load_tune, save_tune, tunes_dir
@@ -219,9 +219,20 @@ def test_plan_arithmetic():
     assert replicas_for(10, 3.25, 0.2) == 4  # 10 / 2.6 = 3.85
     assert replicas_for(5.2, 3.25, 0.2) == 2  # exactly 2 x 2.6: no rounding up past it
     assert replicas_for(0.1, 3.25, 0.0) == 1
-    p = plan_capacity(20, 3.25, 0.2, gpus_per_replica=2, msr_high=3.5)
-    assert (p.replicas, p.gpus, p.replicas_if_high, p.predicted_msr) == (8, 16, 8, 26.0)
-    assert "linear scaling" in p.assumption and set(p.table()["quantity"]) >= {"replicas", "gpus", "assumption"}
+    p = plan_capacity(20, 3.25, 0.2, gpus_per_replica=2)
+    assert (p.replicas, p.gpus, p.predicted_rate, p.basis) == (8, 16, 26.0, "certified lower bound")
+    assert "linear scaling" in p.assumption and set(p.table()["quantity"]) >= {"replicas", "gpus", "assumption", "basis"}
+    assert "rule out" not in p.table().to_string()
+    # a certified record sizes from its certified lower bound, never from the boundary interval
+    cert = {"judge": "certified", "certified_rate": 3.1, "claim": "at least 3.1 req/s with p99 ttft_ms <= 500, 95% "
+            "confidence", "interval_low": 3.3, "interval_high": 3.9, "config": {"alpha": 0.05}}
+    q = plan_from_result(cert, 20, 0.2)
+    assert q.basis_rate == 3.1 and q.replicas == 9 and "certified lower bound (95% confidence)" in q.basis
+    assert "information only" in q.boundary_interval
+    with pytest.raises(ValueError, match="certified no rate"):
+        plan_from_result({**cert, "certified_rate": None}, 20, 0.2, where="run x")
+    legacy = plan_from_result({"msr": 3.25, "interval_low": 3.25, "interval_high": 3.5}, 20, 0.2)
+    assert legacy.basis_rate == 3.25 and "not certified" in legacy.basis
     with pytest.raises(ValueError, match="headroom"):
         replicas_for(10, 3.25, 1.0)
     with pytest.raises(ValueError, match="must be > 0"):

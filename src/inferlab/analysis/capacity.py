@@ -1,6 +1,17 @@
-"""Max sustainable rate (MSR): judging constant-rate steps and choosing the next one.
+"""Max sustainable rate: the certified search's glue, and the legacy bracket judge.
 
-A step is a constant-arrival-rate cell (``<payload>-at<rate>[-r<n>]``) held ``hold_s``. It
+**Certified search** (what ``inferlab capacity`` runs; analysis/certify.py plans and sums it
+up, analysis/step_decision.py decides each step): :func:`search_config` turns a spec into a
+:class:`~inferlab.analysis.certify.SearchConfig`; :func:`step_window` cuts a constant-rate
+segment's requests to its steady window (the first ``warmup_s`` after the first send cut) and
+reads per request TTFT, TPOT and e2e through analysis.token_slo.request_timings (its current
+contract: span or stream-clock values where the cell has them); :func:`judged_bounds` keeps
+the bounds the window can judge: where no request has TTFT/TPOT the step is judged on e2e
+alone and the record says so (``unmeasured``), never as met. A capacity record with
+``judge: certified`` holds the certified result (:func:`is_certified`).
+
+**Legacy bracket judge** (records made before issue 19, read and labelled as such, never
+re-judged: :data:`LEGACY_LABEL`). A step is a constant-arrival-rate cell (``<payload>-at<rate>[-r<n>]``) held ``hold_s``. It
 passes when, in its steady-state window (the first ``warmup_s`` cut): the error rate is within
 the SLO, p95 end-to-end latency is within the SLO, k6 dropped no iteration (an open-loop send
 that found no free VU), and the server completed at least ``min_achieved`` of what was offered.
@@ -19,11 +30,58 @@ repeats whole searches across engine restarts (``inferlab ab`` with capacity spe
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from .certify import SearchConfig
+from .step_decision import SloBound
+from .token_slo import request_timings, slo_bounds
+
+CERTIFIED = "certified"
+LEGACY_LABEL = ("legacy bracket judge (before issue 19): p95 e2e point estimate per step, [MSR, lowest failing "
+                "rate] is a search bracket, not a confidence interval; nothing here is certified")
+
+
+def is_certified(result: dict) -> bool:
+    """Whether a capacity record (``capacity.json``) holds a certified search's result."""
+    return result.get("judge") == CERTIFIED
+
+
+def search_config(capacity, slo) -> SearchConfig:
+    """The certified search a spec's ``capacity`` and ``slo`` sections ask for (bounds from
+    analysis.token_slo.slo_bounds; ``explore_requests`` None: 20 expected violations at the
+    strictest allowed share, at least 300)."""
+    bounds = slo_bounds(slo)
+    strictest = min(b.allowed for b in bounds)
+    explore = capacity.explore_requests or max(300, math.ceil(round(20 / strictest, 6)))
+    grids = {k: tuple(v) for k in ("cert_grid", "claim_grid") if (v := getattr(capacity, k)) is not None}
+    return SearchConfig(bounds, start_rate=capacity.start_rate, alpha=round(1 - capacity.confidence, 12),
+                        growth=capacity.growth, explore_requests=explore,
+                        explore_resolution=capacity.explore_resolution, cap=capacity.cap_requests,
+                        n_looks=capacity.n_looks, max_explore_steps=capacity.max_explore_steps, **grids)
+
+
+def step_window(requests: pd.DataFrame, warmup_s: float) -> pd.DataFrame:
+    """A constant-rate segment's steady window: its measured requests (k6 rows, ``phase`` =
+    measure where tagged) started at least ``warmup_s`` after its first send, in arrival
+    order, with ``start_ts``, ``end_ts``, ``ok`` and the token_slo metrics (``ttft_ms``,
+    ``tpot_ms``, ``e2e_ms`` and their ``_source``)."""
+    req = requests[requests["phase"] == "measure"] if "phase" in requests.columns else requests
+    if req.empty:
+        return pd.DataFrame(columns=["start_ts", "end_ts", "ok", "ttft_ms", "tpot_ms", "e2e_ms"])
+    req = req[req["start_ts"] >= req["start_ts"].min() + pd.Timedelta(seconds=warmup_s)]
+    req = req.sort_values("start_ts", kind="stable").reset_index(drop=True)
+    t = request_timings(req)
+    return t.assign(start_ts=req["start_ts"].to_numpy(), end_ts=req["end_ts"].to_numpy())
+
+
+def judged_bounds(window: pd.DataFrame, bounds) -> tuple[list[SloBound], list[str]]:
+    """(bounds the window can judge, metrics it cannot): a bound whose metric no request has
+    (no span, no stream clock) is unmeasured: the step is judged on the rest (e2e always)."""
+    have = [b for b in bounds if b.metric in window.columns and window[b.metric].notna().any()]
+    return have, [b.metric for b in bounds if b not in have]
 
 
 @dataclass(frozen=True)

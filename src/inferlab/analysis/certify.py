@@ -44,7 +44,7 @@ import numpy as np
 import statsmodels.api as sm
 from scipy import stats
 
-from .step_decision import PASS, SloBound, StepDecision, look_sizes
+from .step_decision import N_LOOKS, PASS, SloBound, StepDecision, default_cap, look_sizes
 
 EXPLORE, CERTIFY = "explore", "certify"
 
@@ -63,9 +63,13 @@ class SearchConfig:
     # lower certification steps for the claim only: far below the boundary the violating share
     # flattens to its no-load level, which the fit's logit-linear shape does not describe
     claim_grid: tuple[float, ...] = (0.7,)
-    cap: int = 1500  # requests a certification step may run before "undecided"
-    n_looks: int = 5
+    cap: int | None = None  # requests a certification step may run before "undecided"; None: default_cap(slo)
+    n_looks: int = N_LOOKS
     max_explore_steps: int = 20
+
+    @property
+    def cap_requests(self) -> int:
+        return self.cap if self.cap is not None else default_cap(self.slo)
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ def next_step(steps: list[StepRecord], cfg: SearchConfig) -> StepPlan | None:
     done = sum(s.phase == CERTIFY for s in steps)
     if done >= len(grid):
         return None
-    return StepPlan(guess * grid[done], CERTIFY, tuple(look_sizes(cfg.cap, cfg.n_looks)))
+    return StepPlan(guess * grid[done], CERTIFY, tuple(look_sizes(cfg.cap_requests, cfg.n_looks)))
 
 
 def certified_rate(steps: list[StepRecord]) -> float | None:
@@ -262,7 +266,7 @@ def summary(steps: list[StepRecord], cfg: SearchConfig) -> dict:
         "boundary": iv.estimate, "interval_low": iv.low, "interval_high": iv.high, "binding": iv.binding,
         "method": (f"certified rate: fixed-sequence testing of constant-rate steps in ascending order, each "
                    f"decided by one-sided Clopper-Pearson bounds on autocorrelation-deflated violation counts "
-                   f"with alpha spent over {cfg.n_looks} looks (cap {cfg.cap} requests); valid as the pass "
+                   f"with alpha spent over {cfg.n_looks} looks (cap {cfg.cap_requests} requests); valid as the pass "
                    f"probability falls as the rate rises. Boundary: {conf} confidence interval for the rate "
                    f"where the violating share reaches its allowed share, from a quasi-binomial fit of share "
                    f"on log rate across the certification steps; exploration steps only placed them"),

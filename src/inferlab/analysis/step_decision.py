@@ -136,19 +136,34 @@ def clopper_pearson(t: float, n: float, level: float) -> tuple[float, float]:
     return lower, upper
 
 
-INFLATION_CONFIDENCE = 0.9
+INFLATION_CONFIDENCE = 0.975  # the variance inflation is taken at this upper bound (see the module docstring)
 BATCHES = 10  # batch means over this many batches (so the batch size grows with n)
+CAP_VIOLATIONS = 200  # the cap: a step may run ``CAP_VIOLATIONS / (1 - q)`` requests (p95: 4,000; p99: 20,000)
+N_LOOKS = 5
+
+
+def default_cap(slo) -> int:
+    """Requests a step may run before it is "undecided": ``CAP_VIOLATIONS / (1 - q)`` of the
+    strictest bound (the cap at which the simulated power was shown; module docstring)."""
+    return max(math.ceil(round(CAP_VIOLATIONS / s.allowed, 6)) for s in slo)
+
+
+def _batch_inflation_many(x: np.ndarray) -> np.ndarray:
+    """:func:`_batch_inflation` of each row of ``x`` (replicates, n)."""
+    r, n = x.shape
+    p = x.mean(axis=1)
+    m = max(1, n // BATCHES)
+    k = n // m
+    if k < 2:
+        return np.ones(r)
+    means = x[:, : k * m].reshape(r, k, m).mean(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = m * means.var(axis=1, ddof=1) * _variance_upper(k - 1) / (p * (1 - p))
+    return np.where((p > 0) & (p < 1), np.clip(np.nan_to_num(d, nan=1.0), 1.0, m), 1.0)
 
 
 def _batch_inflation(x: np.ndarray) -> float:
-    n = len(x)
-    p = x.mean()
-    m = max(1, n // BATCHES)
-    k = n // m
-    if k < 2 or p <= 0 or p >= 1:
-        return 1.0
-    means = x[: k * m].reshape(k, m).mean(axis=1)
-    return float(np.clip(m * means.var(ddof=1) * _variance_upper(k - 1) / (p * (1 - p)), 1.0, m))
+    return float(_batch_inflation_many(np.asarray(x, float)[None, :])[0])
 
 
 @functools.cache
@@ -159,6 +174,22 @@ def _variance_upper(dof: int) -> float:
     return dof / float(stats.chi2.ppf(1 - INFLATION_CONFIDENCE, dof))
 
 
+def variance_inflation_many(values: np.ndarray, violates: np.ndarray) -> np.ndarray:
+    """:func:`variance_inflation` of each row (replicates, n): one code path for a step and for
+    the simulations that measure the rule."""
+    x = np.asarray(violates, float)
+    d = _batch_inflation_many(x)
+    n = x.shape[1]
+    if n > 2 * MIN_EXCEEDANCES:
+        v = np.where(np.isnan(values), np.inf, values)
+        top = v >= np.partition(v, -MIN_EXCEEDANCES, axis=1)[:, -MIN_EXCEEDANCES][:, None]
+        # with ties beyond 2x the "largest values" are arbitrary: no floor from them
+        use = (x.sum(axis=1) < MIN_EXCEEDANCES) & (top.sum(axis=1) <= 2 * MIN_EXCEEDANCES)
+        if use.any():
+            d = np.where(use, np.maximum(d, _batch_inflation_many(top.astype(float))), d)
+    return d
+
+
 def variance_inflation(values: np.ndarray, violates: np.ndarray) -> float:
     """How much the violation count's variance exceeds a binomial's, in arrival order: batch
     means of the indicator over ``BATCHES`` batches (so a batch grows with the step and spans
@@ -166,14 +197,16 @@ def variance_inflation(values: np.ndarray, violates: np.ndarray) -> float:
     [1, batch size]. With fewer than ``MIN_EXCEEDANCES`` violations the indicator says little
     about clustering, so the same estimate on the ``MIN_EXCEEDANCES`` largest values (the same
     tail, a little lower) is a floor."""
-    x = np.asarray(violates, float)
-    d = _batch_inflation(x)
-    if x.sum() < MIN_EXCEEDANCES and len(x) > 2 * MIN_EXCEEDANCES:
-        v = np.where(np.isnan(values), np.inf, values)
-        top = v >= np.partition(v, -MIN_EXCEEDANCES)[-MIN_EXCEEDANCES]
-        if top.sum() <= 2 * MIN_EXCEEDANCES:  # else ties: the "largest values" are arbitrary
-            d = max(d, _batch_inflation(top.astype(float)))
-    return d
+    return float(variance_inflation_many(np.asarray(values, float)[None, :], np.asarray(violates, bool)[None, :])[0])
+
+
+def clopper_pearson_many(t: np.ndarray, n: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`clopper_pearson` elementwise."""
+    t, n = np.asarray(t, float), np.asarray(n, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lower = np.where(t > 0, special.betaincinv(np.maximum(t, 1e-300), n - t + 1, level), 0.0)
+        upper = np.where(t < n, special.betaincinv(t + 1, np.maximum(n - t, 1e-300), 1 - level), 1.0)
+    return np.where(n > 0, lower, 0.0), np.where(n > 0, upper, 1.0)
 
 
 def count_bound(values: np.ndarray, ok: np.ndarray, slo: SloBound, level: float) -> BoundCount:
@@ -185,6 +218,46 @@ def count_bound(values: np.ndarray, ok: np.ndarray, slo: SloBound, level: float)
     lower, upper = clopper_pearson(t / d, n / d, level)
     decision = PASS if upper <= slo.allowed else FAIL if lower > slo.allowed else CONTINUE
     return BoundCount(slo.metric, slo.bound, slo.q, n, t, d, lower, upper, decision)
+
+
+@dataclass(frozen=True)
+class SequentialOutcome:
+    """The sequential rule run over many replicate steps at once (one bound, no backlog test):
+    per replicate the final ``decision`` (pass / fail / undecided), the requests ``n`` it
+    used, and at its last look ``t``, the inflation ``d`` and the bounds."""
+
+    decision: np.ndarray
+    n: np.ndarray
+    t: np.ndarray
+    d: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+
+def sequential_many(values: np.ndarray, slo: SloBound, looks: list[int], alpha: float = 0.05) -> SequentialOutcome:
+    """The step rule (module docstring) on ``values`` (replicates, >= looks[-1]) of one bound,
+    every request ok: what :func:`decide` at each look would give, vectorized (the simulation
+    tests of the rule and of the search use it; :func:`decide` is the same arithmetic)."""
+    values = np.asarray(values, float)
+    r = values.shape[0]
+    state = np.full(r, CONTINUE, dtype=object)
+    out = {k: np.zeros(r) for k in ("n", "t", "d", "lower", "upper")}
+    for k, m in enumerate(looks, 1):
+        live = state == CONTINUE
+        if not live.any():
+            break
+        v = values[live, :m]
+        viol = ~(v <= slo.bound)
+        t = viol.sum(axis=1).astype(float)
+        d = variance_inflation_many(v, viol)
+        lo, up = clopper_pearson_many(t / d, m / d, spent_alpha(alpha, k, len(looks)))
+        new = np.where(up <= slo.allowed, PASS, np.where(lo > slo.allowed, FAIL,
+                                                         UNDECIDED if k == len(looks) else CONTINUE))
+        state[live] = new
+        for key, val in (("n", np.full(len(t), m)), ("t", t), ("d", d), ("lower", lo), ("upper", up)):
+            out[key][live] = val
+    return SequentialOutcome(state.astype(str), out["n"].astype(int), out["t"].astype(int), out["d"], out["lower"],
+                             out["upper"])
 
 
 def backlog_growth(sent_s: np.ndarray, done_s: np.ndarray, alpha: float = 0.05,

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown
 
-from ..analysis.plan import ASSUMPTION, autoscale_trigger, plan_capacity
+from ..analysis.plan import ASSUMPTION, autoscale_trigger, plan_from_result
 from ..runs.reader import load_run
 from ..runs.tune_record import TuneRecord, load_tune
 
@@ -110,10 +110,7 @@ def plan_run(rec: TuneRecord, capacity_run: str = "") -> str:
 
 
 def capacity_plan(run_id: str, target_rate: float, headroom: float, gpus_per_replica: int = 1) -> pd.DataFrame:
-    cap = load_run(run_id).capacity
-    if cap.get("msr") is None:
-        raise ValueError(f"run {run_id}: no max sustainable rate to plan from")
-    p = plan_capacity(target_rate, float(cap["msr"]), headroom, gpus_per_replica, cap.get("interval_high"))
+    p = plan_from_result(load_run(run_id).capacity, target_rate, headroom, gpus_per_replica, where=f"run {run_id}")
     return p.table()
 
 
