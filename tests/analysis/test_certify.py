@@ -12,8 +12,9 @@ divided by ``s``): the boundary is ``s * rho`` where the long-run p95 TTFT of th
 at ``rho`` equals ``500 ms * s``. ``Q95_S`` below is that p95 on a 0.05 req/s grid, from 3 x
 25,000-request runs per rate (``open_loop_batch(..., prefill_share=0.15, seed=2026)``, first
 1,000 cut; about 20 s to regenerate), smoothed (5-point running mean, made monotone).
-``INFERLAB_LONG_SIMS=1`` runs the issue's full 2,000 searches per noise level (about 3 minutes
-on one free core); by default 200 per noise level, with a band widened for that sample size.
+The rule and the searches are simulated vectorized (``sequential_many``: what ``decide`` gives
+look by look, checked replicate for replicate), so CI runs the issue's full 2,000 searches per
+noise level.
 """
 
 from __future__ import annotations

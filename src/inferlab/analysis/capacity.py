@@ -60,7 +60,8 @@ def search_config(capacity, slo) -> SearchConfig:
     return SearchConfig(bounds, start_rate=capacity.start_rate, alpha=round(1 - capacity.confidence, 12),
                         growth=capacity.growth, explore_requests=explore,
                         explore_resolution=capacity.explore_resolution, cap=capacity.cap_requests,
-                        n_looks=capacity.n_looks, max_explore_steps=capacity.max_explore_steps, **grids)
+                        n_looks=capacity.n_looks, max_explore_steps=capacity.max_explore_steps,
+                        max_rate=capacity.max_rate, **grids)
 
 
 def step_window(requests: pd.DataFrame, warmup_s: float) -> pd.DataFrame:
@@ -176,3 +177,34 @@ def msr_summary(steps: list[Step]) -> dict:
             "method": "stepped constant-arrival-rate search: coarse x-growth steps, bisection, boundary rates "
                       "repeated; a rate passes only if every run of it meets the SLO; MSR = highest passing "
                       "rate, interval = [MSR, lowest failing rate]"}
+
+
+def step_requests(capacity, slo) -> dict:
+    """What a certified search's steps need, for a dry run (sweep/estimate.py prints it):
+    ``explore``: requests of an exploration step; ``looks``: the request counts at which a
+    certification step looks; ``cap``: its most; ``zero_violation``: per bound, the requests
+    a step needs to pass with no violation at all when requests are independent (more when
+    violations come in runs); ``cert_steps``/``claim_steps``: how many certification steps;
+    ``explore_steps``: a typical count (the simulated searches took 4-8)."""
+    from .step_decision import look_sizes, requests_needed
+
+    cfg = search_config(capacity, slo)
+    return {"explore": cfg.explore_requests, "looks": look_sizes(cfg.cap_requests, cfg.n_looks),
+            "cap": cfg.cap_requests, "zero_violation": {b.metric: requests_needed(b.q, 1 - cfg.alpha) for b in cfg.slo},
+            "cert_steps": len(cfg.cert_grid) + len(cfg.claim_grid), "explore_steps": 6}
+
+
+def describe_search(capacity, slo) -> list[str]:
+    """Dry-run lines: the SLO bounds judged, the requests each step needs, the most the search
+    can take (every certification step to its cap) and a typical total."""
+    need = step_requests(capacity, slo)
+    bounds = ", ".join(f"p{b.q * 100:g} {b.metric} <= {b.bound:g}" for b in slo_bounds(slo))
+    zero = ", ".join(f"{m} {n}" for m, n in need["zero_violation"].items())
+    most = need["explore_steps"] * need["explore"] + need["cert_steps"] * need["cap"]
+    return [f"certified capacity search at {bounds}, {capacity.confidence:.0%} confidence",
+            f"  exploration: ~{need['explore_steps']} steps of {need['explore']} requests (x{capacity.growth:g}, "
+            f"then bisection to {capacity.explore_resolution:.0%})",
+            f"  certification: {need['cert_steps']} steps, each looking at {', '.join(map(str, need['looks']))} "
+            f"requests (+{capacity.warmup_s} s warm-up per look) until decided; cap {need['cap']} ('undecided' = fail)",
+            f"  a pass with no violation needs at least: {zero} requests (independent requests)",
+            f"  at most ~{most:,} requests in all (every step to its cap)"]

@@ -35,7 +35,7 @@ from .sections import manifest_facts, show
 FACTS = ("run_id", "status", "target", "model", "engine args", "vLLM", "host", "GPU")  # rows of manifest_facts
 HEADLINE = ("cell_id", "vus", "requests", "errors", "rps", "latency_p95_ms", "probe_ttft_p50_ms")  # of cell_summary
 WITHIN_SLO = "within SLO"
-TRIAL_COLUMNS = ("trial", "changed flags", "MSR (req/s)", "interval", "best", "run_id")  # of tune.trials_table
+TRIAL_COLUMNS = ("trial", "changed flags", "objective (req/s)", "judge", "interval", "best", "run_id")  # of tune.trials_table
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from .base import StrictModel
-from .workload import Workload, WorkloadError, load_workload
+from .workload import Trace, Workload, WorkloadError, load_workload
 
 
 class Payload(StrictModel):
@@ -103,9 +103,9 @@ class Capacity(StrictModel):
     max_explore_steps: int = Field(20, ge=2)
     cert_grid: list[float] | None = Field(None, min_length=3, description="certification steps as multiples of "
                                           "exploration's boundary guess (also fitted for the interval); None: "
-                                          "0.8, 0.86, 0.92, 0.96, 1.0, 1.04, 1.08, 1.12, 1.16 (the simulated coverage)")
+                                          "0.86, 0.92, 0.96, 1.0, 1.04, 1.08, 1.12, 1.16 (the simulated coverage)")
     claim_grid: list[float] | None = Field(None, description="lower certification steps for the claim only (not "
-                                           "fitted); None: 0.7")
+                                           "fitted); None: 0.7, 0.8")
     hold_s: int = Field(30, ge=5, description="legacy bracket search only")
     warmup_s: int = Field(5, ge=0, description="first seconds of each step segment not judged")
     resolution: float = Field(0.1, gt=0, lt=1, description="legacy bracket search only")
@@ -250,8 +250,13 @@ class LoadSpec(StrictModel):
             clash.append("concurrency")
         if clash:
             raise ValueError(f"workload {w.name!r} plans the cells ({w.arrival.kind} arrivals): drop {', '.join(clash)}")
+        if self.kind == "capacity":  # constant-rate steps of the workload's own length and prefix mix
+            if isinstance(w.arrival, Trace) and w.arrival.lengths == "trace":
+                raise ValueError(f"workload {w.name!r}: a capacity search draws lengths from the workload's input/output "
+                                 "(its steps hold their own constant rate); a trace with lengths: trace has none")
+            return self
         if self.kind != "sweep":
-            raise ValueError(f"a workload runs in a sweep (kind: sweep), not kind {self.kind!r}")
+            raise ValueError(f"a workload runs in a sweep or a capacity search, not kind {self.kind!r}")
         if any(v <= 0 for v in self.concurrency):
             raise ValueError("concurrency values must be positive")
         fewest = min(workload_vus(self, w))

@@ -21,6 +21,7 @@ so the same cells map to the same steps)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from dataclasses import dataclass, field, replace
 
@@ -78,7 +79,13 @@ def read_segment(run_dir: Path, run_id: str, cell: CellRecord, warmup_s: float) 
     else:
         grows, note = False, "no request in the steady window"
     measured = req[req["phase"] == "measure"] if "phase" in req.columns else req
+    sends = None
+    if cell.workload and not pts.empty:
+        from ..analysis.workload import sent_table
+
+        sends = sent_table(pts)
     v = check_cell(CellInputs(requests=measured.reset_index(drop=True), executor=cell.executor, rate=cell.rate,
+                              arrival="constant" if cell.workload else None, sends=sends,
                               dropped=dropped, cell_range=(cell.started_at, cell.ended_at)
                               if cell.started_at and cell.ended_at else None, cell_id=cell.cell_id), run_id)
     return Segment(cell.cell_id, win, grows or dropped > 0, note + (f"; {dropped} dropped sends" if dropped else ""),
@@ -122,10 +129,12 @@ def run_capacity(spec: LoadSpec, session: TargetSession, ctx: RunContext) -> tup
             return cell
         if len(w.manifest.cells) >= MAX_CAPACITY_CELLS:
             return f"capacity search stopped after {MAX_CAPACITY_CELLS} cells"
-        cell = _new_cell(w, cap, plan, block)
-        console.print(f"  {plan.phase} step {step_no} at {plan.rate:g} requests/s, look {look}: {block} requests "
+        cell = _new_cell(w, spec, plan, block)
+        unit = "sessions/s" if spec.workload else "requests/s"
+        console.print(f"  {plan.phase} step {step_no} at {plan.rate:g} {unit}, look {look}: {block} requests "
                       f"(+{cap.warmup_s} s warm-up)")
-        alive = run_one_cell(quiet, session, cell, _cell_plan(cell), ctx)
+        cell_spec = quiet.model_copy(update={"workload": _step_workload(w, spec, cell)}) if spec.workload else quiet
+        alive = run_one_cell(cell_spec, session, cell, _cell_plan(cell), ctx)
         if cell.status != "complete" and not alive:
             return f"target unhealthy after {cell.cell_id} ({cell.reason})"
         return cell
@@ -158,8 +167,6 @@ def search(spec: LoadSpec, run_dir: Path, run_id: str, obtain, decided=lambda ce
     bounds: tuple | None = None
     unmeasured: list[str] = []
     while (plan := _planned(next_step(steps, cfg))) is not None:
-        if plan.rate > cap.max_rate:
-            break
         segments: list[Segment] = []
         d: StepDecision | None = None
         why = ""
@@ -192,8 +199,15 @@ def search(spec: LoadSpec, run_dir: Path, run_id: str, obtain, decided=lambda ce
                           "validity": "INVALID" if any(s.validity == "INVALID" for s in segments) else "VALID",
                           "validity_reasons": "; ".join(r for s in segments for r in s.validity_reasons),
                           "backlog": "; ".join(f"{s.cell_id}: {s.backlog_note}" for s in segments)})
-            label = d.decision.upper() if plan.phase == CERTIFY else "OVER" if _over(steps[-1], cfg) else "UNDER"
-            decided(cells, label, f"({plan.phase}, look {d.look} of {d.n_looks}) {d.reason}")
+            if plan.phase == CERTIFY:
+                decided(cells, d.decision.upper(), f"(certify, look {d.look} of {d.n_looks}) {d.reason}")
+            else:  # exploration's point verdict: observed shares against the allowed ones (not certified)
+                st = steps[-1]
+                words = ", ".join(f"{b.metric} {st.t[b.metric]} of {st.n[b.metric]} ({st.share(b.metric):.1%} vs "
+                                  f"{b.allowed:.1%} allowed)" for b in cfg.slo)
+                grows = "; ".join(f"{s.cell_id}: {s.backlog_note}" for s in segments if s.backlog_grows)
+                decided(cells, "OVER" if _over(st, cfg) else "UNDER",
+                        f"(explore, point estimate) {words}" + (f"; {grows}" if grows else ""))
     return steps, extra, cfg, unmeasured, ""
 
 
@@ -231,15 +245,49 @@ def _resumed(finished: list[CellRecord], rate: float) -> CellRecord | None:
     return None
 
 
-def _new_cell(w, cap, plan: StepPlan, block: int) -> CellRecord:
+def _new_cell(w, spec: LoadSpec, plan: StepPlan, block: int) -> CellRecord:
+    """The next cell of a step: k6 constant-arrival-rate of the payload; on a workload, the
+    workload's open loop ('scheduled') at a constant session rate, ``block`` requests' worth of
+    sessions plus the warm-up's."""
+    cap = spec.capacity
     n = sum(abs((c.rate or 0) - plan.rate) < 1e-9 for c in w.manifest.cells)
     duration = cap.warmup_s + block / plan.rate
-    p = CellPlan(cell_id=make_cell_id(cap.payload, at=plan.rate, repeat=n + 1 if n else None), payload=cap.payload,
-                 executor="constant-arrival-rate", rate=plan.rate, duration_s=round(duration, 2))
+    if spec.workload:
+        from ..specs.planning import OPEN_LOOP_EXECUTOR
+        from ..specs.workload import load_workload
+
+        wl = load_workload(spec.workload)
+        sessions = math.ceil(block / wl.turns + plan.rate * cap.warmup_s)
+        p = CellPlan(cell_id=make_cell_id(wl.name, at=plan.rate, repeat=n + 1 if n else None), payload=wl.name,
+                     workload=wl.name, executor=OPEN_LOOP_EXECUTOR, vus=cap.max_vus, iterations=sessions,
+                     rate=plan.rate, duration_s=round(duration, 2))
+    else:
+        p = CellPlan(cell_id=make_cell_id(cap.payload, at=plan.rate, repeat=n + 1 if n else None), payload=cap.payload,
+                     executor="constant-arrival-rate", rate=plan.rate, duration_s=round(duration, 2))
     cell = CellRecord(**p.model_dump())
     w.manifest.cells.append(cell)
     w.checkpoint()
     return cell
+
+
+def _step_workload(w, spec: LoadSpec, cell: CellRecord) -> str:
+    """A capacity step on a workload: the workload file with its arrival replaced by a constant
+    ``cell.rate`` sessions/s and ``cell.iterations`` sessions (lengths, prefixes, turns and seed
+    kept: the workload's own mix), written into the run (``capacity-workloads/<cell>.yaml``);
+    returns its path."""
+    import yaml
+
+    from ..specs.base import read_mapping
+    from ..specs.workload import WorkloadError, workload_path
+
+    src = read_mapping(workload_path(spec.workload), "workload", WorkloadError)
+    late = (src.get("arrival") or {}).get("late_ms", 50)
+    data = {**src, "sessions_per_cell": int(cell.iterations or 1),
+            "arrival": {"kind": "constant", "rate": float(cell.rate or 0), "max_vus": int(cell.vus or 64),
+                        "late_ms": late}}
+    rel = f"capacity-workloads/{cell.cell_id}.yaml"
+    w.write_bytes(rel, yaml.safe_dump(data, sort_keys=False).encode())
+    return str(w.dir / rel)
 
 
 def _cell_plan(cell: CellRecord) -> CellPlan:
@@ -276,6 +324,14 @@ def _result(steps: list[StepRecord], extra: list[dict], cfg: SearchConfig, spec:
                    "claim_grid": list(cfg.claim_grid)},
         "interval_name": "boundary interval (quasi-binomial fit of violating share on log rate, inverted)",
     })
+    if spec.workload:
+        from ..specs.workload import load_workload
+
+        wl = load_workload(spec.workload)
+        out["workload"] = wl.name
+        out["rate_unit"] = "requests/s" if wl.turns == 1 else f"sessions/s ({wl.turns} turns each)"
+        if wl.turns > 1:
+            out["claim"] = out["claim"].replace(" req/s ", f" sessions/s ({wl.turns} turns each) ")
     return out
 
 
