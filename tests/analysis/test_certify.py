@@ -237,7 +237,9 @@ def run_searches(noise: float, reps: int, seed: int, cfg: SearchConfig) -> tuple
 def test_search_interval_covers_the_true_boundary(noise):
     """The nominal 95 % boundary interval contains the true boundary of each search's engine in
     93-97 % of 2,000 searches, median relative width <= 20 %; the certified rate exceeds the true
-    boundary in <= 5 % of searches."""
+    boundary in <= 5 % of searches. Measured: 94.3 % / 93.6 % coverage, width 8.2 % / 8.4 %,
+    certified > truth 0.1 % / 0.1 % (3 % / 7 % noise); before (cap 1,500, D at 90 %, 0.8 in the
+    fit): 94.1 % / 94.4 %, width ~14-15 %."""
     reps = 2000
     cfg = SearchConfig(SLO, start_rate=2.0)
     speeds, steps = run_searches(noise, reps, seed=int(noise * 100), cfg=cfg)

@@ -71,12 +71,10 @@ def test_certified_search_on_the_standin_records_every_step(workspace, standin):
     assert capacity_steps(r).data.shape[0] == len(res["steps"])  # the report's table: every step
     # resume re-judges every finished cell from its raw file: the same steps, no new cell
     cells = len(r.manifest.cells)
-    from inferlab.analysis.capacity import search_config
     from inferlab.analysis.certify import summary
     from inferlab.sweep.capacity_search import rejudge
 
-    steps = rejudge(r)
-    again = summary(steps, search_config(spec.capacity, spec.slo))
+    again = summary(*rejudge(r))
     assert again["certified_rate"] == res["certified_rate"] and len(again["steps"]) == len(res["steps"])
     assert len(inferlab.load_run(rid).manifest.cells) == cells
     json.dumps(res)
@@ -95,7 +93,7 @@ def test_certified_search_on_a_workload_holds_its_length_and_prefix_mix(workspac
         "max_total_tokens": 400, "arrival": {"kind": "poisson", "rate": 1.0}}))
     spec = resolve_spec(builtin_spec("capacity-local"), sets=[
         *FAST, "capacity.max_rate=8", "capacity.cert_grid=[0.6,0.8,1.0]"])
-    spec = type(spec).model_validate({**spec.model_dump(exclude={"use_payloads", "concurrency"}),
+    spec = type(spec).model_validate({**spec.model_dump(exclude_unset=True, exclude={"use_payloads", "concurrency"}),
                                       "workload": str(wl)})
     rid = run(spec, target="url", base_url=standin.base_url, label="certify-workload")
     r = inferlab.load_run(rid)

@@ -211,10 +211,11 @@ def search(spec: LoadSpec, run_dir: Path, run_id: str, obtain, decided=lambda ce
     return steps, extra, cfg, unmeasured, ""
 
 
-def rejudge(run) -> list[StepRecord]:
-    """A finished certified run's steps, re-judged from its cells' raw k6 files (a
-    :class:`~inferlab.runs.reader.Run`): the plan replayed, each look taking the next recorded
-    cell of its rate. What a resumed search does, read-only."""
+def rejudge(run) -> tuple[list[StepRecord], SearchConfig]:
+    """A finished certified run's steps and the config with the bounds it judged, re-judged from
+    its cells' raw k6 files (a :class:`~inferlab.runs.reader.Run`): the plan replayed, each look
+    taking the next recorded cell of its rate. What a resumed search does, read-only
+    (``analysis.certify.summary(*rejudge(run))`` gives the result again)."""
     from ..specs import LoadSpec
 
     spec = LoadSpec.model_validate(run.manifest.spec)
@@ -223,8 +224,8 @@ def rejudge(run) -> list[StepRecord]:
     def obtain(plan, look, block, step_no):
         return _resumed(finished, plan.rate) or "the record ends here"
 
-    steps, *_ = search(spec, run.dir, run.run_id, obtain)
-    return steps
+    steps, _, cfg, _, _ = search(spec, run.dir, run.run_id, obtain)
+    return steps, cfg
 
 
 def _planned(plan: StepPlan | None) -> StepPlan | None:
