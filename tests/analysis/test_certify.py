@@ -192,6 +192,21 @@ def test_backlog_growth_fails_an_overloaded_step_and_not_a_busy_one():
     assert caught >= 0.95, f"overloaded steps caught: {caught:.2f}"
 
 
+def test_backlog_of_a_short_window_counts_what_was_in_flight_when_it_opened():
+    """A server that keeps up (0.4 s an answer at 6/s, ~2.4 in flight): a 20-request window cut
+    after a warm-up starts with the warm-up's requests in flight. Counted, the backlog is flat;
+    left out, the window's own fill (0 -> 2.4) would read as growth."""
+    rng = np.random.default_rng(5)
+    sent_all = np.arange(26) / 6.0
+    done_all = sent_all + 0.4 + rng.uniform(0, 0.05, 26)
+    t0 = sent_all[6]
+    sent, done = sent_all[6:] - t0, done_all[6:] - t0
+    early = done_all[:6] - t0
+    assert not backlog_growth(sent, done, earlier_done_s=early).grows
+    fill_only = backlog_growth(sent, done)
+    assert fill_only.growth > backlog_growth(sent, done, earlier_done_s=early).growth
+
+
 def test_backlog_never_hinges_on_one_request():
     sent = np.arange(300) / 3.0
     done = sent + 0.2

@@ -269,20 +269,25 @@ MIN_BACKLOG_GROWTH = 3.0  # requests: a backlog that grows by less over a window
 
 
 def backlog_growth(sent_s: np.ndarray, done_s: np.ndarray, alpha: float = 0.05,
-                   min_growth: float = 0.02) -> Backlog:
+                   min_growth: float = 0.02, earlier_done_s: np.ndarray | None = None) -> Backlog:
     """Does the queue grow over the window? ``sent_s``: send times (seconds) of the window's
     requests; ``done_s``: completion times (NaN: never completed). The backlog at each send is
     the requests sent so far minus those completed so far; OLS on time with a Newey-West
     standard error (lags ``n ** (1/3)``); grows when the one-sided p-value is below ``alpha``
     and the fitted growth over the window is at least ``min_growth`` of the requests sent and
     at least ``MIN_BACKLOG_GROWTH`` requests (a short window's HAC test is loose: a server that
-    just keeps up wobbles by a request or two)."""
+    just keeps up wobbles by a request or two). ``earlier_done_s``: completion times (NaN: never)
+    of the requests sent before the window (its warm-up): they count while in flight, so the
+    backlog starts at its steady level and the queue's fill is not read as growth."""
     sent = np.sort(np.asarray(sent_s, float))
     done = np.sort(np.where(np.isnan(done_s), np.inf, np.asarray(done_s, float)))
     n = len(sent)
     if n < 10:
         return Backlog(float("nan"), float("nan"), float("nan"), False)
     backlog = np.arange(1, n + 1) - np.searchsorted(done, sent, side="right")
+    if earlier_done_s is not None and len(earlier_done_s):
+        early = np.sort(np.where(np.isnan(earlier_done_s), np.inf, np.asarray(earlier_done_s, float)))
+        backlog = backlog + len(early) - np.searchsorted(early, sent, side="right")
     if np.ptp(backlog) == 0:
         return Backlog(0.0, 0.0, 1.0, False)
     x = sm.add_constant(sent - sent[0])

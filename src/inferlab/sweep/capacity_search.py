@@ -73,7 +73,10 @@ def read_segment(run_dir: Path, run_id: str, cell: CellRecord, warmup_s: float) 
         t0 = win["start_ts"].iloc[0]
         sent = (win["start_ts"] - t0).dt.total_seconds().to_numpy()
         done = (win["end_ts"] - t0).dt.total_seconds().to_numpy()
-        b = backlog_growth(sent, np.where(win["ok"].to_numpy(bool), done, np.nan))
+        m = req[req["phase"] == "measure"] if "phase" in req.columns else req
+        early = m[m["start_ts"] < t0]  # the warm-up's requests still in flight when the window opens
+        # a failed request left the server too: completion = its end, whatever its status
+        b = backlog_growth(sent, done, earlier_done_s=(early["end_ts"] - t0).dt.total_seconds().to_numpy())
         note = f"backlog {'grows' if b.grows else 'keeps up'} ({b.growth:+.1f} requests over the window, p={b.p_value:.3f})"
         grows = b.grows
     else:
