@@ -217,8 +217,8 @@ def _crossing(rates: np.ndarray, t: np.ndarray, n: np.ndarray, d: np.ndarray, al
     se = np.sqrt(np.einsum("ij,jk,ik->i", g, cov, g))
     tq = stats.t.ppf(1 - alpha / 2, dof)
     inside = np.abs(eta - c) <= tq * se
-    if not inside.any():
-        return est, float("nan"), float("nan")
+    if not inside.any():  # the fit puts the crossing far outside the steps: it cannot bound it
+        return est, 0.0, float("inf")
     lo_i, hi_i = np.nonzero(inside)[0][[0, -1]]
     low = 0.0 if lo_i == 0 else float(math.exp(grid[lo_i]))
     high = float("inf") if hi_i == len(grid) - 1 else float(math.exp(grid[hi_i]))
