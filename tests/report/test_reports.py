@@ -170,6 +170,7 @@ def test_stress_front_page_carries_the_capacity_and_the_knee(workspace):
     cap_run = inferlab.load_run("20261127T082345Z-local-capacity-local-1")
     page = front.stress(cap_run, knee.closed_loop(cell_summary(cap_run)), knee.analyze_ramp(cap_run))
     assert f"Max sustainable rate **{cap_run.capacity['msr']} requests/s**" in "\n".join(page.headline)
+    assert "legacy bracket judge, not certified" in "\n".join(page.headline)
     assert page.numbers.empty  # a capacity search has no closed-loop cell
     run = inferlab.load_run("20261126T214243Z-url-h200-stress")
     closed, ramp = knee.closed_loop(cell_summary(run)), knee.analyze_ramp(run)
@@ -198,7 +199,9 @@ def test_compare_and_tune_front_pages_show_the_body_rows(workspace):
     rec = tune.load(sample_tune(workspace / "data" / "sample"))
     page = front.tune(rec)
     trials = tune.trials_table(rec).set_index("trial")
-    assert page.numbers.set_index("trial")["MSR (req/s)"].to_dict() == trials.loc[[0, 1], "MSR (req/s)"].to_dict()
+    col = "objective (req/s)"
+    assert page.numbers.set_index("trial")[col].to_dict() == trials.loc[[0, 1], col].to_dict()
+    assert set(trials.loc[[0, 1], "judge"]) == {"legacy bracket"}  # shipped records made before certification
     assert any("nothing beats the default" in v for v in page.verdicts)
 
 

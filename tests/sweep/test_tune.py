@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from inferlab.analysis.plan import (SIGNALS, autoscale_trigger, choose_trigger, plan_capacity, replicas_for,
+from inferlab.analysis.plan import (SIGNALS, autoscale_trigger, choose_trigger, plan_capacity, plan_from_result, replicas_for,
                                     scaling_check)
 from inferlab.paths import platform_dir
 from inferlab.runs.tune_record import STUDY, Trial, load_tune, save_tune, tunes_dir
@@ -217,9 +217,20 @@ def test_plan_arithmetic():
     assert replicas_for(10, 3.25, 0.2) == 4  # 10 / 2.6 = 3.85
     assert replicas_for(5.2, 3.25, 0.2) == 2  # exactly 2 x 2.6: no rounding up past it
     assert replicas_for(0.1, 3.25, 0.0) == 1
-    p = plan_capacity(20, 3.25, 0.2, gpus_per_replica=2, msr_high=3.5)
-    assert (p.replicas, p.gpus, p.replicas_if_high, p.predicted_msr) == (8, 16, 8, 26.0)
-    assert "linear scaling" in p.assumption and set(p.table()["quantity"]) >= {"replicas", "gpus", "assumption"}
+    p = plan_capacity(20, 3.25, 0.2, gpus_per_replica=2)
+    assert (p.replicas, p.gpus, p.predicted_rate, p.basis) == (8, 16, 26.0, "certified lower bound")
+    assert "linear scaling" in p.assumption and set(p.table()["quantity"]) >= {"replicas", "gpus", "assumption", "basis"}
+    assert "rule out" not in p.table().to_string()
+    # a certified record sizes from its certified lower bound, never from the boundary interval
+    cert = {"judge": "certified", "certified_rate": 3.1, "claim": "at least 3.1 req/s with p99 ttft_ms <= 500, 95% "
+            "confidence", "interval_low": 3.3, "interval_high": 3.9, "config": {"alpha": 0.05}}
+    q = plan_from_result(cert, 20, 0.2)
+    assert q.basis_rate == 3.1 and q.replicas == 9 and "certified lower bound (95% confidence)" in q.basis
+    assert "information only" in q.boundary_interval
+    with pytest.raises(ValueError, match="certified no rate"):
+        plan_from_result({**cert, "certified_rate": None}, 20, 0.2, where="run x")
+    legacy = plan_from_result({"msr": 3.25, "interval_low": 3.25, "interval_high": 3.5}, 20, 0.2)
+    assert legacy.basis_rate == 3.25 and "not certified" in legacy.basis
     with pytest.raises(ValueError, match="headroom"):
         replicas_for(10, 3.25, 1.0)
     with pytest.raises(ValueError, match="must be > 0"):
@@ -348,8 +359,8 @@ def restartable_standin(tmp_path, monkeypatch):
 
 def test_search_ranks_the_known_worse_setting_below_the_default(workspace, spec, restartable_standin):
     """Seeds: the default and --max-num-seqs 1 (one request at a time), each a restart of the
-    stand-in and a capacity search against it (target url): the one-slot candidate ranks below
-    the default, interval and all, and the study agrees."""
+    stand-in and a certified capacity search against it (target url): the one-slot candidate's
+    certified lower bound ranks below the default's, and the study agrees."""
     script, url = restartable_standin
     s = spec.model_copy(update={"set": [*spec.set, *FAST], "restart_command_file": str(script),
                                 "budget": spec.budget.model_copy(update={"max_trials": 2})})
@@ -360,13 +371,15 @@ def test_search_ranks_the_known_worse_setting_below_the_default(workspace, spec,
     assert default.args == ["--max-model-len", "2048", "--enforce-eager"]
     assert one.args == ["--max-model-len", "2048", "--max-num-seqs", "1", "--enforce-eager"]
     assert default.state == one.state == "complete", [t.reason for t in rec.trials]
-    assert one.interval_high is not None and one.interval_high <= default.msr  # ranked below, interval and all
+    assert one.msr < default.msr  # ranked below by the certified lower bound
     assert rec.best == default.number
     study = optuna.load_study(study_name=tid, storage=f"sqlite:///{tunes_dir() / tid / STUDY}")
     assert study.best_trial.number == default.number and study.best_trial.user_attrs["run_id"] == default.run_id
 
 
-# few, short steps: the default 4 and 16/s (then max_rate: done); one slot 4, 1, 2.5 (then
-# the boundary repeats)
-FAST = ["capacity.hold_s=5", "capacity.warmup_s=1", "capacity.start_rate=4", "capacity.growth=4",
-        "capacity.max_rate=16", "capacity.resolution=0.9"]
+# a small certified search: e2e-only judging is what the stand-in's k6 rows allow; one slot
+# holds ~3 answers/s, the default slots far more (max_rate 16 ends its exploration)
+FAST = ["capacity.start_rate=2", "capacity.growth=2", "capacity.explore_requests=20", "capacity.explore_resolution=0.3",
+        "capacity.cap_requests=40", "capacity.n_looks=2", "capacity.cert_grid=[0.5,0.7,0.9]",
+        "capacity.warmup_s=1", "capacity.max_rate=16", "slo.e2e_ms=1500", "slo.e2e_p=90", "slo.ttft_ms=1500",
+        "slo.ttft_p=90", "slo.tpot_ms=100", "slo.tpot_p=90"]

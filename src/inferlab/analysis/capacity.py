@@ -1,6 +1,17 @@
-"""Max sustainable rate (MSR): judging constant-rate steps and choosing the next one.
+"""Max sustainable rate: the certified search's glue, and the legacy bracket judge.
 
-A step is a constant-arrival-rate cell (``<payload>-at<rate>[-r<n>]``) held ``hold_s``. It
+**Certified search** (what ``inferlab capacity`` runs; analysis/certify.py plans and sums it
+up, analysis/step_decision.py decides each step): :func:`search_config` turns a spec into a
+:class:`~inferlab.analysis.certify.SearchConfig`; :func:`step_window` cuts a constant-rate
+segment's requests to its steady window (the first ``warmup_s`` after the first send cut) and
+reads per request TTFT, TPOT and e2e through analysis.token_slo.request_timings (its current
+contract: span or stream-clock values where the cell has them); :func:`judged_bounds` keeps
+the bounds the window can judge: where no request has TTFT/TPOT the step is judged on e2e
+alone and the record says so (``unmeasured``), never as met. A capacity record with
+``judge: certified`` holds the certified result (:func:`is_certified`).
+
+**Legacy bracket judge** (records made before issue 19, read and labelled as such, never
+re-judged: :data:`LEGACY_LABEL`). A step is a constant-arrival-rate cell (``<payload>-at<rate>[-r<n>]``) held ``hold_s``. It
 passes when, in its steady-state window (the first ``warmup_s`` cut): the error rate is within
 the SLO, p95 end-to-end latency is within the SLO, k6 dropped no iteration (an open-loop send
 that found no free VU), and the server completed at least ``min_achieved`` of what was offered.
@@ -19,11 +30,59 @@ repeats whole searches across engine restarts (``inferlab ab`` with capacity spe
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from .certify import SearchConfig
+from .step_decision import SloBound
+from .token_slo import request_timings, slo_bounds
+
+CERTIFIED = "certified"
+LEGACY_LABEL = ("legacy bracket judge (before issue 19): p95 e2e point estimate per step, [MSR, lowest failing "
+                "rate] is a search bracket, not a confidence interval; nothing here is certified")
+
+
+def is_certified(result: dict) -> bool:
+    """Whether a capacity record (``capacity.json``) holds a certified search's result."""
+    return result.get("judge") == CERTIFIED
+
+
+def search_config(capacity, slo) -> SearchConfig:
+    """The certified search a spec's ``capacity`` and ``slo`` sections ask for (bounds from
+    analysis.token_slo.slo_bounds; ``explore_requests`` None: 20 expected violations at the
+    strictest allowed share, at least 300)."""
+    bounds = slo_bounds(slo)
+    strictest = min(b.allowed for b in bounds)
+    explore = capacity.explore_requests or max(300, math.ceil(round(20 / strictest, 6)))
+    grids = {k: tuple(v) for k in ("cert_grid", "claim_grid") if (v := getattr(capacity, k)) is not None}
+    return SearchConfig(bounds, start_rate=capacity.start_rate, alpha=round(1 - capacity.confidence, 12),
+                        growth=capacity.growth, explore_requests=explore,
+                        explore_resolution=capacity.explore_resolution, cap=capacity.cap_requests,
+                        n_looks=capacity.n_looks, max_explore_steps=capacity.max_explore_steps,
+                        max_rate=capacity.max_rate, **grids)
+
+
+def step_window(requests: pd.DataFrame, warmup_s: float) -> pd.DataFrame:
+    """A constant-rate segment's steady window: its measured requests (k6 rows, ``phase`` =
+    measure where tagged) started at least ``warmup_s`` after its first send, in arrival
+    order, with ``start_ts``, ``end_ts``, ``ok`` and the token_slo metrics (``ttft_ms``,
+    ``tpot_ms``, ``e2e_ms`` and their ``_source``)."""
+    req = requests[requests["phase"] == "measure"] if "phase" in requests.columns else requests
+    if req.empty:
+        return pd.DataFrame(columns=["start_ts", "end_ts", "ok", "ttft_ms", "tpot_ms", "e2e_ms"])
+    req = req[req["start_ts"] >= req["start_ts"].min() + pd.Timedelta(seconds=warmup_s)]
+    req = req.sort_values("start_ts", kind="stable").reset_index(drop=True)
+    t = request_timings(req)
+    return t.assign(start_ts=req["start_ts"].to_numpy(), end_ts=req["end_ts"].to_numpy())
+
+
+def judged_bounds(window: pd.DataFrame, bounds) -> tuple[list[SloBound], list[str]]:
+    """(bounds the window can judge, metrics it cannot): a bound whose metric no request has
+    (no span, no stream clock) is unmeasured: the step is judged on the rest (e2e always)."""
+    have = [b for b in bounds if b.metric in window.columns and window[b.metric].notna().any()]
+    return have, [b.metric for b in bounds if b not in have]
 
 
 @dataclass(frozen=True)
@@ -118,3 +177,34 @@ def msr_summary(steps: list[Step]) -> dict:
             "method": "stepped constant-arrival-rate search: coarse x-growth steps, bisection, boundary rates "
                       "repeated; a rate passes only if every run of it meets the SLO; MSR = highest passing "
                       "rate, interval = [MSR, lowest failing rate]"}
+
+
+def step_requests(capacity, slo) -> dict:
+    """What a certified search's steps need, for a dry run (sweep/estimate.py prints it):
+    ``explore``: requests of an exploration step; ``looks``: the request counts at which a
+    certification step looks; ``cap``: its most; ``zero_violation``: per bound, the requests
+    a step needs to pass with no violation at all when requests are independent (more when
+    violations come in runs); ``cert_steps``/``claim_steps``: how many certification steps;
+    ``explore_steps``: a typical count (the simulated searches took 4-8)."""
+    from .step_decision import look_sizes, requests_needed
+
+    cfg = search_config(capacity, slo)
+    return {"explore": cfg.explore_requests, "looks": look_sizes(cfg.cap_requests, cfg.n_looks),
+            "cap": cfg.cap_requests, "zero_violation": {b.metric: requests_needed(b.q, 1 - cfg.alpha) for b in cfg.slo},
+            "cert_steps": len(cfg.cert_grid) + len(cfg.claim_grid), "explore_steps": 6}
+
+
+def describe_search(capacity, slo) -> list[str]:
+    """Dry-run lines: the SLO bounds judged, the requests each step needs, the most the search
+    can take (every certification step to its cap) and a typical total."""
+    need = step_requests(capacity, slo)
+    bounds = ", ".join(f"p{b.q * 100:g} {b.metric} <= {b.bound:g}" for b in slo_bounds(slo))
+    zero = ", ".join(f"{m} {n}" for m, n in need["zero_violation"].items())
+    most = need["explore_steps"] * need["explore"] + need["cert_steps"] * need["cap"]
+    return [f"certified capacity search at {bounds}, {capacity.confidence:.0%} confidence",
+            f"  exploration: ~{need['explore_steps']} steps of {need['explore']} requests (x{capacity.growth:g}, "
+            f"then bisection to {capacity.explore_resolution:.0%})",
+            f"  certification: {need['cert_steps']} steps, each looking at {', '.join(map(str, need['looks']))} "
+            f"requests (+{capacity.warmup_s} s warm-up per look) until decided; cap {need['cap']} ('undecided' = fail)",
+            f"  a pass with no violation needs at least: {zero} requests (independent requests)",
+            f"  at most ~{most:,} requests in all (every step to its cap)"]

@@ -1,25 +1,33 @@
-"""Capacity plan from a measured single-replica max sustainable rate, and the autoscaling trigger
-that the same measurement supports.
+"""Capacity plan from a measured single-replica rate, and the autoscaling trigger that the
+same measurement supports.
 
-**Plan** (:func:`plan_capacity`). Assumption, stated in every plan: *linear scaling* — n replicas
-behind a load balancer sustain n x the single-replica MSR under the same SLO and workload
-(nothing shared saturates first: balancer, network, client, a shared KV store), and a replica
-runs alone on its ``gpus_per_replica`` GPUs. Replicas = ceil(target / (MSR x (1 - headroom))),
-with the MSR's interval lower bound (the rate that held every time: conservative); the interval's
-upper bound gives the fewest replicas the measurement cannot rule out. The check of the
-assumption is :func:`scaling_check`: the measured MSR of n replicas against n x the single one.
+**Plan** (:func:`plan_capacity`, :func:`plan_from_result`). Sized from the *certified lower
+bound* of a certified capacity search (analysis/certify.py: "at least X req/s at the SLO,
+95 % confidence"): replicas = ceil(target / (X x (1 - headroom))). The boundary interval is
+shown beside it for information and never sizes anything. A legacy record (before issue 19,
+no certified bound) plans from its highest passing rate and the plan says it is not certified.
+Assumption, stated in every plan: *linear scaling* — n replicas behind a load balancer
+sustain n x the single-replica rate under the same SLO and workload (nothing shared saturates
+first: balancer, network, client, a shared KV store), and a replica runs alone on its
+``gpus_per_replica`` GPUs. The check of the assumption is :func:`scaling_check`: the measured
+rate of n replicas against n x the single one.
 
-**Trigger** (:func:`boundary_signals`, :func:`autoscale_trigger`). Per capacity step, from its
-/metrics scrapes before and after (counters, so no sample is missed between scrapes), by Little's
-law over the step: mean requests waiting = sum of queue times / step time, mean requests running
-= sum of inference (prefill + decode) times / step time, mean end-to-end latency = sum / count.
-These are the time averages of ``vllm:num_requests_waiting`` and ``vllm:num_requests_running``
-over the step. A signal *moves at the SLO boundary* when its value at the lowest failing rate
+**Trigger** (:func:`boundary_signals`, :func:`autoscale_trigger`). Per capacity step, the
+signals' *steady-window* values: the window is the step's measured requests from ``warmup_s``
+after its first send to its last send (analysis/capacity.py's step window), never the cell's
+whole life (which adds the warm-up, k6's start and the drain: it diluted the values ~17 %).
+By Little's law on that window: mean requests waiting = the window's arrival rate x the mean
+queue time per request, mean requests running = the arrival rate x the mean inference
+(prefill + decode) time per request, the per-request means from the step's /metrics counters
+(scraped before and after, so no sample is missed); mean end-to-end latency = the counters'
+sum / count. A signal *moves at the SLO boundary* when its value at the lowest failing rate
 exceeds its value at the highest passing rate by at least ``min_change`` (relative) and
 ``min_delta`` (absolute); of those that move, the one that moves most is the trigger, and its
 threshold is its value at the highest passing rate x (1 - headroom), never below the signal's
 floor (the smallest change that counts as moving: 0.5 requests): scale out before the rate
-at which the SLO broke. When none moves, there is no trigger, and the reason says so.
+at which the SLO broke. The passing and failing rates are a certified search's certified
+lower bound and its first non-passing certification step above it (a legacy record: its
+bracket). When none moves, there is no trigger, and the reason says so.
 """
 
 from __future__ import annotations
@@ -40,41 +48,64 @@ ASSUMPTION = ("linear scaling: n replicas behind a load balancer sustain n x the
 class CapacityPlan:
     target_rate: float
     headroom: float
-    msr: float
-    msr_high: float | None
+    basis_rate: float  # the single-replica rate the plan sizes from
+    basis: str  # what that rate is: the certified lower bound, or a legacy (not certified) rate
     gpus_per_replica: int
     replicas: int
-    replicas_if_high: int | None
     gpus: int
     per_replica_load: float
-    predicted_msr: float
+    predicted_rate: float  # replicas x basis_rate: what the plan holds at least, under the assumption
+    boundary_interval: str = ""  # for information; never sizes anything
     assumption: str = ASSUMPTION
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame({"quantity": list(asdict(self)), "value": [str(v) for v in asdict(self).values()]})
 
 
-def replicas_for(target_rate: float, msr: float, headroom: float) -> int:
-    if msr <= 0:
-        raise ValueError(f"single-replica max sustainable rate {msr} must be > 0 to plan replicas")
+def replicas_for(target_rate: float, rate: float, headroom: float) -> int:
+    if rate <= 0:
+        raise ValueError(f"single-replica rate {rate} must be > 0 to plan replicas")
     if not 0 <= headroom < 1:
         raise ValueError(f"headroom {headroom} must be in [0, 1)")
-    return max(1, math.ceil(round(target_rate / (msr * (1 - headroom)), 9)))
+    return max(1, math.ceil(round(target_rate / (rate * (1 - headroom)), 9)))
 
 
-def plan_capacity(target_rate: float, msr: float, headroom: float = 0.2, gpus_per_replica: int = 1,
-                  msr_high: float | None = None) -> CapacityPlan:
-    """Replicas and GPUs for ``target_rate`` requests/s (module docstring: the rule)."""
+def plan_capacity(target_rate: float, rate: float, headroom: float = 0.2, gpus_per_replica: int = 1,
+                  basis: str = "certified lower bound", boundary_interval: str = "") -> CapacityPlan:
+    """Replicas and GPUs for ``target_rate`` requests/s from the single-replica ``rate``
+    (module docstring: the rule)."""
     if target_rate <= 0:
         raise ValueError(f"target rate {target_rate} must be > 0")
-    n = replicas_for(target_rate, msr, headroom)
-    n_high = replicas_for(target_rate, msr_high, headroom) if msr_high else None
-    return CapacityPlan(target_rate, headroom, msr, msr_high, gpus_per_replica, n, n_high, n * gpus_per_replica,
-                        round(target_rate / n, 4), round(n * msr, 4))
+    n = replicas_for(target_rate, rate, headroom)
+    return CapacityPlan(target_rate, headroom, rate, basis, gpus_per_replica, n, n * gpus_per_replica,
+                        round(target_rate / n, 4), round(n * rate, 4), boundary_interval)
+
+
+def plan_from_result(result: dict, target_rate: float, headroom: float = 0.2, gpus_per_replica: int = 1,
+                     where: str = "") -> CapacityPlan:
+    """:func:`plan_capacity` from a capacity record (``capacity.json``): its certified lower
+    bound, or a legacy record's highest passing rate (labelled not certified). Raises a
+    ValueError naming ``where`` when there is no rate to plan from."""
+    from .capacity import is_certified
+
+    if is_certified(result):
+        x = result.get("certified_rate")
+        if x is None:
+            raise ValueError(f"{where}: the certified search certified no rate ({result.get('claim')}); "
+                             "nothing to size from")
+        conf = f"{1 - result.get('config', {}).get('alpha', 0.05):.0%}"
+        lo, hi = result.get("interval_low"), result.get("interval_high")
+        return plan_capacity(target_rate, float(x), headroom, gpus_per_replica,
+                             f"certified lower bound ({conf} confidence): {result['claim']}",
+                             f"[{lo:.3g}, {hi:.3g}] req/s (where the SLO breaks for this engine; information only)")
+    if result.get("msr") is None:
+        raise ValueError(f"{where}: no max sustainable rate (plan from a capacity run)")
+    return plan_capacity(target_rate, float(result["msr"]), headroom, gpus_per_replica,
+                         "legacy max sustainable rate (highest passing rate of a bracket search): not certified")
 
 
 def scaling_check(single_msr: float, replicas: int, measured_msr: float, tolerance: float = 0.15) -> dict:
-    """Predicted (replicas x single) against measured MSR of ``replicas`` replicas."""
+    """Predicted (replicas x single) against the measured rate of ``replicas`` replicas."""
     predicted = replicas * single_msr
     error = (measured_msr - predicted) / predicted
     return {"replicas": replicas, "single_msr": single_msr, "predicted_msr": predicted, "measured_msr": measured_msr,
@@ -97,10 +128,27 @@ _SUMS = {"queue": "vllm:request_queue_time_seconds_sum", "inference": "vllm:requ
          "e2e_sum": "vllm:e2e_request_latency_seconds_sum", "e2e_count": "vllm:e2e_request_latency_seconds_count"}
 
 
+def _window_rates(run: Run, warmup_s: float) -> dict[str, tuple[float, float]]:
+    """Per open-loop cell: (arrival rate in its steady window, window seconds), from k6's rows."""
+    req = run.requests
+    if req.empty or "cell_id" not in req.columns:
+        return {}
+    if "phase" in req.columns:
+        req = req[req["phase"] == "measure"]
+    out = {}
+    for cid, g in req.groupby("cell_id"):
+        t0 = g["start_ts"].min() + pd.Timedelta(seconds=warmup_s)
+        w = g[g["start_ts"] >= t0]
+        secs = (w["start_ts"].max() - t0).total_seconds() if len(w) > 1 else 0.0
+        if secs > 0:
+            out[str(cid)] = (len(w) / secs, secs)
+    return out
+
+
 def boundary_signals(run: Run) -> pd.DataFrame:
-    """One row per capacity step: rate, passed, seconds, requests, and each signal (long: one
-    row per step x signal, column ``value``). Replicas scraped as pods are averaged (a replica's
-    view, what KEDA's AverageValue compares)."""
+    """One row per capacity step x signal: cell_id, rate, passed, seconds (the steady window),
+    requests, signal, value (module docstring: steady-window values). Replicas scraped as pods
+    are averaged (a replica's view, what KEDA's AverageValue compares)."""
     srv = run.server
     if srv.empty:
         return pd.DataFrame(columns=["cell_id", "rate", "passed", "seconds", "signal", "value"])
@@ -110,16 +158,18 @@ def boundary_signals(run: Run) -> pd.DataFrame:
     if (per["pod"] != "").any():  # a multi-replica target: each replica scraped directly
         per = per[per["pod"] != ""]
     delta = per.groupby(["cell_id", "sample"])["delta"].mean().unstack("sample")
+    warmup_s = float((run.manifest.spec.get("capacity") or {}).get("warmup_s", 0) or 0)
+    windows = _window_rates(run, warmup_s)
     rows = []
     for c in run.manifest.cells:
-        if c.rate is None or c.cell_id not in delta.index or not (c.started_at and c.ended_at):
+        if c.rate is None or c.cell_id not in delta.index or c.cell_id not in windows:
             continue
-        secs = (c.ended_at - c.started_at).total_seconds()
+        lam, secs = windows[c.cell_id]
         d = delta.loc[c.cell_id]
         count = d.get(_SUMS["e2e_count"], float("nan"))
-        values = {"waiting": d.get(_SUMS["queue"], float("nan")) / secs,
-                  "running": d.get(_SUMS["inference"], float("nan")) / secs,
-                  "latency_s": d.get(_SUMS["e2e_sum"], float("nan")) / count if count else float("nan")}
+        per_req = (lambda k: d.get(_SUMS[k], float("nan")) / count if count else float("nan"))  # noqa: E731
+        values = {"waiting": lam * per_req("queue"), "running": lam * per_req("inference"),
+                  "latency_s": per_req("e2e_sum")}
         for sig, v in values.items():
             rows.append({"cell_id": c.cell_id, "rate": c.rate, "passed": c.reason.startswith("PASS"), "seconds": secs,
                          "requests": count, "signal": sig, "value": float(v)})
@@ -152,8 +202,8 @@ class Trigger:
                 f"= {self.value_at_pass:.3g} at {self.pass_rate:g} requests/s (highest rate that met the SLO) "
                 f"x (1 - headroom {self.headroom:g}){floor};",
                 f"at {self.fail_rate:g} requests/s (lowest failing rate) it was {self.value_at_fail:.3g}.",
-                f"Measured in capacity run {self.run_id} (analysis/plan.py: Little's law over each step's",
-                "/metrics counters); " + self.reason]
+                f"Measured in capacity run {self.run_id} (analysis/plan.py: steady-window values, Little's law on",
+                "each step's window arrival rate and /metrics per-request times); " + self.reason]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str)
@@ -163,9 +213,14 @@ def autoscale_trigger(run: Run, headroom: float = 0.2, min_change: float = 0.2,
                       min_delta: dict | None = None) -> tuple[Trigger, pd.DataFrame]:
     """The trigger a capacity run supports (module docstring: the rule) and the step table."""
     table = boundary_signals(run)
+    from .capacity import is_certified
+
     res = run.capacity
-    t = choose_trigger(table, res.get("interval_low"), res.get("interval_high"), run.run_id, headroom, min_change,
-                       min_delta)
+    lo, hi = (res.get("pass_rate"), res.get("fail_rate")) if is_certified(res) else \
+        (res.get("interval_low"), res.get("interval_high"))
+    t = choose_trigger(table, lo, hi, run.run_id, headroom, min_change, min_delta)
+    if res and not is_certified(res):
+        t.reason += "; the passing and failing rates are a legacy bracket search's (before issue 19), not certified"
     warm = sum(c.warmup_requests or 0 for c in run.manifest.cells if c.rate is not None)
     if warm:
         t.reason += (f"; caution: the steps include {warm} warm-up requests (k6 setup) that the counters cannot "

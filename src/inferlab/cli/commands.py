@@ -211,14 +211,11 @@ def cmd_tune(a) -> int:
 def cmd_plan(a) -> int:
     import pandas as pd
 
-    from ..analysis.plan import autoscale_trigger, plan_capacity
+    from ..analysis.plan import autoscale_trigger, plan_from_result
     from ..runs.reader import load_run
 
     run = load_run(a.run)
-    cap = run.capacity
-    if cap.get("msr") is None:
-        raise ValueError(f"run {a.run}: no max sustainable rate (plan from a capacity run)")
-    p = plan_capacity(a.target_rate, float(cap["msr"]), a.headroom, a.gpus_per_replica, cap.get("interval_high"))
+    p = plan_from_result(run.capacity, a.target_rate, a.headroom, a.gpus_per_replica, where=f"run {a.run}")
     with pd.option_context("display.max_colwidth", 200):
         print(p.table().to_string(index=False))
     trigger, _ = autoscale_trigger(run, headroom=a.headroom)

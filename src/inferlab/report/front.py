@@ -36,7 +36,7 @@ FACTS = ("run_id", "status", "target", "model", "engine args", "vLLM", "host", "
 HEADLINE = ("cell_id", "vus", "requests", "errors", "rps", "latency_p95_ms", "probe_ttft_p50_ms",
             "validity")  # of cell_summary
 WITHIN_SLO = "within SLO"
-TRIAL_COLUMNS = ("trial", "changed flags", "MSR (req/s)", "interval", "best", "run_id")  # of tune.trials_table
+TRIAL_COLUMNS = ("trial", "changed flags", "objective (req/s)", "judge", "interval", "best", "run_id")  # of tune.trials_table
 
 
 @dataclass(frozen=True)
@@ -182,13 +182,26 @@ def load_test(run: Run, cells: pd.DataFrame) -> FrontPage:
                                   "each cell's columns: Results per cell and the appendix.")
 
 
+def capacity_line(cap: dict) -> str:
+    """The front page's capacity sentence: the certified claim, or a legacy record's bracket
+    labelled as such (report/capacity.py)."""
+    from ..analysis.capacity import is_certified
+
+    if not cap:
+        return "No capacity search in this run."
+    if is_certified(cap):
+        return (f"Certified capacity: **{cap['claim']}** (boundary interval [{cap['interval_low']:.3g}, "
+                f"{cap['interval_high']:.3g}] req/s, {len(cap['steps'])} steps).")
+    return (f"Max sustainable rate **{cap['msr']} requests/s** (search bracket [{cap['interval_low']}, "
+            f"{cap['interval_high']}], {len(cap['steps'])} steps; legacy bracket judge, not certified).")
+
+
 def stress(run: Run, closed: pd.DataFrame, ramp: RampAnalysis) -> FrontPage:
     """The stress report's first page; ``closed`` and ``ramp`` are what its body shows
     (``knee.closed_loop(cell_summary(run))`` and ``knee.analyze_ramp(run, ...)``)."""
     numbers = _cell_numbers(closed, ramp.slo_p95_ms, ramp.slo_error_rate)  # the SLO the body's ramp is judged by
     cap = run.capacity
-    msr = (f"Max sustainable rate **{cap['msr']} requests/s** (interval [{cap['interval_low']}, "
-           f"{cap['interval_high']}], {len(cap['steps'])} steps)." if cap else "No capacity search in this run.")
+    msr = capacity_line(cap)
     dropped = dropped_iterations(run)
     headline = [_slo_line(ramp.slo_p95_ms, ramp.slo_error_rate), msr, ramp.sentence, *_best_within_slo(closed, numbers),
                 *_idle_ttft(run), _errors(run), f"Dropped iterations: {int(dropped['dropped_iterations'].sum()):,}."]

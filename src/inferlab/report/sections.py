@@ -14,7 +14,6 @@ from typing import Any
 import pandas as pd
 from IPython.display import Markdown, display
 
-from ..analysis.token_slo import e2e_bound_ms
 
 
 class Section:
@@ -193,18 +192,18 @@ def run_cells(run_id: str | None):
 
 
 def capacity_md(run: Run) -> Markdown:
-    """A capacity run's max sustainable rate, its interval and method (or that there is none)."""
-    c = run.capacity
-    if not c:
-        return Markdown("No capacity search in this run (`inferlab capacity SPEC` makes one).")
-    slo = c.get("slo", {})
-    return Markdown(f"**Max sustainable rate: {c['msr']} requests/s** (interval [{c['interval_low']}, "
-                    f"{c['interval_high']}], {len(c['steps'])} steps; SLO p95 e2e <= {e2e_bound_ms(slo, float('nan')):g} ms, "
-                    f"errors <= {slo.get('error_rate')}).\n\nMethod: {c['method']}.")
+    """A capacity run's certified claim and boundary interval (report/capacity.py), or a legacy
+    record's bracket labelled as such, or that there is none."""
+    from .capacity import headline
+
+    return Markdown(headline(run.capacity))
 
 
 def capacity_steps(run: Run):
-    """Every step of a capacity search in the order it ran: rate, pass/fail and why."""
-    steps = pd.DataFrame(run.capacity.get("steps", []))
+    """Every step of a capacity search in the order it ran: n, t, the bounds and the decision
+    (report/capacity.py)."""
+    from .capacity import step_table
+
+    steps = step_table(run.capacity)
     return show(steps, precision=2) if not steps.empty else "no capacity steps"
 

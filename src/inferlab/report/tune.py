@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown
 
-from ..analysis.plan import ASSUMPTION, autoscale_trigger, plan_capacity
+from ..analysis.plan import ASSUMPTION, autoscale_trigger, plan_from_result
 from ..runs.reader import load_run
 from ..runs.tune_record import TuneRecord, load_tune
 
@@ -18,22 +18,39 @@ def load(tune_id: str) -> TuneRecord:
     return load_tune(tune_id)
 
 
+def judge_of(run_id: str | None) -> str:
+    """``certified`` or ``legacy bracket`` (a capacity record before issue 19), from the trial's run."""
+    from ..analysis.capacity import is_certified
+
+    if not run_id:
+        return ""
+    try:
+        return "certified" if is_certified(load_run(run_id).capacity) else "legacy bracket"
+    except (FileNotFoundError, ValueError):
+        return "run not found"
+
+
 def trials_table(rec: TuneRecord) -> pd.DataFrame:
-    """One row per trial in the order it ran: the flags it changed, its MSR and interval, run id."""
+    """One row per trial in the order it ran: the flags it changed, its objective (the certified
+    lower bound; a legacy record's highest passing rate), its interval (the boundary interval; a
+    legacy record's bracket) and which judge made them, run id."""
     rows = []
     for t in rec.trials:
+        judge = judge_of(t.run_id) if t.state == "complete" else ""
         rows.append({"trial": t.number, "seed": t.seed or "-", "changed flags": " ".join(t.changed) or "(defaults)",
-                     "state": t.state, "MSR (req/s)": t.msr,
-                     "interval": _interval(t.interval_low, t.interval_high),
+                     "state": t.state, "objective (req/s)": t.msr, "judge": judge,
+                     "interval": _interval(t.interval_low, t.interval_high, judge),
                      "steps": t.n_steps, "best": "*" if t.number == rec.best else "",
                      "run_id": t.run_id or "", "note": t.reason})
     return pd.DataFrame(rows)
 
 
-def _interval(low: float | None, high: float | None) -> str:
+def _interval(low: float | None, high: float | None, judge: str = "") -> str:
+    if judge == "certified":
+        return "" if low is None or high is None else f"boundary interval [{low:.3g}, {high:.3g}]"
     if low is None:
         return "" if high is None else f"none passed (lowest tried {high:g} failed)"
-    return f"[{low:g}, {'open' if high is None else f'{high:g}'}]"
+    return f"bracket [{low:g}, {'open' if high is None else f'{high:g}'}]"
 
 
 def headline(rec: TuneRecord) -> Markdown:
@@ -46,9 +63,11 @@ def headline(rec: TuneRecord) -> Markdown:
              f"Baseline arguments: `{' '.join(rec.baseline_args) or '(none)'}`."]
     if best:
         flags = " ".join(best.changed) or "vLLM defaults"
-        lines.append(f"Best: trial {best.number} (`{flags}`), MSR **{best.msr:g}/s** "
-                     f"{_interval(best.interval_low, best.interval_high)}"
-                     + (f"; baseline MSR {base.msr:g}/s" if base else "") + ".")
+        judge = judge_of(best.run_id)
+        what = "certified at least" if judge == "certified" else "MSR (legacy bracket judge, not certified)"
+        lines.append(f"Best: trial {best.number} (`{flags}`), {what} **{best.msr:g}/s** "
+                     f"{_interval(best.interval_low, best.interval_high, judge)}"
+                     + (f"; baseline {base.msr:g}/s" if base else "") + ".")
     lines.append(f"Confirmation: **{c.outcome}**" + (f" ({c.reason})" if c.reason else "")
                  + (f", comparison `{c.comparison_id}`" if c.comparison_id else "") + ".")
     if rec.component:
@@ -64,8 +83,10 @@ def search_path(rec: TuneRecord):
     done = [t for t in rec.trials if t.state == "complete"]
     x = [t.number for t in done]
     y = [t.msr or 0.0 for t in done]
-    hi = [(t.interval_high if t.interval_high is not None else (t.msr or 0.0)) - (t.msr or 0.0) for t in done]
-    ax.errorbar(x, y, yerr=[[0] * len(y), hi], fmt="o", capsize=4, label="MSR, bar to the lowest failing rate")
+    hi = [max((t.interval_high if t.interval_high is not None else (t.msr or 0.0)) - (t.msr or 0.0), 0.0)
+          for t in done]
+    ax.errorbar(x, y, yerr=[[0] * len(y), hi], fmt="o", capsize=4,
+                label="objective (certified bound; legacy: MSR), bar to the interval's top")
     failed = [t.number for t in rec.trials if t.state == "failed"]
     ax.scatter(failed, [0] * len(failed), marker="x", color="red", label="failed (engine did not start / no result)")
     best, run_best = [], 0.0
@@ -77,7 +98,7 @@ def search_path(rec: TuneRecord):
         if t.seed:
             ax.annotate(t.seed, (t.number, t.msr or 0.0), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel("trial (order run)")
-    ax.set_ylabel("max sustainable rate (requests/s)")
+    ax.set_ylabel("objective (requests/s)")
     ax.set_title("Search path")
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -110,10 +131,7 @@ def plan_run(rec: TuneRecord, capacity_run: str = "") -> str:
 
 
 def capacity_plan(run_id: str, target_rate: float, headroom: float, gpus_per_replica: int = 1) -> pd.DataFrame:
-    cap = load_run(run_id).capacity
-    if cap.get("msr") is None:
-        raise ValueError(f"run {run_id}: no max sustainable rate to plan from")
-    p = plan_capacity(target_rate, float(cap["msr"]), headroom, gpus_per_replica, cap.get("interval_high"))
+    p = plan_from_result(load_run(run_id).capacity, target_rate, headroom, gpus_per_replica, where=f"run {run_id}")
     return p.table()
 
 

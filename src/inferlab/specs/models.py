@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from .base import StrictModel
-from .workload import Workload, WorkloadError, load_workload
+from .workload import Trace, Workload, WorkloadError, load_workload
 
 
 class Payload(StrictModel):
@@ -77,21 +77,40 @@ class Ramp(StrictModel):
 
 
 class Capacity(StrictModel):
-    """Max sustainable rate: the highest constant arrival rate whose steady-state window meets the
-    SLO (p95 e2e, error rate, no dropped or late sends, achieved >= ``min_achieved`` x offered).
-    Coarse steps (x ``growth``) from ``start_rate`` until a step fails, then bisection down to
-    ``resolution`` (relative), each step held ``hold_s``; the two boundary rates repeated
-    ``boundary_repeats`` times."""
+    """A certified max-sustainable-rate search (docs/capacity.md; analysis/certify.py). Steps
+    hold a constant arrival rate; each SLO bound (the ``slo`` section: TTFT, TPOT, e2e at their
+    percentiles) is judged by its violations among the steady window's requests.
+    *Exploration*: steps of ``explore_requests`` from ``start_rate``, x ``growth`` until one is
+    over the SLO, then bisected to ``explore_resolution``. *Certification*: steps at fixed
+    multiples of that guess, ascending, each decided sequentially (``n_looks`` looks up to
+    ``cap_requests``; a look runs as one k6 segment of the step). ``hold_s``, ``resolution``,
+    ``boundary_repeats`` and ``min_achieved`` belong to the legacy bracket search of records
+    made before issue 19 and are read, not used."""
 
     payload: str = "short"
     start_rate: float = Field(2.0, gt=0, description="requests/s of the first step")
-    growth: float = Field(2.0, gt=1, description="coarse steps multiply the rate by this until a step fails")
+    growth: float = Field(2.0, gt=1, description="exploration multiplies the rate by this until a step is over the SLO")
     max_rate: float = Field(10000, gt=0, description="give up (report '> max_rate') above this")
-    resolution: float = Field(0.1, gt=0, lt=1, description="stop bisecting when (fail - pass) / pass < this")
-    hold_s: int = Field(30, ge=5, description="seconds each step is held (steady state)")
-    warmup_s: int = Field(5, ge=0, description="first seconds of a step not judged")
-    boundary_repeats: int = Field(2, ge=1, le=10, description="times the last passing and first failing rates are re-run")
-    min_achieved: float = Field(0.95, gt=0, le=1, description="completed / offered requests a passing step needs")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="of the certified lower bound and the boundary interval")
+    explore_requests: int | None = Field(None, ge=20, description="requests of an exploration step; None: 20 expected "
+                                         "violations at the strictest allowed share, at least 300")
+    explore_resolution: float = Field(0.06, gt=0, lt=1, description="bisect exploration until (over - under) / under "
+                                      "is below this")
+    cap_requests: int | None = Field(None, ge=20, description="requests a certification step may run before it is "
+                                     "'undecided' (a fail); None: 200 / (1 - q) of the strictest bound (p95: 4,000, "
+                                     "p99: 20,000), the cap at which the rule's power was shown")
+    n_looks: int = Field(5, ge=1, le=20, description="looks (k6 segments) a certification step may take up to its cap")
+    max_explore_steps: int = Field(20, ge=2)
+    cert_grid: list[float] | None = Field(None, min_length=3, description="certification steps as multiples of "
+                                          "exploration's boundary guess (also fitted for the interval); None: "
+                                          "0.86, 0.92, 0.96, 1.0, 1.04, 1.08, 1.12, 1.16 (the simulated coverage)")
+    claim_grid: list[float] | None = Field(None, description="lower certification steps for the claim only (not "
+                                           "fitted); None: 0.7, 0.8")
+    hold_s: int = Field(30, ge=5, description="legacy bracket search only")
+    warmup_s: int = Field(5, ge=0, description="first seconds of each step segment not judged")
+    resolution: float = Field(0.1, gt=0, lt=1, description="legacy bracket search only")
+    boundary_repeats: int = Field(2, ge=1, le=10, description="legacy bracket search only")
+    min_achieved: float = Field(0.95, gt=0, le=1, description="legacy bracket search only")
     pre_allocated_vus: int = Field(64, gt=0, description="VUs started before a step: k6 drops sends while it starts "
                                    "more mid-step, a client artefact, so allocate what the step can need up front")
     max_vus: int = Field(256, gt=0)
@@ -231,8 +250,13 @@ class LoadSpec(StrictModel):
             clash.append("concurrency")
         if clash:
             raise ValueError(f"workload {w.name!r} plans the cells ({w.arrival.kind} arrivals): drop {', '.join(clash)}")
+        if self.kind == "capacity":  # constant-rate steps of the workload's own length and prefix mix
+            if isinstance(w.arrival, Trace) and w.arrival.lengths == "trace":
+                raise ValueError(f"workload {w.name!r}: a capacity search draws lengths from the workload's input/output "
+                                 "(its steps hold their own constant rate); a trace with lengths: trace has none")
+            return self
         if self.kind != "sweep":
-            raise ValueError(f"a workload runs in a sweep (kind: sweep), not kind {self.kind!r}")
+            raise ValueError(f"a workload runs in a sweep or a capacity search, not kind {self.kind!r}")
         if any(v <= 0 for v in self.concurrency):
             raise ValueError("concurrency values must be positive")
         fewest = min(workload_vus(self, w))

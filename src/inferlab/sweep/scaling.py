@@ -44,10 +44,29 @@ def check_scaling(spec: LoadSpec, replicas: int = 2, devices: Devices = "gpu", s
     replicas; ``single_run``: an existing one-replica capacity run instead of measuring it."""
     single = single_run or replica_capacity(spec, 1, devices, engine_python, model)
     many = replica_capacity(spec, replicas, devices, engine_python, model)
-    msr1, msrn = (load_run(r).capacity.get("msr") for r in (single, many))
+    res1, resn = (load_run(r).capacity for r in (single, many))
+    msr1, msrn = res1.get("msr"), resn.get("msr")
     if msr1 is None or msrn is None:
         raise ValueError(f"no max sustainable rate in run {single if msr1 is None else many}")
     out = {**scaling_check(float(msr1), replicas, float(msrn), tolerance), "single_run": single, "replicas_run": many,
-           "devices": devices}
+           "devices": devices, **boundary_ratio(res1, resn, replicas)}
     print(json.dumps(out, indent=1))
     return out
+
+
+def boundary_ratio(single: dict, many: dict, replicas: int) -> dict:
+    """Certified records: the measured boundary of ``replicas`` replicas over ``replicas`` x the
+    single one's, with a conservative interval from the two boundary intervals (each 95 %;
+    [low_n / (n high_1), high_n / (n low_1)] holds with at least 90 %); {} otherwise."""
+    from ..analysis.capacity import is_certified
+
+    if not (is_certified(single) and is_certified(many)):
+        return {}
+    b1, bn = single.get("boundary"), many.get("boundary")
+    lo1, hi1, lon, hin = (float(x) for x in (single["interval_low"], single["interval_high"], many["interval_low"],
+                                             many["interval_high"]))
+    return {"boundary_ratio": bn / (replicas * b1) if b1 and bn else float("nan"),
+            "boundary_ratio_interval": [lon / (replicas * hi1) if hi1 > 0 else 0.0,
+                                        hin / (replicas * lo1) if lo1 > 0 else float("inf")],
+            "boundary_ratio_note": "boundary of n replicas / (n x one replica's), interval from the two boundary "
+                                   "intervals (each 95 %: jointly at least 90 %)"}

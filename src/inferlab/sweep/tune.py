@@ -7,11 +7,14 @@ engine arguments in place (local: the run starts a fresh engine with them; url: 
 restart command; k8s: a patch of the Deployment, see ``restart.py``) and runs the capacity spec
 as a run of its own in data/runs (``runner.run``); its run id goes on the trial.
 
-Objective: the max sustainable rate (MSR) of that run, requests/s, which is the *lower bound* of
-its interval [MSR, lowest failing rate] (analysis/capacity.py: the highest rate that met the SLO
-every time it ran); a search in which no rate passed scores 0. A candidate whose engine does not
-start (or whose run ends without a capacity result) is a failed trial, recorded with the reason;
-the tune goes on. A point measured before is not run again: its result is reused (``duplicate_of``).
+Objective: the *certified lower bound* of that run's certified capacity search, requests/s
+(analysis/certify.py: "at least X req/s at the SLO, 95 % confidence", fixed-sequence testing
+over sequentially decided steps); a search that certified no rate scores 0. The trial keeps
+the boundary interval beside it (``interval_low``/``interval_high``: where the SLO breaks for
+that engine), for information: trials are ranked by what is certified, never by a point
+estimate or a bracket. A candidate whose engine does not start (or whose run ends without a
+capacity result) is a failed trial, recorded with the reason; the tune goes on. A point
+measured before is not run again: its result is reused (``duplicate_of``).
 
 Budget: ``max_trials`` (seeds and duplicates included) and ``max_minutes`` of trial time (summed
 over sessions); no trial starts when the remaining time is below the mean trial duration so far.
@@ -39,6 +42,9 @@ from ..specs.tune import (BoolParam, Budget, CategoricalParam, IntParam, TuneSpe
 from . import restart
 
 console = Console(stderr=True)
+OBJECTIVE = ("certified lower bound (requests/s) of a certified capacity search: at least this rate meets every SLO "
+             "bound, 95 % confidence (fixed-sequence testing); 0 when none is certified; a candidate whose engine did "
+             "not start is a failed trial")
 INTERRUPTED = "interrupted by the user (Ctrl-C); `--resume` runs this candidate again"
 
 
@@ -96,7 +102,7 @@ def tune(spec: TuneSpec, target: str = "local", base_url: str | None = None, bud
         d = tunes_dir() / tune_id
         d.mkdir(parents=True)
         rec = TuneRecord(tune_id=tune_id, created_at=now, target=target, spec=spec.model_dump(mode="json"),
-                         capacity_spec=cap.model_dump(mode="json"))
+                         capacity_spec=cap.model_dump(mode="json"), objective=OBJECTIVE)
     if resume and rec.baseline_args:  # k8s: the deployment may still run an interrupted trial's candidate
         base_args = rec.baseline_args
     else:
@@ -242,9 +248,24 @@ def _evaluate(t: Trial, rec: TuneRecord, spec: TuneSpec, cap: LoadSpec, target: 
         t.reason = f"run {m.status}: {m.reason or 'no capacity result'}"[:600]
         return
     t.state = "complete"
-    t.msr = float(res["msr"]) if res.get("msr") is not None else 0.0
-    t.interval_low, t.interval_high, t.n_steps = res.get("interval_low"), res.get("interval_high"), res.get("n_steps")
-    t.reason = "no rate met the SLO" if res.get("msr") is None else ""
+    t.msr, t.interval_low, t.interval_high, t.n_steps, t.reason = trial_result(res)
+
+
+def trial_result(res: dict) -> tuple[float, float | None, float | None, int, str]:
+    """A capacity record's (objective, interval low, interval high, steps, note) for a trial:
+    the certified lower bound (0 when none) and the boundary interval; a legacy record (before
+    issue 19) its highest passing rate and bracket, noted as not certified."""
+    from ..analysis.capacity import is_certified
+
+    n = res.get("n_steps", len(res.get("steps", [])))
+    if is_certified(res):
+        x = res.get("certified_rate")
+        fin = lambda v: float(v) if v is not None and v == v and abs(v) != float("inf") else None  # noqa: E731
+        return (float(x) if x is not None else 0.0, fin(res.get("interval_low")), fin(res.get("interval_high")), n,
+                "" if x is not None else f"nothing certified: {res.get('claim', '')}")
+    x = res.get("msr")
+    return (float(x) if x is not None else 0.0, res.get("interval_low"), res.get("interval_high"), n,
+            "legacy bracket search: not certified" + ("; no rate met the SLO" if x is None else ""))
 
 
 def _set_best(rec: TuneRecord) -> None:
@@ -254,11 +275,12 @@ def _set_best(rec: TuneRecord) -> None:
 
 
 def _print_result(t: Trial, rec: TuneRecord) -> None:
-    if t.state == "complete" and t.interval_low is None:
-        res = f"no rate met the SLO (lowest rate tried and failed: {t.interval_high}/s)"
+    if t.state == "complete" and not t.msr:
+        res = escape(f"nothing certified ({t.reason})")
     elif t.state == "complete":
-        hi = "open" if t.interval_high is None else f"{t.interval_high:g}"
-        res = escape(f"MSR {t.msr:g}/s [interval {t.msr:g}, {hi}]")
+        iv = "" if t.interval_low is None or t.interval_high is None else \
+            f", boundary interval [{t.interval_low:.3g}, {t.interval_high:.3g}]"
+        res = escape(f"certified at least {t.msr:g}/s{iv}")
     else:
         res = f"[red]failed[/]: {escape(t.reason[:200])}"
     best = rec.trial(rec.best) if rec.best is not None else None
@@ -318,8 +340,8 @@ def _write_component(rec: TuneRecord, spec: TuneSpec) -> None:
     best = rec.trial(rec.best)
     assert best is not None
     cmp = rec.confirmation
-    why = [f"inferlab tune {rec.tune_id}: trial #{best.number}, MSR {best.msr:g}/s "
-           f"(interval [{best.interval_low}, {best.interval_high}]) on {rec.target}",
+    why = [f"inferlab tune {rec.tune_id}: trial #{best.number}, certified at least {best.msr:g}/s "
+           f"(boundary interval [{best.interval_low}, {best.interval_high}]) on {rec.target}",
            f"confirmed by the interleaved A/B {cmp.comparison_id}: {cmp.reason}"]
     path = write_engine_component(spec.component.name, spec.component.overlay, spec.space, best.params, why)
     rec.component = str(path)
