@@ -111,6 +111,13 @@ class GateLine:
     reason: str
     test: LogRatioTest | None = None
     q_regression: float = float("nan")
+    family: int = 1  # metrics Holm's regression adjustment ran over (settle)
+
+    def why(self) -> str:
+        """The reason; for an inconclusive metric computed when asked (the power search costs)."""
+        if self.reason or self.test is None:
+            return self.reason
+        return _inconclusive_reason(self.test, self.lower_is_better, self.test.alpha, self.family)
 
     def text(self) -> str:
         """One line: outcome, cell and metric, direction, ratio with its interval against the margin, why."""
@@ -118,11 +125,11 @@ class GateLine:
         head += "higher is worse)" if self.lower_is_better else "lower is worse)"
         t = self.test
         if t is None or not np.isfinite(t.ratio):
-            return f"{head}: {self.reason}"
+            return f"{head}: {self.why()}"
         limit = band(t.margin)[1] if self.lower_is_better else band(t.margin)[0]
         iv = (f" {(1 - 2 * t.alpha) * 100:g}% CI [{t.low:.3f}, {t.high:.3f}]" if np.isfinite(t.low) else "")
         return (f"{head}: {t.ratio:.3f}x{iv}, margin {'+' if self.lower_is_better else '-'}{pct(t.margin)} "
-                f"(worse than {limit:.3f}x is a regression), {t.n_baseline}+{t.n_tuned} repeats: {self.reason}")
+                f"(worse than {limit:.3f}x is a regression), {t.n_baseline}+{t.n_tuned} repeats: {self.why()}")
 
 
 @dataclass
@@ -209,7 +216,7 @@ def gate_repeats(reps: pd.DataFrame, tokens: pd.DataFrame, margin: float, alpha:
         err_a = float(a["errors"].sum() / max(a["requests"].sum(), 1))
         err_b = float(b["errors"].sum() / max(b["requests"].sum(), 1))
         if primary in reps.columns:
-            lines.append(_line(cell, primary, primary, "primary", a[primary], b[primary], margin, alpha, err_a, err_b))
+            lines.append(gate_metric(cell, primary, primary, "primary", a[primary], b[primary], margin, alpha, err_a, err_b))
         else:
             lines.append(GateLine(cell, primary, primary, "primary", lower_is_better(primary), "inconclusive",
                                   f"the comparison has no {primary} values"))
@@ -235,8 +242,8 @@ def gate_repeats(reps: pd.DataFrame, tokens: pd.DataFrame, margin: float, alpha:
                                       f"{len(short)} repeat(s) without a value (fewest window requests with one: "
                                       f"{int(g['n'].min())}; the percentile needs {int(g['need'].iloc[0])})"))
                 continue
-            lines.append(_line(cell, metric, label, "token SLO percentile", va, vb, margin, alpha, err_a, err_b))
-    _holm_regressions(lines, alpha)
+            lines.append(gate_metric(cell, metric, label, "token SLO percentile", va, vb, margin, alpha, err_a, err_b))
+    settle(lines, alpha)
     return GateResult(lines, margin, alpha, status, header)
 
 
@@ -246,9 +253,11 @@ def _same_as(metric: str, primary: str) -> bool:
     return metric.startswith("e2e_p") and primary == "latency_" + metric.removeprefix("e2e_") and primary in QUANTILES
 
 
-def _line(cell: str, metric: str, label: str, role: str, va, vb, margin: float, alpha: float, err_a: float,
-          err_b: float) -> GateLine:
-    """One metric's test and its provisional outcome (regressions are settled by Holm afterwards)."""
+def gate_metric(cell: str, metric: str, label: str, role: str, va, vb, margin: float, alpha: float,
+                err_a: float = 0.0, err_b: float = 0.0) -> GateLine:
+    """One metric's test (per-repeat values ``va`` baseline, ``vb`` candidate; ``err_*`` the sides'
+    failed-request shares) and its provisional outcome: non-inferior or inconclusive, or a
+    regression when a candidate repeat served nothing; :func:`settle` decides the regressions."""
     lib = lower_is_better(metric)
     va, vb = np.asarray(va, float), np.asarray(vb, float)
     t = log_ratio_test(va, vb, margin, alpha, lower_is_better=lib)
@@ -267,8 +276,9 @@ def _line(cell: str, metric: str, label: str, role: str, va, vb, margin: float, 
     return line
 
 
-def _holm_regressions(lines: list[GateLine], alpha: float) -> None:
-    """Holm over the gated metrics' regression p-values; settle regressions and explain the rest."""
+def settle(lines: list[GateLine], alpha: float) -> None:
+    """Holm over the gated metrics' regression p-values (those with an interval): a metric whose
+    adjusted q is below ``alpha`` (with >= 3 repeats a side) becomes a regression."""
     tested = [x for x in lines if x.test is not None and x.outcome != "regression"]
     q = stats.holm([x.test.p_regression for x in tested], alpha)
     k = max(int(np.isfinite(q).sum()), 1)
@@ -276,14 +286,14 @@ def _holm_regressions(lines: list[GateLine], alpha: float) -> None:
         x.q_regression = float(qx)
         t = x.test
         few = min(t.n_baseline, t.n_tuned) < MIN_VERDICT_REPEATS
+        x.family = k
         if np.isfinite(qx) and qx < alpha and not few:
             x.outcome, x.reason = "regression", f"worse beyond the margin (Holm q = {qx:.2g} over {k})"
-        elif x.outcome == "inconclusive" and not x.reason:
-            x.reason = _inconclusive_reason(t, x.lower_is_better, alpha, k, few)
 
 
-def _inconclusive_reason(t: LogRatioTest, lib: bool, alpha: float, k: int, few: bool) -> str:
+def _inconclusive_reason(t: LogRatioTest, lib: bool, alpha: float, k: int) -> str:
     """Why the interval decides nothing, and how many more repeats a side would."""
+    few = min(t.n_baseline, t.n_tuned) < MIN_VERDICT_REPEATS
     if t.note:
         return f"{t.note}; at least {MIN_VERDICT_REPEATS} repeats a side with varying values are needed"
     # the deciding test: non-inferiority at alpha on the better side of the margin, regression at
