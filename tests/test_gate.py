@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -193,6 +194,7 @@ def test_noise_larger_than_the_margin_is_inconclusive_with_how_many_more_repeats
     code, out = gate(capsys, cid, "--margin", "5%")
     assert code == 3, out
     assert "more repeats a side would decide at the measured noise" in out and "assuming the measured ratio" in out
+    assert re.search(r"could not be shown within ±5 %; \d+ more repeats a side would decide all of them", out), out
 
 
 def test_a_2_plus_2_gate_and_a_partial_comparison_cannot_pass(workspace, capsys):
@@ -236,4 +238,7 @@ def test_gate_of_two_specs_runs_an_interleaved_ab_on_the_standin_and_fails_the_s
     assert c.status == "complete" and [r.side for r in c.repeats] == ["baseline", "tuned"] * 3
     line = next(x for x in out.splitlines() if " throughput " in x)
     assert line.startswith("REGRESSION") and "3+3 repeats" in line
-    assert "gate: regression (exit 1)" in out.splitlines()[-1]
+    assert "REGRESSION    short-c4 e2e p95" in out  # k6's durations: the one token-level percentile a url target has
+    assert "NOT GATED     short-c4 TTFT p99" in out
+    assert [x for x in out.splitlines() if x.startswith("gate: ")] == [
+        "gate: regression (exit 1): 2 of 2 gated metrics regressed beyond ±5 %"]

@@ -112,12 +112,14 @@ class GateLine:
     test: LogRatioTest | None = None
     q_regression: float = float("nan")
     family: int = 1  # metrics Holm's regression adjustment ran over (settle)
+    extra: int | None = None  # inconclusive: repeats to add a side (why(); None: no count decides it)
 
     def why(self) -> str:
-        """The reason; for an inconclusive metric computed when asked (the power search costs)."""
-        if self.reason or self.test is None:
-            return self.reason
-        return _inconclusive_reason(self.test, self.lower_is_better, self.test.alpha, self.family)
+        """The reason; for an inconclusive metric computed on first use (the power search costs)."""
+        if not self.reason and self.test is not None:
+            self.reason, self.extra = _inconclusive_reason(self.test, self.lower_is_better, self.test.alpha,
+                                                           self.family)
+        return self.reason
 
     def text(self) -> str:
         """One line: outcome, cell and metric, direction, ratio with its interval against the margin, why."""
@@ -173,6 +175,11 @@ class GateResult:
             why = f"the comparison is {self.status}, not complete: it cannot pass"
         else:
             why = f"{count['inconclusive']} of {n} gated metrics could not be shown within ±{pct(self.margin)}"
+            open_ = [x for x in gated if x.outcome == "inconclusive"]
+            for x in open_:
+                x.why()
+            if open_ and all(x.extra is not None and x.extra <= MAX_REPEATS for x in open_):
+                why += f"; {max(x.extra for x in open_)} more repeats a side would decide all of them at the measured noise"
         return f"gate: {self.outcome} (exit {self.exit_code}): {why}"
 
     def report(self) -> list[str]:
@@ -291,11 +298,11 @@ def settle(lines: list[GateLine], alpha: float) -> None:
             x.outcome, x.reason = "regression", f"worse beyond the margin (Holm q = {qx:.2g} over {k})"
 
 
-def _inconclusive_reason(t: LogRatioTest, lib: bool, alpha: float, k: int) -> str:
-    """Why the interval decides nothing, and how many more repeats a side would."""
+def _inconclusive_reason(t: LogRatioTest, lib: bool, alpha: float, k: int) -> tuple[str, int | None]:
+    """Why the interval decides nothing, and how many more repeats a side would (None: no count)."""
     few = min(t.n_baseline, t.n_tuned) < MIN_VERDICT_REPEATS
     if t.note:
-        return f"{t.note}; at least {MIN_VERDICT_REPEATS} repeats a side with varying values are needed"
+        return f"{t.note}; at least {MIN_VERDICT_REPEATS} repeats a side with varying values are needed", None
     # the deciding test: non-inferiority at alpha on the better side of the margin, regression at
     # Holm's strictest step (alpha / k) past it
     worse = np.log(t.ratio) if lib else -np.log(t.ratio)
@@ -303,11 +310,12 @@ def _inconclusive_reason(t: LogRatioTest, lib: bool, alpha: float, k: int) -> st
     extra = more_repeats(t, "noninferiority", level, lower_is_better=lib)
     prefix = f"{min(t.n_baseline, t.n_tuned)} repeats on a side (a decision needs {MIN_VERDICT_REPEATS}); " if few else ""
     if extra is None:
-        return prefix + "the estimate sits on the margin: no repeat count decides it"
+        return prefix + "the estimate sits on the margin: no repeat count decides it", None
     if extra > MAX_REPEATS - max(t.n_baseline, t.n_tuned):
-        return prefix + f"more than {MAX_REPEATS} repeats a side would be needed at the measured noise (±{t.sd * 100:.1f}%)"
+        return (prefix + f"more than {MAX_REPEATS} repeats a side would be needed at the measured noise "
+                f"(±{t.sd * 100:.1f}%)"), None
     return (prefix + f"{extra} more repeat{'s' if extra != 1 else ''} a side would decide at the measured noise "
-            f"(±{t.sd * 100:.1f}% between repeats, assuming the measured ratio is the truth; 80% power)")
+            f"(±{t.sd * 100:.1f}% between repeats, assuming the measured ratio is the truth; 80% power)"), extra
 
 
 def gate_comparison(comparison: str, margin: float, alpha: float = 0.05, primary: str | None = None,
