@@ -12,6 +12,7 @@ import pytest
 
 import inferlab
 from inferlab.analysis.compare import compare_sides, sides
+from inferlab.cli import main
 from inferlab.runs.comparison import load_comparison
 from inferlab.specs import builtin_spec, load_spec
 from inferlab.sweep.ab import run_comparison
@@ -19,7 +20,7 @@ from inferlab.sweep.ab import run_comparison
 pytestmark = pytest.mark.engine
 
 
-def test_interleaved_2_plus_2_alternates_and_restarts_the_engine(workspace):
+def test_interleaved_2_plus_2_alternates_and_restarts_the_engine(workspace, capsys):
     base = load_spec(builtin_spec("ci-tiny"), {"concurrency": [2], "name": "tiny-a"})
     tuned = load_spec(builtin_spec("ci-tiny"), {"concurrency": [2], "name": "tiny-b",
                                                 "engine": {"args": ["--max-model-len", "1024", "--enforce-eager",
@@ -45,4 +46,10 @@ def test_interleaved_2_plus_2_alternates_and_restarts_the_engine(workspace):
     prim = res[res["role"] == "primary"]
     assert list(prim["n_baseline"]) == [2] and list(prim["n_tuned"]) == [2]
     assert prim["ci_low"].notna().all() and (prim["ci_low"] <= prim["ratio"]).all()
+    # the regression gate on this record, end to end on the engine (no new engine start): a 2+2
+    # design can only be inconclusive (exit 3), and it says so per metric
+    capsys.readouterr()
+    assert main(["gate", cid, "--margin", "5%"]) == 3
+    out = capsys.readouterr().out
+    assert "2 repeats on a side (a decision needs 3)" in out and out.splitlines()[-1].startswith("gate: inconclusive")
 
