@@ -18,7 +18,8 @@ import pytest
 from inferlab.analysis.gate import gate_comparison
 from inferlab.cli import main
 from inferlab.procs import free_port
-from inferlab.runs.comparison import Comparison, Repeat, comparisons_dir, load_comparison, sample_comparisons, save_comparison
+from inferlab.runs.comparison import (Comparison, Repeat, comparisons_dir, load_comparison, sample_comparisons,
+                                      save_comparison)
 from inferlab.runs.manifest import CellRecord, HostInfo, Manifest, TargetInfo, Versions
 from inferlab.runs.store import RunWriter
 from inferlab.standin import StandIn, StandInConfig
@@ -73,6 +74,21 @@ def test_token_percentiles_come_from_the_spans_where_the_runs_have_them(workspac
     e2e = lines[("shared-system-prompt-c2", "e2e_p95")]
     assert e2e.outcome == "regression" and e2e.test.ratio == pytest.approx(1.846, abs=0.01)
     assert res.exit_code == 1
+
+
+@shipped
+def test_compare_margin_adds_equivalence_verdicts_under_the_unchanged_verdict_table(workspace, capsys):
+    assert main(["compare", AB]) == 0
+    plain = capsys.readouterr().out
+    assert main(["compare", AB, "--margin", "20%"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(plain)  # the verdict table and headline as before, the equivalence table after
+    rows = {tuple(x.split()[:2]): x for x in out[len(plain):].splitlines()[2:]}
+    assert rows[("short-c16", "throughput")].endswith("not equivalent")
+    assert rows[("short-c1", "throughput")].endswith("equivalent within ±20 %")
+    assert "90% CI" in out and "[0.833, 1.200]" in out
+    assert main(["compare", AA, "--margin", "5%"]) == 0
+    assert "more repeats a side" in capsys.readouterr().out
 
 
 def test_usage_and_input_errors_exit_2(workspace, capsys):
@@ -174,7 +190,8 @@ def test_an_unchanged_candidate_passes_on_throughput_and_every_token_percentile(
     assert code == 0, out
     for label in ("throughput", "TTFT p90", "TPOT p90", "e2e p90"):
         assert f"NON-INFERIOR  {CELL} {label} " in out, label
-    assert out.splitlines()[-1] == "gate: non-inferior (exit 0): all 4 gated metrics are within ±5 % of the baseline or better"
+    assert out.splitlines()[-1] == ("gate: non-inferior (exit 0): all 4 gated metrics are within ±5 % of the baseline "
+                                    "or better")
     assert "intersection-union" in out
 
 

@@ -76,7 +76,8 @@ def test_margins_parse_and_bad_ones_say_what_was_expected():
 
 def test_directions_are_defined_once_for_compare_and_token_metrics():
     assert [lower_is_better(m) for m in ("throughput", "goodput", "max_sustainable_rate")] == [False] * 3
-    assert all(lower_is_better(m) for m in ("latency_p50", "latency_p99", "ttft_p99", "tpot_p99", "e2e_p95", "ttft_p99.9"))
+    assert all(lower_is_better(m) for m in ("latency_p50", "latency_p99", "ttft_p99", "tpot_p99", "e2e_p95",
+                                            "ttft_p99.9"))
     with pytest.raises(KeyError, match="no direction"):
         lower_is_better("tokens_per_s")
 

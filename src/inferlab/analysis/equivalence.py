@@ -93,6 +93,7 @@ def band(margin: float) -> tuple[float, float]:
 
 
 def pct(margin: float) -> str:
+    """0.05 -> ``5 %`` (how verdicts and the gate print a margin)."""
     return f"{margin * 100:g} %"
 
 
@@ -177,11 +178,6 @@ def margin_tests(diff, va, vb, na: int, nb: int, delta: float, alpha: float, low
         out["p_noninferior"] = special.stdtr(df, (worse - delta) / se)  # H0: worse by >= delta
         out["p_regression"] = special.stdtr(df, -(worse - delta) / se)  # H0: worse by <= delta
     return out
-
-
-def worse_end(t: LogRatioTest, lower_is_better: bool) -> float:
-    """The end of the interval on the metric's worse side (high for latency, low for throughput)."""
-    return t.high if lower_is_better else t.low
 
 
 # --- how many more repeats would decide --------------------------------------------------------

@@ -179,7 +179,8 @@ class GateResult:
             for x in open_:
                 x.why()
             if open_ and all(x.extra is not None and x.extra <= MAX_REPEATS for x in open_):
-                why += f"; {max(x.extra for x in open_)} more repeats a side would decide all of them at the measured noise"
+                why += (f"; {max(x.extra for x in open_)} more repeats a side would decide all of them at the "
+                        "measured noise")
         return f"gate: {self.outcome} (exit {self.exit_code}): {why}"
 
     def report(self) -> list[str]:
@@ -219,11 +220,13 @@ def gate_repeats(reps: pd.DataFrame, tokens: pd.DataFrame, margin: float, alpha:
     cells = [] if reps.empty else [c for c in dict.fromkeys(reps["cell"])
                                    if set(reps.loc[reps["cell"] == c, "side"]) == {"baseline", "tuned"}]
     for cell in cells:
-        a, b = reps[(reps["cell"] == cell) & (reps["side"] == "baseline")], reps[(reps["cell"] == cell) & (reps["side"] == "tuned")]
+        here = reps[reps["cell"] == cell]
+        a, b = here[here["side"] == "baseline"], here[here["side"] == "tuned"]
         err_a = float(a["errors"].sum() / max(a["requests"].sum(), 1))
         err_b = float(b["errors"].sum() / max(b["requests"].sum(), 1))
         if primary in reps.columns:
-            lines.append(gate_metric(cell, primary, primary, "primary", a[primary], b[primary], margin, alpha, err_a, err_b))
+            lines.append(gate_metric(cell, primary, primary, "primary", a[primary], b[primary], margin, alpha,
+                                     err_a, err_b))
         else:
             lines.append(GateLine(cell, primary, primary, "primary", lower_is_better(primary), "inconclusive",
                                   f"the comparison has no {primary} values"))
@@ -270,7 +273,8 @@ def gate_metric(cell: str, metric: str, label: str, role: str, va, vb, margin: f
     t = log_ratio_test(va, vb, margin, alpha, lower_is_better=lib)
     line = GateLine(cell, metric, label, role, lib, "inconclusive", "", t)
     if metric in FAILURE_FREE and (vb[np.isfinite(vb)] <= 0).any() and not (va[np.isfinite(va)] <= 0).any():
-        line.outcome, line.reason, line.q_regression = "regression", "a candidate repeat served no successful request", 0.0
+        line.outcome, line.q_regression = "regression", 0.0
+        line.reason = "a candidate repeat served no successful request"
         return line
     few = min(t.n_baseline, t.n_tuned) < MIN_VERDICT_REPEATS
     if np.isfinite(t.p_noninferior) and t.p_noninferior < alpha and not few:
@@ -308,7 +312,7 @@ def _inconclusive_reason(t: LogRatioTest, lib: bool, alpha: float, k: int) -> tu
     worse = np.log(t.ratio) if lib else -np.log(t.ratio)
     level = alpha if worse < np.log1p(t.margin) else alpha / k
     extra = more_repeats(t, "noninferiority", level, lower_is_better=lib)
-    prefix = f"{min(t.n_baseline, t.n_tuned)} repeats on a side (a decision needs {MIN_VERDICT_REPEATS}); " if few else ""
+    prefix = f"{min(t.n_baseline, t.n_tuned)} repeats on a side (a decision needs {MIN_VERDICT_REPEATS}); " * few
     if extra is None:
         return prefix + "the estimate sits on the margin: no repeat count decides it", None
     if extra > MAX_REPEATS - max(t.n_baseline, t.n_tuned):
