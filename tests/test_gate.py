@@ -13,9 +13,10 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from inferlab.analysis.gate import gate_comparison
+from inferlab.analysis.gate import gate_comparison, gate_repeats
 from inferlab.cli import main
 from inferlab.procs import free_port
 from inferlab.runs.comparison import (Comparison, Repeat, comparisons_dir, load_comparison, sample_comparisons,
@@ -230,6 +231,17 @@ def test_a_candidate_that_fails_more_cannot_pass_on_latency(workspace):
     latency = [x for x in res.lines if x.metric != "throughput"]
     assert latency and all(x.outcome == "inconclusive" and "failed more requests" in x.why() for x in latency)
     assert res.exit_code == 3
+
+
+def test_a_primary_repeat_without_a_value_is_inconclusive_not_dropped():
+    """gate_repeats on compare's repeat table: 4 + 4 repeats, one candidate repeat with an empty window."""
+    rows = [{"side": side, "run_id": f"{side}{i}", "cell": "c", "throughput": 1.0 + 0.001 * i, "requests": 50,
+             "errors": 0} for side in ("baseline", "tuned") for i in range(4)]
+    reps = pd.DataFrame(rows)
+    assert gate_repeats(reps, pd.DataFrame(), 0.05).exit_code == 0
+    reps.loc[7, "throughput"] = np.nan
+    res = gate_repeats(reps, pd.DataFrame(), 0.05)
+    assert res.exit_code == 3 and "1 repeat(s) without a value" in res.lines[0].why()
 
 
 # --- end to end: the A/B run first, on the stand-in with real k6 ------------------------------------

@@ -224,7 +224,12 @@ def gate_repeats(reps: pd.DataFrame, tokens: pd.DataFrame, margin: float, alpha:
         a, b = here[here["side"] == "baseline"], here[here["side"] == "tuned"]
         err_a = float(a["errors"].sum() / max(a["requests"].sum(), 1))
         err_b = float(b["errors"].sum() / max(b["requests"].sum(), 1))
-        if primary in reps.columns:
+        missing = int(a[primary].isna().sum() + b[primary].isna().sum()) if primary in reps.columns else 0
+        if missing:  # never dropped silently: a repeat without a value is a repeat the gate cannot judge
+            lines.append(GateLine(cell, primary, primary, "primary", lower_is_better(primary), "inconclusive",
+                                  f"{missing} repeat(s) without a value (an empty steady-state window, or too few "
+                                  "window requests for the quantile)"))
+        elif primary in reps.columns:
             lines.append(gate_metric(cell, primary, primary, "primary", a[primary], b[primary], margin, alpha,
                                      err_a, err_b))
         else:
