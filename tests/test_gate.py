@@ -244,6 +244,18 @@ def test_a_primary_repeat_without_a_value_is_inconclusive_not_dropped():
     assert res.exit_code == 3 and "1 repeat(s) without a value" in res.lines[0].why()
 
 
+def test_gate_of_two_specs_on_k8s_deploys_the_baseline_overlay_first_and_stops_without_a_cluster(
+        workspace, monkeypatch, tmp_path, capsys):
+    """Up to the cluster boundary (no cluster here): the A/B's first repeat deploys the baseline
+    overlay; its failure is an error of the run (exit 2), recorded in the comparison."""
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
+    code, out = gate(capsys, "ci-tiny", "ci-tiny", "--target", "k8s", "--overlay-baseline", "baseline",
+                     "--overlay-candidate", "tuned", "--margin", "5%", "--label", "k8s-gate")
+    assert code == 2 and "deploy of overlay 'baseline' exited 3" in out, out
+    (d,) = (workspace / "data" / "comparisons").iterdir()
+    assert load_comparison(d).status == "failed"
+
+
 # --- end to end: the A/B run first, on the stand-in with real k6 ------------------------------------
 
 
