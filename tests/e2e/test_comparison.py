@@ -14,6 +14,7 @@ import pytest
 import inferlab
 from inferlab.analysis.answers import recheck
 from inferlab.analysis.compare import compare_sides, sides
+from inferlab.cli import main
 from inferlab.runs.comparison import find_comparison, load_comparison
 from inferlab.specs import builtin_spec, load_spec
 from inferlab.sweep.ab import run_comparison
@@ -21,7 +22,7 @@ from inferlab.sweep.ab import run_comparison
 pytestmark = pytest.mark.engine
 
 
-def test_interleaved_2_plus_2_alternates_and_restarts_the_engine(workspace):
+def test_interleaved_2_plus_2_alternates_and_restarts_the_engine(workspace, capsys):
     base = load_spec(builtin_spec("ci-tiny"), {"concurrency": [2], "name": "tiny-a"})
     tuned = load_spec(builtin_spec("ci-tiny"), {"concurrency": [2], "name": "tiny-b",
                                                 "engine": {"args": ["--max-model-len", "1024", "--enforce-eager",
@@ -29,7 +30,7 @@ def test_interleaved_2_plus_2_alternates_and_restarts_the_engine(workspace):
     cid = run_comparison(base, tuned, target="local", pairs=2, label="ci")
     c = load_comparison(cid)
     assert c.status == "complete", c.reason
-    assert [r.side for r in c.repeats] == ["baseline", "tuned", "baseline", "tuned"]
+    assert [r.side for r in c.repeats] == ["baseline", "tuned", "tuned", "baseline"]  # ABBA, the default order
     pids = [r.engine["pid"] for r in c.repeats]
     assert all(pids) and len(set(pids)) == 4, pids
     for prev, nxt in zip(c.repeats, c.repeats[1:]):  # one engine at a time, stopped before the next started
@@ -42,11 +43,17 @@ def test_interleaved_2_plus_2_alternates_and_restarts_the_engine(workspace):
     for r in c.repeats:
         assert inferlab.load_run(r.run_id).verify() == []
     a, b, what = sides(comparison=cid)
-    assert len(a) == len(b) == 2 and "A B A B" in what
+    assert len(a) == len(b) == 2 and "A B B A (abba)" in what
     res = compare_sides(a, b)
     prim = res[res["role"] == "primary"]
     assert list(prim["n_baseline"]) == [2] and list(prim["n_tuned"]) == [2]
     assert prim["ci_low"].notna().all() and (prim["ci_low"] <= prim["ratio"]).all()
+    # the regression gate on this record, end to end on the engine (no new engine start): a 2+2
+    # design can only be inconclusive (exit 3), and it says so per metric
+    capsys.readouterr()
+    assert main(["gate", cid, "--margin", "5%"]) == 3
+    out = capsys.readouterr().out
+    assert "2 repeats on a side (a decision needs 3)" in out and out.splitlines()[-1].startswith("gate: inconclusive")
 
     # the answer check: on the real engines, outside every measured window, complete and re-checkable
     chk = c.answers

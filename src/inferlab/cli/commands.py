@@ -177,6 +177,12 @@ def cmd_compare(a) -> int:
         from ..report.answers import answer_lines
 
         print("\n".join(answer_lines(a.runs)))
+    if a.margin is not None:  # --margin: equivalence verdicts of the same rows (analysis.equivalence)
+        from ..analysis.equivalence import equivalence_note, equivalence_table
+
+        print(equivalence_note(a.margin))
+        with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 100):
+            print(equivalence_table(res, a.margin).to_string(index=False))
     return 0
 
 

@@ -92,3 +92,23 @@ def overlay() -> argparse.ArgumentParser:
     p = _parent()
     p.add_argument("--overlay", default=env_default("OVERLAY"))
     return p
+
+
+def _margin(text: str) -> float:
+    """A ``--margin`` value (analysis.equivalence.parse_margin, imported only when one is given);
+    a bad one is a usage error (exit 2) that says what was expected."""
+    from ..analysis.equivalence import parse_margin
+
+    try:
+        return parse_margin(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def margin(required: bool) -> argparse.ArgumentParser:
+    """``--margin``: the equivalence / non-inferiority margin, e.g. ``5%`` (analysis.equivalence:
+    symmetric on the log scale, the ratio band [1/1.05, 1.05])."""
+    p = _parent()
+    p.add_argument("--margin", type=_margin, required=required, default=None, metavar="PCT",
+                   help="margin, e.g. 5%% (the ratio band [1/1.05, 1.05], symmetric on the log scale)")
+    return p

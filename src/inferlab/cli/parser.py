@@ -7,6 +7,7 @@ import argparse
 
 from .. import __version__
 from . import commands as c
+from . import gate as g
 from . import options as o
 
 # shown by `inferlab --help` (it was the command line module's docstring)
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=c.cmd_reconcile)
     _engine_verbs(sub)
     _comparison_verbs(sub)
+    g.add_parser(sub, PRIMARY_METRICS)
     _capacity_verbs(sub)
     s = sub.add_parser("lab", help="JupyterLab on notebooks/ (news feed and update checks off)")
     s.add_argument("--port", type=int, default=8888)
@@ -91,7 +93,8 @@ def _engine_verbs(sub) -> None:
 
 def _comparison_verbs(sub) -> None:
     """compare, ab, tune: verdicts between two sides, and the runs that make them."""
-    s = sub.add_parser("compare", help="verdicts of a comparison record, or of BASELINE_RUN TUNED_RUN")
+    s = sub.add_parser("compare", help="verdicts of a comparison record, or of BASELINE_RUN TUNED_RUN",
+                       parents=[o.margin(required=False)])  # --margin: equivalence verdicts too
     s.add_argument("runs", metavar="COMPARISON_ID|BASELINE_RUN")
     s.add_argument("tuned", nargs="?", metavar="TUNED_RUN")
     s.add_argument("--aa", metavar="COMPARISON_ID", help="a recorded A/A comparison to show beside every effect")
