@@ -36,12 +36,14 @@ import pandas as pd
 
 from ..runs.reader import Run
 from . import stats
+from .energy import LOWER_IS_BETTER as ENERGY_LOWER_IS_BETTER, energy_cell_metrics
 from .summary import measured
 from .token_slo import e2e_bound_ms
 from .validity import check_run
 from .window import QUANTILES, min_requests, repeat_metrics
 
-LOWER_IS_BETTER = {"throughput": False, "goodput": False, **{k: True for k in QUANTILES}, "max_sustainable_rate": False}
+LOWER_IS_BETTER = {"throughput": False, "goodput": False, **{k: True for k in QUANTILES}, "max_sustainable_rate": False,
+                   **ENERGY_LOWER_IS_BETTER}  # J per output token / per good request (analysis/energy.py), secondary
 FAILURE_SENSITIVE = ("throughput", "goodput", *QUANTILES)  # a side that failed more is never better on these
 MIN_VERDICT_REPEATS = 3  # per side: the design's minimum for a verdict (2 give an interval, no verdict)
 PRIMARY = "throughput"
@@ -105,6 +107,7 @@ def repeat_table(runs: Run | Sequence[Run], side: str, slo_e2e_ms: float) -> pd.
                          "validity_reasons": "; ".join(f"step {c}: {r}" for c, r in bad.items()), "never_ran": 0})
             continue
         req = measured(run)
+        energy = energy_cell_metrics(run)  # {} without GPU energy or power records
         died = run.status in ("partial", "failed")
         for cell in run.manifest.cells:
             never_ran = died and cell.status in NEVER_RAN
@@ -117,6 +120,7 @@ def repeat_table(runs: Run | Sequence[Run], side: str, slo_e2e_ms: float) -> pd.
             rows.append({"side": side, "run_id": run.run_id, "cell_id": cell.cell_id, "cell": base_cell(cell.cell_id),
                          "payload": cell.payload, "vus": cell.vus, "executor": cell.executor,
                          **repeat_metrics(g, slo_e2e_ms, cell.executor, cell.vus),
+                         **({} if never_ran else energy.get(cell.cell_id, {})),
                          "validity": v, "validity_reasons": f"{run.run_id} {cell.cell_id}: {why}" if why else "",
                          "never_ran": int(never_ran)})
     return _fold_within_run(pd.DataFrame(rows))
