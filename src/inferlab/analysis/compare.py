@@ -28,12 +28,12 @@ one value per metric, measured in the cell's steady-state window (analysis/windo
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
+from ..runs.layout import base_cell
 from ..runs.reader import Run
 from . import stats
 from .energy import LOWER_IS_BETTER as ENERGY_LOWER_IS_BETTER, energy_cell_metrics
@@ -48,10 +48,6 @@ FAILURE_SENSITIVE = ("throughput", "goodput", *QUANTILES)  # a side that failed 
 MIN_VERDICT_REPEATS = 3  # per side: the design's minimum for a verdict (2 give an interval, no verdict)
 PRIMARY = "throughput"
 NOT_COMPARED = ("ramping-arrival-rate",)  # a ramp has no steady state
-
-
-def base_cell(cell_id: str) -> str:
-    return re.sub(r"-r\d+$", "", cell_id)
 
 
 def _runs(x: Run | Sequence[Run]) -> list[Run]:

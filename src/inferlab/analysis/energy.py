@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ..ingest.energy import dcgm_energy_samples
+from ..runs.layout import base_cell
 from ..runs.reader import Run
 from . import stats
 from .requests import join_requests
@@ -200,7 +201,6 @@ def energy_repeat_metrics(run: Run) -> pd.DataFrame:
     """One row per (run, base cell): j_per_token and j_per_good_request, a run's ``-r<n>`` cells
     folded by geometric mean (a run is one repeat). Columns: run_id, cell, and the metrics;
     merge on (run_id, cell) into analysis/compare.py's repeat table."""
-    from .compare import base_cell
 
     ce = cell_energy(run)
     if ce.empty:

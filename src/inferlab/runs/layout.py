@@ -128,3 +128,8 @@ def metrics_path(folder: str, when: str, pod: str | None = None) -> str:
 def cell_path(cell_id: str, key: str) -> str:
     """Relative path of one cell file by its key in CELL_FILES."""
     return f"cells/{cell_id}/{CELL_FILES[key]}"
+
+
+def base_cell(cell_id: str) -> str:
+    """A cell id without its ``-r<n>`` repeat suffix (the cell a within-run repeat belongs to)."""
+    return re.sub(r"-r\d+$", "", cell_id)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..analysis.capacity import describe_search, step_requests
+from ..analysis.token_slo import sample_plan_line
 from ..load.k6 import warmup_count
 from ..load.workload import schedule_for
 from ..specs import CellPlan, LoadSpec, plan_cells
@@ -17,7 +19,6 @@ from .engine_speed import EngineSpeed, engine_speed
 
 PREFILL_COST = 1 / 35  # a prompt token costs ~1/35 of an output token (measured: ~1 ms vs ~35 ms/token)
 CELL_OVERHEAD_S = 2.0  # k6 start, two /metrics scrapes, the checkpoint
-CAPACITY_STEPS = 10  # a capacity search typically runs 8-12 steps
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,24 @@ def estimate(spec: LoadSpec, target: str, cells: list[CellPlan] | None = None, s
     probe_n = 0 if resumed else spec.probe.idle_requests
     extra_s = 0.0
     if spec.kind == "capacity":
-        extra_s = CAPACITY_STEPS * (spec.capacity.hold_s + CELL_OVERHEAD_S)
+        extra_s = _certified_search_s(spec, speed)
     return Estimate(cells=[_cell(spec, c, speed) for c in cells],
                     probe_requests=probe_n + spec.probe.under_load_requests * len(cells),
                     probe_s=probe_n * spec.probe.payload.max_tokens / one,
                     startup_s=speed.startup_s if target == "local" else 0.0, speed=speed, extra_s=extra_s)
+
+
+def _certified_search_s(spec: LoadSpec, speed: EngineSpeed) -> float:
+    """A typical certified search (analysis/certify.py): its exploration steps, and its
+    certification steps at two looks each on average, at about the rate this engine sustains
+    (its 16-VU token rate over the payload's answer length; a guess: the search finds the real
+    one), plus each look's warm-up and overhead. An upper bound is every step to its cap
+    (describe_search prints it)."""
+    c, need = spec.capacity, step_requests(spec.capacity, spec.slo)
+    rate = speed.tokens_per_s(16) / max(1, spec.payloads[c.payload].max_tokens)
+    looks = need["explore_steps"] + 2 * need["cert_steps"]
+    requests = need["explore_steps"] * need["explore"] + 2 * need["cert_steps"] * need["looks"][0]
+    return requests / max(rate, 1e-6) + looks * (c.warmup_s + CELL_OVERHEAD_S)
 
 
 def _cell(spec: LoadSpec, c: CellPlan, speed: EngineSpeed) -> CellEstimate:
@@ -101,7 +115,7 @@ def expectation(spec: LoadSpec, target: str, cells: list[CellPlan] | None = None
         where = f"this machine's CPU engine (this run's engine is on {device}: far faster, so an upper bound)"
     parts = [f"engine start-up ~{est.startup_s:.0f} s"] if est.startup_s else []
     parts += [f"{len(est.cells)} cell{'s' if len(est.cells) != 1 else ''}"] if est.cells else []
-    parts += [f"~{CAPACITY_STEPS} capacity steps"] if est.extra_s else []
+    parts += ["a certified capacity search (typical; its most below)"] if est.extra_s else []
     return f"expected: ~{_minutes(est.seconds)} on {where} ({' + '.join(parts)}); {est.speed.source}"
 
 
@@ -132,11 +146,9 @@ def describe_plan(spec: LoadSpec, target: str, spans_given: bool = False) -> str
                  f"est. {_minutes(est.seconds)} {where}")
     lines.append(f"  speed: {est.speed.source}")
     if spec.kind == "capacity":
-        c = spec.capacity
-        lines.append(f"capacity search on {c.payload!r}: constant rates from {c.start_rate:g}/s (x{c.growth:g} until a step "
-                     f"fails, then bisection to {c.resolution:.0%}, boundary rates repeated {c.boundary_repeats}x), "
-                     f"{c.hold_s} s per step (first {c.warmup_s} s not judged); SLO p{spec.slo.e2e_p:g} e2e <= {spec.slo.e2e_ms:g} ms, "
-                     f"errors <= {spec.slo.error_rate:.1%}; typically 8-12 steps")
+        lines += describe_search(spec.capacity, spec.slo)
+    elif spec.stream:  # a streamed sweep: what each cell's token-level percentiles need
+        lines.append("token-level SLO per cell: " + sample_plan_line(spec.slo))
     lines.append("observers: " + ", ".join(observers(spec, target, spans_given)))
     lines += [f"warning: {w}" for w in spec.sample_size_warnings()]
     return "\n".join(lines)
