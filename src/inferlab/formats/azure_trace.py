@@ -16,6 +16,7 @@ a :class:`~inferlab.specs.SpecError` because the workload that names it is a spe
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -41,30 +42,8 @@ def read_trace(path: str | Path) -> pd.DataFrame:
     ``generated_tokens``. A bad header, timestamp or token count raises
     :class:`TraceFormatError` naming the line and field."""
     path = Path(path)
-    rows, blank = [], []
-    try:
-        fh = open(path, newline="", encoding="utf-8")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise TraceFormatError(path, None, "a readable Azure LLM trace CSV", str(exc)) from None
-    with fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            raise TraceFormatError(path, None, f"a header {','.join(COLUMNS)}", "an empty file")
-        names = [h.strip() for h in header]
-        missing = [c for c in COLUMNS if c not in names]
-        if missing:
-            raise TraceFormatError(path, 1, f"a header with columns {', '.join(COLUMNS)} "
-                                   f"(missing {', '.join(missing)})", ",".join(header))
-        idx = {c: names.index(c) for c in COLUMNS}
-        for fields in reader:
-            if not fields or all(not f.strip() for f in fields):
-                blank.append(reader.line_num)
-                continue
-            if len(fields) < len(header):
-                raise TraceFormatError(path, reader.line_num, f"{len(header)} fields ({','.join(header)})",
-                                       ",".join(fields))
-            rows.append((reader.line_num, *(fields[idx[c]].strip() for c in COLUMNS)))
+    blank: list[int] = []
+    rows = [(n, *(f[c] for c in COLUMNS)) for n, f in csv_records(path, COLUMNS, "Azure LLM trace CSV", blank)]
     df = pd.DataFrame(rows, columns=["line", *COLUMNS])
     ts = pd.to_datetime(df["TIMESTAMP"], format="ISO8601", errors="coerce", utc=True)
     _first_bad(path, df, ts.isna(), "TIMESTAMP", "a timestamp like 2023-11-16 18:15:46.6805900")
@@ -77,6 +56,39 @@ def read_trace(path: str | Path) -> pd.DataFrame:
     out.insert(2, "offset_s", (out["ts"] - out["ts"].min()).dt.total_seconds() if len(out) else pd.Series(dtype=float))
     out.attrs["blank_lines"] = blank
     return out
+
+
+def csv_records(path: Path, columns: tuple[str, ...], what: str, blank: list[int]) -> Iterator[tuple[int, dict[str, str]]]:
+    """``(line, {column: stripped value})`` for each request line of a trace CSV whose header names
+    ``columns`` (in any order, others allowed); blank lines' numbers go into ``blank``. A missing
+    file or header, a short line or bad UTF-8 raises :class:`TraceFormatError` naming the line.
+    The one CSV prologue of the trace formats (Azure, BurstGPT)."""
+    try:
+        fh = open(path, newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise TraceFormatError(path, None, f"a readable {what}", str(exc)) from None
+    with fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise TraceFormatError(path, None, f"a header {','.join(columns)}", "an empty file")
+            names = [h.strip() for h in header]
+            missing = [c for c in columns if c not in names]
+            if missing:
+                raise TraceFormatError(path, 1, f"a header with columns {', '.join(columns)} "
+                                       f"(missing {', '.join(missing)})", ",".join(header))
+            idx = {c: names.index(c) for c in columns}
+            for fields in reader:
+                n = reader.line_num
+                if not fields or all(not f.strip() for f in fields):
+                    blank.append(n)
+                    continue
+                if len(fields) < len(header):
+                    raise TraceFormatError(path, n, f"{len(header)} fields ({','.join(header)})", ",".join(fields))
+                yield n, {c: fields[idx[c]].strip() for c in columns}
+        except UnicodeDecodeError as exc:
+            raise TraceFormatError(path, None, "UTF-8 text", str(exc)) from None
 
 
 def _first_bad(path: Path, df: pd.DataFrame, bad: pd.Series, field: str, expected: str) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .azure_trace import TraceFormatError
+from .azure_trace import TraceFormatError, csv_records
 
 COLUMNS = ("Timestamp", "Model", "Request tokens", "Response tokens", "Total tokens", "Log Type")
 LOG_TYPES = ("Conversation log", "API log")
@@ -45,42 +45,17 @@ def read_trace(path: str | Path) -> pd.DataFrame:
     :class:`TraceFormatError` naming line and field."""
     path = Path(path)
     rows, blank = [], []
-    try:
-        fh = open(path, newline="", encoding="utf-8")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise TraceFormatError(path, None, "a readable BurstGPT trace CSV", str(exc)) from None
-    with fh:
-        reader = csv.reader(fh)
-        try:
-            header = next(reader, None)
-            if header is None:
-                raise TraceFormatError(path, None, f"a header {','.join(COLUMNS)}", "an empty file")
-            names = [h.strip() for h in header]
-            missing = [c for c in COLUMNS if c not in names]
-            if missing:
-                raise TraceFormatError(path, 1, f"a header with columns {', '.join(COLUMNS)} (missing "
-                                       f"{', '.join(missing)})", ",".join(header))
-            idx = {c: names.index(c) for c in COLUMNS}
-            for fields in reader:
-                n = reader.line_num
-                if not fields or all(not f.strip() for f in fields):
-                    blank.append(n)
-                    continue
-                if len(fields) < len(header):
-                    raise TraceFormatError(path, n, f"{len(header)} fields ({','.join(header)})", ",".join(fields))
-                f = {c: fields[idx[c]].strip() for c in COLUMNS}
-                ts = _number(path, n, "Timestamp", f["Timestamp"], integer=False)
-                req, resp, tot = (int(_number(path, n, c, f[c], integer=True)) for c in COLUMNS[2:5])
-                if tot != req + resp:
-                    raise TraceFormatError(path, n, "field Total tokens: Request tokens + Response tokens "
-                                           f"({req + resp})", f["Total tokens"])
-                if f["Log Type"] not in LOG_TYPES:
-                    raise TraceFormatError(path, n, f"field Log Type: one of {', '.join(LOG_TYPES)}", f["Log Type"])
-                if not f["Model"]:
-                    raise TraceFormatError(path, n, "field Model: a model name", "")
-                rows.append((n, ts, f["Model"], f["Log Type"], req, resp))
-        except UnicodeDecodeError as exc:
-            raise TraceFormatError(path, None, "UTF-8 text", str(exc)) from None
+    for n, f in csv_records(path, COLUMNS, "BurstGPT trace CSV", blank):
+        ts = _number(path, n, "Timestamp", f["Timestamp"], integer=False)
+        req, resp, tot = (int(_number(path, n, c, f[c], integer=True)) for c in COLUMNS[2:5])
+        if tot != req + resp:
+            raise TraceFormatError(path, n, "field Total tokens: Request tokens + Response tokens "
+                                   f"({req + resp})", f["Total tokens"])
+        if f["Log Type"] not in LOG_TYPES:
+            raise TraceFormatError(path, n, f"field Log Type: one of {', '.join(LOG_TYPES)}", f["Log Type"])
+        if not f["Model"]:
+            raise TraceFormatError(path, n, "field Model: a model name", "")
+        rows.append((n, ts, f["Model"], f["Log Type"], req, resp))
     if not rows:
         raise TraceFormatError(path, None, "at least one request line after the header", "none")
     df = pd.DataFrame(rows, columns=["line", "ts_s", "model", "log_type", "context_tokens", "generated_tokens"])
