@@ -171,6 +171,29 @@ def test_a_failed_request_violates_every_bound_and_the_record_says_why():
     assert clean.decision == PASS and clean.counts[0].upper <= 0.01 and clean.backlog.grows is False
 
 
+def test_a_calm_step_with_a_transient_far_below_the_bound_passes():
+    """Regression (H200, e2e <= 2,000 ms at p95, 129.5 req/s: 0 violations in 3,981 requests came
+    out UNDECIDED, upper bound 15.66 %): the 50 largest values in one contiguous run, all below
+    0.3x the bound, used to floor D at ~the batch size. They are not near the bound, so they no
+    longer set the floor: the step passes at p95 and at p99 (cap 4,000). The same transient
+    near the bound (0.6-0.95x) still floors D: then it is evidence about how violations cluster."""
+    rng = np.random.default_rng(11)
+    n, bound = 4000, 2000.0
+    x = rng.uniform(300.0, 450.0, n)
+    x[300:350] = rng.uniform(480.0, 590.0, 50)  # the transient, within the first look: all < 0.3 x 2,000 ms
+    for q in (0.95, 0.99):
+        slo = SloBound("e2e_ms", bound, q)
+        looks = look_sizes(4000, 5)
+        out = sequential_many(x[None, :], slo, looks)
+        assert out.decision[0] == PASS and out.d[0] == pytest.approx(1.0), (q, out.d[0], out.upper[0])
+        d = decide(129.5, {"e2e_ms": x}, np.ones(n, bool), [slo], 5, 5)
+        assert d.passed and d.counts[0].inflation == pytest.approx(1.0), d.reason
+    near = x.copy()
+    near[300:350] = rng.uniform(1200.0, 1900.0, 50)
+    c = decide(129.5, {"e2e_ms": near}, np.ones(n, bool), [SloBound("e2e_ms", bound, 0.95)], 5, 5).counts[0]
+    assert c.t == 0 and c.inflation > 100, c
+
+
 # ---------------------------------------------------------------- backlog growth
 
 
