@@ -104,7 +104,9 @@ def repeat_table(runs: Run | Sequence[Run], side: str, slo_e2e_ms: float) -> pd.
             continue
         req = measured(run)
         energy = energy_cell_metrics(run)  # {} without GPU energy or power records
-        died = run.status in ("partial", "failed")
+        # only a lost target makes a repeat's unrun cells count as serving nothing; a run the user
+        # (or a time limit's SIGTERM) interrupted lost nothing: its unrun cells are left out
+        died = run.status in ("partial", "failed") and not run.manifest.reason.startswith("interrupted")
         for cell in run.manifest.cells:
             never_ran = died and cell.status in NEVER_RAN
             if cell.executor in NOT_COMPARED or (cell.status in ("pending", "skipped", "running") and not never_ran):
