@@ -37,6 +37,7 @@ import pandas as pd
 
 from .certify import SearchConfig
 from .step_decision import SloBound
+from .requests import join_requests
 from .token_slo import request_timings, slo_bounds
 
 CERTIFIED = "certified"
@@ -64,16 +65,23 @@ def search_config(capacity, slo) -> SearchConfig:
                         max_rate=capacity.max_rate, **grids)
 
 
-def step_window(requests: pd.DataFrame, warmup_s: float) -> pd.DataFrame:
+def step_window(requests: pd.DataFrame, warmup_s: float, spans: pd.DataFrame | None = None,
+                clock: pd.DataFrame | None = None) -> pd.DataFrame:
     """A constant-rate segment's steady window: its measured requests (k6 rows, ``phase`` =
     measure where tagged) started at least ``warmup_s`` after its first send, in arrival
     order, with ``start_ts``, ``end_ts``, ``ok`` and the token_slo metrics (``ttft_ms``,
-    ``tpot_ms``, ``e2e_ms`` and their ``_source``)."""
+    ``tpot_ms``, ``e2e_ms`` and their ``_source``). ``spans`` (ingest.read_spans) and ``clock``
+    (ingest.stream_clock.read_stream_clock) of the segment, where recorded, give each request
+    its TTFT/TPOT (server span first, else the client stream: analysis.requests.join_requests);
+    without both, only e2e can be judged."""
     req = requests[requests["phase"] == "measure"] if "phase" in requests.columns else requests
     if req.empty:
         return pd.DataFrame(columns=["start_ts", "end_ts", "ok", "ttft_ms", "tpot_ms", "e2e_ms"])
     req = req[req["start_ts"] >= req["start_ts"].min() + pd.Timedelta(seconds=warmup_s)]
     req = req.sort_values("start_ts", kind="stable").reset_index(drop=True)
+    if (spans is not None or clock is not None) and "request_id" in req.columns:
+        t = request_timings(join_requests(req, spans, None, clock))
+        return t.sort_values("start_ts", kind="stable").reset_index(drop=True)
     t = request_timings(req)
     return t.assign(start_ts=req["start_ts"].to_numpy(), end_ts=req["end_ts"].to_numpy())
 

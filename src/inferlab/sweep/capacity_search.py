@@ -32,8 +32,9 @@ from ..analysis.capacity import CERTIFIED, judged_bounds, search_config, step_wi
 from ..analysis.certify import CERTIFY, EXPLORE, SearchConfig, StepPlan, StepRecord, next_step, record, summary
 from ..analysis.step_decision import FAIL, StepDecision, backlog_growth, decide
 from ..analysis.token_slo import slo_bounds
-from ..ingest import read_k6, read_k6_points
-from ..runs.layout import CELL_FILES
+from ..ingest import read_k6, read_k6_points, read_spans
+from ..ingest.stream_clock import read_stream_clock
+from ..runs.layout import CELL_FILES, SPANS
 from ..runs.manifest import CellRecord
 from ..specs import CellPlan, LoadSpec, make_cell_id
 from ..targets.session import TargetSession
@@ -61,14 +62,19 @@ class Segment:
 
 def read_segment(run_dir: Path, run_id: str, cell: CellRecord, warmup_s: float) -> Segment:
     """A completed cell's steady window (analysis.capacity.step_window), its backlog test, and
-    its validity (analysis.validity.check_cell), from its raw k6 file."""
+    its validity (analysis.validity.check_cell), from its raw k6 file joined to its spans and
+    stream clock where recorded."""
     from ..analysis.validity import CellInputs, check_cell
 
     cell_dir = run_dir / "cells" / cell.cell_id
     req = read_k6(cell_dir / CELL_FILES["k6"])
     pts = read_k6_points(cell_dir / CELL_FILES["k6"])
     dropped = int(pts.loc[pts["metric"] == "dropped_iterations", "value"].sum()) if not pts.empty else 0
-    win = step_window(req, warmup_s)
+    # TTFT/TPOT per request from the cell's spans, else its stream clock (whichever was recorded)
+    spans = read_spans(cell_dir / SPANS) if (cell_dir / SPANS).is_file() else None
+    clock_path = cell_dir / CELL_FILES["stream_clock"]
+    clock = read_stream_clock(clock_path) if clock_path.is_file() else None
+    win = step_window(req, warmup_s, spans, clock)
     if len(win):
         t0 = win["start_ts"].iloc[0]
         sent = (win["start_ts"] - t0).dt.total_seconds().to_numpy()
