@@ -261,7 +261,9 @@ def read_k6_points(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> 
     in long form: ts, metric, value and the Point's tags as columns."""
     other, tags, stats = _scan(path, chunk_bytes, requests=False)
     stats.lines_used = len(other)
-    other = other.join(_used_tags(tags, other["tag_id"]), left_on="tag_id", right_on="_tags", how="left")
+    used = _used_tags(tags, other["tag_id"])
+    if "_tags" in used.columns:  # a file of request points only (no other metric) has no tags to join
+        other = other.join(used, left_on="tag_id", right_on="_tags", how="left")
     other = other.with_columns(
         ts=pl.col("ts_ns").cast(pl.Datetime("ns", "UTC")), metric=pl.col("metric").cast(pl.String)
     ).drop("ts_ns", "tag_id", "ln")
