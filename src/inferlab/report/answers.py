@@ -46,6 +46,8 @@ def integrity(comparison_id: str, chk: AnswerCheck) -> str:
 
 def answer_lines(comparison_id: str) -> list[str]:
     """The check in plain text: result, control, criterion (for the CLI)."""
+    if not comparison_id:  # two runs named directly, not a comparison record: nothing was checked
+        return Section(Markdown("**Same answers:** two runs, not a comparison record: no answer check."))
     chk = load_comparison(comparison_id).answers
     if chk is None:
         return ["Answer check: not run for this comparison."]

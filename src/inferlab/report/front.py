@@ -216,7 +216,11 @@ def _primary_rows(res: pd.DataFrame) -> pd.DataFrame:
     """The primary metric's rows of the body's ``verdict_table`` (the metric is named above it)."""
     if res.empty:
         return pd.DataFrame()
-    return cmp.verdict_table(res)[(res["role"] == "primary").to_numpy()][list(COMPARED)]
+    rows = cmp.verdict_table(res)[(res["role"] == "primary").to_numpy()][list(COMPARED)].copy()
+    # the first page names why a verdict is withheld in a few words; the reasons are in the body's table
+    rows["verdict"] = rows["verdict"].astype(str).str.replace(r"^(no verdict: INVALID data).*$",
+                                                              r"\1 (reasons: verdict table)", regex=True)
+    return rows
 
 
 def _compare_errors(res: pd.DataFrame) -> str:
