@@ -46,8 +46,6 @@ def integrity(comparison_id: str, chk: AnswerCheck) -> str:
 
 def answer_lines(comparison_id: str) -> list[str]:
     """The check in plain text: result, control, criterion (for the CLI)."""
-    if not comparison_id:  # two runs named directly, not a comparison record: nothing was checked
-        return Section(Markdown("**Same answers:** two runs, not a comparison record: no answer check."))
     chk = load_comparison(comparison_id).answers
     if chk is None:
         return ["Answer check: not run for this comparison."]
@@ -84,6 +82,8 @@ def verdict_labels(res: pd.DataFrame, chk: AnswerCheck | None) -> pd.DataFrame:
 
 def section(comparison_id: str, res: pd.DataFrame | None = None) -> Section:
     """The answer check of a comparison record (``res``: compare_with_aa's table, for the labels)."""
+    if not comparison_id:  # two runs named directly, not a comparison record: nothing was checked
+        return Section(Markdown("**Same answers:** two runs, not a comparison record: no answer check."))
     chk = load_comparison(comparison_id).answers
     if chk is None:
         return Section(Markdown("**Same answers:** not checked (the comparison ran without the answer check)."))
