@@ -232,6 +232,9 @@ def _compare_errors(res: pd.DataFrame) -> str:
         f"`{r.cell}` {r.error_rate_baseline:.1%}, {r.error_rate_tuned:.1%}" for r in rows.itertuples()) + "."
 
 
+FRONT_HEADLINE_LINES = 4
+
+
 def _compare_validity(res: pd.DataFrame) -> str:
     """Validity of the repeats behind the verdicts (``compare_sides``' ``validity``)."""
     if "validity" not in res.columns:
@@ -244,7 +247,9 @@ def _compare_validity(res: pd.DataFrame) -> str:
 
 
 def _verdict_counts(rows: pd.DataFrame) -> str:
-    return ", ".join(f"{n} {verdict}" for verdict, n in rows["verdict"].value_counts().items())
+    # a withheld verdict's reasons (after the first parenthesis) are the body's: the first page counts kinds
+    short = rows["verdict"].astype(str).str.replace(r"\s*\(.*$", "", regex=True)
+    return ", ".join(f"{n} {verdict}" for verdict, n in short.value_counts().items())
 
 
 def compare(baseline: Sequence[Run], tuned: Sequence[Run], what: str, res: pd.DataFrame) -> FrontPage:
@@ -255,7 +260,11 @@ def compare(baseline: Sequence[Run], tuned: Sequence[Run], what: str, res: pd.Da
     runs = pd.DataFrame([{"fact": "runs", **{side: ", ".join(r.run_id for r in rs) for side, rs in sides.items()}}])
     what_ran = pd.concat([runs, facts.drop(index=["run_id", "status"]).rename_axis("fact").reset_index()],
                          ignore_index=True).fillna("-")
-    verdicts = [f"{what}.", *cmp.headline(res).splitlines()]
+    head = cmp.headline(res).splitlines()
+    # the first page holds at most FRONT_HEADLINE_LINES of the headline; the rest is the body's "Headline"
+    verdicts = [f"{what}.", *head[:FRONT_HEADLINE_LINES],
+                *([f"... {len(head) - FRONT_HEADLINE_LINES} more lines in the body's headline."]
+                  if len(head) > FRONT_HEADLINE_LINES else [])]
     if not res.empty:
         good = res[res["metric"].str.startswith("goodput")]
         primary = res[res["role"] == "primary"]
