@@ -218,8 +218,8 @@ def _primary_rows(res: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     rows = cmp.verdict_table(res)[(res["role"] == "primary").to_numpy()][list(COMPARED)].copy()
     # the first page names why a verdict is withheld in a few words; the reasons are in the body's table
-    rows["verdict"] = rows["verdict"].astype(str).str.replace(r"^(no verdict: INVALID data).*$",
-                                                              r"\1 (reasons: verdict table)", regex=True)
+    rows["verdict"] = rows["verdict"].astype(str).str.replace(r"^(no verdict: [^:]+?)(?:: .*| \(.*)$", r"\1",
+                                                              regex=True)
     return rows
 
 
@@ -232,7 +232,7 @@ def _compare_errors(res: pd.DataFrame) -> str:
         f"`{r.cell}` {r.error_rate_baseline:.1%}, {r.error_rate_tuned:.1%}" for r in rows.itertuples()) + "."
 
 
-FRONT_HEADLINE_LINES = 4
+FRONT_HEADLINE_LINES = 2
 
 
 def _compare_validity(res: pd.DataFrame) -> str:
@@ -262,15 +262,13 @@ def compare(baseline: Sequence[Run], tuned: Sequence[Run], what: str, res: pd.Da
                          ignore_index=True).fillna("-")
     head = cmp.headline(res).splitlines()
     # the first page holds at most FRONT_HEADLINE_LINES of the headline; the rest is the body's "Headline"
-    verdicts = [f"{what}.", *head[:FRONT_HEADLINE_LINES],
-                *([f"... {len(head) - FRONT_HEADLINE_LINES} more lines in the body's headline."]
-                  if len(head) > FRONT_HEADLINE_LINES else [])]
+    verdicts = [f"{what}.", *head[:FRONT_HEADLINE_LINES]]  # the whole headline opens the body
     if not res.empty:
         good = res[res["metric"].str.startswith("goodput")]
         primary = res[res["role"] == "primary"]
         verdicts += [f"Primary metric `{res.attrs.get('primary')}` per cell: {_verdict_counts(primary)}.",
                      f"Goodput (e2e <= {res.attrs.get('slo_e2e_ms'):.0f} ms) per cell: {_verdict_counts(good)}.",
-                     _compare_validity(res)]
+                     *([] if any("INVALID data" in x for x in verdicts) else [_compare_validity(res)])]
     headline = [f"Tuned vs baseline on the primary metric `{res.attrs.get('primary')}`, per cell:"]
     if not res.empty:
         headline.append(_compare_errors(res))
