@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..formats.energy import HEADER
 from .errors import IngestError, LineStats, attach
 from .lines import read_lines
 
 COLUMNS = ["ts", "gpu", "energy_j", "power_w", "source"]
-HEADER = ["ts", "gpu_index", "gpu_name", "energy_mj", "power_mw"]
 DCGM_ENERGY, DCGM_POWER = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "DCGM_FI_DEV_POWER_USAGE"
 
 

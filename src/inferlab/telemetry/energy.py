@@ -30,10 +30,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from types import ModuleType
 
+from ..formats.energy import HEADER
 from ..runs.layout import CELL_FILES
 from ..runs.store import RunWriter
 
-HEADER = ["ts", "gpu_index", "gpu_name", "energy_mj", "power_mw"]
 INTERVAL_S = 0.5
 
 
