@@ -52,6 +52,15 @@ def sha256_file(path: Path) -> str:
     return hash_file(path)[0]
 
 
+def write_once(path: Path, data: bytes) -> Path:
+    """Write a new file (O_EXCL: never overwrites one) and seal it (0444: closed for good)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    path.chmod(0o444)
+    return path
+
+
 def read_manifest(run_dir: Path) -> Manifest:
     return Manifest.model_validate_json((run_dir / MANIFEST).read_text())
 
@@ -226,15 +235,15 @@ class RunWriter:
         return p
 
     def write_bytes(self, rel: str, data: bytes) -> Path:
-        p = self.path(rel)
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        p.chmod(0o444)
-        return p
+        return write_once(self.path(rel), data)
 
     def write_text(self, rel: str, text: str) -> Path:
         return self.write_bytes(rel, text.encode())
+
+    def note(self, text: str) -> None:
+        """Add a note to the manifest once (a resumed run, or a second cell, does not repeat it)."""
+        if text not in self.manifest.notes:
+            self.manifest.notes.append(text)
 
     def seal_file(self, p: Path) -> None:
         """Mark a file that another process wrote as closed for good."""

@@ -20,7 +20,6 @@ component (not when its answers differ, unless the user accepts the change).
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +33,7 @@ from ..probe.answers import collect
 from ..runs.answer_record import AnswerCheck, AnswerPass
 from ..runs.comparison import Comparison, load_comparison
 from ..runs.manifest import FileEntry
+from ..runs.store import write_once
 from ..specs import LoadSpec
 from ..specs.answer_prompts import NAME, SHA256, load_prompt_set
 from ..targets.session import TargetSession
@@ -109,10 +109,7 @@ class AnswerChecker:
     def _write_once(self, rel: str, data: bytes) -> FileEntry:
         path = self.folder / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # never overwrites
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        path.chmod(0o444)
+        write_once(path, data)  # never overwrites
         return FileEntry(path=rel, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
 
     def settle(self) -> None:

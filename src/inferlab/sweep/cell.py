@@ -142,8 +142,8 @@ def _run_k6(spec: LoadSpec, session: TargetSession, cell: CellRecord, plan: Cell
     if session.in_cluster is None:
         return run_cell(spec, plan, session.base_url, session.api_key, cell_dir, on_progress,
                         run_id=ctx.w.manifest.run_id, ca_file=session.ca_file, calibration=ctx.calibration)
-    if spec.stream and NO_CLOCK_IN_CLUSTER not in ctx.w.manifest.notes:
-        ctx.w.manifest.notes.append(NO_CLOCK_IN_CLUSTER)
+    if spec.stream:
+        ctx.w.note(NO_CLOCK_IN_CLUSTER)
     try:
         return run_cell_in_cluster(session.in_cluster, spec, plan, ctx.w.manifest.run_id, cell_dir,
                                    on_state=lambda msg: console.print(f"  {cell.cell_id}: {msg}"),

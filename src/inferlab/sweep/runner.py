@@ -69,8 +69,7 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
     console.print(expectation(spec, target, todo, resumed=bool(resume)))  # before the engine starts
     for warning in spec.sample_size_warnings():  # validation warns; the manifest keeps it beside the numbers
         console.print(f"[yellow]warning[/] {warning}")
-        if f"sample size: {warning}" not in w.manifest.notes:
-            w.manifest.notes.append(f"sample size: {warning}")
+        w.note(f"sample size: {warning}")
     status, reason = "failed", ""
     pinning, w.manifest.host.cpu_pinning = local_pinning() if target == "local" else (None, "")
     try:

@@ -48,9 +48,8 @@ class RunTelemetry:
         if NvmlSampler.available():
             self.samplers.append(NvmlSampler(w.dir / unique_name(w.dir, "telemetry/nvml.csv")))
         elif not w.manifest.host.gpus:
-            note = f"no GPU telemetry: {w.manifest.host.gpu_note}; CPU/memory sampled with psutil"
-            if note not in w.manifest.notes:  # a resumed run says it once
-                w.manifest.notes.append(note)
+            # a resumed run says it once
+            w.note(f"no GPU telemetry: {w.manifest.host.gpu_note}; CPU/memory sampled with psutil")
 
     def __enter__(self) -> RunTelemetry:
         # one stack: a sampler that fails to start (or Ctrl-C between two) still stops the ones
@@ -68,8 +67,7 @@ class RunTelemetry:
 
     def _notes(self) -> None:
         for note in self.series.notes:
-            if note not in self.w.manifest.notes:
-                self.w.manifest.notes.append(note)
+            self.w.note(note)
 
 
 def controller_log(w: RunWriter, session: TargetSession, since: datetime) -> None:

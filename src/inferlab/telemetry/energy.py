@@ -128,8 +128,8 @@ class CellEnergy:
         the energy of the part that ran)."""
         if self.nvml is None:
             note = "no GPU energy per cell: NVML not available on this host (pynvml or the NVIDIA driver missing)"
-            if self.w.manifest.host.gpus and note not in self.w.manifest.notes:
-                self.w.manifest.notes.append(note)
+            if self.w.manifest.host.gpus:
+                self.w.note(note)
             yield
             return
         sampler = EnergySampler(self.nvml, self.interval_s)
