@@ -33,20 +33,9 @@ from types import ModuleType
 from ..formats.energy import HEADER
 from ..runs.layout import CELL_FILES
 from ..runs.store import RunWriter
+from .samplers import load_nvml
 
 INTERVAL_S = 0.5
-
-
-def load_nvml() -> ModuleType | None:
-    """pynvml initialised once to see that it works, else None (no package, no driver)."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        pynvml.nvmlShutdown()
-        return pynvml
-    except Exception:  # noqa: BLE001 - ImportError or any NVMLError: no GPU energy here
-        return None
 
 
 class EnergySampler:

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 
 import psutil
 
@@ -84,19 +85,24 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def load_nvml() -> ModuleType | None:
+    """pynvml initialised once to see that it works, else None (no package, no driver)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        pynvml.nvmlShutdown()
+        return pynvml
+    except Exception:  # noqa: BLE001 - ImportError or any NVMLError: no GPU telemetry here
+        return None
+
+
 class NvmlSampler(_ThreadSampler):
     header = ["ts", "gpu_index", "metric", "value", "unit"]
 
     @staticmethod
     def available() -> bool:
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            pynvml.nvmlShutdown()
-            return True
-        except Exception:  # noqa: BLE001 - ImportError or NVMLError: no GPU telemetry
-            return False
+        return load_nvml() is not None
 
     def __enter__(self):
         import pynvml
