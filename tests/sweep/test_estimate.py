@@ -133,3 +133,16 @@ def test_run_prints_its_expectation_before_the_target_starts(workspace, monkeypa
     runner.run(resolve_spec("ci-tiny"), target="url", base_url="http://127.0.0.1:9")
     err = capsys.readouterr().err
     assert "expected: ~" in err and err.index("expected: ~") < err.index("no target in this test")
+
+
+def test_an_invalid_engine_choice_fails_before_the_run_directory_exists(workspace, monkeypatch):
+    """The local engine's choice is made once, before the run directory is created: an invalid
+    one (EngineError) leaves no run behind in status ``running``."""
+    from inferlab.sweep import runner
+    from inferlab.targets.engine import EngineError
+
+    monkeypatch.setattr(runner, "find_tool", lambda name: name)
+    monkeypatch.setenv("INFERLAB_ENGINE_DEVICE", "tpu")
+    with pytest.raises(EngineError, match="expected cpu, cuda or cuda:N"):
+        runner.run(resolve_spec("ci-tiny"), target="local")
+    assert not any(paths.runs_dir().iterdir())

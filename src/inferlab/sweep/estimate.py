@@ -107,11 +107,13 @@ def _cell(spec: LoadSpec, c: CellPlan, speed: EngineSpeed) -> CellEstimate:
     return CellEstimate(c.cell_id, c.executor, c.vus, n, secs)
 
 
-def expectation(spec: LoadSpec, target: str, cells: list[CellPlan] | None = None, resumed: bool = False) -> str:
-    """The line a run prints before it starts: how long it expects, and where the figure came from."""
+def expectation(spec: LoadSpec, target: str, cells: list[CellPlan] | None = None, resumed: bool = False,
+                device: str | None = None) -> str:
+    """The line a run prints before it starts: how long it expects, and where the figure came from.
+    ``device``: the local engine's, where the caller has its choice (else :func:`_engine_device`)."""
     est = estimate(spec, target, cells, resumed=resumed)
     where = "this machine's CPU engine" if target == "local" else "a target as fast as this machine's CPU engine"
-    if target == "local" and (device := _engine_device()) != "cpu":
+    if target == "local" and (device := device or _engine_device()) != "cpu":
         where = f"this machine's CPU engine (this run's engine is on {device}: far faster, so an upper bound)"
     parts = [f"engine start-up ~{est.startup_s:.0f} s"] if est.startup_s else []
     parts += [f"{len(est.cells)} cell{'s' if len(est.cells) != 1 else ''}"] if est.cells else []

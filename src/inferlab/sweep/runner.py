@@ -29,7 +29,7 @@ from ..runs.reader import find_run_dir
 from ..runs.store import RunWriter
 from ..specs import LoadSpec, plan_cells
 from ..specs.workload import workload_files_sha256
-from ..targets.engine import EngineError
+from ..targets.engine import EngineError, engine_choice
 from ..targets.open import open_target
 from ..targets.local import local_pinning
 from ..targets.session import TargetError, TargetSession, preflight
@@ -58,6 +58,7 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
     if in_cluster and target != "k8s":
         raise TargetError("--in-cluster needs --target k8s")
     k6 = find_tool("k6")  # fail before creating a run directory when k6 is missing
+    choice = engine_choice() if target == "local" else None  # likewise an invalid engine choice (EngineError)
     if resume:
         w = RunWriter.resume(find_run_dir(resume), spec.model_dump(mode="json"), allow_spec_change)
     else:
@@ -66,12 +67,13 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
     console.print(f"[bold]run[/] {w.manifest.run_id} -> {w.dir}")
     pending = {c.cell_id for c in w.manifest.cells if c.status != "complete"}
     todo = [p for p in plan_cells(spec) if p.cell_id in pending]
-    console.print(expectation(spec, target, todo, resumed=bool(resume)))  # before the engine starts
+    console.print(expectation(spec, target, todo, resumed=bool(resume),  # before the engine starts
+                              device=choice.device if choice else None))
     for warning in spec.sample_size_warnings():  # validation warns; the manifest keeps it beside the numbers
         console.print(f"[yellow]warning[/] {warning}")
         w.note(f"sample size: {warning}")
     status, reason = "failed", ""
-    pinning, w.manifest.host.cpu_pinning = local_pinning() if target == "local" else (None, "")
+    pinning, w.manifest.host.cpu_pinning = local_pinning(choice) if choice else (None, "")
     try:
         with contextlib.ExitStack() as stack:
             receiver = _span_receiver(stack, spec, target, spans)

