@@ -117,6 +117,21 @@ def test_an_nvml_that_fails_to_start_leaves_a_note_not_a_failed_cell(tmp_path):
     assert "Driver Not Loaded" in w.manifest.notes[0] and not (w.dir / "cells").exists()
 
 
+def test_a_sampler_that_fails_after_nvml_init_shuts_nvml_down(tmp_path):
+    class NoHandles(FakeNvml):
+        def nvmlDeviceGetHandleByIndex(self, i):
+            raise self.NVMLError("GPU is lost")
+
+    nvml = NoHandles()
+    with pytest.raises(FakeNvml.NVMLError, match="GPU is lost"), EnergySampler(nvml):
+        pass
+    assert nvml.users == 0
+    w = RunWriter.create(tmp_path / "r", manifest())
+    with CellEnergy(w, nvml=nvml).window("cells/x"):  # the cell's note path: NVML given back too
+        pass
+    assert nvml.users == 0 and "GPU is lost" in w.manifest.notes[0]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(__import__("inferlab.telemetry.energy", fromlist=["load_nvml"]).load_nvml() is None,
                     reason="no NVIDIA GPU with NVML here (run on the GPU device: pytest -m gpu)")

@@ -52,13 +52,17 @@ class EnergySampler:
     def __enter__(self) -> EnergySampler:
         n = self.nvml
         n.nvmlInit()
-        self._gpus = []
-        for i in range(n.nvmlDeviceGetCount()):
-            h = n.nvmlDeviceGetHandleByIndex(i)
-            name = n.nvmlDeviceGetName(h)
-            self._gpus.append((i, h, name.decode() if isinstance(name, bytes) else str(name)))
-        self.sample()  # the window's first reading, before the load starts
-        self._thread.start()
+        try:
+            self._gpus = []
+            for i in range(n.nvmlDeviceGetCount()):
+                h = n.nvmlDeviceGetHandleByIndex(i)
+                name = n.nvmlDeviceGetName(h)
+                self._gpus.append((i, h, name.decode() if isinstance(name, bytes) else str(name)))
+            self.sample()  # the window's first reading, before the load starts
+            self._thread.start()
+        except BaseException:
+            n.nvmlShutdown()  # __exit__ never runs for a failed enter: give NVML's user count back here
+            raise
         return self
 
     def __exit__(self, *exc) -> None:

@@ -108,9 +108,13 @@ class NvmlSampler(_ThreadSampler):
         import pynvml
 
         pynvml.nvmlInit()
-        self._nvml = pynvml
-        self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-        return super().__enter__()
+        try:
+            self._nvml = pynvml
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+            return super().__enter__()
+        except BaseException:
+            pynvml.nvmlShutdown()  # __exit__ never runs for a failed enter
+            raise
 
     def __exit__(self, *exc) -> None:
         super().__exit__(*exc)
