@@ -177,9 +177,10 @@ def _scan(path: str | Path, chunk_bytes: int, requests: bool) -> tuple[pl.DataFr
 
 
 def _used_tags(tags: _TagTable, ids: pl.Series) -> pl.DataFrame:
-    """The tag columns of the given tag ids only (no all-null columns from other metrics' tags)."""
+    """The tag columns of the given tag ids only (no all-null columns from other metrics' tags),
+    keyed by ``_tags`` always (no ids: an empty frame of that key alone, still joinable)."""
     frame = tags.frame().filter(pl.col("_tags").is_in(ids.unique().implode()))
-    return frame.select([c for c in frame.columns if frame[c].null_count() < len(frame)])
+    return frame.select([c for c in frame.columns if c == "_tags" or frame[c].null_count() < len(frame)])
 
 
 def _to_pandas_utc(df: pl.DataFrame, ts_cols: list[str]) -> pd.DataFrame:
@@ -261,9 +262,7 @@ def read_k6_points(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> 
     in long form: ts, metric, value and the Point's tags as columns."""
     other, tags, stats = _scan(path, chunk_bytes, requests=False)
     stats.lines_used = len(other)
-    used = _used_tags(tags, other["tag_id"])
-    if "_tags" in used.columns:  # a file of request points only (no other metric) has no tags to join
-        other = other.join(used, left_on="tag_id", right_on="_tags", how="left")
+    other = other.join(_used_tags(tags, other["tag_id"]), left_on="tag_id", right_on="_tags", how="left")
     other = other.with_columns(
         ts=pl.col("ts_ns").cast(pl.Datetime("ns", "UTC")), metric=pl.col("metric").cast(pl.String)
     ).drop("ts_ns", "tag_id", "ln")
