@@ -15,15 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..formats.stream_clock import FIELDS as FILE_FIELDS
 from ..formats.stream_clock import SCHEMA
 from .errors import IngestError, LineStats, attach
 from .lines import iter_json_lines
 
-FIELDS = {"request_id": "request_id", "status": "client_status", "sse": "client_sse",
-          "connect_ms": "client_connect_ms", "headers_ms": "client_headers_ms",
-          "ttft_ms": "client_ttft_ms", "last_token_ms": "client_last_token_ms", "e2e_ms": "client_e2e_ms",
-          "text_events": "client_text_events", "completion_tokens": "client_completion_tokens",
-          "tpot_ms": "client_tpot_ms", "error": "client_error"}
+# the file's field -> its column: request_id as is, every other field prefixed client_
+FIELDS = {k: k if k == "request_id" else f"client_{k}" for k in FILE_FIELDS}
 COLUMNS = ["request_id", "client_start_ts", *list(FIELDS.values())[1:]]
 EXPECTED = f"one JSON object per line, schema {SCHEMA!r} (the stream clock)"
 
@@ -43,7 +41,6 @@ def read_stream_clock(path: str | Path) -> pd.DataFrame:
     for col in ("client_status", "client_text_events", "client_completion_tokens"):
         df[col] = pd.to_numeric(df[col]).astype("Int64")
     df["client_sse"] = df["client_sse"].astype("boolean")
-    for col in ("client_connect_ms", "client_headers_ms", "client_ttft_ms", "client_last_token_ms", "client_e2e_ms",
-                "client_tpot_ms"):
+    for col in (c for k, c in FIELDS.items() if k.endswith("_ms")):
         df[col] = pd.to_numeric(df[col]).astype(float)
     return attach(df, stats)
