@@ -159,11 +159,14 @@ class App:
         if self.cfg.eos_tokens and not body.get("ignore_eos"):
             n = min(max_tokens, natural_length(prompt, self.cfg.eos_tokens, self.cfg.output_seed))
         rec.finish_reason = "length" if n == max_tokens else "stop"
-        tokens, lps = change_answer(prompt, answer_tokens(prompt, n, self.cfg.output_seed),
-                                    answer_logprobs(prompt, n, self.cfg.output_seed), self.cfg.answer_change_share)
-        # vLLM's return_tokens_as_token_ids: a logprob entry names its token "token_id:<id>"
-        names = ([f"token_id:{i}" for i in token_ids(tokens)] if body.get("return_tokens_as_token_ids") else tokens)
-        logprobs = [_logprob(t, lp) for t, lp in zip(names, lps, strict=True)] if body.get("logprobs") else None
+        lps = answer_logprobs(prompt, n, self.cfg.output_seed) if body.get("logprobs") else None  # only when asked
+        tokens, lps = change_answer(prompt, answer_tokens(prompt, n, self.cfg.output_seed), lps,
+                                    self.cfg.answer_change_share)
+        logprobs = None
+        if lps is not None:
+            # vLLM's return_tokens_as_token_ids: a logprob entry names its token "token_id:<id>"
+            names = ([f"token_id:{i}" for i in token_ids(tokens)] if body.get("return_tokens_as_token_ids") else tokens)
+            logprobs = [_logprob(t, lp) for t, lp in zip(names, lps, strict=True)]
         job = Job(rec, token_ids(prompt), tokens, asyncio.get_running_loop().time())
         self.active[id(rec)] = rec
         try:
