@@ -45,6 +45,24 @@ def test_defaults_come_from_the_environment_when_the_parser_is_built(monkeypatch
     assert p.parse_args(["ab", "a", "b"]).target == "url"
 
 
+def test_ab_and_gate_declare_the_a_b_options_once():
+    """ab and gate share their A/B options (options.ab_run), each with its own order default:
+    ab's abba, gate's alternate (gate takes no abba); the CLI's orders are sweep.ab's."""
+    from inferlab.cli.options import ORDERS
+    from inferlab.sweep.ab import ORDERS as RUN_ORDERS
+
+    assert ORDERS == RUN_ORDERS
+    p = build_parser()
+    ab = p.parse_args(["ab", "a", "b", "--set-tuned", "x=1", "--overlay-tuned", "t"])
+    gate = p.parse_args(["gate", "a", "b", "--margin", "5%", "--set-candidate", "x=1", "--overlay-candidate", "t"])
+    for a in (ab, gate):
+        assert (a.pairs, a.seed, a.label, a.set_baseline, a.overlay_baseline) == (3, 0, None, [], None)
+    assert (ab.order, ab.set_tuned, ab.overlay_tuned) == ("abba", ["x=1"], "t")
+    assert (gate.order, gate.set_candidate, gate.overlay_candidate) == ("alternate", ["x=1"], "t")
+    with pytest.raises(SystemExit):
+        p.parse_args(["gate", "a", "b", "--margin", "5%", "--order", "abba"])
+
+
 def test_python_m_inferlab_cli_is_the_command():
     out = subprocess.run([sys.executable, "-m", "inferlab.cli", "--version"], capture_output=True, text=True,
                          check=True)

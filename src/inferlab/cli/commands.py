@@ -159,9 +159,7 @@ def cmd_probe(a) -> int:
 def cmd_compare(a) -> int:
     import pandas as pd
 
-    from ..analysis.compare import compare_with_aa, headline, sides, verdict_table
-
-    from ..analysis.compare import compare_comparison, primary_of
+    from ..analysis.compare import compare_comparison, compare_with_aa, headline, primary_of, sides, verdict_table
 
     primary = a.primary or primary_of("" if a.tuned else a.runs)
     if a.tuned:
@@ -186,17 +184,25 @@ def cmd_compare(a) -> int:
     return 0
 
 
-def cmd_ab(a) -> int:
+def run_ab(a, baseline: str, other_spec: str, other: str, **options) -> str:
+    """One interleaved A/B (sweep.ab.run_comparison) of the specs ``baseline`` and ``other_spec``
+    with the options of :func:`.options.ab_run` (``other``: the other side's name there): each
+    side's spec with its ``--set`` values and the observers, the two overlays where both are
+    given; ``options``: run_comparison's others. Returns the comparison's id."""
     from ..specs import resolve_spec
     from ..sweep.ab import run_comparison
 
-    base = with_observers(resolve_spec(a.baseline, sets=a.set_baseline), a)
-    tuned = with_observers(resolve_spec(a.tuned, sets=a.set_tuned), a)
-    overlays = (a.overlay_baseline, a.overlay_tuned) if a.overlay_baseline and a.overlay_tuned else None
-    cid = run_comparison(base, tuned, target=a.target, base_url=a.base_url, pairs=a.pairs, order=a.order,
-                         seed=a.seed, label=a.label, until_width=a.until_width, max_pairs=a.max_pairs,
-                         overlays=overlays, primary=a.primary, answer_check=not a.no_answer_check)
-    print(cid)
+    base = with_observers(resolve_spec(baseline, sets=a.set_baseline), a)
+    tuned = with_observers(resolve_spec(other_spec, sets=getattr(a, f"set_{other}")), a)
+    overlay = getattr(a, f"overlay_{other}")
+    overlays = (a.overlay_baseline, overlay) if a.overlay_baseline and overlay else None
+    return run_comparison(base, tuned, target=a.target, base_url=a.base_url, pairs=a.pairs, order=a.order,
+                          seed=a.seed, label=a.label, overlays=overlays, **options)
+
+
+def cmd_ab(a) -> int:
+    print(run_ab(a, a.baseline, a.tuned, "tuned", until_width=a.until_width, max_pairs=a.max_pairs,
+                 primary=a.primary, answer_check=not a.no_answer_check))
     return 0
 
 

@@ -12,6 +12,7 @@ for every verb.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from . import options as o
@@ -26,49 +27,41 @@ def add_parser(sub, primary_metrics: list[str]) -> None:
                             "k8s: the cluster's Prometheus; each repeat's window goes into its run")
     s = sub.add_parser("gate", help="regression gate: exit 0 non-inferior within --margin, 1 regression beyond it, "
                                     "3 inconclusive (of a recorded comparison, or of an A/B of two specs run first)",
-                       parents=[o.target(), o.base_url(), observers, o.margin(required=True)])
+                       parents=[o.target(), o.base_url(), observers, o.margin(required=True),
+                                # the gate's orders (as before, unlike ab's): alternate (the default) or random
+                                o.ab_run("candidate", orders=o.ORDERS[1:],
+                                         title="the A/B run first (two specs; as `inferlab ab`)")])
     s.add_argument("subject", metavar="COMPARISON_ID|BASELINE_SPEC",
                    help="a recorded comparison (id, unique prefix or path), or the baseline spec of an A/B to run")
     s.add_argument("candidate", nargs="?", metavar="CANDIDATE_SPEC", help="with a baseline spec: the candidate spec")
-    s.add_argument("--alpha", type=float, default=0.05, help="error rate of each one-sided test (default 0.05)")
+    s.add_argument("--alpha", type=_alpha, default=0.05, help="error rate of each one-sided test (default 0.05)")
     s.add_argument("--primary", default=None, choices=[*primary_metrics, "max_sustainable_rate"],
                    help="the gated primary metric (default: the comparison's, else throughput)")
     s.add_argument("--primary-only", action="store_true",
                    help="gate the primary metric only; the token-level SLO percentiles are listed as not gated")
-    ab = s.add_argument_group("the A/B run first (two specs; as `inferlab ab`)")
-    ab.add_argument("--pairs", type=int, default=3, help="interleaved pairs (repeats a side); a decision needs >= 3")
-    ab.add_argument("--order", default="alternate", choices=["alternate", "random"])
-    ab.add_argument("--seed", type=int, default=0)
-    ab.add_argument("--label", default=None)
-    ab.add_argument("--set-baseline", action="append", default=[], metavar="KEY=VALUE")
-    ab.add_argument("--set-candidate", action="append", default=[], metavar="KEY=VALUE")
-    ab.add_argument("--overlay-baseline", help="TARGET=k8s: overlay deployed before each baseline repeat")
-    ab.add_argument("--overlay-candidate", help="TARGET=k8s: overlay deployed before each candidate repeat")
     s.set_defaults(fn=cmd_gate)
 
 
-def run_ab(a) -> str:
-    """One interleaved A/B of the two specs (sweep.ab.run_comparison, as ``inferlab ab``); its id."""
-    from ..specs import resolve_spec
-    from ..sweep.ab import run_comparison
-    from .commands import with_observers
-
-    base = with_observers(resolve_spec(a.subject, sets=a.set_baseline), a)
-    cand = with_observers(resolve_spec(a.candidate, sets=a.set_candidate), a)
-    overlays = (a.overlay_baseline, a.overlay_candidate) if a.overlay_baseline and a.overlay_candidate else None
-    return run_comparison(base, cand, target=a.target, base_url=a.base_url, pairs=a.pairs, order=a.order,
-                          seed=a.seed, label=a.label, overlays=overlays, primary=a.primary or "throughput")
+def _alpha(text: str) -> float:
+    """An ``--alpha`` value: a level between 0 and 0.5; anything else is a usage error (exit 2)
+    that says what was expected."""
+    try:
+        x = float(text)
+        ok = 0 < x < 0.5
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"{text}: expected a level between 0 and 0.5")
+    return x
 
 
 def cmd_gate(a) -> int:
     from ..analysis.gate import gate_comparison
+    from .commands import run_ab
 
-    if not 0 < a.alpha < 0.5:
-        print(f"inferlab gate: error: --alpha {a.alpha}: expected a level between 0 and 0.5", file=sys.stderr)
-        return USAGE_ERROR
     comparison = a.subject
     if a.candidate:
-        comparison = run_ab(a)
+        comparison = run_ab(a, a.subject, a.candidate, "candidate", primary=a.primary or "throughput")
         print(f"ran comparison {comparison}", flush=True)
     try:
         res = gate_comparison(comparison, a.margin, a.alpha, primary=a.primary, token_slo=not a.primary_only)

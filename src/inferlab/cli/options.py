@@ -16,6 +16,11 @@ DEFAULTS = {"TARGET": "local", "SPEC": "matrix-local", "STRESS_SPEC": "stress-lo
             "CAPACITY_SPEC": "capacity-local", "RUNS": "sample", "BASE_URL": "", "IN_CLUSTER": "", "EDGE": "",
             "TUNE_SPEC": "tune-local", "PROMETHEUS_URL": ""}
 TARGETS = ["local", "url", "k8s"]
+# an A/B's orders: sweep.ab.ORDERS, written here so that parsing imports nothing heavy
+# (tests/test_cli.py checks that the two agree)
+ORDERS = ("abba", "alternate", "random")
+ORDER_HELP = {"abba": "abba: A B, B A, A B, ... (counterbalanced)", "alternate": "alternate: A B A B ...",
+              "random": "random: a seeded random order within each pair"}
 LOCAL_SERVER = "http://127.0.0.1:8011"  # `inferlab serve`'s engine
 
 
@@ -84,6 +89,25 @@ def observers(prometheus_help: str, prometheus_url_help: str) -> argparse.Argume
                         "600 s timeouts, JSON access log joined to k6 rows by X-Request-Id)")
     p.add_argument("--prometheus", action="store_true", help=prometheus_help)
     p.add_argument("--prometheus-url", default=env_default("PROMETHEUS_URL") or None, help=prometheus_url_help)
+    return p
+
+
+def ab_run(other: str, orders: tuple[str, ...] = ORDERS, title: str | None = None) -> argparse.ArgumentParser:
+    """The options of an interleaved A/B run (sweep.ab.run_comparison; commands.run_ab reads
+    them): ``--pairs``, ``--order`` (one of ``orders``, the first the default), ``--seed``,
+    ``--label``, and per side ``--set-baseline``/``--set-<other>`` and
+    ``--overlay-baseline``/``--overlay-<other>``. ``title``: listed under that heading."""
+    p = _parent()
+    g = p.add_argument_group(title) if title else p
+    g.add_argument("--pairs", type=int, default=3, help="interleaved pairs (repeats a side), at least 3 for a verdict")
+    g.add_argument("--order", default=orders[0], choices=list(orders),
+                   help="; ".join(ORDER_HELP[x] + (" (the default)" if x == orders[0] else "") for x in orders))
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--label", default=None)
+    for side in ("baseline", other):
+        g.add_argument(f"--set-{side}", action="append", default=[], metavar="KEY=VALUE")
+    for side in ("baseline", other):
+        g.add_argument(f"--overlay-{side}", help=f"TARGET=k8s: overlay deployed before each {side} repeat")
     return p
 
 

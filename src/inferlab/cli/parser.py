@@ -106,24 +106,14 @@ def _comparison_verbs(sub) -> None:
     observers = o.observers("local target: Debian's Prometheus beside each repeat",
                             "k8s: the cluster's Prometheus; each repeat's window goes into its run")
     s = sub.add_parser("ab", help="interleaved A/B (or A/A) comparison: BASELINE_SPEC TUNED_SPEC as alternating repeats",
-                       parents=[o.target(), o.base_url(), observers])
+                       parents=[o.target(), o.base_url(), observers, o.ab_run("tuned")])
     s.add_argument("baseline", metavar="BASELINE_SPEC")
     s.add_argument("tuned", metavar="TUNED_SPEC")
-    s.add_argument("--pairs", type=int, default=3, help="interleaved pairs (repeats a side), at least 3 for a verdict")
-    s.add_argument("--order", default="abba", choices=["abba", "alternate", "random"],
-                   help="abba: A B, B A, A B, ... (counterbalanced, the default); alternate: A B A B ...; "
-                        "random: a seeded random order within each pair")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--label", default=None)
     s.add_argument("--until-width", type=float, default=None, metavar="W",
                    help="stopping rule: add pairs until the primary interval's relative width < W in every cell")
     s.add_argument("--max-pairs", type=int, default=8, help="budget for --until-width")
-    s.add_argument("--set-baseline", action="append", default=[], metavar="KEY=VALUE")
-    s.add_argument("--set-tuned", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--primary", default="throughput", choices=PRIMARY_METRICS,
                    help="the metric that carries the verdict (capacity specs: max_sustainable_rate)")
-    s.add_argument("--overlay-baseline", help="TARGET=k8s: overlay deployed before each baseline repeat (e.g. baseline)")
-    s.add_argument("--overlay-tuned", help="TARGET=k8s: overlay deployed before each tuned repeat (e.g. tuned)")
     s.add_argument("--no-answer-check", action="store_true",
                    help="skip the answer check (the prompt set, greedy, on both sides' engines while up)")
     s.set_defaults(fn=c.cmd_ab)
