@@ -135,9 +135,10 @@ class Run:
         return df[lead + [c for c in df.columns if c not in lead]]
 
     @staticmethod
-    def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    def _concat(frames: list[pd.DataFrame], columns: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+        """The non-empty frames as one; none: an empty table of run_id, cell_id and ``columns``."""
         frames = [f for f in frames if not f.empty]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "cell_id"])
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "cell_id", *columns])
 
     @cached_property
     def requests(self) -> pd.DataFrame:
@@ -210,9 +211,10 @@ class Run:
         energy.py), verified: run_id, cell_id, ts, gpu, energy_j (the counter), power_w, source.
         Empty where none was recorded (no NVML); a cluster's DCGM series are in ``series``'s raw
         samples instead (analysis.energy reads both)."""
-        from ..ingest.energy import read_energy
+        from ..ingest.energy import COLUMNS, read_energy
 
-        return self._concat([self._tag(self._read(p, read_energy), c.cell_id) for c, p in self._cell_files("energy")])
+        return self._concat([self._tag(self._read(p, read_energy), c.cell_id) for c, p in self._cell_files("energy")],
+                            COLUMNS)
 
     @cached_property
     def host(self) -> pd.DataFrame:
@@ -223,9 +225,7 @@ class Run:
             df = self._read_csv(p)
             df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")
             frames.append(self._tag(df, "run"))
-        if not frames:
-            return pd.DataFrame(columns=["run_id", "cell_id", "ts", "process", "metric", "value"])
-        return pd.concat(frames, ignore_index=True)
+        return self._concat(frames, ["ts", "process", "metric", "value"])
 
     @cached_property
     def spans(self) -> pd.DataFrame:
@@ -261,8 +261,7 @@ class Run:
                     self._quality.append({"run_id": self.run_id, "cell_id": cell.cell_id, "notes": [
                         f"cells/{cell.cell_id}/{CELL_FILES['stream_clock']}: missing: the cell's TTFT/TPOT come "
                         "from server spans only, where there are any (k6 in the cluster sends without the clock)"]})
-        out = self._concat(frames)
-        return out if len(out.columns) > 2 else pd.DataFrame(columns=["run_id", "cell_id", *COLUMNS])
+        return self._concat(frames, COLUMNS)
 
     @cached_property
     def edge(self) -> pd.DataFrame:
