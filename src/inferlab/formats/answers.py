@@ -39,15 +39,6 @@ class AnswerLine(StrictModel):
     def ok(self) -> bool:
         return self.status == 200 and not self.error
 
-    def units(self) -> list:
-        """What the check compares: token ids where given, else the tokens' strings, else the
-        text's characters (a server that returns no logprobs)."""
-        if self.token_ids is not None:
-            return list(self.token_ids)
-        if self.tokens:
-            return list(self.tokens)
-        return list(self.text)
-
 
 def pass_file(side: str, pair: int, n: int = 1) -> str:
     """Relative path of a pass's file in the comparison folder (``n`` > 1: a second pass on the
