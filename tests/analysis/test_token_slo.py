@@ -9,8 +9,9 @@ import pytest
 
 from inferlab.analysis.token_slo import (
     CLIENT_K6, CLIENT_STREAM, SERVER, SloBound, goodput_table, meets_slo, request_timings, requests_for,
-    requests_needed, sample_plan, sample_plan_line, slo_bounds, slo_percentile_table, with_stream_clock,
+    requests_needed, sample_plan, sample_plan_line, slo_bounds, slo_percentile_table,
 )
+from inferlab.analysis.requests import with_clock
 from inferlab.specs.models import Slo
 
 BOUNDS = (SloBound("ttft_ms", 500, 0.99), SloBound("tpot_ms", 50, 0.99), SloBound("e2e_ms", 5000, 0.95))
@@ -27,7 +28,7 @@ def test_span_wins_and_the_stream_clock_fills_in():
     joined = _joined(ttft_ms=[100.0, np.nan, np.nan, 90.0], tpot_ms=[20.0, np.nan, np.nan, 21.0])
     clock = pd.DataFrame({"request_id": ["r.c.m0", "r.c.m1"], "client_ttft_ms": [103.0, 111.0],
                           "client_tpot_ms": [20.5, 22.0]})
-    t = request_timings(with_stream_clock(joined, clock))
+    t = request_timings(with_clock(joined, clock))
     assert t["ttft_ms"].tolist()[:2] == [100.0, 111.0] and np.isnan(t["ttft_ms"][2])
     assert t["ttft_ms_source"].tolist()[:2] == [SERVER, CLIENT_STREAM] and pd.isna(t["ttft_ms_source"][2])
     assert t["tpot_ms_source"][1] == CLIENT_STREAM and (t["e2e_ms_source"] == CLIENT_K6).all()
@@ -60,7 +61,7 @@ def test_percentile_table_values_sources_and_sample_size():
     joined = _joined(n, ttft_ms=ttft, tpot_ms=np.full(n, 20.0), duration_ms=np.full(n, 1000.0))
     joined.loc[:9, "ttft_ms"] = np.nan  # 10 without a span: their TTFT comes from the clock
     clock = pd.DataFrame({"request_id": joined["request_id"][:10], "client_ttft_ms": np.full(10, 50.0)})
-    table = slo_percentile_table(request_timings(with_stream_clock(joined, clock)), BOUNDS).set_index("metric")
+    table = slo_percentile_table(request_timings(with_clock(joined, clock)), BOUNDS).set_index("metric")
     row = table.loc["ttft_ms"]
     assert row["label"] == "p99 TTFT" and row["n"] == n and row["violations"] == 0
     assert row["source"] == "server span 97%, client stream 3%"
@@ -92,7 +93,7 @@ def test_bounds_from_a_spec_slo_and_a_legacy_record():
 def test_output_tokens_from_the_span_else_the_usage_chunk():
     joined = _joined(2, completion_tokens=[16.0, np.nan])
     clock = pd.DataFrame({"request_id": ["r.c.m0", "r.c.m1"], "client_completion_tokens": [16, 15]})
-    t = request_timings(with_stream_clock(joined, clock))
+    t = request_timings(with_clock(joined, clock))
     assert t["output_tokens"].tolist() == [16.0, 15.0]
     assert t["output_tokens_source"].tolist() == [SERVER, CLIENT_STREAM]
 
@@ -102,10 +103,10 @@ def test_the_clock_join_keeps_the_rows_cell_keys():
     without a clock record keeps its own cell)."""
     joined = _joined(2)
     clock = pd.DataFrame({"run_id": ["r"], "cell_id": ["other"], "request_id": ["r.c.m0"], "client_ttft_ms": [5.0]})
-    t = request_timings(with_stream_clock(joined, clock))
+    t = request_timings(with_clock(joined, clock))
     assert t["cell_id"].tolist() == ["c", "c"]
-    assert with_stream_clock(joined, clock)["joined_clock"].tolist() == [True, False]
-    assert with_stream_clock(joined, clock.iloc[0:0])["joined_clock"].isna().all()  # an empty clock: no clock
+    assert with_clock(joined, clock)["joined_clock"].tolist() == [True, False]
+    assert with_clock(joined, clock.iloc[0:0])["joined_clock"].isna().all()  # an empty clock: no clock
 
 
 def test_sample_plan_states_what_each_bound_needs():

@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from inferlab.analysis.requests import join_requests
-from inferlab.analysis.token_slo import CLIENT_STREAM, request_timings, with_stream_clock
+from inferlab.analysis.requests import with_clock
+from inferlab.analysis.token_slo import CLIENT_STREAM, request_timings
 from inferlab.analysis.workload import usage_table
 from inferlab.ingest import read_k6, read_k6_points
 from inferlab.ingest.stream_clock import read_stream_clock
@@ -80,7 +81,7 @@ def test_client_ttft_and_tpot_agree_with_the_standin_at_low_load(tmp_path, stand
     assert np.allclose(m["client_tpot_ms"], true_tpot, rtol=0.1, atol=1.0)
     assert (m["client_completion_tokens"] == TOKENS).all()
     # a target without spans (a URL target, no traces): the token SLO reads the clock's values
-    timings = request_timings(with_stream_clock(join_requests(read_k6(d / "k6.ndjson.gz"), None), clock))
+    timings = request_timings(with_clock(join_requests(read_k6(d / "k6.ndjson.gz"), None), clock))
     assert (timings["ttft_ms_source"] == CLIENT_STREAM).all() and timings["ttft_ms"].notna().all()
     assert (timings["tpot_ms_source"] == CLIENT_STREAM).all()
     # chat.js read the usage chunk at the stream's end: one completion_tokens Point per request

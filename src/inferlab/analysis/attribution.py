@@ -50,7 +50,7 @@ from scipy import stats as sps
 from ..runs.reader import Run
 from . import requests as rq
 from . import stats
-from .compare import MIN_VERDICT_REPEATS, NOT_COMPARED, base_cell
+from .compare import MIN_VERDICT_REPEATS, as_runs, base_cell, compared_cells
 from .window import min_requests, window_requests
 
 PARTS = {"client": "client and network", "edge": "edge", "api_server": "API server (remainder)",
@@ -120,12 +120,10 @@ def run_requests(run: Run, side: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     joined to a span (REQUEST_KEYS, cell_id, request_id, duration_ms and the :data:`FINE` parts);
     ``coverage``: one row per base cell (side, run_id, cell, window_ok, joined, run_spans: the
     run's request spans, 0 when it was recorded without traces)."""
-    joined = rq.join_requests(run.requests, run.spans, run.edge) if not run.requests.empty else pd.DataFrame()
+    joined = rq.join_run(run) if not run.requests.empty else pd.DataFrame()
     n_spans = len(rq.request_spans(run.spans))
     frames, cover = [], {}
-    for cell in run.manifest.cells:
-        if cell.executor in NOT_COMPARED or cell.status in ("pending", "skipped", "running"):
-            continue
+    for cell, _ in compared_cells(run, count_never_ran=False):
         name = base_cell(cell.cell_id)
         cover.setdefault(name, {"side": side, "run_id": run.run_id, "cell": name, "window_ok": 0, "joined": 0,
                                 "run_spans": n_spans})
@@ -154,7 +152,7 @@ def attribute(baseline: Run | Sequence[Run], tuned: Run | Sequence[Run], alpha: 
     docstring."""
     reqs, cover = [], []
     for side, runs in (("baseline", baseline), ("tuned", tuned)):
-        for run in [runs] if isinstance(runs, Run) else runs:
+        for run in as_runs(runs):
             r, c = run_requests(run, side)
             reqs.append(r)
             cover.append(c)
@@ -216,9 +214,8 @@ def welch(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[np.ndarray
     if min(na, nb) < stats.MIN_REPEATS:
         return nan, nan.copy(), nan.copy()
     va, vb = a.var(axis=0, ddof=1) / na, b.var(axis=0, ddof=1) / nb
-    se = np.sqrt(va + vb)
+    se, df = stats.welch_se_df(va, vb, na, nb)
     with np.errstate(divide="ignore", invalid="ignore"):
-        df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
         diff = b.mean(axis=0) - a.mean(axis=0)
         t = diff / se
         half = sps.t.ppf(0.5 + level / 2, df) * se

@@ -37,8 +37,7 @@ import pandas as pd
 
 from .certify import SearchConfig
 from .step_decision import SloBound
-from .requests import join_requests
-from .token_slo import request_timings, slo_bounds
+from .token_slo import cell_request_timings, measured_bounds, request_timings, slo_bounds
 
 CERTIFIED = "certified"
 LEGACY_LABEL = ("legacy bracket judge (before issue 19): p95 e2e point estimate per step, [MSR, lowest failing "
@@ -65,6 +64,14 @@ def search_config(capacity, slo) -> SearchConfig:
                         max_rate=capacity.max_rate, **grids)
 
 
+def steady_sends(requests: pd.DataFrame, warmup_s: float) -> tuple[pd.DataFrame, pd.Timestamp]:
+    """A constant-rate segment's steady cut: (its requests started at least ``warmup_s`` after
+    its first send, that cut time). The one rule for a step's steady window (:func:`step_window`,
+    analysis.plan's trigger signals); NaT and no rows for no requests."""
+    t0 = requests["start_ts"].min() + pd.Timedelta(seconds=warmup_s)
+    return requests[requests["start_ts"] >= t0], t0
+
+
 def step_window(requests: pd.DataFrame, warmup_s: float, spans: pd.DataFrame | None = None,
                 clock: pd.DataFrame | None = None) -> pd.DataFrame:
     """A constant-rate segment's steady window: its measured requests (k6 rows, ``phase`` =
@@ -72,24 +79,23 @@ def step_window(requests: pd.DataFrame, warmup_s: float, spans: pd.DataFrame | N
     order, with ``start_ts``, ``end_ts``, ``ok`` and the token_slo metrics (``ttft_ms``,
     ``tpot_ms``, ``e2e_ms`` and their ``_source``). ``spans`` (ingest.read_spans) and ``clock``
     (ingest.stream_clock.read_stream_clock) of the segment, where recorded, give each request
-    its TTFT/TPOT (server span first, else the client stream: analysis.requests.join_requests);
-    without both, only e2e can be judged."""
+    its TTFT/TPOT (server span first, else the client stream:
+    analysis.token_slo.cell_request_timings); without both, only e2e can be judged."""
     req = requests[requests["phase"] == "measure"] if "phase" in requests.columns else requests
     if req.empty:
         return pd.DataFrame(columns=["start_ts", "end_ts", "ok", "ttft_ms", "tpot_ms", "e2e_ms"])
-    req = req[req["start_ts"] >= req["start_ts"].min() + pd.Timedelta(seconds=warmup_s)]
+    req, _ = steady_sends(req, warmup_s)
     req = req.sort_values("start_ts", kind="stable").reset_index(drop=True)
     if (spans is not None or clock is not None) and "request_id" in req.columns:
-        t = request_timings(join_requests(req, spans, None, clock))
+        t = cell_request_timings(req, spans, clock)
         return t.sort_values("start_ts", kind="stable").reset_index(drop=True)
-    t = request_timings(req)
-    return t.assign(start_ts=req["start_ts"].to_numpy(), end_ts=req["end_ts"].to_numpy())
+    return request_timings(req)  # carries req's start_ts and end_ts, in req's (arrival) order
 
 
 def judged_bounds(window: pd.DataFrame, bounds) -> tuple[list[SloBound], list[str]]:
     """(bounds the window can judge, metrics it cannot): a bound whose metric no request has
     (no span, no stream clock) is unmeasured: the step is judged on the rest (e2e always)."""
-    have = [b for b in bounds if b.metric in window.columns and window[b.metric].notna().any()]
+    have = measured_bounds(window, bounds)
     return have, [b.metric for b in bounds if b not in have]
 
 

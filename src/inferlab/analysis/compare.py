@@ -50,11 +50,36 @@ PRIMARY = "throughput"
 NOT_COMPARED = ("ramping-arrival-rate",)  # a ramp has no steady state
 
 
-def _runs(x: Run | Sequence[Run]) -> list[Run]:
+def as_runs(x: Run | Sequence[Run]) -> list[Run]:
+    """A side given as one run or as a list of runs (its repeats): the list."""
     return [x] if isinstance(x, Run) else list(x)
 
 
 NEVER_RAN = ("pending", "running")  # cells a partial/failed run left: they count as serving nothing
+
+
+def compared_cells(run: Run, count_never_ran: bool = True):
+    """The cells of ``run`` a comparison takes, in order, as ``(cell, never_ran)``: every cell but
+    a ramp (:data:`NOT_COMPARED`) and those that did not run (pending, skipped, cut running).
+    ``count_never_ran``: a cell a dead run never ran (``pending`` or cut ``running`` of a partial
+    or failed run whose target was lost) is yielded with ``never_ran`` True, a repeat that served
+    nothing (:func:`repeat_table`); a run the user (or a time limit's SIGTERM) interrupted lost
+    nothing, so its unrun cells are left out. False: unrun cells are always left out."""
+    died = (count_never_ran and run.status in ("partial", "failed")
+            and not run.manifest.reason.startswith("interrupted"))
+    for cell in run.manifest.cells:
+        never_ran = died and cell.status in NEVER_RAN
+        if cell.executor in NOT_COMPARED or (cell.status in ("pending", "skipped", "running") and not never_ran):
+            continue
+        yield cell, never_ran
+
+
+def paired_cells(reps: pd.DataFrame) -> list[str]:
+    """The cells of a repeat table (column ``cell``, ``side`` baseline | tuned) both sides ran,
+    in the table's order."""
+    if reps.empty:
+        return []
+    return [c for c in dict.fromkeys(reps["cell"]) if set(reps.loc[reps["cell"] == c, "side"]) == {"baseline", "tuned"}]
 
 
 def _msr_bracket(cap: dict) -> tuple[float, float]:
@@ -89,7 +114,7 @@ def repeat_table(runs: Run | Sequence[Run], side: str, slo_e2e_ms: float) -> pd.
     ``max_sustainable_rate``), read as its bracket (``msr_log_width``; _msr_bracket); it is
     INVALID when any of its steps is."""
     rows = []
-    for run in _runs(runs):
+    for run in as_runs(runs):
         validity = _validity(run)
         if run.manifest.kind == "capacity":
             payload = run.manifest.spec.get("capacity", {}).get("payload", "")
@@ -104,13 +129,7 @@ def repeat_table(runs: Run | Sequence[Run], side: str, slo_e2e_ms: float) -> pd.
             continue
         req = measured(run)
         energy = energy_cell_metrics(run)  # {} without GPU energy or power records
-        # only a lost target makes a repeat's unrun cells count as serving nothing; a run the user
-        # (or a time limit's SIGTERM) interrupted lost nothing: its unrun cells are left out
-        died = run.status in ("partial", "failed") and not run.manifest.reason.startswith("interrupted")
-        for cell in run.manifest.cells:
-            never_ran = died and cell.status in NEVER_RAN
-            if cell.executor in NOT_COMPARED or (cell.status in ("pending", "skipped", "running") and not never_ran):
-                continue
+        for cell, never_ran in compared_cells(run):
             g = req[req["cell_id"] == cell.cell_id] if not req.empty else req
             if never_ran:
                 g = g.iloc[:0]  # a cut cell's partial rows aside: the repeat served nothing we can judge
@@ -166,7 +185,7 @@ def compare_sides(baseline: Run | Sequence[Run], tuned: Run | Sequence[Run], slo
     compare their max sustainable rate, which is then the primary metric. ``looks``: (first,
     last) pair count of a comparison that may stop after any pair (``--until-width``;
     :func:`design_of`), judged on repeated p-values."""
-    base_runs, tuned_runs = _runs(baseline), _runs(tuned)
+    base_runs, tuned_runs = as_runs(baseline), as_runs(tuned)
     slo = _slo(tuned_runs, slo_e2e_ms)
     reps = pd.concat([repeat_table(base_runs, "baseline", slo), repeat_table(tuned_runs, "tuned", slo)],
                      ignore_index=True)
@@ -187,8 +206,7 @@ def compare_repeats(reps: pd.DataFrame, primary: str = PRIMARY, alpha: float = 0
     if seq is not None:
         method = "welch"
     if not reps.empty:
-        cells = [c for c in dict.fromkeys(reps["cell"]) if set(reps.loc[reps["cell"] == c, "side"]) == {"baseline", "tuned"}]
-        for cell in cells:
+        for cell in paired_cells(reps):
             a, b = reps[(reps["cell"] == cell) & (reps["side"] == "baseline")], reps[(reps["cell"] == cell) & (reps["side"] == "tuned")]
             for metric in [m for m in LOWER_IS_BETTER if m in reps.columns and reps[m].notna().any()]:
                 row, vals = _metric_row(cell, a, b, metric, level, method)
@@ -214,7 +232,9 @@ def compare_repeats(reps: pd.DataFrame, primary: str = PRIMARY, alpha: float = 0
                for (va, vb, w), lv in zip(values, out["ci_level_adj"])]
         out["ci_low_adj"] = [iv.low if iv else np.nan for iv in adj]
         out["ci_high_adj"] = [iv.high if iv else np.nan for iv in adj]
-        out["verdict"] = [_verdict(r, alpha) for r in out.itertuples()]
+        verdicts = [_verdict(r, alpha) for r in out.itertuples()]
+        out["verdict_kind"] = [kind for kind, _ in verdicts]  # the verdict without its reason (a report's first page)
+        out["verdict"] = [kind + reason for kind, reason in verdicts]
     out.attrs.update(alpha=alpha, level=level, primary=primary, repeats=reps, looks=looks)
     return out
 
@@ -262,19 +282,23 @@ def _row_validity(a: pd.DataFrame, b: pd.DataFrame) -> dict:
             "validity_reasons": reasons, "never_ran_baseline": never(a), "never_ran_tuned": never(b)}
 
 
-def _verdict(r, alpha: float) -> str:
+def _verdict(r, alpha: float) -> tuple[str, str]:
+    """(kind, reason): the verdict is ``kind + reason``; ``reason`` ("" or starting with its
+    separator, ``: ...`` or `` (...)``) is why a verdict is withheld, which the body's table shows
+    and a first page leaves out."""
     if r.validity == "INVALID":  # refused, not guessed: docs/verdicts.md "Validity"
-        return f"no verdict: INVALID data ({r.invalid_repeats} repeat(s): {r.validity_reasons})"
+        return "no verdict: INVALID data", f" ({r.invalid_repeats} repeat(s): {r.validity_reasons})"
     if r.metric in ("throughput", "goodput", "max_sustainable_rate") and r.zero_tuned and not r.zero_baseline:
-        return "worse: a tuned repeat served no successful request"
+        return "worse: a tuned repeat served no successful request", ""
     if not np.isfinite(r.q_value):
-        return "no verdict: " + (r.note or "no test")
+        head, sep, rest = (r.note or "no test").partition(": ")  # e.g. "1 repeat(s) on a side: no ... interval"
+        return "no verdict: " + head, sep + rest
     if min(r.n_baseline, r.n_tuned) < MIN_VERDICT_REPEATS:
-        return f"no verdict: {min(r.n_baseline, r.n_tuned)} repeats on a side (a verdict needs {MIN_VERDICT_REPEATS})"
+        return f"no verdict: {min(r.n_baseline, r.n_tuned)} repeats on a side", f" (a verdict needs {MIN_VERDICT_REPEATS})"
     call = stats.verdict(r.q_value, r.ratio, LOWER_IS_BETTER[r.metric], alpha)
     if call == "better" and r.metric in FAILURE_SENSITIVE and r.error_rate_tuned > r.error_rate_baseline:
-        return "not better: tuned failed more requests"
-    return call
+        return "not better: tuned failed more requests", ""
+    return call, ""
 
 
 RATIO = "ratio [Holm CI]"  # the interval beside the verdict: agrees with it (ci_low_adj, ci_high_adj)

@@ -162,9 +162,7 @@ def margin_tests(diff, va, vb, na: int, nb: int, delta: float, alpha: float, low
     comes through scipy.special's ufuncs (stdtr = its cdf, stdtrit = the inverse): the numbers of
     scipy.stats.t at a fraction of the per-call cost, which the power simulation needs."""
     diff, va, vb = np.asarray(diff, float), np.asarray(va, float), np.asarray(vb, float)
-    wa, wb = va / na, vb / nb
-    se = np.sqrt(wa + wb)
-    df = (wa + wb) ** 2 / (wa ** 2 / (na - 1) + wb ** 2 / (nb - 1))  # Welch-Satterthwaite
+    se, df = stats.welch_se_df(va / na, vb / nb, na, nb)
     p_above_low = special.stdtr(df, -(diff + delta) / se)  # H0: diff <= -delta
     p_below_high = special.stdtr(df, (diff - delta) / se)  # H0: diff >= +delta
     crit = special.stdtrit(df, 1 - alpha)

@@ -46,7 +46,7 @@ import pandas as pd
 
 from ..runs.reader import Run
 from . import stats
-from .compare import MIN_VERDICT_REPEATS, NOT_COMPARED, PRIMARY, base_cell, repeat_table
+from .compare import MIN_VERDICT_REPEATS, PRIMARY, base_cell, compared_cells, paired_cells, repeat_table
 from .equivalence import (LogRatioTest, band, log_ratio_test, lower_is_better, more_repeats, pct,
                           MAX_REPEATS)
 from .requests import join_requests
@@ -77,12 +77,11 @@ def token_repeats(runs: Sequence[Run], side: str, slo) -> pd.DataFrame:
         if req.empty:
             continue
         joined = join_requests(req, run.spans)
-        for cell in run.manifest.cells:
-            if cell.executor in NOT_COMPARED or cell.status in ("pending", "skipped", "running"):
-                continue
+        for cell, _ in compared_cells(run, count_never_ran=False):
             g = joined[joined["cell_id"] == cell.cell_id]
             every = request_timings(g)  # the cell's measured requests: does the run have the metric at all?
-            timings = request_timings(window_requests(g, cell.executor, cell.vus)) if len(g) else every
+            # the window's rows of the same table (request_timings is per row and keeps the index)
+            timings = every.loc[window_requests(g, cell.executor, cell.vus).index] if len(g) else every
             for b in bounds:
                 x = timings.loc[timings["ok"], b.metric].dropna().to_numpy(float)
                 rows.append({"side": side, "run_id": run.run_id, "cell": base_cell(cell.cell_id),
@@ -217,9 +216,7 @@ def gate_repeats(reps: pd.DataFrame, tokens: pd.DataFrame, margin: float, alpha:
     """The gate from compare's repeat table (``reps``: side, cell, the primary metric, requests,
     errors) and :func:`token_repeats`' long table."""
     lines: list[GateLine] = []
-    cells = [] if reps.empty else [c for c in dict.fromkeys(reps["cell"])
-                                   if set(reps.loc[reps["cell"] == c, "side"]) == {"baseline", "tuned"}]
-    for cell in cells:
+    for cell in paired_cells(reps):
         here = reps[reps["cell"] == cell]
         a, b = here[here["side"] == "baseline"], here[here["side"] == "tuned"]
         err_a = float(a["errors"].sum() / max(a["requests"].sum(), 1))

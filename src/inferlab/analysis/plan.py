@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from ..runs.reader import Run
+from .capacity import steady_sends
 
 ASSUMPTION = ("linear scaling: n replicas behind a load balancer sustain n x the single-replica max sustainable "
               "rate under the same SLO and workload (no shared bottleneck: balancer, network, client)")
@@ -137,8 +138,7 @@ def _window_rates(run: Run, warmup_s: float) -> dict[str, tuple[float, float]]:
         req = req[req["phase"] == "measure"]
     out = {}
     for cid, g in req.groupby("cell_id"):
-        t0 = g["start_ts"].min() + pd.Timedelta(seconds=warmup_s)
-        w = g[g["start_ts"] >= t0]
+        w, t0 = steady_sends(g, warmup_s)
         secs = (w["start_ts"].max() - t0).total_seconds() if len(w) > 1 else 0.0
         if secs > 0:
             out[str(cid)] = (len(w) / secs, secs)

@@ -119,19 +119,31 @@ def clock_table(clock: pd.DataFrame | None) -> pd.DataFrame | None:
     return clock[["request_id", *(c for c in clock.columns if c.startswith(CLOCK_PREFIX))]]
 
 
+def _attach(out: pd.DataFrame, table: pd.DataFrame | None, columns: dict[str, str], flag: str) -> pd.DataFrame:
+    """``out`` left-joined on ``request_id`` to ``table``'s ``columns`` (renamed old -> new;
+    new names already in ``out`` are replaced), with ``flag`` True where a row joined, False
+    where not (and for rows without an id), <NA> throughout when there is no table. An id the
+    table holds twice keeps its last record (a resumed cell re-sends its ids; the newest is this
+    attempt's); callers count the duplicates their own way."""
+    if table is None:
+        return out.assign(**{flag: pd.array([pd.NA] * len(out), dtype="boolean")})
+    t = table[table["request_id"].notna()].drop_duplicates("request_id", keep="last")
+    t = t[["request_id", *columns]].rename(columns=columns).assign(**{flag: True})
+    old = [col for col in t.columns if col != "request_id" and col in out.columns]
+    merged = out.drop(columns=old).merge(t, on="request_id", how="left", validate="many_to_one")
+    merged[flag] = (merged[flag].fillna(False).astype(bool) & merged["request_id"].notna()).astype("boolean")
+    return merged
+
+
 def with_clock(out: pd.DataFrame, clock: pd.DataFrame | None) -> pd.DataFrame:
     """``out`` (rows with ``request_id``) with the clock's ``client_*`` columns (replacing any
     already there) and ``joined_clock`` (<NA> without a clock table). A request id recorded
     twice keeps its last record (a resumed cell re-sends its ids; the newest is this attempt's)."""
     c = clock_table(clock)
     if c is None:
-        return out.assign(joined_clock=pd.array([pd.NA] * len(out), dtype="boolean"))
+        return _attach(out, None, {}, "joined_clock")
     dup = int(c["request_id"].dropna().duplicated().sum())
-    c = c[c["request_id"].notna()].drop_duplicates("request_id", keep="last").assign(joined_clock=True)
-    old = [col for col in c.columns if col != "request_id" and col in out.columns]
-    merged = out.drop(columns=old).merge(c, on="request_id", how="left", validate="many_to_one")
-    merged["joined_clock"] = (merged["joined_clock"].fillna(False).astype(bool)
-                              & merged["request_id"].notna()).astype("boolean")
+    merged = _attach(out, c, {col: col for col in c.columns if col != "request_id"}, "joined_clock")
     merged.attrs = {**out.attrs, "join": {**out.attrs.get("join", {}), "duplicate_clock_lines": dup}}
     return merged
 
@@ -167,16 +179,8 @@ def join_requests(k6_rows: pd.DataFrame, spans: pd.DataFrame, edge: pd.DataFrame
             out[c] = pd.to_numeric(out[c])
     tokens = out["completion_tokens"]
     out["tpot_ms"] = (out["decode_ms"] / (tokens - 1)).where(tokens > 1)
-    dup_edge = 0
-    if edge is not None:
-        dup_edge = int(edge["request_id"].duplicated().sum())
-        e = edge[edge["request_id"].notna()].drop_duplicates("request_id", keep="last")
-        e = e[["request_id", *EDGE_COLUMNS]].rename(columns=EDGE_COLUMNS).assign(joined_edge=True)
-        out = out.merge(e, on="request_id", how="left", validate="many_to_one")
-        out["joined_edge"] = (out["joined_edge"].fillna(False).astype(bool)
-                              & out["request_id"].notna()).astype("boolean")
-    else:
-        out["joined_edge"] = pd.array([pd.NA] * len(out), dtype="boolean")
+    dup_edge = int(edge["request_id"].duplicated().sum()) if edge is not None else 0
+    out = _attach(out, edge, EDGE_COLUMNS, "joined_edge")
     out.attrs["join"] = {"duplicate_spans": dup_spans, "duplicate_edge_lines": dup_edge}
     return with_clock(out, clock)
 

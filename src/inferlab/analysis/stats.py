@@ -80,6 +80,18 @@ def bracket_var(widths) -> float:
     return float(np.mean(w ** 2) / 4) if len(w) else 0.0
 
 
+def welch_se_df(va, vb, na, nb):
+    """Welch-Satterthwaite: from each side's variance of its mean (sample variance / repeats;
+    ``na``/``nb`` repeats) the standard error of the difference of the means and its degrees of
+    freedom, ``(se, df)``; elementwise on arrays. The one place this formula is written (Welch's
+    test here, its calibration and power simulations, analysis.attribution, analysis.equivalence).
+    NaN/inf where both variances are 0 (no noise): callers test ``se`` first."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se = np.sqrt(va + vb)
+        df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
+    return se, df
+
+
 def welch(a: np.ndarray, b: np.ndarray, level: float = 0.95, extra_a: float = 0.0,
           extra_b: float = 0.0) -> tuple[float, float, float, float]:
     """Welch's test of mean(b) - mean(a) on log values: (difference, low, high, two-sided p).
@@ -90,10 +102,10 @@ def welch(a: np.ndarray, b: np.ndarray, level: float = 0.95, extra_a: float = 0.
     va = (np.var(a, ddof=1) + extra_a) / na
     vb = (np.var(b, ddof=1) + extra_b) / nb
     diff = float(np.mean(b) - np.mean(a))
-    se = float(np.sqrt(va + vb))
+    se, df = welch_se_df(va, vb, na, nb)
+    se = float(se)
     if se <= 0:
         return diff, np.nan, np.nan, np.nan
-    df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
     p = float(2 * stats.t.sf(abs(diff) / se, df))
     half = float(stats.t.ppf(0.5 + level / 2, df) * se)
     return diff, diff - half, diff + half, p
@@ -230,8 +242,8 @@ def _calibrate(first: int, last: int, n_sim: int, seed: int) -> tuple[np.ndarray
         minp = np.ones(n_sim)
         for k in range(first, last + 1):
             va, vb = a[:, :k].var(axis=1, ddof=1) / k, b[:, :k].var(axis=1, ddof=1) / k
-            t = (b[:, :k].mean(axis=1) - a[:, :k].mean(axis=1)) / np.sqrt(va + vb)
-            df = (va + vb) ** 2 / (va ** 2 / (k - 1) + vb ** 2 / (k - 1))
+            se, df = welch_se_df(va, vb, k, k)
+            t = (b[:, :k].mean(axis=1) - a[:, :k].mean(axis=1)) / se
             minp = np.minimum(minp, 2 * stats.t.sf(np.abs(t), df))
         h = np.maximum(h, np.searchsorted(np.sort(minp), grid, side="right") / n_sim)
     h = np.minimum(1.0, np.maximum.accumulate(h))
@@ -273,8 +285,8 @@ def _welch_effect(n_baseline: int, n_tuned: int, alpha: float, power: float) -> 
 def _welch_power(za: np.ndarray, zb: np.ndarray, d: float, alpha: float) -> float:
     """Share of simulated unit-variance samples (shift ``d``) that Welch's test rejects."""
     va, vb = za.var(axis=1, ddof=1) / za.shape[1], zb.var(axis=1, ddof=1) / zb.shape[1]
-    t = (zb.mean(axis=1) + d - za.mean(axis=1)) / np.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (za.shape[1] - 1) + vb ** 2 / (zb.shape[1] - 1))
+    se, df = welch_se_df(va, vb, za.shape[1], zb.shape[1])
+    t = (zb.mean(axis=1) + d - za.mean(axis=1)) / se
     return float(np.mean(2 * stats.t.sf(np.abs(t), df) < alpha))
 
 

@@ -147,12 +147,9 @@ def look_sizes(cap: int, n_looks: int) -> list[int]:
 
 def clopper_pearson(t: float, n: float, level: float) -> tuple[float, float]:
     """One-sided Clopper-Pearson bounds (lower, upper), each holding with ``1 - level``;
-    non-integer (effective) counts allowed."""
-    if n <= 0:
-        return 0.0, 1.0
-    lower = float(special.betaincinv(t, n - t + 1, level)) if t > 0 else 0.0
-    upper = float(special.betaincinv(t + 1, n - t, 1 - level)) if t < n else 1.0
-    return lower, upper
+    non-integer (effective) counts allowed: :func:`clopper_pearson_many` of one count."""
+    lower, upper = clopper_pearson_many(t, n, level)
+    return float(lower), float(upper)
 
 
 INFLATION_CONFIDENCE = 0.975  # the variance inflation is taken at this upper bound (see the module docstring)
@@ -225,7 +222,8 @@ def variance_inflation(values: np.ndarray, violates: np.ndarray, bound: float | 
 
 
 def clopper_pearson_many(t: np.ndarray, n: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`clopper_pearson` elementwise."""
+    """:func:`clopper_pearson` elementwise: (0, 1) where ``n <= 0``, lower 0 where ``t == 0``,
+    upper 1 where ``t == n``."""
     t, n = np.asarray(t, float), np.asarray(n, float)
     with np.errstate(invalid="ignore", divide="ignore"):
         lower = np.where(t > 0, special.betaincinv(np.maximum(t, 1e-300), n - t + 1, level), 0.0)
@@ -240,8 +238,13 @@ def count_bound(values: np.ndarray, ok: np.ndarray, slo: SloBound, level: float)
     n, t = len(values), int(violates.sum())
     d = variance_inflation(np.where(np.asarray(ok, bool), values, np.inf), violates, slo.bound)
     lower, upper = clopper_pearson(t / d, n / d, level)
-    decision = PASS if upper <= slo.allowed else FAIL if lower > slo.allowed else CONTINUE
-    return BoundCount(slo.metric, slo.bound, slo.q, n, t, d, lower, upper, decision)
+    return BoundCount(slo.metric, slo.bound, slo.q, n, t, d, lower, upper, str(_decision(lower, upper, slo.allowed)))
+
+
+def _decision(lower, upper, allowed: float, open_: str = CONTINUE):
+    """PASS where the upper bound is within the allowed share, FAIL where the lower bound is
+    past it, else ``open_`` (CONTINUE, or UNDECIDED at the last look); elementwise."""
+    return np.where(upper <= allowed, PASS, np.where(lower > allowed, FAIL, open_))
 
 
 @dataclass(frozen=True)
@@ -275,8 +278,7 @@ def sequential_many(values: np.ndarray, slo: SloBound, looks: list[int], alpha: 
         t = viol.sum(axis=1).astype(float)
         d = variance_inflation_many(v, viol, slo.bound)
         lo, up = clopper_pearson_many(t / d, m / d, spent_alpha(alpha, k, len(looks)))
-        new = np.where(up <= slo.allowed, PASS, np.where(lo > slo.allowed, FAIL,
-                                                         UNDECIDED if k == len(looks) else CONTINUE))
+        new = _decision(lo, up, slo.allowed, UNDECIDED if k == len(looks) else CONTINUE)
         state[live] = new
         for key, val in (("n", np.full(len(t), m)), ("t", t), ("d", d), ("lower", lo), ("upper", up)):
             out[key][live] = val

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from ..specs.models import Slo
-from .requests import join_requests, join_run, with_clock
+from .requests import join_requests, join_run
 from .step_decision import SloBound, requests_needed
 from .window import min_requests
 
@@ -48,9 +48,9 @@ TOKEN_METRICS = {"ttft_ms": ("ttft_ms", "client_ttft_ms"), "tpot_ms": ("tpot_ms"
                  "output_tokens": ("completion_tokens", "client_completion_tokens")}
 LABELS = {"ttft_ms": "TTFT", "tpot_ms": "TPOT", "e2e_ms": "e2e"}
 CELL_KEYS = ("run_id", "cell_id", "payload", "vus", "rate", "executor")
-__all__ = ["SloBound", "requests_needed", "slo_bounds", "e2e_bound_ms", "with_stream_clock", "request_timings",
-           "cell_request_timings", "run_request_timings", "meets_slo", "goodput_table", "cell_goodput",
-           "slo_percentile_table", "requests_for", "sample_plan", "sample_plan_line"]
+__all__ = ["SloBound", "requests_needed", "slo_bounds", "e2e_bound_ms", "request_timings",
+           "cell_request_timings", "run_request_timings", "measured_bounds", "meets_slo", "goodput_table",
+           "cell_goodput", "slo_percentile_table", "requests_for", "sample_plan", "sample_plan_line"]
 
 
 def slo_bounds(slo) -> tuple[SloBound, ...]:
@@ -72,15 +72,6 @@ def e2e_bound_ms(slo: dict | None, default: float) -> float:
         return default
     value = slo.get("e2e_ms", slo.get("e2e_p95_ms"))
     return float(value) if value is not None else default
-
-
-def with_stream_clock(joined: pd.DataFrame, clock: pd.DataFrame | None) -> pd.DataFrame:
-    """``joined`` (analysis.requests.join_requests) with the stream clock's ``client_*``
-    columns (ingest.stream_clock.read_stream_clock, or ``Run.stream_clock``) joined on
-    ``request_id``, and ``joined_clock`` (<NA> when there is no clock table or an empty one).
-    A request id the clock saw twice keeps its last record. The same join as
-    ``join_requests(..., clock=)`` (analysis.requests.with_clock)."""
-    return with_clock(joined, clock)
 
 
 def cell_request_timings(k6_rows: pd.DataFrame, spans: pd.DataFrame | None = None,
@@ -124,8 +115,9 @@ def request_timings(joined: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _measured(timings: pd.DataFrame, bounds) -> list[SloBound]:
-    """The bounds whose metric at least one request of ``timings`` has."""
+def measured_bounds(timings: pd.DataFrame, bounds) -> list[SloBound]:
+    """The bounds whose metric at least one request of ``timings`` has (the others are
+    unmeasured: never counted as met; analysis.capacity.judged_bounds for a step)."""
     return [b for b in bounds if b.metric in timings.columns and timings[b.metric].notna().any()]
 
 
@@ -133,7 +125,7 @@ def meets_slo(timings: pd.DataFrame, bounds) -> pd.Series:
     """Per request: succeeded and within every *measured* bound (a missing value on a measured
     metric is a violation; a failed request meets nothing)."""
     good = timings["ok"].astype(bool).copy()
-    for b in _measured(timings, bounds):
+    for b in measured_bounds(timings, bounds):
         good &= timings[b.metric].le(b.bound)
     return good
 
@@ -155,7 +147,7 @@ def goodput_table(timings: pd.DataFrame, bounds) -> pd.DataFrame:
     rows = []
     for key, g in cells:
         good = meets_slo(g, bounds)
-        measured = _measured(g, bounds)
+        measured = measured_bounds(g, bounds)
         rows.append({**dict(zip(keys, key)), "requests": len(g), "ok": int(g["ok"].sum()), "good": int(good.sum()),
                      "good_share": float(good.mean()) if len(g) else np.nan,
                      "unmeasured": ", ".join(b.metric for b in bounds if b not in measured)})
@@ -206,7 +198,7 @@ def slo_percentile_table(timings: pd.DataFrame, bounds, confidence: float = 0.95
         for b in bounds:
             x = g.loc[g["ok"].astype(bool), b.metric].dropna().to_numpy(float) if b.metric in g.columns else np.array([])
             value = float(np.quantile(x, b.q)) if len(x) >= min_requests(b.q) else np.nan
-            measured = b in _measured(g, bounds)
+            measured = b in measured_bounds(g, bounds)
             violations = int((~(g["ok"].astype(bool) & g[b.metric].le(b.bound))).sum()) if measured else 0
             rows.append({**dict(zip(keys, key)), "metric": b.metric, "label": f"p{b.q * 100:g} {LABELS.get(b.metric, b.metric)}",
                          "p": b.q * 100, "bound": b.bound, "value": value,
