@@ -6,7 +6,6 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import papermill as pm
 import pytest
@@ -181,7 +180,6 @@ def test_stress_front_page_carries_the_capacity_and_the_knee(workspace):
 
 
 def test_compare_and_tune_front_pages_show_the_body_rows(workspace):
-    import inferlab
     from inferlab.analysis import compare
     from inferlab.report import front, tune
 

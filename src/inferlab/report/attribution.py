@@ -22,12 +22,10 @@ from IPython.display import Markdown
 
 from ..analysis import attribution as at
 from ..runs.reader import Run
-from .plots import _done, use_theme
+from .plots import COMPONENT_COLORS, _done, use_theme
 from .sections import Section, show
 
 TITLE = "## Where the change in mean latency went"
-COLORS = {"client": "#9e9e9e", "edge": "#bdbdbd", "api_server": "#8c6d31", "queue": "#d62728",
-          "prefill": "#1f77b4", "decode": "#2ca02c"}  # as report.request_timing's breakdown
 
 
 def _runs(x: Run | Sequence[Run]) -> list[Run]:
@@ -89,7 +87,7 @@ def bars(att: at.Attribution):
     for part in [p for p in at.PARTS if p in set(parts["part"])]:
         p = parts[parts["part"] == part].set_index("cell").reindex(cells)
         width = np.column_stack([p["baseline_ms"], p["tuned_ms"]]).ravel().clip(min=0)
-        ax.barh(y, width, left=left, color=COLORS[part], label=at.PARTS[part], edgecolor="white", height=0.8)
+        ax.barh(y, width, left=left, color=COMPONENT_COLORS[part], label=at.PARTS[part], edgecolor="white", height=0.8)
         left += width
     for i, cell in enumerate(cells):
         called = parts[(parts["cell"] == cell) & parts["called"]]

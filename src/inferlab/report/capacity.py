@@ -13,7 +13,6 @@ import pandas as pd
 
 from ..analysis.capacity import LEGACY_LABEL, is_certified
 from ..analysis.token_slo import e2e_bound_ms
-from ..runs.reader import Run
 
 STEP_COLUMNS_FIRST = ("rate", "phase", "decision", "validity", "backlog", "cells")
 
@@ -47,6 +46,18 @@ def headline(result: dict) -> str:
     return "\n\n".join(lines)
 
 
+def front_line(result: dict) -> str:
+    """The stress report's first-page sentence: the certified claim, or a legacy record's bracket
+    labelled as such."""
+    if not result:
+        return "No capacity search in this run."
+    if is_certified(result):
+        return (f"Certified capacity: **{result['claim']}** (boundary interval [{result['interval_low']:.3g}, "
+                f"{result['interval_high']:.3g}] req/s, {len(result['steps'])} steps).")
+    return (f"Max sustainable rate **{result['msr']} requests/s** (search bracket [{result['interval_low']}, "
+            f"{result['interval_high']}], {len(result['steps'])} steps; legacy bracket judge, not certified).")
+
+
 def step_table(result: dict) -> pd.DataFrame:
     """Every step in the order it ran: rate, phase, decision, validity, backlog, then per SLO
     bound n, t and the confidence bounds on its violating share, and the decision's words.
@@ -60,8 +71,3 @@ def step_table(result: dict) -> pd.DataFrame:
     rest = [c for c in steps.columns if c not in first and c not in ("reason", "validity_reasons")]
     tail = [c for c in ("reason", "validity_reasons") if c in steps.columns]
     return steps[first + rest + tail]
-
-
-def capacity_result(run: Run) -> dict:
-    """The run's capacity record ({} when it has none)."""
-    return run.capacity

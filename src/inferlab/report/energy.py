@@ -22,7 +22,7 @@ from ..runs.reader import Run
 from .plots import _done, use_theme
 from .sections import Section, show
 
-NONE = ("No GPU energy in this run: it is read per cell from NVML on the GPU host (`cells/<cell>/energy.csv`, "
+NONE = ("No GPU energy in {these}: it is read per cell from NVML on the GPU host (`cells/<cell>/energy.csv`, "
         "any local or url run there) or, on Kubernetes, from DCGM's energy and power series through "
         "`--prometheus-url`.")
 METHOD = ("Energy over each cell's steady window (the window throughput is measured in), summed over the GPUs "
@@ -57,7 +57,7 @@ def section(run: Run) -> Section:
     """The whole energy section of a run, or one sentence when it has no readings."""
     energy = cell_energy(run)
     if energy.empty:
-        return Section(Markdown(NONE))
+        return Section(Markdown(NONE.format(these="this run")))
     return Section(Markdown(METHOD), table(energy), plot(energy))
 
 
@@ -65,7 +65,7 @@ def comparison(baseline: Sequence[Run], tuned: Sequence[Run], level: float = 0.9
     """J/token and J/good request, tuned / baseline per cell with their intervals over repeats."""
     res = compare_energy(baseline, tuned, level)
     if res.empty:
-        return Section(Markdown(NONE.replace("this run", "these runs")))
+        return Section(Markdown(NONE.format(these="these runs")))
     shown = res.assign(interval=[f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(res["ci_low"], res["ci_high"])])
     return Section(Markdown(f"Lower is better. Each run is one repeat; ratio of geometric means with a "
                             f"{level:.0%} interval ({res['method'].iloc[0]}). " + METHOD),

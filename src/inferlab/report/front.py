@@ -28,7 +28,7 @@ from ..analysis.knee import RampAnalysis, dropped_iterations, run_slo
 from ..analysis.summary import error_breakdown, measured, probe_summary
 from ..runs.reader import Run, load_run
 from ..runs.tune_record import TuneRecord
-from . import catalog, tune as tune_sections
+from . import capacity, catalog, tune as tune_sections
 from .printing import FRONT
 from .sections import manifest_facts, show
 
@@ -182,26 +182,11 @@ def load_test(run: Run, cells: pd.DataFrame) -> FrontPage:
                                   "each cell's columns: Results per cell and the appendix.")
 
 
-def capacity_line(cap: dict) -> str:
-    """The front page's capacity sentence: the certified claim, or a legacy record's bracket
-    labelled as such (report/capacity.py)."""
-    from ..analysis.capacity import is_certified
-
-    if not cap:
-        return "No capacity search in this run."
-    if is_certified(cap):
-        return (f"Certified capacity: **{cap['claim']}** (boundary interval [{cap['interval_low']:.3g}, "
-                f"{cap['interval_high']:.3g}] req/s, {len(cap['steps'])} steps).")
-    return (f"Max sustainable rate **{cap['msr']} requests/s** (search bracket [{cap['interval_low']}, "
-            f"{cap['interval_high']}], {len(cap['steps'])} steps; legacy bracket judge, not certified).")
-
-
 def stress(run: Run, closed: pd.DataFrame, ramp: RampAnalysis) -> FrontPage:
     """The stress report's first page; ``closed`` and ``ramp`` are what its body shows
     (``knee.closed_loop(cell_summary(run))`` and ``knee.analyze_ramp(run, ...)``)."""
     numbers = _cell_numbers(closed, ramp.slo_p95_ms, ramp.slo_error_rate)  # the SLO the body's ramp is judged by
-    cap = run.capacity
-    msr = capacity_line(cap)
+    msr = capacity.front_line(run.capacity)
     dropped = dropped_iterations(run)
     headline = [_slo_line(ramp.slo_p95_ms, ramp.slo_error_rate), msr, ramp.sentence, *_best_within_slo(closed, numbers),
                 *_idle_ttft(run), _errors(run), f"Dropped iterations: {int(dropped['dropped_iterations'].sum()):,}."]
@@ -216,10 +201,10 @@ def _primary_rows(res: pd.DataFrame) -> pd.DataFrame:
     """The primary metric's rows of the body's ``verdict_table`` (the metric is named above it)."""
     if res.empty:
         return pd.DataFrame()
-    rows = cmp.verdict_table(res)[(res["role"] == "primary").to_numpy()][list(COMPARED)].copy()
-    # the first page names why a verdict is withheld in a few words; the reasons are in the body's table
-    rows["verdict"] = rows["verdict"].astype(str).str.replace(r"^(no verdict: [^:]+?)(?:: .*| \(.*)$", r"\1",
-                                                              regex=True)
+    primary = (res["role"] == "primary").to_numpy()
+    rows = cmp.verdict_table(res)[primary][list(COMPARED)].copy()
+    # the first page names the verdict's kind; why one is withheld is in the body's table
+    rows["verdict"] = res.loc[primary, "verdict_kind"].to_numpy()
     return rows
 
 
@@ -235,21 +220,17 @@ def _compare_errors(res: pd.DataFrame) -> str:
 FRONT_HEADLINE_LINES = 2
 
 
-def _compare_validity(res: pd.DataFrame) -> str:
-    """Validity of the repeats behind the verdicts (``compare_sides``' ``validity``)."""
-    if "validity" not in res.columns:
-        return ""
-    bad = res[res["validity"] == "INVALID"]
-    if bad.empty:
-        return "Validity: every repeat of every compared cell is VALID."
-    return (f"**INVALID data in {len(bad)} of {len(res)} rows** ({', '.join(dict.fromkeys(bad['cell']))}): "
-            "no verdict from them (reasons in the verdict table).")
+def _compare_validity(res: pd.DataFrame) -> list[str]:
+    """Validity of the repeats behind the verdicts (``compare_sides``' ``validity``), when every
+    row is VALID: an INVALID row is named by the headline's first line (compare.headline)."""
+    if "validity" not in res.columns or (res["validity"] == "INVALID").any():
+        return []
+    return ["Validity: every repeat of every compared cell is VALID."]
 
 
 def _verdict_counts(rows: pd.DataFrame) -> str:
-    # a withheld verdict's reasons (after the first parenthesis) are the body's: the first page counts kinds
-    short = rows["verdict"].astype(str).str.replace(r"\s*\(.*$", "", regex=True)
-    return ", ".join(f"{n} {verdict}" for verdict, n in short.value_counts().items())
+    # a withheld verdict's reasons are the body's: the first page counts kinds
+    return ", ".join(f"{n} {kind}" for kind, n in rows["verdict_kind"].value_counts().items())
 
 
 def compare(baseline: Sequence[Run], tuned: Sequence[Run], what: str, res: pd.DataFrame) -> FrontPage:
@@ -268,7 +249,7 @@ def compare(baseline: Sequence[Run], tuned: Sequence[Run], what: str, res: pd.Da
         primary = res[res["role"] == "primary"]
         verdicts += [f"Primary metric `{res.attrs.get('primary')}` per cell: {_verdict_counts(primary)}.",
                      f"Goodput (e2e <= {res.attrs.get('slo_e2e_ms'):.0f} ms) per cell: {_verdict_counts(good)}.",
-                     *([] if any("INVALID data" in x for x in verdicts) else [_compare_validity(res)])]
+                     *_compare_validity(res)]
     headline = [f"Tuned vs baseline on the primary metric `{res.attrs.get('primary')}`, per cell:"]
     if not res.empty:
         headline.append(_compare_errors(res))
@@ -288,10 +269,11 @@ def tune(rec: TuneRecord) -> FrontPage:
         {"fact": "tune", "value": f"{rec.tune_id} ({rec.status}{': ' + rec.reason if rec.reason else ''})"},
         {"fact": "baseline engine args", "value": " ".join(rec.baseline_args) or "(none)"},
         {"fact": "trials", "value": str(len(rec.trials))}]), what_ran], ignore_index=True)
-    trials = tune_sections.trials_table(rec)
+    judged = tune_sections.judges(rec)  # each trial's run read once, for the table and the headline
+    trials = tune_sections.trials_table(rec, judged)
     baseline = [t.number for t in rec.trials if t.args == rec.baseline_args and t.state == "complete"][:1]
     if not trials.empty:
         trials = trials[(trials["best"] == "*") | trials["trial"].isin(baseline)][list(TRIAL_COLUMNS)]
-    lines = [line for line in tune_sections.headline(rec).data.split("\n\n") if line]
+    lines = [line for line in tune_sections.headline(rec, judged).data.split("\n\n") if line]
     return FrontPage(what_ran, trials, ["The best trial and the baseline's (all of them: Every candidate):"],
                      lines, catalog.section_titles("tune"), precision=2)

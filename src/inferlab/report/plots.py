@@ -11,6 +11,10 @@ import seaborn as sns
 from ..analysis.knee import RampAnalysis
 
 PALETTE = "colorblind"
+#: One colour per part of a request's time (analysis.requests.COMPONENTS, analysis.attribution.PARTS):
+#: the request-timing breakdown and the compare report's attribution draw them alike.
+COMPONENT_COLORS = {"client": "#9e9e9e", "edge": "#bdbdbd", "api_server": "#8c6d31", "queue": "#d62728",
+                    "prefill": "#1f77b4", "decode": "#2ca02c", "remainder": "#ff7f0e"}
 
 
 def use_theme() -> None:

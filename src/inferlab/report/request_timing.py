@@ -21,11 +21,11 @@ from IPython.display import Markdown
 from ..analysis import requests as rq
 from ..analysis import token_slo as ts
 from ..runs.reader import Run
-from .plots import _done, use_theme
+from .plots import COMPONENT_COLORS, _done, use_theme
 from .sections import show
 
-_COMPONENT_COLORS = {"client": "#9e9e9e", "edge": "#bdbdbd", "api_server": "#8c6d31", "queue": "#d62728",
-                     "prefill": "#1f77b4", "decode": "#2ca02c", "remainder": "#ff7f0e"}
+#: The cell keys a per-cell SLO or goodput table leads with (those the run has).
+SHOWN_KEYS = ("cell_id", "payload", "vus", "rate")
 
 
 def joined(run: Run) -> pd.DataFrame:
@@ -45,7 +45,7 @@ def join_rate_table(run: Run, joined: pd.DataFrame):
     """rq.join_summary, shares as percentages."""
     s = rq.join_summary(joined, run.spans, run.edge)
     fmt = {c: "{:.1%}" for c in s.columns if c.startswith("share_")}
-    return s.style.hide(axis="index").format(precision=0, na_rep="-").format(fmt, na_rep="-")
+    return show(s, precision=0).format(fmt, na_rep="-")
 
 
 def _clock_part(joined: pd.DataFrame) -> str:
@@ -92,7 +92,7 @@ def breakdown_table(joined: pd.DataFrame):
     out = pd.concat({"ms": wide["mean_ms"][cols], "share": wide["share"][cols]}, axis=1).reset_index()
     out.columns = [" ".join(c).strip() if isinstance(c, tuple) else c for c in out.columns]
     fmt = {c: "{:.1%}" for c in out.columns if c.startswith("share ")}
-    return out.style.hide(axis="index").format(precision=1, na_rep="-").format(fmt)
+    return show(out, precision=1).format(fmt)
 
 
 def breakdown_bars(joined: pd.DataFrame):
@@ -108,7 +108,7 @@ def breakdown_bars(joined: pd.DataFrame):
     for comp in [c for c in rq.COMPONENTS if c in set(b["component"])]:
         part = b[b["component"] == comp].set_index("cell_id").reindex(cells)
         width = part["mean_ms"].clip(lower=0).fillna(0).to_numpy()
-        bars = ax.barh(cells, width, left=left, color=_COMPONENT_COLORS[comp], label=comp,
+        bars = ax.barh(cells, width, left=left, color=COMPONENT_COLORS[comp], label=comp,
                        hatch="//" if comp == "remainder" else None, edgecolor="white")
         if comp == "remainder":
             ax.bar_label(bars, labels=[f"remainder {m:.0f} ms ({s:.1%})" for m, s in zip(part["mean_ms"], part["share"])],
@@ -180,11 +180,11 @@ def slo_table(run: Run, joined: pd.DataFrame):
     table = ts.slo_percentile_table(ts.request_timings(joined), _bounds(run))
     if table.empty:
         return "no measured request: no SLO table"
-    keys = [c for c in table.columns if c in ("cell_id", "payload", "vus", "rate")]
+    keys = [c for c in table.columns if c in SHOWN_KEYS]
     out = table[[*keys, "label", "bound", "value", "met", "n", "violations", "violating_share", "allowed_share",
                  "needed", "source"]]
     fmt = {c: "{:.1%}" for c in ("violating_share", "allowed_share")}
-    return out.style.hide(axis="index").format(precision=1, na_rep="-").format(fmt, na_rep="-")
+    return show(out, precision=1).format(fmt, na_rep="-")
 
 
 def goodput_table(run: Run, joined: pd.DataFrame):
@@ -192,15 +192,15 @@ def goodput_table(run: Run, joined: pd.DataFrame):
     share, the bounds no request could be judged on, and the TTFT/TPOT sources."""
     if not run.manifest.spec.get("slo"):
         return "the run recorded no SLO (imported): no goodput"
-    t = ts.request_timings(joined)
-    g = ts.goodput_table(t, _bounds(run))
+    t, bounds = ts.request_timings(joined), _bounds(run)
+    g = ts.goodput_table(t, bounds)
     if g.empty:
         return "no measured request: no goodput"
-    src = ts.cell_goodput(t, _bounds(run))[["cell_id", "slo_sources"]]
-    g = g.merge(src, on="cell_id", how="left") if "cell_id" in g.columns else g
-    keys = [c for c in g.columns if c in ("cell_id", "payload", "vus", "rate")]
+    if "cell_id" in g.columns:  # the per-cell TTFT/TPOT sources (the cell summary's column)
+        g = g.merge(ts.cell_goodput(t, bounds)[["cell_id", "slo_sources"]], on="cell_id", how="left")
+    keys = [c for c in g.columns if c in SHOWN_KEYS]
     g = g[[*keys, "requests", "ok", "good", "good_share", "unmeasured", *(["slo_sources"] if "slo_sources" in g else [])]]
-    return g.style.hide(axis="index").format(precision=0, na_rep="-").format({"good_share": "{:.1%}"}, na_rep="-")
+    return show(g, precision=0).format({"good_share": "{:.1%}"}, na_rep="-")
 
 
 def queue_vs_load_plot(joined: pd.DataFrame):

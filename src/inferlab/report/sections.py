@@ -43,6 +43,7 @@ class Section:
 from ..analysis.knee import RampAnalysis
 from ..analysis.summary import cell_summary, combine
 from ..runs.reader import Run, load_run
+from . import capacity
 
 
 def run_line(run: Run) -> Markdown:
@@ -194,16 +195,12 @@ def run_cells(run_id: str | None):
 def capacity_md(run: Run) -> Markdown:
     """A capacity run's certified claim and boundary interval (report/capacity.py), or a legacy
     record's bracket labelled as such, or that there is none."""
-    from .capacity import headline
-
-    return Markdown(headline(run.capacity))
+    return Markdown(capacity.headline(run.capacity))
 
 
 def capacity_steps(run: Run):
     """Every step of a capacity search in the order it ran: n, t, the bounds and the decision
     (report/capacity.py)."""
-    from .capacity import step_table
-
-    steps = step_table(run.capacity)
+    steps = capacity.step_table(run.capacity)
     return show(steps, precision=2) if not steps.empty else "no capacity steps"
 

@@ -30,13 +30,21 @@ def judge_of(run_id: str | None) -> str:
         return "run not found"
 
 
-def trials_table(rec: TuneRecord) -> pd.DataFrame:
+def judges(rec: TuneRecord) -> dict[int, str]:
+    """Trial number -> :func:`judge_of` its run, for every complete trial (each run read once):
+    what :func:`trials_table` and :func:`headline` take, so a caller showing both reads them once."""
+    return {t.number: judge_of(t.run_id) for t in rec.trials if t.state == "complete"}
+
+
+def trials_table(rec: TuneRecord, judged: dict[int, str] | None = None) -> pd.DataFrame:
     """One row per trial in the order it ran: the flags it changed, its objective (the certified
     lower bound; a legacy record's highest passing rate), its interval (the boundary interval; a
-    legacy record's bracket) and which judge made them, run id."""
+    legacy record's bracket) and which judge made them, run id. ``judged``: :func:`judges` of
+    ``rec`` (made here when not given)."""
+    judged = judges(rec) if judged is None else judged
     rows = []
     for t in rec.trials:
-        judge = judge_of(t.run_id) if t.state == "complete" else ""
+        judge = judged.get(t.number, "")
         rows.append({"trial": t.number, "seed": t.seed or "-", "changed flags": " ".join(t.changed) or "(defaults)",
                      "state": t.state, "objective (req/s)": t.msr, "judge": judge,
                      "interval": _interval(t.interval_low, t.interval_high, judge),
@@ -53,7 +61,9 @@ def _interval(low: float | None, high: float | None, judge: str = "") -> str:
     return f"bracket [{low:g}, {'open' if high is None else f'{high:g}'}]"
 
 
-def headline(rec: TuneRecord) -> Markdown:
+def headline(rec: TuneRecord, judged: dict[int, str] | None = None) -> Markdown:
+    """The tune in a few lines: status, objective, baseline, the best trial (``judged``: as in
+    :func:`trials_table`), the confirmation."""
     best = rec.trial(rec.best) if rec.best is not None else None
     base = next((t for t in rec.trials if t.args == rec.baseline_args and t.state == "complete"), None)
     c = rec.confirmation
@@ -63,7 +73,7 @@ def headline(rec: TuneRecord) -> Markdown:
              f"Baseline arguments: `{' '.join(rec.baseline_args) or '(none)'}`."]
     if best:
         flags = " ".join(best.changed) or "vLLM defaults"
-        judge = judge_of(best.run_id)
+        judge = judged[best.number] if best.number in (judged or {}) else judge_of(best.run_id)
         what = "certified at least" if judge == "certified" else "MSR (legacy bracket judge, not certified)"
         lines.append(f"Best: trial {best.number} (`{flags}`), {what} **{best.msr:g}/s** "
                      f"{_interval(best.interval_low, best.interval_high, judge)}"
@@ -78,7 +88,6 @@ def headline(rec: TuneRecord) -> Markdown:
 
 def search_path(rec: TuneRecord):
     """Each trial's MSR with its interval, in the order the trials ran, and the best so far."""
-    df = trials_table(rec)
     fig, ax = plt.subplots(figsize=(8, 3.6))
     done = [t for t in rec.trials if t.state == "complete"]
     x = [t.number for t in done]
@@ -103,7 +112,7 @@ def search_path(rec: TuneRecord):
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     plt.close(fig)
-    return fig if len(df) else None
+    return fig if rec.trials else None
 
 
 def confirmation_table(rec: TuneRecord) -> pd.DataFrame:
