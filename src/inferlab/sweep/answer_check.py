@@ -26,7 +26,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..analysis.answers import diff_answers, differs, label
+from ..analysis.answers import differs, label, results
 from ..formats.answers import pass_file
 from ..ingest.answers import read_answers
 from ..probe.answers import collect
@@ -113,20 +113,15 @@ class AnswerChecker:
         return FileEntry(path=rel, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
 
     def settle(self) -> None:
-        """Compute each result once, as soon as its passes exist."""
+        """Compute each result once, as soon as its passes exist (analysis.answers.results, which
+        also refuses a file whose bytes are not the recorded ones)."""
         chk = self.check
-        order = [p.id for p in self.prompts]
-        tol = chk.criterion.logprob_abs_tol
-
-        def lines(role: str):
-            p = chk.passed(role)
-            assert p is not None and p.file is not None
-            return read_answers(self.folder / p.file.path)
-
-        if chk.ab is None and chk.passed("baseline") and chk.passed("tuned"):
-            chk.ab = diff_answers(lines("baseline"), lines("tuned"), tol, order=order)
-        if chk.control is None and chk.passed("baseline") and chk.passed("control"):
-            chk.control = diff_answers(lines("baseline"), lines("control"), tol, order=order)
+        if chk.ab is None or chk.control is None:
+            ab, control = results(self.folder, chk, order=[p.id for p in self.prompts])
+            if chk.ab is None:
+                chk.ab = ab
+            if chk.control is None:
+                chk.control = control
         if chk.ab is not None and chk.control is not None:
             chk.status = "complete"
         chk.label = label(chk) if chk.ab is not None else ""
