@@ -97,15 +97,23 @@ def fixtures() -> Path:
     return FIXTURES
 
 
+def make_workspace(path: Path, mp: pytest.MonkeyPatch, sample: bool = True) -> Path:
+    """An empty workspace at ``path`` (data/runs; data/sample copied unless ``sample`` is False),
+    made the current one through ``mp`` (INFERLAB_HOME, no INFERLAB_API_KEY) so tests never
+    touch the real data/runs."""
+    (path / "data" / "runs").mkdir(parents=True)
+    (path / "pyproject.toml").write_text("[project]\nname='ws'\n")
+    if sample:
+        shutil.copytree(ROOT / "data" / "sample", path / "data" / "sample")
+    mp.setenv("INFERLAB_HOME", str(path))
+    mp.delenv("INFERLAB_API_KEY", raising=False)
+    return path
+
+
 @pytest.fixture
 def workspace(tmp_path, monkeypatch) -> Path:
     """An empty workspace (data/runs, data/sample copied) so tests never touch the real data/runs."""
-    (tmp_path / "pyproject.toml").write_text("[project]\nname='ws'\n")
-    (tmp_path / "data" / "runs").mkdir(parents=True)
-    shutil.copytree(ROOT / "data" / "sample", tmp_path / "data" / "sample")
-    monkeypatch.setenv("INFERLAB_HOME", str(tmp_path))
-    monkeypatch.delenv("INFERLAB_API_KEY", raising=False)
-    return tmp_path
+    return make_workspace(tmp_path, monkeypatch)
 
 
 def skip_without_engine() -> None:
@@ -192,12 +200,8 @@ def rendered_reports(tmp_path_factory) -> RenderedReports:
     from .sweep.tune_sample import sample_tune
 
     ws = tmp_path_factory.mktemp("rendered-reports")
-    (ws / "pyproject.toml").write_text("[project]\nname='ws'\n")
-    (ws / "data" / "runs").mkdir(parents=True)
-    shutil.copytree(ROOT / "data" / "sample", ws / "data" / "sample")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("INFERLAB_HOME", str(ws))
-        mp.delenv("INFERLAB_API_KEY", raising=False)
+        make_workspace(ws, mp)
         write_secret("api-key", REPORT_SECRET)  # where the leak scan looks
         jobs = [*catalog.jobs_for("sample"), *catalog.jobs_for(sample_tune(ws / "data" / "sample"))]
         first: dict[str, catalog.Job] = {}

@@ -32,6 +32,8 @@ from inferlab.standin import StandIn
 from inferlab.sweep.runner import run
 from inferlab.telemetry.otlp import OtlpReceiver
 
+from ..conftest import make_workspace
+
 PREFILL_MS, TPOT_MS, TOKENS = 120.0, 10.0, 8
 STANDIN = dict(process=True, slots=4, tpot_ms=TPOT_MS, batch_alpha=0, prefill_base_ms=PREFILL_MS,
                prefill_ms_per_token=0)
@@ -50,11 +52,8 @@ def clock_run(tmp_path_factory):
     """One streamed run against the stand-in without spans: (its workspace, run id, the
     stand-in's ground truth per request id)."""
     home = tmp_path_factory.mktemp("ws")
-    (home / "pyproject.toml").write_text("[project]\nname='ws'\n")
-    (home / "data" / "runs").mkdir(parents=True)
     mp = pytest.MonkeyPatch()
-    mp.setenv("INFERLAB_HOME", str(home))
-    mp.delenv("INFERLAB_API_KEY", raising=False)
+    make_workspace(home, mp, sample=False)
     try:
         with StandIn(**STANDIN) as s:
             rid = run(_spec(), target="url", base_url=s.base_url)
@@ -131,18 +130,18 @@ def test_with_spans_ttft_and_tpot_come_from_the_server_span(workspace, monkeypat
     assert cell_summary(r).iloc[0]["slo_sources"] == "TTFT: server span; TPOT: server span"
 
 
-def _copy_run(home, rid, tmp_path):
-    """A writable copy of a finished run in a fresh workspace (files and folders unsealed)."""
-    dst_home = tmp_path / "ws2"
-    (dst_home / "data" / "runs").mkdir(parents=True)
-    (dst_home / "pyproject.toml").write_text("[project]\nname='ws'\n")
-    dst = dst_home / "data" / "runs" / rid
+def _copied_clock_run(clock_run, tmp_path, monkeypatch):
+    """A writable copy of the clock run (files and folders unsealed) in a fresh workspace made
+    the current one: (run id, its folder, its cell, that cell's clock file relative to the run)."""
+    home, rid, _ = clock_run
+    dst = make_workspace(tmp_path / "ws2", monkeypatch, sample=False) / "data" / "runs" / rid
     shutil.copytree(home / "data" / "runs" / rid, dst)
     for root, dirs, files in os.walk(dst):
         os.chmod(root, 0o755)
         for f in files:
             os.chmod(os.path.join(root, f), 0o644)
-    return dst_home, dst
+    cell = json.loads((dst / "run.json").read_text())["cells"][0]["cell_id"]
+    return rid, dst, cell, f"cells/{cell}/{CELL_FILES['stream_clock']}"
 
 
 def _rerecord(run_dir, rel, gone=False):
@@ -158,11 +157,7 @@ def _rerecord(run_dir, rel, gone=False):
 
 
 def test_a_cut_clock_file_is_read_up_to_the_cut_and_reported(clock_run, tmp_path, monkeypatch):
-    home, rid, _ = clock_run
-    ws, d = _copy_run(home, rid, tmp_path)
-    monkeypatch.setenv("INFERLAB_HOME", str(ws))
-    cell = json.loads((d / "run.json").read_text())["cells"][0]["cell_id"]
-    rel = f"cells/{cell}/{CELL_FILES['stream_clock']}"
+    rid, d, cell, rel = _copied_clock_run(clock_run, tmp_path, monkeypatch)
     data = (d / rel).read_bytes()
     last = data.rstrip(b"\n").rfind(b"\n") + 1
     cut_id = json.loads(data[last:])["request_id"]
@@ -188,11 +183,7 @@ def test_a_cut_clock_file_is_read_up_to_the_cut_and_reported(clock_run, tmp_path
 
 
 def test_a_missing_clock_file_is_noted_and_the_token_bounds_unmeasured(clock_run, tmp_path, monkeypatch):
-    home, rid, _ = clock_run
-    ws, d = _copy_run(home, rid, tmp_path)
-    monkeypatch.setenv("INFERLAB_HOME", str(ws))
-    cell = json.loads((d / "run.json").read_text())["cells"][0]["cell_id"]
-    rel = f"cells/{cell}/{CELL_FILES['stream_clock']}"
+    rid, d, _, rel = _copied_clock_run(clock_run, tmp_path, monkeypatch)
     (d / rel).unlink()
     _rerecord(d, rel, gone=True)
     r = inferlab.load_run(rid)

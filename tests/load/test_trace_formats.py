@@ -128,17 +128,24 @@ def recorder():
     srv.shutdown()
 
 
+def _mooncake_cell(tmp_path, fixtures, speedup: int, ignore_eos: bool = False, model: str = ""):
+    """A five-session workload replaying the Mooncake fixture's head (fit: scale), a spec on it
+    and its one cell, with an empty ``cell`` folder beside: (workload file, spec, cell)."""
+    trace = fixtures / "mooncake-trace" / "mooncake_trace-head.jsonl"
+    wl = tmp_path / "mc.yaml"
+    wl.write_text("name: mc\nseed: 9\nsessions_per_cell: 5\nmax_total_tokens: 1900\n"
+                  + ("ignore_eos: true\n" if ignore_eos else "")
+                  + f"arrival: {{kind: trace, format: mooncake, file: {trace}, speedup: {speedup}, fit: scale, max_vus: 8}}\n")
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(f"name: t\nworkload: {wl}\nwarmup_requests: 0\n" + (f"model: {model}\n" if model else ""))
+    spec = load_spec(spec_file)
+    (tmp_path / "cell").mkdir()
+    return wl, spec, plan_cells(spec)[0]
+
+
 def test_k6_replays_mooncake_prefix_reuse(tmp_path, fixtures, recorder):
     url, bodies = recorder
-    wl = tmp_path / "mc.yaml"
-    trace = fixtures / "mooncake-trace" / "mooncake_trace-head.jsonl"
-    wl.write_text(f"name: mc\nseed: 9\nsessions_per_cell: 5\nmax_total_tokens: 1900\narrival: {{kind: trace, "
-                  f"format: mooncake, file: {trace}, speedup: 10, fit: scale, max_vus: 8}}\n")
-    spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(f"name: t\nworkload: {wl}\nwarmup_requests: 0\n")
-    spec = load_spec(spec_file)
-    cell = plan_cells(spec)[0]
-    (tmp_path / "cell").mkdir()
+    wl, spec, cell = _mooncake_cell(tmp_path, fixtures, speedup=10)
     res = run_cell(spec, cell, url, None, tmp_path / "cell", run_id="RUN")
     assert res.exit_code == 0, res.stderr_tail
     w, sched = schedule_for(str(wl))
@@ -183,15 +190,7 @@ def test_k6_replay_on_the_standin_hits_its_prefix_cache_where_hash_ids_are_share
     from inferlab.load.workload import calibrate
     from inferlab.standin import StandIn
 
-    trace = fixtures / "mooncake-trace" / "mooncake_trace-head.jsonl"
-    wl = tmp_path / "mc.yaml"
-    wl.write_text(f"name: mc\nseed: 9\nsessions_per_cell: 5\nmax_total_tokens: 1900\nignore_eos: true\narrival: "
-                  f"{{kind: trace, format: mooncake, file: {trace}, speedup: 1, fit: scale, max_vus: 8}}\n")
-    spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(f"name: t\nworkload: {wl}\nwarmup_requests: 0\nmodel: smollm2\n")
-    spec = load_spec(spec_file)
-    cell = plan_cells(spec)[0]
-    (tmp_path / "cell").mkdir()
+    wl, spec, cell = _mooncake_cell(tmp_path, fixtures, speedup=1, ignore_eos=True, model="smollm2")
     with StandIn(tpot_ms=1, prefill_ms_per_token=0.01) as si:
         cal = calibrate(si.base_url, None, "smollm2")
         assert cal["method"] == "tokenize"

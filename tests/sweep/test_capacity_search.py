@@ -12,7 +12,7 @@ import pytest
 import inferlab
 from inferlab.analysis.capacity import is_certified
 from inferlab.procs import free_port
-from inferlab.specs import builtin_spec, load_spec, resolve_spec
+from inferlab.specs import builtin_spec, resolve_spec
 from inferlab.standin import StandIn, StandInConfig
 from inferlab.sweep.runner import run
 
