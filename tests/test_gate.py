@@ -245,6 +245,18 @@ def test_a_primary_repeat_without_a_value_is_inconclusive_not_dropped():
     assert res.exit_code == 3 and "1 repeat(s) without a value" in res.lines[0].why()
 
 
+def test_an_invalid_repeat_makes_the_cell_inconclusive_even_when_the_numbers_pass():
+    """compare refuses a verdict from INVALID data; the gate likewise never exits 0 on it."""
+    rows = [{"side": side, "run_id": f"{side}{i}", "cell": "c", "throughput": 1.0 + 0.001 * i, "requests": 50,
+             "errors": 0, "validity": "VALID", "validity_reasons": ""} for side in ("baseline", "tuned") for i in range(4)]
+    reps = pd.DataFrame(rows)
+    assert gate_repeats(reps, pd.DataFrame(), 0.05).exit_code == 0
+    reps.loc[5, ["validity", "validity_reasons"]] = ["INVALID", "send lag p99 80 ms > 50 ms"]
+    res = gate_repeats(reps, pd.DataFrame(), 0.05)
+    assert res.exit_code == 3 and len(res.lines) == 1
+    assert "INVALID data in 1 repeat(s): send lag p99 80 ms > 50 ms" in res.lines[0].why()
+
+
 def test_gate_of_two_specs_on_k8s_deploys_the_baseline_overlay_first_and_stops_without_a_cluster(
         workspace, monkeypatch, tmp_path, capsys):
     """Up to the cluster boundary (no cluster here): the A/B's first repeat deploys the baseline

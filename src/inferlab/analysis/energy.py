@@ -153,7 +153,7 @@ def cell_energy(run: Run, gpus: Sequence[str] | None = None) -> pd.DataFrame:
     if samples.empty or req.empty:
         return pd.DataFrame(columns=CELL_COLUMNS)
     req = req.reset_index(drop=True)
-    timings = request_timings(join_requests(req, run.spans, run.edge))
+    timings = request_timings(join_requests(req, run.spans, run.edge, run.stream_clock))
     return energy_table(req, timings, samples, [(c.cell_id, c.payload, c.executor, c.vus) for c in run.manifest.cells],
                         run.manifest.spec.get("payloads", {}), slo_bounds(run.manifest.spec.get("slo") or {}),
                         run.run_id, gpus)

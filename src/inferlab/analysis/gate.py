@@ -76,7 +76,7 @@ def token_repeats(runs: Sequence[Run], side: str, slo) -> pd.DataFrame:
         req = measured(run)
         if req.empty:
             continue
-        joined = join_requests(req, run.spans)
+        joined = join_requests(req, run.spans, run.edge, run.stream_clock)  # spans first, else the stream clock
         for cell, _ in compared_cells(run, count_never_ran=False):
             g = joined[joined["cell_id"] == cell.cell_id]
             every = request_timings(g)  # the cell's measured requests: does the run have the metric at all?
@@ -222,6 +222,12 @@ def gate_repeats(reps: pd.DataFrame, tokens: pd.DataFrame, margin: float, alpha:
         err_a = float(a["errors"].sum() / max(a["requests"].sum(), 1))
         err_b = float(b["errors"].sum() / max(b["requests"].sum(), 1))
         missing = int(a[primary].isna().sum() + b[primary].isna().sum()) if primary in reps.columns else 0
+        invalid = here[here["validity"] == "INVALID"] if "validity" in here.columns else here.iloc[:0]
+        if len(invalid):  # refused, not judged: docs/verdicts.md "Validity"; no metric of the cell is gated
+            why = "; ".join(dict.fromkeys(invalid.get("validity_reasons", pd.Series(dtype=str)).astype(str)))
+            lines.append(GateLine(cell, primary, primary, "primary", lower_is_better(primary), "inconclusive",
+                                  f"INVALID data in {len(invalid)} repeat(s): {why or 'see the validity column'}"))
+            continue
         if missing:  # never dropped silently: a repeat without a value is a repeat the gate cannot judge
             lines.append(GateLine(cell, primary, primary, "primary", lower_is_better(primary), "inconclusive",
                                   f"{missing} repeat(s) without a value (an empty steady-state window, or too few "
