@@ -8,7 +8,8 @@
 #                                $G, write $G/env.sh, record the host (idempotent)
 #   device.sh gputests           pytest -m gpu tests/telemetry (NVML, nvidia-smi, the energy counter
 #                                against integrated power under a matmul load); log and host.txt -> $OUT
-#   device.sh ab [PAIRS]         inferlab ab ab-gpu-eager ab-gpu (default 3 pairs), then collect
+#   device.sh ab [PAIRS [ARGS...]]  inferlab ab ab-gpu-eager ab-gpu (default 3 pairs; ARGS: more ab options,
+#                                e.g. --no-answer-check), then collect
 #   device.sh capacity TAG [ARGS...]   inferlab capacity capacity-gpu ARGS, then collect as TAG
 #   device.sh collect TAG        the workspace's new runs/comparisons + logs -> $OUT (15 MiB parts;
 #                                more than 4 parts: the rest waits in $G/outbox for the next call)
@@ -104,7 +105,7 @@ case "$cmd" in
     trap 'collect ab' EXIT
     echo "ab: up to $(limit) s"
     cd "$REPO" && timeout -s TERM "$(limit)" python3 -m inferlab.cli ab ab-gpu-eager ab-gpu --target local --pairs "${1:-3}" \
-      --label gpu-graphs-vs-eager 2>&1 | tee "$G/logs/ab.log" ;;
+      --label gpu-graphs-vs-eager "${@:2}" 2>&1 | tee "$G/logs/ab.log" ;;
   capacity)
     . "$G/env.sh" || exit 1
     tag=${1:?capacity TAG}; shift
