@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from inferlab.ingest import read_k6
-from inferlab.load.incluster import collect, job_name, k6_shell, render
+from inferlab.load.cluster_k6 import job_name
+from inferlab.load.incluster import collect, k6_shell, render
 from inferlab.load.k6 import SCRIPT, cell_result, k6_config
 from inferlab.specs import builtin_spec, load_spec, plan_cells
 from inferlab.platform.validate import policy_errors, schema_errors
