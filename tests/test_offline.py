@@ -85,17 +85,22 @@ def test_k6_started_by_the_cell_runner_sends_no_usage_report(tmp_path):
         server.shutdown()
 
 
-def test_in_cluster_k6_job_sends_no_usage_report():
-    from inferlab.load.incluster import example_job
+def test_in_cluster_k6_sends_no_usage_report():
+    """Both in-cluster ways: the Job's k6 container, and every pod the k6-operator makes of a
+    TestRun (initializer, starter, runners: each gets only its own ``env``)."""
+    from inferlab.load.incluster import example_objects
 
-    job = next(d for d in example_job() if d["kind"] == "Job")
-    for c in job["spec"]["template"]["spec"]["initContainers"] + job["spec"]["template"]["spec"]["containers"]:
-        if c["name"] == "k6":
-            env = {e["name"]: e.get("value") for e in c.get("env", [])}
-            assert all(env.get(k) == v for k, v in K6_ENV.items()), env
-            break
-    else:
-        pytest.fail("no k6 container in the rendered Job")
+    objects = example_objects()
+    job = next(d for d in objects["job"] if d["kind"] == "Job")
+    pod = job["spec"]["template"]["spec"]
+    envs = {f"Job container {c['name']}": c.get("env", []) for c in pod["initContainers"] + pod["containers"]
+            if c["name"] == "k6"}
+    testrun = next(d for d in objects["testrun"] if d["kind"] == "TestRun")
+    envs |= {f"TestRun {role}": testrun["spec"][role].get("env", []) for role in ("initializer", "starter", "runner")}
+    assert len(envs) == 4, envs
+    for where, env in envs.items():
+        values = {e["name"]: e.get("value") for e in env}
+        assert all(values.get(k) == v for k, v in K6_ENV.items()), f"{where}: {values}"
 
 
 @pytest.mark.engine

@@ -4,6 +4,13 @@ module (it imports only the kubernetes client, lazily), so nothing above it form
 :class:`KubeExec` lives here, not in ``load.incluster``: the k8s target builds one (the cluster
 side of in-cluster load) and the sweep hands it to ``load.incluster.run_cell_in_cluster``;
 a target importing the load stage would cross the write side's stages (docs/architecture.md).
+It is also the API boundary of in-cluster load: everything ``load.incluster`` and
+``load.testrun`` ask of the cluster goes through its few methods (apply, delete, status,
+serves, pods, pod_log, exec_in), which is where tests put their fake cluster.
+
+The k6-operator facts (its TestRun kind, the release whose CRD ``platform/schemas/TestRun.json``
+is written from, how to install it) live here too: deploy's preflight names the operator and
+in-cluster load decides by the same kind.
 """
 
 from __future__ import annotations
@@ -14,6 +21,14 @@ from collections.abc import Callable
 # Waiting reasons that never resolve by themselves (wrong image, missing Secret/ConfigMap key)
 STUCK = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"}
 Exec = Callable[[list[str]], bytes]  # run a command where the results are, return its stdout
+
+# grafana/k6-operator: the kind inferlab creates, and the release its schema is written from
+K6_OPERATOR_KIND = ("k6.io/v1alpha1", "TestRun")
+K6_OPERATOR_RELEASE = "v1.1.1"
+K6_OPERATOR_INSTALL = (f"the k6-operator {K6_OPERATOR_RELEASE} (kubectl apply --server-side -f "
+                       f"https://raw.githubusercontent.com/grafana/k6-operator/{K6_OPERATOR_RELEASE}/bundle.yaml, "
+                       "or helm install k6-operator grafana/k6-operator -n k6-operator-system --create-namespace "
+                       "with the chart version of that release)")
 
 
 def cluster_client():
@@ -29,6 +44,28 @@ def cluster_client():
         return None
 
 
+def serves(dyn, api_version: str, kind: str) -> bool:
+    """Whether the API server serves the kind (the client's discovery); errors other than
+    "not found" (network, auth) propagate."""
+    from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+    try:
+        dyn.resources.get(api_version=api_version, kind=kind)
+    except ResourceNotFoundError:
+        return False
+    return True
+
+
+def stuck(pod) -> str | None:
+    """Why a pod can never start by itself (a waiting reason of :data:`STUCK` on any of its
+    containers), or None."""
+    for c in [*(pod.status.init_container_statuses or []), *(pod.status.container_statuses or [])]:
+        waiting = c.state.waiting if c.state else None
+        if waiting is not None and waiting.reason in STUCK:
+            return f"pod {pod.metadata.name} container {c.name}: {waiting.reason}: {waiting.message or ''}".strip()
+    return None
+
+
 def apply(dyn, doc: dict) -> None:
     """Server-side apply of one object, owned by the field manager ``inferlab``."""
     res = dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
@@ -38,15 +75,55 @@ def apply(dyn, doc: dict) -> None:
 
 
 class KubeExec:
-    """Runs cell Jobs on the cluster of a kubernetes ApiClient (see :func:`inferlab.load.incluster.run_cell_in_cluster`)."""
+    """In-cluster load's view of the cluster (a kubernetes ApiClient, one namespace): the
+    objects of a cell are applied, watched, read and deleted through these methods only."""
 
     def __init__(self, api_client, namespace: str, secret_name: str, service_url: str) -> None:
         from kubernetes import client
 
         self.api, self.core, self.batch = api_client, client.CoreV1Api(api_client), client.BatchV1Api(api_client)
         self.namespace, self.secret_name, self.service_url = namespace, secret_name, service_url
+        self._dyn = None
+
+    @property
+    def dyn(self):
+        """A DynamicClient on the same ApiClient, made on first use (it reads the API's discovery)."""
+        if self._dyn is None:
+            from kubernetes import dynamic
+
+            self._dyn = dynamic.DynamicClient(self.api)
+        return self._dyn
+
+    def serves(self, api_version: str, kind: str) -> bool:
+        return serves(self.dyn, api_version, kind)
+
+    def apply(self, doc: dict) -> None:
+        apply(self.dyn, doc)
+
+    def delete(self, doc: dict) -> None:
+        """Delete an object applied earlier (its dependents in the background); gone already is fine."""
+        from kubernetes.dynamic.exceptions import NotFoundError
+
+        res = self.dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+        try:
+            res.delete(name=doc["metadata"]["name"], namespace=self.namespace, propagation_policy="Background")
+        except NotFoundError:
+            pass
+
+    def status(self, doc: dict) -> dict:
+        """The object's ``status`` as the API returns it ({} before a controller wrote one)."""
+        res = self.dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+        return (res.get(name=doc["metadata"]["name"], namespace=self.namespace).to_dict().get("status")) or {}
+
+    def pods(self, selector: str) -> list:
+        return self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
+
+    def pod_log(self, pod: str, container: str) -> bytes:
+        """A container's whole log, raw bytes (k6 runs with --quiet: a few lines, not its results)."""
+        return self.core.read_namespaced_pod_log(pod, self.namespace, container=container, _preload_content=False).data
 
     def exec_in(self, pod: str) -> Exec:
+        """Run commands in the pod's ``collector`` container (the one that holds the results)."""
         from kubernetes.stream import stream
 
         def run(command: list[str]) -> bytes:
@@ -62,25 +139,23 @@ class KubeExec:
 
         return run
 
-    def pods_ready_to_collect(self, job: str, n: int, timeout_s: float, on_state) -> dict[int, str]:
+    def pods_ready_to_collect(self, job: str, n: int, timeout_s: float, on_state, poll_s: float = 3) -> dict[int, str]:
         """Wait until every pod's k6 init container has finished; {completion index: pod name}."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            pods = self.core.list_namespaced_pod(self.namespace, label_selector=f"job-name={job}").items
+            pods = self.pods(f"job-name={job}")
             done = {}
             for p in pods:
                 st = (p.status.init_container_statuses or [None])[0]
                 if p.status.phase == "Failed":
                     raise RuntimeError(f"k6 pod {p.metadata.name} failed: {p.status.reason or p.status.message}")
-                for c in [*(p.status.init_container_statuses or []), *(p.status.container_statuses or [])]:
-                    waiting = c.state.waiting if c.state else None
-                    if waiting is not None and waiting.reason in STUCK:  # fail now, not at the deadline
-                        raise RuntimeError(f"k6 pod {p.metadata.name} container {c.name}: {waiting.reason}: "
-                                           f"{waiting.message or ''}".strip())
+                why = stuck(p)
+                if why:  # fail now, not at the deadline
+                    raise RuntimeError(f"k6 {why}")
                 if st is not None and st.state.terminated is not None:
                     done[int(p.metadata.annotations["batch.kubernetes.io/job-completion-index"])] = p.metadata.name
             on_state(f"{len(done)}/{n} k6 pods finished, {len(pods)} created")
             if len(done) == n:
                 return done
-            time.sleep(3)
+            time.sleep(poll_s)
         raise TimeoutError(f"k6 Job {job}: not finished after {timeout_s:.0f}s")

@@ -300,7 +300,7 @@ def test_project_crd_schemas_are_valid_json_schema():
     import jsonschema
 
     files = list(checks.SCHEMAS.glob("*.json"))
-    assert {f.stem for f in files} == {"Issuer", "PrometheusRule", "ScaledObject", "ServiceMonitor"}
+    assert {f.stem for f in files} == {"Issuer", "PrometheusRule", "ScaledObject", "ServiceMonitor", "TestRun"}
     for f in files:
         jsonschema.Draft202012Validator.check_schema(json.loads(f.read_text()))
 
@@ -397,6 +397,22 @@ def test_deploy_on_a_fresh_cluster_names_what_to_install_and_applies_nothing(pla
     assert "leave out component autoscale (the `components:` list of platform/overlays/autoscale/kust" in keda
 
 
+def test_deploy_names_the_k6_operator_when_its_crd_is_missing_and_goes_on(platform_home, capsys):
+    """The TestRun kind is optional (in-cluster load falls back to an Indexed Job): a note that
+    names the operator and how to install it, never a reason to stop."""
+    from inferlab.kube import K6_OPERATOR_RELEASE
+
+    make_platform_secrets()
+    assert deploy.deploy("autoscale", client=FakeCluster(FRESH_MINIKUBE)) == deploy.MISSING_PREREQUISITES
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and "TestRun (k6.io/v1alpha1): not served" in notes[0]
+    assert f"install the k6-operator {K6_OPERATOR_RELEASE} (kubectl apply --server-side -f " in notes[0]
+    assert f"grafana/k6-operator/{K6_OPERATOR_RELEASE}/bundle.yaml" in notes[0] and "Indexed Job" in notes[0]
+    assert preflight.optional_notes(FakeCluster(WITH_OPERATORS | {"k6.io"})) == []
+    # the overlay's own kinds stay the only problems: the operator is not one
+    assert not any("k6" in p for p in preflight.preflight(FakeCluster(WITH_OPERATORS), render.kustomize_build("cpu"), "cpu"))
+
+
 def test_preflight_passes_when_the_cluster_serves_every_kind():
     docs = render.kustomize_build("autoscale")
     assert preflight.preflight(FakeCluster(WITH_OPERATORS | {"keda.sh"}), docs, "autoscale") == []
@@ -467,7 +483,8 @@ def test_live_deploy(live_home, monkeypatch):
 
 @pytest.mark.cluster
 def test_live_in_cluster_k6_job(live_home, monkeypatch):
-    """After test_live_deploy: a tiny sweep whose k6 runs as a 2-pod Indexed Job."""
+    """After test_live_deploy: a tiny sweep whose k6 runs in the cluster in 2 pods: a k6-operator
+    TestRun where the cluster serves it, else an Indexed Job (the run's note says which)."""
     from inferlab.targets.k8s import NAMESPACE
 
     if live_namespace() != NAMESPACE:
@@ -482,6 +499,7 @@ def test_live_in_cluster_k6_job(live_home, monkeypatch):
     m = inferlab.load_run(run(spec, target="k8s", in_cluster=True)).manifest
     assert m.status == "complete", m.reason
     assert {f.path for f in m.files} >= {"cells/short-c2/k6.seg1of2.ndjson.gz", "cells/short-c2/k6.seg2of2.ndjson.gz"}
+    assert any(n.startswith("k6 ran in the cluster as ") for n in m.notes), m.notes
 
 
 def _run_live_tests(tmp_path, **env) -> str:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from inferlab.ingest.trace import read_azure_trace
-from inferlab.load.incluster import CONFIGMAP_LIMIT, render
+from inferlab.load.cluster_k6 import CONFIGMAP_LIMIT
+from inferlab.load.incluster import render
 from inferlab.load.k6 import k6_config
 from inferlab.load.workload import BURSTY_TRACE, ESTIMATE, build_schedule, bursty_trace, check_config_size, schedule_for
 from inferlab.platform.validate import policy_errors, schema_errors

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -280,16 +281,21 @@ def cmd_undeploy(a) -> int:
 
 
 def cmd_validate(a) -> int:
-    from ..load.incluster import example_job
+    from ..load.incluster import example_objects
     from ..platform.validate import object_errors, validate_all
 
-    def k6_job() -> tuple[int, list[str]]:
-        docs = example_job()
-        return len(docs), [f"[k6 Job] {e}" for e in object_errors(docs)]
+    def in_cluster(way: str) -> Callable[[], tuple[int, list[str]]]:
+        def check() -> tuple[int, list[str]]:
+            docs = example_objects()[way]
+            return len(docs), [f"[k6 {way}] {e}" for e in object_errors(docs)]
 
-    # the in-cluster k6 Job is rendered from code (load/), which platform/ must not import
-    return 0 if validate_all(verbose=True, extra_checks=[("in-cluster k6 Job (ConfigMap + Indexed Job, 2 segments)",
-                                                          k6_job)]) else 1
+        return check
+
+    # the in-cluster k6 objects are rendered from code (load/), which platform/ must not import
+    return 0 if validate_all(verbose=True, extra_checks=[
+        ("in-cluster k6 Job (ConfigMap + Indexed Job, 2 segments)", in_cluster("job")),
+        ("in-cluster k6-operator TestRun (ConfigMap + PVC + collector Pod + TestRun, parallelism 2)",
+         in_cluster("testrun"))]) else 1
 
 
 def cmd_secrets(a) -> int:

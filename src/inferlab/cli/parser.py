@@ -66,7 +66,8 @@ def _run_verbs(sub) -> None:
                        help="with --resume: go on although the spec differs from the run's manifest (noted in it)")
         s.add_argument("--dry-run", action="store_true", help="print the plan; touch nothing")
         s.add_argument("--in-cluster", action="store_true", default=o.env_flag("IN_CLUSTER"),
-                       help="TARGET=k8s: run k6 as a Job inside the cluster (k6_segments pods per cell)")
+                       help="TARGET=k8s: run k6 inside the cluster, k6_segments pods per cell: a k6-operator "
+                            "TestRun where the cluster serves it, else an Indexed Job")
         s.set_defaults(fn=c.cmd_sweep)
 
 

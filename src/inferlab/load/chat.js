@@ -117,8 +117,8 @@ function answerOf(res) {
 // Every request carries a unique X-Request-Id, <run_id>.<cell_id>.<m|w><n>: vLLM names the request
 // chatcmpl-<id> (its OTLP span's gen_ai.request.id) and the edge logs it, so client, edge and server
 // rows join on it. n is the scenario's iterationInTest (unique across k6 execution segments);
-// warm-up requests (setup(), no scenario) are w<segment>-<n>. The id travels in k6's Point
-// *metadata*, not a tag: metadata is per-sample and never becomes a time-series key.
+// warm-up requests (setup(), no scenario) are w<segment>-<n> (setup()). The id travels in k6's
+// Point *metadata*, not a tag: metadata is per-sample and never becomes a time-series key.
 function requestId(phase, n) {
   return `${C.run_id}.${C.cell_id}.${phase === 'warmup' ? 'w' : 'm'}${n}`;
 }
@@ -131,24 +131,43 @@ function params(phase, id) {
   };
 }
 
-// Warm-up: `warmup` requests, `warmup_concurrency` at a time (http.batch), before the measured
+// This process's place among the processes of its cell: the position of its k6 execution segment
+// in the segment sequence, read from k6's own options, so local processes, Job pods and
+// k6-operator runners (which pass --execution-segment themselves) agree. One process: 0 of 1.
+function segmentOf() {
+  const o = exec.test.options;
+  if (!o.executionSegmentSequence) return { index: 0, count: 1 };
+  const frac = (text) => { const [a, b] = text.split('/'); return Number(a) / Number(b || 1); };
+  const cuts = o.executionSegmentSequence.split(',').map(frac);
+  const start = frac((o.executionSegment || '0:1').split(':')[0]);
+  const index = cuts.findIndex((c) => Math.abs(c - start) < 1e-12);
+  if (index < 0 || index >= cuts.length - 1) {
+    throw new Error(`execution segment ${o.executionSegment} is not in its sequence ${o.executionSegmentSequence}`);
+  }
+  return { index, count: cuts.length - 1 };
+}
+
+// Warm-up: `warmup` requests in rounds of `warmup_concurrency` (http.batch), before the measured
 // scenario starts, so no measured request overlaps a warm-up one. Tagged phase=warmup: analysis
-// excludes them and the cross-check counts them.
+// excludes them and the cross-check counts them. k6 runs setup() in every process of a segmented
+// cell (local processes, Job pods, and k6-operator runners alike: an open upstream issue), so each
+// process sends its share: request n of a round goes to the segment (n - round start) mod N. Together
+// they send the warm-up one process would, at the cell's concurrency, with ids w<segment>-<n> (n
+// counted over the whole warm-up, so unique across processes); a process without a slot sends none.
 export function setup() {
-  if (W) return workloadWarmup();
-  let left = C.warmup || 0;
-  while (left > 0) {
-    const n = Math.min(left, Math.max(1, C.warmup_concurrency || 1));
+  const seg = segmentOf();
+  const total = C.warmup || 0;
+  const concurrency = Math.max(1, C.warmup_concurrency || 1);
+  for (let start = 0; start < total; start += concurrency) {
     const reqs = [];
-    const seg = (__ENV.INFERLAB_K6_SEGMENT || '0') + '-';
-    for (let i = 0; i < n; i++) {
-      const id = requestId('warmup', seg + (C.warmup - left + i));
-      reqs.push({ method: 'POST', url: `${C.base_url}/v1/chat/completions`, body: body(), params: params('warmup', id) });
+    for (let n = start; n < Math.min(total, start + concurrency); n++) {
+      if ((n - start) % seg.count !== seg.index) continue;
+      reqs.push({ method: 'POST', url: `${C.base_url}/v1/chat/completions`, body: W ? workloadWarmupBody(n) : body(),
+        params: params('warmup', requestId('warmup', `${seg.index}-${n}`)) });
     }
     // one batch = one sample time for its ids: metadata cannot differ per request inside a batch,
     // so the warm-up ids are in the server's and edge's records, and k6 keeps its phase tag only
-    http.batch(reqs).forEach((res) => record(res, 'warmup'));
-    left -= n;
+    if (reqs.length > 0) http.batch(reqs).forEach((res) => record(res, 'warmup'));
   }
 }
 
@@ -245,22 +264,11 @@ function workloadBody(messages, s, t) {
     temperature: W.temperature });
 }
 
-function workloadWarmup() {
-  const seg = __ENV.INFERLAB_K6_SEGMENT || '0';
-  let left = C.warmup || 0;
-  let i = 0;
-  while (left > 0) {
-    const n = Math.min(left, Math.max(1, C.warmup_concurrency || 1));
-    const reqs = [];
-    for (let k = 0; k < n; k++, i++) {
-      const s = i % W.input.length;
-      const body = workloadBody(firstTurn(s, `w${seg}.${C.cell_id}`).messages, s, 0);
-      reqs.push({ method: 'POST', url: `${C.base_url}/v1/chat/completions`, body,
-        params: params('warmup', requestId('warmup', `${seg}-${i}`)) });
-    }
-    http.batch(reqs).forEach((res) => record(res, 'warmup'));
-    left -= n;
-  }
+// Warm-up request n of a workload: the first turn of session n mod sessions, salted as one process
+// always salted it (w0), so a split warm-up sends the same prompts as an unsplit one.
+function workloadWarmupBody(n) {
+  const s = n % W.input.length;
+  return workloadBody(firstTurn(s, `w0.${C.cell_id}`).messages, s, 0);
 }
 
 function describe(md, fields) {

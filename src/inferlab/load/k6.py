@@ -164,7 +164,7 @@ def run_cell(spec: LoadSpec, cell: CellPlan, base_url: str, api_key: str | None,
     # and still write its summary; 30 s or a second Ctrl-C without exit kills it.
     procs = [ManagedProcess(k6_argv(k6, {"ndjson": str(partials[i]), "summary": str(cell_dir / f["summary"])},
                                     str(SCRIPT), i, n),
-                            name="k6", env={**env, "INFERLAB_K6_SEGMENT": str(i)}, cwd=cell_dir,
+                            name="k6", env=env, cwd=cell_dir,
                             log=cell_dir / f["log"], stop_signal=signal.SIGINT, grace_s=30, own_group=False)
              for i, f in enumerate(names)]
     stop = threading.Event()

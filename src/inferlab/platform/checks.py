@@ -12,7 +12,7 @@ import jsonschema
 import yaml
 
 from ..formats.edge_log import INGRESS_CONFIGMAP, INGRESS_CONTROLLER_DIR, edge_log_source
-from ..offline import VLLM_ENV
+from ..offline import K6_ENV, VLLM_ENV
 from ..paths import platform_dir
 from .render import is_vllm_image, pod_containers
 
@@ -22,20 +22,23 @@ CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "Clust
                   "StorageClass", "IngressClass", "PriorityClass", "PersistentVolume"}
 SECRETISH = ("KEY", "TOKEN", "PASSWORD", "SECRET")
 ISSUER_ANNOTATIONS = {"cert-manager.io/issuer", "cert-manager.io/cluster-issuer"}
+LONG_RUNNING = ("Deployment", "StatefulSet", "DaemonSet")  # their regular containers need probes
+K6_IMAGE_REPO = "grafana/k6"
 
 
 def _where(doc: dict) -> str:
     return f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
 
 
-def container_errors(where: str, c: dict, probes: bool) -> list[str]:
+def container_errors(where: str, c: dict, probes: bool, k6: bool = False) -> list[str]:
     """Pinned image, requests and limits, the three probes (``probes``), no literal secret,
-    and for vLLM images the usage-statistics opt-out (every variable of offline.VLLM_ENV, the
-    same list the local engine gets)."""
+    for vLLM images the usage-statistics opt-out (every variable of offline.VLLM_ENV, the
+    same list the local engine gets), and for k6 images or ``k6`` (a k6-operator pod) k6's
+    (offline.K6_ENV)."""
     image, name = c.get("image", ""), c.get("name")
     tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
     errs = []
-    if not tag or tag == "latest":
+    if not tag or tag.startswith("latest"):  # latest, and floating ones like the k6-operator's latest-starter
         errs.append(f"{where}: container {name} image {image!r} must be pinned to a tag (not latest)")
     res = c.get("resources", {})
     if not res.get("requests") or not res.get("limits"):
@@ -50,12 +53,17 @@ def container_errors(where: str, c: dict, probes: bool) -> list[str]:
         have = {e["name"]: e.get("value") for e in env}
         errs += [f"{where}: container {name} runs vLLM without {k}={v} (offline.VLLM_ENV: no usage reports)"
                  for k, v in VLLM_ENV.items() if have.get(k) != v]
+    if k6 or image.rsplit(":", 1)[0] == K6_IMAGE_REPO:
+        have = {e["name"]: e.get("value") for e in env}
+        errs += [f"{where}: {name} runs without {k}={v} (offline.K6_ENV: k6 sends no usage report)"
+                 for k, v in K6_ENV.items() if have.get(k) != v]
     return errs
 
 
 def policy_errors(doc: dict) -> list[str]:
     """Standard labels, a namespace on namespaced kinds, and :func:`container_errors` for every
-    container of a workload (probes on long-running containers, not on Jobs' or init ones)."""
+    container of a workload, bare Pod or k6-operator TestRun (probes on long-running workloads'
+    regular containers only; k6's no-usage-report switch on every pod a TestRun makes)."""
     where, meta = _where(doc), doc.get("metadata", {})
     errs = [f"{where}: missing label {label}" for label in REQUIRED_LABELS if label not in (meta.get("labels") or {})]
     if doc.get("kind") not in CLUSTER_SCOPED and not meta.get("namespace"):
@@ -63,7 +71,8 @@ def policy_errors(doc: dict) -> list[str]:
     pod = doc.get("spec", {}).get("template", {}).get("spec") or {}
     regular = pod.get("containers", [])
     for c in pod_containers(doc):
-        errs += container_errors(where, c, probes=doc["kind"] != "Job" and c in regular)
+        errs += container_errors(where, c, probes=doc["kind"] in LONG_RUNNING and c in regular,
+                                 k6=doc["kind"] == "TestRun")
     return errs
 
 

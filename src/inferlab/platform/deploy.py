@@ -1,5 +1,6 @@
 """Deploy an overlay with the kubernetes Python client: offline checks, a preflight that the
-cluster serves every kind the overlay uses, server-side apply in dependency order, rollout wait
+cluster serves every kind the overlay uses (and a note for each optional one it lacks, such as
+the k6-operator's TestRun), server-side apply in dependency order, rollout wait
 with progress and a timeout, diagnostics into a run directory on failure.
 
 Where no cluster is reachable it renders and checks the overlay, says so, and stops cleanly
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from .. import paths
 from ..kube import apply, cluster_client
 from .checks import deploy_errors
-from .preflight import group_of, preflight
+from .preflight import group_of, optional_notes, preflight
 from .render import kustomize_build, missing_secret_inputs, secret_inputs_dir
 
 NO_CLUSTER = 3
@@ -121,6 +122,8 @@ def deploy(overlay: str, dry_run: bool = False, timeout_s: int = 900, client=Non
               f"(it writes {paths.secrets_dir()}); nothing applied")
         return 1
     problems = preflight(dyn, docs, overlay)
+    for note in optional_notes(dyn):  # what inferlab uses later, not the overlay: never a reason to stop
+        print(f"note: {note}")
     if problems:
         print(f"overlay {overlay}: this cluster lacks what the overlay needs; nothing applied:")
         print("\n".join(f"  - {p}" for p in problems))

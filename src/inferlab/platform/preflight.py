@@ -3,6 +3,10 @@
 A fresh Minikube has no cert-manager, Prometheus operator or KEDA; applying anyway would stop
 at the first custom resource with a client exception, half applied. Instead each missing API
 group is named with what to install and which components of the overlay to leave out.
+
+Kinds the overlay does not render but inferlab uses later are :data:`OPTIONAL`: a missing one is
+a note, not a problem (deploy goes on). The k6-operator's TestRun is one: ``--in-cluster`` runs
+k6 as a TestRun where the cluster serves it, else as a plain Indexed Job (load/incluster.py).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from ..kube import K6_OPERATOR_INSTALL, K6_OPERATOR_KIND, serves
 from .render import platform_dir
 
 # API group -> what serves it. Helm charts: the usual install; pin --version for repeatable setups.
@@ -21,7 +26,11 @@ INSTALL = {
                              "prometheus-community/kube-prometheus-stack -n monitoring --create-namespace; "
                              "docs/kubernetes.md: the values inferlab needs)",
     "keda.sh": "KEDA (helm install keda kedacore/keda -n keda --create-namespace)",
+    "k6.io": K6_OPERATOR_INSTALL,
 }
+# kind -> what it is for, when the cluster lacks it (deploy notes it and goes on)
+OPTIONAL = {K6_OPERATOR_KIND: "`--in-cluster` runs each cell's k6 as a plain Indexed Job instead of a "
+                              "k6-operator TestRun (docs/kubernetes.md#in-cluster-load)"}
 
 
 def group_of(api_version: str) -> str:
@@ -36,15 +45,7 @@ def kinds_of(docs: list[dict]) -> list[tuple[str, str]]:
 def unserved(dyn, kinds: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The kinds the API server does not serve, asked through the client's discovery
     (``dyn.resources.get``); errors other than "not found" (network, auth) propagate."""
-    from kubernetes.dynamic.exceptions import ResourceNotFoundError
-
-    missing = []
-    for api_version, kind in kinds:
-        try:
-            dyn.resources.get(api_version=api_version, kind=kind)
-        except ResourceNotFoundError:
-            missing.append((api_version, kind))
-    return missing
+    return [(api_version, kind) for api_version, kind in kinds if not serves(dyn, api_version, kind)]
 
 
 def component_kinds() -> dict[str, set[tuple[str, str]]]:
@@ -102,3 +103,11 @@ def preflight(dyn, docs: list[dict], overlay: str) -> list[str]:
                      f"(the `components:` list of {', '.join(files)})") if comps else ""
         lines.append(f"{names}: not served by this cluster; install {install}{leave_out}")
     return lines
+
+
+def optional_notes(dyn) -> list[str]:
+    """Note lines, one per :data:`OPTIONAL` kind the cluster does not serve: what changes, and
+    what to install for it."""
+    return [f"{kind} ({api_version}): not served by this cluster: {OPTIONAL[(api_version, kind)]}; "
+            f"install {INSTALL[group_of(api_version)]} for it"
+            for api_version, kind in unserved(dyn, list(OPTIONAL))]

@@ -84,11 +84,22 @@ def is_vllm_image(image: str) -> bool:
     return bool(VLLM_REPO.search(repo))
 
 
+TESTRUN_PODS = ("initializer", "starter", "runner")  # the pods a k6-operator TestRun makes, one k6 container each
+
+
 def pod_containers(doc: dict) -> list[dict]:
-    """Init and regular containers of a workload's pod template ([] for other kinds)."""
-    if doc.get("kind") not in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+    """Init and regular containers of a workload's pod template or of a bare Pod; for a
+    k6-operator TestRun, its initializer, starter and runner as the one container each pod
+    gets (name, image, env, resources); [] for other kinds."""
+    kind, spec = doc.get("kind"), doc.get("spec") or {}
+    if kind == "TestRun":
+        return [{"name": role, **spec[role]} for role in TESTRUN_PODS if role in spec]
+    if kind == "Pod":
+        pod = spec
+    elif kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+        pod = spec.get("template", {}).get("spec") or {}
+    else:
         return []
-    pod = doc.get("spec", {}).get("template", {}).get("spec") or {}
     return [*pod.get("initContainers", []), *pod.get("containers", [])]
 
 

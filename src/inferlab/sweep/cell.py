@@ -25,7 +25,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..load.incluster import run_cell_in_cluster
+from ..load.incluster import in_cluster_note, run_cell_in_cluster
 from ..load.k6 import CellInterrupted, CellResult, run_cell
 from ..load.stream_clock import StreamClock
 from ..probe.stream import BackgroundProbe, run_probe
@@ -135,8 +135,9 @@ def run_one_cell(spec: LoadSpec, session: TargetSession, cell: CellRecord, plan:
 
 def _run_k6(spec: LoadSpec, session: TargetSession, cell: CellRecord, plan: CellPlan, cell_dir: Path,
             on_progress: Callable[[int], None], ctx: RunContext) -> CellResult:
-    """k6 on this machine, or as a Job in the cluster (``--in-cluster``); a failure to run the
-    Job is a cell result (recorded, the sweep goes on), never an exception."""
+    """k6 on this machine, or in the cluster (``--in-cluster``: a k6-operator TestRun, else an
+    Indexed Job); a failure to run it there is a cell result (recorded, the sweep goes on),
+    never an exception."""
     if session.in_cluster is None and spec.stream:
         return _run_k6_through_clock(spec, session, plan, cell_dir, on_progress, ctx)
     if session.in_cluster is None:
@@ -145,11 +146,12 @@ def _run_k6(spec: LoadSpec, session: TargetSession, cell: CellRecord, plan: Cell
     if spec.stream:
         ctx.w.note(NO_CLOCK_IN_CLUSTER)
     try:
+        ctx.w.note(in_cluster_note(session.in_cluster))  # TestRun or Job, and why (once a run)
         return run_cell_in_cluster(session.in_cluster, spec, plan, ctx.w.manifest.run_id, cell_dir,
                                    on_state=lambda msg: console.print(f"  {cell.cell_id}: {msg}"),
                                    calibration=ctx.calibration)
     except Exception as exc:  # noqa: BLE001 - API errors, timeouts: record the cell, go on
-        return CellResult(-1, None, False, 0, f"in-cluster k6 Job: {type(exc).__name__}: {exc}")
+        return CellResult(-1, None, False, 0, f"in-cluster k6: {type(exc).__name__}: {exc}")
 
 
 NO_CLOCK_IN_CLUSTER = ("k6 ran in the cluster: its streamed requests did not pass the stream clock (it runs "

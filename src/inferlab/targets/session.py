@@ -33,7 +33,7 @@ class TargetSession:
     pids: dict[str, int | None] = field(default_factory=dict)
     verify_tls: bool | ssl.SSLContext = True  # httpx's verify: trust(<CA>) for the local edge's project CA
     ca_file: str | None = None  # that CA for k6 (SSL_CERT_FILE), None: the system's
-    in_cluster: object | None = None  # load.incluster.KubeExec when k6 runs as a Job in the cluster
+    in_cluster: object | None = None  # kube.KubeExec when k6 runs in the cluster (load.incluster)
     pod_scraper: Callable[[], dict[str, bytes]] | None = None  # k8s: /metrics of every vLLM pod
     # k8s through the ingress: the controller's access log for a window (since, until) -> raw text
     edge_log: Callable[[datetime, datetime], str] | None = None
