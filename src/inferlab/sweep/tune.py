@@ -239,7 +239,7 @@ def _evaluate(t: Trial, rec: TuneRecord, spec: TuneSpec, cap: LoadSpec, target: 
     t.run_id = run(with_args(cap, t.args), target=target, base_url=base_url, label=f"{spec.name}-t{t.number}")
     r = load_run(t.run_id)
     m = r.manifest
-    if m.status == "partial" and m.reason.startswith("interrupted"):
+    if m.cut_by_user():
         t.state, t.reason = "failed", INTERRUPTED
         return
     res = r.capacity
