@@ -252,7 +252,7 @@ def cmd_tune(a) -> int:
     spec_dir = Path(a.spec).resolve().parent if Path(a.spec).is_file() else None
     print(tune(spec, target=a.target, base_url=a.base_url, budget=budget, resume=a.resume,
                confirm=not a.no_confirm, write_component=not a.no_component, spec_dir=spec_dir,
-               accept_output_change=a.accept_output_change))
+               accept_output_change=a.accept_output_change, objective=a.objective, rate=a.rate))
     return 0
 
 

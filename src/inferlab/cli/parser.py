@@ -129,6 +129,12 @@ def _comparison_verbs(sub) -> None:
     s.add_argument("--no-component", action="store_true", help="do not write the winner's component")
     s.add_argument("--accept-output-change", action="store_true",
                    help="write the winner's component even when its greedy answers differ from the baseline's")
+    s.add_argument("--objective", choices=["capacity", "energy"], default=None,
+                   help="capacity (the default): the highest certified rate; energy: the lowest J per good request "
+                        "(or per token: the spec's energy.metric) at a fixed open-loop rate, from GPU energy readings "
+                        "(a GPU host only)")
+    s.add_argument("--rate", type=float, default=None, metavar="REQ_PER_S",
+                   help="--objective energy: the fixed rate (default: the spec's energy.rate, else its workload's)")
     s.set_defaults(fn=c.cmd_tune)
 
 
