@@ -55,10 +55,12 @@ def test_ab_and_gate_declare_the_a_b_options_once():
     p = build_parser()
     ab = p.parse_args(["ab", "a", "b", "--set-tuned", "x=1", "--overlay-tuned", "t"])
     gate = p.parse_args(["gate", "a", "b", "--margin", "5%", "--set-candidate", "x=1", "--overlay-candidate", "t"])
-    for a in (ab, gate):
-        assert (a.pairs, a.seed, a.label, a.set_baseline, a.overlay_baseline) == (3, 0, None, [], None)
-    assert (ab.order, ab.set_tuned, ab.overlay_tuned) == ("abba", ["x=1"], "t")
-    assert (gate.order, gate.set_candidate, gate.overlay_candidate) == ("alternate", ["x=1"], "t")
+    for a in (ab, gate):  # not given: None (so that --resume can refuse what is given); defaults in ab_defaults
+        assert (a.pairs, a.order, a.seed, a.label) == (None,) * 4
+        assert (a.set_baseline, a.overlay_baseline, a.resume) == ([], None, None)
+        assert (a.ab_defaults["pairs"], a.ab_defaults["seed"]) == (3, 0)
+    assert (ab.ab_defaults["order"], ab.set_tuned, ab.overlay_tuned) == ("abba", ["x=1"], "t")
+    assert (gate.ab_defaults["order"], gate.set_candidate, gate.overlay_candidate) == ("alternate", ["x=1"], "t")
     with pytest.raises(SystemExit):
         p.parse_args(["gate", "a", "b", "--margin", "5%", "--order", "abba"])
 

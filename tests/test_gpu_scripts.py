@@ -5,6 +5,7 @@ never a leaked key). The GPU-side steps (engine, ab, capacity) run on the GPU ho
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -125,3 +126,49 @@ def test_collect_brings_what_is_new_and_never_a_key(tmp_path):
     (runs / "r3" / "engine.log").write_text("oops sk-secret-0123456789abcdef\n")
     res = sh(GPU / "device.sh", "collect", "third", env=env, check=False)
     assert res.returncode != 0 and "API key" in res.stderr and not list(out.glob("third*"))
+
+
+def _comparison(ws: Path, cid: str, status: str) -> None:
+    d = ws / "data" / "comparisons" / cid
+    d.mkdir(parents=True)
+    # top-level status as the record has it; a repeat's status beside it must not be read as the record's
+    (d / "comparison.json").write_text(json.dumps({"comparison_id": cid, "status": status,
+                                                   "repeats": [{"status": "partial"}]}, indent=1))
+
+
+def test_ab_resume_resumes_the_newest_partial_comparison_and_collects_its_record_again(tmp_path):
+    """device.sh ab-resume: `inferlab ab --resume` (a stand-in inferlab.cli on PYTHONPATH records
+    its argv and adds a run, as a resume does) on the newest partial comparison, never a complete
+    one; the collect brings the new run and the resumed record, collected before, again."""
+    work, out = tmp_path / "gpuwork", tmp_path / "out"
+    ws = work / "ws"
+    env = {"GPU_WORK": str(work), "OUT": str(out)}
+    (ws / "data" / "runs").mkdir(parents=True)
+    out.mkdir()
+    _comparison(ws, "20261204T100000Z-local-ab-old", "partial")
+    _comparison(ws, "20261204T110000Z-local-ab-cut", "partial")
+    _comparison(ws, "20261204T120000Z-local-ab-done", "complete")
+    sh(GPU / "device.sh", "collect", "ab", env=env)  # call 10's collect
+    fake = tmp_path / "fake" / "inferlab" / "cli"
+    fake.mkdir(parents=True)
+    (fake.parent / "__init__.py").write_text("")
+    (fake / "__init__.py").write_text("")
+    (fake / "__main__.py").write_text(
+        "import os, pathlib, sys\n"
+        "ws = pathlib.Path(os.environ['INFERLAB_HOME'])\n"
+        "(ws / 'argv.txt').write_text(' '.join(sys.argv[1:]))\n"
+        "(ws / 'data/runs/r-resumed').mkdir()\n"
+        "(ws / 'data/comparisons' / sys.argv[-1] / 'comparison.json').write_text('{\"status\": \"complete\"}')\n")
+    (work / "env.sh").write_text(f"export PYTHONPATH={fake.parents[1]} INFERLAB_HOME={ws}\n")
+    res = sh(GPU / "device.sh", "ab-resume", env=env, check=False)
+    assert res.returncode == 0, res.stderr
+    assert (ws / "argv.txt").read_text() == "ab --resume 20261204T110000Z-local-ab-cut"
+    listed = sh("tar", "-tzf", out / "ab-resume.tgz.part00").stdout.split()
+    assert "ws/data/runs/r-resumed/" in listed
+    assert "ws/data/comparisons/20261204T110000Z-local-ab-cut/comparison.json" in listed
+    assert not any("ab-old" in x or "ab-done" in x for x in listed), listed
+    # nothing partial left: refused, naming where it looked, and inferlab not started
+    (ws / "data/comparisons/20261204T100000Z-local-ab-old/comparison.json").write_text('{"status": "complete"}')
+    (ws / "argv.txt").unlink()
+    res = sh(GPU / "device.sh", "ab-resume", env=env, check=False)
+    assert res.returncode == 1 and "no partial comparison in" in res.stderr and not (ws / "argv.txt").exists()

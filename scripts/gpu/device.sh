@@ -10,9 +10,12 @@
 #                                against integrated power under a matmul load); log and host.txt -> $OUT
 #   device.sh ab [PAIRS [ARGS...]]  inferlab ab ab-gpu-eager ab-gpu (default 3 pairs; ARGS: more ab options,
 #                                e.g. --no-answer-check), then collect
+#   device.sh ab-resume          inferlab ab --resume on the newest partial comparison in $G/ws (one
+#                                a time limit cut), then collect its new runs and its record again
 #   device.sh capacity TAG [ARGS...]   inferlab capacity capacity-gpu ARGS, then collect as TAG
-#   device.sh collect TAG        the workspace's new runs/comparisons + logs -> $OUT (15 MiB parts;
-#                                more than 4 parts: the rest waits in $G/outbox for the next call)
+#   device.sh collect TAG [REC...]   the workspace's new runs/comparisons + logs -> $OUT (15 MiB parts;
+#                                more than 4 parts: the rest waits in $G/outbox for the next call);
+#                                REC (comparisons/<id>): a record collected before that changed since
 #
 # The product runs as a user runs it: `python3 -m inferlab.cli ...` from this tree's src/, the image's
 # python3 with the payload's site/ on PYTHONPATH, --target local with the engine named by
@@ -23,7 +26,7 @@
 set -uo pipefail
 G=${GPU_WORK:-/tmp/gpu}
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-cmd=${1:?usage: device.sh piece|setup|ab|capacity|collect ...}; shift || true
+cmd=${1:?usage: device.sh piece|setup|gputests|ab|ab-resume|capacity|collect ...}; shift || true
 mkdir -p "$G/pieces" "$G/logs" "$G/outbox"
 T0=${CALL_T0:-$(date +%s)}
 limit() {  # seconds a measuring step may take: to 575 s after the call's start, at most LIMIT_S
@@ -42,11 +45,12 @@ export INFERLAB_GIT_SHA=$(sed -n 's/^source //p' "$REPO/.gpu-run-source" 2>/dev/
 EOF
 }
 
-collect() {  # collect TAG: what this call added to the workspace, plus logs
+collect() {  # collect TAG [REC...]: what this call added to the workspace, the records REC again, plus logs
   local tag=$1 list="$G/collected.list" new="$G/new.list"
+  shift
   touch "$list"
   (cd "$G/ws/data" 2>/dev/null && find runs comparisons -mindepth 1 -maxdepth 1 2>/dev/null | sort) >"$G/all.list" || true
-  comm -13 "$list" "$G/all.list" >"$new"
+  { comm -13 "$list" "$G/all.list"; for r in "$@"; do grep -qxF "$r" "$list" && echo "$r"; done; } >"$new"
   cp "$G/host.txt" "$G/logs/" 2>/dev/null || true
   # the API key is in no log (inferlab passes it in the environment only); check anyway
   key=$(cat "$G/ws/platform/secrets/values/api-key" 2>/dev/null || true)
@@ -54,7 +58,7 @@ collect() {  # collect TAG: what this call added to the workspace, plus logs
     echo "the API key appears in an output: not collecting" >&2; return 1
   fi
   tar -czf "$G/$tag.tgz" -C "$G" logs $(sed 's#^#ws/data/#' "$new")
-  cat "$new" >>"$list"
+  comm -13 "$list" "$G/all.list" >>"$list"
   split -b 15m -d -a 2 "$G/$tag.tgz" "$G/outbox/$tag.tgz.part" && rm -f "$G/$tag.tgz"
   local n=0
   for f in "$G"/outbox/*; do  # in name order; at most 4 x 15 MiB back per call (the limit is 64 MiB)
@@ -106,6 +110,22 @@ case "$cmd" in
     echo "ab: up to $(limit) s"
     cd "$REPO" && timeout -s TERM "$(limit)" python3 -m inferlab.cli ab ab-gpu-eager ab-gpu --target local --pairs "${1:-3}" \
       --label gpu-graphs-vs-eager "${@:2}" 2>&1 | tee "$G/logs/ab.log" ;;
+  ab-resume)
+    . "$G/env.sh" || exit 1
+    # the newest comparison a cut left partial (ids begin with their UTC start: name order is age);
+    # a `running` one whose process is gone too (inferlab refuses one that still runs)
+    cid=$(python3 - "$G/ws/data/comparisons" <<'PY'
+import json, pathlib, sys
+for d in sorted(pathlib.Path(sys.argv[1]).glob("*/comparison.json"), reverse=True):
+    if json.loads(d.read_text())["status"] in ("partial", "running"):
+        print(d.parent.name)
+        break
+PY
+)
+    [ -n "$cid" ] || { echo "ab-resume: no partial comparison in $G/ws/data/comparisons" >&2; exit 1; }
+    trap "collect ab-resume comparisons/$cid" EXIT
+    echo "ab-resume $cid: up to $(limit) s"
+    cd "$REPO" && timeout -s TERM "$(limit)" python3 -m inferlab.cli ab --resume "$cid" 2>&1 | tee "$G/logs/ab-resume.log" ;;
   capacity)
     . "$G/env.sh" || exit 1
     tag=${1:?capacity TAG}; shift
@@ -114,7 +134,7 @@ case "$cmd" in
     cd "$REPO" && timeout -s TERM "$(limit)" python3 -m inferlab.cli capacity capacity-gpu --target local --label "$tag" "$@" \
       2>&1 | tee "$G/logs/$tag.log" ;;
   collect)
-    collect "${1:-more}" ;;
+    collect "${1:-more}" "${@:2}" ;;
   *)
     echo "unknown: $cmd" >&2; exit 2 ;;
 esac

@@ -4,16 +4,25 @@ real engine's 2+2 interleave, with its engine restarts, is tests/e2e/test_compar
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import inferlab
 from inferlab.analysis.compare import compare_comparison, compare_sides, sides
+from inferlab.cli import main
 from inferlab.procs import free_port
 from inferlab.runs.comparison import load_comparison
 from inferlab.specs import builtin_spec, load_spec
 from inferlab.standin import StandIn, StandInConfig
-from inferlab.sweep.ab import _order, run_comparison
+from inferlab.sweep.ab import _order, planned, resume_comparison, run_comparison
 
 
 def test_k8s_comparison_deploys_each_sides_overlay_and_stops_without_a_cluster(workspace, monkeypatch, tmp_path):
@@ -124,3 +133,119 @@ def test_abba_until_width_with_an_engine_death_on_the_standin(workspace, monkeyp
         assert (row["n_baseline"], row["n_tuned"], row["never_ran_tuned"], row["never_ran_baseline"]) == (3, 3, 1, 0)
         assert row["verdict"] == "worse: a tuned repeat served no successful request"
     assert np.isfinite(res["p_sequential"]).any() and set(res["validity"]) <= {"VALID", "INVALID"}
+
+
+class CutAfter:
+    """An ``on_repeat`` that passes each repeat to ``then`` (the side switcher) and, after the
+    ``n``-th, raises KeyboardInterrupt as Ctrl-C (or the CLI's SIGTERM handler) does between two
+    repeats: the comparison's own interrupt path, nothing replaced."""
+
+    def __init__(self, n: int, then) -> None:
+        self.n, self.then = n, then
+
+    def __call__(self, comparison) -> None:
+        self.then(comparison)
+        if len(comparison.repeats) == self.n:
+            raise KeyboardInterrupt
+
+
+def test_a_cut_abba_resumes_into_the_record_of_an_uncut_one(workspace, monkeypatch):
+    """A 3-pair ABBA A/B cut after 2 repeats is ``partial`` with them and its answer check
+    incomplete; ``resume_comparison`` runs the 4 it lacks in the planned order (B A | A B) into
+    the same record: 6 repeats A B B A A B, status complete, the answer check complete (its
+    control on pair 2's baseline repeat, run after the resume), a note that it was resumed; and a
+    second resume of the complete record is refused."""
+    key = "standin-key"
+    monkeypatch.setenv("INFERLAB_API_KEY", key)
+    server = StandInConfig(port=free_port(), api_key=key, tpot_ms=1, prefill_ms_per_token=0.01)
+    switcher = SideSwitcher({"baseline": server, "tuned": server}, pairs=3)
+    spec = load_spec(builtin_spec("ci-tiny"), {"concurrency": [2], "iterations_per_vu": 3, "name": "tiny"})
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_comparison(spec, spec, target="url", base_url=f"http://127.0.0.1:{server.port}", pairs=3,
+                           label="cut", on_repeat=CutAfter(2, switcher))
+        (d,) = (workspace / "data" / "comparisons").iterdir()
+        cut = load_comparison(d)
+        assert (cut.status, len(cut.repeats), cut.answers.status) == ("partial", 2, "incomplete"), cut.reason
+        assert "--resume" in cut.reason and cut.base_url == f"http://127.0.0.1:{server.port}"
+        cid = resume_comparison(d.name[:16], on_repeat=switcher)  # a unique prefix resolves as every id does
+    finally:
+        switcher.stop()
+    c = load_comparison(cid)
+    assert cid == d.name and c.status == "complete" and not c.reason, c.reason
+    assert [(r.pair, r.side) for r in c.repeats] == [x for x, _ in zip(planned("abba", 0), range(6))]
+    assert [r.side for r in c.repeats] == ["baseline", "tuned", "tuned", "baseline", "baseline", "tuned"]
+    assert [r.run_id for r in c.repeats[:2]] == [r.run_id for r in cut.repeats]
+    assert len({r.run_id for r in c.repeats}) == 6
+    for r in c.repeats:
+        assert r.status == "complete" and inferlab.load_run(r.run_id).verify() == []
+    chk = c.answers
+    assert chk.status == "complete" and chk.ab.identical and chk.control.identical, chk.reason
+    assert [(p.role, p.pair) for p in chk.passes] == [("baseline", 1), ("tuned", 1), ("control", 2)]
+    (note,) = [n for n in c.notes if n.startswith("resumed at")]
+    assert "after 2 repeats (it was partial" in note
+    a, b, _ = sides(comparison=cid)
+    assert len(a) == len(b) == 3
+    with pytest.raises(RuntimeError, match="is complete; nothing to resume"):
+        resume_comparison(cid)
+
+
+def _cells_running(run_dir) -> bool:
+    try:
+        m = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):  # not written yet, or being replaced
+        return False
+    return any(c["status"] == "running" for c in m["cells"])
+
+
+def test_a_sigterm_mid_repeat_stops_the_ab_and_resume_keeps_the_cut_repeat(workspace, monkeypatch):
+    """``inferlab ab`` as a time limit stops it: SIGTERM while the third repeat's first cell runs.
+    The cut run is recorded as the third repeat (partial, interrupted) and the comparison stops
+    there (exit 130, partial), instead of going on to the next repeat; ``ab --resume`` refuses
+    conflicting options, then runs the three repeats left (the cut one is not run again) into
+    the same record, complete, whose reason names the cut repeat; the comparison counts it by
+    compare.compared_cells' rules for an interrupted run."""
+    key = "standin-key"
+    monkeypatch.setenv("INFERLAB_API_KEY", key)
+    cfg = StandInConfig(port=free_port(), api_key=key, tpot_ms=5)
+    sets = [x for s in ("concurrency=[1,2]", "iterations_per_vu=4") for side in ("baseline", "tuned")
+            for x in (f"--set-{side}", s)]
+    argv = [sys.executable, "-m", "inferlab.cli", "ab", "ci-tiny", "ci-tiny", "--target", "url", "--base-url",
+            f"http://127.0.0.1:{cfg.port}", "--pairs", "3", "--label", "sigterm", "--no-answer-check", *sets]
+    env = {**os.environ, "PYTHONPATH": str(Path(inferlab.__file__).parents[1])}
+    runs = workspace / "data" / "runs"
+    with StandIn(cfg):
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 240
+            while not (len(dirs := sorted(runs.iterdir())) == 3 and _cells_running(dirs[2])):
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            out = proc.communicate(timeout=120)[0]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 130, out[-3000:]
+        (d,) = (workspace / "data" / "comparisons").iterdir()
+        cut = load_comparison(d)
+        assert (cut.status, [r.status for r in cut.repeats]) == ("partial", ["complete", "complete", "partial"])
+        third = inferlab.load_run(cut.repeats[2].run_id).manifest
+        assert third.cut_by_user() and any(x.status == "pending" for x in third.cells), third.cells
+        assert main(["ab", "--resume", d.name, "--pairs", "4", "ci-tiny"]) == 2  # conflicting: refused, nothing run
+        assert len(list(runs.iterdir())) == 3
+        resumed = subprocess.run([*argv[:3], "ab", "--resume", d.name], env=env, capture_output=True, text=True,
+                                 timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    c = load_comparison(d)
+    assert c.status == "complete" and [r.side for r in c.repeats] == ["baseline", "tuned", "tuned", "baseline",
+                                                                      "baseline", "tuned"]
+    assert [r.status for r in c.repeats] == ["complete", "complete", "partial", "complete", "complete", "complete"]
+    assert c.reason == f"repeats not complete: {c.repeats[2].run_id} (partial)"
+    assert c.answers is None and any(n.startswith("resumed at") for n in c.notes)
+    res, _ = compare_comparison(d.name)
+    prim = res[res["role"] == "primary"]
+    # compare's existing rules: the cell the cut ended (partial) counts with what it measured; the
+    # cell the cut run never started is left out (an interrupted run lost nothing), not a failure
+    counts = {r.cell: (r.n_baseline, r.n_tuned, r.never_ran_tuned) for r in prim.itertuples()}
+    assert counts == {"short-c1": (3, 3, 0), "short-c2": (3, 2, 0)}, counts

@@ -65,8 +65,7 @@ def compared_cells(run: Run, count_never_ran: bool = True):
     or failed run whose target was lost) is yielded with ``never_ran`` True, a repeat that served
     nothing (:func:`repeat_table`); a run the user (or a time limit's SIGTERM) interrupted lost
     nothing, so its unrun cells are left out. False: unrun cells are always left out."""
-    died = (count_never_ran and run.status in ("partial", "failed")
-            and not run.manifest.reason.startswith("interrupted"))
+    died = count_never_ran and run.status in ("partial", "failed") and not run.manifest.cut_by_user()
     for cell in run.manifest.cells:
         never_ran = died and cell.status in NEVER_RAN
         if cell.executor in NOT_COMPARED or (cell.status in ("pending", "skipped", "running") and not never_ran):

@@ -239,3 +239,37 @@ def compare_energy_repeats(baseline: pd.DataFrame, tuned: pd.DataFrame, level: f
                          "note": iv.note, "level": level})
     return pd.DataFrame(rows, columns=["cell", "metric", "n_baseline", "n_tuned", "baseline", "tuned", "ratio",
                                        "ci_low", "ci_high", "p_value", "method", "note", "level"])
+
+
+DENOMINATOR = {"j_per_good_request": "good_requests", "j_per_token": "output_tokens"}
+
+
+def energy_objective(run: Run, metric: str = "j_per_good_request") -> dict:
+    """The energy objective of one run (``inferlab tune --objective energy``): ``value`` = the
+    energy of every cell with a figure over the good requests (or output tokens) of those same
+    windows, a ratio of totals (for one cell, its :func:`cell_energy` figure). Returns value,
+    energy_j, the denominator's total, mean_power_w, tokens_per_s, cells, method, coverage; and
+    ``reason`` with value None when the run has no GPU energy reading, no cell with a figure, or
+    nothing in the denominator (no good request: the energy per good request is unbounded)."""
+    if metric not in DENOMINATOR:
+        raise ValueError(f"energy metric {metric!r}: expected one of {', '.join(DENOMINATOR)}")
+    ce = cell_energy(run)
+    if ce.empty:
+        return {"value": None, "reason": f"run {run.run_id} has no GPU energy readings (NVML's counter, or DCGM's "
+                "series through --prometheus-url: read on a GPU host only)"}
+    ok = ce[ce["energy_j"].notna() & ce[DENOMINATOR[metric]].notna()]  # j_per_token: tokens known
+    if ok.empty:
+        low = float(ce["coverage"].min())
+        return {"value": None, "reason": f"run {run.run_id}: no cell has an energy figure with a known "
+                f"{DENOMINATOR[metric]} (lowest reading coverage {low:.0%}, {MIN_COVERAGE:.0%} needed)"}
+    energy, per = float(ok["energy_j"].sum()), float(ok[DENOMINATOR[metric]].sum())
+    window = float(ok["window_s"].sum())
+    out = {"energy_j": energy, DENOMINATOR[metric]: per, "mean_power_w": energy / window if window else None,
+           "tokens_per_s": float(ok["output_tokens"].sum()) / window if window else None,
+           "cells": list(ok["cell_id"]), "cells_without_figure": list(ce.loc[ce["energy_j"].isna(), "cell_id"]),
+           "method": ", ".join(sorted(set(ok["method"]))), "coverage": float(ok["coverage"].min())}
+    if not per > 0:
+        what = "good request" if metric == "j_per_good_request" else "successful output token"
+        return {**out, "value": None, "reason": f"run {run.run_id} served no {what} in its windows: {metric} is "
+                "unbounded"}
+    return {**out, "value": energy / per, "reason": ""}

@@ -185,25 +185,61 @@ def cmd_compare(a) -> int:
     return 0
 
 
-def run_ab(a, baseline: str, other_spec: str, other: str, **options) -> str:
+def run_ab(a, baseline: str | None, other_spec: str | None, other: str, **options) -> str:
     """One interleaved A/B (sweep.ab.run_comparison) of the specs ``baseline`` and ``other_spec``
     with the options of :func:`.options.ab_run` (``other``: the other side's name there): each
     side's spec with its ``--set`` values and the observers, the two overlays where both are
-    given; ``options``: run_comparison's others. Returns the comparison's id."""
+    given; ``options``: run_comparison's others, None where not given (its default then). With
+    ``--resume``: that comparison continued (sweep.ab.resume_comparison), refusing every spec or
+    option given that the record fixes. Returns the comparison's id."""
     from ..specs import resolve_spec
     from ..sweep.ab import run_comparison
 
+    options = {k: v for k, v in options.items() if v is not None}
+    if a.resume:
+        return _resume_ab(a, other, [x for x in (baseline, other_spec) if x], options)
+    if not (baseline and other_spec):
+        raise RuntimeError(f"{a.cmd}: two specs are needed (BASELINE_SPEC and the {other}'s), "
+                           "or --resume COMPARISON_ID")
     base = with_observers(resolve_spec(baseline, sets=a.set_baseline), a)
     tuned = with_observers(resolve_spec(other_spec, sets=getattr(a, f"set_{other}")), a)
     overlay = getattr(a, f"overlay_{other}")
     overlays = (a.overlay_baseline, overlay) if a.overlay_baseline and overlay else None
-    return run_comparison(base, tuned, target=a.target, base_url=a.base_url, pairs=a.pairs, order=a.order,
-                          seed=a.seed, label=a.label, overlays=overlays, **options)
+    design = {k: a.ab_defaults[k] if getattr(a, k) is None else getattr(a, k) for k in a.ab_defaults}
+    return run_comparison(base, tuned, target=a.target, base_url=a.base_url, label=a.label, overlays=overlays,
+                          **design, **options)
+
+
+def _resume_ab(a, other: str, specs: list[str], options: dict) -> str:
+    """``--resume``: the comparison continued as recorded; what the record fixes may not be given
+    again (one error naming each, exit 2). The target is the record's (a ``--target`` other than
+    the default is refused), and so are the base URL and the observers baked into its specs."""
+    from .options import env_default
+    from ..runs.comparison import load_comparison
+    from ..specs import LoadSpec
+    from ..sweep.ab import resume_comparison
+
+    c = load_comparison(a.resume)
+    given = [f"spec {x}" for x in specs] + [f"--{k.replace('_', '-')}" for k in options]
+    given += [f"--{k}" for k in a.ab_defaults if getattr(a, k) is not None]
+    given += [f"--{k.replace('_', '-')}" for k in ("label", "set_baseline", f"set_{other}", "overlay_baseline",
+                                                   f"overlay_{other}") if getattr(a, k)]
+    if a.target != c.target and a.target != env_default("TARGET"):
+        given.append(f"--target {a.target} (recorded: {c.target})")
+    if a.base_url and a.base_url != c.base_url:
+        given.append(f"--base-url {a.base_url} (recorded: {c.base_url})")
+    spec = LoadSpec.model_validate(c.baseline)
+    if with_observers(spec, a) != spec:
+        given.append("--edge/--prometheus/--prometheus-url (the recorded specs' observers differ)")
+    if given:
+        raise RuntimeError(f"--resume continues comparison {c.comparison_id} with its recorded specs, overlays, "
+                           f"target and plan; drop {', '.join(given)}")
+    return resume_comparison(c.comparison_id)
 
 
 def cmd_ab(a) -> int:
     print(run_ab(a, a.baseline, a.tuned, "tuned", until_width=a.until_width, max_pairs=a.max_pairs,
-                 primary=a.primary, answer_check=not a.no_answer_check))
+                 primary=a.primary, answer_check=False if a.no_answer_check else None))
     return 0
 
 
@@ -217,7 +253,7 @@ def cmd_tune(a) -> int:
     spec_dir = Path(a.spec).resolve().parent if Path(a.spec).is_file() else None
     print(tune(spec, target=a.target, base_url=a.base_url, budget=budget, resume=a.resume,
                confirm=not a.no_confirm, write_component=not a.no_component, spec_dir=spec_dir,
-               accept_output_change=a.accept_output_change))
+               accept_output_change=a.accept_output_change, objective=a.objective, rate=a.rate))
     return 0
 
 

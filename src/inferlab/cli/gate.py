@@ -31,8 +31,9 @@ def add_parser(sub, primary_metrics: list[str]) -> None:
                                 # the gate's orders (as before, unlike ab's): alternate (the default) or random
                                 o.ab_run("candidate", orders=o.ORDERS[1:],
                                          title="the A/B run first (two specs; as `inferlab ab`)")])
-    s.add_argument("subject", metavar="COMPARISON_ID|BASELINE_SPEC",
-                   help="a recorded comparison (id, unique prefix or path), or the baseline spec of an A/B to run")
+    s.add_argument("subject", nargs="?", metavar="COMPARISON_ID|BASELINE_SPEC",
+                   help="a recorded comparison (id, unique prefix or path), or the baseline spec of an A/B to run "
+                        "(none with --resume: the resumed comparison is gated)")
     s.add_argument("candidate", nargs="?", metavar="CANDIDATE_SPEC", help="with a baseline spec: the candidate spec")
     s.add_argument("--alpha", type=_alpha, default=0.05, help="error rate of each one-sided test (default 0.05)")
     s.add_argument("--primary", default=None, choices=[*primary_metrics, "max_sustainable_rate"],
@@ -60,9 +61,12 @@ def cmd_gate(a) -> int:
     from .commands import run_ab
 
     comparison = a.subject
-    if a.candidate:
-        comparison = run_ab(a, a.subject, a.candidate, "candidate", primary=a.primary or "throughput")
+    if a.candidate or a.resume:  # the gate's --primary is the gated metric, not an A/B option a resume refuses
+        comparison = run_ab(a, a.subject, a.candidate, "candidate", primary=None if a.resume else a.primary)
         print(f"ran comparison {comparison}", flush=True)
+    elif not comparison:
+        print("inferlab gate: error: a comparison id, two specs, or --resume COMPARISON_ID is needed", file=sys.stderr)
+        return USAGE_ERROR
     try:
         res = gate_comparison(comparison, a.margin, a.alpha, primary=a.primary, token_slo=not a.primary_only)
     except ValueError as exc:  # a comparison with nothing to gate: an input error

@@ -95,19 +95,27 @@ def observers(prometheus_help: str, prometheus_url_help: str) -> argparse.Argume
 def ab_run(other: str, orders: tuple[str, ...] = ORDERS, title: str | None = None) -> argparse.ArgumentParser:
     """The options of an interleaved A/B run (sweep.ab.run_comparison; commands.run_ab reads
     them): ``--pairs``, ``--order`` (one of ``orders``, the first the default), ``--seed``,
-    ``--label``, and per side ``--set-baseline``/``--set-<other>`` and
-    ``--overlay-baseline``/``--overlay-<other>``. ``title``: listed under that heading."""
+    ``--label``, per side ``--set-baseline``/``--set-<other>`` and
+    ``--overlay-baseline``/``--overlay-<other>``, and ``--resume`` (continue a cut comparison as
+    recorded). ``--pairs``/``--order``/``--seed`` parse to None when not given (so that
+    ``--resume`` can refuse the ones given); their defaults are ``ab_defaults``. ``title``:
+    listed under that heading."""
     p = _parent()
     g = p.add_argument_group(title) if title else p
-    g.add_argument("--pairs", type=int, default=3, help="interleaved pairs (repeats a side), at least 3 for a verdict")
-    g.add_argument("--order", default=orders[0], choices=list(orders),
+    g.add_argument("--pairs", type=int, default=None,
+                   help="interleaved pairs (repeats a side), at least 3 for a verdict (default 3)")
+    g.add_argument("--order", default=None, choices=list(orders),
                    help="; ".join(ORDER_HELP[x] + (" (the default)" if x == orders[0] else "") for x in orders))
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=None, help="the random order's seed (default 0)")
     g.add_argument("--label", default=None)
     for side in ("baseline", other):
         g.add_argument(f"--set-{side}", action="append", default=[], metavar="KEY=VALUE")
     for side in ("baseline", other):
         g.add_argument(f"--overlay-{side}", help=f"TARGET=k8s: overlay deployed before each {side} repeat")
+    g.add_argument("--resume", metavar="COMPARISON_ID",
+                   help="continue a comparison that Ctrl-C or a time limit cut (partial): its recorded specs, "
+                        "overlays, target and planned order; no spec or A/B option may be given with it")
+    p.set_defaults(ab_defaults={"pairs": 3, "order": orders[0], "seed": 0})
     return p
 
 

@@ -108,13 +108,14 @@ def _comparison_verbs(sub) -> None:
                             "k8s: the cluster's Prometheus; each repeat's window goes into its run")
     s = sub.add_parser("ab", help="interleaved A/B (or A/A) comparison: BASELINE_SPEC TUNED_SPEC as alternating repeats",
                        parents=[o.target(), o.base_url(), observers, o.ab_run("tuned")])
-    s.add_argument("baseline", metavar="BASELINE_SPEC")
-    s.add_argument("tuned", metavar="TUNED_SPEC")
+    s.add_argument("baseline", nargs="?", metavar="BASELINE_SPEC", help="(not with --resume)")
+    s.add_argument("tuned", nargs="?", metavar="TUNED_SPEC", help="(not with --resume)")
     s.add_argument("--until-width", type=float, default=None, metavar="W",
                    help="stopping rule: add pairs until the primary interval's relative width < W in every cell")
-    s.add_argument("--max-pairs", type=int, default=8, help="budget for --until-width")
-    s.add_argument("--primary", default="throughput", choices=PRIMARY_METRICS,
-                   help="the metric that carries the verdict (capacity specs: max_sustainable_rate)")
+    s.add_argument("--max-pairs", type=int, default=None, help="budget for --until-width (default 8)")
+    s.add_argument("--primary", default=None, choices=PRIMARY_METRICS,
+                   help="the metric that carries the verdict (default throughput; capacity specs: "
+                        "max_sustainable_rate)")
     s.add_argument("--no-answer-check", action="store_true",
                    help="skip the answer check (the prompt set, greedy, on both sides' engines while up)")
     s.set_defaults(fn=c.cmd_ab)
@@ -129,6 +130,12 @@ def _comparison_verbs(sub) -> None:
     s.add_argument("--no-component", action="store_true", help="do not write the winner's component")
     s.add_argument("--accept-output-change", action="store_true",
                    help="write the winner's component even when its greedy answers differ from the baseline's")
+    s.add_argument("--objective", choices=["capacity", "energy"], default=None,
+                   help="capacity (the default): the highest certified rate; energy: the lowest J per good request "
+                        "(or per token: the spec's energy.metric) at a fixed open-loop rate, from GPU energy readings "
+                        "(a GPU host only)")
+    s.add_argument("--rate", type=float, default=None, metavar="REQ_PER_S",
+                   help="--objective energy: the fixed rate (default: the spec's energy.rate, else its workload's)")
     s.set_defaults(fn=c.cmd_tune)
 
 

@@ -36,7 +36,8 @@ FACTS = ("run_id", "status", "target", "model", "engine args", "vLLM", "host", "
 HEADLINE = ("cell_id", "vus", "requests", "errors", "rps", "latency_p95_ms", "probe_ttft_p50_ms",
             "validity")  # of cell_summary
 WITHIN_SLO = "within SLO"
-TRIAL_COLUMNS = ("trial", "changed flags", "objective (req/s)", "judge", "interval", "best", "run_id")  # of tune.trials_table
+TRIAL_COLUMNS = ("trial", "changed flags", "objective", "judge", "interval", "best", "run_id")  # of tune.trials_table
+# ("objective" stands for its column, named with the tune's unit: "objective (req/s)", "objective (J/token)", ...)
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,8 @@ def tune(rec: TuneRecord) -> FrontPage:
     trials = tune_sections.trials_table(rec, judged)
     baseline = [t.number for t in rec.trials if t.args == rec.baseline_args and t.state == "complete"][:1]
     if not trials.empty:
-        trials = trials[(trials["best"] == "*") | trials["trial"].isin(baseline)][list(TRIAL_COLUMNS)]
+        columns = [f"objective ({rec.unit})" if c == "objective" else c for c in TRIAL_COLUMNS]
+        trials = trials[(trials["best"] == "*") | trials["trial"].isin(baseline)][columns]
     lines = [line for line in tune_sections.headline(rec, judged).data.split("\n\n") if line]
     return FrontPage(what_ran, trials, ["The best trial and the baseline's (all of them: Every candidate):"],
                      lines, catalog.section_titles("tune"), precision=2)

@@ -46,7 +46,7 @@ def trials_table(rec: TuneRecord, judged: dict[int, str] | None = None) -> pd.Da
     for t in rec.trials:
         judge = judged.get(t.number, "")
         rows.append({"trial": t.number, "seed": t.seed or "-", "changed flags": " ".join(t.changed) or "(defaults)",
-                     "state": t.state, "objective (req/s)": t.msr, "judge": judge,
+                     "state": t.state, f"objective ({rec.unit})": rec.score(t), "judge": judge,
                      "interval": _interval(t.interval_low, t.interval_high, judge),
                      "steps": t.n_steps, "best": "*" if t.number == rec.best else "",
                      "run_id": t.run_id or "", "note": t.reason})
@@ -71,7 +71,10 @@ def headline(rec: TuneRecord, judged: dict[int, str] | None = None) -> Markdown:
              + (f": {rec.reason}" if rec.reason else "") + f"; {len(rec.trials)} trials.",
              f"Objective: {rec.objective}.",
              f"Baseline arguments: `{' '.join(rec.baseline_args) or '(none)'}`."]
-    if best:
+    if best and rec.objective_kind == "energy":
+        lines.append(f"Best: trial {best.number} (`{' '.join(best.changed) or 'vLLM defaults'}`), "
+                     f"**{rec.result_text(best)}**" + (f"; baseline {rec.result_text(base)}" if base else "") + ".")
+    elif best:
         flags = " ".join(best.changed) or "vLLM defaults"
         judge = judged[best.number] if best.number in (judged or {}) else judge_of(best.run_id)
         what = "certified at least" if judge == "certified" else "MSR (legacy bracket judge, not certified)"
@@ -91,23 +94,28 @@ def search_path(rec: TuneRecord):
     fig, ax = plt.subplots(figsize=(8, 3.6))
     done = [t for t in rec.trials if t.state == "complete"]
     x = [t.number for t in done]
-    y = [t.msr or 0.0 for t in done]
-    hi = [max((t.interval_high if t.interval_high is not None else (t.msr or 0.0)) - (t.msr or 0.0), 0.0)
-          for t in done]
+    y = [rec.score(t) or 0.0 for t in done]
+    energy = rec.objective_kind == "energy"  # no interval: one figure per trial, lower is better
+    hi = [0.0 if energy else max((t.interval_high if t.interval_high is not None else (t.msr or 0.0)) - (t.msr or 0.0),
+                                 0.0) for t in done]
     ax.errorbar(x, y, yerr=[[0] * len(y), hi], fmt="o", capsize=4,
-                label="objective (certified bound; legacy: MSR), bar to the interval's top")
+                label=f"objective ({rec.unit}, lower is better)" if energy else
+                "objective (certified bound; legacy: MSR), bar to the interval's top")
     failed = [t.number for t in rec.trials if t.state == "failed"]
     ax.scatter(failed, [0] * len(failed), marker="x", color="red", label="failed (engine did not start / no result)")
-    best, run_best = [], 0.0
+    best: list[float] = []
     for t in rec.trials:
-        run_best = max(run_best, t.msr or 0.0) if t.state == "complete" else run_best
-        best.append(run_best)
+        v = rec.score(t) if t.state == "complete" else None
+        prev = best[-1] if best else float("nan")
+        if v is not None and not (prev == prev and (v >= prev if energy else v <= prev)):
+            prev = v
+        best.append(prev)
     ax.step([t.number for t in rec.trials], best, where="post", color="grey", alpha=0.6, label="best so far")
     for t in rec.trials:
         if t.seed:
-            ax.annotate(t.seed, (t.number, t.msr or 0.0), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.annotate(t.seed, (t.number, rec.score(t) or 0.0), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel("trial (order run)")
-    ax.set_ylabel("objective (requests/s)")
+    ax.set_ylabel(f"objective ({rec.unit})")
     ax.set_title("Search path")
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -130,6 +138,9 @@ def plan_run(rec: TuneRecord, capacity_run: str = "") -> str:
     configuration one would deploy: the confirmed winner's trial, otherwise the baseline's."""
     if capacity_run:
         return capacity_run
+    if rec.objective_kind == "energy":
+        raise ValueError(f"tune {rec.tune_id} ranks by energy: its trials are fixed-rate sweeps, not capacity searches; "
+                         "pass capacity_run (a capacity run of the configuration to deploy) to plan from")
     if rec.confirmation.outcome == "winner confirmed" and rec.best is not None:
         t = rec.trial(rec.best)
     else:

@@ -4,6 +4,12 @@ in the order they ran, with the server each ran against, so a reader can check t
 alternated and the engine restarted between them. The file is replaced atomically as repeats
 finish; the runs it names are write-once as always. Ids resolve as every record's do
 (:mod:`inferlab.runs.records`: exact id or unique prefix).
+
+A comparison cut by Ctrl-C or a time limit's SIGTERM is ``partial``; ``inferlab ab --resume``
+(sweep/ab.py ``resume_comparison``) continues it in the same record from what the record holds:
+the specs, ``order`` and ``seed`` (which give the planned order of every repeat), ``pairs`` and
+the stopping rule, ``base_url``, ``overlays`` and ``engine`` (the local engine choice), and
+``writer`` (the process writing it, judged by the run store's test of a dead writer).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from pydantic import Field
 
 from ..specs import StrictModel
 from .answer_record import AnswerCheck
+from .manifest import WriterInfo
 from .records import COMPARISONS, RecordHeader
 
 COMPARISON = COMPARISONS.filename
@@ -40,8 +47,21 @@ class Comparison(RecordHeader):
     until_width: float | None = None
     pairs: int | None = Field(default=None, description="pairs asked for (the first look of --until-width)")
     max_pairs: int | None = Field(default=None, description="--until-width's budget: its last look")
+    base_url: str | None = Field(None, description="the server URL the comparison was given (target url); resume "
+                                 "reuses it")
+    overlays: list[str] | None = Field(None, description="target k8s: the (baseline, tuned) overlays deployed before "
+                                       "each repeat; resume reuses them")
+    engine: dict[str, str | None] | None = Field(None, description="target local: the engine choice (python, model, "
+                                                 "device: targets/engine.engine_choice); resume reuses it")
+    writer: WriterInfo | None = Field(None, description="the process writing the record (a resume refuses while it "
+                                      "runs)")
     repeats: list[Repeat] = Field(default_factory=list)
     answers: AnswerCheck | None = Field(None, description="the answer check (runs/answer_record.py); None: not run")
+
+    @property
+    def name(self) -> str:
+        """The label of its runs (``<name>-a|b``): the id's part after ``-ab-`` (sweep/ab.py)."""
+        return self.comparison_id.split("-ab-", 1)[1]
 
     def run_ids(self, side: str) -> list[str]:
         """A side's repeats that ran (failed and partial ones too: their failures count)."""

@@ -17,6 +17,8 @@ from ..specs import CellPlan, StrictModel
 SCHEMA_VERSION = 1
 RunStatus = Literal["running", "complete", "partial", "failed"]
 CellStatus = Literal["pending", "running", "complete", "failed", "partial", "skipped"]
+# a run's reason when Ctrl-C or a time limit's SIGTERM cut it (sweep/runner.py writes it)
+CUT_BY_USER = "interrupted by the user (Ctrl-C); `--resume` adds the missing cells"
 
 
 Strict = StrictModel
@@ -117,3 +119,7 @@ class Manifest(Strict):
             if c.cell_id == cell_id:
                 return c
         raise KeyError(f"run {self.run_id} has no cell {cell_id!r}")
+
+    def cut_by_user(self) -> bool:
+        """Ctrl-C or a SIGTERM ended it partial (it lost nothing: its unrun cells are not failures)."""
+        return self.status == "partial" and self.reason.startswith("interrupted")

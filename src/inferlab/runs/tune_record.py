@@ -34,6 +34,10 @@ class Trial(StrictModel):
     interval_high: float | None = None
     n_steps: int | None = None
     reason: str = ""
+    value: float | None = Field(None, description="--objective energy: J per good request (or per output token) at "
+                                "the fixed rate, lower is better (msr stays None)")
+    energy: dict[str, Any] | None = Field(None, description="--objective energy: the run's figures (analysis/energy.py:"
+                                          " energy_j, mean_power_w, good_requests, output_tokens, method, coverage)")
     duplicate_of: int | None = Field(None, description="a point measured before: its result is reused, no run")
     started_at: datetime | None = None
     ended_at: datetime | None = None
@@ -56,6 +60,10 @@ class TuneRecord(RecordHeader):
     objective: str = ("max sustainable rate (requests/s) = the highest rate that met the SLO every time it ran = "
                       "the lower bound of the capacity interval [MSR, lowest failing rate]; a candidate whose "
                       "engine did not start is a failed trial")
+    objective_kind: Literal["capacity", "energy"] = Field("capacity", description="what ranks the trials (`inferlab "
+                                                          "tune --objective`): the certified rate, or energy")
+    energy: dict[str, Any] | None = Field(None, description="--objective energy: metric, rate (requests/s), workload "
+                                          "and the resolved fixed-rate spec every trial ran")
     baseline_params: dict[str, Any] = Field(default_factory=dict)
     baseline_args: list[str] = Field(default_factory=list)
     trials: list[Trial] = Field(default_factory=list)
@@ -65,6 +73,26 @@ class TuneRecord(RecordHeader):
 
     def trial(self, number: int) -> Trial | None:
         return next((t for t in self.trials if t.number == number), None)
+
+    @property
+    def unit(self) -> str:
+        """The objective's unit: req/s (capacity), J/good request or J/token (energy)."""
+        if self.objective_kind == "capacity" or not self.energy:
+            return "req/s"
+        return "J/good request" if self.energy["metric"] == "j_per_good_request" else "J/token"
+
+    def score(self, t: Trial) -> float | None:
+        """A trial's objective value: its certified rate, or its energy figure."""
+        return t.value if self.objective_kind == "energy" else t.msr
+
+    def result_text(self, t: Trial) -> str:
+        """A complete trial's figure in words: its certified rate, or its energy at the fixed
+        rate (with the mean power)."""
+        if self.objective_kind == "energy" and self.energy:
+            power = (t.energy or {}).get("mean_power_w")
+            return (f"{t.value:.4g} {self.unit}" + (f" ({power:.0f} W)" if power else "")
+                    + f" at {self.energy['rate']:g} requests/s")
+        return f"{t.msr:g}/s"
 
 
 def tunes_dir() -> Path:

@@ -104,6 +104,20 @@ class Confirm(StrictModel):
     pairs: int = Field(3, ge=1, le=20, description="interleaved pairs (a verdict needs 3)")
 
 
+class EnergyObjective(StrictModel):
+    """``inferlab tune --objective energy``: each candidate runs ``spec`` (a sweep whose workload
+    arrives open loop, constant or Poisson, so every candidate is offered the same requests/s)
+    and is scored by ``metric`` from its GPU energy readings (analysis/energy.py); lower wins."""
+
+    spec: str = Field(description="sweep spec (name or path) whose workload arrives open loop at a constant or "
+                      "Poisson rate: the fixed load every candidate is measured at")
+    set: list[str] = Field(default_factory=list, description="--set KEY=VALUE items for that spec")
+    rate: float | None = Field(None, gt=0, description="requests/s the workload arrives at; None: the workload's own "
+                               "rate (`inferlab tune --rate` overrides both)")
+    metric: Literal["j_per_good_request", "j_per_token"] = Field(
+        "j_per_good_request", description="J per good (in-SLO) request, or J per successful output token")
+
+
 class ComponentTarget(StrictModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="platform/components/<name>/ for the winner")
     overlay: str = Field("cpu", description="the overlay whose vllm container arguments the component rewrites "
@@ -120,6 +134,8 @@ class TuneSpec(StrictModel):
     budget: Budget = Budget()
     sampler_seed: int = Field(0, description="TPE sampler seed")
     confirm: Confirm = Confirm()
+    energy: EnergyObjective | None = Field(None, description="the fixed-rate load and metric of `--objective "
+                                           "energy`; None: that objective is not available for this spec")
     component: ComponentTarget
     restart_command_file: str | None = Field(None, description="target url: a file holding the shell command that "
                                              "restarts the server with $INFERLAB_ENGINE_ARGS (env "

@@ -17,22 +17,34 @@ look after a pair is a peek: the comparison is judged on repeated p-values valid
 that of the interval shown at the stop (``ci_low_adj``/``ci_high_adj``, which agree with the
 verdict). A repeat whose run failed or ended partial stays in: its failures count against its
 side, and so do the cells it never ran (analysis/compare.repeat_table).
+
+Ctrl-C or SIGTERM stops the whole comparison (a repeat's run that it cut is recorded, then no
+further repeat starts) and leaves it ``partial``; :func:`resume_comparison` (``inferlab ab
+--resume``) runs the repeats it lacks, in the order :func:`planned` derives from the record's
+``order`` and ``seed``, into the same record. A cut repeat is not run again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..runs.comparison import Comparison, Repeat, comparisons_dir, save_comparison
+from ..runs.comparison import Comparison, Repeat, comparisons_dir, find_comparison, load_comparison, save_comparison
 from ..runs.layout import slug
+from ..runs.store import current_writer, writer_alive
 from ..specs import LoadSpec
+from ..targets.engine import ENGINE_DEVICE_ENV, ENGINE_MODEL_ENV, ENGINE_PYTHON_ENV, engine_choice
 from .answer_check import AnswerChecker
 
 ORDERS = ("abba", "alternate", "random")
+ENGINE_ENV = {"python": ENGINE_PYTHON_ENV, "model": ENGINE_MODEL_ENV, "device": ENGINE_DEVICE_ENV}
 
 
 def _order(pair: int, order: str, rng: np.random.Generator) -> list[str]:
@@ -64,16 +76,14 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
     """Run the comparison; returns its id. Each repeat is a run (label ``<label>-a|b``).
     ``answer_check``: the prompt set on both sides' engines while up (sweep/answer_check.py).
     ``overlays`` (target k8s): (baseline, tuned) overlay names, deployed before each repeat, so
-    the cluster's engine pods are replaced between configurations as the local engine is."""
-    from ..analysis.compare import compare_sides
-    from ..runs.reader import load_run
-    from .runner import run
-
+    the cluster's engine pods are replaced between configurations as the local engine is.
+    ``on_repeat``: called with the record after each repeat is saved."""
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r} ({', '.join(ORDERS)})")
     if baseline.kind != tuned.kind or baseline.kind not in ("sweep", "capacity"):
         raise ValueError("comparisons take two sweep specs (closed-loop cells) or two capacity specs (their max "
                          "sustainable rate is then the primary metric); a ramp has no steady state")
+    engine = dataclasses.asdict(engine_choice()) if target == "local" else None  # an invalid one: before any record
     now = datetime.now(UTC)
     name = slug(label or f"{baseline.name}-vs-{tuned.name}")
     cid = f"{now:%Y%m%dT%H%M%SZ}-{target}-ab-{name}"
@@ -82,44 +92,125 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
     c = Comparison(comparison_id=cid, created_at=now, target=target, order=order, seed=seed,  # type: ignore[arg-type]
                    baseline=baseline.model_dump(mode="json"), tuned=tuned.model_dump(mode="json"),
                    until_width=until_width, pairs=pairs, max_pairs=max_pairs if until_width is not None else None,
-                   primary="max_sustainable_rate" if baseline.kind == "capacity" else primary)
+                   primary="max_sustainable_rate" if baseline.kind == "capacity" else primary,
+                   base_url=base_url, overlays=list(overlays) if overlays else None, writer=current_writer(),
+                   engine=engine)
     if target == "url":
         c.notes.append("target url: the server is the user's; the tool cannot restart it between repeats")
     elif target == "k8s" and not overlays:
         c.notes.append("target k8s without overlays: both sides ran against the same deployment, not restarted")
     answers = AnswerChecker(c, d, pairs) if answer_check else None
     save_comparison(c, d)
+    return _drive(c, d, (baseline, tuned), answers, on_repeat)
+
+
+def planned(order: str, seed: int) -> Iterator[tuple[int, str]]:
+    """Every repeat a comparison plans, as (pair, side), in the order they run: the plan is the
+    record's ``order`` and ``seed`` alone, so a resume continues it where it was cut."""
     rng = np.random.default_rng(seed)
     pair = 0
+    while True:
+        pair += 1
+        for side in _order(pair, order, rng):
+            yield pair, side
+
+
+def resume_comparison(comparison_id: str, on_repeat=None) -> str:
+    """Continue a comparison that Ctrl-C or a time limit's SIGTERM cut (``partial``), or whose
+    writer died (still ``running``, its writer process gone), in the same record: the recorded
+    specs, overlays, base URL, order, seed, pairs and stopping rule; the repeats it lacks in the
+    planned order (:func:`planned`); the answer check going on where it stopped. A repeat whose
+    run was cut stays as recorded (its run ``partial``: analysis/compare.compared_cells leaves
+    its unrun cells out) and is not run again. Refused: a complete comparison, one whose writer
+    still runs, and a record whose repeats do not follow its plan. Returns the id."""
+    d = find_comparison(comparison_id).parent
+    c = load_comparison(d)
+    if c.status == "complete":
+        raise RuntimeError(f"comparison {c.comparison_id} is complete; nothing to resume")
+    if c.status == "running" and (c.writer is None or writer_alive(c.writer)):
+        who = f"pid {c.writer.pid} on {c.writer.hostname}" if c.writer else "a writer this record does not name"
+        raise RuntimeError(f"comparison {c.comparison_id} is still being written ({who}); nothing to resume")
+    plan = [f"{side} pair {pair}" for (pair, side), _ in zip(planned(c.order, c.seed), c.repeats, strict=False)]
+    ran = [f"{r.side} pair {r.pair}" for r in c.repeats]
+    if ran != plan:
+        raise RuntimeError(f"comparison {c.comparison_id}: its repeats ({', '.join(ran)}) do not follow its planned "
+                           f"{c.order} order with seed {c.seed} ({', '.join(plan)}); it cannot be resumed")
+    if c.pairs is None:
+        raise RuntimeError(f"comparison {c.comparison_id} records no pairs asked for; it cannot be resumed")
+    was = f"{c.status}: {c.reason}" if c.reason else c.status
+    c.status, c.reason, c.ended_at, c.writer = "running", "", None, current_writer()
+    c.notes.append(f"resumed at {datetime.now(UTC).isoformat()} after {len(c.repeats)} repeats (it was {was}); "
+                   "a repeat whose run was cut stays as recorded and is not run again")
+    _same_engine(c)
+    answers = AnswerChecker(c, d, c.pairs) if c.answers is not None else None
+    save_comparison(c, d)
+    specs = (LoadSpec.model_validate(c.baseline), LoadSpec.model_validate(c.tuned))
+    return _drive(c, d, specs, answers, on_repeat)
+
+
+def _same_engine(c: Comparison) -> None:
+    """A resumed local comparison starts the engine its record names: the recorded choice is
+    exported (``INFERLAB_ENGINE_*``, targets/engine.py) where none is given; a different one
+    given (``--engine-*`` or the environment) is refused, naming both."""
+    if c.engine is None:
+        return
+    given = {k: os.environ.get(env) or None for k, env in ENGINE_ENV.items()}
+    if any(given.values()):
+        now = dataclasses.asdict(engine_choice())
+        if now != c.engine:
+            raise RuntimeError(f"comparison {c.comparison_id} ran its repeats on engine {c.engine}; this resume would "
+                               f"start {now}: resume with the recorded --engine-* options, or none")
+        return
+    for k, env in ENGINE_ENV.items():
+        if c.engine.get(k):
+            os.environ[env] = str(c.engine[k])
+
+
+def _drive(c: Comparison, d: Path, specs: tuple[LoadSpec, LoadSpec], answers: AnswerChecker | None,
+           on_repeat) -> str:
+    """Run the planned repeats the record does not hold yet, then the stopping rule after each
+    pair, and close the record (complete, or partial/failed with the reason, then re-raised).
+    A repeat whose run Ctrl-C or SIGTERM cut (the runner records it partial and returns) is
+    recorded, then the comparison stops as interrupted: the signal was for the whole A/B."""
+    from ..analysis.compare import compare_sides
+    from ..runs.reader import load_run
+    from .runner import run
+
+    overlays = tuple(c.overlays) if c.overlays else None
+    done = len(c.repeats)
     try:
-        while True:
-            pair += 1
-            for side in _order(pair, order, rng):
-                spec = baseline if side == "baseline" else tuned
-                deployed = _deploy(overlays, side) if target == "k8s" and overlays else {}
-                run_id = run(spec, target=target, base_url=base_url, label=f"{name}-{'a' if side == 'baseline' else 'b'}",
+        for i, (pair, side) in enumerate(planned(c.order, c.seed)):
+            if i >= done:
+                spec = specs[0] if side == "baseline" else specs[1]
+                deployed = _deploy(overlays, side) if c.target == "k8s" and overlays else {}  # type: ignore[arg-type]
+                run_id = run(spec, target=c.target, base_url=c.base_url,
+                             label=f"{c.name}-{'a' if side == 'baseline' else 'b'}",
                              while_up=answers.hook(side, pair, spec) if answers else None)
                 m = load_run(run_id).manifest
                 c.repeats.append(Repeat(side=side, pair=pair, run_id=run_id, status=m.status,  # type: ignore[arg-type]
                                         engine={**engine_lifetime(m), **deployed}))
                 save_comparison(c, d)
+                if m.cut_by_user():
+                    raise KeyboardInterrupt
                 if on_repeat:
                     on_repeat(c)
                 # a repeat that failed or ended partial stays in: its failures count against its side
-            if pair < pairs:
+            if i % 2 == 0 or pair < c.pairs:  # mid-pair, or before the first look
                 continue
-            if until_width is None or pair >= max_pairs:
+            if c.until_width is None or pair >= (c.max_pairs or 0):
                 break
+            if i < done - 1:
+                continue  # a pair recorded before a resume: its look was taken then (and said go on)
             res = compare_sides([load_run(r) for r in c.run_ids("baseline")], [load_run(r) for r in c.run_ids("tuned")],
-                                primary=c.primary, looks=(max(pairs, 2), max(max_pairs, pairs, 2)))
-            if width_reached(res, until_width):
+                                primary=c.primary, looks=(max(c.pairs, 2), max(c.max_pairs or 0, c.pairs, 2)))
+            if width_reached(res, c.until_width):
                 break
         c.status = "complete"
         if any(r.status != "complete" for r in c.repeats):
             c.reason = "repeats not complete: " + ", ".join(f"{r.run_id} ({r.status})" for r in c.repeats
                                                             if r.status != "complete")
     except KeyboardInterrupt:
-        c.status, c.reason = "partial", "interrupted (Ctrl-C)"
+        c.status, c.reason = "partial", f"interrupted (Ctrl-C or SIGTERM); `inferlab ab --resume {c.comparison_id}`"
         raise
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised for the caller to report
         c.status, c.reason = "partial" if c.repeats else "failed", f"{type(exc).__name__}: {exc}"
@@ -129,7 +220,7 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
             answers.finish()
         c.ended_at = datetime.now(UTC)
         save_comparison(c, d)
-    return cid
+    return c.comparison_id
 
 
 def _deploy(overlays: tuple[str, str], side: str) -> dict[str, Any]:

@@ -51,8 +51,28 @@ class AnswerChecker:
                  concurrency: int = CONCURRENCY) -> None:
         self.c, self.folder, self.pairs = c, folder, pairs
         self.prompts = load_prompt_set()
-        c.answers = AnswerCheck(prompt_set=NAME, prompt_set_sha256=SHA256, n_prompts=len(self.prompts),
-                                max_tokens=max_tokens, concurrency=concurrency)
+        if c.answers is None:
+            c.answers = AnswerCheck(prompt_set=NAME, prompt_set_sha256=SHA256, n_prompts=len(self.prompts),
+                                    max_tokens=max_tokens, concurrency=concurrency)
+        else:
+            self._reopen()
+
+    def _reopen(self) -> None:
+        """The check of a resumed comparison (sweep/ab.py ``resume_comparison``) goes on as
+        recorded: its passes and results kept; a pass the cut left without a file or a reason is
+        marked interrupted; a check not complete is running again, so that the repeats still to
+        run take the passes it lacks (:meth:`roles`). Refused where the prompt set changed since
+        (the passes to come would not be comparable with the recorded ones)."""
+        chk = self.check
+        if chk.prompt_set_sha256 != SHA256:
+            raise RuntimeError(f"comparison {self.c.comparison_id}: its answer check used prompt set "
+                               f"{chk.prompt_set} sha256 {chk.prompt_set_sha256[:12]}, the shipped one is "
+                               f"{SHA256[:12]}")
+        for p in chk.passes:
+            if p.file is None and not p.reason:
+                p.reason, p.ended_at = "interrupted before it finished", p.ended_at or datetime.now(UTC)
+        if chk.status != "complete":
+            chk.status, chk.reason = "running", ""
 
     @property
     def check(self) -> AnswerCheck:

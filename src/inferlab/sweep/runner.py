@@ -24,7 +24,7 @@ from ..load.k6 import CellInterrupted
 from ..load.workload import calibrate, workload_record
 from ..runs.environment import host_info, versions
 from ..runs.layout import WORKLOAD, make_run_id, unique_name
-from ..runs.manifest import CellRecord, Manifest, TargetInfo
+from ..runs.manifest import CUT_BY_USER, CellRecord, Manifest, TargetInfo
 from ..runs.reader import find_run_dir
 from ..runs.store import RunWriter
 from ..specs import LoadSpec, plan_cells
@@ -98,7 +98,7 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
             if while_up is not None:  # the engine is still up; nothing measured runs any more
                 while_up(session)
     except (KeyboardInterrupt, CellInterrupted):
-        status, reason = "partial", "interrupted by the user (Ctrl-C); `--resume` adds the missing cells"
+        status, reason = "partial", CUT_BY_USER
     except (TargetError, EngineError, PrometheusError) as exc:
         done = any(c.status == "complete" for c in w.manifest.cells)
         status, reason = ("partial" if done else "failed"), str(exc)

@@ -16,6 +16,13 @@ estimate or a bracket. A candidate whose engine does not start (or whose run end
 capacity result) is a failed trial, recorded with the reason; the tune goes on. A point
 measured before is not run again: its result is reused (``duplicate_of``).
 
+Objective ``energy`` (``--objective energy``, sweep/tune_energy.py): each candidate runs the tune
+spec's ``energy.spec`` instead, a sweep offered a fixed open-loop rate (``--rate``), and is ranked
+by its J per good request (or per output token) from the run's GPU energy readings, lower
+winning; the study minimises. A run without a reading or without a good request is a failed
+trial. Refused before the first trial where no reading can exist (a CPU engine, no NVML). The
+confirmation A/B then runs that fixed-rate spec with the energy metric as its primary metric.
+
 Budget: ``max_trials`` (seeds and duplicates included) and ``max_minutes`` of trial time (summed
 over sessions); no trial starts when the remaining time is below the mean trial duration so far.
 Then the winner is confirmed against the baseline by the interleaved A/B (``run_comparison``,
@@ -36,10 +43,11 @@ from rich.markup import escape
 
 from ..runs.layout import slug
 from ..runs.tune_record import STUDY, Trial, TuneRecord, find_tune, load_tune, save_tune, tunes_dir
-from ..specs import LoadSpec, resolve_spec
+from ..specs import LoadSpec, SpecError, resolve_spec
 from ..specs.tune import (BoolParam, Budget, CategoricalParam, IntParam, TuneSpec, baseline_point, changed_flags,
                           engine_args, value_error)
 from . import restart
+from .tune_energy import energy_load, energy_objective_text, energy_trial, energy_witness, pin_rate
 
 console = Console(stderr=True)
 OBJECTIVE = ("certified lower bound (requests/s) of a certified capacity search: at least this rate meets every SLO "
@@ -74,19 +82,22 @@ def with_args(spec: LoadSpec, args: list[str]) -> LoadSpec:
     return spec.model_copy(update={"engine": spec.engine.model_copy(update={"args": list(args)})}, deep=True)
 
 
-def _study(d: Path, tune_id: str, spec: TuneSpec) -> optuna.Study:
+def _study(d: Path, tune_id: str, spec: TuneSpec, direction: str = "maximize") -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=spec.sampler_seed, n_startup_trials=len(spec.seed_trials) + 2)
-    return optuna.create_study(study_name=tune_id, storage=f"sqlite:///{d / STUDY}", direction="maximize",
+    return optuna.create_study(study_name=tune_id, storage=f"sqlite:///{d / STUDY}", direction=direction,
                                sampler=sampler, load_if_exists=True)
 
 
 def tune(spec: TuneSpec, target: str = "local", base_url: str | None = None, budget: Budget | None = None,
          resume: str | None = None, confirm: bool = True, write_component: bool = True,
-         spec_dir: Path | None = None, accept_output_change: bool = False) -> str:
+         spec_dir: Path | None = None, accept_output_change: bool = False, objective: str | None = None,
+         rate: float | None = None) -> str:
     """Run (or resume) a tune; returns its id. ``budget`` overrides the spec's. ``spec_dir``: the
     tune spec's folder (a relative ``restart_command_file`` is read from there).
-    ``accept_output_change``: write the winner even when its answers differ (see the answer-check hook)."""
+    ``accept_output_change``: write the winner even when its answers differ (see the answer-check hook).
+    ``objective``: ``capacity`` (the default) or ``energy`` with ``rate`` (module docstring); a
+    resume takes the record's and refuses a different one."""
     budget = budget or spec.budget
     cap = capacity_spec(spec)
     if resume:
@@ -95,14 +106,30 @@ def tune(spec: TuneSpec, target: str = "local", base_url: str | None = None, bud
         if rec.spec != spec.model_dump(mode="json"):
             raise ValueError(f"tune {rec.tune_id}: the spec differs from the one it started with; "
                              "resume with that spec")
+        given = (objective or rec.objective_kind, rate or (rec.energy or {}).get("rate"))
+        if given != (rec.objective_kind, (rec.energy or {}).get("rate")):
+            raise SpecError(f"tune {rec.tune_id} ranks by {rec.objective_kind}"
+                             + (f" at {rec.energy['rate']:g} requests/s" if rec.energy else "")
+                             + "; resume it without --objective/--rate, or with the same ones")
         target = rec.target
     else:
+        if rate is not None and objective != "energy":
+            raise SpecError("--rate is the fixed load of --objective energy; give --objective energy too")
         now = datetime.now(UTC)
         tune_id = f"{now:%Y%m%dT%H%M%SZ}-{target}-tune-{slug(spec.name)}"
         d = tunes_dir() / tune_id
-        d.mkdir(parents=True)
         rec = TuneRecord(tune_id=tune_id, created_at=now, target=target, spec=spec.model_dump(mode="json"),
-                         capacity_spec=cap.model_dump(mode="json"), objective=OBJECTIVE)
+                         capacity_spec=cap.model_dump(mode="json"), objective=OBJECTIVE,
+                         objective_kind="energy" if objective == "energy" else "capacity")
+    if rec.objective_kind == "energy":  # before a new tune's folder exists: a refusal leaves nothing behind
+        cap, info = energy_load(spec, rec.energy["rate"] if rec.energy else rate)
+        why = energy_witness(target, cap)
+        if why:
+            raise RuntimeError(why)
+    d.mkdir(parents=True, exist_ok=bool(resume))
+    if rec.objective_kind == "energy":
+        cap, rec.energy = pin_rate(cap, info, d)
+        rec.objective = energy_objective_text(rec.energy)
     if resume and rec.baseline_args:  # k8s: the deployment may still run an interrupted trial's candidate
         base_args = rec.baseline_args
     else:
@@ -114,7 +141,7 @@ def tune(spec: TuneSpec, target: str = "local", base_url: str | None = None, bud
         raise ValueError(f"tune spec {spec.name!r}: the baseline's engine arguments {base_args} imply values outside "
                          f"the search space: " + "; ".join(f"space.{k}: {e}" for k, e in outside.items())
                          + " (add them to the choices or widen the range)")
-    study = _study(d, rec.tune_id, spec)
+    study = _study(d, rec.tune_id, spec, "minimize" if rec.objective_kind == "energy" else "maximize")
     if not resume:
         for s in spec.seed_trials:
             study.enqueue_trial({**rec.baseline_params, **s.params}, user_attrs={"seed": s.name})
@@ -206,7 +233,7 @@ def _search(study, rec: TuneRecord, d: Path, spec: TuneSpec, cap: LoadSpec, budg
         ot.set_user_attr("run_id", t.run_id or "")
         ot.set_user_attr("reason", t.reason)
         if t.state == "complete":
-            study.tell(ot, float(t.msr or 0.0))
+            study.tell(ot, float(rec.score(t) or 0.0))  # a complete energy trial always has its figure
         else:
             study.tell(ot, state=optuna.trial.TrialState.FAIL)
         _set_best(rec)
@@ -218,12 +245,14 @@ def _reuse(t: Trial, same: Trial) -> None:
     t.duplicate_of = same.number
     t.state, t.run_id, t.msr = same.state, same.run_id, same.msr
     t.interval_low, t.interval_high, t.n_steps = same.interval_low, same.interval_high, same.n_steps
+    t.value, t.energy = same.value, same.energy
     t.reason = f"same engine arguments as trial #{same.number}: its result reused, not run again"
 
 
 def _evaluate(t: Trial, rec: TuneRecord, spec: TuneSpec, cap: LoadSpec, target: str, base_url: str | None,
               command: str) -> None:
-    """Put the candidate in place, run the capacity search, read its result into ``t``."""
+    """Put the candidate in place, run ``cap`` (the capacity search, or the energy objective's
+    fixed-rate sweep), read its result into ``t``."""
     from ..runs.reader import load_run
     from .runner import run
 
@@ -239,8 +268,12 @@ def _evaluate(t: Trial, rec: TuneRecord, spec: TuneSpec, cap: LoadSpec, target: 
     t.run_id = run(with_args(cap, t.args), target=target, base_url=base_url, label=f"{spec.name}-t{t.number}")
     r = load_run(t.run_id)
     m = r.manifest
-    if m.status == "partial" and m.reason.startswith("interrupted"):
+    if m.cut_by_user():
         t.state, t.reason = "failed", INTERRUPTED
+        return
+    if rec.objective_kind == "energy":
+        t.value, t.energy, why = energy_trial(r, rec.energy["metric"] if rec.energy else "")
+        t.state, t.reason = ("complete", "") if t.value is not None else ("failed", why[:600])
         return
     res = r.capacity
     if not res:
@@ -270,12 +303,15 @@ def trial_result(res: dict) -> tuple[float, float | None, float | None, int, str
 
 def _set_best(rec: TuneRecord) -> None:
     done = [t for t in rec.trials if t.state == "complete"]
+    sign = -1.0 if rec.objective_kind == "energy" else 1.0  # energy: the lowest wins
     # ties: the earlier trial (seeds come first, so the baseline wins a tie)
-    rec.best = max(done, key=lambda t: (t.msr or 0.0, -t.number)).number if done else None
+    rec.best = max(done, key=lambda t: (sign * (rec.score(t) or 0.0), -t.number)).number if done else None
 
 
 def _print_result(t: Trial, rec: TuneRecord) -> None:
-    if t.state == "complete" and not t.msr:
+    if t.state == "complete" and rec.objective_kind == "energy":
+        res = escape(rec.result_text(t))
+    elif t.state == "complete" and not t.msr:
         res = escape(f"nothing certified ({t.reason})")
     elif t.state == "complete":
         iv = "" if t.interval_low is None or t.interval_high is None else \
@@ -286,7 +322,8 @@ def _print_result(t: Trial, rec: TuneRecord) -> None:
     best = rec.trial(rec.best) if rec.best is not None else None
     used, _ = _used_minutes(rec)
     console.print(f"    -> {res}" + (f" (reused from #{t.duplicate_of})" if t.duplicate_of is not None else "")
-                  + (f"; best so far #{best.number} {best.msr:g}/s" if best else "") + f"; {used:.1f} min of trials")
+                  + (f"; best so far #{best.number} {escape(rec.result_text(best))}" if best else "")
+                  + f"; {used:.1f} min of trials")
 
 
 def _confirm(rec: TuneRecord, d: Path, spec: TuneSpec, target: str, base_url: str | None) -> None:
@@ -299,7 +336,7 @@ def _confirm(rec: TuneRecord, d: Path, spec: TuneSpec, target: str, base_url: st
     best = rec.trial(rec.best) if rec.best is not None else None
     c = rec.confirmation
     if best is None:
-        c.outcome, c.reason = "not run", "no candidate completed a capacity search"
+        c.outcome, c.reason = "not run", "no candidate completed its run with a result"
         return
     if best.args == rec.baseline_args or best.params == rec.baseline_params:
         c.outcome, c.reason = "nothing beats the default", "the search's best candidate is the baseline itself"
@@ -308,14 +345,17 @@ def _confirm(rec: TuneRecord, d: Path, spec: TuneSpec, target: str, base_url: st
         c.reason = ("the A/B restarts engines between repeats only on the local target: deploy the component into two "
                     "overlays and run `inferlab ab --overlay-baseline ... --overlay-tuned ...`")
         return
-    if spec.confirm.spec:
+    primary = "throughput"
+    if rec.objective_kind == "energy" and rec.energy:  # the fixed-rate load, judged on the energy metric
+        ab_spec, primary = LoadSpec.model_validate(rec.energy["spec"]), rec.energy["metric"]
+    elif spec.confirm.spec:
         ab_spec = resolve_spec(spec.confirm.spec, sets=spec.confirm.set)
     else:
         ab_spec = capacity_spec(spec)
     console.print(f"[bold]confirmation[/]: trial #{best.number} vs the baseline, {spec.confirm.pairs} "
                   f"interleaved pairs of {ab_spec.name!r}")
     cid = run_comparison(with_args(ab_spec, rec.baseline_args), with_args(ab_spec, best.args), target=target,
-                         base_url=base_url, pairs=spec.confirm.pairs, label=f"{spec.name}-confirm")
+                         base_url=base_url, pairs=spec.confirm.pairs, label=f"{spec.name}-confirm", primary=primary)
     c.comparison_id = cid
     cmp = load_comparison(cid)
     res = compare_sides([load_run(r) for r in cmp.run_ids("baseline")], [load_run(r) for r in cmp.run_ids("tuned")],
@@ -340,8 +380,9 @@ def _write_component(rec: TuneRecord, spec: TuneSpec) -> None:
     best = rec.trial(rec.best)
     assert best is not None
     cmp = rec.confirmation
-    why = [f"inferlab tune {rec.tune_id}: trial #{best.number}, certified at least {best.msr:g}/s "
-           f"(boundary interval [{best.interval_low}, {best.interval_high}]) on {rec.target}",
+    figure = (rec.result_text(best) if rec.objective_kind == "energy" else
+              f"certified at least {best.msr:g}/s (boundary interval [{best.interval_low}, {best.interval_high}])")
+    why = [f"inferlab tune {rec.tune_id}: trial #{best.number}, {figure} on {rec.target}",
            f"confirmed by the interleaved A/B {cmp.comparison_id}: {cmp.reason}"]
     path = write_engine_component(spec.component.name, spec.component.overlay, spec.space, best.params, why)
     rec.component = str(path)
