@@ -239,6 +239,19 @@ def test_rotation_and_half_written_lines_change_nothing(tmp_path, records):
     assert src.problems() == []
 
 
+def test_a_rotation_between_a_lines_json_and_its_newline(tmp_path):
+    """The exporter writes a line's JSON, then its "\\n": a rotation between the two leaves the
+    JSON at the end of the renamed file. Both lines come out whole, as written."""
+    vol = Volume(tmp_path)
+    src = CollectorSpans(local_shell, RUNNER[0], since=OPENED, path=str(vol.file))
+    first, second = gzip.open(RUNNER[1] / "cells" / "short-c1" / SPANS_FILE).readlines()[:2]  # the run's alone
+    vol.append(first[:-1])
+    assert src.drain() == b""  # still being written
+    vol.rotate("2026-11-27T09-46-30.000")
+    vol.append(b"\n" + second)
+    assert src.drain() == first + second and src.problems() == []
+
+
 def test_what_cannot_be_read_is_noted_and_the_run_goes_on(tmp_path):
     """A line that is not OTLP/JSON is a problem naming the file and byte (the lines around it
     count); a reader that fails (the Collector pod gone) is a problem, and the wait ends idle."""

@@ -125,8 +125,9 @@ class CollectorSpans:
                     self._seen.add(key)
                     if rid is not None:
                         self._ids[rid] += 1
-                if kept is not None:
-                    self._lines.append(line if not dropped else json.dumps(kept, separators=(",", ":")).encode() + b"\n")
+                if kept is not None:  # a rotated file's last line may lack its "\n": every line written ends in one
+                    raw = line if line.endswith(b"\n") else line + b"\n"
+                    self._lines.append(raw if not dropped else json.dumps(kept, separators=(",", ":")).encode() + b"\n")
             offset += len(line)
 
     def _select(self, doc: dict) -> tuple[dict | None, list[tuple[tuple[str, str], str | None]], bool]:
