@@ -64,7 +64,8 @@ def pod_exec(api_client, namespace: str, pod: str, container: str, command: list
     finally:
         resp.close()
     if code:
-        raise RuntimeError(f"exec {command[0]} in {pod}/{container}: exit {code}: {err.decode(errors='replace')[-300:]}")
+        why = err.decode(errors="replace")[-300:]
+        raise RuntimeError(f"exec {command[0]} in {pod}/{container}: exit {code}: {why}")
     return out
 
 

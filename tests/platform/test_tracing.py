@@ -40,7 +40,8 @@ def test_exporter_settings_are_the_local_engines():
     form vLLM 0.24 ran with on the GPU host: data/gpu-evidence/2026-11-27-h100x2-vllm0.24-spans-msr)."""
     with OtlpReceiver(detailed=True) as rx:
         local = rx.engine_args()
-        assert [a if a != rx.endpoint else "URL" for a in local] == [a if "://" not in a else "URL" for a in TRACE_FLAGS]
+        url = [a if "://" not in a else "URL" for a in TRACE_FLAGS]
+        assert [a if a != rx.endpoint else "URL" for a in local] == url
     assert TRACED_ENV == OTEL_ENV
 
 
@@ -157,7 +158,8 @@ def _endpoint(docs: list[dict], url: str) -> None:
      "schema is written for otel/opentelemetry-collector:0.133.0"),
     (lambda d: _named(d, "Deployment", "otel-collector")["spec"].update(replicas=2), "one replica"),
     (lambda d: _endpoint(d, "http://otel-collector:4317/v1/traces"), "not the Collector's 'http://otel-collector:4318"),
-    (lambda d: _containers(d, "vllm")["vllm"]["env"].pop(0), "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL must be http/protobuf"),
+    (lambda d: _containers(d, "vllm")["vllm"]["env"].pop(0),
+     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL must be http/protobuf"),
     (lambda d: _containers(d, "vllm")["vllm"]["command"].__delitem__(slice(4, 6)), "no --collect-detailed-traces"),
     (lambda d: _containers(d, "otel-collector")["reader"].update(volumeMounts=[]), "must mount the same volume"),
     (lambda d: _config_change(d, "exporters.file.path", "/tmp/spans.jsonl"), "the k8s target reads"),

@@ -163,7 +163,8 @@ def test_same_span_files_and_table_as_the_local_path(records):
     assert src.problems() == [] and not any("server span" in n for n in k8s.manifest.notes)
     # the probe's requests join their spans alike (the probe-vs-server report table)
     assert len(rq.probe_vs_server(k8s.probe, k8s.spans)) == 5
-    pd.testing.assert_frame_equal(rq.probe_vs_server(k8s.probe, k8s.spans), rq.probe_vs_server(local.probe, local.spans))
+    pd.testing.assert_frame_equal(rq.probe_vs_server(k8s.probe, k8s.spans),
+                                  rq.probe_vs_server(local.probe, local.spans))
     pd.testing.assert_frame_equal(rt.probe_check_table(k8s).data, rt.probe_check_table(local).data)
 
 
@@ -180,7 +181,8 @@ def test_same_join_and_report_tables_as_the_local_path(records):
     def ids_as_objects(df: pd.DataFrame) -> pd.DataFrame:
         return df.assign(request_id=[None if pd.isna(v) else v for v in df["request_id"]])
 
-    pd.testing.assert_frame_equal(ids_as_objects(k8s.spans), ids_as_objects(local.spans[~foreign].reset_index(drop=True)))
+    kept = local.spans[~foreign].reset_index(drop=True)
+    pd.testing.assert_frame_equal(ids_as_objects(k8s.spans), ids_as_objects(kept))
     j_local, j_k8s = rq.join_run(local), rq.join_run(k8s)
     assert len(j_k8s) == 15 and j_k8s["joined_server"].all()
     pd.testing.assert_frame_equal(j_k8s, j_local, check_dtype=False)  # request_id: object vs str, as above

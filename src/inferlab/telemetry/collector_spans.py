@@ -22,15 +22,16 @@ writes either into the run the same way:
   the run's notes; a problem never stops the run.
 
 What is kept (the run's spans, not the cluster's): reading starts at the files' ends when the
-object is made (or at its first listing that works: nothing written before the run is read; a
-file that appears later is read from its start); of what is appended, a span is kept when it started inside the run window (not
-before ``since`` less :data:`CLOCK_SLACK_S`: the span's time is the node's clock, ``since`` this
-machine's) and either carries a request id of this run (``<run_id>.``, k6's and the probe's
-X-Request-Id) or carries none (start-up spans of an engine that started during the run). So
-other runs' requests in the same lines, a resumed run's earlier attempt (same ids, earlier
-times) and an engine's earlier start-up spans flushed late stay out. Spans without a request id
-from another run on the same engine in the same window cannot be told apart (there are none in
-vLLM 0.24/0.32 after start-up). A span read twice (same trace and span id) is kept once.
+object is made (or at its first listing that works): nothing written before the run is read; a
+file that appears later is read from its start. Of what is appended, a span is kept when it
+started inside the run window (not before ``since`` less :data:`CLOCK_SLACK_S`: the span's time
+is the node's clock, ``since`` this machine's) and either carries a request id of this run
+(``<run_id>.``, k6's and the probe's X-Request-Id) or carries none (start-up spans of an engine
+that started during the run). So other runs' requests in the same lines, a resumed run's earlier
+attempt (same ids, earlier times) and an engine's earlier start-up spans flushed late stay out.
+Spans without a request id from another run on the same engine in the same window cannot be told
+apart (vLLM 0.24/0.32 send none after start-up). A span read twice (same trace and span id) is
+kept once.
 """
 
 from __future__ import annotations
