@@ -1,5 +1,7 @@
 """Kubernetes client helpers shared by deploy, the k8s target and in-cluster load: a leaf
 module (it imports only the kubernetes client, lazily), so nothing above it forms a cycle.
+:func:`pod_exec` runs a command in a pod's container and returns its stdout as bytes (the k8s
+target reads the tracing component's span files with it).
 
 :class:`KubeExec` lives here, not in ``load.incluster``: the k8s target builds one (the cluster
 side of in-cluster load) and the sweep hands it to ``load.incluster.run_cell_in_cluster``;
@@ -72,6 +74,36 @@ def apply(dyn, doc: dict) -> None:
     ns = doc["metadata"].get("namespace")
     res.server_side_apply(body=doc, name=doc["metadata"]["name"], namespace=ns, field_manager="inferlab",
                           force_conflicts=True)
+
+
+def pod_exec(api_client, namespace: str, pod: str, container: str, command: list[str], timeout_s: float = 120) -> bytes:
+    """``command`` run in ``container`` of ``pod`` through the API server (``kubectl exec``'s
+    call); its stdout, byte for byte (binary frames: text mode decodes each websocket frame
+    alone and would mangle a character split between two). RuntimeError with its stderr when it
+    exits non-zero, TimeoutError after ``timeout_s``."""
+    from kubernetes import client
+    from kubernetes.stream import stream
+
+    resp = stream(client.CoreV1Api(api_client).connect_get_namespaced_pod_exec, pod, namespace, container=container,
+                  command=command, stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False,
+                  binary=True)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while resp.is_open():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"exec {command[0]} in {pod}/{container}: no end after {timeout_s:.0f}s")
+            resp.update(timeout=min(5.0, max(0.1, deadline - time.monotonic())))
+        out, err = resp.read_stdout(), resp.read_stderr()
+        try:
+            code = resp.returncode  # from the status the API server sends at the end
+        except (TypeError, KeyError, IndexError, ValueError):
+            code = None  # no status frame: nothing says it failed
+    finally:
+        resp.close()
+    if code:
+        why = err.decode(errors="replace")[-300:]
+        raise RuntimeError(f"exec {command[0]} in {pod}/{container}: exit {code}: {why}")
+    return out
 
 
 class KubeExec:

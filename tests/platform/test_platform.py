@@ -63,7 +63,11 @@ def ids(docs: list[dict]) -> set[tuple[str, str]]:
 HEAD = ["--model=$(MODEL)", "--served-model-name=$(SERVED_MODEL_NAME)", "--max-model-len=2048"]
 COMMON_ENV = {"HF_HOME": "/models", "VLLM_API_KEY": "secretKeyRef:vllm-api-key/api-key",
               "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-GPU_ENV = {"MODEL": "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "SERVED_MODEL_NAME": "tinyllama", **COMMON_ENV}
+# the tracing component's exporter settings (the local engine's: telemetry.otlp.OTEL_ENV), first
+TRACED_ENV = {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf", "OTEL_METRICS_EXPORTER": "none",
+              "OTEL_LOGS_EXPORTER": "none", "OTEL_TRACES_SAMPLER": "always_on", "OTEL_BSP_SCHEDULE_DELAY": "500",
+              "OTEL_SDK_DISABLED": "false"}
+GPU_ENV = {**TRACED_ENV, "MODEL": "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "SERVED_MODEL_NAME": "tinyllama", **COMMON_ENV}
 TUNED_ARGS = [*HEAD, "--gpu-memory-utilization=0.9", "--port=8000", "--max-num-seqs=256",
               "--max-num-batched-tokens=8192", "--enable-prefix-caching"]
 EXPECTED_ENGINE = {
@@ -84,7 +88,8 @@ MONITORING = {("ServiceMonitor", "vllm"), ("PrometheusRule", "vllm-slo"),
               ("ConfigMap", "grafana-dashboard-inferlab-vllm")}
 GPU_MONITORING = {("DaemonSet", "dcgm-exporter"), ("Service", "dcgm-exporter"), ("ServiceMonitor", "dcgm-exporter")}
 TLS = {("Issuer", "inferlab-selfsigned")}
-GPU_OVERLAY = CORE | UI | MONITORING | GPU_MONITORING | TLS
+TRACING = {("Deployment", "otel-collector"), ("Service", "otel-collector"), ("ConfigMap", "otel-collector-config")}
+GPU_OVERLAY = CORE | UI | MONITORING | GPU_MONITORING | TRACING | TLS
 EXPECTED_OBJECTS = {"minikube-gpu": GPU_OVERLAY, "baseline": GPU_OVERLAY, "tuned": GPU_OVERLAY,
                     "autoscale": GPU_OVERLAY | {("ScaledObject", "vllm")}, "cpu": CORE | UI | MONITORING | TLS}
 
@@ -129,7 +134,8 @@ def test_base_needs_no_crd():
 
 def test_components_are_kustomize_components():
     names = {p.parent.name for p in (PLATFORM / "components").glob("*/kustomization.yaml")}
-    assert names == {"monitoring", "gpu-monitoring", "tls", "ui", "autoscale", "engine-baseline", "engine-tuned", "cpu", "autoscale-measured"}
+    assert names == {"monitoring", "gpu-monitoring", "tls", "ui", "autoscale", "engine-baseline", "engine-tuned", "cpu",
+                     "autoscale-measured", "tracing"}
     for n in names:
         assert yaml.safe_load((PLATFORM / "components" / n / "kustomization.yaml").read_text())["kind"] == "Component"
 

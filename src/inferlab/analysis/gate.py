@@ -10,9 +10,9 @@ baseline, candidate = its tuned side) and gates, in every cell both sides ran:
   durations (analysis.token_slo), one value per repeat over the steady-state window's successful
   requests (analysis.window), ``-r<n>`` cells of one run folded by geometric mean as compare
   folds them. The percentiles are the candidate's SLO's, applied to both sides. A metric no
-  repeat measured (no spans: url/k8s targets, traces off) is listed as not gated; one measured
-  but without a value in some repeat (too few window requests for the percentile) is
-  inconclusive, never skipped.
+  repeat measured (no spans: url targets, k8s without the tracing component, traces off) is
+  listed as not gated; one measured but without a value in some repeat (too few window requests
+  for the percentile) is inconclusive, never skipped.
 
 Each gated metric gets the one-sided test of analysis.equivalence in its own worse direction
 (:func:`analysis.equivalence.lower_is_better`) and one of three outcomes:

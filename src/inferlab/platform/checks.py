@@ -15,6 +15,7 @@ from ..formats.edge_log import INGRESS_CONFIGMAP, INGRESS_CONTROLLER_DIR, edge_l
 from ..offline import K6_ENV, VLLM_ENV
 from ..paths import platform_dir
 from .render import is_vllm_image, pod_containers
+from .tracing import tracing_errors
 
 SCHEMAS = Path(__file__).with_name("schemas")
 REQUIRED_LABELS = ("app.kubernetes.io/part-of", "app.kubernetes.io/managed-by")
@@ -112,8 +113,10 @@ def plaintext_secret_errors() -> list[str]:
 
 
 def deploy_errors(docs: list[dict]) -> list[str]:
-    """What deploy checks before applying: policy, TLS consistency, project CR schemas."""
-    return [e for d in docs for e in policy_errors(d) + (custom_schema_errors(d) or [])] + tls_errors(docs)
+    """What deploy checks before applying: policy, TLS consistency, project CR schemas, the
+    tracing component's Collector configuration and wiring."""
+    return ([e for d in docs for e in policy_errors(d) + (custom_schema_errors(d) or [])] + tls_errors(docs)
+            + tracing_errors(docs))
 
 
 def ingress_controller_errors(docs: list[dict]) -> list[str]:

@@ -29,6 +29,8 @@ SECRET_INPUTS = ("api-key", "chat-ui-htpasswd")
 HASH_SUFFIX = re.compile(r"-[2456789bcdfghkmt]{10}$")
 # the repository part of a vLLM image: vllm/vllm-openai, .../vllm-cpu-release-repo, ...
 VLLM_REPO = re.compile(r"(^|/)vllm[^/]*$")
+# the vLLM images' ENTRYPOINT: a component that sets the container's `command` (tracing) restates it
+SERVE = ["vllm", "serve"]
 
 
 def secret_inputs_dir() -> Path:
@@ -115,14 +117,30 @@ def env_shown(env: dict) -> str:
     return ""
 
 
-def engine_of(docs: list[dict]) -> dict:
-    """``{"args": [...], "env": {name: value or reference}}`` of the one container that runs a
-    vLLM image; ValueError unless there is exactly one."""
+def vllm_container(docs: list[dict]) -> dict:
+    """The one container that runs a vLLM image; ValueError unless there is exactly one."""
     found = [c for d in docs for c in pod_containers(d) if is_vllm_image(c.get("image", ""))]
     if len(found) != 1:
         raise ValueError(f"expected one vLLM container, found {len(found)}")
-    c = found[0]
+    return found[0]
+
+
+def engine_of(docs: list[dict]) -> dict:
+    """``{"args": [...], "env": {name: value or reference}}`` of the one container that runs a
+    vLLM image (:func:`vllm_container`): its ``args``, the list engine profiles own."""
+    c = vllm_container(docs)
     return {"args": list(c.get("args", [])), "env": {e["name"]: env_shown(e) for e in c.get("env", [])}}
+
+
+def engine_argv(docs: list[dict]) -> list[str]:
+    """Every argument vLLM gets after ``vllm serve``: the container's ``command`` past
+    :data:`SERVE` (the tracing component puts its flags there), then its ``args``. ValueError
+    when a ``command`` does not start with ``vllm serve`` (it replaces the image's entrypoint)."""
+    c = vllm_container(docs)
+    command = c.get("command") or SERVE
+    if command[:len(SERVE)] != SERVE:
+        raise ValueError(f"the vLLM container's command {command} does not start with {' '.join(SERVE)!r}")
+    return [*command[len(SERVE):], *c.get("args", [])]
 
 
 def effective_engine(overlay: str) -> dict:

@@ -5,7 +5,8 @@ Kubernetes 1.32 schemas (``kubernetes-validate --strict``, a dev dependency, hen
 reachable from deploy); custom resources against the schemas the project keeps for the fields
 it uses (``schemas/<Kind>.json``); policy and cross-object checks (checks.py); the ingress-nginx
 controller's ConfigMap (``platform/ingress-controller``, its own namespace): its access-log format
-is the local edge's and ``nginx -t`` accepts it; alert rules with
+is the local edge's and ``nginx -t`` accepts it; the tracing component's Collector
+configuration against its release's schema, and its wiring (tracing.py); alert rules with
 ``promtool check rules`` and their unit tests with ``promtool test rules``; every PromQL
 expression parses and names real metrics (promql.py). Without ``make secrets`` the build uses
 throwaway keys in a temporary copy. Checks of objects rendered elsewhere (the in-cluster k6 Job,
@@ -27,7 +28,8 @@ from ..tools import ToolNotFound, find_tool, missing_tool, which_tool
 from .checks import (INGRESS_CONTROLLER_DIR, custom_schema_errors, edge_log_source, ingress_controller_errors,
                      plaintext_secret_errors, policy_errors, tls_errors)
 from .promql import promql_errors, run_promtool
-from .render import engine_of, kustomize_build, overlays, platform_dir
+from .render import SERVE, engine_of, kustomize_build, overlays, platform_dir, vllm_container
+from .tracing import tracing_errors
 
 K8S_VERSION = "1.32"
 RULE_TESTS = ("components", "monitoring", "rule-tests")  # under platform/: <PrometheusRule name>.test.yaml
@@ -78,7 +80,7 @@ def object_errors(docs: list[dict]) -> list[str]:
 
 
 def overlay_errors(overlay: str, docs: list[dict]) -> list[str]:
-    errs = object_errors(docs) + tls_errors(docs) + promtool_errors(docs) + promql_errors(docs)
+    errs = object_errors(docs) + tls_errors(docs) + tracing_errors(docs) + promtool_errors(docs) + promql_errors(docs)
     return [f"[{overlay}] {e}" for e in errs]
 
 
@@ -90,11 +92,13 @@ def validate_overlay(overlay: str) -> tuple[int, list[str]]:
 def engine_lines(docs: list[dict]) -> list[str]:
     """The effective vLLM arguments and environment, references shown as such."""
     try:
-        eng = engine_of(docs)
+        eng, command = engine_of(docs), vllm_container(docs).get("command")
     except ValueError as exc:
         return [f"  vllm: {exc}"]
     return ["  vllm args: " + " ".join(eng["args"]),
-            "  vllm env:  " + " ".join(f"{k}={v}" for k, v in eng["env"].items())]
+            "  vllm env:  " + " ".join(f"{k}={v}" for k, v in eng["env"].items()),
+            *(["  vllm command (replaces the image's `" + " ".join(SERVE) + "`): " + " ".join(command)]
+              if command else [])]
 
 
 def _overlay_check(name: str) -> tuple[int, list[str], list[str]]:

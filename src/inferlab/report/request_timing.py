@@ -68,7 +68,8 @@ def join_md(joined: pd.DataFrame) -> Markdown:
     if not joined["joined_server"].any():
         clock = _clock_part(joined)
         return Markdown(f"None of the {n} measured requests has a server span: the run holds none (spans are "
-                        "collected from the local engine, with `observe.traces`), so the server-side tables below "
+                        "collected from the local engine, or on Kubernetes from the tracing component's Collector, "
+                        "with `observe.traces`), so the server-side tables below "
                         "are empty" + (f"; TTFT and TPOT come from the client stream clock{clock}." if clock else "."))
     server = joined["joined_server"].mean()
     line = f"**{joined['joined_server'].sum()} of {n}** measured requests ({server:.1%}) joined to a server span"

@@ -4,7 +4,7 @@ data/runs/<run_id>/                  run_id = YYYYmmddTHHMMSSZ-<target>-<label>
   run.json                           manifest; the only file ever replaced (atomically)
   cells/<cell_id>/                   cell_id = <payload>-c<vus> | <payload>-rate<from>to<to> [-r<n>]
     k6.ndjson.gz k6-summary.json k6.log metrics-before.prom metrics-after.prom probe.jsonl
-    spans.otlp.jsonl.gz                (local engine: vLLM's OTLP spans, one line per export batch)
+    spans.otlp.jsonl.gz                (vLLM's OTLP spans, one line per export batch; local engine, or k8s + tracing)
     stream-clock.jsonl                 (streamed cells, k6 on this machine: the stream clock's line per request)
     energy.csv                         (NVML hosts: every GPU's energy counter and power over the cell's load)
     (k6 split into N execution segments: k6.seg1ofN.ndjson.gz k6-summary.seg1ofN.json k6.seg1ofN.log ...)

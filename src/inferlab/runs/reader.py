@@ -229,9 +229,10 @@ class Run:
 
     @cached_property
     def spans(self) -> pd.DataFrame:
-        """The server's OTLP spans (local engine), one row per span, verified; cell_id is the cell
-        whose window received them (``idle`` for the idle probe and start-up, ``run`` for late
-        ones). Empty where the target exported none (url/k8s, or traces off)."""
+        """The server's OTLP spans (the local engine's receiver, or on k8s the tracing component's
+        Collector), one row per span, verified; cell_id is the cell whose window received them
+        (``idle`` for the idle probe and start-up, ``run`` for late ones). Empty where the target
+        exported none (url, k8s without the tracing component, or traces off)."""
         from ..ingest.spans import read_spans
 
         scopes = [(c.cell_id, f"cells/{c.cell_id}") for c in self.manifest.cells] + [("idle", "probe"), ("run", "")]

@@ -155,8 +155,9 @@ class ObserveSpec(StrictModel):
     """Observers of a run beside k6. Each costs CPU on a 2-core machine; docs/timing.md
     ("Observer overhead") gives the measured overhead of each (observer on vs off, the A/A method)."""
 
-    traces: bool = Field(True, description="local engine: an OTLP receiver for the run; vLLM exports one span per "
-                         "request (queue, prefill, decode, TTFT), joined to k6's rows by X-Request-Id")
+    traces: bool = Field(True, description="local engine: an OTLP receiver for the run; k8s: the run's spans from the "
+                         "tracing component's Collector; vLLM exports one span per request (queue, prefill, "
+                         "decode, TTFT), joined to k6's rows by X-Request-Id")
     detailed_traces: bool = Field(False, description="pass --collect-detailed-traces all (vLLM 0.24 on GPU: 48 more "
                                   "start-up spans, compilation and warm-up; 0.32 CPU: no change, its 12 start-up spans "
                                   "come with the endpoint alone)")

@@ -7,7 +7,8 @@ probe, k6, scrape again, checkpoint the manifest); a capacity run searches inste
 on, unless the target itself is gone (:mod:`.target_death`; then the rest is left pending and
 the run is ``partial``). Ctrl-C leaves a ``partial`` run that ``--resume RUN_ID`` completes in
 the same directory; resuming with a spec that differs from the manifest's is refused unless
-``allow_spec_change``. Server spans go into the run through :mod:`.span_collection`.
+``allow_spec_change``. Server spans go into the run through :mod:`.span_collection` (the local
+engine's receiver, or the cluster's Collector).
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def run(spec: LoadSpec, target: str = "local", base_url: str | None = None, labe
 
                 session = stack.enter_context(edge_target(session, spec.observe.edge, w.dir,
                                                           unique_name(w.dir, "edge/access.log")))
+            ctx.spans.attach(session)  # k8s with the tracing component: the run's spans from its Collector
             session.vllm_version = preflight(session, served_model(spec, target)) or session.vllm_version
             _record_target(w, session, k6)
             ctx.calibration = _workload_calibration(w, spec, session)

@@ -1,6 +1,7 @@
 """TARGET=k8s: reach the vLLM Service through ``kubectl port-forward`` (opened here, always
 closed), or through the ingress when BASE_URL is given (``https://llm.local``, TLS skip-verify
-from the spec)."""
+from the spec). Where the tracing component runs (platform/components/tracing), the session
+carries a reader of its Collector's span files (:func:`collector_reader`)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from .. import credentials
-from ..kube import KubeExec, cluster_client
+from ..kube import KubeExec, cluster_client, pod_exec
 from ..procs import stop_process
 from ..runs.manifest import TargetInfo
+from ..formats.otlp import COLLECTOR_SPANS_FILE
 from ..specs import LoadSpec
 from ..tools import ToolNotFound, find_tool
 from .session import TargetError, TargetSession
@@ -86,27 +88,61 @@ def _in_cluster_load(dyn):
     return KubeExec(dyn.client, NAMESPACE, secret, f"http://{SERVICE}.{NAMESPACE}.svc:{PORT}")
 
 
+COLLECTOR_SELECTOR, READER = "app.kubernetes.io/name=otel-collector", "reader"
+
+
+def collector_reader(api_client, namespace: str = NAMESPACE):
+    """(run, what to record) for the tracing component's Collector: ``run(argv)`` runs a command
+    in its pod's ``reader`` sidecar and returns stdout (the Collector's own image has no shell);
+    the pod is looked up at each call, so a restarted Collector is found again. ``run`` is None
+    where no Collector pod is Running (the component is not deployed), and the record says why."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api_client)
+
+    def pod() -> str:
+        running = [p.metadata.name for p in core.list_namespaced_pod(namespace, label_selector=COLLECTOR_SELECTOR).items
+                   if p.status.phase == "Running"]
+        if len(running) != 1:
+            raise RuntimeError(f"{len(running)} Running pods with {COLLECTOR_SELECTOR} in {namespace}, not one")
+        return running[0]
+
+    try:
+        first = pod()
+    except Exception as exc:  # noqa: BLE001 - not deployed, RBAC, ...: the run goes on without server spans
+        return None, (f"none: no tracing component's Collector ({exc}); deploy an overlay with "
+                      "components/tracing for server spans")
+    return (lambda argv: pod_exec(api_client, namespace, pod(), READER, argv),
+            f"OpenTelemetry Collector pod {first}: its file exporter's {COLLECTOR_SPANS_FILE}, read through "
+            f"container {READER!r}, kept to this run's window and request ids")
+
+
 @contextlib.contextmanager
 def k8s_target(spec: LoadSpec, base_url: str | None, in_cluster: bool = False):
     """Probe and /metrics go through the ingress (BASE_URL) or a port-forward; k6 too, unless
     ``in_cluster``, where it runs as a Job beside the Service. One API client serves the k6
-    Jobs and the per-pod scrapes (asking for it costs a round trip to the API server)."""
+    Jobs, the per-pod scrapes and the span reader (asking for it costs a round trip to the API
+    server); the manifest's ``deployment.spans`` says where the run's spans come from, or why none."""
     key = credentials.api_key("k8s")
     dyn = cluster_client()
     load = _in_cluster_load(dyn) if in_cluster else None
     pods = pod_scraper(dyn.client) if dyn is not None else None
     via_load = {"load": f"k6 Job in namespace {NAMESPACE} -> {load.service_url}"} if load else {}
+    spans, spans_note = ((None, "off (observe.traces: false)") if not spec.observe.traces else
+                         (None, "none: no cluster API reachable") if dyn is None else collector_reader(dyn.client))
     if base_url:
         info = TargetInfo(kind="k8s", base_url=base_url, model=spec.model, served_model_name=spec.model,
-                          tls_skip_verify=spec.tls_skip_verify, deployment={"via": "ingress", **via_load})
+                          tls_skip_verify=spec.tls_skip_verify,
+                          deployment={"via": "ingress", **via_load, "spans": spans_note})
         logs = (lambda since, until: ingress_access_log(dyn.client, since, until)) if dyn is not None else None
         yield TargetSession("k8s", base_url.rstrip("/"), key, info, verify_tls=not spec.tls_skip_verify,
-                            in_cluster=load, pod_scraper=pods, edge_log=logs)
+                            in_cluster=load, pod_scraper=pods, edge_log=logs, span_reader=spans)
         return
     with port_forward() as url:
         info = TargetInfo(kind="k8s", base_url=url, model=spec.model, served_model_name=spec.model,
-                          deployment={"via": f"port-forward svc/{SERVICE} -n {NAMESPACE}", **via_load})
-        yield TargetSession("k8s", url, key, info, in_cluster=load, pod_scraper=pods)
+                          deployment={"via": f"port-forward svc/{SERVICE} -n {NAMESPACE}", **via_load,
+                                      "spans": spans_note})
+        yield TargetSession("k8s", url, key, info, in_cluster=load, pod_scraper=pods, span_reader=spans)
 
 
 INGRESS_NAMESPACE = "ingress-nginx"

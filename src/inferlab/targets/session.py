@@ -37,6 +37,9 @@ class TargetSession:
     pod_scraper: Callable[[], dict[str, bytes]] | None = None  # k8s: /metrics of every vLLM pod
     # k8s through the ingress: the controller's access log for a window (since, until) -> raw text
     edge_log: Callable[[datetime, datetime], str] | None = None
+    # k8s with the tracing component: a command run in its Collector pod's reader container -> stdout
+    # (sweep.span_collection reads the run's spans from the Collector's files with it)
+    span_reader: Callable[[list[str]], bytes] | None = None
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}

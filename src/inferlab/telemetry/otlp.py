@@ -21,6 +21,8 @@ Contract:
   processor drops what it holds at shutdown, so the runner waits for a cell's spans before the
   cell ends and before the engine stops.
 - ``drain()``: the NDJSON received since the last drain, written once into the run record.
+- ``problems()``: refused posts, for the run's notes. (``telemetry.collector_spans`` keeps the
+  same four calls for the cluster's Collector.)
 Binds 127.0.0.1 only; nothing here contacts anything.
 """
 
@@ -208,6 +210,10 @@ class OtlpReceiver:
         with self._cond:
             out, self._lines = b"".join(self._lines), []
         return out
+
+    def problems(self) -> list[str]:
+        """What the run's notes should say about this receiver: the posts it refused."""
+        return [f"OTLP receiver refused posts (HTTP status: count): {dict(self.rejected)}"] if self.rejected else []
 
     def __enter__(self) -> OtlpReceiver:
         self._thread.start()
