@@ -42,6 +42,8 @@ class Comparison(RecordHeader):
     max_pairs: int | None = Field(default=None, description="--until-width's budget: its last look")
     repeats: list[Repeat] = Field(default_factory=list)
     answers: AnswerCheck | None = Field(None, description="the answer check (runs/answer_record.py); None: not run")
+    builds: dict[str, dict[str, Any]] = Field(default_factory=dict, description="a bisect step: the engine build "
+                                              "each side ran (baseline, tuned -> name, python or image)")
 
     def run_ids(self, side: str) -> list[str]:
         """A side's repeats that ran (failed and partial ones too: their failures count)."""
