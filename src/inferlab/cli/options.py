@@ -92,11 +92,22 @@ def observers(prometheus_help: str, prometheus_url_help: str) -> argparse.Argume
     return p
 
 
+def ab_repeats(orders: tuple[str, ...] = ORDERS, title: str | None = None) -> argparse.ArgumentParser:
+    """The design of an interleaved A/B (sweep.ab.run_comparison): ``--pairs``, ``--order`` (one
+    of ``orders``, the first the default), ``--seed``, ``--label``. ``title``: listed under that
+    heading."""
+    return _ab_options(orders, title)
+
+
 def ab_run(other: str, orders: tuple[str, ...] = ORDERS, title: str | None = None) -> argparse.ArgumentParser:
-    """The options of an interleaved A/B run (sweep.ab.run_comparison; commands.run_ab reads
-    them): ``--pairs``, ``--order`` (one of ``orders``, the first the default), ``--seed``,
-    ``--label``, and per side ``--set-baseline``/``--set-<other>`` and
-    ``--overlay-baseline``/``--overlay-<other>``. ``title``: listed under that heading."""
+    """The options of an interleaved A/B run of two specs (commands.run_ab reads them): those of
+    :func:`ab_repeats`, and per side ``--set-baseline``/``--set-<other>`` and
+    ``--overlay-baseline``/``--overlay-<other>`` (``other``: the other side's name).
+    ``title``: listed under that heading."""
+    return _ab_options(orders, title, other)
+
+
+def _ab_options(orders: tuple[str, ...], title: str | None, other: str | None = None) -> argparse.ArgumentParser:
     p = _parent()
     g = p.add_argument_group(title) if title else p
     g.add_argument("--pairs", type=int, default=3, help="interleaved pairs (repeats a side), at least 3 for a verdict")
@@ -104,10 +115,48 @@ def ab_run(other: str, orders: tuple[str, ...] = ORDERS, title: str | None = Non
                    help="; ".join(ORDER_HELP[x] + (" (the default)" if x == orders[0] else "") for x in orders))
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--label", default=None)
-    for side in ("baseline", other):
+    sides = ("baseline", other) if other else ()
+    for side in sides:
         g.add_argument(f"--set-{side}", action="append", default=[], metavar="KEY=VALUE")
-    for side in ("baseline", other):
+    for side in sides:
         g.add_argument(f"--overlay-{side}", help=f"TARGET=k8s: overlay deployed before each {side} repeat")
+    return p
+
+
+def ab_primary(choices: list[str]) -> argparse.ArgumentParser:
+    """``--primary``: the metric that carries an A/B's verdict (``choices``; a capacity spec's is
+    its max sustainable rate whatever is given)."""
+    p = _parent()
+    p.add_argument("--primary", default="throughput", choices=choices,
+                   help="the metric that carries the verdict (capacity specs: max_sustainable_rate)")
+    return p
+
+
+def answer_check() -> argparse.ArgumentParser:
+    """``--no-answer-check``: skip the A/B's answer check (sweep/answer_check.py)."""
+    p = _parent()
+    p.add_argument("--no-answer-check", action="store_true",
+                   help="skip the answer check (the prompt set, greedy, on both sides' engines while up)")
+    return p
+
+
+def _alpha(text: str) -> float:
+    """An ``--alpha`` value: a level between 0 and 0.5; anything else is a usage error (exit 2)
+    that says what was expected."""
+    try:
+        x = float(text)
+        ok = 0 < x < 0.5
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"{text}: expected a level between 0 and 0.5")
+    return x
+
+
+def alpha() -> argparse.ArgumentParser:
+    """``--alpha``: the error rate of each of the gate's one-sided tests."""
+    p = _parent()
+    p.add_argument("--alpha", type=_alpha, default=0.05, help="error rate of each one-sided test (default 0.05)")
     return p
 
 
