@@ -104,6 +104,7 @@ def run_bisect(spec: LoadSpec, builds: BuildList, margin: float, target: str = "
                        overlay=overlay if target == "k8s" else None, search=RULE, builds=prepared)
     rec.builds_file = record_file(d, BUILDS_FILE, builds.yaml().encode())
     save_bisect(rec, d)
+    prepared = rec.builds  # the record's own objects: what a step learns of a build goes into the record
     names = [b.name for b in prepared]
     search = Bisection(len(prepared))
     say(f"bisect {bid}: {len(names)} builds ({', '.join(names)}), {names[0]} the known-good reference; margin "
