@@ -31,7 +31,7 @@ def add_parser(sub, primary_metrics: list[str]) -> None:
     s.add_argument("spec", metavar="SPEC", help="the load spec every step runs on both sides (built-in name or YAML)")
     given = s.add_mutually_exclusive_group(required=True)
     given.add_argument("--builds", metavar="FILE", help="a builds file (YAML): builds in order, oldest first, the first "
-                                                        "the known-good reference (docs/verdicts.md#bisect)")
+                                                        "the known-good reference (docs/verdicts.md, Bisect)")
     given.add_argument("--build", action="append", metavar="NAME=PYTHON|IMAGE",
                        help="a build, repeated in order, oldest first: --target local an interpreter "
                             "(on --engine-device), --target k8s an image tag or reference")
