@@ -246,7 +246,7 @@ def gate_repeats(reps: pd.DataFrame, tokens: pd.DataFrame, margin: float, alpha:
                 continue
             if not token_slo:
                 lines.append(GateLine(cell, metric, label, "token SLO percentile", True, "not gated",
-                                      "left out by --primary-only"))
+                                      "left out by --primary-only (bisect: without --token-slo)"))
                 continue
             if not g["measured"].any():
                 src = "server spans or a stream clock" if not metric.startswith("e2e") else "k6 durations"

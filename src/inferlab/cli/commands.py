@@ -194,6 +194,7 @@ def run_ab(a, baseline: str | None, other_spec: str | None, other: str, **option
     option given that the record fixes. Returns the comparison's id."""
     from ..specs import resolve_spec
     from ..sweep.ab import run_comparison
+    from .options import ab_design
 
     options = {k: v for k, v in options.items() if v is not None}
     if a.resume:
@@ -205,7 +206,7 @@ def run_ab(a, baseline: str | None, other_spec: str | None, other: str, **option
     tuned = with_observers(resolve_spec(other_spec, sets=getattr(a, f"set_{other}")), a)
     overlay = getattr(a, f"overlay_{other}")
     overlays = (a.overlay_baseline, overlay) if a.overlay_baseline and overlay else None
-    design = {k: a.ab_defaults[k] if getattr(a, k) is None else getattr(a, k) for k in a.ab_defaults}
+    design = ab_design(a)
     return run_comparison(base, tuned, target=a.target, base_url=a.base_url, label=a.label, overlays=overlays,
                           **design, **options)
 

@@ -12,7 +12,6 @@ for every verb.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from . import options as o
@@ -27,7 +26,7 @@ def add_parser(sub, primary_metrics: list[str]) -> None:
                             "k8s: the cluster's Prometheus; each repeat's window goes into its run")
     s = sub.add_parser("gate", help="regression gate: exit 0 non-inferior within --margin, 1 regression beyond it, "
                                     "3 inconclusive (of a recorded comparison, or of an A/B of two specs run first)",
-                       parents=[o.target(), o.base_url(), observers, o.margin(required=True),
+                       parents=[o.target(), o.base_url(), observers, o.margin(required=True), o.alpha(),
                                 # the gate's orders (as before, unlike ab's): alternate (the default) or random
                                 o.ab_run("candidate", orders=o.ORDERS[1:],
                                          title="the A/B run first (two specs; as `inferlab ab`)")])
@@ -35,25 +34,11 @@ def add_parser(sub, primary_metrics: list[str]) -> None:
                    help="a recorded comparison (id, unique prefix or path), or the baseline spec of an A/B to run "
                         "(none with --resume: the resumed comparison is gated)")
     s.add_argument("candidate", nargs="?", metavar="CANDIDATE_SPEC", help="with a baseline spec: the candidate spec")
-    s.add_argument("--alpha", type=_alpha, default=0.05, help="error rate of each one-sided test (default 0.05)")
     s.add_argument("--primary", default=None, choices=[*primary_metrics, "max_sustainable_rate"],
                    help="the gated primary metric (default: the comparison's, else throughput)")
     s.add_argument("--primary-only", action="store_true",
                    help="gate the primary metric only; the token-level SLO percentiles are listed as not gated")
     s.set_defaults(fn=cmd_gate)
-
-
-def _alpha(text: str) -> float:
-    """An ``--alpha`` value: a level between 0 and 0.5; anything else is a usage error (exit 2)
-    that says what was expected."""
-    try:
-        x = float(text)
-        ok = 0 < x < 0.5
-    except ValueError:
-        ok = False
-    if not ok:
-        raise argparse.ArgumentTypeError(f"{text}: expected a level between 0 and 0.5")
-    return x
 
 
 def cmd_gate(a) -> int:

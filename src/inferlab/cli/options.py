@@ -92,14 +92,24 @@ def observers(prometheus_help: str, prometheus_url_help: str) -> argparse.Argume
     return p
 
 
+def ab_repeats(orders: tuple[str, ...] = ORDERS, title: str | None = None) -> argparse.ArgumentParser:
+    """The design of an interleaved A/B (sweep.ab.run_comparison): ``--pairs``, ``--order`` (one
+    of ``orders``, the first the default), ``--seed``, ``--label``. ``title``: listed under that
+    heading."""
+    return _ab_options(orders, title)
+
+
 def ab_run(other: str, orders: tuple[str, ...] = ORDERS, title: str | None = None) -> argparse.ArgumentParser:
-    """The options of an interleaved A/B run (sweep.ab.run_comparison; commands.run_ab reads
-    them): ``--pairs``, ``--order`` (one of ``orders``, the first the default), ``--seed``,
-    ``--label``, per side ``--set-baseline``/``--set-<other>`` and
-    ``--overlay-baseline``/``--overlay-<other>``, and ``--resume`` (continue a cut comparison as
-    recorded). ``--pairs``/``--order``/``--seed`` parse to None when not given (so that
-    ``--resume`` can refuse the ones given); their defaults are ``ab_defaults``. ``title``:
-    listed under that heading."""
+    """The options of an interleaved A/B run of two specs (commands.run_ab reads them): those of
+    :func:`ab_repeats`, per side ``--set-baseline``/``--set-<other>`` and
+    ``--overlay-baseline``/``--overlay-<other>`` (``other``: the other side's name), and
+    ``--resume`` (continue a cut comparison as recorded). ``title``: listed under that heading."""
+    return _ab_options(orders, title, other)
+
+
+def _ab_options(orders: tuple[str, ...], title: str | None, other: str | None = None) -> argparse.ArgumentParser:
+    """``--pairs``/``--order``/``--seed`` parse to None when not given (so that ``--resume`` can
+    refuse the ones given); their defaults are ``ab_defaults``, one place for both verbs."""
     p = _parent()
     g = p.add_argument_group(title) if title else p
     g.add_argument("--pairs", type=int, default=None,
@@ -108,14 +118,60 @@ def ab_run(other: str, orders: tuple[str, ...] = ORDERS, title: str | None = Non
                    help="; ".join(ORDER_HELP[x] + (" (the default)" if x == orders[0] else "") for x in orders))
     g.add_argument("--seed", type=int, default=None, help="the random order's seed (default 0)")
     g.add_argument("--label", default=None)
-    for side in ("baseline", other):
+    sides = ("baseline", other) if other else ()
+    for side in sides:
         g.add_argument(f"--set-{side}", action="append", default=[], metavar="KEY=VALUE")
-    for side in ("baseline", other):
+    for side in sides:
         g.add_argument(f"--overlay-{side}", help=f"TARGET=k8s: overlay deployed before each {side} repeat")
-    g.add_argument("--resume", metavar="COMPARISON_ID",
-                   help="continue a comparison that Ctrl-C or a time limit cut (partial): its recorded specs, "
-                        "overlays, target and planned order; no spec or A/B option may be given with it")
+    if other:  # two specs: a comparison record that can be resumed
+        g.add_argument("--resume", metavar="COMPARISON_ID",
+                       help="continue a comparison that Ctrl-C or a time limit cut (partial): its recorded specs, "
+                            "overlays, target and planned order; no spec or A/B option may be given with it")
     p.set_defaults(ab_defaults={"pairs": 3, "order": orders[0], "seed": 0})
+    return p
+
+
+def ab_design(a) -> dict:
+    """``pairs``, ``order`` and ``seed`` of parsed arguments (:func:`_ab_options`), each its
+    ``ab_defaults`` value where not given."""
+    return {k: a.ab_defaults[k] if getattr(a, k) is None else getattr(a, k) for k in a.ab_defaults}
+
+
+def ab_primary(choices: list[str], default: str | None = "throughput") -> argparse.ArgumentParser:
+    """``--primary``: the metric that carries an A/B's verdict (``choices``; a capacity spec's is
+    its max sustainable rate whatever is given). ``default`` None: not given parses to None (ab's
+    ``--resume`` refuses a given one; the run's default is then throughput)."""
+    p = _parent()
+    p.add_argument("--primary", default=default, choices=choices,
+                   help="the metric that carries the verdict (default throughput; capacity specs: max_sustainable_rate)")
+    return p
+
+
+def answer_check() -> argparse.ArgumentParser:
+    """``--no-answer-check``: skip the A/B's answer check (sweep/answer_check.py)."""
+    p = _parent()
+    p.add_argument("--no-answer-check", action="store_true",
+                   help="skip the answer check (the prompt set, greedy, on both sides' engines while up)")
+    return p
+
+
+def _alpha(text: str) -> float:
+    """An ``--alpha`` value: a level between 0 and 0.5; anything else is a usage error (exit 2)
+    that says what was expected."""
+    try:
+        x = float(text)
+        ok = 0 < x < 0.5
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"{text}: expected a level between 0 and 0.5")
+    return x
+
+
+def alpha() -> argparse.ArgumentParser:
+    """``--alpha``: the error rate of each of the gate's one-sided tests."""
+    p = _parent()
+    p.add_argument("--alpha", type=_alpha, default=0.05, help="error rate of each one-sided test (default 0.05)")
     return p
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
+from . import bisect as b
 from . import commands as c
 from . import gate as g
 from . import options as o
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_verbs(sub)
     _comparison_verbs(sub)
     g.add_parser(sub, PRIMARY_METRICS)
+    b.add_parser(sub, PRIMARY_METRICS)
     _capacity_verbs(sub)
     s = sub.add_parser("lab", help="JupyterLab on notebooks/ (news feed and update checks off)")
     s.add_argument("--port", type=int, default=8888)
@@ -107,17 +109,13 @@ def _comparison_verbs(sub) -> None:
     observers = o.observers("local target: Debian's Prometheus beside each repeat",
                             "k8s: the cluster's Prometheus; each repeat's window goes into its run")
     s = sub.add_parser("ab", help="interleaved A/B (or A/A) comparison: BASELINE_SPEC TUNED_SPEC as alternating repeats",
-                       parents=[o.target(), o.base_url(), observers, o.ab_run("tuned")])
+                       parents=[o.target(), o.base_url(), observers, o.ab_run("tuned"),
+                                o.ab_primary(PRIMARY_METRICS, default=None), o.answer_check()])
     s.add_argument("baseline", nargs="?", metavar="BASELINE_SPEC", help="(not with --resume)")
     s.add_argument("tuned", nargs="?", metavar="TUNED_SPEC", help="(not with --resume)")
     s.add_argument("--until-width", type=float, default=None, metavar="W",
                    help="stopping rule: add pairs until the primary interval's relative width < W in every cell")
     s.add_argument("--max-pairs", type=int, default=None, help="budget for --until-width (default 8)")
-    s.add_argument("--primary", default=None, choices=PRIMARY_METRICS,
-                   help="the metric that carries the verdict (default throughput; capacity specs: "
-                        "max_sustainable_rate)")
-    s.add_argument("--no-answer-check", action="store_true",
-                   help="skip the answer check (the prompt set, greedy, on both sides' engines while up)")
     s.set_defaults(fn=c.cmd_ab)
     s = sub.add_parser("tune", help="search engine settings for the highest max sustainable rate (optuna), confirm "
                                     "the winner by an interleaved A/B, write it as a kustomize component",

@@ -20,7 +20,7 @@ from .. import paths
 from ..kube import apply, cluster_client
 from .checks import deploy_errors
 from .preflight import group_of, optional_notes, preflight
-from .render import kustomize_build, missing_secret_inputs, secret_inputs_dir
+from .render import engine_container, kustomize_build, missing_secret_inputs, secret_inputs_dir
 
 NO_CLUSTER = 3
 MISSING_PREREQUISITES = 4
@@ -97,13 +97,15 @@ def node_gpu_facts(dyn) -> list[dict]:
     return facts
 
 
-def deploy(overlay: str, dry_run: bool = False, timeout_s: int = 900, client=None) -> int:
+def deploy(overlay: str, dry_run: bool = False, timeout_s: int = 900, client=None,
+           images: list[dict] | None = None) -> int:
     """Render, check, preflight, apply, wait. ``client``: a DynamicClient (default: the current
-    kube context's). Returns 0 (rolled out, or dry run), 1 (invalid overlay, no secrets, failed
-    rollout), NO_CLUSTER, or MISSING_PREREQUISITES (nothing applied)."""
+    kube context's). ``images``: kustomize image overrides on top of the overlay (a bisect's
+    build, render.engine_image_override). Returns 0 (rolled out, or dry run), 1 (invalid
+    overlay, no secrets, failed rollout), NO_CLUSTER, or MISSING_PREREQUISITES (nothing applied)."""
     missing = missing_secret_inputs()
     try:
-        docs = kustomize_build(overlay)  # throwaway keys while `missing`: then only checked, never applied
+        docs = kustomize_build(overlay, images=images)  # throwaway keys while `missing`: only checked, never applied
     except RuntimeError as exc:
         print(exc)
         return 1
@@ -111,7 +113,8 @@ def deploy(overlay: str, dry_run: bool = False, timeout_s: int = 900, client=Non
     if errs:
         print("\n".join(f"[{overlay}] {e}" for e in errs))
         return 1
-    print(f"overlay {overlay}: {len(docs)} objects rendered and checked offline")
+    shown = f" (engine image {engine_container(docs)['image']})" if images else ""
+    print(f"overlay {overlay}{shown}: {len(docs)} objects rendered and checked offline")
     dyn = None if dry_run else (client or cluster_client())
     if dyn is None:
         print("dry run: nothing applied" if dry_run else

@@ -9,6 +9,7 @@ Needs only the main dependencies: ``inferlab deploy`` renders with it.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import secrets
 import shutil
@@ -67,23 +68,67 @@ def buildable_tree(throwaway_secrets: bool) -> Iterator[Path]:
         yield tree
 
 
-def kustomize_build(overlay: str, throwaway_secrets: bool = True) -> list[dict]:
+def kustomize_build(overlay: str, throwaway_secrets: bool = True, images: list[dict] | None = None) -> list[dict]:
     """``kubectl kustomize platform/overlays/<overlay>``, no flags (every file an overlay reads
     lies inside platform/). The objects hold the API key when real secrets exist: keep them in
-    memory. ``throwaway_secrets=False`` (deploy) refuses to render with made-up keys."""
-    with buildable_tree(throwaway_secrets) as tree:
-        proc = subprocess.run([find_tool("kubectl"), "kustomize", str(tree / "overlays" / overlay)],
-                              capture_output=True, text=True)
+    memory. ``throwaway_secrets=False`` (deploy) refuses to render with made-up keys.
+    ``images``: kustomize ``images:`` entries applied on top of the overlay (a bisect's build:
+    :func:`engine_image_override`), by a kustomization in a temporary folder whose only resource
+    is the overlay, so the checkout is never written."""
+    with buildable_tree(throwaway_secrets) as tree, _on_top(tree / "overlays" / overlay, images) as root:
+        proc = subprocess.run([find_tool("kubectl"), "kustomize", str(root)], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"kustomize build of overlay {overlay!r} failed:\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"kustomize build of overlay {overlay!r}{' with ' + str(images) if images else ''} "
+                           f"failed:\n{proc.stderr[-2000:]}")
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
 
+@contextlib.contextmanager
+def _on_top(overlay_dir: Path, images: list[dict] | None) -> Iterator[Path]:
+    """``overlay_dir`` itself, or with ``images`` a temporary kustomization of it with those
+    image overrides (kustomize takes a resource folder by a relative path only)."""
+    if not images:
+        yield overlay_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="inferlab-images-") as tmp:
+        doc = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+               "resources": [os.path.relpath(overlay_dir, tmp)], "images": images}
+        (Path(tmp) / "kustomization.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        yield Path(tmp)
+
+
+def engine_container(docs: list[dict]) -> dict:
+    """The one container that runs a vLLM image; ValueError unless there is exactly one."""
+    found = [c for d in docs for c in pod_containers(d) if is_vllm_image(c.get("image", ""))]
+    if len(found) != 1:
+        raise ValueError(f"expected one vLLM container, found {len(found)}")
+    return found[0]
+
+
+def split_image(ref: str) -> tuple[str, str, str]:
+    """``(name, tag, digest)`` of an image reference (``repo/name:tag``, ``repo/name@sha256:...``);
+    a ``:`` in the registry's host:port is not a tag."""
+    name, _, digest = ref.partition("@")
+    tag = ""
+    if ":" in name.rsplit("/", 1)[-1]:
+        name, tag = name.rsplit(":", 1)
+    return name, tag, digest
+
+
+def engine_image_override(overlay: str, image: str) -> dict:
+    """The kustomize ``images:`` entry that runs ``overlay``'s engine with ``image``: a tag
+    (``v0.31.0``: the overlay's own vLLM image at that tag) or a whole reference (its name,
+    tag or digest). Matched by the name the overlay renders for the vLLM container (after its
+    components' own overrides, e.g. the CPU image), so only the engine Deployment changes."""
+    current, _, _ = split_image(engine_container(kustomize_build(overlay))["image"])
+    if "/" not in image and ":" not in image and "@" not in image:
+        return {"name": current, "newTag": image}
+    name, tag, digest = split_image(image)
+    return {"name": current, "newName": name, **({"digest": digest} if digest else {"newTag": tag})}
+
+
 def is_vllm_image(image: str) -> bool:
-    repo = image.split("@", 1)[0]
-    if ":" in repo.rsplit("/", 1)[-1]:
-        repo = repo.rsplit(":", 1)[0]
-    return bool(VLLM_REPO.search(repo))
+    return bool(VLLM_REPO.search(split_image(image)[0]))
 
 
 TESTRUN_PODS = ("initializer", "starter", "runner")  # the pods a k6-operator TestRun makes, one k6 container each
@@ -117,18 +162,10 @@ def env_shown(env: dict) -> str:
     return ""
 
 
-def vllm_container(docs: list[dict]) -> dict:
-    """The one container that runs a vLLM image; ValueError unless there is exactly one."""
-    found = [c for d in docs for c in pod_containers(d) if is_vllm_image(c.get("image", ""))]
-    if len(found) != 1:
-        raise ValueError(f"expected one vLLM container, found {len(found)}")
-    return found[0]
-
-
 def engine_of(docs: list[dict]) -> dict:
     """``{"args": [...], "env": {name: value or reference}}`` of the one container that runs a
-    vLLM image (:func:`vllm_container`): its ``args``, the list engine profiles own."""
-    c = vllm_container(docs)
+    vLLM image (:func:`engine_container`): its ``args``, the list engine profiles own."""
+    c = engine_container(docs)
     return {"args": list(c.get("args", [])), "env": {e["name"]: env_shown(e) for e in c.get("env", [])}}
 
 
@@ -136,7 +173,7 @@ def engine_argv(docs: list[dict]) -> list[str]:
     """Every argument vLLM gets after ``vllm serve``: the container's ``command`` past
     :data:`SERVE` (the tracing component puts its flags there), then its ``args``. ValueError
     when a ``command`` does not start with ``vllm serve`` (it replaces the image's entrypoint)."""
-    c = vllm_container(docs)
+    c = engine_container(docs)
     command = c.get("command") or SERVE
     if command[:len(SERVE)] != SERVE:
         raise ValueError(f"the vLLM container's command {command} does not start with {' '.join(SERVE)!r}")

@@ -28,7 +28,7 @@ import jsonschema
 import yaml
 
 from ..formats.otlp import COLLECTOR_SPANS_FILE
-from .render import engine_argv, vllm_container
+from .render import engine_argv, engine_container
 
 RELEASE = "0.133.0"  # the Collector release the schema was written from; the image must match it
 IMAGE = f"otel/opentelemetry-collector:{RELEASE}"
@@ -126,7 +126,7 @@ def _file_exporter_errors(config: dict, pod: dict, container: dict) -> list[str]
 
 def _vllm_errors(docs: list[dict], pod_labels: dict) -> list[str]:
     """vLLM exports to the Collector Service's OTLP/HTTP port, over http/protobuf, detailed."""
-    argv, env = engine_argv(docs), vllm_container(docs).get("env", [])
+    argv, env = engine_argv(docs), engine_container(docs).get("env", [])
     services = [d for d in _named(docs, "Service", COLLECTOR)
                 if (d["spec"].get("selector") or {}).items() <= pod_labels.items()]
     ports = [p["port"] for s in services for p in s["spec"].get("ports", []) if p.get("targetPort") == HTTP_PORT_NAME]

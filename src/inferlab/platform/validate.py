@@ -28,7 +28,7 @@ from ..tools import ToolNotFound, find_tool, missing_tool, which_tool
 from .checks import (INGRESS_CONTROLLER_DIR, custom_schema_errors, edge_log_source, ingress_controller_errors,
                      plaintext_secret_errors, policy_errors, tls_errors)
 from .promql import promql_errors, run_promtool
-from .render import SERVE, engine_of, kustomize_build, overlays, platform_dir, vllm_container
+from .render import SERVE, engine_of, kustomize_build, overlays, platform_dir, engine_container
 from .tracing import tracing_errors
 
 K8S_VERSION = "1.32"
@@ -92,7 +92,7 @@ def validate_overlay(overlay: str) -> tuple[int, list[str]]:
 def engine_lines(docs: list[dict]) -> list[str]:
     """The effective vLLM arguments and environment, references shown as such."""
     try:
-        eng, command = engine_of(docs), vllm_container(docs).get("command")
+        eng, command = engine_of(docs), engine_container(docs).get("command")
     except ValueError as exc:
         return [f"  vllm: {exc}"]
     return ["  vllm args: " + " ".join(eng["args"]),

@@ -57,6 +57,8 @@ class Comparison(RecordHeader):
                                       "runs)")
     repeats: list[Repeat] = Field(default_factory=list)
     answers: AnswerCheck | None = Field(None, description="the answer check (runs/answer_record.py); None: not run")
+    builds: dict[str, dict[str, Any]] = Field(default_factory=dict, description="a bisect step: the engine build "
+                                              "each side ran (baseline, tuned -> name, python or image)")
 
     @property
     def name(self) -> str:

@@ -1,9 +1,9 @@
-"""One record store for runs, comparisons and tunes: where each kind lives, one id rule, one save.
+"""One record store for runs, comparisons, tunes and bisects: where each kind lives, one id rule, one save.
 
 A record is a folder named by its id holding one JSON file: ``run.json`` (runs, in data/runs
 then data/sample), ``comparison.json`` (data/comparisons then data/sample/comparisons),
-``tune.json`` (data/tunes). :meth:`RecordStore.find` resolves what a user typed the same way
-for all three:
+``tune.json`` (data/tunes), ``bisect.json`` (data/bisects). :meth:`RecordStore.find` resolves what a user typed the same way
+for all four:
 
 1. a path to the record's folder (or to its JSON file);
 2. else an exact id, the first folder searched winning;
@@ -50,7 +50,7 @@ class AmbiguousRecordError(RecordNotFoundError):
 class RecordStore:
     """Where one kind of record lives and how its ids resolve (see the module docstring)."""
 
-    kind: str  # "run", "comparison", "tune": in messages
+    kind: str  # "run", "comparison", "tune", "bisect": in messages
     filename: str  # the record's JSON file inside its folder
     locations: Callable[[], list[Path]]  # folders searched in order; new records go to the first
 
@@ -111,11 +111,12 @@ RUNS = RecordStore("run", MANIFEST, lambda: [paths.runs_dir(), paths.sample_dir(
 COMPARISONS = RecordStore("comparison", "comparison.json", lambda: [paths.workspace_root() / "data" / "comparisons",
                                                                     paths.sample_dir() / "comparisons"])
 TUNES = RecordStore("tune", "tune.json", lambda: [paths.workspace_root() / "data" / "tunes"])
+BISECTS = RecordStore("bisect", "bisect.json", lambda: [paths.workspace_root() / "data" / "bisects"])
 
 
 class RecordHeader(StrictModel):
-    """The fields a comparison and a tune record share: a study of several runs, replaced as
-    its runs finish. (A run's own record is :class:`inferlab.runs.manifest.Manifest`.)"""
+    """The fields comparison, tune and bisect records share: a study of several runs, replaced
+    as its runs finish. (A run's own record is :class:`inferlab.runs.manifest.Manifest`.)"""
 
     schema_version: int = 1
     created_at: datetime

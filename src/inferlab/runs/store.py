@@ -22,6 +22,7 @@ Rules enforced here (tests: tests/runs/test_store.py, tests/runs/test_verify.py)
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import stat
@@ -59,6 +60,15 @@ def write_once(path: Path, data: bytes) -> Path:
         fh.write(data)
     path.chmod(0o444)
     return path
+
+
+def record_file(folder: Path, rel: str, data: bytes) -> FileEntry:
+    """Write ``folder/rel`` once (:func:`write_once`, parents made) and return its entry (path,
+    sha256, size) for a study record's inventory (answer passes, a bisect's steps)."""
+    path = folder / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_once(path, data)
+    return FileEntry(path=rel, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
 
 
 def read_manifest(run_dir: Path) -> Manifest:

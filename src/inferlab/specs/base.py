@@ -32,9 +32,41 @@ def read_mapping(p: Path, what: str, error: type[Exception]) -> dict:
 
 def validate_file(model: type[M], data: dict, p: Path, what: str, error: type[Exception]) -> M:
     """``model`` from ``data`` read from ``p``; a ValidationError becomes ``error`` listing every
-    bad field, dotted (``slo.e2e_p95_ms: ...``)."""
+    bad field, dotted, with the line of ``p`` it sits on where the file has it (``slo.e2e_p95_ms:
+    ... (line 12)``; a value given only as an override has no line)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(x) for x in e['loc']) or f'({what})'}: {e['msg']}" for e in exc.errors()]
+        try:
+            text = p.read_text()
+        except OSError:
+            text = ""
+        lines = []
+        for e in exc.errors():
+            at = yaml_line(text, e["loc"])
+            lines.append(f"  {'.'.join(str(x) for x in e['loc']) or f'({what})'}: {e['msg']}"
+                         + (f" (line {at})" if at else ""))
         raise error(f"{p}: invalid {what}\n" + "\n".join(lines)) from None
+
+
+def yaml_line(text: str, loc: tuple) -> int | None:
+    """The 1-based line of the YAML ``text`` where the field at ``loc`` (pydantic's error location:
+    keys and list indices) is written: the deepest part of ``loc`` the file has (a missing field:
+    its parent's line); None for unparsable text or a location the file does not reach at all."""
+    try:
+        node = yaml.compose(text) if text.strip() else None
+    except yaml.YAMLError:
+        return None
+    line = None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            hit = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(key)), None)
+            if hit is None:
+                break
+            line, node = hit[0].start_mark.line + 1, hit[1]  # the key's line: where the field is named
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

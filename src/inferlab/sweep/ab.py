@@ -26,6 +26,7 @@ further repeat starts) and leaves it ``partial``; :func:`resume_comparison` (``i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -40,6 +41,7 @@ from ..runs.comparison import Comparison, Repeat, comparisons_dir, find_comparis
 from ..runs.layout import slug
 from ..runs.store import current_writer, writer_alive
 from ..specs import LoadSpec
+from ..specs.builds import Build
 from ..targets.engine import ENGINE_DEVICE_ENV, ENGINE_MODEL_ENV, ENGINE_PYTHON_ENV, engine_choice
 from .answer_check import AnswerChecker
 
@@ -72,12 +74,16 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
                    pairs: int = 3, order: str = "abba", seed: int = 0, label: str | None = None,
                    until_width: float | None = None, max_pairs: int = 8, on_repeat=None,
                    overlays: tuple[str, str] | None = None, primary: str = "throughput",
-                   answer_check: bool = True) -> str:
+                   answer_check: bool = True, builds: tuple[Build, Build] | None = None) -> str:
     """Run the comparison; returns its id. Each repeat is a run (label ``<label>-a|b``).
     ``answer_check``: the prompt set on both sides' engines while up (sweep/answer_check.py).
     ``overlays`` (target k8s): (baseline, tuned) overlay names, deployed before each repeat, so
     the cluster's engine pods are replaced between configurations as the local engine is.
-    ``on_repeat``: called with the record after each repeat is saved."""
+    ``on_repeat``: called with the record after each repeat is saved.
+    ``builds`` (a bisect's step): the engine build of each side, (baseline, tuned): on the local
+    target each repeat's engine is that build's interpreter (targets.engine.chosen_engine); on
+    k8s each deploy carries that build's image as a kustomize override of the overlay
+    (platform/render.py engine_image_override). The record lists them; each repeat names its build."""
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r} ({', '.join(ORDERS)})")
     if baseline.kind != tuned.kind or baseline.kind not in ("sweep", "capacity"):
@@ -94,7 +100,8 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
                    until_width=until_width, pairs=pairs, max_pairs=max_pairs if until_width is not None else None,
                    primary="max_sustainable_rate" if baseline.kind == "capacity" else primary,
                    base_url=base_url, overlays=list(overlays) if overlays else None, writer=current_writer(),
-                   engine=engine)
+                   engine=engine, builds={side: b.model_dump(mode="json", exclude_none=True)
+                                          for side, b in zip(("baseline", "tuned"), builds or ())})
     if target == "url":
         c.notes.append("target url: the server is the user's; the tool cannot restart it between repeats")
     elif target == "k8s" and not overlays:
@@ -177,18 +184,22 @@ def _drive(c: Comparison, d: Path, specs: tuple[LoadSpec, LoadSpec], answers: An
     from .runner import run
 
     overlays = tuple(c.overlays) if c.overlays else None
+    builds = {side: Build.model_validate(b) for side, b in c.builds.items()}
     done = len(c.repeats)
     try:
         for i, (pair, side) in enumerate(planned(c.order, c.seed)):
             if i >= done:
                 spec = specs[0] if side == "baseline" else specs[1]
-                deployed = _deploy(overlays, side) if c.target == "k8s" and overlays else {}  # type: ignore[arg-type]
-                run_id = run(spec, target=c.target, base_url=c.base_url,
-                             label=f"{c.name}-{'a' if side == 'baseline' else 'b'}",
-                             while_up=answers.hook(side, pair, spec) if answers else None)
+                build = builds.get(side)
+                with _local_build(build) if c.target == "local" else contextlib.nullcontext():
+                    deployed = _deploy(overlays, side, build) if c.target == "k8s" and overlays else {}  # type: ignore[arg-type]
+                    run_id = run(spec, target=c.target, base_url=c.base_url,
+                                 label=f"{c.name}-{'a' if side == 'baseline' else 'b'}",
+                                 while_up=answers.hook(side, pair, spec) if answers else None)
                 m = load_run(run_id).manifest
                 c.repeats.append(Repeat(side=side, pair=pair, run_id=run_id, status=m.status,  # type: ignore[arg-type]
-                                        engine={**engine_lifetime(m), **deployed}))
+                                        engine={**engine_lifetime(m), **deployed,
+                                                **({"build": build.name} if build else {})}))
                 save_comparison(c, d)
                 if m.cut_by_user():
                     raise KeyboardInterrupt
@@ -223,18 +234,30 @@ def _drive(c: Comparison, d: Path, specs: tuple[LoadSpec, LoadSpec], answers: An
     return c.comparison_id
 
 
-def _deploy(overlays: tuple[str, str], side: str) -> dict[str, Any]:
-    """Apply this side's overlay and wait for its rollout (platform.deploy); refuse to go on
-    without it: a repeat against the other configuration would poison the comparison."""
+def _local_build(build: Build | None) -> contextlib.AbstractContextManager:
+    """The local engine of ``build`` (its interpreter and device) for one repeat, or nothing."""
+    from ..targets.engine import chosen_engine
+
+    return chosen_engine(build.python, build.device) if build is not None else contextlib.nullcontext()
+
+
+def _deploy(overlays: tuple[str, str], side: str, build: Build | None = None) -> dict[str, Any]:
+    """Apply this side's overlay (with its build's image override, if any) and wait for its
+    rollout (platform.deploy); refuse to go on without it: a repeat against the other
+    configuration would poison the comparison."""
     from ..platform.deploy import deploy
+    from ..platform.render import engine_image_override
 
     overlay = overlays[0] if side == "baseline" else overlays[1]
+    images = [engine_image_override(overlay, build.image)] if build is not None and build.image else None
+    shown = f"overlay {overlay!r}" + (f" with image {build.image} (build {build.name})" if images else "")
     started = datetime.now(UTC).isoformat()
-    code = deploy(overlay)
+    code = deploy(overlay, images=images)
     if code != 0:
-        raise RuntimeError(f"deploy of overlay {overlay!r} exited {code}: this repeat cannot run on its configuration")
+        raise RuntimeError(f"deploy of {shown} exited {code}: this repeat cannot run on its configuration")
     pods = _restart_engine_pods(started)  # re-applying an unchanged overlay replaces no pod: restart them
-    return {"overlay": overlay, "deployed_at": started, "rolled_out_at": datetime.now(UTC).isoformat(), "pods": pods}
+    return {"overlay": overlay, **({"images": images} if images else {}), "deployed_at": started,
+            "rolled_out_at": datetime.now(UTC).isoformat(), "pods": pods}
 
 
 def _restart_engine_pods(stamp: str, namespace: str = "inferlab", name: str = "vllm") -> list[dict[str, Any]]:

@@ -19,7 +19,6 @@ component (not when its answers differ, unless the user accepts the change).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +32,7 @@ from ..probe.answers import collect
 from ..runs.answer_record import AnswerCheck, AnswerPass
 from ..runs.comparison import Comparison, load_comparison
 from ..runs.manifest import FileEntry
-from ..runs.store import write_once
+from ..runs.store import record_file
 from ..specs import LoadSpec
 from ..specs.answer_prompts import NAME, SHA256, load_prompt_set
 from ..targets.session import TargetSession
@@ -127,10 +126,7 @@ class AnswerChecker:
         return p
 
     def _write_once(self, rel: str, data: bytes) -> FileEntry:
-        path = self.folder / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_once(path, data)  # never overwrites
-        return FileEntry(path=rel, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+        return record_file(self.folder, rel, data)  # never overwrites
 
     def settle(self) -> None:
         """Compute each result once, as soon as its passes exist (analysis.answers.results, which

@@ -19,10 +19,11 @@ sets ``CUDA_VISIBLE_DEVICES=N`` unless the spec's engine env sets it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,27 @@ def engine_choice(python: str | None = None, model: str | None = None, device: s
         raise EngineError(f"{ENGINE_DEVICE_ENV}={device}: {ENGINE_VENV} holds vLLM's CPU build; name a GPU build's "
                           f"interpreter with {ENGINE_PYTHON_ENV} (or --engine-python)")
     return EngineChoice(python, model, device)
+
+
+@contextlib.contextmanager
+def chosen_engine(python: str | None, device: str | None = None) -> Iterator[EngineChoice]:
+    """Within the block, the local target starts the vLLM at ``python`` on ``device`` (``None``:
+    the device ``INFERLAB_ENGINE_DEVICE`` names, else :func:`engine_choice`'s default): it sets
+    ``INFERLAB_ENGINE_PYTHON``/``_DEVICE``, the one place the choice lives, and restores both
+    after. Checked first (:func:`engine_choice`'s EngineError for a missing interpreter or an
+    unknown device). A bisect runs each repeat of a build inside one."""
+    choice = engine_choice(python, device=device)
+    update = {ENGINE_PYTHON_ENV: python, **({ENGINE_DEVICE_ENV: device} if device else {})}
+    before = {k: os.environ.get(k) for k in update}
+    os.environ.update({k: v for k, v in update.items() if v})
+    try:
+        yield choice
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def engine_python() -> Path:
