@@ -184,7 +184,9 @@ def _drive(c: Comparison, d: Path, specs: tuple[LoadSpec, LoadSpec], answers: An
     from .runner import run
 
     overlays = tuple(c.overlays) if c.overlays else None
-    builds = {side: Build.model_validate(b) for side, b in c.builds.items()}
+    # the builds as recorded (a bisect step's record holds more than Build's fields: its rendered image)
+    builds = {side: Build.model_validate({k: v for k, v in b.items() if k in Build.model_fields})
+              for side, b in c.builds.items()}
     done = len(c.repeats)
     try:
         for i, (pair, side) in enumerate(planned(c.order, c.seed)):
