@@ -208,8 +208,9 @@ def compare_repeats(reps: pd.DataFrame, primary: str = PRIMARY, alpha: float = 0
     if not reps.empty:
         for cell in paired_cells(reps):
             a, b = reps[(reps["cell"] == cell) & (reps["side"] == "baseline")], reps[(reps["cell"] == cell) & (reps["side"] == "tuned")]
+            per_cell = _cell_parts(cell, a, b)  # what every metric's row of this cell shares
             for metric in [m for m in LOWER_IS_BETTER if m in reps.columns and reps[m].notna().any()]:
-                row, vals = _metric_row(cell, a, b, metric, level, method)
+                row, vals = _metric_row(per_cell, a, b, metric, level, method)
                 rows.append(row)
                 values.append(vals)
     out = pd.DataFrame(rows)
@@ -239,11 +240,22 @@ def compare_repeats(reps: pd.DataFrame, primary: str = PRIMARY, alpha: float = 0
     return out
 
 
-def _metric_row(cell: str, a: pd.DataFrame, b: pd.DataFrame, metric: str, level: float,
+def _cell_parts(cell: str, a: pd.DataFrame, b: pd.DataFrame) -> tuple[dict, dict, dict]:
+    """The parts of a row that are the same for every metric of one cell: its keys, its request
+    and error counts, its validity (computed once a cell, not once a metric)."""
+    return ({"cell": cell, "payload": a["payload"].iloc[0], "vus": a["vus"].iloc[0]},
+            {"requests_baseline": int(a["window_requests"].sum()), "requests_tuned": int(b["window_requests"].sum()),
+             "error_rate_baseline": float(a["errors"].sum() / max(a["requests"].sum(), 1)),
+             "error_rate_tuned": float(b["errors"].sum() / max(b["requests"].sum(), 1))},
+            _row_validity(a, b))
+
+
+def _metric_row(per_cell: tuple[dict, dict, dict], a: pd.DataFrame, b: pd.DataFrame, metric: str, level: float,
                 method: str) -> tuple[dict, tuple]:
     """One cell x metric: interval, p-value, noise and A/A spread (role, q and verdict are set by
     :func:`compare_repeats`, which sees the whole family); and (values a, values b, bracket
-    widths) to draw the interval again at the level Holm gives it."""
+    widths) to draw the interval again at the level Holm gives it. ``per_cell``: :func:`_cell_parts`."""
+    keys, counts, validity = per_cell
     va, vb = a[metric].dropna().to_numpy(float), b[metric].dropna().to_numpy(float)
     widths = None
     if metric == "max_sustainable_rate" and "msr_log_width" in a.columns:
@@ -256,17 +268,13 @@ def _metric_row(cell: str, a: pd.DataFrame, b: pd.DataFrame, metric: str, level:
     if metric in QUANTILES and (len(va) < len(a) or len(vb) < len(b)):
         need = min_requests(QUANTILES[metric])
         note = f"a repeat has < {need} window requests for {metric.split('_')[1]}"
-    return {"cell": cell, "payload": a["payload"].iloc[0], "vus": a["vus"].iloc[0], "metric": metric,
-            "n_baseline": len(va), "n_tuned": len(vb),
-            "requests_baseline": int(a["window_requests"].sum()), "requests_tuned": int(b["window_requests"].sum()),
-            "error_rate_baseline": float(a["errors"].sum() / max(a["requests"].sum(), 1)),
-            "error_rate_tuned": float(b["errors"].sum() / max(b["requests"].sum(), 1)),
+    return {**keys, "metric": metric, "n_baseline": len(va), "n_tuned": len(vb), **counts,
             "baseline": stats.geometric_mean(va), "tuned": stats.geometric_mean(vb), "ratio": iv.ratio, "ci_low": iv.low, "ci_high": iv.high,
             "p_value": iv.p_value, "q_value": np.nan, "noise_cv": sd,
             "aa_spread": stats.aa_halfwidth(sd, len(va), len(vb), level),
             "zero_tuned": bool((vb <= 0).any()), "zero_baseline": bool((va <= 0).any()),
             "min_detectable": np.nan, "method": iv.method, "note": note,
-            **_row_validity(a, b)}, (va, vb, widths)
+            **validity}, (va, vb, widths)
 
 
 def _row_validity(a: pd.DataFrame, b: pd.DataFrame) -> dict:
