@@ -73,7 +73,7 @@ def test_one_repeat_gives_no_interval_and_no_verdict():
     assert "no between-run variance" in iv.note
 
 
-def test_holm_uses_statsmodels_semantics():
+def test_holm_uses_statsmodels_semantics(quick_holm):
     from statsmodels.stats.multitest import multipletests
 
     q = stats.holm([0.01, 0.04, np.nan, 0.03])
