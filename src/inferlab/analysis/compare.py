@@ -29,6 +29,7 @@ one value per metric, measured in the cell's steady-state window (analysis/windo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -77,9 +78,10 @@ def compared_cells(run: Run, count_never_ran: bool = True):
 def paired_cells(reps: pd.DataFrame) -> list[str]:
     """The cells of a repeat table (column ``cell``, ``side`` baseline | tuned) both sides ran,
     in the table's order."""
-    if reps.empty:
-        return []
-    return [c for c in dict.fromkeys(reps["cell"]) if set(reps.loc[reps["cell"] == c, "side"]) == {"baseline", "tuned"}]
+    sides: dict = {}
+    for cell, side in zip(reps["cell"].tolist(), reps["side"].tolist()) if not reps.empty else ():
+        sides.setdefault(cell, set()).add(side)
+    return [c for c, s in sides.items() if s == {"baseline", "tuned"} and c == c]  # c == c: a missing cell is no cell
 
 
 def _msr_bracket(cap: dict) -> tuple[float, float]:
@@ -206,8 +208,9 @@ def compare_repeats(reps: pd.DataFrame, primary: str = PRIMARY, alpha: float = 0
     if seq is not None:
         method = "welch"
     if not reps.empty:
+        groups = {key: g for key, g in reps.groupby(["cell", "side"], sort=False)}  # one pass, not two masks a cell
         for cell in paired_cells(reps):
-            a, b = reps[(reps["cell"] == cell) & (reps["side"] == "baseline")], reps[(reps["cell"] == cell) & (reps["side"] == "tuned")]
+            a, b = groups[(cell, "baseline")], groups[(cell, "tuned")]
             per_cell = _cell_parts(cell, a, b)  # what every metric's row of this cell shares
             for metric in [m for m in LOWER_IS_BETTER if m in reps.columns and reps[m].notna().any()]:
                 row, vals = _metric_row(per_cell, a, b, metric, level, method)
@@ -219,21 +222,25 @@ def compare_repeats(reps: pd.DataFrame, primary: str = PRIMARY, alpha: float = 0
             primary = "max_sustainable_rate"
         out["role"] = np.where(out["metric"] == primary, "primary", "secondary")
         out["p_sequential"] = seq.p_value(out["p_value"]) if seq is not None else np.nan
-        tested = out["p_sequential"] if seq is not None else out["p_value"]
+        tested = (out["p_sequential"] if seq is not None else out["p_value"]).to_numpy(float)
+        q, level_adj, detectable = (np.full(len(out), np.nan) for _ in range(3))  # filled role by role
+        noise, n_a, n_b = out["noise_cv"].to_numpy(float), out["n_baseline"].to_numpy(), out["n_tuned"].to_numpy()
         for role in ("primary", "secondary"):
-            sel = out["role"] == role
-            out.loc[sel, "q_value"] = stats.holm(tested[sel], alpha)
+            sel = (out["role"] == role).to_numpy()
+            q[sel] = stats.holm(tested[sel], alpha)
             a_j = stats.holm_alphas(tested[sel], alpha)  # the level each interval is drawn at
-            out.loc[sel, "ci_level_adj"] = 1 - (seq.nominal(a_j) if seq is not None else a_j)
+            level_adj[sel] = 1 - (seq.nominal(a_j) if seq is not None else a_j)
             # what this design detects with 80 % power at Holm's strictest step (alpha / tests in the family)
             m = max(int(sel.sum()), 1)
-            out.loc[sel, "min_detectable"] = [stats.min_detectable_ratio(sd, na, nb, alpha / m) for sd, na, nb in
-                                              zip(out.loc[sel, "noise_cv"], out.loc[sel, "n_baseline"], out.loc[sel, "n_tuned"])]
+            detectable[sel] = [stats.min_detectable_ratio(sd, na, nb, alpha / m) for sd, na, nb in
+                               zip(noise[sel].tolist(), n_a[sel].tolist(), n_b[sel].tolist())]
+        out["q_value"], out["ci_level_adj"], out["min_detectable"] = q, level_adj, detectable
         adj = [stats.ratio_interval(va, vb, level=lv, method=method, widths=w) if np.isfinite(lv) else None
                for (va, vb, w), lv in zip(values, out["ci_level_adj"])]
         out["ci_low_adj"] = [iv.low if iv else np.nan for iv in adj]
         out["ci_high_adj"] = [iv.high if iv else np.nan for iv in adj]
-        verdicts = [_verdict(r, alpha) for r in out.itertuples()]
+        cols = out.columns.tolist()  # rows as namespaces (itertuples makes a class a call; to_dict is slower still)
+        verdicts = [_verdict(SimpleNamespace(**dict(zip(cols, r))), alpha) for r in zip(*(out[c].tolist() for c in cols))]
         out["verdict_kind"] = [kind for kind, _ in verdicts]  # the verdict without its reason (a report's first page)
         out["verdict"] = [kind + reason for kind, reason in verdicts]
     out.attrs.update(alpha=alpha, level=level, primary=primary, repeats=reps, looks=looks)
