@@ -109,7 +109,7 @@ def test_holm_across_every_part_of_every_cell_holds_the_familywise_rate():
         assert at.sentences(att)[0].endswith("no part differs beyond noise (Holm across the parts)")
 
 
-def test_welch_and_holm_equal_the_reference_libraries():
+def test_welch_and_holm_equal_the_reference_libraries(quick_holm):
     """attribution.welch is scipy's Welch test, vectorized; stats.holm is statsmodels' Holm
     (reimplemented: statsmodels runs gc.collect() on every call)."""
     from scipy import stats as sps

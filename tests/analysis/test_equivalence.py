@@ -167,16 +167,6 @@ def test_n_more_repeats_has_no_answer_on_the_margin_and_a_ceiling():
 # --- the gate's multiplicity ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def quick_holm(monkeypatch):
-    """statsmodels' Holm runs ``gc.collect()`` on every call (multipletests imports gc inside the
-    function), up to half a second in a loaded test process: a no-op during these thousands of
-    gates only (the numbers are unchanged)."""
-    import gc
-
-    monkeypatch.setattr(gc, "collect", lambda *args, **kwargs: 0)
-
-
 def _gate(truths: list[float], sd: float, n: int, sims: int, seed: int) -> dict[str, float]:
     """Outcome shares of a 3-metric gate (throughput, latency p50, TTFT p99) with the given true
     worsening (log scale; positive is worse) per metric, through gate_metric and settle."""

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -71,7 +73,7 @@ def test_one_repeat_gives_no_interval_and_no_verdict():
     assert "no between-run variance" in iv.note
 
 
-def test_holm_uses_statsmodels_semantics():
+def test_holm_uses_statsmodels_semantics(quick_holm):
     from statsmodels.stats.multitest import multipletests
 
     q = stats.holm([0.01, 0.04, np.nan, 0.03])
@@ -101,18 +103,21 @@ CELLS = [("short", 1, 22), ("short", 4, 28), ("short", 16, 52), ("long", 1, 22),
 
 
 def closed_loop(rng, vus: int, n: int, mean_ms: float, fail_every: int = 0, sigma: float = 0.2) -> pd.DataFrame:
-    """n requests by ``vus`` closed-loop users: each user starts its next request when the last ends."""
-    free = np.zeros(vus)
-    rows = []
-    t0 = pd.Timestamp("2026-11-27", tz="UTC")
+    """n requests by ``vus`` closed-loop users: each user starts its next request when the last ends
+    (the user free first; on a tie the lowest-numbered, as ``argmin``). The n service times are
+    drawn at once: the same numbers, in the same order, as one draw per request."""
+    dur = mean_ms * rng.lognormal(0, sigma, n)
+    free = [(0.0, u) for u in range(vus)]  # (free at, user): a heap
+    s = np.empty(n)
     for i in range(n):
-        u = int(np.argmin(free))
-        d = mean_ms * rng.lognormal(0, sigma)
-        ok = not (fail_every and i % fail_every == 1)  # a failed request keeps its time (as in a copy)
-        rows.append((free[u], free[u] + d, d, ok))
-        free[u] += d
-    df = pd.DataFrame(rows, columns=["s", "e", "duration_ms", "ok"])
-    return df.assign(start_ts=t0 + pd.to_timedelta(df["s"], "ms"), end_ts=t0 + pd.to_timedelta(df["e"], "ms"))
+        t, u = free[0]
+        s[i] = t
+        heapq.heapreplace(free, (t + dur[i], u))
+    e = s + dur
+    ok = np.arange(n) % fail_every != 1 if fail_every else np.ones(n, bool)  # a failed request keeps its time (as in a copy)
+    t0 = pd.Timestamp("2026-11-27", tz="UTC")
+    return pd.DataFrame({"s": s, "e": e, "duration_ms": dur, "ok": ok, "start_ts": t0 + pd.to_timedelta(s, "ms"),
+                         "end_ts": t0 + pd.to_timedelta(e, "ms")})
 
 
 def simulated_comparison(rng, cv: float, factor: float, fail_every: int = 0) -> pd.DataFrame:

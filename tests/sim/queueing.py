@@ -151,50 +151,70 @@ def open_loop_batch(arrivals_s: np.ndarray, slots: int, alpha: float = 0.05, sig
         work = np.full((n_rep, n), float(work_mean))
     decode = work * (1 - prefill_share)
     speed = np.broadcast_to(np.asarray(speed, float), (n_rep,))
-    rows = np.arange(n_rep)
-    rem = np.full((n_rep, slots), np.inf)  # remaining work per slot (inf: empty)
-    dec = np.full((n_rep, slots), np.inf)  # the slot's request's decode work (inf: empty)
-    who = np.full((n_rep, slots), -1)  # request index in each slot
-    t = np.zeros(n_rep)
-    arrived = np.zeros(n_rep, int)  # requests arrived so far (queue = [admitted, arrived))
-    admitted = np.zeros(n_rep, int)
-    first = np.full((n_rep, n), np.nan)
-    end = np.full((n_rep, n), np.nan)
-    arr_pad = np.concatenate([arr, np.full((n_rep, 1), np.inf)], axis=1)
-    b = np.zeros(n_rep, int)
+    return _ps_fifo(arr, work, decode, speed, slots, alpha)
+
+
+def _ps_fifo(arr: np.ndarray, work: np.ndarray, decode: np.ndarray, speed: np.ndarray, slots: int,
+             alpha: float) -> dict:
+    """:func:`open_loop_batch`'s server on (replicates, n) arrivals, work and decode work.
+
+    Processor sharing advances every running request of a replicate by the same work, so one
+    clock per replicate (``w``: the work each running request has done since the start) serves
+    them all: a request admitted at clock w0 ends its prefill at w0 + work - decode and
+    completes at w0 + work. The rate changes only when a request is admitted or completes, so
+    those are the events: each round every replicate runs to the earlier of its next completion
+    and, while a slot is free, its next arrival (a queued request is admitted at a completion);
+    a prefill that ends inside the step is dated where the clock crosses it. A replicate's
+    running requests fill its first ``b`` slots (a finished one's slot takes the last one's).
+    Arrays are indexed flat, one numpy call per operation for all replicates; the per-request
+    ones request-major (request x replicates + replicate): the replicates are at about the same
+    request at a time, so a round's reads and writes stay close together in memory."""
+    n_rep, n = arr.shape
+    rep, flat_s = np.arange(n_rep), np.arange(n_rep) * slots
+    arr_flat = np.concatenate([arr.T, np.full((1, n_rep), np.inf)]).ravel()  # inf: no more arrivals
+    work_f, prefill_f = work.T.ravel(), (work - decode).T.ravel()
+    denom = 1.0 + alpha * np.maximum(np.arange(slots + 1) - 1, 0)  # by requests running
+    fin = np.full(n_rep * slots, np.inf)  # clock at which the slot's request completes (inf: empty)
+    pre = np.full(n_rep * slots, np.inf)  # clock at which its prefill ends (inf: ended, or empty)
+    who = np.zeros(n_rep * slots, int)  # request index in each slot
+    fin2, pre2 = fin.reshape(n_rep, slots), pre.reshape(n_rep, slots)
+    w, t = np.zeros(n_rep), np.zeros(n_rep)
+    b = np.zeros(n_rep, int)  # requests running (in slots [0, b))
+    adm = np.zeros(n_rep, int)  # requests admitted so far (arrived and not admitted: the FIFO queue)
+    first, end = np.full(n_rep * n, np.nan), np.full(n_rep * n, np.nan)
     while True:
-        live = (arrived < n) | (b > 0)
+        live = (adm < n) | (b > 0)
         if not live.any():
             break
-        rate = speed / (1.0 + alpha * np.maximum(b - 1, 0))
-        # next event: a completion, a prefill finishing (rem reaching dec), or an arrival
-        gap = rem - dec
-        to_work = np.where(gap > 0, gap, rem).min(axis=1)  # empty slots: inf - inf = nan -> rem = inf
-        dt = np.minimum(to_work / rate, arr_pad[rows, arrived] - t)
-        dt[~live] = 0.0
-        t += dt
-        rem -= (dt * rate)[:, None]
-        hit = (gap > 0) & (rem <= dec + 1e-9)
-        if hit.any():
-            r_, s_ = np.nonzero(hit)
-            first[r_, who[r_, s_]] = t[r_]
-        done = rem <= 1e-9
-        if done.any():
-            r_, s_ = np.nonzero(done)
-            end[r_, who[r_, s_]] = t[r_]
-            rem[done], dec[done], who[done] = np.inf, np.inf, -1
-            b = b - done.sum(axis=1)
-        arrived += (arrived < n) & (arr_pad[rows, arrived] <= t + 1e-12)
-        while True:  # fill free slots from the FIFO queue
-            can = (b < slots) & (admitted < arrived)
-            if not can.any():
-                break
-            r_ = np.nonzero(can)[0]
-            s_ = (who[r_] < 0).argmax(axis=1)
-            k = admitted[r_]
-            who[r_, s_], rem[r_, s_], dec[r_, s_] = k, work[r_, k], decode[r_, k]
-            admitted += can
-            b += can
+        rate = speed / denom[b]
+        j = flat_s + fin2.argmin(axis=1)  # the slot that completes next
+        t_done = t + (fin[j] - w) / rate  # inf when nothing runs
+        a_next = arr_flat[adm * n_rep + rep]
+        t_new = np.where(live, np.minimum(t_done, np.where(b < slots, a_next, np.inf)), t)
+        w_old, t_old = w, t
+        w = w + (t_new - t) * rate
+        t = t_new
+        thr = w + 1e-9
+        ended = np.flatnonzero(pre2 <= thr[:, None])  # prefills that ended inside the step
+        if len(ended):
+            r = ended // slots
+            first[who[ended] * n_rep + r] = t_old[r] + (pre[ended] - w_old[r]) / rate[r]
+            pre[ended] = np.inf
+        r = np.flatnonzero(fin[j] <= thr)  # completions (one a replicate a round; a tie: the next, at dt 0)
+        if len(r):
+            done, last = j[r], flat_s[r] + b[r] - 1
+            end[who[done] * n_rep + r] = t[r]
+            fin[done], pre[done], who[done] = fin[last], pre[last], who[last]
+            fin[last], pre[last] = np.inf, np.inf
+            b[r] -= 1
+        rows = np.flatnonzero((b < slots) & (a_next <= t + 1e-12))
+        while len(rows):  # admit from the FIFO queue while a slot is free and a request has arrived
+            slot, k = flat_s[rows] + b[rows], adm[rows] * n_rep + rows
+            who[slot], fin[slot], pre[slot] = adm[rows], w[rows] + work_f[k], w[rows] + prefill_f[k]
+            adm[rows] += 1
+            b[rows] += 1
+            rows = rows[(b[rows] < slots) & (arr_flat[adm[rows] * n_rep + rows] <= t[rows] + 1e-12)]
+    first, end = first.reshape(n, n_rep).T, end.reshape(n, n_rep).T
     return {"ttft": first - arr, "tpot": (end - first) / np.maximum(decode, 1e-12), "e2e": end - arr, "end": end}
 
 

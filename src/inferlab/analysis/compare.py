@@ -29,6 +29,7 @@ one value per metric, measured in the cell's steady-state window (analysis/windo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -76,9 +77,10 @@ def compared_cells(run: Run, count_never_ran: bool = True):
 def paired_cells(reps: pd.DataFrame) -> list[str]:
     """The cells of a repeat table (column ``cell``, ``side`` baseline | tuned) both sides ran,
     in the table's order."""
-    if reps.empty:
-        return []
-    return [c for c in dict.fromkeys(reps["cell"]) if set(reps.loc[reps["cell"] == c, "side"]) == {"baseline", "tuned"}]
+    sides: dict = {}
+    for cell, side in zip(reps["cell"].tolist(), reps["side"].tolist()) if not reps.empty else ():
+        sides.setdefault(cell, set()).add(side)
+    return [c for c, s in sides.items() if s == {"baseline", "tuned"} and c == c]  # c == c: a missing cell is no cell
 
 
 def _msr_bracket(cap: dict) -> tuple[float, float]:
@@ -205,10 +207,12 @@ def compare_repeats(reps: pd.DataFrame, primary: str = PRIMARY, alpha: float = 0
     if seq is not None:
         method = "welch"
     if not reps.empty:
+        groups = {key: g for key, g in reps.groupby(["cell", "side"], sort=False)}  # one pass, not two masks a cell
         for cell in paired_cells(reps):
-            a, b = reps[(reps["cell"] == cell) & (reps["side"] == "baseline")], reps[(reps["cell"] == cell) & (reps["side"] == "tuned")]
+            a, b = groups[(cell, "baseline")], groups[(cell, "tuned")]
+            per_cell = _cell_parts(cell, a, b)  # what every metric's row of this cell shares
             for metric in [m for m in LOWER_IS_BETTER if m in reps.columns and reps[m].notna().any()]:
-                row, vals = _metric_row(cell, a, b, metric, level, method)
+                row, vals = _metric_row(per_cell, a, b, metric, level, method)
                 rows.append(row)
                 values.append(vals)
     out = pd.DataFrame(rows)
@@ -217,32 +221,47 @@ def compare_repeats(reps: pd.DataFrame, primary: str = PRIMARY, alpha: float = 0
             primary = "max_sustainable_rate"
         out["role"] = np.where(out["metric"] == primary, "primary", "secondary")
         out["p_sequential"] = seq.p_value(out["p_value"]) if seq is not None else np.nan
-        tested = out["p_sequential"] if seq is not None else out["p_value"]
+        tested = (out["p_sequential"] if seq is not None else out["p_value"]).to_numpy(float)
+        q, level_adj, detectable = (np.full(len(out), np.nan) for _ in range(3))  # filled role by role
+        noise, n_a, n_b = out["noise_cv"].to_numpy(float), out["n_baseline"].to_numpy(), out["n_tuned"].to_numpy()
         for role in ("primary", "secondary"):
-            sel = out["role"] == role
-            out.loc[sel, "q_value"] = stats.holm(tested[sel], alpha)
+            sel = (out["role"] == role).to_numpy()
+            q[sel] = stats.holm(tested[sel], alpha)
             a_j = stats.holm_alphas(tested[sel], alpha)  # the level each interval is drawn at
-            out.loc[sel, "ci_level_adj"] = 1 - (seq.nominal(a_j) if seq is not None else a_j)
+            level_adj[sel] = 1 - (seq.nominal(a_j) if seq is not None else a_j)
             # what this design detects with 80 % power at Holm's strictest step (alpha / tests in the family)
             m = max(int(sel.sum()), 1)
-            out.loc[sel, "min_detectable"] = [stats.min_detectable_ratio(sd, na, nb, alpha / m) for sd, na, nb in
-                                              zip(out.loc[sel, "noise_cv"], out.loc[sel, "n_baseline"], out.loc[sel, "n_tuned"])]
+            detectable[sel] = [stats.min_detectable_ratio(sd, na, nb, alpha / m) for sd, na, nb in
+                               zip(noise[sel].tolist(), n_a[sel].tolist(), n_b[sel].tolist())]
+        out["q_value"], out["ci_level_adj"], out["min_detectable"] = q, level_adj, detectable
         adj = [stats.ratio_interval(va, vb, level=lv, method=method, widths=w) if np.isfinite(lv) else None
                for (va, vb, w), lv in zip(values, out["ci_level_adj"])]
         out["ci_low_adj"] = [iv.low if iv else np.nan for iv in adj]
         out["ci_high_adj"] = [iv.high if iv else np.nan for iv in adj]
-        verdicts = [_verdict(r, alpha) for r in out.itertuples()]
+        cols = out.columns.tolist()  # rows as namespaces (itertuples makes a class a call; to_dict is slower still)
+        verdicts = [_verdict(SimpleNamespace(**dict(zip(cols, r))), alpha) for r in zip(*(out[c].tolist() for c in cols))]
         out["verdict_kind"] = [kind for kind, _ in verdicts]  # the verdict without its reason (a report's first page)
         out["verdict"] = [kind + reason for kind, reason in verdicts]
     out.attrs.update(alpha=alpha, level=level, primary=primary, repeats=reps, looks=looks)
     return out
 
 
-def _metric_row(cell: str, a: pd.DataFrame, b: pd.DataFrame, metric: str, level: float,
+def _cell_parts(cell: str, a: pd.DataFrame, b: pd.DataFrame) -> tuple[dict, dict, dict]:
+    """The parts of a row that are the same for every metric of one cell: its keys, its request
+    and error counts, its validity (computed once a cell, not once a metric)."""
+    return ({"cell": cell, "payload": a["payload"].iloc[0], "vus": a["vus"].iloc[0]},
+            {"requests_baseline": int(a["window_requests"].sum()), "requests_tuned": int(b["window_requests"].sum()),
+             "error_rate_baseline": float(a["errors"].sum() / max(a["requests"].sum(), 1)),
+             "error_rate_tuned": float(b["errors"].sum() / max(b["requests"].sum(), 1))},
+            _row_validity(a, b))
+
+
+def _metric_row(per_cell: tuple[dict, dict, dict], a: pd.DataFrame, b: pd.DataFrame, metric: str, level: float,
                 method: str) -> tuple[dict, tuple]:
     """One cell x metric: interval, p-value, noise and A/A spread (role, q and verdict are set by
     :func:`compare_repeats`, which sees the whole family); and (values a, values b, bracket
-    widths) to draw the interval again at the level Holm gives it."""
+    widths) to draw the interval again at the level Holm gives it. ``per_cell``: :func:`_cell_parts`."""
+    keys, counts, validity = per_cell
     va, vb = a[metric].dropna().to_numpy(float), b[metric].dropna().to_numpy(float)
     widths = None
     if metric == "max_sustainable_rate" and "msr_log_width" in a.columns:
@@ -255,17 +274,13 @@ def _metric_row(cell: str, a: pd.DataFrame, b: pd.DataFrame, metric: str, level:
     if metric in QUANTILES and (len(va) < len(a) or len(vb) < len(b)):
         need = min_requests(QUANTILES[metric])
         note = f"a repeat has < {need} window requests for {metric.split('_')[1]}"
-    return {"cell": cell, "payload": a["payload"].iloc[0], "vus": a["vus"].iloc[0], "metric": metric,
-            "n_baseline": len(va), "n_tuned": len(vb),
-            "requests_baseline": int(a["window_requests"].sum()), "requests_tuned": int(b["window_requests"].sum()),
-            "error_rate_baseline": float(a["errors"].sum() / max(a["requests"].sum(), 1)),
-            "error_rate_tuned": float(b["errors"].sum() / max(b["requests"].sum(), 1)),
+    return {**keys, "metric": metric, "n_baseline": len(va), "n_tuned": len(vb), **counts,
             "baseline": stats.geometric_mean(va), "tuned": stats.geometric_mean(vb), "ratio": iv.ratio, "ci_low": iv.low, "ci_high": iv.high,
             "p_value": iv.p_value, "q_value": np.nan, "noise_cv": sd,
             "aa_spread": stats.aa_halfwidth(sd, len(va), len(vb), level),
             "zero_tuned": bool((vb <= 0).any()), "zero_baseline": bool((va <= 0).any()),
             "min_detectable": np.nan, "method": iv.method, "note": note,
-            **_row_validity(a, b)}, (va, vb, widths)
+            **validity}, (va, vb, widths)
 
 
 def _row_validity(a: pd.DataFrame, b: pd.DataFrame) -> dict:

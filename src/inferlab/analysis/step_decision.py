@@ -196,15 +196,19 @@ def variance_inflation_many(values: np.ndarray, violates: np.ndarray, bound: flo
     x = np.asarray(violates, float)
     d = _batch_inflation_many(x)
     n = x.shape[1]
-    if n > 2 * MIN_EXCEEDANCES:
-        v = np.where(np.isnan(values), np.inf, values)
+    # the floor applies only to rows with fewer violations than MIN_EXCEEDANCES: the largest
+    # values (a partition of each row, the costly part) are found for those rows alone
+    few = np.flatnonzero(x.sum(axis=1) < MIN_EXCEEDANCES) if n > 2 * MIN_EXCEEDANCES else np.arange(0)
+    if len(few):
+        v = np.asarray(values, float)[few]
+        v = np.where(np.isnan(v), np.inf, v)
         top = v >= np.partition(v, -MIN_EXCEEDANCES, axis=1)[:, -MIN_EXCEEDANCES][:, None]
         # with ties beyond 2x the "largest values" are arbitrary: no floor from them
-        use = (x.sum(axis=1) < MIN_EXCEEDANCES) & (top.sum(axis=1) <= 2 * MIN_EXCEEDANCES)
+        use = top.sum(axis=1) <= 2 * MIN_EXCEEDANCES
         if bound is not None:  # only the largest values near the bound inform the floor (module docstring)
             top &= v >= FLOOR_FRACTION * bound
         if use.any():
-            d = np.where(use, np.maximum(d, _batch_inflation_many(top.astype(float))), d)
+            d[few] = np.where(use, np.maximum(d[few], _batch_inflation_many(top.astype(float))), d[few])
     return d
 
 

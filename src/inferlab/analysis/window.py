@@ -50,11 +50,12 @@ def steady_window(requests: pd.DataFrame, executor: str = "constant-arrival-rate
         if t1 <= t0:  # one request, or all started together: the window is their life
             t1 = requests["end_ts"].max()
         return t0, t1
-    ends = np.sort(requests["end_ts"].to_numpy())
     t_close = requests["start_ts"].max()
-    if len(ends) < vus:
+    if len(requests) < vus:
         return t_close, t_close
-    t_open = pd.Timestamp(ends[vus - 1])
+    # the vus-th completion: sorted as datetime64 (NaT last), read back from the column (its tz)
+    k = np.argpartition(_ns(requests["end_ts"]), vus - 1)[vus - 1]
+    t_open = requests["end_ts"].iloc[k]
     return (t_open, t_close) if t_close > t_open else (t_close, t_close)
 
 
@@ -64,9 +65,15 @@ def window_requests(requests: pd.DataFrame, executor: str = "constant-arrival-ra
     if requests.empty:
         return requests
     t0, t1 = steady_window(requests, executor, vus)
+    return requests[_in_window(*_times(requests), t0, t1, executor, vus)]
+
+
+def _in_window(start: np.ndarray, end: np.ndarray, t0: pd.Timestamp, t1: pd.Timestamp, executor: str,
+               vus: int | None) -> np.ndarray:
+    """The mask of :func:`window_requests` for the window (t0, t1] (``start``, ``end``: :func:`_times`)."""
     if executor in OPEN_LOOP or not vus:
-        return requests[(requests["start_ts"] >= t0) & (requests["start_ts"] <= t1)]
-    return requests[(requests["end_ts"] > t0) & (requests["end_ts"] <= t1)]
+        return (start >= _at(t0)) & (start <= _at(t1))
+    return (end > _at(t0)) & (end <= _at(t1))
 
 
 def min_requests(q: float) -> int:
@@ -75,23 +82,56 @@ def min_requests(q: float) -> int:
     return max(2, int(np.ceil(1 / (1 - q) - 1e-9)))
 
 
-def _seconds_inside(requests: pd.DataFrame, t0: pd.Timestamp, t1: pd.Timestamp) -> pd.Series:
-    """Per request, the seconds of its life (start to end) that lie inside [t0, t1]."""
-    s = requests["start_ts"].clip(lower=t0, upper=t1)
-    e = requests["end_ts"].clip(lower=t0, upper=t1)
-    return (e - s).dt.total_seconds()
+# The window's arithmetic runs on numpy arrays: repeat_metrics is called once per repeat x cell
+# by compare, capacity and tune, and thousands of times by the statistics simulations
+# (tests/analysis/test_stats.py), where pandas' per-call overhead on 20-50 rows was most of the
+# cost. The numbers are pandas' to the bit (tests/analysis/test_window.py): seconds as pandas'
+# total_seconds computes them, sums that skip NaN as pandas' do (NaN filled with 0, then numpy's
+# sum over the same values in the same order).
+
+def _ns(col: pd.Series) -> np.ndarray:
+    """A datetime column (tz-aware or not, any unit) as datetime64[ns] (UTC); NaT stays NaT."""
+    return col.to_numpy(dtype="datetime64[ns]")
+
+
+def _at(t: pd.Timestamp) -> np.datetime64:
+    """A window edge as datetime64[ns] (UTC), comparable with :func:`_ns`."""
+    return np.datetime64(pd.Timestamp(t).value, "ns")
+
+
+def _seconds(td: np.ndarray) -> np.ndarray:
+    """timedelta64[ns] as float seconds (NaT: NaN), computed as pandas' ``total_seconds`` does:
+    whole seconds + the rest / 1e9."""
+    whole, rest = np.divmod(td.view("i8"), 1_000_000_000)
+    return np.where(np.isnat(td), np.nan, whole + rest / 1e9)
+
+
+def _sum(x: np.ndarray) -> float:
+    """pandas' ``Series.sum()`` (NaN skipped) of a float array."""
+    return float(np.where(np.isnan(x), 0.0, x).sum())
+
+
+def _mean(x: np.ndarray) -> float:
+    """pandas' ``Series.mean()`` (NaN skipped; none left: NaN) of a float array."""
+    n = int(np.count_nonzero(~np.isnan(x)))
+    return _sum(x) / n if n else np.nan
+
+
+def _times(requests: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) of every request as datetime64[ns] (:func:`_ns`)."""
+    return _ns(requests["start_ts"]), _ns(requests["end_ts"])
+
+
+def _seconds_inside(start: np.ndarray, end: np.ndarray, t0: pd.Timestamp, t1: pd.Timestamp) -> np.ndarray:
+    """Per request, the seconds of its life (``start`` to ``end``, :func:`_times`) inside [t0, t1]."""
+    lo, hi = sorted((_at(t0), _at(t1)))
+    return _seconds(np.clip(end, lo, hi) - np.clip(start, lo, hi))
 
 
 def in_flight(requests: pd.DataFrame, t0: pd.Timestamp, t1: pd.Timestamp) -> float:
     """Mean number of requests in flight over [t0, t1], from the requests' own start/end times."""
     span = (t1 - t0).total_seconds()
-    return float(_seconds_inside(requests, t0, t1).sum()) / span if span > 0 else np.nan
-
-
-def _life_share(requests: pd.DataFrame, t0: pd.Timestamp, t1: pd.Timestamp) -> pd.Series:
-    """Per request, the share of its life (start to end) that lies inside [t0, t1]."""
-    life = (requests["end_ts"] - requests["start_ts"]).dt.total_seconds().clip(lower=1e-9)
-    return _seconds_inside(requests, t0, t1) / life
+    return _sum(_seconds_inside(*_times(requests), t0, t1)) / span if span > 0 else np.nan
 
 
 def repeat_metrics(requests: pd.DataFrame, slo_e2e_ms: float, executor: str = "shared-iterations",
@@ -101,7 +141,8 @@ def repeat_metrics(requests: pd.DataFrame, slo_e2e_ms: float, executor: str = "s
     ``requests``) over the window's requests, the error rate over every measured request, latency
     quantiles of the window's successful requests (NaN where too few for that quantile), and the
     Little's-law check (closed loop). See the module docstring."""
-    out = {"requests": len(requests), "errors": int((~requests["ok"]).sum()) if len(requests) else 0}
+    ok = requests["ok"].to_numpy(bool)
+    out = {"requests": len(requests), "errors": int(np.count_nonzero(~ok))}
     out["error_rate"] = out["errors"] / out["requests"] if out["requests"] else np.nan
     empty = {"window_s": np.nan, "window_requests": 0, "throughput": np.nan, "goodput": np.nan,
              "tokens_per_s": np.nan, "little_ratio": np.nan, **{k: np.nan for k in QUANTILES}}
@@ -109,29 +150,33 @@ def repeat_metrics(requests: pd.DataFrame, slo_e2e_ms: float, executor: str = "s
         return {**out, **empty, "throughput": 0.0, "goodput": 0.0}
     t0, t1 = steady_window(requests, executor, vus)
     span = (t1 - t0).total_seconds()
-    win = window_requests(requests, executor, vus)
-    if span <= 0 or win.empty:
+    start, end = _times(requests)
+    in_win = _in_window(start, end, t0, t1, executor, vus)
+    if span <= 0 or not in_win.any():
         return {**out, **empty}
+    duration = requests["duration_ms"].to_numpy(float)
+    tok_each = None if tokens is None else tokens.reindex(requests.index).to_numpy(float)
     little = np.nan
     if executor not in OPEN_LOOP and vus:  # each request's share of its life inside the window (module docstring)
-        share = _life_share(requests, t0, t1)
-        ok = requests["ok"]
-        throughput = float(share[ok].sum()) / span
-        goodput = float(share[ok & (requests["duration_ms"] <= slo_e2e_ms)].sum()) / span
-        tok = np.nan if tokens is None else float((share * tokens.reindex(requests.index))[ok].sum()) / span
+        inside = _seconds_inside(start, end, t0, t1)
+        share = inside / np.maximum(_seconds(end - start), 1e-9)  # a life of NaN (no end) stays NaN
+        throughput = _sum(share[ok]) / span
+        goodput = _sum(share[ok & (duration <= slo_e2e_ms)]) / span
+        tok = np.nan if tok_each is None else _sum((share * tok_each)[ok]) / span
         # Little's law: measured in flight vs what the completion rate and latency imply (failed
         # requests hold a VU too, so all of them count here)
-        implied = float(share.sum()) / span * float(win["duration_ms"].mean()) / 1000
-        held = in_flight(requests, t0, t1)
+        implied = _sum(share) / span * _mean(duration[in_win]) / 1000
+        held = _sum(inside) / span  # in_flight()
         little = implied / held if held > 0 else np.nan  # a cell cut by a dead target can hold none
     else:
-        done_ok = requests[(requests["end_ts"] > t0) & (requests["end_ts"] <= t1) & requests["ok"]]
-        throughput = len(done_ok) / span
-        goodput = int((done_ok["duration_ms"] <= slo_e2e_ms).sum()) / span
-        tok = np.nan if tokens is None else float(tokens.reindex(done_ok.index).sum()) / span
-    ok = win.loc[win["ok"], "duration_ms"].to_numpy(float)
-    out.update(window_s=span, window_requests=len(win), throughput=throughput, goodput=goodput,
-               tokens_per_s=tok, little_ratio=little)
-    for name, q in QUANTILES.items():
-        out[name] = float(np.quantile(ok, q)) if len(ok) >= min_requests(q) else np.nan
+        done_ok = (end > _at(t0)) & (end <= _at(t1)) & ok
+        throughput = int(done_ok.sum()) / span
+        goodput = int((done_ok & (duration <= slo_e2e_ms)).sum()) / span
+        tok = np.nan if tok_each is None else _sum(tok_each[done_ok]) / span
+    ok_ms = duration[in_win & ok]
+    out.update(window_s=span, window_requests=int(in_win.sum()), throughput=throughput, goodput=goodput,
+               tokens_per_s=tok, little_ratio=little, **{k: np.nan for k in QUANTILES})
+    have = [k for k, q in QUANTILES.items() if len(ok_ms) >= min_requests(q)]
+    if have:  # one sort for the quantiles that have enough requests
+        out.update(zip(have, np.quantile(ok_ms, [QUANTILES[k] for k in have]).tolist()))
     return out
