@@ -187,7 +187,7 @@ def search(spec: LoadSpec, run_dir: Path, run_id: str, obtain, decided=lambda ce
             decided(cells + [failed_cell], "FAIL" if plan.phase == CERTIFY else "OVER", why)
         else:
             steps.append(step_record(plan, d, segments))
-            extra.append({"cells": cells,
+            extra.append({"cells": cells, "inflation": {m: round(v, 2) for m, v in steps[-1].inflation.items()},
                           "validity": "INVALID" if any(s.validity == "INVALID" for s in segments) else "VALID",
                           "validity_reasons": "; ".join(r for s in segments for r in s.validity_reasons),
                           "backlog": "; ".join(f"{s.cell_id}: {s.backlog_note}" for s in segments)})
