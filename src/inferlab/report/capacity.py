@@ -125,13 +125,17 @@ def front_line(result: dict) -> str:
 
 def step_table(result: dict) -> pd.DataFrame:
     """Every step in the order it ran: rate, phase, decision, validity, backlog, then per SLO
-    bound n, t and the confidence bounds on its violating share, and the decision's words.
+    bound n, t, the confidence bounds on its violating share and its variance inflation (``D``),
+    and the decision's words.
     A legacy record: its own columns (rate, passed, reason, achieved, p95_ms, ...)."""
     steps = pd.DataFrame(result.get("steps", []))
     if steps.empty or not is_certified(result):
         return steps
     if "cells" in steps.columns:
         steps["cells"] = steps["cells"].map(lambda c: ", ".join(c) if isinstance(c, list) else c)
+    if "inflation" in steps.columns:  # per bound: the variance inflation D the step's bounds used
+        d = pd.DataFrame([x if isinstance(x, dict) else {} for x in steps.pop("inflation")], index=steps.index)
+        steps = steps.join(d.add_prefix("D "))
     first = [c for c in STEP_COLUMNS_FIRST if c in steps.columns]
     rest = [c for c in steps.columns if c not in first and c not in ("reason", "validity_reasons")]
     tail = [c for c in ("reason", "validity_reasons") if c in steps.columns]
