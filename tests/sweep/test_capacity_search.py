@@ -1,17 +1,26 @@
 """The certified capacity search end to end on the stand-in server (real HTTP, real k6): the
 steps it plans run as constant-rate cells, every step records n, t, the bounds and the
 decision, the run record carries the claim and the boundary interval, the report renders the
-step table, and a resumed search re-judges its cells to the same result."""
+step table, and a resumed search re-judges its cells to the same result. A search cut short
+(SIGTERM, as a time limit sends it; a dead target) records the steps it decided, without a
+claim, and the report says "incomplete: no claim"."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 import inferlab
-from inferlab.analysis.capacity import is_certified
+from inferlab.analysis.capacity import is_certified, is_complete
 from inferlab.procs import free_port
+from inferlab.runs.manifest import CUT_BY_USER
 from inferlab.specs import builtin_spec, resolve_spec
 from inferlab.standin import StandIn, StandInConfig
 from inferlab.sweep.runner import run
@@ -33,13 +42,107 @@ def standin(monkeypatch):
         yield s
 
 
-def test_certified_search_on_the_standin_records_every_step(workspace, standin):
+def _decided_cells(run_dir: Path) -> tuple[int, bool]:
+    """(cells whose step has a verdict, whether a cell is running) from run.json as written."""
+    try:
+        m = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):  # not written yet, or being replaced
+        return 0, False
+    labels = ("PASS:", "FAIL:", "UNDECIDED:", "OVER:", "UNDER:")
+    return sum(c["reason"].startswith(labels) for c in m["cells"]), any(c["status"] == "running" for c in m["cells"])
+
+
+def _snapshot(root: Path) -> dict:
+    """Every file's bytes and mtime under ``root`` (tests/runs/test_reader_readonly.py's rule)."""
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def _sigterm_after(workspace: Path, base_url: str, decided: int) -> str:
+    """``inferlab capacity`` in a child process, SIGTERMed (as `timeout` does) while a cell runs
+    once ``decided`` cells carry their step's verdict; returns the run id."""
+    argv = [sys.executable, "-m", "inferlab.cli", "capacity", "capacity-local", "--target", "url", "--base-url",
+            base_url, "--label", "certify", *[x for kv in FAST for x in ("--set", kv)]]
+    env = {**os.environ, "PYTHONPATH": str(Path(inferlab.__file__).parents[1])}
+    runs = workspace / "data" / "runs"
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            dirs = sorted(runs.iterdir())
+            n, running = _decided_cells(dirs[0]) if dirs else (0, False)
+            if n >= decided and running:
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, out[-3000:]  # the runner records the cut run partial and returns: not complete
+    assert "no claim: the search stopped after" in out and "capacity-partial.json" in out, out[-3000:]
+    return dirs[0].name
+
+
+def test_certified_search_cut_by_sigterm_keeps_its_steps_and_resume_completes_it(workspace, standin):
+    """One search, cut and resumed (one search's cost for both halves): SIGTERM while a cell runs,
+    once 4 cells carry their step's verdict, leaves the run ``partial`` as before, plus
+    ``capacity-partial.json``: the decided steps with a complete record's per-step fields, the
+    step that was running, the stop reason, no claim, no interval; the report says "incomplete:
+    no claim" and shows them; a plan refuses it; reading writes nothing. ``--resume`` then
+    completes the search into ``capacity.json`` (which the reader takes, superseding the
+    partial one) with the same decided steps first."""
+    from inferlab.analysis.plan import plan_from_result
+    from inferlab.report.capacity import front_line, headline, record_of, step_table
+    from inferlab.report.sections import capacity_md, capacity_steps
+
+    rid = _sigterm_after(workspace, standin.base_url, decided=4)
+    r = inferlab.load_run(rid)
+    before = _snapshot(r.dir)
+    assert r.manifest.status == "partial" and r.manifest.cut_by_user() and r.manifest.reason == CUT_BY_USER
+    part = r.capacity
+    assert part == record_of(r) and is_certified(part) and not is_complete(part)
+    assert part["complete"] is False and part["status"] == "incomplete"
+    assert part["stop_reason"] == "interrupted (Ctrl-C or SIGTERM)"
+    assert part["claim"].startswith(f"no claim: the search stopped after {part['cert_steps_decided']} of "
+                                    f"{part['cert_steps_planned']} planned certification steps (interrupted")
+    assert part["certified_rate"] is None and part["msr"] is None
+    assert not {"interval_low", "interval_high", "boundary"} & set(part)  # no boundary interval
+    decided = [c for c in r.manifest.cells if c.reason.startswith(("PASS:", "FAIL:", "UNDECIDED:", "OVER:", "UNDER:"))]
+    assert len(part["steps"]) >= 3 and sum(len(s["cells"]) for s in part["steps"]) == len(decided)
+    for s in part["steps"]:  # the per-step fields of a complete record
+        for m in part["judged"]:
+            assert s[f"n {m}"] >= 0 and s[f"t {m}"] >= 0
+        assert s["cells"] and s["validity"] in ("VALID", "INVALID") and s["backlog"] and s["phase"] in ("explore",
+                                                                                                        "certify")
+    o = part["open_step"]  # the step the SIGTERM cut: its finished looks and the cell it cut
+    cut = [c for c in r.manifest.cells if c.status == "partial"]
+    assert o and o["step"] == len(part["steps"]) + 1 and [c.cell_id for c in cut] == [o["running"]]
+    assert o["looks_done"] == len(o["cells"]) and not set(o["cells"]) & {c for s in part["steps"] for c in s["cells"]}
+    under, over = part["explore_bracket"]
+    assert under is None or over is None or under < over
+    # the report: "incomplete: no claim", and every decided step in the table
+    assert "incomplete: no claim" in front_line(part)
+    md = capacity_md(r).data
+    assert md.startswith("**Incomplete: no claim.** The search stopped after") and "boundary interval" not in md
+    assert headline(part) == md and "Certified" not in md
+    assert step_table(part).shape[0] == len(part["steps"]) == capacity_steps(r).data.shape[0]
+    with pytest.raises(ValueError, match="incomplete"):
+        plan_from_result(part, 10.0, where=rid)
+    assert r.verify() == [] and _snapshot(r.dir) == before  # reading never writes
+
     spec = resolve_spec(builtin_spec("capacity-local"), sets=FAST)
-    rid = run(spec, target="url", base_url=standin.base_url, label="certify")
+    assert run(spec, target="url", base_url=standin.base_url, resume=rid) == rid
     r = inferlab.load_run(rid)
     assert r.manifest.status == "complete", r.manifest.reason
     res = r.capacity
-    assert is_certified(res) and res["judge"] == "certified"
+    assert is_certified(res) and res["judge"] == "certified" and is_complete(res)
+    assert res["supersedes"] == ["capacity-partial.json"] and (r.dir / "capacity-partial.json").is_file()
+    keys = ("rate", "phase", "decision", "cells")
+    assert [{k: s[k] for k in keys} for s in res["steps"][:len(part["steps"])]] == \
+        [{k: s[k] for k in keys} for s in part["steps"]]
+    assert o["running"] not in {c for s in res["steps"] for c in s["cells"]}  # the cut cell is not judged
     phases = [s["phase"] for s in res["steps"]]
     assert "explore" in phases and phases.count("certify") == 3
     for s in res["steps"]:
@@ -49,7 +152,7 @@ def test_certified_search_on_the_standin_records_every_step(workspace, standin):
         if s["phase"] == "certify":
             assert s["decision"] in ("pass", "fail", "undecided") and "share bounds" in " ".join(s)
     # every step's cells carry its verdict, and the looks ran as segments of the same rate
-    reasons = {c.cell_id: c.reason for c in r.manifest.cells}
+    reasons = {c.cell_id: c.reason for c in r.manifest.cells if c.cell_id != o["running"]}
     assert all(v.split(":", 1)[0] in ("PASS", "FAIL", "UNDECIDED", "OVER", "UNDER") for v in reasons.values()), reasons
     # TTFT/TPOT: judged when the cells have them, else e2e only and the record says so
     if res["unmeasured"]:
@@ -72,7 +175,7 @@ def test_certified_search_on_the_standin_records_every_step(workspace, standin):
     # resume re-judges every finished cell from its raw file: the same steps, no new cell
     cells = len(r.manifest.cells)
     from inferlab.analysis.certify import summary
-    from inferlab.sweep.capacity_search import rejudge
+    from inferlab.analysis.capacity_steps import rejudge
 
     again = summary(*rejudge(r))
     assert again["certified_rate"] == res["certified_rate"] and len(again["steps"]) == len(res["steps"])
@@ -108,3 +211,22 @@ def test_certified_search_on_a_workload_holds_its_length_and_prefix_mix(workspac
         assert step["prefix"] == {"groups": 2, "tokens": 48, "fraction": 0.5} and step["output"]["value"] == 24
     req = r.requests
     assert len(req) and set(req["cell_id"]) == {c.cell_id for c in cells}
+
+
+def test_a_search_whose_target_dies_records_its_decided_steps(workspace, monkeypatch):
+    """A stop reason (the target died: the stand-in exits after 40 completed requests, inside
+    exploration step 2) ends the run ``partial`` with that reason and writes the partial record:
+    step 1 decided, step 2 named as the one that stopped it, no claim."""
+    key = "standin-key"
+    monkeypatch.setenv("INFERLAB_API_KEY", key)
+    spec = resolve_spec(builtin_spec("capacity-local"), sets=FAST)
+    with StandIn(process=True, port=free_port(), api_key=key, slots=1, tpot_ms=2, die_after_requests=40) as s:
+        rid = run(spec, target="url", base_url=s.base_url, label="certify-death")
+    r = inferlab.load_run(rid)
+    assert r.manifest.status == "partial" and r.manifest.reason.startswith("target unhealthy after"), r.manifest.reason
+    part = r.capacity
+    assert not is_complete(part) and part["stop_reason"] == r.manifest.reason
+    assert part["claim"] == f"no claim: the search stopped after 0 of 3 planned certification steps ({r.manifest.reason})"
+    assert [(s["rate"], s["phase"]) for s in part["steps"]] == [(2.0, "explore")]
+    assert part["open_step"]["step"] == 2 and part["open_step"]["rate"] == 4.0
+    assert part["explore_bracket"] == [2.0, None] and r.verify() == []

@@ -8,7 +8,9 @@ reads per request TTFT, TPOT and e2e through analysis.token_slo.request_timings 
 contract: span or stream-clock values where the cell has them); :func:`judged_bounds` keeps
 the bounds the window can judge: where no request has TTFT/TPOT the step is judged on e2e
 alone and the record says so (``unmeasured``), never as met. A capacity record with
-``judge: certified`` holds the certified result (:func:`is_certified`).
+``judge: certified`` holds the certified result (:func:`is_certified`); one with ``complete:
+false`` a search cut short, without a claim (:func:`is_complete`; analysis/capacity_steps.py
+makes both).
 
 **Legacy bracket judge** (records made before issue 19, read and labelled as such, never
 re-judged: :data:`LEGACY_LABEL`). A step is a constant-arrival-rate cell (``<payload>-at<rate>[-r<n>]``) held ``hold_s``. It
@@ -47,6 +49,13 @@ LEGACY_LABEL = ("legacy bracket judge (before issue 19): p95 e2e point estimate 
 def is_certified(result: dict) -> bool:
     """Whether a capacity record (``capacity.json``) holds a certified search's result."""
     return result.get("judge") == CERTIFIED
+
+
+def is_complete(result: dict) -> bool:
+    """Whether a capacity record is a search that ran to its end (``capacity.json``), not one cut
+    short (``capacity-partial.json``: ``complete: false``, decided steps only, no claim). Records
+    made before partial ones existed have no such field: they were only written when complete."""
+    return bool(result) and result.get("complete", True) is not False
 
 
 def search_config(capacity, slo) -> SearchConfig:

@@ -87,8 +87,11 @@ def plan_from_result(result: dict, target_rate: float, headroom: float = 0.2, gp
     """:func:`plan_capacity` from a capacity record (``capacity.json``): its certified lower
     bound, or a legacy record's highest passing rate (labelled not certified). Raises a
     ValueError naming ``where`` when there is no rate to plan from."""
-    from .capacity import is_certified
+    from .capacity import is_certified, is_complete
 
+    if result and not is_complete(result):
+        raise ValueError(f"{where}: the capacity search is incomplete ({result.get('claim')}); nothing to size "
+                         "from until `inferlab capacity --resume` completes it")
     if is_certified(result):
         x = result.get("certified_rate")
         if x is None:

@@ -1,6 +1,11 @@
 """The capacity section of the stress report: the certified claim, the boundary interval, and
 the step table (n, t, the confidence bounds and the decision per step; docs/capacity.md).
 
+A search cut short (a partial record, ``complete: false``) shows its decided steps and says
+"incomplete: no claim", with why it stopped and its exploration bracket named as a bracket. A
+capacity run cut before the product wrote partial records has no record at all: :func:`record_of`
+re-judges its cells (read-only, analysis.capacity_steps.rejudged_record) and says so.
+
 A record made by the legacy bracket search (``capacity.json`` without ``judge: certified``,
 before issue 19) is read with its own judge and labelled as such (analysis.capacity.LEGACY_LABEL):
 its bracket is shown as a bracket, and nothing is called certified."""
@@ -8,11 +13,15 @@ its bracket is shown as a bracket, and nothing is called certified."""
 from __future__ import annotations
 
 import math
+import weakref
 
 import pandas as pd
 
-from ..analysis.capacity import LEGACY_LABEL, is_certified
+from ..analysis.capacity import LEGACY_LABEL, is_certified, is_complete
 from ..analysis.token_slo import e2e_bound_ms
+from ..runs.reader import Run
+
+_REJUDGED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Run -> its re-judged record (read once)
 
 STEP_COLUMNS_FIRST = ("rate", "phase", "decision", "validity", "backlog", "cells")
 
@@ -21,11 +30,35 @@ def _num(x) -> str:
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.3g}"
 
 
+def _rate(x) -> str:
+    return "-" if x is None else f"{x:g}"
+
+
+def record_of(run: Run) -> dict:
+    """The capacity record a report shows: the run's own (``Run.capacity``: complete or
+    partial), else, for a capacity run that did not complete and recorded none (cut before
+    the product wrote partial records), its decided steps re-judged from its cells now
+    (read-only; its ``source`` says so); {} for any other run."""
+    rec = run.capacity
+    if rec or run.manifest.kind != "capacity" or run.manifest.status == "complete":
+        return rec
+    if not any(c.rate is not None and c.status in ("complete", "failed") for c in run.manifest.cells):
+        return {}
+    if run not in _REJUDGED:
+        from ..analysis.capacity_steps import rejudged_record
+
+        _REJUDGED[run] = rejudged_record(run)
+    return _REJUDGED[run]
+
+
 def headline(result: dict) -> str:
     """One paragraph: the certified claim, the boundary interval (named as what it is) and what
-    the judge could not measure; for a legacy record, its bracket and the label."""
+    the judge could not measure; for a search cut short, "incomplete: no claim", why, and what
+    it decided; for a legacy record, its bracket and the label."""
     if not result:
         return "No capacity search in this run (`inferlab capacity SPEC` makes one)."
+    if is_certified(result) and not is_complete(result):
+        return _incomplete(result)
     if not is_certified(result):
         slo = result.get("slo", {})
         return (f"**Max sustainable rate {result.get('msr')} requests/s**, search bracket [{result.get('interval_low')}, "
@@ -46,11 +79,43 @@ def headline(result: dict) -> str:
     return "\n\n".join(lines)
 
 
+def _incomplete(result: dict) -> str:
+    """The headline of a partial record: no claim, why it stopped, what it decided."""
+    steps = result.get("steps", [])
+    explore = sum(s.get("phase") == "explore" for s in steps)
+    stopped = result["claim"].removeprefix("no claim: ")
+    lines = [f"**Incomplete: no claim.** {stopped[:1].upper() + stopped[1:]}.",
+             f"Decided: {len(steps)} steps ({explore} exploration, {result.get('cert_steps_decided', 0)} of "
+             f"{result.get('cert_steps_planned', '?')} planned certification), "
+             f"{result.get('invalid_steps', 0)} with an INVALID segment; the table below shows each."]
+    o = result.get("open_step")
+    if o:
+        lines.append(f"Stopped inside step {o['step']} ({o['phase']} at {o['rate']:g} req/s): {o['looks_done']} of "
+                     f"{o['looks_planned']} looks finished" + (f", cut in cell {o['running']}" if o.get("running") else "")
+                     + "; not decided, not in the table.")
+    under, over = result.get("explore_bracket") or (None, None)
+    if under is not None or over is not None:
+        lines.append(f"Exploration bracket [{_rate(under)}, {_rate(over)}] req/s: where the point estimates turned "
+                     "over, a search bracket, not a confidence interval.")
+    if result.get("prefix_note"):
+        lines.append(result["prefix_note"][0].upper() + result["prefix_note"][1:] + ".")
+    if result.get("judged_note"):
+        lines.append(f"Judged on {', '.join(result.get('judged', []))}: {result['judged_note']}.")
+    if result.get("source"):
+        lines.append(f"Source: {result['source']}.")
+    lines.append("`inferlab capacity SPEC --resume RUN_ID` completes the search (the decided steps are re-judged "
+                 "from their cells, not run again) and records the claim.")
+    return "\n\n".join(lines)
+
+
 def front_line(result: dict) -> str:
-    """The stress report's first-page sentence: the certified claim, or a legacy record's bracket
-    labelled as such."""
+    """The stress report's first-page sentence: the certified claim, a search cut short as
+    "incomplete: no claim", or a legacy record's bracket labelled as such."""
     if not result:
         return "No capacity search in this run."
+    if is_certified(result) and not is_complete(result):
+        return (f"Capacity search **incomplete: no claim** ({result['claim'].removeprefix('no claim: ')}; "
+                f"{len(result.get('steps', []))} decided steps in the capacity section).")
     if is_certified(result):
         return (f"Certified capacity: **{result['claim']}** (boundary interval [{result['interval_low']:.3g}, "
                 f"{result['interval_high']:.3g}] req/s, {len(result['steps'])} steps).")
@@ -60,13 +125,17 @@ def front_line(result: dict) -> str:
 
 def step_table(result: dict) -> pd.DataFrame:
     """Every step in the order it ran: rate, phase, decision, validity, backlog, then per SLO
-    bound n, t and the confidence bounds on its violating share, and the decision's words.
+    bound n, t, the confidence bounds on its violating share and its variance inflation (``D``),
+    and the decision's words.
     A legacy record: its own columns (rate, passed, reason, achieved, p95_ms, ...)."""
     steps = pd.DataFrame(result.get("steps", []))
     if steps.empty or not is_certified(result):
         return steps
     if "cells" in steps.columns:
         steps["cells"] = steps["cells"].map(lambda c: ", ".join(c) if isinstance(c, list) else c)
+    if "inflation" in steps.columns:  # per bound: the variance inflation D the step's bounds used
+        d = pd.DataFrame([x if isinstance(x, dict) else {} for x in steps.pop("inflation")], index=steps.index)
+        steps = steps.join(d.add_prefix("D "))
     first = [c for c in STEP_COLUMNS_FIRST if c in steps.columns]
     rest = [c for c in steps.columns if c not in first and c not in ("reason", "validity_reasons")]
     tail = [c for c in ("reason", "validity_reasons") if c in steps.columns]

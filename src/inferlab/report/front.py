@@ -187,7 +187,7 @@ def stress(run: Run, closed: pd.DataFrame, ramp: RampAnalysis) -> FrontPage:
     """The stress report's first page; ``closed`` and ``ramp`` are what its body shows
     (``knee.closed_loop(cell_summary(run))`` and ``knee.analyze_ramp(run, ...)``)."""
     numbers = _cell_numbers(closed, ramp.slo_p95_ms, ramp.slo_error_rate)  # the SLO the body's ramp is judged by
-    msr = capacity.front_line(run.capacity)
+    msr = capacity.front_line(capacity.record_of(run))
     dropped = dropped_iterations(run)
     headline = [_slo_line(ramp.slo_p95_ms, ramp.slo_error_rate), msr, ramp.sentence, *_best_within_slo(closed, numbers),
                 *_idle_ttft(run), _errors(run), f"Dropped iterations: {int(dropped['dropped_iterations'].sum()):,}."]

@@ -193,14 +193,15 @@ def run_cells(run_id: str | None):
 
 
 def capacity_md(run: Run) -> Markdown:
-    """A capacity run's certified claim and boundary interval (report/capacity.py), or a legacy
-    record's bracket labelled as such, or that there is none."""
-    return Markdown(capacity.headline(run.capacity))
+    """A capacity run's certified claim and boundary interval (report/capacity.py), a search cut
+    short as "incomplete: no claim", a legacy record's bracket labelled as such, or that there
+    is none (capacity.record_of: the run's record, or a cut run's steps re-judged)."""
+    return Markdown(capacity.headline(capacity.record_of(run)))
 
 
 def capacity_steps(run: Run):
-    """Every step of a capacity search in the order it ran: n, t, the bounds and the decision
-    (report/capacity.py)."""
-    steps = capacity.step_table(run.capacity)
+    """Every decided step of a capacity search in the order it ran: n, t, the bounds and the
+    decision (report/capacity.py)."""
+    steps = capacity.step_table(capacity.record_of(run))
     return show(steps, precision=2) if not steps.empty else "no capacity steps"
 

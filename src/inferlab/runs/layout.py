@@ -14,6 +14,9 @@ data/runs/<run_id>/                  run_id = YYYYmmddTHHMMSSZ-<target>-<label>
   edge/access.log                    (the local edge's JSON access log: one line per request)
   edge/ingress-access.log            (k8s through the ingress: the controller's log for the run's window)
   workload.json                      (a workload run: workload file(s) + sha256, the workload, token calibration)
+  capacity.json                      (a capacity run whose search ran to its end: the claim, the interval, every step)
+  capacity-partial.json              (a capacity search stopped early: the steps decided so far, no claim; a resumed
+                                      session cut again writes capacity-partial-resume<N>.json)
   telemetry/nvidia-smi.csv nvml.csv host.csv
   telemetry/metrics-samples.prom.gz  (1 s /metrics sampler without Prometheus: gzip'd raw scrapes, each after
                                       '# inferlab-scrape ts=... job=... status=...')
@@ -53,6 +56,8 @@ SPANS = "spans.otlp.jsonl.gz"  # in cells/<cell_id>/, probe/, and the run's root
 EDGE_LOG = "edge/access.log"
 INGRESS_LOG = "edge/ingress-access.log"  # k8s: the ingress-nginx controller's log for the run's window
 WORKLOAD = "workload.json"  # a workload run: its file(s) and sha256, the validated workload, token calibration
+CAPACITY = "capacity.json"  # a capacity search that ran to its end (sweep/capacity_search.py)
+CAPACITY_PARTIAL = "capacity-partial.json"  # one stopped early: decided steps, no claim (then -resume<N> siblings)
 TELEMETRY = {"nvidia_smi": "telemetry/nvidia-smi.csv", "nvml": "telemetry/nvml.csv", "host": "telemetry/host.csv",
              "metrics_samples": "telemetry/metrics-samples.prom.gz"}
 ENGINE_LOG = "engine/engine.log"

@@ -26,8 +26,8 @@ import pandas as pd
 
 from ..ingest import read_edge_log, read_k6, read_k6_points, read_k6_summary, read_nvidia_smi_log, read_probe, read_prometheus_text
 from ..ingest.series import RAW_COLUMNS, read_metric_types, read_samples, tidy_series
-from .layout import (CELL_FILES, EDGE_LOG, IDLE_PROBE, INGRESS_LOG, K6_SEGMENTED, SPANS, TELEMETRY,
-                     WORKLOAD, metrics_path, segment_glob, with_resumes)
+from .layout import (CAPACITY, CAPACITY_PARTIAL, CELL_FILES, EDGE_LOG, IDLE_PROBE, INGRESS_LOG, K6_SEGMENTED, SPANS,
+                     TELEMETRY, WORKLOAD, metrics_path, segment_glob, with_resumes)
 from .manifest import Manifest
 from .records import RUNS
 from .store import INTERRUPTED, interruption, read_manifest
@@ -355,11 +355,16 @@ class Run:
 
     @cached_property
     def capacity(self) -> dict:
-        """A capacity run's result (``capacity.json``: msr, interval, method, steps), verified; {} otherwise."""
-        p = self.dir / "capacity.json"
-        if not p.is_file():
+        """A capacity run's record, verified; {} when it has none. The one that counts:
+        ``capacity.json`` (a search that ran to its end: claim, interval, steps), else the last
+        partial record (``capacity-partial.json`` or a resumed session's
+        ``capacity-partial-resume<N>.json``: the steps decided before the search stopped,
+        ``complete: false`` and no claim; analysis.capacity.is_complete tells them apart)."""
+        present = self._present("")
+        chosen = [CAPACITY] if CAPACITY in present else with_resumes(CAPACITY_PARTIAL, present)[-1:]
+        if not chosen:
             return {}
-        return self._read(p, lambda path: json.loads(Path(path).read_bytes()))
+        return self._read(self.dir / chosen[0], lambda path: json.loads(Path(path).read_bytes()))
 
     def cells_frame(self) -> pd.DataFrame:
         """The manifest's cells as a table."""

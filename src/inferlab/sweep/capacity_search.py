@@ -1,139 +1,55 @@
-"""A capacity run: the certified max-sustainable-rate search (docs/capacity.md).
+"""A capacity run: the certified max-sustainable-rate search (docs/capacity.md), run on the target.
 
-analysis/certify.py plans each next step (:func:`~inferlab.analysis.certify.next_step`) from
-the steps so far; this module runs it. A step is one or more constant-rate k6 cells at the
-same rate (``<payload>-at<rate>[-r<k>]``): an exploration step one cell of
-``explore_requests``; a certification step one cell per look, each adding the next block of
-requests (``cap / n_looks``) plus ``warmup_s`` not judged, until
-analysis/step_decision.py's sequential rule decides (pass, fail, or undecided at the cap).
-The step's window is its segments' steady windows, concatenated in arrival order; the backlog
-test runs on each segment's own window (one k6 schedule each), and a growing backlog in any
-segment fails the step.
+analysis/certify.py plans each next step; analysis/capacity_steps.py runs the search loop,
+judges each step and makes the record; this module supplies the cells: each look of a step is
+one constant-rate k6 cell (``<payload>-at<rate>[-r<k>]``) of ``block`` requests plus
+``warmup_s`` not judged (an exploration step one cell of ``explore_requests``). Each cell's
+``reason`` carries its step's verdict (``PASS``/``FAIL``/``UNDECIDED``/``CONTINUE``/``OVER``/
+``UNDER`` and the decision's words).
 
-Per step, recorded on each of its cells (``reason``: ``PASS``/``FAIL``/``UNDECIDED``/
-``CONTINUE`` and the decision's words) and in ``capacity.json`` (``judge: certified``): n, t,
-the variance inflation, the confidence bounds per SLO bound, the decision, the backlog test,
-and the step's validity (analysis.validity.check_cell per segment; an INVALID segment is
-recorded and marked, the verdict is still the rule's). A resumed search re-judges every
+**The record, written once.** A search that ran to its end writes ``capacity.json``
+(complete: the claim and the boundary interval). A search that stops early writes
+``capacity-partial.json`` instead (no claim: the steps decided so far, the step that was
+running, why it stopped): on a stop reason (a dead target, the cell budget) and on any
+exception out of the search, Ctrl-C and a time limit's SIGTERM included, which is then raised
+again so the runner records the run ``partial`` as before. A resumed search re-judges every
 finished cell from its raw k6 file and replays the plan (the plan is a function of the steps,
-so the same cells map to the same steps)."""
+so the same cells map to the same steps); a resumed session cut again writes the next
+``capacity-partial-resume<N>.json``, and one that completes writes ``capacity.json``, which
+supersedes them. runs.reader's ``Run.capacity`` reads the one that counts."""
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
-from dataclasses import dataclass, field, replace
+import signal
+from contextlib import contextmanager
 
-import numpy as np
-import pandas as pd
-
-from ..analysis.capacity import CERTIFIED, judged_bounds, search_config, step_window
-from ..analysis.certify import CERTIFY, EXPLORE, SearchConfig, StepPlan, StepRecord, next_step, record, summary
-from ..analysis.step_decision import FAIL, StepDecision, backlog_growth, decide
-from ..analysis.token_slo import slo_bounds
-from ..ingest import read_k6, read_k6_points, read_spans
-from ..ingest.stream_clock import read_stream_clock
-from ..runs.layout import CELL_FILES, SPANS
+from ..analysis.capacity import search_config
+from ..analysis.capacity_steps import (SearchState, complete_record, partial_record, resumed_cell, search,
+                                       to_json)
+from ..analysis.certify import StepPlan
+from ..runs.layout import CAPACITY, CAPACITY_PARTIAL, unique_name, with_resumes
 from ..runs.manifest import CellRecord
 from ..specs import CellPlan, LoadSpec, make_cell_id
 from ..targets.session import TargetSession
 from .cell import RunContext, console, idle_probe, run_one_cell
 
 MAX_CAPACITY_CELLS = 120  # a budget: a search runs ~8 exploration steps and 10 certification steps of <= 5 looks
-
-
-def rate_of(x: float) -> float:
-    """A planned rate as k6 can hold it (chat.js sends ``round(rate x 100)`` per 100 s)."""
-    return max(round(x, 2), 0.01)
-
-
-@dataclass
-class Segment:
-    """One k6 cell of a step: its steady window, backlog test, validity and dropped sends."""
-
-    cell_id: str
-    window: pd.DataFrame
-    backlog_grows: bool
-    backlog_note: str
-    validity: str
-    validity_reasons: list[str] = field(default_factory=list)
-
-
-def read_segment(run_dir: Path, run_id: str, cell: CellRecord, warmup_s: float) -> Segment:
-    """A completed cell's steady window (analysis.capacity.step_window), its backlog test, and
-    its validity (analysis.validity.check_cell), from its raw k6 file joined to its spans and
-    stream clock where recorded."""
-    from ..analysis.validity import CellInputs, check_cell
-
-    cell_dir = run_dir / "cells" / cell.cell_id
-    req = read_k6(cell_dir / CELL_FILES["k6"])
-    pts = read_k6_points(cell_dir / CELL_FILES["k6"])
-    dropped = int(pts.loc[pts["metric"] == "dropped_iterations", "value"].sum()) if not pts.empty else 0
-    # TTFT/TPOT per request from the cell's spans, else its stream clock (whichever was recorded)
-    spans = read_spans(cell_dir / SPANS) if (cell_dir / SPANS).is_file() else None
-    clock_path = cell_dir / CELL_FILES["stream_clock"]
-    clock = read_stream_clock(clock_path) if clock_path.is_file() else None
-    win = step_window(req, warmup_s, spans, clock)
-    if len(win):
-        t0 = win["start_ts"].iloc[0]
-        sent = (win["start_ts"] - t0).dt.total_seconds().to_numpy()
-        done = (win["end_ts"] - t0).dt.total_seconds().to_numpy()
-        m = req[req["phase"] == "measure"] if "phase" in req.columns else req
-        early = m[m["start_ts"] < t0]  # the warm-up's requests still in flight when the window opens
-        # a failed request left the server too: completion = its end, whatever its status
-        b = backlog_growth(sent, done, earlier_done_s=(early["end_ts"] - t0).dt.total_seconds().to_numpy())
-        note = f"backlog {'grows' if b.grows else 'keeps up'} ({b.growth:+.1f} requests over the window, p={b.p_value:.3f})"
-        grows = b.grows
-    else:
-        grows, note = False, "no request in the steady window"
-    measured = req[req["phase"] == "measure"] if "phase" in req.columns else req
-    sends = None
-    if cell.workload and not pts.empty:
-        from ..analysis.workload import sent_table
-
-        sends = sent_table(pts)
-    v = check_cell(CellInputs(requests=measured.reset_index(drop=True), executor=cell.executor, rate=cell.rate,
-                              arrival="constant" if cell.workload else None, sends=sends,
-                              dropped=dropped, cell_range=(cell.started_at, cell.ended_at)
-                              if cell.started_at and cell.ended_at else None, cell_id=cell.cell_id), run_id)
-    return Segment(cell.cell_id, win, grows or dropped > 0, note + (f"; {dropped} dropped sends" if dropped else ""),
-                   v.verdict, v.reasons)
-
-
-def judge(plan: StepPlan, segments: list[Segment], bounds, cfg: SearchConfig) -> StepDecision:
-    """The step's decision after its segments so far (a certification step: look ``len(segments)``
-    of ``n_looks``; an exploration step: one look, counts only)."""
-    win = pd.concat([s.window for s in segments], ignore_index=True)
-    values = {b.metric: win[b.metric].to_numpy(float) for b in bounds}
-    look, n_looks = (len(segments), cfg.n_looks) if plan.phase == CERTIFY else (1, 1)
-    d = decide(plan.rate, values, win["ok"].to_numpy(bool), list(bounds), look, n_looks, cfg.alpha)
-    grows = [s for s in segments if s.backlog_grows]
-    if grows and d.decision != FAIL:
-        d = StepDecision(d.rate, d.n, d.look, d.n_looks, d.counts, d.backlog, FAIL,
-                         "; ".join(f"{s.cell_id}: {s.backlog_note}" for s in grows))
-    elif grows:
-        d = StepDecision(d.rate, d.n, d.look, d.n_looks, d.counts, d.backlog, FAIL,
-                         d.reason + "; " + "; ".join(f"{s.cell_id}: {s.backlog_note}" for s in grows))
-    return d
-
-
-def step_record(plan: StepPlan, d: StepDecision, segments: list[Segment]) -> StepRecord:
-    rec = record(d, plan.phase)
-    grows = any(s.backlog_grows for s in segments)
-    return StepRecord(rec.rate, rec.phase, rec.n, rec.t, rec.inflation, grows, rec.decision)
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"
 
 
 def run_capacity(spec: LoadSpec, session: TargetSession, ctx: RunContext) -> tuple[str, str]:
     """Run (or resume) the certified search until the plan has no next step; returns the run's
-    (status, reason)."""
+    (status, reason). Whatever stops it early, the steps decided so far are recorded first
+    (module docstring)."""
     w, cap = ctx.w, spec.capacity
     quiet = spec.model_copy(update={"probe": spec.probe.model_copy(update={"under_load_requests": 0})})
-    idle_probe(spec, session, ctx)
     finished = [c for c in w.manifest.cells if c.rate is not None and c.status in ("complete", "failed")]
+    state = SearchState(search_config(cap, spec.slo))  # filled by the search as it goes
 
     def obtain(plan: StepPlan, look: int, block: int, step_no: int) -> CellRecord | str:
-        cell = _resumed(finished, plan.rate)  # a resumed search re-judges what it already ran
+        cell = resumed_cell(finished, plan.rate)  # a resumed search re-judges what it already ran
         if cell is not None:
             return cell
         if len(w.manifest.cells) >= MAX_CAPACITY_CELLS:
@@ -143,7 +59,11 @@ def run_capacity(spec: LoadSpec, session: TargetSession, ctx: RunContext) -> tup
         console.print(f"  {plan.phase} step {step_no} at {plan.rate:g} {unit}, look {look}: {block} requests "
                       f"(+{cap.warmup_s} s warm-up)")
         cell_spec = quiet.model_copy(update={"workload": _step_workload(w, spec, cell)}) if spec.workload else quiet
+        if state.open is not None:
+            state.open["running"] = cell.cell_id  # named in a partial record if the search stops inside it
         alive = run_one_cell(cell_spec, session, cell, _cell_plan(cell), ctx)
+        if state.open is not None:
+            state.open.pop("running", None)
         if cell.status != "complete" and not alive:
             return f"target unhealthy after {cell.cell_id} ({cell.reason})"
         return cell
@@ -154,105 +74,61 @@ def run_capacity(spec: LoadSpec, session: TargetSession, ctx: RunContext) -> tup
         console.print(f"    {label}: {reason}")
         w.checkpoint()
 
-    steps, extra, cfg, unmeasured, stop = search(spec, w.dir, w.manifest.run_id, obtain, decided)
-    if stop:
-        return "partial", stop
-    result = _result(steps, extra, cfg, spec, unmeasured)
-    w.write_bytes("capacity.json", json.dumps(result, indent=1, default=_json).encode())
+    try:
+        idle_probe(spec, session, ctx)
+        search(spec, w.dir, w.manifest.run_id, obtain, decided, state)
+    except BaseException as exc:  # Ctrl-C, SIGTERM, a lost target, a bug: keep what was decided, then go on
+        _record_partial(w, spec, state, INTERRUPTED if isinstance(exc, KeyboardInterrupt)
+                        else f"{type(exc).__name__}: {exc}")
+        raise
+    if state.stop:
+        _record_partial(w, spec, state, state.stop)
+        return "partial", state.stop
+    result = complete_record(state, spec, _earlier_partials(w))
+    with _signals_held():
+        w.write_bytes(CAPACITY, json.dumps(result, indent=1, default=to_json).encode())
     w.manifest.notes.append(f"capacity: {result['claim']}; boundary interval [{result['interval_low']:.3g}, "
-                            f"{result['interval_high']:.3g}] req/s ({len(steps)} steps)")
+                            f"{result['interval_high']:.3g}] req/s ({len(state.steps)} steps)")
     return "complete", ""
 
 
-def search(spec: LoadSpec, run_dir: Path, run_id: str, obtain, decided=lambda cells, label, reason: None):
-    """The search loop, whatever supplies the cells: ``obtain(plan, look, block, step_no)``
-    returns the finished cell of that look (run now, or from the record) or a reason to stop;
-    ``decided(cell_ids, label, reason)`` is told each step's verdict. Returns (steps, per-step
-    extras, the config with the judged bounds, unmeasured metrics, stop reason or "")."""
-    cap = spec.capacity
-    cfg = search_config(cap, spec.slo)
-    steps: list[StepRecord] = []
-    extra: list[dict] = []  # per step: cells, validity, backlog notes
-    bounds: tuple | None = None
-    unmeasured: list[str] = []
-    while (plan := _planned(next_step(steps, cfg))) is not None:
-        segments: list[Segment] = []
-        d: StepDecision | None = None
-        why = ""
-        for k, looks_n in enumerate(plan.looks, 1):
-            cell = obtain(plan, k, looks_n - (plan.looks[k - 2] if k > 1 else 0), len(steps) + 1)
-            if isinstance(cell, str):
-                return steps, extra, cfg, unmeasured, cell
-            if cell.status != "complete":  # a failed cell fails its step: nothing is certified from it
-                d, why = None, f"cell {cell.cell_id} {cell.status}: {cell.reason}"
-                failed_cell = cell.cell_id
-                break
-            segments.append(read_segment(run_dir, run_id, cell, cap.warmup_s))
-            if bounds is None:
-                bounds_all = slo_bounds(spec.slo)
-                have, unmeasured = judged_bounds(segments[0].window, bounds_all)
-                bounds = tuple(have) or tuple(b for b in bounds_all if b.metric == "e2e_ms")
-                cfg = replace(cfg, slo=bounds)  # the search judges (and fits) the bounds it can measure
-            d = judge(plan, segments, bounds, cfg)
-            if plan.phase == EXPLORE or d.final:
-                break
-        cells = [s.cell_id for s in segments]
-        if d is None:
-            steps.append(_failed_step(plan, bounds or slo_bounds(spec.slo)))
-            extra.append({"cells": cells + [failed_cell], "validity": "INVALID", "validity_reasons": why,
-                          "backlog": why})
-            decided(cells + [failed_cell], "FAIL" if plan.phase == CERTIFY else "OVER", why)
-        else:
-            steps.append(step_record(plan, d, segments))
-            extra.append({"cells": cells,
-                          "validity": "INVALID" if any(s.validity == "INVALID" for s in segments) else "VALID",
-                          "validity_reasons": "; ".join(r for s in segments for r in s.validity_reasons),
-                          "backlog": "; ".join(f"{s.cell_id}: {s.backlog_note}" for s in segments)})
-            if plan.phase == CERTIFY:
-                decided(cells, d.decision.upper(), f"(certify, look {d.look} of {d.n_looks}) {d.reason}")
-            else:  # exploration's point verdict: observed shares against the allowed ones (not certified)
-                st = steps[-1]
-                words = ", ".join(f"{b.metric} {st.t[b.metric]} of {st.n[b.metric]} ({st.share(b.metric):.1%} vs "
-                                  f"{b.allowed:.1%} allowed)" for b in cfg.slo)
-                grows = "; ".join(f"{s.cell_id}: {s.backlog_note}" for s in segments if s.backlog_grows)
-                decided(cells, "OVER" if _over(st, cfg) else "UNDER",
-                        f"(explore, point estimate) {words}" + (f"; {grows}" if grows else ""))
-    return steps, extra, cfg, unmeasured, ""
+def _record_partial(w, spec: LoadSpec, state: SearchState, reason: str) -> None:
+    """Write the search's partial record (the next free ``capacity-partial*.json``) and note it
+    in the manifest. A failure to write it is noted, never raised: the exception that stopped
+    the search is the one the caller raises."""
+    rel = unique_name(w.dir, CAPACITY_PARTIAL)
+    try:
+        rec = partial_record(state, spec, reason, _earlier_partials(w))
+        with _signals_held():
+            w.write_bytes(rel, json.dumps(rec, indent=1, default=to_json).encode())
+    except Exception as exc:  # noqa: BLE001 - the stop itself is what the run reports
+        w.note(f"capacity: the partial record {rel} could not be written ({type(exc).__name__}: {exc})")
+        console.print(f"[red]capacity: partial record not written[/]: {exc}")
+        return
+    w.manifest.notes.append(f"capacity: {rec['claim']}; the decided steps are in {rel}")
+    console.print(f"  [yellow]{rec['claim']}[/] -> {rel}")
 
 
-def rejudge(run) -> tuple[list[StepRecord], SearchConfig]:
-    """A finished certified run's steps and the config with the bounds it judged, re-judged from
-    its cells' raw k6 files (a :class:`~inferlab.runs.reader.Run`): the plan replayed, each look
-    taking the next recorded cell of its rate. What a resumed search does, read-only
-    (``analysis.certify.summary(*rejudge(run))`` gives the result again)."""
-    from ..specs import LoadSpec
-
-    spec = LoadSpec.model_validate(run.manifest.spec)
-    finished = [c for c in run.manifest.cells if c.rate is not None and c.status in ("complete", "failed")]
-
-    def obtain(plan, look, block, step_no):
-        return _resumed(finished, plan.rate) or "the record ends here"
-
-    steps, _, cfg, _, _ = search(spec, run.dir, run.run_id, obtain)
-    return steps, cfg
+def _earlier_partials(w) -> list[str]:
+    """The partial records earlier sessions of this run wrote (a resumed search's record supersedes them)."""
+    return with_resumes(CAPACITY_PARTIAL, {p.name for p in w.dir.glob("capacity-partial*.json")})
 
 
-def _planned(plan: StepPlan | None) -> StepPlan | None:
-    return None if plan is None else StepPlan(rate_of(plan.rate), plan.phase, plan.looks)
-
-
-def _over(step: StepRecord, cfg: SearchConfig) -> bool:
-    from ..analysis.certify import is_over
-
-    return is_over(step, cfg.slo)
-
-
-def _resumed(finished: list[CellRecord], rate: float) -> CellRecord | None:
-    """The next finished cell of this rate from an earlier session (consumed in manifest order)."""
-    for i, c in enumerate(finished):
-        if abs((c.rate or 0) - rate) < 1e-9:
-            return finished.pop(i)
-    return None
+@contextmanager
+def _signals_held():
+    """Ctrl-C and SIGTERM held back while a record is written (delivered right after), so a
+    second signal cannot leave a half-written write-once file. Only where it can be held: the
+    main thread on a platform with pthread_sigmask; elsewhere the write goes on unguarded."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _new_cell(w, spec: LoadSpec, plan: StepPlan, block: int) -> CellRecord:
@@ -302,50 +178,3 @@ def _step_workload(w, spec: LoadSpec, cell: CellRecord) -> str:
 
 def _cell_plan(cell: CellRecord) -> CellPlan:
     return CellPlan(**{k: getattr(cell, k) for k in CellPlan.model_fields})
-
-
-def _failed_step(plan: StepPlan, bounds) -> StepRecord:
-    """A step whose cell failed: a fail (certification) or over (exploration), with no counts."""
-    zero = {b.metric: 0 for b in bounds}
-    if plan.phase == EXPLORE:
-        return StepRecord(plan.rate, EXPLORE, zero, zero, {b.metric: 1.0 for b in bounds}, backlog_grows=True)
-    d = StepDecision(plan.rate, 0, 1, 1, (), None, FAIL, "the step's cell failed")
-    return StepRecord(plan.rate, CERTIFY, zero, zero, {b.metric: 1.0 for b in bounds}, True, d)
-
-
-def _result(steps: list[StepRecord], extra: list[dict], cfg: SearchConfig, spec: LoadSpec, unmeasured: list[str]) -> dict:
-    out = summary(steps, cfg) if steps else {"certified_rate": None, "claim": "no step ran", "boundary": float("nan"),
-                                             "interval_low": float("nan"), "interval_high": float("nan"),
-                                             "binding": "", "method": "", "steps": []}
-    for row, e in zip(out["steps"], extra):
-        row.update(e)
-    cert = sorted((s for s in steps if s.phase == CERTIFY), key=lambda s: s.rate)
-    x = out["certified_rate"]
-    above = next((s.rate for s in cert if x is None or s.rate > x), None)
-    out.update({
-        "judge": CERTIFIED, "msr": x, "pass_rate": x, "fail_rate": above, "n_steps": len(steps),
-        "judged": [b.metric for b in cfg.slo if b.metric not in unmeasured], "unmeasured": unmeasured,
-        "judged_note": ("" if not unmeasured else f"judged on {', '.join(b.metric for b in cfg.slo if b.metric not in unmeasured)} "
-                        f"only: no request had {', '.join(unmeasured)} (no server span or stream clock)"),
-        "invalid_steps": sum(e["validity"] == "INVALID" for e in extra),
-        "slo": spec.slo.model_dump(), "capacity": spec.capacity.model_dump(),
-        "config": {"alpha": cfg.alpha, "cap_requests": cfg.cap_requests, "n_looks": cfg.n_looks,
-                   "explore_requests": cfg.explore_requests, "cert_grid": list(cfg.cert_grid),
-                   "claim_grid": list(cfg.claim_grid)},
-        "interval_name": "boundary interval (quasi-binomial fit of violating share on log rate, inverted)",
-    })
-    if spec.workload:
-        from ..specs.workload import load_workload
-
-        wl = load_workload(spec.workload)
-        out["workload"] = wl.name
-        out["rate_unit"] = "requests/s" if wl.turns == 1 else f"sessions/s ({wl.turns} turns each)"
-        if wl.turns > 1:
-            out["claim"] = out["claim"].replace(" req/s ", f" sessions/s ({wl.turns} turns each) ")
-    return out
-
-
-def _json(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    return str(x)

@@ -275,8 +275,10 @@ def _evaluate(t: Trial, rec: TuneRecord, spec: TuneSpec, cap: LoadSpec, target: 
         t.value, t.energy, why = energy_trial(r, rec.energy["metric"] if rec.energy else "")
         t.state, t.reason = ("complete", "") if t.value is not None else ("failed", why[:600])
         return
+    from ..analysis.capacity import is_complete
+
     res = r.capacity
-    if not res:
+    if not is_complete(res):  # no record, or a search cut short (a partial record claims nothing)
         t.state = "failed"
         t.reason = f"run {m.status}: {m.reason or 'no capacity result'}"[:600]
         return
