@@ -7,8 +7,12 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +128,28 @@ def make_workspace(path: Path, mp: pytest.MonkeyPatch, sample: bool = True) -> P
 def workspace(tmp_path, monkeypatch) -> Path:
     """An empty workspace (data/runs, data/sample copied) so tests never touch the real data/runs."""
     return make_workspace(tmp_path, monkeypatch)
+
+
+def cli_sigterm_when(args: list[str], ready: Callable[[], bool], timeout_s: float = 240) -> tuple[int, str]:
+    """``python -m inferlab.cli *args`` in a child process (this checkout's src/ first on its
+    path), sent SIGTERM, as a time limit's `timeout` does, once ``ready()`` holds (polled every
+    0.2 s; the child must not end first, nor ``timeout_s`` pass): (its exit code, its output)."""
+    import inferlab
+
+    env = {**os.environ, "PYTHONPATH": str(Path(inferlab.__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "inferlab.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, out
 
 
 def skip_without_engine() -> None:

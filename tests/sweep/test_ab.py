@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,8 @@ from inferlab.runs.comparison import load_comparison
 from inferlab.specs import builtin_spec, load_spec
 from inferlab.standin import StandIn, StandInConfig
 from inferlab.sweep.ab import _order, planned, resume_comparison, run_comparison
+
+from ..conftest import cli_sigterm_when
 
 
 def test_k8s_comparison_deploys_each_sides_overlay_and_stops_without_a_cluster(workspace, monkeypatch, tmp_path):
@@ -190,12 +190,12 @@ def test_a_cut_abba_resumes_into_the_record_of_an_uncut_one(workspace, monkeypat
         resume_comparison(cid)
 
 
-def _cells_running(run_dir) -> bool:
+def _first_cell_running(run_dir) -> bool:
     try:
         m = json.loads((run_dir / "run.json").read_text())
     except (OSError, ValueError):  # not written yet, or being replaced
         return False
-    return any(c["status"] == "running" for c in m["cells"])
+    return bool(m["cells"]) and m["cells"][0]["status"] == "running"
 
 
 def test_a_sigterm_mid_repeat_stops_the_ab_and_resume_keeps_the_cut_repeat(workspace, monkeypatch):
@@ -210,23 +210,13 @@ def test_a_sigterm_mid_repeat_stops_the_ab_and_resume_keeps_the_cut_repeat(works
     cfg = StandInConfig(port=free_port(), api_key=key, tpot_ms=5)
     sets = [x for s in ("concurrency=[1,2]", "iterations_per_vu=4") for side in ("baseline", "tuned")
             for x in (f"--set-{side}", s)]
-    argv = [sys.executable, "-m", "inferlab.cli", "ab", "ci-tiny", "ci-tiny", "--target", "url", "--base-url",
-            f"http://127.0.0.1:{cfg.port}", "--pairs", "3", "--label", "sigterm", "--no-answer-check", *sets]
-    env = {**os.environ, "PYTHONPATH": str(Path(inferlab.__file__).parents[1])}
+    args = ["ab", "ci-tiny", "ci-tiny", "--target", "url", "--base-url", f"http://127.0.0.1:{cfg.port}", "--pairs", "3",
+            "--label", "sigterm", "--no-answer-check", *sets]
     runs = workspace / "data" / "runs"
     with StandIn(cfg):
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            deadline = time.monotonic() + 240
-            while not (len(dirs := sorted(runs.iterdir())) == 3 and _cells_running(dirs[2])):
-                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
-                time.sleep(0.2)
-            proc.send_signal(signal.SIGTERM)
-            out = proc.communicate(timeout=120)[0]
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        assert proc.returncode == 130, out[-3000:]
+        code, out = cli_sigterm_when(  # the third repeat's cells run
+            args, lambda: len(dirs := sorted(runs.iterdir())) == 3 and _first_cell_running(dirs[2]))
+        assert code == 130, out[-3000:]
         (d,) = (workspace / "data" / "comparisons").iterdir()
         cut = load_comparison(d)
         assert (cut.status, [r.status for r in cut.repeats]) == ("partial", ["complete", "complete", "partial"])
@@ -234,8 +224,9 @@ def test_a_sigterm_mid_repeat_stops_the_ab_and_resume_keeps_the_cut_repeat(works
         assert third.cut_by_user() and any(x.status == "pending" for x in third.cells), third.cells
         assert main(["ab", "--resume", d.name, "--pairs", "4", "ci-tiny"]) == 2  # conflicting: refused, nothing run
         assert len(list(runs.iterdir())) == 3
-        resumed = subprocess.run([*argv[:3], "ab", "--resume", d.name], env=env, capture_output=True, text=True,
-                                 timeout=400)
+        env = {**os.environ, "PYTHONPATH": str(Path(inferlab.__file__).parents[1])}
+        resumed = subprocess.run([sys.executable, "-m", "inferlab.cli", "ab", "--resume", d.name], env=env,
+                                 capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     c = load_comparison(d)
     assert c.status == "complete" and [r.side for r in c.repeats] == ["baseline", "tuned", "tuned", "baseline",

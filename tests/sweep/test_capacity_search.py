@@ -8,11 +8,6 @@ claim, and the report says "incomplete: no claim"."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +19,8 @@ from inferlab.runs.manifest import CUT_BY_USER
 from inferlab.specs import builtin_spec, resolve_spec
 from inferlab.standin import StandIn, StandInConfig
 from inferlab.sweep.runner import run
+
+from ..conftest import cli_sigterm_when
 
 # one slot, 2 ms a token: a 64-token answer takes ~0.13 s, so the server holds ~7-8 requests/s;
 # e2e <= 1.5 s at p90 (generous: 8 helpers share 2 cores) breaks near there. Small steps: a look of 30.
@@ -61,28 +58,19 @@ def _snapshot(root: Path) -> dict:
 def _sigterm_after(workspace: Path, base_url: str, decided: int) -> str:
     """``inferlab capacity`` in a child process, SIGTERMed (as `timeout` does) while a cell runs
     once ``decided`` cells carry their step's verdict; returns the run id."""
-    argv = [sys.executable, "-m", "inferlab.cli", "capacity", "capacity-local", "--target", "url", "--base-url",
-            base_url, "--label", "certify", *[x for kv in FAST for x in ("--set", kv)]]
-    env = {**os.environ, "PYTHONPATH": str(Path(inferlab.__file__).parents[1])}
+    args = ["capacity", "capacity-local", "--target", "url", "--base-url", base_url, "--label", "certify",
+            *[x for kv in FAST for x in ("--set", kv)]]
     runs = workspace / "data" / "runs"
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            dirs = sorted(runs.iterdir())
-            n, running = _decided_cells(dirs[0]) if dirs else (0, False)
-            if n >= decided and running:
-                break
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        out = proc.communicate(timeout=120)[0]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 1, out[-3000:]  # the runner records the cut run partial and returns: not complete
+
+    def ready() -> bool:
+        dirs = sorted(runs.iterdir())
+        n, running = _decided_cells(dirs[0]) if dirs else (0, False)
+        return n >= decided and running
+
+    code, out = cli_sigterm_when(args, ready)
+    assert code == 1, out[-3000:]  # the runner records the cut run partial and returns: not complete
     assert "no claim: the search stopped after" in out and "capacity-partial.json" in out, out[-3000:]
-    return dirs[0].name
+    return sorted(runs.iterdir())[0].name
 
 
 def test_certified_search_cut_by_sigterm_keeps_its_steps_and_resume_completes_it(workspace, standin):
