@@ -20,9 +20,12 @@ from .manifest import GpuInfo, HostInfo, Versions
 
 
 def git_state(root: Path) -> tuple[str | None, bool | None]:
-    """(HEAD, dirty) of the checkout at ``root``. A copy without ``.git`` (the GPU host's copy of
-    the working tree) falls back to ``$INFERLAB_GIT_SHA`` (scripts/gpu/device.sh sets it from the
-    tree's ``.gpu-run-source``), dirty unknown."""
+    """(HEAD, dirty) of the checkout at ``root``. ``$INFERLAB_GIT_SHA``, where set, wins, dirty
+    unknown: scripts/gpu/device.sh sets it from the tree's ``.gpu-run-source`` because the GPU
+    host's copy of the working tree may carry a ``.git`` that is not this tree's (the 2026-12-04
+    H200 runs recorded the session's first HEAD, f8af3ed, "dirty", for a tree cut from c1192d9)."""
+    if os.environ.get("INFERLAB_GIT_SHA"):
+        return os.environ["INFERLAB_GIT_SHA"], None
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True).stdout.strip())
