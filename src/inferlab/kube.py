@@ -76,18 +76,20 @@ def apply(dyn, doc: dict) -> None:
                           force_conflicts=True)
 
 
-def pod_exec(api_client, namespace: str, pod: str, container: str, command: list[str], timeout_s: float = 120) -> bytes:
+def pod_exec(api_client, namespace: str, pod: str, container: str, command: list[str],
+             timeout_s: float | None = 120, check: bool = True) -> bytes:
     """``command`` run in ``container`` of ``pod`` through the API server (``kubectl exec``'s
     call); its stdout, byte for byte (binary frames: text mode decodes each websocket frame
     alone and would mangle a character split between two). RuntimeError with its stderr when it
-    exits non-zero, TimeoutError after ``timeout_s``."""
+    exits non-zero (``check``; False: the caller's command says how it failed in its output),
+    TimeoutError after ``timeout_s`` (None: no limit)."""
     from kubernetes import client
     from kubernetes.stream import stream
 
     resp = stream(client.CoreV1Api(api_client).connect_get_namespaced_pod_exec, pod, namespace, container=container,
                   command=command, stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False,
                   binary=True)
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + timeout_s if timeout_s is not None else float("inf")
     try:
         while resp.is_open():
             if time.monotonic() > deadline:
@@ -100,7 +102,7 @@ def pod_exec(api_client, namespace: str, pod: str, container: str, command: list
             code = None  # no status frame: nothing says it failed
     finally:
         resp.close()
-    if code:
+    if code and check:
         why = err.decode(errors="replace")[-300:]
         raise RuntimeError(f"exec {command[0]} in {pod}/{container}: exit {code}: {why}")
     return out
@@ -155,21 +157,11 @@ class KubeExec:
         return self.core.read_namespaced_pod_log(pod, self.namespace, container=container, _preload_content=False).data
 
     def exec_in(self, pod: str) -> Exec:
-        """Run commands in the pod's ``collector`` container (the one that holds the results)."""
-        from kubernetes.stream import stream
-
-        def run(command: list[str]) -> bytes:
-            resp = stream(self.core.connect_get_namespaced_pod_exec, pod, self.namespace, container="collector",
-                          command=command, stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False)
-            out = []
-            while resp.is_open():
-                resp.update(timeout=5)
-                if resp.peek_stdout():
-                    out.append(resp.read_stdout())
-            resp.close()
-            return "".join(out).encode()
-
-        return run
+        """Run commands in the pod's ``collector`` container (the one that holds the results):
+        :func:`pod_exec` without a time limit or an exit-code check, as the collection's commands
+        report their own failures (``|| echo -1``)."""
+        return lambda command: pod_exec(self.api, self.namespace, pod, "collector", command, timeout_s=None,
+                                        check=False)
 
     def pods_ready_to_collect(self, job: str, n: int, timeout_s: float, on_state, poll_s: float = 3) -> dict[int, str]:
         """Wait until every pod's k6 init container has finished; {completion index: pod name}."""

@@ -39,12 +39,11 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ..formats.otlp import COLLECTOR_SPANS_FILE, request_id_of
+from ..kube import Exec  # run a command where the span files are, return its stdout
 
-Exec = Callable[[list[str]], bytes]  # run a command where the span files are, return its stdout
 
 CLOCK_SLACK_S = 30  # the node's clock against this machine's (NTP keeps both within far less)
 POLL_S = 1.0
