@@ -23,7 +23,6 @@ before the product wrote one."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from ..runs.layout import CELL_FILES, SPANS
 from ..runs.manifest import CellRecord
 from ..specs import LoadSpec
 from .capacity import CERTIFIED, judged_bounds, search_config, step_window
-from .certify import (CERTIFY, EXPLORE, SearchConfig, StepPlan, StepRecord, boundary_guess, is_over, next_step,
+from .certify import (CERTIFY, EXPLORE, SearchConfig, StepPlan, StepRecord, boundary_guess, explore_bracket, is_over, next_step,
                       record, summary)
 from .step_decision import FAIL, PASS, StepDecision, backlog_growth, decide
 from .token_slo import slo_bounds
@@ -204,12 +203,18 @@ def search(spec: LoadSpec, run_dir: Path, run_id: str, obtain, decided=lambda ce
     return state
 
 
+def finished_cells(manifest) -> list:
+    """A capacity run's step cells that finished (complete or failed), in manifest order: the
+    looks a resumed or replayed search takes again instead of running them."""
+    return [c for c in manifest.cells if c.rate is not None and c.status in ("complete", "failed")]
+
+
 def replay(run) -> SearchState:
     """A run's search replayed from its record (a :class:`~inferlab.runs.reader.Run`): each
     look takes the next finished (complete or failed) cell of its rate, in manifest order;
     where the record ends, ``stop`` says so. Reads the cells' raw files, writes nothing."""
     spec = LoadSpec.model_validate(run.manifest.spec)
-    finished = [c for c in run.manifest.cells if c.rate is not None and c.status in ("complete", "failed")]
+    finished = finished_cells(run.manifest)
 
     def obtain(plan, look, block, step_no):
         return resumed_cell(finished, plan.rate) or "the record ends here"
@@ -288,15 +293,6 @@ def partial_record(state: SearchState, spec: LoadSpec, reason: str, supersedes: 
                         "`--resume` completes it and records the claim" if non_pass else ""),
     })
     return out
-
-
-def explore_bracket(steps: list[StepRecord], cfg: SearchConfig) -> tuple[float | None, float | None]:
-    """Exploration's (highest rate under below the lowest over, lowest rate over): a search
-    bracket (point estimates), never a confidence interval."""
-    ex = [s for s in steps if s.phase == EXPLORE]
-    over = min((s.rate for s in ex if is_over(s, cfg.slo)), default=None)
-    under = max((s.rate for s in ex if not is_over(s, cfg.slo) and (over is None or s.rate < over)), default=None)
-    return under, over
 
 
 def resumed_cell(finished: list[CellRecord], rate: float) -> CellRecord | None:

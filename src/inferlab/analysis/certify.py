@@ -125,8 +125,9 @@ def is_over(step: StepRecord, slo: tuple[SloBound, ...]) -> bool:
     return step.backlog_grows or any(step.share(s.metric) > s.allowed for s in slo)
 
 
-def _bracket(steps: list[StepRecord], cfg: SearchConfig) -> tuple[float | None, float | None]:
-    """Exploration's (highest rate under below the lowest over, lowest rate over)."""
+def explore_bracket(steps: list[StepRecord], cfg: SearchConfig) -> tuple[float | None, float | None]:
+    """Exploration's (highest rate under below the lowest over, lowest rate over): a search
+    bracket (point estimates), never a confidence interval."""
     ex = [s for s in steps if s.phase == EXPLORE]
     over = min((s.rate for s in ex if is_over(s, cfg.slo)), default=None)
     under = max((s.rate for s in ex if not is_over(s, cfg.slo) and (over is None or s.rate < over)), default=None)
@@ -136,7 +137,7 @@ def _bracket(steps: list[StepRecord], cfg: SearchConfig) -> tuple[float | None, 
 def boundary_guess(steps: list[StepRecord], cfg: SearchConfig) -> float | None:
     """The exploration's boundary guess (the geometric middle of its bracket once that is
     within ``explore_resolution``), or None while exploration goes on."""
-    under, over = _bracket(steps, cfg)
+    under, over = explore_bracket(steps, cfg)
     if under is not None and over is not None and over / under - 1 <= cfg.explore_resolution:
         return math.sqrt(under * over)
     if over is None and under is not None and under * cfg.growth > cfg.max_rate * (1 + 1e-9):
@@ -152,7 +153,7 @@ def next_step(steps: list[StepRecord], cfg: SearchConfig) -> StepPlan | None:
     """The next step to run, or None when the search is done (module docstring)."""
     guess = boundary_guess(steps, cfg)
     if guess is None:
-        under, over = _bracket(steps, cfg)
+        under, over = explore_bracket(steps, cfg)
         if under is None and over is None:
             rate = cfg.start_rate
         elif over is None:

@@ -42,10 +42,11 @@ def record_of(run: Run) -> dict:
     rec = run.capacity
     if rec or run.manifest.kind != "capacity" or run.manifest.status == "complete":
         return rec
-    if not any(c.rate is not None and c.status in ("complete", "failed") for c in run.manifest.cells):
+    from ..analysis.capacity_steps import finished_cells, rejudged_record
+
+    if not finished_cells(run.manifest):
         return {}
     if run not in _REJUDGED:
-        from ..analysis.capacity_steps import rejudged_record
 
         _REJUDGED[run] = rejudged_record(run)
     return _REJUDGED[run]

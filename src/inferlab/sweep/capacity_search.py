@@ -26,8 +26,8 @@ import signal
 from contextlib import contextmanager
 
 from ..analysis.capacity import search_config
-from ..analysis.capacity_steps import (SearchState, complete_record, partial_record, resumed_cell, search,
-                                       to_json)
+from ..analysis.capacity_steps import (SearchState, complete_record, finished_cells, partial_record, resumed_cell,
+                                       search, to_json)
 from ..analysis.certify import StepPlan
 from ..runs.layout import CAPACITY, CAPACITY_PARTIAL, unique_name, with_resumes
 from ..runs.manifest import CellRecord
@@ -45,7 +45,7 @@ def run_capacity(spec: LoadSpec, session: TargetSession, ctx: RunContext) -> tup
     (module docstring)."""
     w, cap = ctx.w, spec.capacity
     quiet = spec.model_copy(update={"probe": spec.probe.model_copy(update={"under_load_requests": 0})})
-    finished = [c for c in w.manifest.cells if c.rate is not None and c.status in ("complete", "failed")]
+    finished = finished_cells(w.manifest)
     state = SearchState(search_config(cap, spec.slo))  # filled by the search as it goes
 
     def obtain(plan: StepPlan, look: int, block: int, step_no: int) -> CellRecord | str:
