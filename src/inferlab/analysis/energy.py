@@ -39,9 +39,8 @@ from ..ingest.energy import dcgm_energy_samples
 from ..runs.layout import base_cell
 from ..runs.reader import Run
 from . import stats
-from .requests import join_requests
 from .summary import measured
-from .token_slo import meets_slo, request_timings, slo_bounds
+from .token_slo import meets_slo, run_request_timings, slo_bounds
 from .window import steady_window
 
 MIN_COVERAGE = 0.8  # share of the window the readings must span for an energy figure
@@ -153,7 +152,7 @@ def cell_energy(run: Run, gpus: Sequence[str] | None = None) -> pd.DataFrame:
     if samples.empty or req.empty:
         return pd.DataFrame(columns=CELL_COLUMNS)
     req = req.reset_index(drop=True)
-    timings = request_timings(join_requests(req, run.spans, run.edge, run.stream_clock))
+    timings = run_request_timings(run)  # measured rows in run.requests' order, as req
     return energy_table(req, timings, samples, [(c.cell_id, c.payload, c.executor, c.vus) for c in run.manifest.cells],
                         run.manifest.spec.get("payloads", {}), slo_bounds(run.manifest.spec.get("slo") or {}),
                         run.run_id, gpus)

@@ -49,7 +49,7 @@ from . import stats
 from .compare import MIN_VERDICT_REPEATS, PRIMARY, base_cell, compared_cells, paired_cells, repeat_table
 from .equivalence import (LogRatioTest, band, log_ratio_test, lower_is_better, more_repeats, pct,
                           MAX_REPEATS)
-from .requests import join_requests
+from .requests import join_run
 from .summary import measured
 from .token_slo import LABELS, e2e_bound_ms, request_timings, slo_bounds
 from .window import QUANTILES, min_requests, window_requests
@@ -76,7 +76,7 @@ def token_repeats(runs: Sequence[Run], side: str, slo) -> pd.DataFrame:
         req = measured(run)
         if req.empty:
             continue
-        joined = join_requests(req, run.spans, run.edge, run.stream_clock)  # spans first, else the stream clock
+        joined = join_run(run)  # spans first, else the stream clock
         for cell, _ in compared_cells(run, count_never_ran=False):
             g = joined[joined["cell_id"] == cell.cell_id]
             every = request_timings(g)  # the cell's measured requests: does the run have the metric at all?

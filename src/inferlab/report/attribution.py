@@ -21,15 +21,12 @@ import pandas as pd
 from IPython.display import Markdown
 
 from ..analysis import attribution as at
+from ..analysis.compare import as_runs
 from ..runs.reader import Run
 from .plots import COMPONENT_COLORS, _done, use_theme
 from .sections import Section, show
 
 TITLE = "## Where the change in mean latency went"
-
-
-def _runs(x: Run | Sequence[Run]) -> list[Run]:
-    return [x] if isinstance(x, Run) else list(x)
 
 
 def missing_md(att: at.Attribution) -> str:
@@ -152,7 +149,7 @@ def cache_table(baseline: Sequence[Run], tuned: Sequence[Run]):
 
 def section(baseline: Run | Sequence[Run], tuned: Run | Sequence[Run], alpha: float = 0.05) -> Section:
     """The whole attribution section of the compare report (see the module docstring)."""
-    base, tun = _runs(baseline), _runs(tuned)
+    base, tun = as_runs(baseline), as_runs(tuned)
     att = at.attribute(base, tun, alpha=alpha)
     sec = Section(lead_md(att))
     if att.empty:
