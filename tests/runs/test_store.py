@@ -8,7 +8,7 @@ import pytest
 
 import inferlab
 from inferlab.analysis.crosscheck import crosscheck
-from inferlab.runs.layout import make_cell_id, make_run_id
+from inferlab.runs.layout import RUN_ID_RE, make_cell_id, make_run_id
 from inferlab.runs.manifest import HostInfo, Manifest, TargetInfo, Versions
 from inferlab.runs.store import RunSealedError, RunWriter, read_manifest, reconcile, sha256_file
 
@@ -27,6 +27,17 @@ def test_names():
     assert make_cell_id("short", rate=(2, 14), repeat=3) == "short-rate2to14-r3"
     with pytest.raises(ValueError):
         make_run_id("docker", "x")
+
+
+def test_a_run_id_taken_within_the_same_second_gets_a_suffix(tmp_path):
+    when = datetime(2026, 12, 4, 19, 3, 20, tzinfo=UTC)
+    first = make_run_id("url", "answers-b", when, runs_dir=tmp_path)
+    assert first == "20261204T190320Z-url-answers-b"
+    (tmp_path / first).mkdir()
+    second = make_run_id("url", "answers-b", when, runs_dir=tmp_path)
+    assert second == first + "-2" and RUN_ID_RE.match(second)
+    (tmp_path / second).mkdir()
+    assert make_run_id("url", "answers-b", when, runs_dir=tmp_path) == first + "-3"
 
 
 def test_manifest_round_trip_and_strictness(tmp_path):
@@ -84,6 +95,15 @@ def test_set_aside_keeps_records_and_frees_the_names(tmp_path):
     paths = {f.path: f.bytes for f in w.manifest.files}
     assert paths == {f"{moved}/k6.log": 13, "cells/short-c2/k6.log": 14}
     assert (tmp_path / "r" / moved / "k6.log").read_text() == "first attempt"
+
+
+def test_two_attempts_set_aside_under_one_tag_both_stay(tmp_path):
+    w, moved = writer_with_set_aside_attempt(tmp_path)
+    w.write_text("cells/short-c2/k6.log", "second attempt")
+    again = w.set_aside("cells/short-c2", "attempt-1")  # the tag is a second-resolution clock
+    assert again == moved + "-2"
+    assert (tmp_path / "r" / moved / "k6.log").read_text() == "first attempt"
+    assert (tmp_path / "r" / again / "k6.log").read_text() == "second attempt"
 
 
 def test_dead_writer_becomes_partial_then_resumes(tmp_path):

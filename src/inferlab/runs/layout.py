@@ -92,12 +92,20 @@ def with_resumes(rel: str, present: Iterable[str]) -> list[str]:
     return ([rel] if rel in present else []) + [r for _, r in found]
 
 
-def make_run_id(target: str, label: str, when: datetime | None = None) -> str:
+def make_run_id(target: str, label: str, when: datetime | None = None, runs_dir: Path | None = None) -> str:
+    """``YYYYmmddTHHMMSSZ-<target>-<label>``. With ``runs_dir``, an id already taken there (two
+    runs of one label started within the same second: an A/B's back-to-back repeats of one
+    side) gets the first free ``-2``, ``-3`` ... suffix, so the id stays a name, never a clash."""
     when = (when or datetime.now(UTC)).astimezone(UTC)
     run_id = f"{when:%Y%m%dT%H%M%SZ}-{target}-{slug(label)}"
     if not RUN_ID_RE.match(run_id):
         raise ValueError(f"run_id {run_id!r} does not match YYYYmmddTHHMMSSZ-<local|url|k8s>-<label>")
-    return run_id
+    if runs_dir is None or not (runs_dir / run_id).exists():
+        return run_id
+    n = 2
+    while (runs_dir / f"{run_id}-{n}").exists():
+        n += 1
+    return f"{run_id}-{n}"
 
 
 K6_SEGMENTED = ("k6", "summary", "log")

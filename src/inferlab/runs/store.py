@@ -266,6 +266,10 @@ class RunWriter:
         ``.<name>.<tag>`` and its recorded files move with it (same sha256, new paths)."""
         src = self.dir / rel_dir
         dst_rel = str(Path(rel_dir).with_name(f".{Path(rel_dir).name}.{tag}"))
+        n = 1
+        while (self.dir / dst_rel).exists():  # two attempts set aside within one tag (the same second)
+            n += 1
+            dst_rel = str(Path(rel_dir).with_name(f".{Path(rel_dir).name}.{tag}-{n}"))
         src.rename(self.dir / dst_rel)
         prefix = rel_dir.rstrip("/") + "/"
         for f in self.manifest.files:

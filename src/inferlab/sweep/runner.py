@@ -127,7 +127,7 @@ def run_unless_dry(spec: LoadSpec, dry_run: bool, target: str = "local", base_ur
 
 
 def _new_manifest(spec: LoadSpec, target: str, base_url: str | None, label: str) -> Manifest:
-    run_id = make_run_id(target, label)
+    run_id = make_run_id(target, label, runs_dir=paths.runs_dir())
     cells = [CellRecord(**c.model_dump()) for c in plan_cells(spec)]
     placeholder = TargetInfo(kind=target, base_url=base_url or "(starting)", model=spec.model)  # type: ignore[arg-type]
     return Manifest(run_id=run_id, kind=spec.kind, label=label, created_at=datetime.now(UTC), target=placeholder,
