@@ -4,6 +4,7 @@ started with the span receiver; every engine start in the session is counted (at
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import secrets
 import shutil
@@ -13,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,7 +233,7 @@ class RenderedReports:
 @pytest.fixture(scope="session")
 def rendered_reports(tmp_path_factory) -> RenderedReports:
     from inferlab.credentials import write_secret
-    from inferlab.report import catalog, render
+    from inferlab.report import catalog
 
     from .sweep.tune_sample import sample_tune
 
@@ -246,6 +248,20 @@ def rendered_reports(tmp_path_factory) -> RenderedReports:
         assert set(first) == set(catalog.NOTEBOOKS)
         by_slug = {j.slug: j for j in jobs}
         assert set(HTML_ONLY_REPORTS) <= set(by_slug), sorted(by_slug)
-        printed = {report: render.render(job, pdf=True) for report, job in first.items()}
-        html_only = {slug: render.render(by_slug[slug], pdf=False) for slug in HTML_ONLY_REPORTS}
+        # Two at a time, in two worker processes (spawned, so no thread of this session is
+        # forked; they inherit the workspace's environment): a render is mostly its notebook
+        # kernel and Chromium, and pytest leaves the second core of a 2-core machine idle.
+        todo = [(job, True) for job in first.values()] + [(by_slug[slug], False) for slug in HTML_ONLY_REPORTS]
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+            made = list(pool.map(_render, todo))
+    printed = dict(zip(first, made[:len(first)]))
+    html_only = dict(zip(HTML_ONLY_REPORTS, made[len(first):]))
     return RenderedReports(ws, printed, html_only)
+
+
+def _render(job_pdf) -> list[Path]:
+    """One report of :func:`rendered_reports` (a worker process's task)."""
+    from inferlab.report import render
+
+    job, pdf = job_pdf
+    return render.render(job, pdf=pdf)
