@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from inferlab.offline import CHROMIUM_FLAGS, JUPYTER_LAB_ARGS, K6_ENV, VLLM_ENV
+from inferlab.targets.engine import ENGINE_HTTP_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,6 +109,7 @@ def test_engine_process_sends_no_usage_stats(engine):
     env = environ_of(engine.proc.pid)
     for k, v in VLLM_ENV.items():
         assert env.get(k) == v, f"vLLM runs without {k}={v}"
+    assert env.get("VLLM_HTTP_TIMEOUT_KEEP_ALIVE") == ENGINE_HTTP_ENV["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"]  # targets/engine.py
 
 
 def _chromium_or_skip():

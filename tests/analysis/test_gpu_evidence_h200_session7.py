@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inferlab.analysis.capacity_steps import read_segment
+from inferlab.analysis.capacity_steps import read_segment, rejudged_record
 from inferlab.ingest import read_k6, read_spans
 from inferlab.report.capacity import front_line, headline, step_table
 from inferlab.runs.reader import Run
@@ -82,9 +82,9 @@ def test_backlog_verdicts_re_judged_from_the_raw_files_with_no_queue_at_the_serv
     run = Run(RUNS[name])
     cell = run.manifest.cell(cell_id)
     seg = read_segment(run.dir, run.run_id, cell, 5.0)
-    assert seg.backlog_grows is grows and f"({growth} requests over the window" in seg.backlog_note
-    rows = next(s for s in record(name)["steps"] if cell_id in s["cells"])
-    assert f"{cell_id}: {seg.backlog_note}" in rows["backlog"]
+    assert seg.rose is grows and f"({growth} requests over " in seg.backlog_note
+    rows = next(s for s in record(name)["steps"] if cell_id in s["cells"])  # as recorded by the one-window rule
+    assert f"({growth} requests over the window" in rows["backlog"]
     lo, hi = seg.window["start_ts"].min(), seg.window["start_ts"].max()
     spans = read_spans(run.dir / "cells" / cell_id / "spans.otlp.jsonl.gz")
     spans = spans[(spans["name"] == "llm_request") & spans["request_id"].isin(
@@ -112,3 +112,21 @@ def test_the_status_0_requests_met_a_connection_idle_at_the_servers_keep_alive_l
     assert (bad["connecting_ms"] == 0).all() and bad["idle"].between(5.0, 5.1).all()
     assert (j.loc[j["idle"] > 5.1, "connecting_ms"] > 0).all()
     assert (j.loc[j["idle"] <= 5.0, "connecting_ms"] == 0).mean() > 0.98
+
+
+def test_re_judged_by_the_step_backlog_rule_the_records_stop_before_the_one_window_verdicts():
+    """The rule now (a step's backlog grows only on three rising looks in a row) re-judges the
+    same cells: cap-1's exploration at 234.75 req/s, over on one rising window then, is under,
+    so its plan explores 245.14 next, which the record never ran; cap-2's first certification
+    step, 191.46 req/s, failed then on its one rising look, now needs a second look, which the
+    record does not hold. Neither record reaches a certification verdict under the rule now: a
+    new search is needed (the device budget of the session that changed the rule was spent)."""
+    one, two = (rejudged_record(Run(RUNS[n])) for n in ("cap-1", "cap-2"))
+    assert [s["rate"] for s in one["steps"]] == [64.0, 128.0, 256.0, 181.02, 215.27, 234.75]
+    assert "rose in the last 1 of the 3 looks" in one["steps"][-1]["backlog"]
+    assert one["explore_bracket"] == [234.75, 256.0] and one["open_step"]["rate"] == 245.14
+    assert "running" not in one["open_step"]  # the cut cell (220.53) is not a look of that step
+    assert [s["rate"] for s in two["steps"]] == [180.0, 225.0, 281.25, 251.56, 265.99]
+    assert (two["open_step"]["rate"], two["open_step"]["looks_done"]) == (191.46, 1)
+    for r in (one, two):
+        assert r["complete"] is False and r["certified_rate"] is None

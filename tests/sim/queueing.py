@@ -129,7 +129,8 @@ def true_closed_rate(vus: int, slots: int, alpha: float = 0.05, sigma: float = 0
 
 
 def open_loop_batch(arrivals_s: np.ndarray, slots: int, alpha: float = 0.05, sigma: float = 0.0,
-                    work_mean: float = 1.0, prefill_share: float = 0.1, speed=1.0, seed: int = 0) -> dict:
+                    work_mean: float = 1.0, prefill_share: float = 0.1, speed=1.0, seed: int = 0,
+                    speed_path: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """The ``open_loop`` server run for many independent replicates at once, with per-request
     TTFT and TPOT: the same processor sharing over ``slots`` with a FIFO queue, exact and
     event-driven, vectorized over replicates (each keeps its own clock).
@@ -141,6 +142,10 @@ def open_loop_batch(arrivals_s: np.ndarray, slots: int, alpha: float = 0.05, sig
     ``prefill_share`` of its work is its prefill: TTFT = queue wait + the time to do that part;
     TPOT = the time for the rest / the rest (work units stand for tokens). Returns seconds,
     (replicates, n) arrays: ``ttft``, ``tpot``, ``e2e``, ``end`` (completion time).
+
+    ``speed_path``: ``(times, factors)``, each (replicates, m): from ``times[r, k]`` on (sorted,
+    seconds), replicate ``r`` runs at ``speed[r] * factors[r, k]`` (an engine whose decode
+    speed swings while it runs: :func:`telegraph_path`).
     """
     arr = np.atleast_2d(np.asarray(arrivals_s, float))
     n_rep, n = arr.shape
@@ -151,11 +156,26 @@ def open_loop_batch(arrivals_s: np.ndarray, slots: int, alpha: float = 0.05, sig
         work = np.full((n_rep, n), float(work_mean))
     decode = work * (1 - prefill_share)
     speed = np.broadcast_to(np.asarray(speed, float), (n_rep,))
-    return _ps_fifo(arr, work, decode, speed, slots, alpha)
+    return _ps_fifo(arr, work, decode, speed, slots, alpha, speed_path)
+
+
+def telegraph_path(n_rep: int, horizon_s: float, slow: float, mean_fast_s: float, mean_slow_s: float,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A speed path per replicate that alternates between 1 and ``slow``, staying in each state an
+    exponential time of mean ``mean_fast_s`` / ``mean_slow_s`` (a random telegraph process),
+    starting in its stationary state, up to ``horizon_s``: decode-speed excursions of a second
+    or two, as the H200 records of session 7 show (data/gpu-evidence/2026-12-04-h200-session7)."""
+    p_slow = mean_slow_s / (mean_fast_s + mean_slow_s)
+    m = int(horizon_s / min(mean_fast_s, mean_slow_s) * 2 + 20)
+    state = rng.random(n_rep) < p_slow  # True: slow
+    means = np.where((np.arange(m)[None, :] % 2 == 0) == state[:, None], mean_slow_s, mean_fast_s)
+    times = np.concatenate([np.zeros((n_rep, 1)), np.cumsum(rng.exponential(means), axis=1)[:, :-1]], axis=1)
+    factors = np.where((np.arange(m)[None, :] % 2 == 0) == state[:, None], slow, 1.0)
+    return times, factors
 
 
 def _ps_fifo(arr: np.ndarray, work: np.ndarray, decode: np.ndarray, speed: np.ndarray, slots: int,
-             alpha: float) -> dict:
+             alpha: float, speed_path: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """:func:`open_loop_batch`'s server on (replicates, n) arrivals, work and decode work.
 
     Processor sharing advances every running request of a replicate by the same work, so one
@@ -182,6 +202,18 @@ def _ps_fifo(arr: np.ndarray, work: np.ndarray, decode: np.ndarray, speed: np.nd
     b = np.zeros(n_rep, int)  # requests running (in slots [0, b))
     adm = np.zeros(n_rep, int)  # requests admitted so far (arrived and not admitted: the FIFO queue)
     first, end = np.full(n_rep * n, np.nan), np.full(n_rep * n, np.nan)
+    base = np.array(speed, float)
+    if speed_path is not None:  # the path's change points are events too
+        chg_t = np.concatenate([np.asarray(speed_path[0], float), np.full((n_rep, 1), np.inf)], axis=1)
+        chg_v = np.concatenate([np.asarray(speed_path[1], float), np.ones((n_rep, 1))], axis=1)
+        nxt = np.zeros(n_rep, int)
+        speed = base.copy()
+        while True:  # apply the changes at time 0
+            at0 = chg_t[rep, nxt] <= 0
+            if not at0.any():
+                break
+            speed[at0] = base[at0] * chg_v[rep[at0], nxt[at0]]
+            nxt[at0] += 1
     while True:
         live = (adm < n) | (b > 0)
         if not live.any():
@@ -191,9 +223,15 @@ def _ps_fifo(arr: np.ndarray, work: np.ndarray, decode: np.ndarray, speed: np.nd
         t_done = t + (fin[j] - w) / rate  # inf when nothing runs
         a_next = arr_flat[adm * n_rep + rep]
         t_new = np.where(live, np.minimum(t_done, np.where(b < slots, a_next, np.inf)), t)
+        if speed_path is not None:
+            t_new = np.where(live, np.minimum(t_new, chg_t[rep, nxt]), t)
         w_old, t_old = w, t
         w = w + (t_new - t) * rate
         t = t_new
+        if speed_path is not None:
+            c = np.flatnonzero(live & (chg_t[rep, nxt] <= t + 1e-12))
+            speed[c] = base[c] * chg_v[c, nxt[c]]
+            nxt[c] += 1
         thr = w + 1e-9
         ended = np.flatnonzero(pre2 <= thr[:, None])  # prefills that ended inside the step
         if len(ended):

@@ -37,6 +37,7 @@ def test_local_engine_argv(monkeypatch, tmp_path):
     assert cpu.argv[:4] == ["/venv-engine/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model"]
     assert cpu.argv[-4:] == ["--max-model-len", "2048", "--dtype", "float32"] and cpu.engine_args == cpu.argv[-4:]
     assert "key-0123456789" not in " ".join(cpu.argv) and cpu.env["VLLM_API_KEY"] == "key-0123456789"
+    assert cpu.env["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"] == "75"  # beyond the VU idle times of a search's pools
     # another vLLM (a GPU build): its arguments as the spec says
     py = tmp_path / "gpu-python"
     py.write_text("")

@@ -9,7 +9,10 @@ steps, so the same cells map to the same steps). A step is one or more constant-
 at the same rate: an exploration step one cell; a certification step one cell per look until
 analysis/step_decision.py's sequential rule decides. The step's window is its segments' steady
 windows, concatenated in arrival order; the backlog test runs on each segment's own window (one
-k6 schedule each), and a growing backlog in any segment fails the step.
+k6 schedule each), and the step's backlog verdict comes from its looks
+(``step_decision.step_backlog``): it grows, failing the step, only when its last three looks all
+rose; a certification step whose last look rose cannot pass on that look. Dropped sends fail
+the step at once.
 
 **The record.** A search that ran to its end: :func:`complete_record` (``capacity.json``: the
 certified claim, the boundary interval, every step). A search that stopped early (Ctrl-C, a
@@ -37,7 +40,8 @@ from ..specs import LoadSpec
 from .capacity import CERTIFIED, judged_bounds, search_config, step_window
 from .certify import (CERTIFY, EXPLORE, SearchConfig, StepPlan, StepRecord, boundary_guess, explore_bracket, is_over, next_step,
                       record, summary)
-from .step_decision import FAIL, PASS, StepDecision, backlog_growth, decide
+from .step_decision import (CONTINUE, FAIL, GROWS, PASS, RISES, UNDECIDED, Backlog, StepBacklog, StepDecision,
+                            backlog_growth, decide, step_backlog)
 from .token_slo import slo_bounds
 
 INTERVAL_NAME = "boundary interval (quasi-binomial fit of violating share on log rate, inverted)"
@@ -50,14 +54,21 @@ def rate_of(x: float) -> float:
 
 @dataclass
 class Segment:
-    """One k6 cell of a step: its steady window, backlog test, validity and dropped sends."""
+    """One k6 cell of a step (one look): its steady window, its window's backlog test (None: no
+    request in the window), validity and dropped sends."""
 
     cell_id: str
     window: pd.DataFrame
-    backlog_grows: bool
+    backlog: Backlog | None
     backlog_note: str
     validity: str
     validity_reasons: list[str] = field(default_factory=list)
+    dropped: int = 0
+
+    @property
+    def rose(self) -> bool:
+        """This look's window alone: its backlog rose (significant and at least the minimum)."""
+        return self.backlog is not None and self.backlog.grows
 
 
 @dataclass
@@ -99,10 +110,10 @@ def read_segment(run_dir: Path, run_id: str, cell: CellRecord, warmup_s: float) 
         early = m[m["start_ts"] < t0]  # the warm-up's requests still in flight when the window opens
         # a failed request left the server too: completion = its end, whatever its status
         b = backlog_growth(sent, done, earlier_done_s=(early["end_ts"] - t0).dt.total_seconds().to_numpy())
-        note = f"backlog {'grows' if b.grows else 'keeps up'} ({b.growth:+.1f} requests over the window, p={b.p_value:.3f})"
-        grows = b.grows
+        note = (f"window backlog {'rises' if b.grows else 'keeps up'} ({b.growth:+.1f} requests over "
+                f"{b.span_s:.1f} s, p={b.p_value:.3f})")
     else:
-        grows, note = False, "no request in the steady window"
+        b, note = None, "no request in the steady window"
     measured = req[req["phase"] == "measure"] if "phase" in req.columns else req
     sends = None
     if cell.workload and not pts.empty:
@@ -113,30 +124,42 @@ def read_segment(run_dir: Path, run_id: str, cell: CellRecord, warmup_s: float) 
                               arrival="constant" if cell.workload else None, sends=sends,
                               dropped=dropped, cell_range=(cell.started_at, cell.ended_at)
                               if cell.started_at and cell.ended_at else None, cell_id=cell.cell_id), run_id)
-    return Segment(cell.cell_id, win, grows or dropped > 0, note + (f"; {dropped} dropped sends" if dropped else ""),
-                   v.verdict, v.reasons)
+    return Segment(cell.cell_id, win, b, note + (f"; {dropped} dropped sends" if dropped else ""),
+                   v.verdict, v.reasons, dropped)
+
+
+def backlog_of(segments: list[Segment]) -> StepBacklog:
+    """The step's backlog verdict from its looks so far (step_decision.step_backlog)."""
+    return step_backlog([s.backlog for s in segments])
 
 
 def judge(plan: StepPlan, segments: list[Segment], bounds, cfg: SearchConfig) -> StepDecision:
     """The step's decision after its segments so far (a certification step: look ``len(segments)``
-    of ``n_looks``; an exploration step: one look, counts only)."""
+    of ``n_looks``; an exploration step: one look, counts only). The counts decide
+    (step_decision.decide); then a growing backlog or dropped sends fail the step, and a
+    certification step whose backlog is unsure (its last look rose, fewer than three in a row)
+    does not pass on this look: it runs the next (at the cap: undecided)."""
     win = pd.concat([s.window for s in segments], ignore_index=True)
     values = {b.metric: win[b.metric].to_numpy(float) for b in bounds}
     look, n_looks = (len(segments), cfg.n_looks) if plan.phase == CERTIFY else (1, 1)
     d = decide(plan.rate, values, win["ok"].to_numpy(bool), list(bounds), look, n_looks, cfg.alpha)
-    grows = [s for s in segments if s.backlog_grows]
-    if grows and d.decision != FAIL:
-        d = StepDecision(d.rate, d.n, d.look, d.n_looks, d.counts, d.backlog, FAIL,
-                         "; ".join(f"{s.cell_id}: {s.backlog_note}" for s in grows))
-    elif grows:
-        d = StepDecision(d.rate, d.n, d.look, d.n_looks, d.counts, d.backlog, FAIL,
-                         d.reason + "; " + "; ".join(f"{s.cell_id}: {s.backlog_note}" for s in grows))
+    sb = backlog_of(segments)
+    why = [f"{s.cell_id}: {s.dropped} dropped sends" for s in segments if s.dropped]
+    if sb.verdict == GROWS:
+        why.append(sb.note)
+    if why:
+        return replace(d, decision=FAIL, reason="; ".join(([d.reason] if d.decision == FAIL else []) + why))
+    if sb.verdict == RISES and plan.phase == CERTIFY and d.decision == PASS:
+        at_cap = look >= n_looks
+        return replace(d, decision=UNDECIDED if at_cap else CONTINUE,
+                       reason=("undecided at the cap (counts as a fail): " if at_cap else "run longer: ")
+                       + f"the counts pass ({d.reason}) but the {sb.note}")
     return d
 
 
 def step_record(plan: StepPlan, d: StepDecision, segments: list[Segment]) -> StepRecord:
     rec = record(d, plan.phase)
-    grows = any(s.backlog_grows for s in segments)
+    grows = backlog_of(segments).verdict == GROWS or any(s.dropped for s in segments)
     return StepRecord(rec.rate, rec.phase, rec.n, rec.t, rec.inflation, grows, rec.decision)
 
 
@@ -189,7 +212,8 @@ def search(spec: LoadSpec, run_dir: Path, run_id: str, obtain, decided=lambda ce
             extra.append({"cells": cells, "inflation": {m: round(v, 2) for m, v in steps[-1].inflation.items()},
                           "validity": "INVALID" if any(s.validity == "INVALID" for s in segments) else "VALID",
                           "validity_reasons": "; ".join(r for s in segments for r in s.validity_reasons),
-                          "backlog": "; ".join(f"{s.cell_id}: {s.backlog_note}" for s in segments)})
+                          "backlog": "; ".join([f"{s.cell_id}: {s.backlog_note}" for s in segments]
+                                               + [backlog_of(segments).note])})
             state.open = None
             if plan.phase == CERTIFY:
                 decided(cells, d.decision.upper(), f"(certify, look {d.look} of {d.n_looks}) {d.reason}")
@@ -197,9 +221,11 @@ def search(spec: LoadSpec, run_dir: Path, run_id: str, obtain, decided=lambda ce
                 st = steps[-1]
                 words = ", ".join(f"{b.metric} {st.t[b.metric]} of {st.n[b.metric]} ({st.share(b.metric):.1%} vs "
                                   f"{b.allowed:.1%} allowed)" for b in cfg.slo)
-                grows = "; ".join(f"{s.cell_id}: {s.backlog_note}" for s in segments if s.backlog_grows)
+                sb = backlog_of(segments)
+                said = [f"{s.cell_id}: {s.dropped} dropped sends" for s in segments if s.dropped] + \
+                    ([sb.note] if sb.verdict != "keeps up" else [])
                 decided(cells, "OVER" if is_over(st, cfg.slo) else "UNDER",
-                        f"(explore, point estimate) {words}" + (f"; {grows}" if grows else ""))
+                        f"(explore, point estimate) {words}" + "".join(f"; {w}" for w in said))
     return state
 
 
@@ -237,9 +263,10 @@ def rejudged_record(run) -> dict:
     reason is the run's own (its status and reason as recorded)."""
     spec = LoadSpec.model_validate(run.manifest.spec)
     state = replay(run)
-    cut = [c.cell_id for c in run.manifest.cells if c.rate is not None and c.status in ("running", "partial")]
-    if state.open is not None and cut:
-        state.open["running"] = cut[-1]
+    cut = [c for c in run.manifest.cells if c.rate is not None and c.status in ("running", "partial")]
+    if state.open is not None and cut and cut[-1].rate is not None and \
+            abs(cut[-1].rate - rate_of(state.open["rate"])) < 1e-9:  # the cut cell is a look of the open step
+        state.open["running"] = cut[-1].cell_id
     why = run.manifest.reason or f"the run is {run.manifest.status}"
     rec = partial_record(state, spec, why)
     rec["source"] = ("re-judged from the cells' raw files by analysis.capacity_steps.rejudged_record: the run has "

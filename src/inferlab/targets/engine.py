@@ -39,6 +39,14 @@ ENGINE_VENV = ".venv-engine"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CONVERTER = Path(__file__).with_name("convert_gguf.py")
 DEFAULT_PORT = 8011  # tried first; any free port otherwise
+# vLLM's HTTP server closes a connection idle for VLLM_HTTP_TIMEOUT_KEEP_ALIVE s (default 5).
+# k6 hands out a constant-rate cell's pre-allocated VUs first in, first out, so each VU sits
+# idle ~pool / rate between requests; on an H200 at 256 and 281 req/s (1,500 VUs) that was
+# 5.0-5.1 s, and requests sent on a connection the server was closing that instant got no
+# response (k6 1220), read as "target died" (data/gpu-evidence/2026-12-04-h200-session7,
+# "The 'target died' cells"). 75 s (nginx's client default) moves the race beyond the idle
+# times a search's pools make; a spec's own env may still set it.
+ENGINE_HTTP_ENV = {"VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "75"}
 
 
 ENGINE_PYTHON_ENV, ENGINE_MODEL_ENV, ENGINE_DEVICE_ENV = "INFERLAB_ENGINE_PYTHON", "INFERLAB_ENGINE_MODEL", "INFERLAB_ENGINE_DEVICE"
@@ -211,7 +219,7 @@ class LocalEngine(ManagedProcess):
                      "--model", str(self.model_dir), "--served-model-name", self.spec.served_model_name,
                      "--host", "127.0.0.1", "--port", str(self.port), *self.engine_args]
         gpu = {"CUDA_VISIBLE_DEVICES": self.choice.gpu_index} if self.choice.gpu_index is not None else {}
-        env = {**os.environ, **gpu, **self.spec.env, **VLLM_ENV, "VLLM_API_KEY": self.api_key}
+        env = {**os.environ, **gpu, **ENGINE_HTTP_ENV, **self.spec.env, **VLLM_ENV, "VLLM_API_KEY": self.api_key}
         env.pop("INFERLAB_API_KEY", None)
         self.env = env
 
