@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inferlab.analysis.certify import (CERTIFY, EXPLORE, SearchConfig, StepRecord, boundary_interval,
+from inferlab.analysis.certify import (CERTIFY, EXPLORE, SearchConfig, StepPlan, StepRecord, boundary_interval,
                                        certified_rate, next_step, record, summary)
-from inferlab.analysis.step_decision import (GROWS, KEEPS_UP, PASS, RISES, Backlog, BoundCount, SloBound, StepDecision,
+from inferlab.analysis.step_decision import (CONTINUE, FAIL, GROWS, KEEPS_UP, PASS, RISES, Backlog, BoundCount, SloBound, StepDecision,
                                              backlog_growth, clopper_pearson, decide, decide_frame, default_cap,
                                              look_sizes, requests_needed, sequential_many, spent_alpha,
                                              step_backlog)
@@ -260,6 +260,33 @@ def test_step_backlog_grows_only_on_three_rising_looks_in_a_row():
     assert step_backlog([up, up, flat]).verdict == KEEPS_UP and step_backlog([up, flat, up]).verdict == RISES
     assert step_backlog([None, up]).rising == 1 and step_backlog([]).verdict == KEEPS_UP
     assert "the last 3 looks all rose" in step_backlog([up] * 3).note
+
+
+def test_judge_a_rising_look_holds_a_pass_back_until_the_cap_and_dropped_sends_fail_at_once():
+    """capacity_steps.judge on made-up looks whose counts pass (0 violations in 400 a look):
+    one rising look holds a certification pass back (continue), three running fail, a rise at
+    the cap leaves it to the counts, a look with no window is skipped; an exploration step is
+    not over on a rise, but dropped sends fail either phase."""
+    from inferlab.analysis.capacity_steps import Segment, judge
+
+    slo = (SloBound("e2e_ms", 5000.0, 0.9),)
+    cfg = SearchConfig(slo, start_rate=2.0)
+    win = pd.DataFrame({"e2e_ms": np.full(400, 100.0), "ok": True})
+
+    def look(rose: bool | None, dropped: int = 0) -> Segment:
+        return Segment("c", win, None if rose is None else _rose(rose), "", "VALID", [], dropped)
+
+    cert, explore = StepPlan(3.0, CERTIFY, (400, 800, 1200, 1600, 2000)), StepPlan(3.0, EXPLORE, (400,))
+    decision = lambda plan, looks: judge(plan, [look(*x) if isinstance(x, tuple) else look(x) for x in looks],  # noqa: E731
+                                         slo, cfg).decision
+    assert decision(cert, [False]) == PASS
+    assert decision(cert, [True]) == CONTINUE and decision(cert, [True, True]) == CONTINUE
+    assert decision(cert, [True, False]) == PASS and decision(cert, [True, True, True]) == FAIL
+    assert decision(cert, [False, False, False, True, True]) == PASS  # at the cap: the counts decide
+    assert decision(cert, [False, True, True, False, True]) == PASS
+    assert decision(cert, [True, None]) == CONTINUE  # a look with no window neither rose nor kept up
+    assert decision(cert, [(False, 3)]) == FAIL and decision(explore, [(False, 2)]) == FAIL
+    assert decision(explore, [True]) == PASS  # exploration: the counts' point verdict, not over on one rise
 
 
 def test_backlog_swings_fail_few_steps_and_a_growing_queue_most():

@@ -156,6 +156,10 @@ def open_loop_batch(arrivals_s: np.ndarray, slots: int, alpha: float = 0.05, sig
         work = np.full((n_rep, n), float(work_mean))
     decode = work * (1 - prefill_share)
     speed = np.broadcast_to(np.asarray(speed, float), (n_rep,))
+    if speed_path is not None:
+        times, factors = (np.atleast_2d(np.asarray(x, float)) for x in speed_path)
+        if (np.diff(times, axis=1) < 0).any() or (factors <= 0).any():
+            raise ValueError("speed_path: change times must be sorted per replicate and factors > 0")
     return _ps_fifo(arr, work, decode, speed, slots, alpha, speed_path)
 
 

@@ -11,7 +11,7 @@ analysis/step_decision.py's sequential rule decides. The step's window is its se
 windows, concatenated in arrival order; the backlog test runs on each segment's own window (one
 k6 schedule each), and the step's backlog verdict comes from its looks
 (``step_decision.step_backlog``): it grows, failing the step, only when its last three looks all
-rose; a certification step whose last look rose cannot pass on that look. Dropped sends fail
+rose; a certification step whose last look rose cannot pass on that look before its cap. Dropped sends fail
 the step at once.
 
 **The record.** A search that ran to its end: :func:`complete_record` (``capacity.json``: the
@@ -40,7 +40,7 @@ from ..specs import LoadSpec
 from .capacity import CERTIFIED, judged_bounds, search_config, step_window
 from .certify import (CERTIFY, EXPLORE, SearchConfig, StepPlan, StepRecord, boundary_guess, explore_bracket, is_over, next_step,
                       record, summary)
-from .step_decision import (CONTINUE, FAIL, GROWS, PASS, RISES, UNDECIDED, Backlog, StepBacklog, StepDecision,
+from .step_decision import (CONTINUE, FAIL, GROWS, KEEPS_UP, PASS, RISES, Backlog, StepBacklog, StepDecision,
                             backlog_growth, decide, step_backlog)
 from .token_slo import slo_bounds
 
@@ -110,8 +110,11 @@ def read_segment(run_dir: Path, run_id: str, cell: CellRecord, warmup_s: float) 
         early = m[m["start_ts"] < t0]  # the warm-up's requests still in flight when the window opens
         # a failed request left the server too: completion = its end, whatever its status
         b = backlog_growth(sent, done, earlier_done_s=(early["end_ts"] - t0).dt.total_seconds().to_numpy())
-        note = (f"window backlog {'rises' if b.grows else 'keeps up'} ({b.growth:+.1f} requests over "
-                f"{b.span_s:.1f} s, p={b.p_value:.3f})")
+        if np.isfinite(b.growth):
+            note = (f"window backlog {'rises' if b.grows else 'keeps up'} ({b.growth:+.1f} requests over "
+                    f"{b.span_s:.1f} s, p={b.p_value:.3f})")
+        else:
+            b, note = None, f"{len(win)} requests in the steady window: too few to test the backlog"
     else:
         b, note = None, "no request in the steady window"
     measured = req[req["phase"] == "measure"] if "phase" in req.columns else req
@@ -138,7 +141,7 @@ def judge(plan: StepPlan, segments: list[Segment], bounds, cfg: SearchConfig) ->
     of ``n_looks``; an exploration step: one look, counts only). The counts decide
     (step_decision.decide); then a growing backlog or dropped sends fail the step, and a
     certification step whose backlog is unsure (its last look rose, fewer than three in a row)
-    does not pass on this look: it runs the next (at the cap: undecided)."""
+    does not pass on this look before its cap: it runs the next."""
     win = pd.concat([s.window for s in segments], ignore_index=True)
     values = {b.metric: win[b.metric].to_numpy(float) for b in bounds}
     look, n_looks = (len(segments), cfg.n_looks) if plan.phase == CERTIFY else (1, 1)
@@ -150,10 +153,10 @@ def judge(plan: StepPlan, segments: list[Segment], bounds, cfg: SearchConfig) ->
     if why:
         return replace(d, decision=FAIL, reason="; ".join(([d.reason] if d.decision == FAIL else []) + why))
     if sb.verdict == RISES and plan.phase == CERTIFY and d.decision == PASS:
-        at_cap = look >= n_looks
-        return replace(d, decision=UNDECIDED if at_cap else CONTINUE,
-                       reason=("undecided at the cap (counts as a fail): " if at_cap else "run longer: ")
-                       + f"the counts pass ({d.reason}) but the {sb.note}")
+        if look < n_looks:
+            return replace(d, decision=CONTINUE, reason=f"run longer: the counts pass ({d.reason}) but the {sb.note}")
+        # at the cap the counts decide: a queue that grows had five looks to rise three times running
+        return replace(d, reason=f"{d.reason}; at the cap: the {sb.note}")
     return d
 
 
@@ -223,7 +226,7 @@ def search(spec: LoadSpec, run_dir: Path, run_id: str, obtain, decided=lambda ce
                                   f"{b.allowed:.1%} allowed)" for b in cfg.slo)
                 sb = backlog_of(segments)
                 said = [f"{s.cell_id}: {s.dropped} dropped sends" for s in segments if s.dropped] + \
-                    ([sb.note] if sb.verdict != "keeps up" else [])
+                    ([sb.note] if sb.verdict != KEEPS_UP else [])
                 decided(cells, "OVER" if is_over(st, cfg.slo) else "UNDER",
                         f"(explore, point estimate) {words}" + "".join(f"; {w}" for w in said))
     return state

@@ -62,11 +62,14 @@ does not help: the swings are as long as the window (1-2 s of lags gave the same
 Looks are separate k6 schedules with the engine drained between them, so their swings are
 independent, while a queue that grows without end rises in every look. So the step's backlog
 **grows** (fails the step) only when its last ``BACKLOG_LOOKS`` = 3 looks all rose; a look that
-rose with fewer behind it is **unsure**: a certification step cannot pass on it and runs its
-next look (at its cap: undecided, which counts as a fail); an exploration step (one look: a
-point estimate that only places the certification grid) records it and is not marked over
-for it. With a per-window false-rise share ``f`` under swings the step fails on the backlog
-with probability about ``f ** 3``: 26 % per window on the H200 records gives ~1.8 %. Measured
+rose with fewer behind it is **unsure**: a certification step cannot pass on it before its
+cap and runs its next look (at the cap the counts decide: a queue that grows has had five looks
+to rise three times running); an exploration step (one look: a point estimate that only places
+the certification grid) records it and is not marked over for it. With a per-window false-rise
+share ``f`` under swings, a step whose counts pass by its third look fails on the backlog with
+probability about ``f ** 3`` (26 % per window on the H200 records: ~1.8 %); one whose counts
+stay open to the cap can meet three rises running anywhere in its five looks: about
+``f ** 3 (3 - 2 f)`` (~4.4 %). Measured
 on the queueing simulator with decode-speed swings and 4 s looks (tests/analysis/test_certify.py
 ``test_backlog_swings_fail_few_steps_and_a_growing_queue_most``): at 80 % of capacity one window
 rises in 34.5 % of steps (the one-window rule failed them all), three in a row in 4.5 %; at
@@ -128,10 +131,7 @@ class Backlog:
     growth: float  # fitted backlog growth over the window, requests
     p_value: float  # one-sided, H0: no growth
     grows: bool  # this window alone: significant and at least the minimum growth
-    se: float = float("nan")  # the growth's HAC standard error, requests
-    n: int = 0  # requests sent in the window
     span_s: float = 0.0  # first to last send, seconds
-    latency_s: float = float("nan")  # median send-to-completion time of the window's completed requests
 
 
 @dataclass(frozen=True)
@@ -341,18 +341,14 @@ def backlog_growth(sent_s: np.ndarray, done_s: np.ndarray, alpha: float = 0.05,
         early = np.sort(np.where(np.isnan(earlier_done_s), np.inf, np.asarray(earlier_done_s, float)))
         backlog = backlog + len(early) - np.searchsorted(early, sent, side="right")
     span = float(sent[-1] - sent[0])
-    finished = np.isfinite(np.asarray(done_s, float))
-    latency = float(np.median((np.asarray(done_s, float) - np.asarray(sent_s, float))[finished])) \
-        if finished.any() else float("nan")
     if np.ptp(backlog) == 0:
-        return Backlog(0.0, 0.0, 1.0, False, 0.0, n, span, latency)
+        return Backlog(0.0, 0.0, 1.0, False, span)
     x = sm.add_constant(sent - sent[0])
     fit = sm.OLS(backlog.astype(float), x).fit(cov_type="HAC", cov_kwds={"maxlags": max(1, int(n ** (1 / 3)))})
     slope, z = float(fit.params[1]), float(fit.tvalues[1])
     p = float(stats.norm.sf(z))
     growth = slope * span
-    return Backlog(slope, growth, p, bool(p < alpha and growth >= max(min_growth * n, MIN_BACKLOG_GROWTH)),
-                   float(fit.bse[1]) * span, n, span, latency)
+    return Backlog(slope, growth, p, bool(p < alpha and growth >= max(min_growth * n, MIN_BACKLOG_GROWTH)), span)
 
 
 BACKLOG_LOOKS = 3  # consecutive rising looks that make a growing backlog (module docstring)
@@ -380,12 +376,12 @@ class StepBacklog:
 
 def step_backlog(looks: list[Backlog | None]) -> StepBacklog:
     """The step's backlog verdict from its looks so far, in order (None: a look with no window
-    to test): **grows** when the last ``BACKLOG_LOOKS`` looks all rose (each window's own
-    test, :func:`backlog_growth`), **unsure** when the last look rose with fewer rising looks
-    behind it, else **keeps up**."""
+    to test, skipped: it neither rose nor kept up): **grows** when the last ``BACKLOG_LOOKS``
+    tested looks all rose (each window's own test, :func:`backlog_growth`), **unsure** when the
+    last tested look rose with fewer rising looks behind it, else **keeps up**."""
     rising = 0
-    for b in reversed(looks):
-        if b is None or not b.grows:
+    for b in reversed([b for b in looks if b is not None]):
+        if not b.grows:
             break
         rising += 1
     verdict = GROWS if rising >= BACKLOG_LOOKS else RISES if rising else KEEPS_UP
