@@ -106,6 +106,7 @@ def test_the_search_minimises_energy_at_the_fixed_rate(workspace, gpu_engine, mo
     # the tune report reads the energy figures (no certified rate to show)
     table = tune_report.trials_table(rec)
     assert list(table["objective (J/good request)"]) == [t.value for t in rec.trials]
+    assert set(table["judge"]) == {"energy"} and not table["interval"].str.contains("bracket").any()
     head = tune_report.headline(rec).data
     assert f"**{rec.trials[0].value:.4g} J/good request" in head and "at 2.5 requests/s" in head
     assert tune_report.search_path(rec) is not None

@@ -32,7 +32,10 @@ def judge_of(run_id: str | None) -> str:
 
 def judges(rec: TuneRecord) -> dict[int, str]:
     """Trial number -> :func:`judge_of` its run, for every complete trial (each run read once):
-    what :func:`trials_table` and :func:`headline` take, so a caller showing both reads them once."""
+    what :func:`trials_table` and :func:`headline` take, so a caller showing both reads them once.
+    An energy tune's trials are fixed-rate runs with NVML readings, no capacity record: "energy"."""
+    if rec.objective_kind == "energy":
+        return {t.number: "energy" for t in rec.trials if t.state == "complete"}
     return {t.number: judge_of(t.run_id) for t in rec.trials if t.state == "complete"}
 
 
