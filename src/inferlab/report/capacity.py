@@ -47,7 +47,6 @@ def record_of(run: Run) -> dict:
     if not finished_cells(run.manifest):
         return {}
     if run not in _REJUDGED:
-
         _REJUDGED[run] = rejudged_record(run)
     return _REJUDGED[run]
 
