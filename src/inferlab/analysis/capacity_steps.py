@@ -136,6 +136,11 @@ def backlog_of(segments: list[Segment]) -> StepBacklog:
     return step_backlog([s.backlog for s in segments])
 
 
+def dropped_notes(segments: list[Segment]) -> list[str]:
+    """One note per look whose k6 dropped sends (each fails its step at once)."""
+    return [f"{s.cell_id}: {s.dropped} dropped sends" for s in segments if s.dropped]
+
+
 def judge(plan: StepPlan, segments: list[Segment], bounds, cfg: SearchConfig) -> StepDecision:
     """The step's decision after its segments so far (a certification step: look ``len(segments)``
     of ``n_looks``; an exploration step: one look, counts only). The counts decide
@@ -147,7 +152,7 @@ def judge(plan: StepPlan, segments: list[Segment], bounds, cfg: SearchConfig) ->
     look, n_looks = (len(segments), cfg.n_looks) if plan.phase == CERTIFY else (1, 1)
     d = decide(plan.rate, values, win["ok"].to_numpy(bool), list(bounds), look, n_looks, cfg.alpha)
     sb = backlog_of(segments)
-    why = [f"{s.cell_id}: {s.dropped} dropped sends" for s in segments if s.dropped]
+    why = dropped_notes(segments)
     if sb.verdict == GROWS:
         why.append(sb.note)
     if why:
@@ -225,8 +230,7 @@ def search(spec: LoadSpec, run_dir: Path, run_id: str, obtain, decided=lambda ce
                 words = ", ".join(f"{b.metric} {st.t[b.metric]} of {st.n[b.metric]} ({st.share(b.metric):.1%} vs "
                                   f"{b.allowed:.1%} allowed)" for b in cfg.slo)
                 sb = backlog_of(segments)
-                said = [f"{s.cell_id}: {s.dropped} dropped sends" for s in segments if s.dropped] + \
-                    ([sb.note] if sb.verdict != KEEPS_UP else [])
+                said = dropped_notes(segments) + ([sb.note] if sb.verdict != KEEPS_UP else [])
                 decided(cells, "OVER" if is_over(st, cfg.slo) else "UNDER",
                         f"(explore, point estimate) {words}" + "".join(f"; {w}" for w in said))
     return state
@@ -267,8 +271,7 @@ def rejudged_record(run) -> dict:
     spec = LoadSpec.model_validate(run.manifest.spec)
     state = replay(run)
     cut = [c for c in run.manifest.cells if c.rate is not None and c.status in ("running", "partial")]
-    if state.open is not None and cut and cut[-1].rate is not None and \
-            abs(cut[-1].rate - rate_of(state.open["rate"])) < 1e-9:  # the cut cell is a look of the open step
+    if state.open is not None and cut and abs(cut[-1].rate - rate_of(state.open["rate"])) < 1e-9:  # the cut cell is a look of the open step
         state.open["running"] = cut[-1].cell_id
     why = run.manifest.reason or f"the run is {run.manifest.status}"
     rec = partial_record(state, spec, why)
