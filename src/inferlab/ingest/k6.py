@@ -221,6 +221,10 @@ def _requests_by_key(req: pl.DataFrame) -> pl.DataFrame:
     return wide.join(first_line, on=["ts_ns", "tag_id", "occ"]).sort("line").drop("occ")
 
 
+# The columns every request table has, even one with no rows (runs.reader.Run.requests).
+REQUEST_COLUMNS = ("end_ts", "start_ts", "duration_ms", "status", "ok")
+
+
 def read_k6(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pd.DataFrame:
     """One row per HTTP request: end_ts, start_ts (= end_ts - duration), timings in ``_ms``,
     method, url, status, ok, error, error_code, every custom tag as a column, Point metadata as
@@ -228,7 +232,7 @@ def read_k6(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pd.Data
     req, tags, stats = _scan(path, chunk_bytes, requests=True)
     stats.lines_used = len(req)
     if req.is_empty():
-        return attach(pd.DataFrame(columns=["end_ts", "start_ts", "duration_ms", "status", "ok"]), stats)
+        return attach(pd.DataFrame(columns=list(REQUEST_COLUMNS)), stats)
     wide = _requests_by_anchor(req)
     if wide is None:
         wide = _requests_by_key(req)

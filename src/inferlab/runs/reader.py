@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..ingest import read_edge_log, read_k6, read_k6_points, read_k6_summary, read_nvidia_smi_log, read_probe, read_prometheus_text
+from ..ingest.k6 import REQUEST_COLUMNS
 from ..ingest.series import RAW_COLUMNS, read_metric_types, read_samples, tidy_series
 from .layout import (CAPACITY, CAPACITY_PARTIAL, CELL_FILES, EDGE_LOG, IDLE_PROBE, INGRESS_LOG, K6_SEGMENTED, SPANS,
                      TELEMETRY, WORKLOAD, metrics_path, segment_glob, with_resumes)
@@ -142,14 +143,16 @@ class Run:
 
     @cached_property
     def requests(self) -> pd.DataFrame:
-        """One row per HTTP request of every cell; ``phase`` is warmup|measure (measure when untagged)."""
+        """One row per HTTP request of every cell; ``phase`` is warmup|measure (measure when untagged).
+        A run that recorded no request (every cell cut before its first answer) gives an empty
+        table with the same columns, so readers need no special case."""
         frames = []
         for cell, p in self._cell_files("k6"):
             df = self._read(p, read_k6)
             if "phase" not in df.columns:
                 df["phase"] = "measure"
             frames.append(self._tag(df, cell.cell_id, payload=cell.payload, vus=cell.vus, executor=cell.executor))
-        return self._concat(frames)
+        return self._concat(frames, (*REQUEST_COLUMNS, "phase", "payload", "vus", "executor"))
 
     @cached_property
     def points(self) -> pd.DataFrame:
