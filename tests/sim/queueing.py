@@ -163,6 +163,25 @@ def open_loop_batch(arrivals_s: np.ndarray, slots: int, alpha: float = 0.05, sig
     return _ps_fifo(arr, work, decode, speed, slots, alpha, speed_path)
 
 
+def looks_at_speeds(rate: float, reps: int, look: int, n_looks: int, warm: int, sigma_look: float,
+                    seed: int, **server) -> dict:
+    """A constant-rate step run as ``n_looks`` separate looks, as the product runs them (each its
+    own k6 schedule, the engine drained between): each look ``warm + look`` arrivals at ``rate``
+    on a fresh server whose speed is drawn per look and replicate, lognormal with log-sd
+    ``sigma_look`` (an engine that runs a few per cent faster or slower from one look to the
+    next, as the CPU engine does: data/capacity-evidence/2026-12-04-local-cpu), the first
+    ``warm`` requests of each look cut. Returns :func:`open_loop_batch`'s arrays, the looks
+    side by side: (reps, n_looks * look)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for k in range(n_looks):
+        speed = np.exp(rng.normal(0.0, sigma_look, reps)) if sigma_look > 0 else 1.0
+        o = open_loop_batch(np.arange(warm + look)[None, :] / np.full((reps, 1), rate), speed=speed,
+                            seed=seed * 100 + k, **server)
+        parts.append({key: v[:, warm:] for key, v in o.items()})
+    return {key: np.hstack([p[key] for p in parts]) for key in parts[0]}
+
+
 def telegraph_path(n_rep: int, horizon_s: float, slow: float, mean_fast_s: float, mean_slow_s: float,
                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A speed path per replicate that alternates between 1 and ``slow``, staying in each state an

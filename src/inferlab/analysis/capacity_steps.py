@@ -150,7 +150,8 @@ def judge(plan: StepPlan, segments: list[Segment], bounds, cfg: SearchConfig) ->
     win = pd.concat([s.window for s in segments], ignore_index=True)
     values = {b.metric: win[b.metric].to_numpy(float) for b in bounds}
     look, n_looks = (len(segments), cfg.n_looks) if plan.phase == CERTIFY else (1, 1)
-    d = decide(plan.rate, values, win["ok"].to_numpy(bool), list(bounds), look, n_looks, cfg.alpha)
+    ends = np.cumsum([len(s.window) for s in segments]).tolist()  # each look its own k6 schedule
+    d = decide(plan.rate, values, win["ok"].to_numpy(bool), list(bounds), look, n_looks, cfg.alpha, ends=ends)
     sb = backlog_of(segments)
     why = dropped_notes(segments)
     if sb.verdict == GROWS:

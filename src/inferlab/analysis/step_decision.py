@@ -217,12 +217,42 @@ def _variance_upper(dof: int) -> float:
     return dof / float(stats.chi2.ppf(1 - INFLATION_CONFIDENCE, dof))
 
 
-def variance_inflation_many(values: np.ndarray, violates: np.ndarray, bound: float | None = None) -> np.ndarray:
+def _within_look_inflation_many(x: np.ndarray, ends: list[int]) -> np.ndarray:
+    """:func:`_batch_inflation_many` with batches inside looks: each look (``x[:, a:b]`` for
+    consecutive ``ends``) cut into ``BATCHES`` batches, each batch mean compared with its own
+    look's, the looks pooled (sums of squares and degrees of freedom added), at the same upper
+    bound. A shift of the whole look (the engine ran slower that look) adds nothing; clustering
+    inside a look does. One look: :func:`_batch_inflation_many` exactly."""
+    r = x.shape[0]
+    num, den, dof, m_max = np.zeros(r), np.zeros(r), 0, 1
+    for a, b in zip([0, *ends[:-1]], ends):
+        n = b - a
+        m = max(1, n // BATCHES)
+        k = n // m
+        if k < 2:
+            continue
+        look = x[:, a:b]
+        p = look.mean(axis=1)
+        means = look[:, : k * m].reshape(r, k, m).mean(axis=2)
+        num += m * ((means - means.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+        den += (k - 1) * p * (1 - p)
+        dof, m_max = dof + k - 1, max(m_max, m)
+    if dof == 0:
+        return np.ones(r)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = num * _variance_upper(dof) / den
+    return np.where(den > 0, np.clip(np.nan_to_num(d, nan=1.0), 1.0, m_max), 1.0)
+
+
+def variance_inflation_many(values: np.ndarray, violates: np.ndarray, bound: float | None = None,
+                            ends: list[int] | None = None) -> np.ndarray:
     """:func:`variance_inflation` of each row (replicates, n): one code path for a step and for
-    the simulations that measure the rule."""
+    the simulations that measure the rule; ``ends``: the looks' cumulative sizes (the same for
+    every row; None: one look)."""
     x = np.asarray(violates, float)
     d = _batch_inflation_many(x)
     n = x.shape[1]
+    ends = [int(e) for e in ends if 0 < e < n] + [n] if ends is not None else [n]
     # the floor applies only to rows with fewer violations than MIN_EXCEEDANCES: the largest
     # values (a partition of each row, the costly part) are found for those rows alone
     few = np.flatnonzero(x.sum(axis=1) < MIN_EXCEEDANCES) if n > 2 * MIN_EXCEEDANCES else np.arange(0)
@@ -234,12 +264,14 @@ def variance_inflation_many(values: np.ndarray, violates: np.ndarray, bound: flo
         use = top.sum(axis=1) <= 2 * MIN_EXCEEDANCES
         if bound is not None:  # only the largest values near the bound inform the floor (module docstring)
             top &= v >= FLOOR_FRACTION * bound
-        if use.any():
-            d[few] = np.where(use, np.maximum(d[few], _batch_inflation_many(top.astype(float))), d[few])
+        if use.any():  # clustering within looks only: a look-to-look speed change is not (module docstring)
+            floor = _within_look_inflation_many(top.astype(float), ends)
+            d[few] = np.where(use, np.maximum(d[few], floor), d[few])
     return d
 
 
-def variance_inflation(values: np.ndarray, violates: np.ndarray, bound: float | None = None) -> float:
+def variance_inflation(values: np.ndarray, violates: np.ndarray, bound: float | None = None,
+                       ends: list[int] | None = None) -> float:
     """How much the violation count's variance exceeds a binomial's, in arrival order: batch
     means of the indicator over ``BATCHES`` batches (so a batch grows with the step and spans
     a queue's busy period), taken at its upper ``INFLATION_CONFIDENCE`` bound, clipped to
@@ -247,9 +279,12 @@ def variance_inflation(values: np.ndarray, violates: np.ndarray, bound: float | 
     about clustering, so the same estimate on the ``MIN_EXCEEDANCES`` largest values (the same
     tail, a little lower) is a floor; given the ``bound``, only those of them at or above
     ``FLOOR_FRACTION`` of it count (none: no floor), so a calm step's harmless transient far
-    below the bound cannot inflate D."""
+    below the bound cannot inflate D. Given the looks' cumulative sizes ``ends``, the floor's
+    batches lie inside looks and are compared with their own look's mean, so a look that ran
+    slower as a whole does not read as clustered violations; the indicator's own estimate
+    stays pooled over the looks (violations that did come in one look count as clustered)."""
     return float(variance_inflation_many(np.asarray(values, float)[None, :], np.asarray(violates, bool)[None, :],
-                                         bound)[0])
+                                         bound, ends)[0])
 
 
 def clopper_pearson_many(t: np.ndarray, n: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -262,12 +297,14 @@ def clopper_pearson_many(t: np.ndarray, n: np.ndarray, level: float) -> tuple[np
     return np.where(n > 0, lower, 0.0), np.where(n > 0, upper, 1.0)
 
 
-def count_bound(values: np.ndarray, ok: np.ndarray, slo: SloBound, level: float) -> BoundCount:
-    """One bound at one look (see the module docstring); ``values`` in arrival order."""
+def count_bound(values: np.ndarray, ok: np.ndarray, slo: SloBound, level: float,
+                ends: list[int] | None = None) -> BoundCount:
+    """One bound at one look (see the module docstring); ``values`` in arrival order, ``ends``
+    the looks' cumulative sizes (None: one look)."""
     values = np.asarray(values, float)
     violates = ~np.asarray(ok, bool) | ~(values <= slo.bound)
     n, t = len(values), int(violates.sum())
-    d = variance_inflation(np.where(np.asarray(ok, bool), values, np.inf), violates, slo.bound)
+    d = variance_inflation(np.where(np.asarray(ok, bool), values, np.inf), violates, slo.bound, ends)
     lower, upper = clopper_pearson(t / d, n / d, level)
     return BoundCount(slo.metric, slo.bound, slo.q, n, t, d, lower, upper, str(_decision(lower, upper, slo.allowed)))
 
@@ -307,7 +344,7 @@ def sequential_many(values: np.ndarray, slo: SloBound, looks: list[int], alpha: 
         v = values[live, :m]
         viol = ~(v <= slo.bound)
         t = viol.sum(axis=1).astype(float)
-        d = variance_inflation_many(v, viol, slo.bound)
+        d = variance_inflation_many(v, viol, slo.bound, looks[:k])
         lo, up = clopper_pearson_many(t / d, m / d, spent_alpha(alpha, k, len(looks)))
         new = _decision(lo, up, slo.allowed, UNDECIDED if k == len(looks) else CONTINUE)
         state[live] = new
@@ -389,11 +426,13 @@ def step_backlog(looks: list[Backlog | None]) -> StepBacklog:
 
 
 def decide(rate: float, values: dict[str, np.ndarray], ok: np.ndarray, slo: list[SloBound], look: int,
-           n_looks: int, alpha: float = 0.05, backlog: Backlog | None = None) -> StepDecision:
+           n_looks: int, alpha: float = 0.05, backlog: Backlog | None = None,
+           ends: list[int] | None = None) -> StepDecision:
     """The step's decision at look ``look`` of ``n_looks`` from the steady window's requests so
-    far, in arrival order: ``values[metric]`` per request, ``ok`` per request."""
+    far, in arrival order: ``values[metric]`` per request, ``ok`` per request; ``ends``: where
+    each look's requests end (cumulative sizes; None: the looks are not told apart)."""
     level = spent_alpha(alpha, look, n_looks)
-    counts = tuple(count_bound(values[s.metric], ok, s, level) for s in slo)
+    counts = tuple(count_bound(values[s.metric], ok, s, level, ends) for s in slo)
     n = len(ok)
     failing = [c for c in counts if c.decision == FAIL]
     grows = backlog is not None and backlog.grows
