@@ -23,6 +23,7 @@ from collections.abc import Callable
 # Waiting reasons that never resolve by themselves (wrong image, missing Secret/ConfigMap key)
 STUCK = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"}
 Exec = Callable[[list[str]], bytes]  # run a command where the results are, return its stdout
+COLLECTOR = "collector"  # the container of a k6 pod (or collector Pod) that holds the results for exec
 
 # grafana/k6-operator: the kind inferlab creates, and the release its schema is written from
 K6_OPERATOR_KIND = ("k6.io/v1alpha1", "TestRun")
@@ -118,6 +119,7 @@ class KubeExec:
         self.api, self.core, self.batch = api_client, client.CoreV1Api(api_client), client.BatchV1Api(api_client)
         self.namespace, self.secret_name, self.service_url = namespace, secret_name, service_url
         self._dyn = None
+        self._serves: dict[tuple[str, str], bool] = {}
 
     @property
     def dyn(self):
@@ -129,7 +131,12 @@ class KubeExec:
         return self._dyn
 
     def serves(self, api_version: str, kind: str) -> bool:
-        return serves(self.dyn, api_version, kind)
+        """Whether the cluster serves the kind, asked once per KubeExec (a run's cells and its
+        note share the answer: an operator installed mid-run is not switched to)."""
+        key = (api_version, kind)
+        if key not in self._serves:
+            self._serves[key] = serves(self.dyn, api_version, kind)
+        return self._serves[key]
 
     def apply(self, doc: dict) -> None:
         apply(self.dyn, doc)
@@ -157,10 +164,10 @@ class KubeExec:
         return self.core.read_namespaced_pod_log(pod, self.namespace, container=container, _preload_content=False).data
 
     def exec_in(self, pod: str) -> Exec:
-        """Run commands in the pod's ``collector`` container (the one that holds the results):
+        """Run commands in the pod's :data:`COLLECTOR` container (the one that holds the results):
         :func:`pod_exec` without a time limit or an exit-code check, as the collection's commands
         report their own failures (``|| echo -1``)."""
-        return lambda command: pod_exec(self.api, self.namespace, pod, "collector", command, timeout_s=None,
+        return lambda command: pod_exec(self.api, self.namespace, pod, COLLECTOR, command, timeout_s=None,
                                         check=False)
 
     def pods_ready_to_collect(self, job: str, n: int, timeout_s: float, on_state, poll_s: float = 3) -> dict[int, str]:

@@ -18,6 +18,7 @@ import pytest
 
 from inferlab.analysis.capacity_steps import read_segment, rejudged_record
 from inferlab.analysis.step_decision import variance_inflation
+from inferlab.report.capacity import spread_note
 from inferlab.runs.reader import Run
 from inferlab.runs.verify import verify_run
 
@@ -47,6 +48,10 @@ def test_the_recorded_steps_reproduce_from_the_raw_files_and_nothing_is_claimed(
         ("pass", 16.0, "[0.00%, 7.72%]"), ("pass", 16.0, "[0.00%, 7.72%]"), ("pass", 15.2, "[0.00%, 7.35%]"),
         ("pass", 14.77, "[0.00%, 7.15%]")]  # re-judged: the floor inside looks
     assert again["certified_rate"] is None and again["claim"].startswith("no claim")  # still a partial search
+    spreads = [s["look spread"] for s in cert(again)]
+    assert spreads == [0.0663, 0.0436, 0.055, 0.0878], spreads  # the looks' median e2e, log-sd
+    note = spread_note(again)
+    assert note.startswith("Looks differed in speed: 4 of 4 certification steps") and "up to 8.8%" in note
 
 
 def test_no_violation_in_800_was_undecided_because_the_largest_values_sit_in_one_slow_look():

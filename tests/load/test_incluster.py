@@ -105,3 +105,26 @@ def test_copy_out_of_a_pod_where_k6_never_ran(tmp_path):
     assert collect(local_exec, cell_dir, 0, 1, results=str(results)) == (-1, 0)
     assert list(cell_dir.iterdir()) == [] and (results / ".collected").exists()
     assert cell_result([-1], 0, cell_dir, 1).exit_code == -1
+
+
+def test_the_cluster_is_asked_once_whether_it_serves_the_operators_kind():
+    """KubeExec.serves: one discovery question per kind and KubeExec (the run's note and every
+    in-cluster cell share the answer), "not found" read as False."""
+    from types import SimpleNamespace as NS
+
+    from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+    from inferlab.kube import K6_OPERATOR_KIND, KubeExec
+
+    asked = []
+
+    def get(api_version, kind):
+        asked.append((api_version, kind))
+        if kind != "TestRun":
+            raise ResourceNotFoundError(f"{kind} not served")
+
+    kube = KubeExec.__new__(KubeExec)
+    kube._serves, kube._dyn = {}, NS(resources=NS(get=get))
+    assert all(kube.serves(*K6_OPERATOR_KIND) for _ in range(3)) and asked == [K6_OPERATOR_KIND]
+    assert not kube.serves("v1", "Nothing") and not kube.serves("v1", "Nothing")
+    assert asked == [K6_OPERATOR_KIND, ("v1", "Nothing")]

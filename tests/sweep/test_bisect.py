@@ -22,7 +22,7 @@ from inferlab.runs.records import BISECTS
 from inferlab.runs.store import sha256_file
 from inferlab.specs.builds import BuildsError
 
-from ..conftest import make_workspace
+from ..conftest import cli_sigterm_when, make_workspace
 from ..platform.test_platform import copy_platform
 
 # short cells: one cell of 2 users x 6 requests (~1 s on the stand-in); no probe, no answer check
@@ -126,6 +126,43 @@ def test_a_noisy_sequence_is_inconclusive_and_says_between_which_builds(home, tm
     (step,) = rec.steps
     assert step.outcome == "inconclusive" and "could not be shown within ±5 %" in step.why
     assert last.startswith(f"bisect {rec.bisect_id}: inconclusive between n1 and n2")
+
+
+def test_a_bisect_cut_mid_step_resumes_in_its_record_and_names_the_same_build(home, tmp_path, capsys):
+    """The planted sequence with 4 pairs a step, SIGTERMed (as a time limit's `timeout` does) once
+    step 2 (v3 against v1) starts v3's engine for the second time: the bisect stops (exit 130,
+    ``partial``, step 2 ``failed`` with why) keeping step 1. ``--resume`` with anything the record
+    fixes is refused (exit 2, nothing run); ``--resume`` alone replays step 1 (not run again),
+    continues step 2's own comparison (the same id, its cut repeat kept as recorded) and goes on:
+    the same answer as an uncut bisect, v3, in one record that notes the resume."""
+    builds = [(f"v{i}", wrapper(tmp_path, f"v{i}", [1.25 if i >= 3 else 1.0])) for i in range(1, 6)]
+    args = ["bisect", "ci-tiny", "--target", "local", "--engine-device", "cpu", "--engine-model", "/models/standin",
+            "--primary", "latency_p50", "--no-answer-check", *[x for s in SETS for x in ("--set", s)],
+            "--margin", "5%", "--pairs", "4", "--label", "cut",
+            *[x for name, py in builds for x in ("--build", f"{name}={py}")]]
+    v3 = builds[2][1].parent / "starts"
+    code, out = cli_sigterm_when(args, lambda: v3.exists() and v3.read_text().strip() == "2")
+    assert code == 130, out[-3000:]
+    rec = load_bisect(BISECTS.folders()[0])
+    assert rec.status == "partial" and rec.exit_code == 2 and "interrupted" in rec.reason
+    assert [(s.candidate, s.status, s.outcome) for s in rec.steps] == [("v5", "complete", "regression"),
+                                                                       ("v3", "failed", None)]
+    cut_cid = rec.steps[1].comparison_id
+    assert cut_cid is not None and load_comparison(cut_cid).status == "partial"
+    assert main(["bisect", "--resume", rec.bisect_id, "--margin", "5%"]) == 2  # the record fixes the margin
+    assert "drop --margin" in capsys.readouterr().err and load_bisect(rec.bisect_id).status == "partial"
+    v5_starts = int((builds[4][1].parent / "starts").read_text())
+    assert main(["bisect", "--resume", rec.bisect_id[:20]]) == 1
+    out = capsys.readouterr().out
+    again = load_bisect(rec.bisect_id)
+    assert again.status == "complete" and (again.first_bad, again.last_good) == ("v3", "v2"), out
+    assert [(s.baseline, s.candidate, s.outcome) for s in again.steps] == [
+        ("v1", "v5", "regression"), ("v1", "v3", "regression"), ("v1", "v2", "non-inferior")]
+    assert again.steps[1].comparison_id == cut_cid and load_comparison(cut_cid).status == "complete"
+    assert int((builds[4][1].parent / "starts").read_text()) == v5_starts  # step 1 was not run again
+    assert any(n.startswith("resumed at") and "after 1 finished steps" in n for n in again.notes), again.notes
+    assert main(["bisect", "--resume", rec.bisect_id]) == 2  # complete: nothing to resume
+    assert "is complete" in capsys.readouterr().err
 
 
 def test_usage_and_input_errors_exit_2_before_any_step(home, tmp_path, capsys):

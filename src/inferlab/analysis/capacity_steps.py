@@ -166,10 +166,20 @@ def judge(plan: StepPlan, segments: list[Segment], bounds, cfg: SearchConfig) ->
     return d
 
 
+def look_spread(segments: list[Segment]) -> float | None:
+    """How much the step's looks differed in speed: the standard deviation of the log of each
+    look's median e2e (ms; k6's duration where no e2e column), over the looks with a window;
+    None with fewer than two. 0.05: looks about 5 % apart (step_decision: LOOK_SPREAD_CALIBRATED)."""
+    col = lambda w: "e2e_ms" if "e2e_ms" in w.columns else "duration_ms"  # noqa: E731
+    medians = [float(np.nanmedian(s.window[col(s.window)].to_numpy(float))) for s in segments if len(s.window)]
+    medians = [m for m in medians if np.isfinite(m) and m > 0]
+    return float(np.std(np.log(medians), ddof=1)) if len(medians) >= 2 else None
+
+
 def step_record(plan: StepPlan, d: StepDecision, segments: list[Segment]) -> StepRecord:
     rec = record(d, plan.phase)
     grows = backlog_of(segments).verdict == GROWS or any(s.dropped for s in segments)
-    return StepRecord(rec.rate, rec.phase, rec.n, rec.t, rec.inflation, grows, rec.decision)
+    return StepRecord(rec.rate, rec.phase, rec.n, rec.t, rec.inflation, grows, rec.decision, look_spread(segments))
 
 
 def search(spec: LoadSpec, run_dir: Path, run_id: str, obtain, decided=lambda cells, label, reason: None,

@@ -86,6 +86,9 @@ class StepRecord:
     inflation: dict[str, float]
     backlog_grows: bool = False
     decision: StepDecision | None = None
+    # the spread of the looks' median e2e (log-sd; None: fewer than 2 looks): the step rule's
+    # error rates assume looks at one speed (step_decision: LOOK_SPREAD_CALIBRATED)
+    look_spread: float | None = None
 
     def share(self, metric: str) -> float:
         return self.t[metric] / self.n[metric] if self.n[metric] else float("nan")
@@ -243,7 +246,8 @@ def boundary_interval(steps: list[StepRecord], cfg: SearchConfig) -> BoundaryInt
 
 
 def step_rows(steps: list[StepRecord]) -> list[dict]:
-    """Per-step table rows: rate, phase, n, t and bounds per metric, decision, backlog verdict."""
+    """Per-step table rows: rate, phase, n, t and bounds per metric, decision, backlog verdict,
+    and for a step of several looks their ``look spread`` (StepRecord.look_spread)."""
     rows = []
     for s in steps:
         row = {"rate": round(s.rate, 4), "phase": s.phase}
@@ -256,6 +260,8 @@ def step_rows(steps: list[StepRecord]) -> list[dict]:
         else:
             row["decision"], row["reason"] = "", "exploration (not used for the claim)"
         row["backlog"] = "grows" if s.backlog_grows else "keeps up"
+        if s.look_spread is not None:
+            row["look spread"] = round(s.look_spread, 4)
         rows.append(row)
     return rows
 

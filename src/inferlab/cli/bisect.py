@@ -26,10 +26,11 @@ def add_parser(sub, primary_metrics: list[str]) -> None:
                                       "builds in order, each step an interleaved A/B gated as `inferlab gate` "
                                       "(exit 0 none regressed, 1 first bad build, 3 inconclusive)",
                        parents=[o.target(), o.base_url(), observers, o.spec_sets(), o.overlay(),
-                                o.margin(required=True), o.alpha(), o.ab_primary(primary_metrics), o.answer_check(),
+                                o.margin(required=False), o.alpha(), o.ab_primary(primary_metrics), o.answer_check(),
                                 o.ab_repeats(title="each step's interleaved A/B (as `inferlab ab`)")])
-    s.add_argument("spec", metavar="SPEC", help="the load spec every step runs on both sides (built-in name or YAML)")
-    given = s.add_mutually_exclusive_group(required=True)
+    s.add_argument("spec", metavar="SPEC", nargs="?",
+                   help="the load spec every step runs on both sides (built-in name or YAML)")
+    given = s.add_mutually_exclusive_group()
     given.add_argument("--builds", metavar="FILE", help="a builds file (YAML): builds in order, oldest first, the first "
                                                         "the known-good reference (docs/verdicts.md, Bisect)")
     given.add_argument("--build", action="append", metavar="NAME=PYTHON|IMAGE",
@@ -38,6 +39,9 @@ def add_parser(sub, primary_metrics: list[str]) -> None:
     s.add_argument("--token-slo", action="store_true",
                    help="gate the token-level SLO percentiles too, as `inferlab gate` does (default: the primary "
                         "metric only)")
+    s.add_argument("--resume", metavar="BISECT_ID",
+                   help="continue a cut, failed or orphaned bisect in its own record, as recorded: finished steps are "
+                        "kept, the cut step's comparison goes on (give nothing else the record fixes)")
     s.set_defaults(fn=cmd_bisect)
 
 
@@ -48,6 +52,11 @@ def cmd_bisect(a) -> int:
     from .commands import with_observers
 
     try:
+        if a.resume:
+            return _resume(a)
+        if not a.spec or not (a.builds or a.build) or a.margin is None:
+            raise ValueError("a bisect needs SPEC, --builds FILE (or --build repeated) and --margin; or --resume "
+                             "BISECT_ID")
         if a.engine_python:
             raise ValueError("--engine-python names one interpreter for every build: give each build's with "
                              "--build NAME=PYTHON or a builds file")
@@ -62,6 +71,29 @@ def cmd_bisect(a) -> int:
                          token_slo=a.token_slo, answer_check=not a.no_answer_check,
                          say=lambda line: print(line, flush=True))
     except ValueError as exc:  # builds, spec, target or pairs that cannot make a bisect: usage and input errors
+        print(f"inferlab bisect: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    print(f"bisect {rec.bisect_id}: {rec.summary} (exit {rec.exit_code})")
+    return rec.exit_code if rec.exit_code is not None else USAGE_ERROR
+
+
+def _resume(a) -> int:
+    """``--resume``: the recorded bisect continued; anything the record fixes, given again, is
+    refused (one error naming each, exit 2)."""
+    from ..sweep.bisect import resume_bisect
+
+    given = [x for x, v in (("SPEC", a.spec), ("--builds", a.builds), ("--build", a.build), ("--margin", a.margin),
+                            ("--set", a.set), ("--overlay", a.overlay), ("--label", a.label),
+                            ("--token-slo", a.token_slo), ("--no-answer-check", a.no_answer_check),
+                            ("--base-url", a.base_url), ("--pairs", a.pairs), ("--order", a.order),
+                            ("--seed", a.seed)) if v]
+    if given:
+        print(f"inferlab bisect: error: --resume continues bisect {a.resume} as recorded; drop {', '.join(given)}",
+              file=sys.stderr)
+        return USAGE_ERROR
+    try:
+        rec = resume_bisect(a.resume, say=lambda line: print(line, flush=True))
+    except (RuntimeError, ValueError) as exc:
         print(f"inferlab bisect: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
     print(f"bisect {rec.bisect_id}: {rec.summary} (exit {rec.exit_code})")

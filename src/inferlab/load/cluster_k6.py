@@ -14,7 +14,7 @@ import gzip
 import hashlib
 from pathlib import Path
 
-from ..kube import Exec
+from ..kube import COLLECTOR, Exec
 from ..offline import K6_ENV
 from ..runs.store import write_once
 from ..specs import CellPlan, LoadSpec
@@ -30,6 +30,19 @@ SMALL = {"requests": {"cpu": "50m", "memory": "16Mi"}, "limits": {"cpu": "100m",
 K6_RESOURCES = {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
 SCRIPT_KEY = "chat.js"  # the script's key in the cell's ConfigMap
 CONFIGMAP_LIMIT = 1 << 20  # bytes of a ConfigMap's data (the API server refuses more)
+
+
+def collector_container() -> dict:
+    """The busybox container that holds a cell's results volume until :func:`release_collector`
+    (the in-cluster Job's pods and the k6-operator cell's collector Pod alike)."""
+    return {"name": COLLECTOR, "image": COLLECTOR_IMAGE, "resources": SMALL,
+            "command": ["sh", "-c", f"until [ -f {RESULTS}/.collected ]; do sleep 1; done"],
+            "volumeMounts": [{"name": "results", "mountPath": RESULTS}]}
+
+
+def release_collector(run: Exec, results: str = RESULTS) -> None:
+    """Let the collector container exit: its results are copied (:func:`collector_container`)."""
+    run(["touch", f"{results}/.collected"])
 
 
 def job_name(run_id: str, cell_id: str) -> str:

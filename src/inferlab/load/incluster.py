@@ -31,8 +31,8 @@ from pathlib import Path
 from ..kube import K6_OPERATOR_INSTALL, K6_OPERATOR_KIND, K6_OPERATOR_RELEASE, Exec, KubeExec
 from ..runs.layout import segment_files
 from ..specs import CellPlan, LoadSpec
-from .cluster_k6 import (COLLECTOR_IMAGE, K6_IMAGE, K6_RESOURCES, RESULTS, SCRIPT_KEY, SMALL, cell_labels,
-                         config_map, copy_outputs, deadline_s, job_name, k6_env)
+from .cluster_k6 import (K6_IMAGE, K6_RESOURCES, RESULTS, SCRIPT_KEY, cell_labels, collector_container, config_map,
+                         copy_outputs, deadline_s, job_name, k6_env, release_collector)
 from .k6 import CellResult, cell_result, execution_segments, k6_argv
 from .testrun import render_testrun, run_testrun_cell
 
@@ -64,11 +64,7 @@ def render(spec: LoadSpec, cell: CellPlan, run_id: str, namespace: str, service_
         "volumeMounts": [{"name": "scripts", "mountPath": SCRIPTS}, {"name": "results", "mountPath": RESULTS}],
         "resources": K6_RESOURCES,
     }
-    collector = {
-        "name": "collector", "image": COLLECTOR_IMAGE,
-        "command": ["sh", "-c", f"until [ -f {RESULTS}/.collected ]; do sleep 1; done"],
-        "volumeMounts": [{"name": "results", "mountPath": RESULTS}], "resources": SMALL,
-    }
+    collector = collector_container()
     job = {
         "apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
         "spec": {
@@ -89,7 +85,7 @@ def collect(run: Exec, cell_dir: Path, index: int, n_segments: int, results: str
     not produce is not written."""
     code_text = run(["sh", "-c", f"cat {results}/exit-code 2>/dev/null || echo -1"]).decode().strip()
     requests = copy_outputs(run, cell_dir, segment_files(index, n_segments), results)
-    run(["touch", f"{results}/.collected"])
+    release_collector(run, results)
     return (int(code_text) if code_text.lstrip("-").isdigit() else -1), requests
 
 

@@ -50,8 +50,8 @@ from ..offline import K6_ENV
 from ..runs.layout import segment_files
 from ..runs.store import write_once
 from ..specs import CellPlan, LoadSpec
-from .cluster_k6 import (COLLECTOR_IMAGE, K6_IMAGE, K6_RESOURCES, RESULTS, SCRIPT_KEY, SMALL, cell_labels,
-                         config_map, copy_outputs, deadline_s, job_name, k6_env, plain_env)
+from .cluster_k6 import (K6_IMAGE, K6_RESOURCES, RESULTS, SCRIPT_KEY, SMALL, cell_labels, collector_container,
+                         config_map, copy_outputs, deadline_s, job_name, k6_env, plain_env, release_collector)
 from .k6 import CellResult, cell_result, k6_argv
 
 STARTER_IMAGE = "curlimages/curl:8.11.1"
@@ -92,9 +92,7 @@ def render_testrun(spec: LoadSpec, cell: CellPlan, run_id: str, namespace: str, 
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": f"{name}-collector", "namespace": namespace, "labels": {**labels, COLLECTOR_LABEL: name}},
         "spec": {"restartPolicy": "Never", "activeDeadlineSeconds": deadline_s(spec), "volumes": [results],
-                 "containers": [{"name": "collector", "image": COLLECTOR_IMAGE, "resources": SMALL,
-                                 "command": ["sh", "-c", f"until [ -f {RESULTS}/.collected ]; do sleep 1; done"],
-                                 "volumeMounts": [{"name": "results", "mountPath": RESULTS}]}]},
+                 "containers": [collector_container()]},
     }
     pod_meta = {"metadata": {"labels": labels}}
     runner = {
@@ -199,7 +197,7 @@ def collect_runners(kube: KubeExec, collector: str, name: str, runners: dict, ce
         if log.strip() and not (cell_dir / names["log"]).exists():
             write_once(cell_dir / names["log"], log)
         codes.append(exit_code(pod) if pod is not None else None)
-    run(["touch", f"{RESULTS}/.collected"])
+    release_collector(run)
     return codes, requests
 
 

@@ -14,7 +14,7 @@ import yaml
 from ..formats.edge_log import INGRESS_CONFIGMAP, INGRESS_CONTROLLER_DIR, edge_log_source
 from ..offline import K6_ENV, VLLM_ENV
 from ..paths import platform_dir
-from .render import is_vllm_image, pod_containers
+from .render import is_vllm_image, pod_containers, split_image
 from .tracing import tracing_errors
 
 SCHEMAS = Path(__file__).with_name("schemas")
@@ -37,9 +37,9 @@ def container_errors(where: str, c: dict, probes: bool, k6: bool = False) -> lis
     same list the local engine gets), and for k6 images or ``k6`` (a k6-operator pod) k6's
     (offline.K6_ENV)."""
     image, name = c.get("image", ""), c.get("name")
-    tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
+    repo, tag, digest = split_image(image)
     errs = []
-    if not tag or tag.startswith("latest"):  # latest, and floating ones like the k6-operator's latest-starter
+    if not digest and (not tag or tag.startswith("latest")):  # latest, and floating ones like the k6-operator's latest-starter
         errs.append(f"{where}: container {name} image {image!r} must be pinned to a tag (not latest)")
     res = c.get("resources", {})
     if not res.get("requests") or not res.get("limits"):
@@ -54,7 +54,7 @@ def container_errors(where: str, c: dict, probes: bool, k6: bool = False) -> lis
         have = {e["name"]: e.get("value") for e in env}
         errs += [f"{where}: container {name} runs vLLM without {k}={v} (offline.VLLM_ENV: no usage reports)"
                  for k, v in VLLM_ENV.items() if have.get(k) != v]
-    if k6 or image.rsplit(":", 1)[0] == K6_IMAGE_REPO:
+    if k6 or repo == K6_IMAGE_REPO:
         have = {e["name"]: e.get("value") for e in env}
         errs += [f"{where}: {name} runs without {k}={v} (offline.K6_ENV: k6 sends no usage report)"
                  for k, v in K6_ENV.items() if have.get(k) != v]

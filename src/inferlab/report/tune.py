@@ -102,7 +102,7 @@ def search_path(rec: TuneRecord):
     hi = [0.0 if energy else max((t.interval_high if t.interval_high is not None else (t.msr or 0.0)) - (t.msr or 0.0),
                                  0.0) for t in done]
     ax.errorbar(x, y, yerr=[[0] * len(y), hi], fmt="o", capsize=4,
-                label=f"objective ({rec.unit}, lower is better)" if energy else
+                label=f"objective ({rec.unit}, lower is better)" if rec.direction == "minimize" else
                 "objective (certified bound; legacy: MSR), bar to the interval's top")
     failed = [t.number for t in rec.trials if t.state == "failed"]
     ax.scatter(failed, [0] * len(failed), marker="x", color="red", label="failed (engine did not start / no result)")
@@ -110,7 +110,7 @@ def search_path(rec: TuneRecord):
     for t in rec.trials:
         v = rec.score(t) if t.state == "complete" else None
         prev = best[-1] if best else float("nan")
-        if v is not None and not (prev == prev and (v >= prev if energy else v <= prev)):
+        if v is not None and (prev != prev or rec.better(v, prev)):  # prev != prev: nothing yet (NaN)
             prev = v
         best.append(prev)
     ax.step([t.number for t in rec.trials], best, where="post", color="grey", alpha=0.6, label="best so far")

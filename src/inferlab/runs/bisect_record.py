@@ -24,7 +24,7 @@ from pydantic import Field
 
 from ..specs import StrictModel
 from ..specs.builds import Build
-from .manifest import FileEntry
+from .manifest import FileEntry, WriterInfo
 from .records import BISECTS, RecordHeader
 
 BISECT = BISECTS.filename
@@ -94,6 +94,10 @@ class BisectRecord(RecordHeader):
     upper: str | None = Field(None, description="inconclusive: the last build the first bad one can be")
     summary: str = ""
     exit_code: int | None = Field(None, description="0 none regressed, 1 first bad build, 3 inconclusive, 2 failed")
+    answer_check: bool = Field(True, description="each step's A/B checks its answers (a resume keeps the choice)")
+    base_url: str | None = Field(None, description="the target's base URL where one was given (a resume keeps it)")
+    writer: WriterInfo | None = Field(None, description="the process writing the record (a resume refuses while it "
+                                                        "runs)")
 
 
 def bisects_dir() -> Path:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from datetime import UTC, datetime
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..specs.planning import CELL_ID_RE, make_cell_id, slug  # noqa: F401 - names of the run layout, defined with the plan
 
@@ -71,15 +71,22 @@ def resume_name(rel: str, n: int) -> str:
     return (f"{folder}/" if folder else "") + f"{stem}-resume{n}{dot}{ext}"
 
 
+def first_free(base: Path, rel: str, variant: Callable[[int], str], start: int = 2) -> str:
+    """``rel`` where ``base / rel`` does not exist, else the first ``variant(n)`` for n = start,
+    start + 1, ... that does not: the one home of "take the next free name" (run ids, resumed
+    files, attempts set aside), so a name is never reused and nothing is overwritten."""
+    if not (base / rel).exists():
+        return rel
+    n = start
+    while (base / variant(n)).exists():
+        n += 1
+    return variant(n)
+
+
 def unique_name(run_dir: Path, rel: str) -> str:
     """``rel`` (a file or folder) or, where a session already wrote it, its first free
     ``-resume<N>`` sibling: the write-once name of a run-level file on resume."""
-    if not (run_dir / rel).exists():
-        return rel
-    n = 1
-    while (run_dir / resume_name(rel, n)).exists():
-        n += 1
-    return resume_name(rel, n)
+    return first_free(run_dir, rel, lambda n: resume_name(rel, n), start=1)
 
 
 def with_resumes(rel: str, present: Iterable[str]) -> list[str]:
@@ -100,12 +107,7 @@ def make_run_id(target: str, label: str, when: datetime | None = None, runs_dir:
     run_id = f"{when:%Y%m%dT%H%M%SZ}-{target}-{slug(label)}"
     if not RUN_ID_RE.match(run_id):
         raise ValueError(f"run_id {run_id!r} does not match YYYYmmddTHHMMSSZ-<local|url|k8s>-<label>")
-    if runs_dir is None or not (runs_dir / run_id).exists():
-        return run_id
-    n = 2
-    while (runs_dir / f"{run_id}-{n}").exists():
-        n += 1
-    return f"{run_id}-{n}"
+    return run_id if runs_dir is None else first_free(runs_dir, run_id, lambda n: f"{run_id}-{n}")
 
 
 K6_SEGMENTED = ("k6", "summary", "log")

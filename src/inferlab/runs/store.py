@@ -32,7 +32,7 @@ from typing import Any
 
 import psutil
 
-from .layout import MANIFEST
+from .layout import MANIFEST, first_free
 from .manifest import FileEntry, Manifest, WriterInfo
 from .verify import Problem, check_recorded, files_on_disk, hash_file
 
@@ -265,11 +265,8 @@ class RunWriter:
         retry can write the same names. Nothing is deleted: the directory becomes hidden sibling
         ``.<name>.<tag>`` and its recorded files move with it (same sha256, new paths)."""
         src = self.dir / rel_dir
-        dst_rel = str(Path(rel_dir).with_name(f".{Path(rel_dir).name}.{tag}"))
-        n = 1
-        while (self.dir / dst_rel).exists():  # two attempts set aside within one tag (the same second)
-            n += 1
-            dst_rel = str(Path(rel_dir).with_name(f".{Path(rel_dir).name}.{tag}-{n}"))
+        hidden = str(Path(rel_dir).with_name(f".{Path(rel_dir).name}.{tag}"))
+        dst_rel = first_free(self.dir, hidden, lambda n: f"{hidden}-{n}")  # two attempts set aside in one second
         src.rename(self.dir / dst_rel)
         prefix = rel_dir.rstrip("/") + "/"
         for f in self.manifest.files:

@@ -85,6 +85,15 @@ class TuneRecord(RecordHeader):
         """A trial's objective value: its certified rate, or its energy figure."""
         return t.value if self.objective_kind == "energy" else t.msr
 
+    @property
+    def direction(self) -> Literal["maximize", "minimize"]:
+        """The one home of which way the objective improves: energy lower, capacity higher."""
+        return "minimize" if self.objective_kind == "energy" else "maximize"
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether objective value ``a`` strictly beats ``b`` (:attr:`direction`)."""
+        return a < b if self.direction == "minimize" else a > b
+
     def result_text(self, t: Trial) -> str:
         """A complete trial's figure in words: its certified rate, or its energy at the fixed
         rate (with the mean power)."""

@@ -251,7 +251,10 @@ def _deploy(overlays: tuple[str, str], side: str, build: Build | None = None) ->
     from ..platform.render import engine_image_override
 
     overlay = overlays[0] if side == "baseline" else overlays[1]
-    images = [engine_image_override(overlay, build.image)] if build is not None and build.image else None
+    # a bisect's build carries the images entry it was checked with (runs.bisect_record.BisectBuild):
+    # rendered once per bisect, not once per repeat
+    images = ([getattr(build, "override", None) or engine_image_override(overlay, build.image)]
+              if build is not None and build.image else None)
     shown = f"overlay {overlay!r}" + (f" with image {build.image} (build {build.name})" if images else "")
     started = datetime.now(UTC).isoformat()
     code = deploy(overlay, images=images)

@@ -16,6 +16,16 @@ the target's kind; every local build's interpreter exists and its device is vali
 (platform/render.py: the rendered engine Deployment carries it); at least 3 pairs (fewer can only
 be inconclusive, analysis.gate). A step that cannot run (a deploy that fails, an error in the
 gate) stops the bisect with status ``failed`` and exit 2, the step's error recorded.
+
+**Resume** (:func:`resume_bisect`, ``inferlab bisect --resume BISECT_ID``): a bisect cut by
+Ctrl-C or a time limit (``partial``), one whose step failed (``failed``: a deploy that did not
+come up, an engine that died) or whose writer died (``running``, its process gone) continues in
+the same record, with the recorded spec, builds, margin, design and options. The finished
+steps are replayed into the search (not run again: the search rule is deterministic, so it asks
+for the same pairs); the step that was cut continues its own comparison (sweep.ab
+``resume_comparison``: the repeats it lacks), or, when that comparison had finished, is gated;
+a step cut before its comparison had a repeat runs afresh. Refused: a complete bisect, one
+whose writer still runs. The record notes each resume.
 """
 
 from __future__ import annotations
@@ -29,14 +39,15 @@ from ..analysis.bisect import RULE, Bisection, max_steps
 from ..analysis.compare import MIN_VERDICT_REPEATS
 from ..analysis.gate import GateResult, gate_comparison
 from ..runs.bisect_record import (BUILDS_FILE, BisectBuild, BisectRecord, BisectStep, GateRow, bisects_dir,
-                                  gate_file, save_bisect)
+                                  gate_file, load_bisect, save_bisect)
 from ..runs.comparison import Comparison, load_comparison
 from ..runs.layout import slug
+from ..runs.records import BISECTS
 from ..runs.reader import find_run_dir
-from ..runs.store import read_manifest, record_file
+from ..runs.store import current_writer, read_manifest, record_file, writer_alive
 from ..specs import LoadSpec
 from ..specs.builds import BuildList, BuildsError
-from .ab import run_comparison
+from .ab import resume_comparison, run_comparison
 
 TARGETS = ("local", "k8s")
 
@@ -101,34 +112,87 @@ def run_bisect(spec: LoadSpec, builds: BuildList, margin: float, target: str = "
     rec = BisectRecord(bisect_id=bid, created_at=now, target=target, spec=spec.model_dump(mode="json"),
                        margin=margin, alpha=alpha, primary="max_sustainable_rate" if spec.kind == "capacity" else primary,
                        token_slo=token_slo, pairs=pairs, order=order, seed=seed,
-                       overlay=overlay if target == "k8s" else None, search=RULE, builds=prepared)
+                       overlay=overlay if target == "k8s" else None, search=RULE, builds=prepared,
+                       answer_check=answer_check, base_url=base_url, writer=current_writer())
     rec.builds_file = record_file(d, BUILDS_FILE, builds.yaml().encode())
     save_bisect(rec, d)
-    prepared = rec.builds  # the record's own objects: what a step learns of a build goes into the record
-    names = [b.name for b in prepared]
-    search = Bisection(len(prepared))
+    names = [b.name for b in rec.builds]
     say(f"bisect {bid}: {len(names)} builds ({', '.join(names)}), {names[0]} the known-good reference; margin "
         f"±{margin * 100:g} %, {pairs} pairs a step; at most {max_steps(len(names))} steps")
+    return _drive(rec, d, Bisection(len(names)), say)
+
+
+def resume_bisect(bisect_id: str, say: Callable[[str], None] = print) -> BisectRecord:
+    """Continue a cut, failed or orphaned bisect in its own record (module docstring, Resume)."""
+    d = BISECTS.find(bisect_id)  # an id, a unique prefix or a path, as every record resolves
+    rec = load_bisect(d)
+    if rec.status == "complete":
+        raise RuntimeError(f"bisect {rec.bisect_id} is complete ({rec.summary}); nothing to resume")
+    if rec.status == "running" and (rec.writer is None or writer_alive(rec.writer)):
+        who = f"pid {rec.writer.pid} on {rec.writer.hostname}" if rec.writer else "a writer this record does not name"
+        raise RuntimeError(f"bisect {rec.bisect_id} is still being written ({who}); nothing to resume")
+    names = [b.name for b in rec.builds]
+    search = Bisection(len(names))
+    for step in [x for x in rec.steps if x.status == "complete"]:
+        search.record(names.index(step.candidate), step.outcome or "")  # the same rule asks for the same pairs
+    cut = [x for x in rec.steps if x.status != "complete"]
+    if len(cut) > 1 or (cut and cut[0] is not rec.steps[-1]):
+        raise RuntimeError(f"bisect {rec.bisect_id}: more than its last step is unfinished; it cannot be resumed")
+    was = f"{rec.status}: {rec.reason}" if rec.reason else rec.status
+    rec.status, rec.reason, rec.ended_at, rec.exit_code, rec.writer = "running", "", None, None, current_writer()
+    rec.notes.append(f"resumed at {datetime.now(UTC).isoformat()} after {len(rec.steps) - len(cut)} finished steps "
+                     f"(it was {was})" + (f"; step {cut[0].number} continues its comparison" if cut and
+                                          cut[0].comparison_id else ""))
+    if cut and cut[0].comparison_id is None:
+        rec.steps.pop()  # cut before its first repeat: nothing of it to keep, it runs afresh
+    elif cut:
+        cut[0].status, cut[0].why, cut[0].ended_at = "running", "", None
+    save_bisect(rec, d)
+    say(f"bisect {rec.bisect_id} resumed: {len(names)} builds, {sum(x.status == 'complete' for x in rec.steps)} "
+        "steps finished")
+    return _drive(rec, d, search, say)
+
+
+def _drive(rec: BisectRecord, d, search: Bisection, say: Callable[[str], None]) -> BisectRecord:
+    """Run the steps the search asks for until it is over; the last recorded step, when still
+    running (a resume), continues its own comparison instead of starting one."""
+    spec = LoadSpec.model_validate(rec.spec)
+    prepared = rec.builds  # the record's own objects: what a step learns of a build goes into the record
+    names = [b.name for b in prepared]
+    name = slug(rec.bisect_id.split("-bisect-", 1)[-1])
     try:
         while (pair := search.next()) is not None:
-            step = BisectStep(number=len(rec.steps) + 1, baseline=names[pair[0]], candidate=names[pair[1]],
-                              started_at=datetime.now(UTC))
-            rec.steps.append(step)
+            open_ = rec.steps[-1] if rec.steps and rec.steps[-1].status == "running" else None
+            if open_ is not None and (open_.baseline, open_.candidate) != (names[pair[0]], names[pair[1]]):
+                raise RuntimeError(f"bisect {rec.bisect_id}: step {open_.number} gated {open_.candidate} against "
+                                   f"{open_.baseline}, but the search asks for {names[pair[1]]} against "
+                                   f"{names[pair[0]]}; it cannot be resumed")
+            step = open_ or BisectStep(number=len(rec.steps) + 1, baseline=names[pair[0]], candidate=names[pair[1]],
+                                       started_at=datetime.now(UTC))
+            if open_ is None:
+                rec.steps.append(step)
             save_bisect(rec, d)
-            say(f"step {step.number}: {step.candidate} against {step.baseline} (last known-good)")
+            say(f"step {step.number}: {step.candidate} against {step.baseline} (last known-good)"
+                + (f", continuing {step.comparison_id}" if open_ is not None else ""))
 
             def seen(c: Comparison, step: BisectStep = step) -> None:  # the step's comparison id, from its first repeat on
                 if step.comparison_id is None:
                     step.comparison_id = c.comparison_id
                     save_bisect(rec, d)
 
-            cid = run_comparison(spec, spec, target=target, base_url=base_url, pairs=pairs, order=order, seed=seed,
-                                 label=f"{name}-s{step.number}-{step.baseline}-vs-{step.candidate}",
-                                 overlays=(overlay, overlay) if target == "k8s" and overlay else None,
-                                 primary=rec.primary, answer_check=answer_check,
-                                 builds=(prepared[pair[0]], prepared[pair[1]]), on_repeat=seen)
+            if step.comparison_id is not None:  # a resumed step: its comparison goes on where it was cut
+                cid = step.comparison_id
+                if load_comparison(cid).status != "complete":
+                    resume_comparison(cid, on_repeat=seen)
+            else:
+                cid = run_comparison(spec, spec, target=rec.target, base_url=rec.base_url, pairs=rec.pairs,
+                                     order=rec.order, seed=rec.seed,
+                                     label=f"{name}-s{step.number}-{step.baseline}-vs-{step.candidate}",
+                                     overlays=(rec.overlay, rec.overlay) if rec.target == "k8s" and rec.overlay
+                                     else None, primary=rec.primary, answer_check=rec.answer_check,
+                                     builds=(prepared[pair[0]], prepared[pair[1]]), on_repeat=seen)
             step.comparison_id = cid
-            _settle(step, gate_comparison(cid, margin, alpha, primary=rec.primary, token_slo=token_slo), d)
+            _settle(step, gate_comparison(cid, rec.margin, rec.alpha, primary=rec.primary, token_slo=rec.token_slo), d)
             _note_versions(prepared, pair, load_comparison(cid))
             search.record(pair[1], step.outcome or "")
             save_bisect(rec, d)

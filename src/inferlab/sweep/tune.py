@@ -141,7 +141,7 @@ def tune(spec: TuneSpec, target: str = "local", base_url: str | None = None, bud
         raise ValueError(f"tune spec {spec.name!r}: the baseline's engine arguments {base_args} imply values outside "
                          f"the search space: " + "; ".join(f"space.{k}: {e}" for k, e in outside.items())
                          + " (add them to the choices or widen the range)")
-    study = _study(d, rec.tune_id, spec, "minimize" if rec.objective_kind == "energy" else "maximize")
+    study = _study(d, rec.tune_id, spec, rec.direction)
     if not resume:
         for s in spec.seed_trials:
             study.enqueue_trial({**rec.baseline_params, **s.params}, user_attrs={"seed": s.name})
@@ -305,7 +305,7 @@ def trial_result(res: dict) -> tuple[float, float | None, float | None, int, str
 
 def _set_best(rec: TuneRecord) -> None:
     done = [t for t in rec.trials if t.state == "complete"]
-    sign = -1.0 if rec.objective_kind == "energy" else 1.0  # energy: the lowest wins
+    sign = -1.0 if rec.direction == "minimize" else 1.0  # energy: the lowest wins
     # ties: the earlier trial (seeds come first, so the baseline wins a tie)
     rec.best = max(done, key=lambda t: (sign * (rec.score(t) or 0.0), -t.number)).number if done else None
 
