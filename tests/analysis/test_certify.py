@@ -194,6 +194,13 @@ def test_a_calm_step_with_a_transient_far_below_the_bound_passes():
     near[300:350] = rng.uniform(1200.0, 1900.0, 50)
     c = decide(129.5, {"e2e_ms": near}, np.ones(n, bool), [SloBound("e2e_ms", bound, 0.95)], 5, 5).counts[0]
     assert c.t == 0 and c.inflation > 100, c
+    # as the search calls it, told where the looks end: the burst inside look 1 still floors D, at
+    # its ceiling (a look's 800 requests / 10), and the step does not pass
+    d = decide(129.5, {"e2e_ms": near}, np.ones(n, bool), [SloBound("e2e_ms", bound, 0.95)], 5, 5,
+               ends=look_sizes(4000, 5))
+    assert d.counts[0].inflation == pytest.approx(80.0) and not d.passed, d.reason
+    with pytest.raises(ValueError, match="cumulative sizes"):
+        decide(129.5, {"e2e_ms": near}, np.ones(n, bool), [SloBound("e2e_ms", bound, 0.95)], 5, 5, ends=[800] * 5)
 
 
 def test_a_look_that_ran_slower_as_a_whole_is_not_clustered_violations():
@@ -210,7 +217,7 @@ def test_a_look_that_ran_slower_as_a_whole_is_not_clustered_violations():
     slo = SloBound("e2e_ms", 5000.0, 0.90)
     pooled = variance_inflation(x, x > 5000, 5000.0)
     by_look = variance_inflation(x, x > 5000, 5000.0, ends=looks)
-    assert pooled > 25 and by_look < 3, (pooled, by_look)  # by look: no more than chance (upper bound)
+    assert pooled > 25 and by_look < 5, (pooled, by_look)  # by look: chance, at its upper bound (9 dof)
     d = decide(2.4, {"e2e_ms": x}, np.ones(800, bool), [slo], 5, 5, ends=looks)
     assert d.passed and d.counts[0].upper <= 0.10, d.reason
     assert not decide(2.4, {"e2e_ms": x}, np.ones(800, bool), [slo], 5, 5).passed  # the pooled floor

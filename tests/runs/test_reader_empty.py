@@ -34,6 +34,7 @@ def test_a_run_with_no_request_has_the_request_columns_and_compares_as_never_ran
     run = inferlab.load_run(_cut_run("20261204T000000Z-local-cut"))
     req = run.requests
     assert req.empty and {*REQUEST_COLUMNS, "phase", "run_id", "cell_id"} <= set(req.columns)
+    assert req["start_ts"].dt.tz is not None and req["ok"].dtype == bool  # typed as a full table
     rows = repeat_table(run, "tuned", 5000.0)
     assert list(rows["cell_id"]) == ["short-c1", "short-c2"]
     assert list(rows["requests"]) == [0, 0] and list(rows["throughput"]) == [0.0, 0.0]

@@ -236,12 +236,14 @@ def _variance_upper(dof: int) -> float:
 
 def _within_look_inflation_many(x: np.ndarray, ends: list[int]) -> np.ndarray:
     """:func:`_batch_inflation_many` with batches inside looks: each look (``x[:, a:b]`` for
-    consecutive ``ends``) cut into ``BATCHES`` batches, each batch mean compared with its own
-    look's, the looks pooled (sums of squares and degrees of freedom added), at the same upper
+    consecutive cumulative ``ends``) cut into ``BATCHES`` batches, each batch mean compared with
+    its own look's, the looks pooled (sums of squares and degrees of freedom added, a look
+    counting only where its share is strictly between 0 and 1: a look with none of the values,
+    or all, says nothing about clustering and lends no degrees of freedom), at the same upper
     bound. A shift of the whole look (the engine ran slower that look) adds nothing; clustering
-    inside a look does. One look: :func:`_batch_inflation_many` exactly."""
+    inside a look does. One look: :func:`_batch_inflation_many` (the same estimate)."""
     r = x.shape[0]
-    num, den, dof, m_max = np.zeros(r), np.zeros(r), 0, 1
+    num, den, dof, m_max = np.zeros(r), np.zeros(r), np.zeros(r, int), 1
     for a, b in zip([0, *ends[:-1]], ends):
         n = b - a
         m = max(1, n // BATCHES)
@@ -250,15 +252,26 @@ def _within_look_inflation_many(x: np.ndarray, ends: list[int]) -> np.ndarray:
             continue
         look = x[:, a:b]
         p = look.mean(axis=1)
+        live = (p > 0) & (p < 1)
         means = look[:, : k * m].reshape(r, k, m).mean(axis=2)
-        num += m * ((means - means.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
-        den += (k - 1) * p * (1 - p)
-        dof, m_max = dof + k - 1, max(m_max, m)
-    if dof == 0:
-        return np.ones(r)
+        num += np.where(live, m * ((means - means.mean(axis=1, keepdims=True)) ** 2).sum(axis=1), 0.0)
+        den += np.where(live, (k - 1) * p * (1 - p), 0.0)
+        dof += np.where(live, k - 1, 0)
+        m_max = max(m_max, m)
+    upper = np.array([_variance_upper(int(f)) if f > 0 else 1.0 for f in dof])
     with np.errstate(invalid="ignore", divide="ignore"):
-        d = num * _variance_upper(dof) / den
+        d = num * upper / den
     return np.where(den > 0, np.clip(np.nan_to_num(d, nan=1.0), 1.0, m_max), 1.0)
+
+
+def _check_ends(ends: list[int] | None, n: int) -> list[int]:
+    """The looks' cumulative sizes, checked: strictly increasing, the last ``n`` (None: one look)."""
+    if ends is None:
+        return [n]
+    ends = [int(e) for e in ends]
+    if not ends or ends[-1] != n or any(b <= a for a, b in zip([0, *ends[:-1]], ends)):
+        raise ValueError(f"ends {ends}: the looks' cumulative sizes must increase strictly and end at n = {n}")
+    return ends
 
 
 def variance_inflation_many(values: np.ndarray, violates: np.ndarray, bound: float | None = None,
@@ -269,7 +282,7 @@ def variance_inflation_many(values: np.ndarray, violates: np.ndarray, bound: flo
     x = np.asarray(violates, float)
     d = _batch_inflation_many(x)
     n = x.shape[1]
-    ends = [int(e) for e in ends if 0 < e < n] + [n] if ends is not None else [n]
+    ends = _check_ends(ends, n)
     # the floor applies only to rows with fewer violations than MIN_EXCEEDANCES: the largest
     # values (a partition of each row, the costly part) are found for those rows alone
     few = np.flatnonzero(x.sum(axis=1) < MIN_EXCEEDANCES) if n > 2 * MIN_EXCEEDANCES else np.arange(0)
@@ -296,8 +309,9 @@ def variance_inflation(values: np.ndarray, violates: np.ndarray, bound: float | 
     about clustering, so the same estimate on the ``MIN_EXCEEDANCES`` largest values (the same
     tail, a little lower) is a floor; given the ``bound``, only those of them at or above
     ``FLOOR_FRACTION`` of it count (none: no floor), so a calm step's harmless transient far
-    below the bound cannot inflate D. Given the looks' cumulative sizes ``ends``, the floor's
-    batches lie inside looks and are compared with their own look's mean, so a look that ran
+    below the bound cannot inflate D. Given the looks' cumulative sizes ``ends`` (checked:
+    increasing, ending at n), the floor's batches lie inside looks (a tenth of a look each, so
+    its ceiling is a look's size / 10) and are compared with their own look's mean, so a look that ran
     slower as a whole does not read as clustered violations; the indicator's own estimate
     stays pooled over the looks (violations that did come in one look count as clustered)."""
     return float(variance_inflation_many(np.asarray(values, float)[None, :], np.asarray(violates, bool)[None, :],

@@ -26,7 +26,7 @@ def add_parser(sub, primary_metrics: list[str]) -> None:
                                       "builds in order, each step an interleaved A/B gated as `inferlab gate` "
                                       "(exit 0 none regressed, 1 first bad build, 3 inconclusive)",
                        parents=[o.target(), o.base_url(), observers, o.spec_sets(), o.overlay(),
-                                o.margin(required=False), o.alpha(), o.ab_primary(primary_metrics), o.answer_check(),
+                                o.margin(required=False), o.alpha(), o.ab_primary(primary_metrics, default=None), o.answer_check(),
                                 o.ab_repeats(title="each step's interleaved A/B (as `inferlab ab`)")])
     s.add_argument("spec", metavar="SPEC", nargs="?",
                    help="the load spec every step runs on both sides (built-in name or YAML)")
@@ -67,7 +67,7 @@ def cmd_bisect(a) -> int:
             builds = build_list([build_from_option(x, kind, a.engine_device) for x in a.build])
         spec = with_observers(resolve_spec(a.spec, sets=a.set), a)
         rec = run_bisect(spec, builds, a.margin, target=a.target, base_url=a.base_url, alpha=a.alpha,
-                         **o.ab_design(a), label=a.label, overlay=a.overlay, primary=a.primary,
+                         **o.ab_design(a), label=a.label, overlay=a.overlay, primary=a.primary or "throughput",
                          token_slo=a.token_slo, answer_check=not a.no_answer_check,
                          say=lambda line: print(line, flush=True))
     except ValueError as exc:  # builds, spec, target or pairs that cannot make a bisect: usage and input errors
@@ -80,19 +80,37 @@ def cmd_bisect(a) -> int:
 def _resume(a) -> int:
     """``--resume``: the recorded bisect continued; anything the record fixes, given again, is
     refused (one error naming each, exit 2)."""
+    from ..runs.bisect_record import load_bisect
+    from ..specs import LoadSpec
     from ..sweep.bisect import resume_bisect
+    from .commands import with_observers
+    from .options import env_default
 
+    try:
+        rec = load_bisect(a.resume)
+    except (OSError, ValueError) as exc:
+        print(f"inferlab bisect: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    # what the record fixes, given again; options with an environment default count only when
+    # they differ from it (and from the record)
     given = [x for x, v in (("SPEC", a.spec), ("--builds", a.builds), ("--build", a.build), ("--margin", a.margin),
-                            ("--set", a.set), ("--overlay", a.overlay), ("--label", a.label),
-                            ("--token-slo", a.token_slo), ("--no-answer-check", a.no_answer_check),
-                            ("--base-url", a.base_url), ("--pairs", a.pairs), ("--order", a.order),
-                            ("--seed", a.seed)) if v]
+                            ("--set", a.set), ("--label", a.label), ("--token-slo", a.token_slo),
+                            ("--no-answer-check", a.no_answer_check), ("--pairs", a.pairs), ("--order", a.order),
+                            ("--seed", a.seed), ("--primary", a.primary), ("--engine-python", a.engine_python),
+                            ("--engine-device", a.engine_device)) if v]  # builds name each interpreter and device
+    given += [f"--{k} {v} (recorded: {r})" for k, v, r, dflt in (
+        ("target", a.target, rec.target, env_default("TARGET")), ("overlay", a.overlay, rec.overlay, env_default("OVERLAY")),
+        ("base-url", a.base_url, rec.base_url, env_default("BASE_URL")), ("alpha", a.alpha, rec.alpha, 0.05))
+        if v and v != r and v != dflt]
+    spec = LoadSpec.model_validate(rec.spec)
+    if with_observers(spec, a) != spec:
+        given.append("--edge/--prometheus/--prometheus-url (the recorded spec's observers differ)")
     if given:
         print(f"inferlab bisect: error: --resume continues bisect {a.resume} as recorded; drop {', '.join(given)}",
               file=sys.stderr)
         return USAGE_ERROR
     try:
-        rec = resume_bisect(a.resume, say=lambda line: print(line, flush=True))
+        rec = resume_bisect(rec.bisect_id, say=lambda line: print(line, flush=True))
     except (RuntimeError, ValueError) as exc:
         print(f"inferlab bisect: error: {exc}", file=sys.stderr)
         return USAGE_ERROR

@@ -221,8 +221,15 @@ def _requests_by_key(req: pl.DataFrame) -> pl.DataFrame:
     return wide.join(first_line, on=["ts_ns", "tag_id", "occ"]).sort("line").drop("occ")
 
 
-# The columns every request table has, even one with no rows (runs.reader.Run.requests).
-REQUEST_COLUMNS = ("end_ts", "start_ts", "duration_ms", "status", "ok")
+# The columns every request table has, even one with no rows (runs.reader.Run.requests), typed
+# so that an empty table reads as a full one does (``.dt`` on the times, booleans in ``ok``).
+REQUEST_COLUMNS = {"end_ts": "datetime64[ns, UTC]", "start_ts": "datetime64[ns, UTC]", "duration_ms": "float64",
+                   "status": "Int32", "ok": "bool"}
+
+
+def empty_requests(extra: dict[str, str] | None = None) -> pd.DataFrame:
+    """A request table with no rows: :data:`REQUEST_COLUMNS` (and ``extra``: name -> dtype)."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in {**REQUEST_COLUMNS, **(extra or {})}.items()})
 
 
 def read_k6(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pd.DataFrame:
@@ -232,7 +239,7 @@ def read_k6(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pd.Data
     req, tags, stats = _scan(path, chunk_bytes, requests=True)
     stats.lines_used = len(req)
     if req.is_empty():
-        return attach(pd.DataFrame(columns=list(REQUEST_COLUMNS)), stats)
+        return attach(empty_requests(), stats)
     wide = _requests_by_anchor(req)
     if wide is None:
         wide = _requests_by_key(req)

@@ -96,6 +96,8 @@ class BisectRecord(RecordHeader):
     exit_code: int | None = Field(None, description="0 none regressed, 1 first bad build, 3 inconclusive, 2 failed")
     answer_check: bool = Field(True, description="each step's A/B checks its answers (a resume keeps the choice)")
     base_url: str | None = Field(None, description="the target's base URL where one was given (a resume keeps it)")
+    engine_model: str | None = Field(None, description="local: the model every build served (INFERLAB_ENGINE_MODEL; "
+                                                       "None: the bundled one); a resume serves the same")
     writer: WriterInfo | None = Field(None, description="the process writing the record (a resume refuses while it "
                                                         "runs)")
 

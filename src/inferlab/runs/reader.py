@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..ingest import read_edge_log, read_k6, read_k6_points, read_k6_summary, read_nvidia_smi_log, read_probe, read_prometheus_text
-from ..ingest.k6 import REQUEST_COLUMNS
+from ..ingest.k6 import empty_requests
 from ..ingest.series import RAW_COLUMNS, read_metric_types, read_samples, tidy_series
 from .layout import (CAPACITY, CAPACITY_PARTIAL, CELL_FILES, EDGE_LOG, IDLE_PROBE, INGRESS_LOG, K6_SEGMENTED, SPANS,
                      TELEMETRY, WORKLOAD, metrics_path, segment_glob, with_resumes)
@@ -152,7 +152,11 @@ class Run:
             if "phase" not in df.columns:
                 df["phase"] = "measure"
             frames.append(self._tag(df, cell.cell_id, payload=cell.payload, vus=cell.vus, executor=cell.executor))
-        return self._concat(frames, (*REQUEST_COLUMNS, "phase", "payload", "vus", "executor"))
+        frames = [f for f in frames if not f.empty]
+        if not frames:
+            return empty_requests({"run_id": "object", "cell_id": "object", "phase": "object", "payload": "object",
+                                   "vus": "int64", "executor": "object"})
+        return self._concat(frames)
 
     @cached_property
     def points(self) -> pd.DataFrame:
