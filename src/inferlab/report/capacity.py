@@ -68,7 +68,9 @@ def headline(result: dict) -> str:
                 f"*{LEGACY_LABEL}.*\n\nMethod: {result.get('method', '')}.")
     lo, hi = result.get("interval_low"), result.get("interval_high")
     conf = f"{1 - result.get('config', {}).get('alpha', 0.05):.0%}"
-    lines = [f"**Certified: {result['claim']}.**",
+    claim = result["claim"]
+    lines = [f"**Certified: {claim}.**" if result.get("certified_rate") is not None else
+             f"**{claim[:1].upper() + claim[1:]}.**",
              f"Boundary (the rate where the binding bound's violating share reaches its allowed share, for this "
              f"engine as it ran): {_num(result.get('boundary'))} req/s, {conf} boundary interval [{_num(lo)}, "
              f"{_num(hi)}] ({result.get('interval_name', 'fitted')}; binding: {result.get('binding', '')}). "
@@ -138,7 +140,8 @@ def front_line(result: dict) -> str:
         return (f"Capacity search **incomplete: no claim** ({result['claim'].removeprefix('no claim: ')}; "
                 f"{len(result.get('steps', []))} decided steps in the capacity section).")
     if is_certified(result):
-        return (f"Certified capacity: **{result['claim']}** (boundary interval [{result['interval_low']:.3g}, "
+        what = "Certified capacity" if result.get("certified_rate") is not None else "Capacity search complete"
+        return (f"{what}: **{result['claim']}** (boundary interval [{result['interval_low']:.3g}, "
                 f"{result['interval_high']:.3g}] req/s, {len(result['steps'])} steps).")
     return (f"Max sustainable rate **{result['msr']} requests/s** (search bracket [{result['interval_low']}, "
             f"{result['interval_high']}], {len(result['steps'])} steps; legacy bracket judge, not certified).")

@@ -101,6 +101,16 @@ def writer_alive(w: WriterInfo) -> bool:
         return False
 
 
+def refuse_unresumable(what: str, status: str, writer: WriterInfo | None) -> None:
+    """The one rule of every ``--resume`` (comparisons, bisects): RuntimeError for a record that is
+    complete, or still ``running`` with its writer alive (or unnamed); ``what`` names it."""
+    if status == "complete":
+        raise RuntimeError(f"{what} is complete; nothing to resume")
+    if status == "running" and (writer is None or writer_alive(writer)):
+        who = f"pid {writer.pid} on {writer.hostname}" if writer else "a writer this record does not name"
+        raise RuntimeError(f"{what} is still being written ({who}); nothing to resume")
+
+
 # How a reader shows a ``running`` run whose writer is gone, until :func:`reconcile` records it
 INTERRUPTED = "interrupted (not reconciled)"
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..runs.comparison import Comparison, Repeat, comparisons_dir, find_comparison, load_comparison, save_comparison
 from ..runs.layout import slug
-from ..runs.store import current_writer, writer_alive
+from ..runs.store import current_writer, refuse_unresumable
 from ..specs import LoadSpec
 from ..specs.builds import Build
 from ..targets.engine import ENGINE_DEVICE_ENV, ENGINE_MODEL_ENV, ENGINE_PYTHON_ENV, engine_choice
@@ -132,11 +132,7 @@ def resume_comparison(comparison_id: str, on_repeat=None) -> str:
     still runs, and a record whose repeats do not follow its plan. Returns the id."""
     d = find_comparison(comparison_id).parent
     c = load_comparison(d)
-    if c.status == "complete":
-        raise RuntimeError(f"comparison {c.comparison_id} is complete; nothing to resume")
-    if c.status == "running" and (c.writer is None or writer_alive(c.writer)):
-        who = f"pid {c.writer.pid} on {c.writer.hostname}" if c.writer else "a writer this record does not name"
-        raise RuntimeError(f"comparison {c.comparison_id} is still being written ({who}); nothing to resume")
+    refuse_unresumable(f"comparison {c.comparison_id}", c.status, c.writer)
     plan = [f"{side} pair {pair}" for (pair, side), _ in zip(planned(c.order, c.seed), c.repeats, strict=False)]
     ran = [f"{r.side} pair {r.pair}" for r in c.repeats]
     if ran != plan:

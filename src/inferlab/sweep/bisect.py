@@ -45,7 +45,7 @@ from ..runs.comparison import Comparison, load_comparison
 from ..runs.layout import slug
 from ..runs.records import BISECTS
 from ..runs.reader import find_run_dir
-from ..runs.store import current_writer, read_manifest, record_file, writer_alive
+from ..runs.store import current_writer, read_manifest, record_file, refuse_unresumable
 from ..specs import LoadSpec
 from ..specs.builds import BuildList, BuildsError
 from ..targets.engine import ENGINE_MODEL_ENV
@@ -129,11 +129,7 @@ def resume_bisect(bisect_id: str, say: Callable[[str], None] = print) -> BisectR
     """Continue a cut, failed or orphaned bisect in its own record (module docstring, Resume)."""
     d = BISECTS.find(bisect_id)  # an id, a unique prefix or a path, as every record resolves
     rec = load_bisect(d)
-    if rec.status == "complete":
-        raise RuntimeError(f"bisect {rec.bisect_id} is complete ({rec.summary}); nothing to resume")
-    if rec.status == "running" and (rec.writer is None or writer_alive(rec.writer)):
-        who = f"pid {rec.writer.pid} on {rec.writer.hostname}" if rec.writer else "a writer this record does not name"
-        raise RuntimeError(f"bisect {rec.bisect_id} is still being written ({who}); nothing to resume")
+    refuse_unresumable(f"bisect {rec.bisect_id}", rec.status, rec.writer)
     names = [b.name for b in rec.builds]
     search = Bisection(len(names))
     for step in [x for x in rec.steps if x.status == "complete"]:
