@@ -31,7 +31,7 @@ near its allowed share the 50 largest values are at the bound, so the floor, and
 error rates below, are unchanged (tests/analysis/test_certify.py, regression test included).
 
 The floor's batches lie inside looks, each compared with its own look's mean (``ends``: the
-looks' cumulative sizes; :func:`_within_look_inflation_many`). Found on the CPU engine
+looks' cumulative sizes; :func:`_batch_inflation_many`). Found on the CPU engine
 (data/capacity-evidence/2026-12-04-local-cpu, p90 e2e <= 5 s): 0 violations in 800 requests,
 the largest 84 % of the bound, UNDECIDED with D = 69.7, because one look ran ~16 % slower as a
 whole and the 50 largest values all sat in it; pooled, the floor read that speed change as
@@ -208,18 +208,36 @@ def default_cap(slo) -> int:
     return max(math.ceil(round(CAP_VIOLATIONS / s.allowed, 6)) for s in slo)
 
 
-def _batch_inflation_many(x: np.ndarray) -> np.ndarray:
-    """:func:`_batch_inflation` of each row of ``x`` (replicates, n)."""
+def _batch_inflation_many(x: np.ndarray, ends: list[int] | None = None) -> np.ndarray:
+    """:func:`_batch_inflation` of each row of ``x`` (replicates, n): batch means over
+    ``BATCHES`` batches, at the upper ``INFLATION_CONFIDENCE`` bound of their variance, relative
+    to a binomial's, clipped to [1, batch size]. With ``ends`` (the looks' cumulative sizes,
+    :func:`_check_ends`; None: one look) the batches lie inside looks: each look cut into
+    ``BATCHES`` batches, each batch mean compared with its own look's, the looks pooled (sums of
+    squares and degrees of freedom added, a look counting only where its share is strictly
+    between 0 and 1: a look with none of the values, or all, says nothing about clustering and
+    lends no degrees of freedom). A shift of a whole look (the engine ran slower that look) adds
+    nothing; clustering inside a look does."""
     r, n = x.shape
-    p = x.mean(axis=1)
-    m = max(1, n // BATCHES)
-    k = n // m
-    if k < 2:
-        return np.ones(r)
-    means = x[:, : k * m].reshape(r, k, m).mean(axis=2)
+    num, den, dof, m_max = np.zeros(r), np.zeros(r), np.zeros(r, int), 1
+    for lo, hi in zip([0, *(ends or [n])[:-1]], ends or [n]):
+        m = max(1, (hi - lo) // BATCHES)
+        k = (hi - lo) // m
+        if k < 2:
+            continue
+        look = x[:, lo:hi]
+        p = look.mean(axis=1)
+        live = (p > 0) & (p < 1)
+        means = look[:, : k * m].reshape(r, k, m).mean(axis=2)
+        num += np.where(live, m * ((means - means.mean(axis=1, keepdims=True)) ** 2).sum(axis=1), 0.0)
+        den += np.where(live, (k - 1) * p * (1 - p), 0.0)
+        dof += np.where(live, k - 1, 0)
+        m_max = max(m_max, m)
+    values, where = np.unique(dof, return_inverse=True)  # the bound once per distinct dof
+    upper = np.array([_variance_upper(int(f)) if f > 0 else 1.0 for f in values])[where]
     with np.errstate(invalid="ignore", divide="ignore"):
-        d = m * means.var(axis=1, ddof=1) * _variance_upper(k - 1) / (p * (1 - p))
-    return np.where((p > 0) & (p < 1), np.clip(np.nan_to_num(d, nan=1.0), 1.0, m), 1.0)
+        d = num * upper / den
+    return np.where(den > 0, np.clip(np.nan_to_num(d, nan=1.0), 1.0, m_max), 1.0)
 
 
 def _batch_inflation(x: np.ndarray) -> float:
@@ -232,36 +250,6 @@ def _variance_upper(dof: int) -> float:
     half the time, which lets a bad step through; this factor makes it its upper
     ``INFLATION_CONFIDENCE`` bound."""
     return dof / float(stats.chi2.ppf(1 - INFLATION_CONFIDENCE, dof))
-
-
-def _within_look_inflation_many(x: np.ndarray, ends: list[int]) -> np.ndarray:
-    """:func:`_batch_inflation_many` with batches inside looks: each look (``x[:, a:b]`` for
-    consecutive cumulative ``ends``) cut into ``BATCHES`` batches, each batch mean compared with
-    its own look's, the looks pooled (sums of squares and degrees of freedom added, a look
-    counting only where its share is strictly between 0 and 1: a look with none of the values,
-    or all, says nothing about clustering and lends no degrees of freedom), at the same upper
-    bound. A shift of the whole look (the engine ran slower that look) adds nothing; clustering
-    inside a look does. One look: :func:`_batch_inflation_many` (the same estimate)."""
-    r = x.shape[0]
-    num, den, dof, m_max = np.zeros(r), np.zeros(r), np.zeros(r, int), 1
-    for a, b in zip([0, *ends[:-1]], ends):
-        n = b - a
-        m = max(1, n // BATCHES)
-        k = n // m
-        if k < 2:
-            continue
-        look = x[:, a:b]
-        p = look.mean(axis=1)
-        live = (p > 0) & (p < 1)
-        means = look[:, : k * m].reshape(r, k, m).mean(axis=2)
-        num += np.where(live, m * ((means - means.mean(axis=1, keepdims=True)) ** 2).sum(axis=1), 0.0)
-        den += np.where(live, (k - 1) * p * (1 - p), 0.0)
-        dof += np.where(live, k - 1, 0)
-        m_max = max(m_max, m)
-    upper = np.array([_variance_upper(int(f)) if f > 0 else 1.0 for f in dof])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        d = num * upper / den
-    return np.where(den > 0, np.clip(np.nan_to_num(d, nan=1.0), 1.0, m_max), 1.0)
 
 
 def _check_ends(ends: list[int] | None, n: int) -> list[int]:
@@ -295,7 +283,7 @@ def variance_inflation_many(values: np.ndarray, violates: np.ndarray, bound: flo
         if bound is not None:  # only the largest values near the bound inform the floor (module docstring)
             top &= v >= FLOOR_FRACTION * bound
         if use.any():  # clustering within looks only: a look-to-look speed change is not (module docstring)
-            floor = _within_look_inflation_many(top.astype(float), ends)
+            floor = _batch_inflation_many(top.astype(float), ends)
             d[few] = np.where(use, np.maximum(d[few], floor), d[few])
     return d
 

@@ -136,10 +136,14 @@ class Run:
         return df[lead + [c for c in df.columns if c not in lead]]
 
     @staticmethod
-    def _concat(frames: list[pd.DataFrame], columns: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
-        """The non-empty frames as one; none: an empty table of run_id, cell_id and ``columns``."""
+    def _concat(frames: list[pd.DataFrame], columns: list[str] | tuple[str, ...] = (),
+                empty: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The non-empty frames as one; none: ``empty`` where given (a typed table), else an
+        empty table of run_id, cell_id and ``columns``."""
         frames = [f for f in frames if not f.empty]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "cell_id", *columns])
+        if frames:
+            return pd.concat(frames, ignore_index=True)
+        return empty if empty is not None else pd.DataFrame(columns=["run_id", "cell_id", *columns])
 
     @cached_property
     def requests(self) -> pd.DataFrame:
@@ -152,11 +156,8 @@ class Run:
             if "phase" not in df.columns:
                 df["phase"] = "measure"
             frames.append(self._tag(df, cell.cell_id, payload=cell.payload, vus=cell.vus, executor=cell.executor))
-        frames = [f for f in frames if not f.empty]
-        if not frames:
-            return empty_requests({"run_id": "object", "cell_id": "object", "phase": "object", "payload": "object",
-                                   "vus": "int64", "executor": "object"})
-        return self._concat(frames)
+        return self._concat(frames, empty=empty_requests({"run_id": "object", "cell_id": "object", "phase": "object",
+                                                          "payload": "object", "vus": "int64", "executor": "object"}))
 
     @cached_property
     def points(self) -> pd.DataFrame:
