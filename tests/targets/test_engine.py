@@ -38,6 +38,9 @@ def test_local_engine_argv(monkeypatch, tmp_path):
     assert cpu.argv[-4:] == ["--max-model-len", "2048", "--dtype", "float32"] and cpu.engine_args == cpu.argv[-4:]
     assert "key-0123456789" not in " ".join(cpu.argv) and cpu.env["VLLM_API_KEY"] == "key-0123456789"
     assert cpu.env["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"] == "75"  # beyond the VU idle times of a search's pools
+    # the run records what the engine's environment adds, keep-alive included, and never the key
+    assert cpu.engine_env["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"] == "75" and cpu.engine_env["VLLM_NO_USAGE_STATS"] == "1"
+    assert all(cpu.env[k] == v for k, v in cpu.engine_env.items()) and "VLLM_API_KEY" not in cpu.engine_env
     # another vLLM (a GPU build): its arguments as the spec says
     py = tmp_path / "gpu-python"
     py.write_text("")

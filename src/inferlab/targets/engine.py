@@ -211,6 +211,13 @@ class LocalEngine(ManagedProcess):
         """The spec's vLLM arguments as this engine runs them (a CPU engine: with this CPU's dtype)."""
         return with_machine_dtype(self.spec.args) if self.choice.cpu else list(self.spec.args)
 
+    @property
+    def engine_env(self) -> dict[str, str]:
+        """What this engine's environment adds to the caller's, as the run records it: the HTTP
+        keep-alive, the spec's variables, the telemetry opt-outs (no secret: the API key is added
+        by :meth:`prepare` only)."""
+        return {**ENGINE_HTTP_ENV, **self.spec.env, **VLLM_ENV}
+
     def prepare(self) -> None:
         """The model (converted once), then the command line and environment; the API key
         goes in ``VLLM_API_KEY`` only (vLLM logs its non-default CLI args)."""
@@ -219,7 +226,7 @@ class LocalEngine(ManagedProcess):
                      "--model", str(self.model_dir), "--served-model-name", self.spec.served_model_name,
                      "--host", "127.0.0.1", "--port", str(self.port), *self.engine_args]
         gpu = {"CUDA_VISIBLE_DEVICES": self.choice.gpu_index} if self.choice.gpu_index is not None else {}
-        env = {**os.environ, **gpu, **ENGINE_HTTP_ENV, **self.spec.env, **VLLM_ENV, "VLLM_API_KEY": self.api_key}
+        env = {**os.environ, **gpu, **self.engine_env, "VLLM_API_KEY": self.api_key}
         env.pop("INFERLAB_API_KEY", None)
         self.env = env
 

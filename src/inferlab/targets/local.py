@@ -56,7 +56,7 @@ def local_target(spec: LoadSpec, run_dir: Path, engine_log: str = "engine/engine
                      cpu_prefix=pinning.engine_prefix() if pinning else None) as eng, _client_cpus(pinning):
         info = TargetInfo(kind="local", base_url=eng.base_url, model=eng.model or SMOLLM2,
                           served_model_name=spec.engine.served_model_name,
-                          engine_args=eng.engine_args, engine_env=spec.engine.env, startup_s=eng.startup_s,
+                          engine_args=eng.engine_args, engine_env=eng.engine_env, startup_s=eng.startup_s,
                           deployment={"engine_python": eng.python, "device": eng.choice.device} if eng.python else {},
                           process={"pid": eng.proc.pid if eng.proc else None, "started_at": started_at.isoformat()})
         yield TargetSession("local", eng.base_url, key, info, eng.version(), {"engine": eng.proc.pid if eng.proc else None})

@@ -114,7 +114,7 @@ def replicas_target(spec: LoadSpec, run_dir: Path, n: int = 2, devices: Devices 
                      for i, e in enumerate(engines)]
         info = TargetInfo(kind="local", base_url=url, model=model or "SmolLM2-135M-Instruct (local engine)",
                           served_model_name=spec.engine.served_model_name, engine_args=engines[0].engine_args,
-                          engine_env=spec.engine.env, startup_s=max(e.startup_s or 0 for e in engines),
+                          engine_env=engines[0].engine_env, startup_s=max(e.startup_s or 0 for e in engines),
                           deployment={"replicas": n, "balancer": "nginx round-robin (Debian)", "devices": devices,
                                       "placement": placement},
                           process={"pid": nginx.pid, "replica_pids": [e.proc.pid if e.proc else None for e in engines],
