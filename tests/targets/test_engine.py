@@ -3,7 +3,10 @@ leaves it to vLLM, the spec's own where it names one, the key only in the enviro
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 from inferlab import machine
 from inferlab.specs import EngineSpec
@@ -112,3 +115,25 @@ def test_engine_flags_export_the_environment(monkeypatch, tmp_path):
     assert a.engine_python == py
     c = engine.engine_choice()
     assert (c.python, c.model, c.device) == (py, "/m", "cuda:0")
+
+
+def test_a_resume_restores_the_recorded_engine_or_refuses_another(monkeypatch, tmp_path):
+    """engine.restore_engine, the one rule of `ab --resume` and `bisect --resume`."""
+    py = _python(tmp_path)
+    for env in engine.ENGINE_ENV.values():  # set, then removed: monkeypatch undoes what the rule exports too
+        monkeypatch.setenv(env, "x")
+        monkeypatch.delenv(env)
+    recorded = {"python": py, "model": "org/m", "device": "cuda:1"}
+    engine.restore_engine(recorded, "comparison X")  # none given: the record's engine is exported
+    assert engine.engine_choice() == engine.EngineChoice(python=py, model="org/m", device="cuda:1")
+    engine.restore_engine(recorded, "comparison X")  # given and the same: accepted
+    monkeypatch.setenv(engine.ENGINE_MODEL_ENV, "org/other")
+    with pytest.raises(RuntimeError, match=r"comparison X ran on engine .*org/m.*would start .*org/other"):
+        engine.restore_engine(recorded, "comparison X")
+    # a record of the model alone (bisect): only the model is compared, None = the bundled one
+    engine.restore_engine({"model": "org/other"}, "bisect Y")
+    with pytest.raises(RuntimeError, match="bisect Y"):
+        engine.restore_engine({"model": None}, "bisect Y")
+    monkeypatch.delenv(engine.ENGINE_MODEL_ENV)
+    engine.restore_engine({"model": None}, "bisect Y")
+    assert engine.ENGINE_MODEL_ENV not in os.environ

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,11 +41,10 @@ from ..runs.layout import slug
 from ..runs.store import current_writer, refuse_unresumable
 from ..specs import LoadSpec
 from ..specs.builds import Build
-from ..targets.engine import ENGINE_DEVICE_ENV, ENGINE_MODEL_ENV, ENGINE_PYTHON_ENV, engine_choice
+from ..targets.engine import engine_choice, restore_engine
 from .answer_check import AnswerChecker
 
 ORDERS = ("abba", "alternate", "random")
-ENGINE_ENV = {"python": ENGINE_PYTHON_ENV, "model": ENGINE_MODEL_ENV, "device": ENGINE_DEVICE_ENV}
 
 
 def _order(pair: int, order: str, rng: np.random.Generator) -> list[str]:
@@ -144,29 +142,12 @@ def resume_comparison(comparison_id: str, on_repeat=None) -> str:
     c.status, c.reason, c.ended_at, c.writer = "running", "", None, current_writer()
     c.notes.append(f"resumed at {datetime.now(UTC).isoformat()} after {len(c.repeats)} repeats (it was {was}); "
                    "a repeat whose run was cut stays as recorded and is not run again")
-    _same_engine(c)
+    if c.engine is not None:
+        restore_engine(c.engine, f"comparison {c.comparison_id}")
     answers = AnswerChecker(c, d, c.pairs) if c.answers is not None else None
     save_comparison(c, d)
     specs = (LoadSpec.model_validate(c.baseline), LoadSpec.model_validate(c.tuned))
     return _drive(c, d, specs, answers, on_repeat)
-
-
-def _same_engine(c: Comparison) -> None:
-    """A resumed local comparison starts the engine its record names: the recorded choice is
-    exported (``INFERLAB_ENGINE_*``, targets/engine.py) where none is given; a different one
-    given (``--engine-*`` or the environment) is refused, naming both."""
-    if c.engine is None:
-        return
-    given = {k: os.environ.get(env) or None for k, env in ENGINE_ENV.items()}
-    if any(given.values()):
-        now = dataclasses.asdict(engine_choice())
-        if now != c.engine:
-            raise RuntimeError(f"comparison {c.comparison_id} ran its repeats on engine {c.engine}; this resume would "
-                               f"start {now}: resume with the recorded --engine-* options, or none")
-        return
-    for k, env in ENGINE_ENV.items():
-        if c.engine.get(k):
-            os.environ[env] = str(c.engine[k])
 
 
 def _drive(c: Comparison, d: Path, specs: tuple[LoadSpec, LoadSpec], answers: AnswerChecker | None,

@@ -48,7 +48,7 @@ from ..runs.reader import find_run_dir
 from ..runs.store import current_writer, read_manifest, record_file, refuse_unresumable
 from ..specs import LoadSpec
 from ..specs.builds import BuildList, BuildsError
-from ..targets.engine import ENGINE_MODEL_ENV
+from ..targets.engine import ENGINE_MODEL_ENV, restore_engine
 from .ab import resume_comparison, run_comparison
 
 TARGETS = ("local", "k8s")
@@ -137,7 +137,8 @@ def resume_bisect(bisect_id: str, say: Callable[[str], None] = print) -> BisectR
     cut = [x for x in rec.steps if x.status != "complete"]
     if len(cut) > 1 or (cut and cut[0] is not rec.steps[-1]):
         raise RuntimeError(f"bisect {rec.bisect_id}: more than its last step is unfinished; it cannot be resumed")
-    _same_model(rec)
+    if rec.target == "local":
+        restore_engine({"model": rec.engine_model}, f"bisect {rec.bisect_id}")
     was = f"{rec.status}: {rec.reason}" if rec.reason else rec.status
     rec.status, rec.reason, rec.ended_at, rec.exit_code, rec.writer = "running", "", None, None, current_writer()
     rec.notes.append(f"resumed at {datetime.now(UTC).isoformat()} after {len(rec.steps) - len(cut)} finished steps "
@@ -151,18 +152,6 @@ def resume_bisect(bisect_id: str, say: Callable[[str], None] = print) -> BisectR
     say(f"bisect {rec.bisect_id} resumed: {len(names)} builds, {sum(x.status == 'complete' for x in rec.steps)} "
         "steps finished")
     return _drive(rec, d, search, say)
-
-
-def _same_model(rec: BisectRecord) -> None:
-    """A resumed local bisect serves the model its record names: exported where none is given,
-    refused where another one is (``--engine-model`` or INFERLAB_ENGINE_MODEL)."""
-    given = os.environ.get(ENGINE_MODEL_ENV) or None
-    if rec.target != "local" or given == rec.engine_model:
-        return
-    if given is not None:
-        raise RuntimeError(f"bisect {rec.bisect_id} served model {rec.engine_model or 'the bundled one'}; this resume "
-                           f"would serve {given}: resume without --engine-model, or with the recorded one")
-    os.environ[ENGINE_MODEL_ENV] = rec.engine_model
 
 
 def _drive(rec: BisectRecord, d, search: Bisection, say: Callable[[str], None]) -> BisectRecord:

@@ -20,6 +20,7 @@ sets ``CUDA_VISIBLE_DEVICES=N`` unless the spec's engine env sets it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -77,6 +78,27 @@ class EngineChoice:
     def describe(self) -> str:
         return (f"{self.python or ENGINE_VENV + ' (vLLM CPU build)'} on {self.device}, "
                 f"model {self.model or 'SmolLM2-135M-Instruct (bundled)'}")
+
+
+ENGINE_ENV = {"python": ENGINE_PYTHON_ENV, "model": ENGINE_MODEL_ENV, "device": ENGINE_DEVICE_ENV}
+
+
+def restore_engine(recorded: dict[str, str | None], owner: str) -> None:
+    """A resumed record starts the engine it names (``recorded``: some of EngineChoice's fields,
+    as the record kept them): with no ``INFERLAB_ENGINE_*`` of those fields given, the recorded
+    values are exported; with one given, the engine it resolves to must be the recorded one, else
+    this refuses, naming ``owner`` and both engines. The one rule for ``ab --resume`` and
+    ``bisect --resume``."""
+    envs = {k: env for k, env in ENGINE_ENV.items() if k in recorded}
+    if any(os.environ.get(env) for env in envs.values()):
+        now = {k: v for k, v in dataclasses.asdict(engine_choice()).items() if k in recorded}
+        if now != recorded:
+            raise RuntimeError(f"{owner} ran on engine {recorded}; this resume would start {now}: resume with "
+                               "the recorded --engine-* options, or none")
+        return
+    for k, env in envs.items():
+        if recorded.get(k):
+            os.environ[env] = str(recorded[k])
 
 
 def engine_choice(python: str | None = None, model: str | None = None, device: str | None = None,
