@@ -19,11 +19,14 @@ noise level.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from inferlab.analysis.certify import (CERTIFY, EXPLORE, SearchConfig, StepPlan, StepRecord, boundary_interval,
+from inferlab.analysis.certify import (CERTIFY, EXPLORE, SearchConfig, StepPlan, StepRecord, boundary_guess,
+                                       boundary_interval,
                                        certified_rate, next_step, record, summary)
 from inferlab.analysis.step_decision import (CONTINUE, FAIL, GROWS, KEEPS_UP, PASS, RISES, Backlog, BoundCount, SloBound, StepDecision,
                                              backlog_growth, clopper_pearson, decide, decide_frame, default_cap,
@@ -470,6 +473,46 @@ def test_search_interval_covers_the_true_boundary(noise):
     assert band[0] <= covered <= band[1], figures
     assert width <= 0.20, figures
     assert over_claim <= 0.05, figures
+
+
+def test_the_fit_keeps_a_cert_step_whose_rate_was_rounded_for_k6():
+    """A runner holds each planned rate rounded to 0.01 req/s (capacity_steps.rate_of); the fit
+    must keep every cert_grid step and leave out only the claim_grid ones. Session 10's H200
+    search (guess 622.214, 0.86 x guess = 535.104 held as 535.1) lost its lowest cert step to a
+    cut at exactly guess * 0.86: its interval read [0, inf] instead of [374, 629]."""
+    from inferlab.analysis.capacity_steps import rate_of
+
+    cfg = SearchConfig(SLO, start_rate=2.0)
+    _, steps = run_searches(0.03, 60, seed=11, cfg=cfg)
+    rounded_below, moved = 0, []
+    for s in steps:
+        guess = boundary_guess(s, cfg)
+        held = [dataclasses.replace(x, rate=rate_of(x.rate)) if x.phase == CERTIFY else x for x in s]
+        rounded_below += any(x.phase == CERTIFY and guess * 0.8 < x.rate < guess * min(cfg.cert_grid) for x in held)
+        a, b = boundary_interval(s, cfg), boundary_interval(held, cfg)
+        if np.isfinite(a.estimate):
+            moved.append(abs(b.estimate / a.estimate - 1))
+    assert rounded_below >= 10  # the case arises: a cert step held below its planned rate
+    assert max(moved) < 0.005  # and the fit is the one of the planned steps, to rounding
+
+
+def test_a_bound_never_violated_does_not_widen_the_interval_of_the_one_that_crosses():
+    """Two bounds: TTFT's violating share rises through its allowed 5 % among the certification
+    steps, TPOT has no violation at any of them (its fit cannot bound anything). The boundary is
+    TTFT's crossing and its interval TTFT's own; TPOT's unbounded fit (low 0) used to set the low."""
+    slo = (SloBound("ttft_ms", 500.0, 0.95), SloBound("tpot_ms", 50.0, 0.95))
+    cfg = SearchConfig(slo, start_rate=2.0, claim_grid=())
+    explore = [StepRecord(r, EXPLORE, {"ttft_ms": 300, "tpot_ms": 300}, {"ttft_ms": t, "tpot_ms": 0},
+                          {"ttft_ms": 1.0, "tpot_ms": 1.0}) for r, t in ((4.0, 0), (4.2, 100))]
+    guess = boundary_guess(explore, cfg)
+    shares = (0.0, 0.01, 0.02, 0.04, 0.07, 0.12, 0.2, 0.3)
+    cert = [StepRecord(guess * m, CERTIFY, {"ttft_ms": 800, "tpot_ms": 800},
+                       {"ttft_ms": round(800 * p), "tpot_ms": 0}, {"ttft_ms": 1.0, "tpot_ms": 1.0})
+            for m, p in zip(sorted(cfg.cert_grid), shares)]
+    iv = boundary_interval(explore + cert, cfg)
+    est, low, high = iv.per_metric["ttft_ms"]
+    assert iv.binding == "ttft_ms" and (iv.estimate, iv.low, iv.high) == (est, low, high)
+    assert 0 < low < est < high < np.inf and iv.per_metric["tpot_ms"][1] == 0.0
 
 
 # ---------------------------------------------------------------- planning and the summary

@@ -31,7 +31,9 @@ weighted by ``n / D`` (D: the step's variance inflation) with the dispersion est
 the Pearson chi-square; the interval is the set of rates where the fit's pointwise two-sided
 ``1 - alpha`` band (t quantile on the residual degrees of freedom) contains ``1 - q``: the
 inversion of the test "share(r) = 1 - q" (Fieller's interval for a linear fit). Across bounds
-the boundary is the lowest crossing. This is a confidence interval; a bracket between a
+the boundary is the lowest crossing, its interval the lowest low and lowest high of the bounds
+that were violated at some certification step (a bound never violated crosses above every rate
+tested). This is a confidence interval; a bracket between a
 passing and a failing rate is not, and is never called one.
 """
 
@@ -231,8 +233,13 @@ def _crossing(rates: np.ndarray, t: np.ndarray, n: np.ndarray, d: np.ndarray, al
 
 def boundary_interval(steps: list[StepRecord], cfg: SearchConfig) -> BoundaryInterval:
     """The two-sided ``1 - alpha`` interval for the boundary (module docstring)."""
-    floor = (boundary_guess(steps, cfg) or 0.0) * min(cfg.cert_grid) * (1 - 1e-9)
-    cert = [s for s in steps if s.phase == CERTIFY and s.rate >= floor]  # claim_grid steps left out
+    # claim_grid steps are left out. The cut lies halfway between the highest claim multiplier and
+    # the lowest cert one, not at the lowest cert step's planned rate: a runner holds rates rounded
+    # for k6 (capacity_steps.rate_of, 0.01 req/s), and a cut at guess * min(cert_grid) dropped a
+    # cert step whose rate had rounded down (session 10's H200 search: 535.104 -> 535.1)
+    lower = [m for m in cfg.claim_grid if m < min(cfg.cert_grid)]
+    floor = (boundary_guess(steps, cfg) or 0.0) * (max(lower) + min(cfg.cert_grid)) / 2 if lower else 0.0
+    cert = [s for s in steps if s.phase == CERTIFY and s.rate >= floor]
     rates = np.array([s.rate for s in cert], float)
     per = {}
     for b in cfg.slo:
@@ -240,8 +247,12 @@ def boundary_interval(steps: list[StepRecord], cfg: SearchConfig) -> BoundaryInt
         n = np.array([s.n[b.metric] for s in cert], float)
         d = np.array([s.inflation[b.metric] for s in cert], float)
         per[b.metric] = _crossing(rates, t, n, d, b.allowed, cfg.alpha)
-    binding = min(per, key=lambda m: per[m][0] if np.isfinite(per[m][0]) else np.inf)
-    return BoundaryInterval(per[binding][0], min(v[1] for v in per.values()), min(v[2] for v in per.values()),
+    # a bound with no violation at any certification step crosses above every rate tested: it
+    # cannot be the lowest crossing while another bound crosses among them, and its unbounded fit
+    # (low 0) must not widen theirs; with no violation anywhere every bound stays in
+    live = [b.metric for b in cfg.slo if any(s.t[b.metric] for s in cert)] or list(per)
+    binding = min(live, key=lambda m: per[m][0] if np.isfinite(per[m][0]) else np.inf)
+    return BoundaryInterval(per[binding][0], min(per[m][1] for m in live), min(per[m][2] for m in live),
                             binding, per)
 
 

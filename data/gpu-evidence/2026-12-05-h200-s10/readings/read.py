@@ -42,7 +42,9 @@ def capacity_readings() -> None:
         (HERE / f"{label}.report.txt").write_text("\n\n".join([
             front_line(rec), headline(rec), table,
             f"re-judged from the raw cells by the current judge: steps {'identical' if same else 'DIFFER'}, "
-            f"certified {again['certified_rate']}, boundary {again['boundary']:.1f}"]) + "\n")
+            f"certified {again['certified_rate']}, boundary {again['boundary']:.1f} "
+            f"[{again['interval_low']:.1f}, {again['interval_high']:.1f}] (recorded: {rec['boundary']:.1f} "
+            f"[{rec['interval_low']:.1f}, {rec['interval_high']:.1f}]; README, 'The boundary interval')"]) + "\n")
 
 
 def ab_readings() -> None:
