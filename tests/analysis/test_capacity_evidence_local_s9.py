@@ -97,3 +97,19 @@ def test_search_c_undecided_steps_come_from_slow_looks():
     first = _cert(run.capacity)[0]
     assert first["look spread"] == pytest.approx(0.1068, abs=1e-4)
     assert "2 of 2 certification steps had a look spread" in headline(run.capacity)
+
+
+def test_re_judged_by_the_fixed_fit_search_c_interval_closes():
+    """Session 10 fixed the boundary fit (a cert step whose rate rounded down for k6 was cut out
+    of it; a never-violated bound set the low end): re-judged, C's interval closes at [3.22,
+    4.02] req/s around 3.84, and A's every-step-passing fit locates no boundary."""
+    from inferlab.analysis.capacity_steps import complete_record, replay
+    from inferlab.specs import LoadSpec
+
+    got = {}
+    for label in ("cap-d", "cap-f"):
+        run = Run(RUNS[label])
+        rec = complete_record(replay(run), LoadSpec.model_validate(run.manifest.spec))
+        got[label] = (round(rec["boundary"], 2), round(rec["interval_low"], 2), round(rec["interval_high"], 2))
+    assert np.isnan(got["cap-d"][0]) and got["cap-d"][1:] == (0.0, np.inf)
+    assert got["cap-f"] == (3.84, 3.22, 4.02)

@@ -513,6 +513,15 @@ def test_a_bound_never_violated_does_not_widen_the_interval_of_the_one_that_cros
     est, low, high = iv.per_metric["ttft_ms"]
     assert iv.binding == "ttft_ms" and (iv.estimate, iv.low, iv.high) == (est, low, high)
     assert 0 < low < est < high < np.inf and iv.per_metric["tpot_ms"][1] == 0.0
+    # every step well inside the SLO, a few violations at the top: the fit would extrapolate a
+    # crossing far above the rates tested; with the band open there, no estimate is given
+    # (the shape of session 9's search A: four steps, 2 violations at the third, D ~15), so the
+    # band stays open above them
+    few = [StepRecord(x.rate, CERTIFY, x.n, {"ttft_ms": k, "tpot_ms": 0}, {"ttft_ms": 15.0, "tpot_ms": 1.0})
+           for x, k in zip(cert[:4], (0, 0, 2, 0))]
+    iv = boundary_interval(explore + few, cfg)
+    assert np.isnan(iv.estimate) and iv.high == np.inf
+    assert iv.per_metric["ttft_ms"][0] != iv.per_metric["ttft_ms"][0]  # NaN where the fit alone would say ~2x
 
 
 # ---------------------------------------------------------------- planning and the summary

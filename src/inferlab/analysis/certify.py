@@ -228,6 +228,10 @@ def _crossing(rates: np.ndarray, t: np.ndarray, n: np.ndarray, d: np.ndarray, al
     lo_i, hi_i = np.nonzero(inside)[0][[0, -1]]
     low = 0.0 if lo_i == 0 else float(math.exp(grid[lo_i]))
     high = float("inf") if hi_i == len(grid) - 1 else float(math.exp(grid[hi_i]))
+    # a crossing extrapolated beyond the rates tested, on a side the band leaves open, is no
+    # estimate (every step passing with a few violations put one at 2.6x the highest rate)
+    if (est > math.exp(x.max()) and high == float("inf")) or (est < math.exp(x.min()) and low == 0.0):
+        est = float("nan")
     return est, low, high
 
 
