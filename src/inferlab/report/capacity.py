@@ -76,6 +76,8 @@ def headline(result: dict) -> str:
              f"{_num(hi)}] ({result.get('interval_name', 'fitted')}; binding: {result.get('binding', '')}). "
              f"Independent searches on fresh engines scatter around their own boundaries.",
              f"{len(result.get('steps', []))} steps, {result.get('invalid_steps', 0)} with an INVALID segment."]
+    if bad := invalid_under_claim(result):
+        lines.insert(1, _invalid_note(bad))
     if note := spread_note(result):
         lines.append(note)
     if result.get("judged_note"):
@@ -131,6 +133,25 @@ def _incomplete(result: dict) -> str:
     return "\n\n".join(lines)
 
 
+def invalid_under_claim(result: dict) -> list[dict]:
+    """The certification steps the certified claim rests on (at or below it) that hold an
+    INVALID segment: a claim from INVALID data is stated, but never quietly."""
+    rate = result.get("certified_rate")
+    if rate is None:
+        return []
+    return [s for s in result.get("steps", []) if s.get("phase") == "certify" and s.get("validity") == "INVALID"
+            and s["rate"] <= rate + 1e-9]
+
+
+def _invalid_note(steps: list[dict]) -> str:
+    checks = sorted({r.split(":", 1)[0] for s in steps for r in str(s.get("validity_reasons", "")).split("; ") if r})
+    rates = ", ".join(format(s["rate"], "g") for s in steps)
+    plural = "s" if len(steps) > 1 else ""
+    return (f"**The claim rests on {len(steps)} certification step{plural} with an INVALID segment** ({rates} "
+            f"req/s; checks: {', '.join(checks)}): the step table says which look and why; read it before "
+            "defending the number.")
+
+
 def front_line(result: dict) -> str:
     """The stress report's first-page sentence: the certified claim, a search cut short as
     "incomplete: no claim", or a legacy record's bracket labelled as such."""
@@ -141,8 +162,10 @@ def front_line(result: dict) -> str:
                 f"{len(result.get('steps', []))} decided steps in the capacity section).")
     if is_certified(result):
         what = "Certified capacity" if result.get("certified_rate") is not None else "Capacity search complete"
+        bad = invalid_under_claim(result)
         return (f"{what}: **{result['claim']}** (boundary interval [{result['interval_low']:.3g}, "
-                f"{result['interval_high']:.3g}] req/s, {len(result['steps'])} steps).")
+                f"{result['interval_high']:.3g}] req/s, {len(result['steps'])} steps)."
+                + (f" It rests on {len(bad)} INVALID certification step{'s' if len(bad) > 1 else ''}." if bad else ""))
     return (f"Max sustainable rate **{result['msr']} requests/s** (search bracket [{result['interval_low']}, "
             f"{result['interval_high']}], {len(result['steps'])} steps; legacy bracket judge, not certified).")
 
