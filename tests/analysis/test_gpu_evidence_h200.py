@@ -10,6 +10,8 @@ from inferlab.analysis.compare import compare_comparison
 from inferlab.runs.reader import Run
 from inferlab.runs.verify import verify_run
 
+from .evidence import link_workspace
+
 D = Path(__file__).resolve().parents[2] / "data" / "gpu-evidence" / "2026-12-04-h200-product-runs" / "ab" / "ws" / "data"
 C = "20261204T084102Z-local-ab-gpu-graphs-vs-eager"
 CUT = "20261204T085001Z-local-gpu-graphs-vs-eager-b"  # the third B run, killed mid-cell by the call limit
@@ -17,12 +19,7 @@ CUT = "20261204T085001Z-local-gpu-graphs-vs-eager-b"  # the third B run, killed 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    (tmp_path / "data" / "runs").mkdir(parents=True)
-    (tmp_path / "data" / "comparisons").mkdir()
-    for r in (D / "runs").iterdir():
-        (tmp_path / "data" / "runs" / r.name).symlink_to(r)
-    (tmp_path / "data" / "comparisons" / C).symlink_to(D / "comparisons" / C)
-    monkeypatch.setenv("INFERLAB_HOME", str(tmp_path))
+    monkeypatch.setenv("INFERLAB_HOME", str(link_workspace(tmp_path, D)))
     return tmp_path
 
 

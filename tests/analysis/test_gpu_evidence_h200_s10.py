@@ -21,8 +21,10 @@ from inferlab.analysis.energy import energy_cell_metrics
 from inferlab.analysis.step_decision import variance_inflation
 from inferlab.report.capacity import front_line, headline
 from inferlab.runs.reader import Run
-from inferlab.specs import LoadSpec
 from inferlab.runs.verify import verify_run
+from inferlab.specs import LoadSpec
+
+from .evidence import link_workspace
 
 D = Path(__file__).resolve().parents[2] / "data" / "gpu-evidence" / "2026-12-05-h200-s10"
 CAP = {"cap-1": D / "cap-1/ws/data/runs/20261205T033905Z-local-cap-1",
@@ -122,11 +124,7 @@ def test_cap_1_572_is_undecided_with_no_violation_because_its_slowest_ttfts_clus
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    for kind in ("runs", "comparisons"):
-        (tmp_path / "data" / kind).mkdir(parents=True)
-        for r in (AB / kind).iterdir():
-            (tmp_path / "data" / kind / r.name).symlink_to(r)
-    monkeypatch.setenv("INFERLAB_HOME", str(tmp_path))
+    monkeypatch.setenv("INFERLAB_HOME", str(link_workspace(tmp_path, AB)))
     return tmp_path
 
 
