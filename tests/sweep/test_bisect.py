@@ -251,19 +251,29 @@ class RollingCluster:
 def test_a_steps_deploy_applies_its_builds_image_through_the_kube_layer(k8s_home, monkeypatch):
     from inferlab.platform import deploy
     from inferlab.specs.builds import build_from_option
-    from inferlab.sweep.ab import _deploy
+    from inferlab.sweep.ab import _deploy, _side_images
 
     cluster = RollingCluster()
     monkeypatch.setattr(deploy, "cluster_client", lambda: cluster)  # platform.deploy's client
     monkeypatch.setattr("inferlab.kube.cluster_client", lambda: cluster)  # the engine restart's
     monkeypatch.setattr(deploy, "node_gpu_facts", lambda dyn: [])
-    got = _deploy(("cpu", "cpu"), "tuned", build_from_option("v31=v0.31.0", "k8s"))
+    build = build_from_option("v31=v0.31.0", "k8s")
+    images = _side_images(("cpu", "cpu"), {"baseline": {"name": "base"}, "tuned": build.model_dump()})
+    assert set(images) == {"tuned"}  # a side without a build image deploys its overlay as it is
+    got = _deploy(("cpu", "cpu"), "tuned", images["tuned"], build)
     (dep, options), = [(b, o) for b, o in cluster.applied if b["kind"] == "Deployment" and b["metadata"]["name"] == "vllm"]
     assert options["field_manager"] == "inferlab" and options["namespace"] == "inferlab"  # kube.apply: server-side
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"].endswith("vllm-cpu-release-repo:v0.31.0")
     assert got["images"] == [{"name": "public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo", "newTag": "v0.31.0"}]
     assert cluster.patched and cluster.patched[0]["name"] == "vllm"  # then the engine pods restarted
     assert got["pods"] == [{"pod": "vllm-0", "uid": "u0", "started_at": "t"}]
+
+
+def test_an_ab_deploys_the_images_entry_its_bisect_recorded_not_a_fresh_render():
+    from inferlab.sweep.ab import _side_images
+
+    recorded = {"name": "v31", "image": "v0.31.0", "override": {"name": "registry.example/vllm", "newTag": "v0.31.0"}}
+    assert _side_images(("cpu", "gpu"), {"tuned": recorded}) == {"tuned": [recorded["override"]]}
 
 
 def test_a_k8s_bisect_without_a_cluster_stops_at_the_first_deploy_and_records_why(k8s_home, capsys):

@@ -110,7 +110,7 @@ def _resume(a) -> int:
               file=sys.stderr)
         return USAGE_ERROR
     try:
-        rec = resume_bisect(rec.bisect_id, say=lambda line: print(line, flush=True))
+        rec = resume_bisect(a.resume, say=lambda line: print(line, flush=True), rec=rec)
     except (RuntimeError, ValueError) as exc:
         print(f"inferlab bisect: error: {exc}", file=sys.stderr)
         return USAGE_ERROR

@@ -69,8 +69,7 @@ def headline(result: dict) -> str:
     lo, hi = result.get("interval_low"), result.get("interval_high")
     conf = f"{1 - result.get('config', {}).get('alpha', 0.05):.0%}"
     claim = result["claim"]
-    lines = [f"**Certified: {claim}.**" if result.get("certified_rate") is not None else
-             f"**{claim[:1].upper() + claim[1:]}.**",
+    lines = [f"**{CERTIFIED}: {claim}.**" if claims_a_rate(result) else f"**{claim[:1].upper() + claim[1:]}.**",
              f"Boundary (the rate where the binding bound's violating share reaches its allowed share, for this "
              f"engine as it ran): {_num(result.get('boundary'))} req/s, {conf} boundary interval [{_num(lo)}, "
              f"{_num(hi)}] ({result.get('interval_name', 'fitted')}; binding: {result.get('binding', '')}). "
@@ -133,6 +132,19 @@ def _incomplete(result: dict) -> str:
     return "\n\n".join(lines)
 
 
+CERTIFIED = "Certified"  # the one word both front pages lead a certified claim with
+
+
+def claims_a_rate(result: dict) -> bool:
+    """Whether a certified search's record claims a rate (its lowest certification step passed)."""
+    return result.get("certified_rate") is not None
+
+
+def _steps(n: int, kind: str) -> str:
+    """``n`` steps of ``kind``, counted: "1 certification step", "2 INVALID certification steps"."""
+    return f"{n} {kind} step{'s' if n != 1 else ''}"
+
+
 def invalid_under_claim(result: dict) -> list[dict]:
     """The certification steps the certified claim rests on (at or below it) that hold an
     INVALID segment: a claim from INVALID data is stated, but never quietly."""
@@ -146,8 +158,7 @@ def invalid_under_claim(result: dict) -> list[dict]:
 def _invalid_note(steps: list[dict]) -> str:
     checks = sorted({r.split(":", 1)[0] for s in steps for r in str(s.get("validity_reasons", "")).split("; ") if r})
     rates = ", ".join(format(s["rate"], "g") for s in steps)
-    plural = "s" if len(steps) > 1 else ""
-    return (f"**The claim rests on {len(steps)} certification step{plural} with an INVALID segment** ({rates} "
+    return (f"**The claim rests on {_steps(len(steps), 'certification')} with an INVALID segment** ({rates} "
             f"req/s; checks: {', '.join(checks)}): the step table says which look and why; read it before "
             "defending the number.")
 
@@ -161,11 +172,11 @@ def front_line(result: dict) -> str:
         return (f"Capacity search **incomplete: no claim** ({result['claim'].removeprefix('no claim: ')}; "
                 f"{len(result.get('steps', []))} decided steps in the capacity section).")
     if is_certified(result):
-        what = "Certified capacity" if result.get("certified_rate") is not None else "Capacity search complete"
+        what = f"{CERTIFIED} capacity" if claims_a_rate(result) else "Capacity search complete"
         bad = invalid_under_claim(result)
         return (f"{what}: **{result['claim']}** (boundary interval [{result['interval_low']:.3g}, "
                 f"{result['interval_high']:.3g}] req/s, {len(result['steps'])} steps)."
-                + (f" It rests on {len(bad)} INVALID certification step{'s' if len(bad) > 1 else ''}." if bad else ""))
+                + (f" It rests on {_steps(len(bad), 'INVALID certification')}." if bad else ""))
     return (f"Max sustainable rate **{result['msr']} requests/s** (search bracket [{result['interval_low']}, "
             f"{result['interval_high']}], {len(result['steps'])} steps; legacy bracket judge, not certified).")
 

@@ -164,6 +164,7 @@ def _drive(c: Comparison, d: Path, specs: tuple[LoadSpec, LoadSpec], answers: An
     # the builds as recorded (a bisect step's record holds more than Build's fields: its rendered image)
     builds = {side: Build.model_validate({k: v for k, v in b.items() if k in Build.model_fields})
               for side, b in c.builds.items()}
+    images = _side_images(overlays, c.builds) if c.target == "k8s" and overlays else {}
     done = len(c.repeats)
     try:
         for i, (pair, side) in enumerate(planned(c.order, c.seed)):
@@ -171,7 +172,8 @@ def _drive(c: Comparison, d: Path, specs: tuple[LoadSpec, LoadSpec], answers: An
                 spec = specs[0] if side == "baseline" else specs[1]
                 build = builds.get(side)
                 with _local_build(build) if c.target == "local" else contextlib.nullcontext():
-                    deployed = _deploy(overlays, side, build) if c.target == "k8s" and overlays else {}  # type: ignore[arg-type]
+                    deployed = (_deploy(overlays, side, images.get(side), build)  # type: ignore[arg-type]
+                                if c.target == "k8s" and overlays else {})
                     run_id = run(spec, target=c.target, base_url=c.base_url,
                                  label=f"{c.name}-{'a' if side == 'baseline' else 'b'}",
                                  while_up=answers.hook(side, pair, spec) if answers else None)
@@ -220,19 +222,30 @@ def _local_build(build: Build | None) -> contextlib.AbstractContextManager:
     return chosen_engine(build.python, build.device) if build is not None else contextlib.nullcontext()
 
 
-def _deploy(overlays: tuple[str, str], side: str, build: Build | None = None) -> dict[str, Any]:
-    """Apply this side's overlay (with its build's image override, if any) and wait for its
-    rollout (platform.deploy); refuse to go on without it: a repeat against the other
-    configuration would poison the comparison."""
-    from ..platform.deploy import deploy
+def _side_images(overlays: tuple[str, str], recorded: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each side's kustomize ``images`` entry for its build's engine image, rendered once per A/B:
+    the entry a bisect recorded for the build (runs.bisect_record.BisectBuild.override, what its
+    check rendered) where there is one, else platform.render.engine_image_override of the side's
+    overlay. Sides without a build image get none."""
     from ..platform.render import engine_image_override
 
+    out = {}
+    for side, b in recorded.items():
+        if b.get("image"):
+            overlay = overlays[0] if side == "baseline" else overlays[1]
+            out[side] = [b.get("override") or engine_image_override(overlay, b["image"])]
+    return out
+
+
+def _deploy(overlays: tuple[str, str], side: str, images: list[dict[str, Any]] | None = None,
+            build: Build | None = None) -> dict[str, Any]:
+    """Apply this side's overlay (with ``images``, its build's image override from _side_images,
+    if any) and wait for its rollout (platform.deploy); refuse to go on without it: a repeat
+    against the other configuration would poison the comparison."""
+    from ..platform.deploy import deploy
+
     overlay = overlays[0] if side == "baseline" else overlays[1]
-    # a bisect's build carries the images entry it was checked with (runs.bisect_record.BisectBuild):
-    # rendered once per bisect, not once per repeat
-    images = ([getattr(build, "override", None) or engine_image_override(overlay, build.image)]
-              if build is not None and build.image else None)
-    shown = f"overlay {overlay!r}" + (f" with image {build.image} (build {build.name})" if images else "")
+    shown = f"overlay {overlay!r}" + (f" with image {build.image} (build {build.name})" if images and build else "")
     started = datetime.now(UTC).isoformat()
     code = deploy(overlay, images=images)
     if code != 0:

@@ -125,10 +125,11 @@ def run_bisect(spec: LoadSpec, builds: BuildList, margin: float, target: str = "
     return _drive(rec, d, Bisection(len(names)), say)
 
 
-def resume_bisect(bisect_id: str, say: Callable[[str], None] = print) -> BisectRecord:
-    """Continue a cut, failed or orphaned bisect in its own record (module docstring, Resume)."""
+def resume_bisect(bisect_id: str, say: Callable[[str], None] = print, rec: BisectRecord | None = None) -> BisectRecord:
+    """Continue a cut, failed or orphaned bisect in its own record (module docstring, Resume).
+    ``rec``: the record as the caller already read it from ``bisect_id``'s folder (not read again)."""
     d = BISECTS.find(bisect_id)  # an id, a unique prefix or a path, as every record resolves
-    rec = load_bisect(d)
+    rec = rec if rec is not None else load_bisect(d)
     refuse_unresumable(f"bisect {rec.bisect_id}", rec.status, rec.writer)
     names = [b.name for b in rec.builds]
     search = Bisection(len(names))
