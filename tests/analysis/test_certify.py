@@ -255,6 +255,33 @@ def test_a_step_records_how_far_apart_its_looks_ran_and_the_report_says_when_bey
     assert spread_note({"steps": [{**rows[0], "phase": "explore"}]}) is None  # exploration is not judged for it
 
 
+def test_the_front_pages_name_invalid_steps_under_the_claim_and_only_those():
+    """report.capacity: a claim is stated from INVALID looks, never quietly; only certification
+    steps at or below the claim count (one above it, or exploration, is not what it rests on), a
+    search that claims nothing gets no note, and one INVALID step reads in the singular."""
+    from inferlab.report.capacity import front_line, headline, invalid_under_claim
+
+    def step(rate, phase="certify", validity="VALID", decision="pass"):
+        return {"rate": rate, "phase": phase, "validity": validity, "decision": decision,
+                "validity_reasons": "send_lag_p99 12.0 ms" if validity == "INVALID" else ""}
+
+    def result(rate, steps):
+        return {"judge": "certified", "complete": True, "certified_rate": rate, "steps": steps,
+                "claim": f"at least {rate} req/s" if rate else "no rate certified", "interval_low": 0.0,
+                "interval_high": float("inf"), "boundary": float("nan"), "config": {"alpha": 0.05}}
+
+    one = result(3.0, [step(1.0, "explore", "INVALID"), step(2.0), step(3.0, validity="INVALID"),
+                       step(4.0, validity="INVALID", decision="fail")])
+    assert [s["rate"] for s in invalid_under_claim(one)] == [3.0]
+    assert front_line(one).endswith("1 of the 2 certification steps it rests on holds an INVALID look.")
+    assert "**1 of the 2 certification steps the claim rests on holds an INVALID look** (3 req/s; checks: " \
+           "send_lag_p99)" in headline(one)
+    clean = result(3.0, [step(2.0), step(3.0), step(4.0, validity="INVALID", decision="fail")])
+    none = result(None, [step(2.0, validity="INVALID", decision="undecided")])
+    for r in (clean, none):
+        assert invalid_under_claim(r) == [] and "INVALID look" not in front_line(r) + headline(r)
+
+
 def test_look_to_look_speed_changes_at_the_boundary_are_a_known_limit():
     """The rule's error rates assume an engine as fast in one look as in the next. With each
     look's speed drawn lognormal (log-sd ``sigma``), steps near the allowed share pass more

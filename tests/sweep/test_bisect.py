@@ -269,11 +269,18 @@ def test_a_steps_deploy_applies_its_builds_image_through_the_kube_layer(k8s_home
     assert got["pods"] == [{"pod": "vllm-0", "uid": "u0", "started_at": "t"}]
 
 
-def test_an_ab_deploys_the_images_entry_its_bisect_recorded_not_a_fresh_render():
+def test_an_ab_refuses_a_build_whose_recorded_images_entry_the_overlay_no_longer_renders(k8s_home):
+    """A bisect records each build's kustomize images entry; an A/B of it (a resume in another
+    checkout included) renders it again once and refuses when the overlay renders it otherwise."""
+    from inferlab.specs.builds import build_from_option
     from inferlab.sweep.ab import _side_images
 
-    recorded = {"name": "v31", "image": "v0.31.0", "override": {"name": "registry.example/vllm", "newTag": "v0.31.0"}}
-    assert _side_images(("cpu", "gpu"), {"tuned": recorded}) == {"tuned": [recorded["override"]]}
+    build = build_from_option("v31=v0.31.0", "k8s").model_dump()
+    entry = _side_images(("cpu", "cpu"), {"tuned": build})["tuned"][0]
+    assert _side_images(("cpu", "cpu"), {"tuned": {**build, "override": entry}}) == {"tuned": [entry]}
+    stale = {**entry, "name": "registry.example/vllm-old"}
+    with pytest.raises(RuntimeError, match="overlay 'cpu' now renders its image as .* the overlay changed"):
+        _side_images(("cpu", "cpu"), {"tuned": {**build, "override": stale}})
 
 
 def test_a_k8s_bisect_without_a_cluster_stops_at_the_first_deploy_and_records_why(k8s_home, capsys):

@@ -69,14 +69,14 @@ def headline(result: dict) -> str:
     lo, hi = result.get("interval_low"), result.get("interval_high")
     conf = f"{1 - result.get('config', {}).get('alpha', 0.05):.0%}"
     claim = result["claim"]
-    lines = [f"**{CERTIFIED}: {claim}.**" if claims_a_rate(result) else f"**{claim[:1].upper() + claim[1:]}.**",
+    lines = [f"**{CERTIFIED_WORD}: {claim}.**" if claims_a_rate(result) else f"**{claim[:1].upper() + claim[1:]}.**",
              f"Boundary (the rate where the binding bound's violating share reaches its allowed share, for this "
              f"engine as it ran): {_num(result.get('boundary'))} req/s, {conf} boundary interval [{_num(lo)}, "
              f"{_num(hi)}] ({result.get('interval_name', 'fitted')}; binding: {result.get('binding', '')}). "
              f"Independent searches on fresh engines scatter around their own boundaries.",
              f"{len(result.get('steps', []))} steps, {result.get('invalid_steps', 0)} with an INVALID segment."]
     if bad := invalid_under_claim(result):
-        lines.insert(1, _invalid_note(bad))
+        lines.insert(1, _invalid_note(result, bad))
     if note := spread_note(result):
         lines.append(note)
     if result.get("judged_note"):
@@ -132,7 +132,7 @@ def _incomplete(result: dict) -> str:
     return "\n\n".join(lines)
 
 
-CERTIFIED = "Certified"  # the one word both front pages lead a certified claim with
+CERTIFIED_WORD = "Certified"  # the one word both front pages lead a certified claim with
 
 
 def claims_a_rate(result: dict) -> bool:
@@ -141,25 +141,36 @@ def claims_a_rate(result: dict) -> bool:
 
 
 def _steps(n: int, kind: str) -> str:
-    """``n`` steps of ``kind``, counted: "1 certification step", "2 INVALID certification steps"."""
+    """``n`` steps of ``kind``, counted: "1 certification step", "2 certification steps"."""
     return f"{n} {kind} step{'s' if n != 1 else ''}"
 
 
-def invalid_under_claim(result: dict) -> list[dict]:
-    """The certification steps the certified claim rests on (at or below it) that hold an
-    INVALID segment: a claim from INVALID data is stated, but never quietly."""
+def steps_under_claim(result: dict) -> list[dict]:
+    """The certification steps the certified claim rests on: those at or below it (all passed,
+    by fixed-sequence testing); [] without a claim."""
     rate = result.get("certified_rate")
     if rate is None:
         return []
-    return [s for s in result.get("steps", []) if s.get("phase") == "certify" and s.get("validity") == "INVALID"
-            and s["rate"] <= rate + 1e-9]
+    return [s for s in result.get("steps", []) if s.get("phase") == "certify" and s["rate"] <= rate + 1e-9]
 
 
-def _invalid_note(steps: list[dict]) -> str:
-    checks = sorted({r.split(":", 1)[0] for s in steps for r in str(s.get("validity_reasons", "")).split("; ") if r})
-    rates = ", ".join(format(s["rate"], "g") for s in steps)
-    return (f"**The claim rests on {_steps(len(steps), 'certification')} with an INVALID segment** ({rates} "
-            f"req/s; checks: {', '.join(checks)}): the step table says which look and why; read it before "
+def invalid_under_claim(result: dict) -> list[dict]:
+    """The steps of :func:`steps_under_claim` that hold an INVALID look (segment): a claim from
+    INVALID data is stated, but never quietly."""
+    return [s for s in steps_under_claim(result) if s.get("validity") == "INVALID"]
+
+
+def _invalid_count(result: dict, bad: list[dict]) -> str:
+    """"2 of the 3 certification steps it rests on": the INVALID ones among those under the claim."""
+    return f"{len(bad)} of the {_steps(len(steps_under_claim(result)), 'certification')}"
+
+
+def _invalid_note(result: dict, bad: list[dict]) -> str:
+    checks = sorted({r.split(":", 1)[0] for s in bad for r in str(s.get("validity_reasons", "")).split("; ") if r})
+    rates = ", ".join(format(s["rate"], "g") for s in bad)
+    verb = "holds" if len(bad) == 1 else "hold"
+    return (f"**{_invalid_count(result, bad)} the claim rests on {verb} an INVALID look** ({rates} req/s; "
+            f"checks: {', '.join(checks)}): the step table's validity reasons say why; read them before "
             "defending the number.")
 
 
@@ -172,11 +183,12 @@ def front_line(result: dict) -> str:
         return (f"Capacity search **incomplete: no claim** ({result['claim'].removeprefix('no claim: ')}; "
                 f"{len(result.get('steps', []))} decided steps in the capacity section).")
     if is_certified(result):
-        what = f"{CERTIFIED} capacity" if claims_a_rate(result) else "Capacity search complete"
+        what = f"{CERTIFIED_WORD} capacity" if claims_a_rate(result) else "Capacity search complete"
         bad = invalid_under_claim(result)
         return (f"{what}: **{result['claim']}** (boundary interval [{result['interval_low']:.3g}, "
                 f"{result['interval_high']:.3g}] req/s, {len(result['steps'])} steps)."
-                + (f" It rests on {_steps(len(bad), 'INVALID certification')}." if bad else ""))
+                + (f" {_invalid_count(result, bad)} it rests on {'holds' if len(bad) == 1 else 'hold'} an INVALID "
+                   "look." if bad else ""))
     return (f"Max sustainable rate **{result['msr']} requests/s** (search bracket [{result['interval_low']}, "
             f"{result['interval_high']}], {len(result['steps'])} steps; legacy bracket judge, not certified).")
 

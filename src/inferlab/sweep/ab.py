@@ -164,9 +164,10 @@ def _drive(c: Comparison, d: Path, specs: tuple[LoadSpec, LoadSpec], answers: An
     # the builds as recorded (a bisect step's record holds more than Build's fields: its rendered image)
     builds = {side: Build.model_validate({k: v for k, v in b.items() if k in Build.model_fields})
               for side, b in c.builds.items()}
-    images = _side_images(overlays, c.builds) if c.target == "k8s" and overlays else {}
     done = len(c.repeats)
     try:
+        # rendered inside the try: a render that fails is recorded as the comparison's reason
+        images = _side_images(overlays, c.builds) if c.target == "k8s" and overlays else {}
         for i, (pair, side) in enumerate(planned(c.order, c.seed)):
             if i >= done:
                 spec = specs[0] if side == "baseline" else specs[1]
@@ -223,17 +224,25 @@ def _local_build(build: Build | None) -> contextlib.AbstractContextManager:
 
 
 def _side_images(overlays: tuple[str, str], recorded: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Each side's kustomize ``images`` entry for its build's engine image, rendered once per A/B:
-    the entry a bisect recorded for the build (runs.bisect_record.BisectBuild.override, what its
-    check rendered) where there is one, else platform.render.engine_image_override of the side's
-    overlay. Sides without a build image get none."""
+    """Each side's kustomize ``images`` entry for its build's engine image
+    (platform.render.engine_image_override of the side's overlay), rendered once per A/B, not
+    once per repeat. A build that a bisect recorded with its entry
+    (runs.bisect_record.BisectBuild.override) must render to the same entry now: an overlay
+    changed since the bisect was checked (a resume in another checkout) could point the entry at
+    an image name the overlay no longer has, and kustomize would deploy the overlay's own image
+    on both sides without a word; refused instead. Sides without a build image get none."""
     from ..platform.render import engine_image_override
 
     out = {}
     for side, b in recorded.items():
         if b.get("image"):
             overlay = overlays[0] if side == "baseline" else overlays[1]
-            out[side] = [b.get("override") or engine_image_override(overlay, b["image"])]
+            entry = engine_image_override(overlay, b["image"])
+            if b.get("override") and b["override"] != entry:
+                raise RuntimeError(f"build {b.get('name')}: overlay {overlay!r} now renders its image as {entry}, "
+                                   f"not {b['override']} as when the bisect checked it; the overlay changed: "
+                                   "start a new bisect")
+            out[side] = [entry]
     return out
 
 
