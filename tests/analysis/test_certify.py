@@ -263,7 +263,7 @@ def test_the_front_pages_name_invalid_steps_under_the_claim_and_only_those():
 
     def step(rate, phase="certify", validity="VALID", decision="pass"):
         return {"rate": rate, "phase": phase, "validity": validity, "decision": decision,
-                "validity_reasons": "send_lag_p99 12.0 ms" if validity == "INVALID" else ""}
+                "validity_reasons": "send_lag_p99: send lag p99 12.0 ms > 10 ms" if validity == "INVALID" else ""}
 
     def result(rate, steps):
         return {"judge": "certified", "complete": True, "certified_rate": rate, "steps": steps,
