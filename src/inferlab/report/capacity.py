@@ -160,16 +160,17 @@ def invalid_under_claim(result: dict) -> list[dict]:
     return [s for s in steps_under_claim(result) if s.get("validity") == "INVALID"]
 
 
-def _invalid_count(result: dict, bad: list[dict]) -> str:
-    """"2 of the 3 certification steps it rests on": the INVALID ones among those under the claim."""
-    return f"{len(bad)} of the {_steps(len(steps_under_claim(result)), 'certification')}"
+def _invalid_count(result: dict, bad: list[dict], rests_on: str) -> str:
+    """"2 of the 3 certification steps {rests_on} hold an INVALID look": the INVALID ones among
+    those under the claim, the verb agreeing with their count."""
+    return (f"{len(bad)} of the {_steps(len(steps_under_claim(result)), 'certification')} {rests_on} "
+            f"{'holds' if len(bad) == 1 else 'hold'} an INVALID look")
 
 
 def _invalid_note(result: dict, bad: list[dict]) -> str:
     checks = sorted({r.split(":", 1)[0] for s in bad for r in str(s.get("validity_reasons", "")).split("; ") if r})
     rates = ", ".join(format(s["rate"], "g") for s in bad)
-    verb = "holds" if len(bad) == 1 else "hold"
-    return (f"**{_invalid_count(result, bad)} the claim rests on {verb} an INVALID look** ({rates} req/s; "
+    return (f"**{_invalid_count(result, bad, 'the claim rests on')}** ({rates} req/s; "
             f"checks: {', '.join(checks)}): the step table's validity reasons say why; read them before "
             "defending the number.")
 
@@ -187,8 +188,7 @@ def front_line(result: dict) -> str:
         bad = invalid_under_claim(result)
         return (f"{what}: **{result['claim']}** (boundary interval [{result['interval_low']:.3g}, "
                 f"{result['interval_high']:.3g}] req/s, {len(result['steps'])} steps)."
-                + (f" {_invalid_count(result, bad)} it rests on {'holds' if len(bad) == 1 else 'hold'} an INVALID "
-                   "look." if bad else ""))
+                + (f" {_invalid_count(result, bad, 'it rests on')}." if bad else ""))
     return (f"Max sustainable rate **{result['msr']} requests/s** (search bracket [{result['interval_low']}, "
             f"{result['interval_high']}], {len(result['steps'])} steps; legacy bracket judge, not certified).")
 
