@@ -13,6 +13,9 @@
 #   device.sh ab-resume          inferlab ab --resume on the newest partial comparison in $G/ws (one
 #                                a time limit cut), then collect its new runs and its record again
 #   device.sh capacity TAG [ARGS...]   inferlab capacity capacity-gpu ARGS, then collect as TAG
+#   device.sh capacity-resume TAG  inferlab capacity --resume on the newest run labelled TAG (one a time
+#                                limit cut), then collect its new cells
+#   device.sh traces-aa [PAIRS]  inferlab ab ab-gpu ab-gpu: untraced (A) vs --collect-detailed-traces all (B)
 #   device.sh collect TAG [REC...]   the workspace's new runs/comparisons + logs -> $OUT (15 MiB parts;
 #                                more than 4 parts: the rest waits in $G/outbox for the next call);
 #                                REC (comparisons/<id>): a record collected before that changed since
@@ -26,7 +29,7 @@
 set -uo pipefail
 G=${GPU_WORK:-/tmp/gpu}
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-cmd=${1:?usage: device.sh piece|setup|gputests|ab|ab-resume|capacity|collect ...}; shift || true
+cmd=${1:?usage: device.sh piece|setup|gputests|ab|ab-resume|capacity|capacity-resume|traces-aa|collect ...}; shift || true
 mkdir -p "$G/pieces" "$G/logs" "$G/outbox"
 T0=${CALL_T0:-$(date +%s)}
 limit() {  # seconds a measuring step may take: to 575 s after the call's start, at most LIMIT_S
@@ -136,6 +139,25 @@ PY
     echo "capacity $tag: up to $(limit) s"
     cd "$REPO" && timeout -s TERM "$(limit)" python3 -m inferlab.cli capacity capacity-gpu --target local --label "$tag" "$@" \
       2>&1 | tee "$G/logs/$tag.log" ;;
+  capacity-resume)
+    . "$G/env.sh" || exit 1
+    # the newest run of this TAG (run ids begin with their UTC start), cut by a time limit: the
+    # search resumes from its recorded steps (inferlab capacity --resume adds only what is missing)
+    tag=${1:?capacity-resume TAG}
+    rid=$(cd "$G/ws/data/runs" 2>/dev/null && ls -d -- *-"$tag" 2>/dev/null | tail -1)
+    [ -n "$rid" ] || { echo "capacity-resume: no run labelled $tag in $G/ws/data/runs" >&2; exit 1; }
+    trap "collect $tag-resume runs/$rid" EXIT
+    echo "capacity-resume $rid: up to $(limit) s"
+    cd "$REPO" && timeout -s TERM "$(limit)" python3 -m inferlab.cli capacity --resume "$rid" 2>&1 | tee "$G/logs/$tag-resume.log" ;;
+  traces-aa)
+    . "$G/env.sh" || exit 1
+    # what detailed traces cost on the GPU: the same spec untraced (A) against traced with
+    # --collect-detailed-traces all (B), interleaved, each repeat a fresh engine (docs/timing.md)
+    trap 'collect traces-aa' EXIT
+    echo "traces-aa: up to $(limit) s"
+    cd "$REPO" && timeout -s TERM "$(limit)" python3 -m inferlab.cli ab ab-gpu ab-gpu --target local --pairs "${1:-3}" \
+      --label gpu-detailed-traces --set-baseline observe.traces=false --set-tuned observe.detailed_traces=true \
+      2>&1 | tee "$G/logs/traces-aa.log" ;;
   collect)
     collect "${1:-more}" "${@:2}" ;;
   *)
