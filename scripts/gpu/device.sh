@@ -15,7 +15,7 @@
 #   device.sh capacity TAG [ARGS...]   inferlab capacity capacity-gpu ARGS, then collect as TAG
 #   device.sh capacity-resume TAG  inferlab capacity --resume on the newest run labelled TAG (one a time
 #                                limit cut), then collect its new cells
-#   device.sh traces-aa [PAIRS]  inferlab ab ab-gpu ab-gpu: untraced (A) vs --collect-detailed-traces all (B)
+#   device.sh traces-aa [PAIRS [ARGS...]]  inferlab ab ab-gpu ab-gpu: untraced (A) vs --collect-detailed-traces all (B)
 #   device.sh collect TAG [REC...]   the workspace's new runs/comparisons + logs -> $OUT (15 MiB parts;
 #                                more than 4 parts: the rest waits in $G/outbox for the next call);
 #                                REC (comparisons/<id>): a record collected before that changed since
@@ -157,7 +157,7 @@ PY
     echo "traces-aa: up to $(limit) s"
     cd "$REPO" && timeout -s TERM "$(limit)" python3 -m inferlab.cli ab ab-gpu ab-gpu --target local --pairs "${1:-3}" \
       --label gpu-detailed-traces --set-baseline observe.traces=false --set-tuned observe.detailed_traces=true \
-      2>&1 | tee "$G/logs/traces-aa.log" ;;
+      "${@:2}" 2>&1 | tee "$G/logs/traces-aa.log" ;;
   collect)
     collect "${1:-more}" "${@:2}" ;;
   *)
