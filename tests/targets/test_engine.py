@@ -73,6 +73,24 @@ def test_engine_choice_reads_the_environment_and_a_gpu_build_defaults_to_cuda(tm
     assert engine.engine_choice(device="cpu", environ={"INFERLAB_ENGINE_PYTHON": py}).cpu
 
 
+def test_a_relative_interpreter_is_kept_absolute_so_another_working_directory_still_finds_it(tmp_path, monkeypatch):
+    """A bisect's `--build v0.32.0=.venv-engine/bin/python` passed the check and then failed at the
+    build's first engine start (2026-12-05): the engine starts from another directory."""
+    import os
+
+    py = _python(tmp_path)
+    os.symlink(py, tmp_path / "bin" / "python")  # a venv's bin/python is a link: it must stay one
+    monkeypatch.chdir(tmp_path)
+    c = engine.engine_choice(python="bin/python", environ={})
+    assert c.python == str(tmp_path / "bin" / "python")
+    monkeypatch.delenv("INFERLAB_ENGINE_PYTHON", raising=False)
+    with engine.chosen_engine("bin/python", device="cpu") as chosen:
+        monkeypatch.chdir(tmp_path.parent)
+        assert os.environ["INFERLAB_ENGINE_PYTHON"] == chosen.python == str(tmp_path / "bin" / "python")
+        assert engine.engine_choice().python == chosen.python
+    assert "INFERLAB_ENGINE_PYTHON" not in os.environ
+
+
 def test_engine_choice_rejects_what_cannot_run(tmp_path):
     import pytest
 

@@ -76,7 +76,7 @@ def _check_interpreter(b: BisectBuild) -> None:
     from ..targets.engine import EngineError, engine_choice
 
     try:
-        engine_choice(b.python, device=b.device)
+        b.python = engine_choice(b.python, device=b.device).python  # recorded absolute
     except EngineError as exc:
         raise BuildsError(f"build {b.name}: {exc}") from None
 

@@ -106,7 +106,8 @@ def engine_choice(python: str | None = None, model: str | None = None, device: s
     """The engine the local target starts: the arguments where given, else ``INFERLAB_ENGINE_*``
     (module docstring), else the CPU defaults. Raises EngineError for a device that is not
     ``cpu``/``cuda``/``cuda:N``, an interpreter that does not exist, or a CUDA device with the
-    CPU build (``.venv-engine`` cannot drive a GPU)."""
+    CPU build (``.venv-engine`` cannot drive a GPU). A named interpreter comes back as an absolute
+    path (not resolved through links: a venv's ``bin/python`` is a link that must stay one)."""
     env = os.environ if environ is None else environ
     python = python or env.get(ENGINE_PYTHON_ENV) or None
     model = model or env.get(ENGINE_MODEL_ENV) or None
@@ -118,7 +119,9 @@ def engine_choice(python: str | None = None, model: str | None = None, device: s
         found = python if os.sep in python else shutil.which(python)
         if not found or not Path(found).is_file():
             raise EngineError(f"{ENGINE_PYTHON_ENV}={python!r}: no such interpreter (a path, or a name on PATH)")
-        python = str(found)
+        # absolute: the engine is started from another working directory (a relative path that the
+        # check found from here failed at a bisect's second build, 2026-12-05)
+        python = os.path.abspath(found)
     elif kind == "cuda":
         raise EngineError(f"{ENGINE_DEVICE_ENV}={device}: {ENGINE_VENV} holds vLLM's CPU build; name a GPU build's "
                           f"interpreter with {ENGINE_PYTHON_ENV} (or --engine-python)")
@@ -133,7 +136,7 @@ def chosen_engine(python: str | None, device: str | None = None) -> Iterator[Eng
     after. Checked first (:func:`engine_choice`'s EngineError for a missing interpreter or an
     unknown device). A bisect runs each repeat of a build inside one."""
     choice = engine_choice(python, device=device)
-    update = {ENGINE_PYTHON_ENV: python, **({ENGINE_DEVICE_ENV: device} if device else {})}
+    update = {ENGINE_PYTHON_ENV: choice.python if python else None, **({ENGINE_DEVICE_ENV: device} if device else {})}
     before = {k: os.environ.get(k) for k in update}
     os.environ.update({k: v for k, v in update.items() if v})
     try:
