@@ -59,8 +59,9 @@ def test_every_tracked_yaml_and_json_is_classified():
         "notebooks/": "executed by tests/report",
         "src/inferlab/platform/schemas/": "checked against the JSON Schema metaschema in tests/platform",
         "data/gpu-evidence/": "GPU evidence: re-judged from its raw files by tests/analysis/test_gpu_evidence.py",
-        "data/answers-evidence/": "answer-check findings on the real engine: comparison records read by docs/verdicts.md's commands",
+        "data/answers-evidence/": "answer-check findings on the real engine: re-derived by tests/analysis/test_answers_evidence.py",
         "data/capacity-evidence/": "local capacity search records: re-judged by tests/analysis/test_capacity_evidence_local.py",
+        "data/bisect-evidence/": "real-engine bisect records: re-derived by tests/analysis/test_bisect_evidence_local_s12.py",
     }
     unclassified = [f for f in files if not any(f == k or f.startswith(k) for k in reasons)]
     assert not unclassified, f"classify these in {__file__}: {unclassified}"
