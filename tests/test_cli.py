@@ -31,7 +31,31 @@ def test_run_verbs_take_the_same_options():
     p = build_parser()
     parsed = [vars(p.parse_args([verb])) for verb in ("sweep", "stress", "capacity")]
     assert [sorted(a) for a in parsed] == [sorted(parsed[0])] * 3
-    assert {a["spec"] for a in parsed} == {"matrix-local", "stress-local", "capacity-local"}
+    assert {a["default_spec"] for a in parsed} == {"matrix-local", "stress-local", "capacity-local"}
+    assert {a["spec"] for a in parsed} == {None}  # not given: the default, or with --resume the recorded spec
+
+
+def test_resume_alone_takes_the_runs_recorded_spec(workspace, monkeypatch):
+    """`inferlab capacity --resume RUN_ID` with no spec and no --set resumes with the spec the run
+    recorded (its --set values included), not the command's default spec, which the resume would
+    refuse as different; a spec or --set given is used as given and compared as before."""
+    from inferlab.specs import resolve_spec
+    from inferlab.sweep import runner
+
+    recorded = resolve_spec("capacity-local", sets=["capacity.cap_requests=800", "capacity.start_rate=3"],
+                            label="cap-x")
+    m = Manifest(run_id="20261201T000000Z-local-cap-x", kind="capacity", label="cap-x", created_at=datetime.now(UTC),
+                 target=TargetInfo(kind="local", base_url="http://127.0.0.1:9", model="smollm2"),
+                 versions=versions(paths.install_root(), None, None), host=host_info(same_host=True),
+                 spec=recorded.model_dump(mode="json"), status="partial")
+    RunWriter.create(workspace / "data" / "runs" / m.run_id, m)
+    given = []
+    monkeypatch.setattr(runner, "run", lambda spec, **kw: given.append((spec, kw["resume"])) or m.run_id)
+    assert main(["capacity", "--resume", m.run_id]) == 1  # the run is still partial: exit 1, as after a real cut
+    assert given[-1][0].model_dump(mode="json") == recorded.model_dump(mode="json")
+    assert given[-1][1] == m.run_id
+    main(["capacity", "--resume", m.run_id, "--set", "capacity.cap_requests=400"])
+    assert given[-1][0].capacity.cap_requests == 400 and given[-1][0].capacity.start_rate != 3  # as given
 
 
 def test_defaults_come_from_the_environment_when_the_parser_is_built(monkeypatch):

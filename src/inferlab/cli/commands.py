@@ -52,11 +52,25 @@ def cmd_ingest(a) -> int:
     return 0
 
 
+def run_spec(a):
+    """The spec a sweep, stress or capacity command runs: the one named (else the command's
+    default), with its --set items. ``--resume RUN_ID`` with neither a spec nor --set resumes with
+    the run's recorded spec, which is what a resume must match anyway: the user need not repeat
+    the spec and every --set value of the first call."""
+    if a.resume and a.spec is None and not a.set:
+        from ..runs.reader import find_run_dir
+        from ..runs.store import read_manifest
+        from ..specs import LoadSpec
+
+        return with_observers(LoadSpec.model_validate(read_manifest(find_run_dir(a.resume)).spec), a)
+    return with_observers(_spec(a.spec or a.default_spec, a.label, a.set), a)
+
+
 def cmd_sweep(a) -> int:
     from ..sweep.estimate import describe_plan
     from ..sweep.runner import run
 
-    spec = with_observers(_spec(a.spec, a.label, a.set), a)
+    spec = run_spec(a)
     if a.dry_run:
         print(describe_plan(spec, a.target))
         return 0

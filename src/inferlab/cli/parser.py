@@ -61,16 +61,19 @@ def _run_verbs(sub) -> None:
                           ("capacity", o.env_default("CAPACITY_SPEC"))):
         s = sub.add_parser(name, help=f"run a {name} spec (YAML path or built-in name, default {default})",
                            parents=[o.target(), o.base_url(), o.spec_sets(), observers])
-        s.add_argument("spec", nargs="?", default=default)
+        # no default here: `--resume RUN_ID` alone resumes with the run's recorded spec (cmd_sweep)
+        s.add_argument("spec", nargs="?", default=None, help=f"default {default}; with --resume and no --set: the "
+                       "run's recorded spec")
         s.add_argument("--label", default=None, help="run label (default: the spec's name)")
-        s.add_argument("--resume", metavar="RUN_ID", help="add only the missing cells to this partial run")
+        s.add_argument("--resume", metavar="RUN_ID", help="add only the missing cells to this partial run (alone: "
+                       "with the spec and --set values it recorded)")
         s.add_argument("--allow-spec-change", action="store_true",
                        help="with --resume: go on although the spec differs from the run's manifest (noted in it)")
         s.add_argument("--dry-run", action="store_true", help="print the plan; touch nothing")
         s.add_argument("--in-cluster", action="store_true", default=o.env_flag("IN_CLUSTER"),
                        help="TARGET=k8s: run k6 inside the cluster, k6_segments pods per cell: a k6-operator "
                             "TestRun where the cluster serves it, else an Indexed Job")
-        s.set_defaults(fn=c.cmd_sweep)
+        s.set_defaults(fn=c.cmd_sweep, default_spec=default)
 
 
 def _engine_verbs(sub) -> None:
