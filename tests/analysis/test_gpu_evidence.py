@@ -1,4 +1,4 @@
-"""The two-GPU evidence (data/gpu-evidence/2026-11-27-h100x2-vllm0.24-spans-msr) re-judged from its
+"""The two-GPU evidence (data/legacy-evidence/2026-11-27-h100x2-vllm0.24-spans-msr) re-judged from its
 raw files with the project's own readers and capacity rule: a change to read_k6, read_spans or
 judge_step that would alter a recorded GPU verdict fails here."""
 import json
@@ -10,7 +10,7 @@ from inferlab.analysis import capacity
 from inferlab.ingest import read_k6
 from inferlab.ingest.spans import read_spans
 
-D = Path(__file__).resolve().parents[2] / "data" / "gpu-evidence" / "2026-11-27-h100x2-vllm0.24-spans-msr"
+D = Path(__file__).resolve().parents[2] / "data" / "legacy-evidence" / "2026-11-27-h100x2-vllm0.24-spans-msr"
 
 
 @pytest.mark.parametrize("search", ["msr-single", "msr-single-gpu1", "msr-double"])

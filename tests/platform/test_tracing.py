@@ -37,7 +37,7 @@ def test_what_vllm_runs_after_vllm_serve(overlay):
 
 def test_exporter_settings_are_the_local_engines():
     """Same flag form and OTEL_* switches as the local target's receiver gives its engine (the
-    form vLLM 0.24 ran with on the GPU host: data/gpu-evidence/2026-11-27-h100x2-vllm0.24-spans-msr)."""
+    form vLLM 0.24 ran with on the GPU host: data/legacy-evidence/2026-11-27-h100x2-vllm0.24-spans-msr)."""
     with OtlpReceiver(detailed=True) as rx:
         local = rx.engine_args()
         url = [a if "://" not in a else "URL" for a in TRACE_FLAGS]
