@@ -58,9 +58,11 @@ def test_every_tracked_yaml_and_json_is_classified():
         "tests/fixtures/": "real data read by the ingest goldens",
         "notebooks/": "executed by tests/report",
         "src/inferlab/platform/schemas/": "checked against the JSON Schema metaschema in tests/platform",
-        "data/gpu-evidence/": "GPU evidence: re-judged from its raw files by tests/analysis/test_gpu_evidence.py",
+        "data/gpu-evidence/": "GPU evidence (product records): re-judged by tests/analysis/test_gpu_evidence_*.py",
+        "data/legacy-evidence/": "side-script records (2026-11-27): re-judged by tests/analysis/test_gpu_evidence.py",
         "data/answers-evidence/": "answer-check findings on the real engine: re-derived by tests/analysis/test_answers_evidence.py",
         "data/capacity-evidence/": "local capacity search records: re-judged by tests/analysis/test_capacity_evidence_local.py",
+        "data/attribution-evidence/": "real-engine A/B records with spans: re-derived by tests/analysis/test_attribution_evidence_maxseqs.py",
         "data/bisect-evidence/": "real-engine bisect records: re-derived by tests/analysis/test_bisect_evidence_local_s12.py",
     }
     unclassified = [f for f in files if not any(f == k or f.startswith(k) for k in reasons)]
