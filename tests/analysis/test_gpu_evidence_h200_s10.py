@@ -166,3 +166,24 @@ def test_energy_per_token_of_each_side(home):
     assert len(eager) == len(graphs) == 3
     assert np.round(eager.mean(axis=0), 3).tolist() == [1.076, 0.021]
     assert np.round(graphs.mean(axis=0), 3).tolist() == [0.207, 0.007]
+
+
+def test_the_load_test_report_of_a_graphs_repeat_plots_power_and_energy_beside_throughput():
+    """readings/load-test-<run>.html is `inferlab report --runs <run>` of the graphs side's first
+    repeat: its energy section (report.energy.section) is the method, the per-cell table and the
+    throughput / power / J-per-token figure; the table's figures are the ones the HTML shows."""
+    import matplotlib.figure
+
+    from inferlab.analysis.energy import cell_energy
+    from inferlab.report.energy import section
+
+    run = Run(AB / "runs" / "20261205T035031Z-local-gpu-graphs-vs-eager-b")
+    e = cell_energy(run).set_index("cell_id")
+    assert e["method"].tolist() == ["energy counter", "energy counter"]
+    assert np.round(e["j_per_token"], 3).tolist() == [0.208, 0.008]
+    assert np.round(e["mean_power_w"], 1).tolist() == [167.0, 189.7]
+    parts = list(section(run))
+    assert len(parts) == 3 and isinstance(parts[2], matplotlib.figure.Figure)
+    html = (D / "readings" / "load-test-20261205T035031Z-local-gpu-graphs-vs-eager-b.html").read_text()
+    energy = html[html.index('id="GPU-power-and-energy-per-token"'):html.index('id="Span-cross-checks"')]
+    assert energy.count("data:image/png") == 1 and "0.208" in energy and "0.008" in energy
