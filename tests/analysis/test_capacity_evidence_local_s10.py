@@ -14,8 +14,9 @@ import pytest
 from inferlab.analysis.capacity_steps import complete_record, replay
 from inferlab.report.capacity import front_line, headline, invalid_under_claim
 from inferlab.runs.reader import Run
-from inferlab.runs.verify import verify_run
 from inferlab.specs import LoadSpec
+
+from .evidence import shipped_search
 
 D = Path(__file__).resolve().parents[2] / "data" / "capacity-evidence" / "2026-12-05-local-cpu-s10"
 RUNS = {p.name.rsplit("-local-", 1)[1]: p for p in sorted((D / "runs").iterdir()) if p.is_dir()}
@@ -37,11 +38,7 @@ def _cert(rec: dict) -> list[dict]:
 
 @pytest.mark.parametrize("label", sorted(CERT))
 def test_each_search_verifies_reproduces_and_certifies_what_the_readme_says(label):
-    assert [(p.kind, p.path) for p in verify_run(RUNS[label])] == [("missing", "telemetry/metrics-samples.prom.gz")]
-    run = Run(RUNS[label])
-    rec = run.capacity
-    assert rec["complete"] is True and run.manifest.status == "complete"
-    again = complete_record(replay(run), LoadSpec.model_validate(run.manifest.spec))
+    run, rec, again = shipped_search(RUNS[label])
     assert [[s.get(k) for k in KEYS] for s in again["steps"]] == [[s.get(k) for k in KEYS] for s in rec["steps"]]
     assert [(s["rate"], s["decision"], s["t e2e_ms"], s["n e2e_ms"]) for s in _cert(rec)] == CERT[label]
     assert rec["certified_rate"] == again["certified_rate"] == CERTIFIED[label]

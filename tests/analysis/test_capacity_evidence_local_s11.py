@@ -10,11 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from inferlab.analysis.capacity_steps import complete_record, replay
 from inferlab.report.capacity import front_line, invalid_under_claim
-from inferlab.runs.reader import Run
-from inferlab.runs.verify import verify_run
-from inferlab.specs import LoadSpec
+
+from .evidence import shipped_search
 
 D = Path(__file__).resolve().parents[2] / "data" / "capacity-evidence" / "2026-12-05-local-cpu-s11"
 RUN = D / "runs" / "20261205T070218Z-local-cap-i"
@@ -26,11 +24,7 @@ CERT = [(2.38, "pass", 0, 640), (2.72, "pass", 0, 800), (2.93, "undecided", 15, 
 
 
 def test_the_search_verifies_reproduces_and_certifies_what_the_readme_says():
-    assert [(p.kind, p.path) for p in verify_run(RUN)] == [("missing", "telemetry/metrics-samples.prom.gz")]
-    run = Run(RUN)
-    rec = run.capacity
-    assert rec["complete"] is True and run.manifest.status == "complete"
-    again = complete_record(replay(run), LoadSpec.model_validate(run.manifest.spec))
+    run, rec, again = shipped_search(RUN)
     assert [[s.get(k) for k in KEYS] for s in again["steps"]] == [[s.get(k) for k in KEYS] for s in rec["steps"]]
     cert = [s for s in rec["steps"] if s["phase"] == "certify"]
     assert [(s["rate"], s["decision"], s["t e2e_ms"], s["n e2e_ms"]) for s in cert] == CERT

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from inferlab.analysis.capacity_steps import complete_record, replay
 from inferlab.report.capacity import front_line, headline, invalid_under_claim
 from inferlab.runs.reader import Run
-from inferlab.runs.verify import verify_run
-from inferlab.specs import LoadSpec
+
+from .evidence import shipped_search
 
 D = Path(__file__).resolve().parents[2] / "data" / "capacity-evidence" / "2026-12-05-local-cpu-s12-s13"
 RUNS = {p.name.rsplit("-local-", 1)[1]: p for p in sorted((D / "runs").iterdir()) if p.is_dir()}
@@ -45,13 +44,9 @@ def _interval(rec: dict) -> tuple[float, float, float]:
 
 @pytest.mark.parametrize("label", sorted(CERT))
 def test_each_search_verifies_reproduces_and_certifies_what_the_readme_says(label):
-    assert [(p.kind, p.path) for p in verify_run(RUNS[label])] == [("missing", "telemetry/metrics-samples.prom.gz")]
-    run = Run(RUNS[label])
-    rec = run.capacity
-    assert rec["complete"] is True and run.manifest.status == "complete"
+    run, rec, again = shipped_search(RUNS[label])
     assert rec["config"]["cert_grid"] == [0.86, 0.92, 0.96, 1.0, 1.04, 1.08, 1.12, 1.16]  # the default grid
     assert rec["config"]["claim_grid"] == [0.7, 0.8]
-    again = complete_record(replay(run), LoadSpec.model_validate(run.manifest.spec))
     assert [[s.get(k) for k in KEYS] for s in again["steps"]] == [[s.get(k) for k in KEYS] for s in rec["steps"]]
     assert [(s["rate"], s["decision"], s["t e2e_ms"], s["n e2e_ms"]) for s in _cert(rec)] == CERT[label]
     assert rec["certified_rate"] == again["certified_rate"] == CERTIFIED[label]
