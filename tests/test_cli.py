@@ -35,58 +35,47 @@ def test_run_verbs_take_the_same_options():
     assert {a["spec"] for a in parsed} == {None}  # not given: the default, or with --resume the recorded spec
 
 
-def test_resume_alone_takes_the_runs_recorded_spec(workspace, monkeypatch):
-    """`inferlab capacity --resume RUN_ID` with no spec and no --set resumes with the spec the run
-    recorded (its --set values included), not the command's default spec, which the resume would
-    refuse as different; a spec or --set given is used as given and compared as before."""
+def test_resume_alone_takes_the_runs_recorded_spec(workspace, monkeypatch, capsys):
+    """`inferlab capacity --resume RUN_ID` without a spec resumes with the spec the run recorded
+    (its --set values and observers included), not the command's default spec, which the resume
+    would refuse as different in ~25 fields; --set items merge into the recorded spec, and the
+    real resume check then refuses exactly that change; a spec named is used as named."""
     from inferlab.specs import resolve_spec
     from inferlab.sweep import runner
 
+    monkeypatch.setenv("INFERLAB_EDGE", "1")  # an observer default from the environment: not applied on a resume
     recorded = resolve_spec("capacity-local", sets=["capacity.cap_requests=800", "capacity.start_rate=3"],
                             label="cap-x")
-    m = Manifest(run_id="20261201T000000Z-local-cap-x", kind="capacity", label="cap-x", created_at=datetime.now(UTC),
-                 target=TargetInfo(kind="local", base_url="http://127.0.0.1:9", model="smollm2"),
-                 versions=versions(paths.install_root(), None, None), host=host_info(same_host=True),
+    m = Manifest(run_id="20261201T000000Z-url-cap-x", kind="capacity", label="cap-x", created_at=datetime.now(UTC),
+                 target=TargetInfo(kind="url", base_url="http://127.0.0.1:9", model="smollm2"),
+                 versions=versions(paths.install_root(), None, None), host=host_info(same_host=False),
                  spec=recorded.model_dump(mode="json"), status="partial")
     RunWriter.create(workspace / "data" / "runs" / m.run_id, m)
+    # the real resume check (runner.run -> RunWriter.resume) refuses a --set change, by name, before any load
+    assert main(["capacity", "--resume", m.run_id, "--target", "url", "--base-url", "http://127.0.0.1:9",
+                 "--set", "capacity.cap_requests=400"]) == 2
+    err = capsys.readouterr().err
+    assert "(1 differences, recorded -> given): capacity.cap_requests (800 -> 400)" in err
     given = []
     monkeypatch.setattr(runner, "run", lambda spec, **kw: given.append((spec, kw["resume"])) or m.run_id)
     assert main(["capacity", "--resume", m.run_id]) == 1  # the run is still partial: exit 1, as after a real cut
     assert given[-1][0].model_dump(mode="json") == recorded.model_dump(mode="json")
     assert given[-1][1] == m.run_id
     main(["capacity", "--resume", m.run_id, "--set", "capacity.cap_requests=400"])
-    assert given[-1][0].capacity.cap_requests == 400 and given[-1][0].capacity.start_rate != 3  # as given
+    assert (given[-1][0].capacity.cap_requests, given[-1][0].capacity.start_rate) == (400, 3)  # merged into the record
+    main(["capacity", "capacity-local", "--resume", m.run_id])
+    assert given[-1][0].capacity.start_rate != 3 and given[-1][0].observe.edge is not None  # as named, observers on
 
 
-def test_defaults_come_from_the_environment_when_the_parser_is_built(monkeypatch):
-    monkeypatch.setenv("INFERLAB_TARGET", "url")
-    monkeypatch.setenv("INFERLAB_EDGE", "1")
-    monkeypatch.delenv("INFERLAB_BASE_URL", raising=False)
-    p = build_parser()
-    sweep = p.parse_args(["sweep"])
-    assert (sweep.target, sweep.edge, sweep.base_url) == ("url", True, None)
-    assert p.parse_args(["ui"]).base_url == "http://127.0.0.1:8011"  # a running server: the local engine's
-    assert p.parse_args(["ab", "a", "b"]).target == "url"
-
-
-def test_ab_and_gate_declare_the_a_b_options_once():
-    """ab and gate share their A/B options (options.ab_run), each with its own order default:
-    ab's abba, gate's alternate (gate takes no abba); the CLI's orders are sweep.ab's."""
-    from inferlab.cli.options import ORDERS
-    from inferlab.sweep.ab import ORDERS as RUN_ORDERS
-
-    assert ORDERS == RUN_ORDERS
-    p = build_parser()
-    ab = p.parse_args(["ab", "a", "b", "--set-tuned", "x=1", "--overlay-tuned", "t"])
-    gate = p.parse_args(["gate", "a", "b", "--margin", "5%", "--set-candidate", "x=1", "--overlay-candidate", "t"])
-    for a in (ab, gate):  # not given: None (so that --resume can refuse what is given); defaults in ab_defaults
-        assert (a.pairs, a.order, a.seed, a.label) == (None,) * 4
-        assert (a.set_baseline, a.overlay_baseline, a.resume) == ([], None, None)
-        assert (a.ab_defaults["pairs"], a.ab_defaults["seed"]) == (3, 0)
-    assert (ab.ab_defaults["order"], ab.set_tuned, ab.overlay_tuned) == ("abba", ["x=1"], "t")
-    assert (gate.ab_defaults["order"], gate.set_candidate, gate.overlay_candidate) == ("alternate", ["x=1"], "t")
-    with pytest.raises(SystemExit):
-        p.parse_args(["gate", "a", "b", "--margin", "5%", "--order", "abba"])
+def test_resume_of_a_recorded_spec_this_version_rejects_names_the_file(workspace, capsys):
+    m = Manifest(run_id="20261201T000000Z-url-old", kind="sweep", label="old", created_at=datetime.now(UTC),
+                 target=TargetInfo(kind="url", base_url="http://127.0.0.1:9", model="smollm2"),
+                 versions=versions(paths.install_root(), None, None), host=host_info(same_host=False),
+                 spec={"name": "old", "concurrency": [1], "think_time_s": 1}, status="partial")
+    RunWriter.create(workspace / "data" / "runs" / m.run_id, m)
+    assert main(["sweep", "--resume", m.run_id]) == 2
+    err = capsys.readouterr().err
+    assert f"{m.run_id}/run.json" in err and "think_time_s" in err  # the file and the field, not a traceback
 
 
 def test_python_m_inferlab_cli_is_the_command():

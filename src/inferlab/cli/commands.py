@@ -54,15 +54,18 @@ def cmd_ingest(a) -> int:
 
 def run_spec(a):
     """The spec a sweep, stress or capacity command runs: the one named (else the command's
-    default), with its --set items. ``--resume RUN_ID`` with neither a spec nor --set resumes with
-    the run's recorded spec, which is what a resume must match anyway: the user need not repeat
-    the spec and every --set value of the first call."""
-    if a.resume and a.spec is None and not a.set:
+    default), with its --set items and observer options. ``--resume RUN_ID`` without a spec
+    resumes with the run's recorded spec (what a resume must match anyway, so the first call's
+    spec and --set values need not be repeated), its observers included; --set items given
+    are merged into it, and the resume then refuses them as a spec change unless
+    --allow-spec-change."""
+    if a.resume and a.spec is None:
         from ..runs.reader import find_run_dir
         from ..runs.store import read_manifest
-        from ..specs import LoadSpec
+        from ..specs.resolve import spec_from_record
 
-        return with_observers(LoadSpec.model_validate(read_manifest(find_run_dir(a.resume)).spec), a)
+        run_dir = find_run_dir(a.resume)
+        return spec_from_record(read_manifest(run_dir).spec, run_dir / "run.json", a.set)
     return with_observers(_spec(a.spec or a.default_spec, a.label, a.set), a)
 
 

@@ -62,11 +62,11 @@ def _run_verbs(sub) -> None:
         s = sub.add_parser(name, help=f"run a {name} spec (YAML path or built-in name, default {default})",
                            parents=[o.target(), o.base_url(), o.spec_sets(), observers])
         # no default here: `--resume RUN_ID` alone resumes with the run's recorded spec (cmd_sweep)
-        s.add_argument("spec", nargs="?", default=None, help=f"default {default}; with --resume and no --set: the "
-                       "run's recorded spec")
+        s.add_argument("spec", nargs="?", default=None, help=f"default {default}; with --resume: the run's recorded "
+                       "spec (--set items merge into it)")
         s.add_argument("--label", default=None, help="run label (default: the spec's name)")
-        s.add_argument("--resume", metavar="RUN_ID", help="add only the missing cells to this partial run (alone: "
-                       "with the spec and --set values it recorded)")
+        s.add_argument("--resume", metavar="RUN_ID", help="add only the missing cells to this partial run (without a "
+                       "spec: with the spec, --set values and observers it recorded)")
         s.add_argument("--allow-spec-change", action="store_true",
                        help="with --resume: go on although the spec differs from the run's manifest (noted in it)")
         s.add_argument("--dry-run", action="store_true", help="print the plan; touch nothing")

@@ -3,6 +3,8 @@ label merged in, validated; every error names the file and each bad field (:clas
 
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 
 import yaml
@@ -73,3 +75,12 @@ def resolve_spec(name_or_path: str, overrides: dict | None = None, sets: list[st
     if label:
         merged["name"] = label
     return load_spec(p, merged or None)
+
+
+def spec_from_record(recorded: dict, run_json: Path, sets: list[str] | None = None) -> LoadSpec:
+    """A run's recorded spec (``run.json``'s ``spec``) with ``--set KEY=VALUE`` items merged in:
+    what ``--resume RUN_ID`` runs when no spec is named. A recorded spec that this version no
+    longer validates is a SpecError naming ``run_json`` and each bad field."""
+    merged = copy.deepcopy(recorded)
+    _deep_merge(merged, parse_overrides(sets or []))
+    return validate_file(LoadSpec, merged, run_json, "recorded spec", SpecError)
