@@ -35,6 +35,37 @@ def test_run_verbs_take_the_same_options():
     assert {a["spec"] for a in parsed} == {None}  # not given: the default, or with --resume the recorded spec
 
 
+def test_defaults_come_from_the_environment_when_the_parser_is_built(monkeypatch):
+    monkeypatch.setenv("INFERLAB_TARGET", "url")
+    monkeypatch.setenv("INFERLAB_EDGE", "1")
+    monkeypatch.delenv("INFERLAB_BASE_URL", raising=False)
+    p = build_parser()
+    sweep = p.parse_args(["sweep"])
+    assert (sweep.target, sweep.edge, sweep.base_url) == ("url", True, None)
+    assert p.parse_args(["ui"]).base_url == "http://127.0.0.1:8011"  # a running server: the local engine's
+    assert p.parse_args(["ab", "a", "b"]).target == "url"
+
+
+def test_ab_and_gate_declare_the_a_b_options_once():
+    """ab and gate share their A/B options (options.ab_run), each with its own order default:
+    ab's abba, gate's alternate (gate takes no abba); the CLI's orders are sweep.ab's."""
+    from inferlab.cli.options import ORDERS
+    from inferlab.sweep.ab import ORDERS as RUN_ORDERS
+
+    assert ORDERS == RUN_ORDERS
+    p = build_parser()
+    ab = p.parse_args(["ab", "a", "b", "--set-tuned", "x=1", "--overlay-tuned", "t"])
+    gate = p.parse_args(["gate", "a", "b", "--margin", "5%", "--set-candidate", "x=1", "--overlay-candidate", "t"])
+    for a in (ab, gate):  # not given: None (so that --resume can refuse what is given); defaults in ab_defaults
+        assert (a.pairs, a.order, a.seed, a.label) == (None,) * 4
+        assert (a.set_baseline, a.overlay_baseline, a.resume) == ([], None, None)
+        assert (a.ab_defaults["pairs"], a.ab_defaults["seed"]) == (3, 0)
+    assert (ab.ab_defaults["order"], ab.set_tuned, ab.overlay_tuned) == ("abba", ["x=1"], "t")
+    assert (gate.ab_defaults["order"], gate.set_candidate, gate.overlay_candidate) == ("alternate", ["x=1"], "t")
+    with pytest.raises(SystemExit):
+        p.parse_args(["gate", "a", "b", "--margin", "5%", "--order", "abba"])
+
+
 def test_resume_alone_takes_the_runs_recorded_spec(workspace, monkeypatch, capsys):
     """`inferlab capacity --resume RUN_ID` without a spec resumes with the spec the run recorded
     (its --set values and observers included), not the command's default spec, which the resume
