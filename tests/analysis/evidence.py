@@ -23,7 +23,12 @@ def shipped_search(run_dir: Path) -> tuple[Run, dict, dict]:
     run = Run(run_dir)
     rec = run.capacity
     assert rec["complete"] is True and run.manifest.status == "complete"
-    return run, rec, complete_record(replay(run), LoadSpec.model_validate(run.manifest.spec))
+    return run, rec, judged_again(run)
+
+
+def judged_again(run: Run) -> dict:
+    """The complete capacity record the current judge rebuilds from a run's raw cells (read-only)."""
+    return complete_record(replay(run), LoadSpec.model_validate(run.manifest.spec))
 
 
 def link_workspace(home: Path, data: Path) -> Path:

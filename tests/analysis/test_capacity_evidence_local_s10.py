@@ -11,12 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inferlab.analysis.capacity_steps import complete_record, replay
 from inferlab.report.capacity import front_line, headline, invalid_under_claim
 from inferlab.runs.reader import Run
-from inferlab.specs import LoadSpec
 
-from .evidence import shipped_search
+from .evidence import judged_again, shipped_search
 
 D = Path(__file__).resolve().parents[2] / "data" / "capacity-evidence" / "2026-12-05-local-cpu-s10"
 RUNS = {p.name.rsplit("-local-", 1)[1]: p for p in sorted((D / "runs").iterdir()) if p.is_dir()}
@@ -62,8 +60,8 @@ def test_a_claim_resting_on_invalid_steps_says_so_on_the_front_page():
     lag p99 above 10 ms, and arrivals off their schedule), 3.46 one (send lag): k6 and the engine
     share 2 cores. The claim stands, and the front line and headline say what it rests on; the
     replay reproduces those verdicts."""
-    rec = Run(RUNS["cap-g"]).capacity
-    again = complete_record(replay(Run(RUNS["cap-g"])), LoadSpec.model_validate(Run(RUNS["cap-g"]).manifest.spec))
+    run = Run(RUNS["cap-g"])
+    rec, again = run.capacity, judged_again(run)
     assert [s["rate"] for s in invalid_under_claim(again)] == [s["rate"] for s in invalid_under_claim(rec)] == [2.63, 3.46]
     assert front_line(rec).endswith("2 of the 3 certification steps it rests on hold an INVALID look.")
     assert "**2 of the 3 certification steps the claim rests on hold an INVALID look** (2.63, 3.46 req/s; " \

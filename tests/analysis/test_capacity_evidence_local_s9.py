@@ -17,7 +17,7 @@ from inferlab.analysis.step_decision import variance_inflation
 from inferlab.report.capacity import front_line, headline
 from inferlab.runs.reader import Run
 
-from .evidence import shipped_search
+from .evidence import judged_again, shipped_search
 
 D = Path(__file__).resolve().parents[2] / "data" / "capacity-evidence" / "2026-12-04-local-cpu-s9"
 RUNS = {p.name.rsplit("-local-", 1)[1]: p for p in sorted((D / "runs").iterdir()) if p.is_dir()}
@@ -100,13 +100,10 @@ def test_re_judged_by_the_fixed_fit_search_c_interval_closes():
     """Session 10 fixed the boundary fit (a cert step whose rate rounded down for k6 was cut out
     of it; a never-violated bound set the low end): re-judged, C's interval closes at [3.22,
     4.02] req/s around 3.84, and A's every-step-passing fit locates no boundary."""
-    from inferlab.analysis.capacity_steps import complete_record, replay
-    from inferlab.specs import LoadSpec
-
     got = {}
     for label in ("cap-d", "cap-f"):
         run = Run(RUNS[label])
-        rec = complete_record(replay(run), LoadSpec.model_validate(run.manifest.spec))
+        rec = judged_again(run)
         got[label] = (round(rec["boundary"], 2), round(rec["interval_low"], 2), round(rec["interval_high"], 2))
     assert np.isnan(got["cap-d"][0]) and got["cap-d"][1:] == (0.0, np.inf)
     assert got["cap-f"] == (3.84, 3.22, 4.02)

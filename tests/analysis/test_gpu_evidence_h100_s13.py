@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from inferlab.analysis.capacity_steps import complete_record, replay
 from inferlab.report.capacity import front_line
 from inferlab.runs.reader import Run
 from inferlab.runs.verify import verify_run
-from inferlab.specs import LoadSpec
+
+from .evidence import judged_again
 
 D = Path(__file__).resolve().parents[2] / "data" / "gpu-evidence" / "2026-12-05-h100-s13"
 CAP = D / "cap-a/ws/data/runs/20261205T162012Z-local-cap-a"
@@ -44,7 +44,7 @@ def test_the_resumed_search_reproduces_step_by_step_and_certifies_nothing():
     assert run.manifest.status == "complete" and rec["complete"] is True
     assert any(n.startswith("resumed at") for n in run.manifest.notes)  # cut by the call limit, then resumed
     assert rec["config"]["cap_requests"] == 4000 and rec["config"]["n_looks"] == 4
-    again = complete_record(replay(run), LoadSpec.model_validate(run.manifest.spec))
+    again = judged_again(run)
     assert [[s.get(k) for k in KEYS] for s in again["steps"]] == [[s.get(k) for k in KEYS] for s in rec["steps"]]
     cert = [s for s in rec["steps"] if s["phase"] == "certify"]
     assert [(s["rate"], s["decision"], s["t ttft_ms"], s["n ttft_ms"], s["t e2e_ms"]) for s in cert] == CERT

@@ -16,16 +16,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inferlab.analysis.capacity_steps import complete_record, read_segment, replay
+from inferlab.analysis.capacity_steps import read_segment
 from inferlab.analysis.compare import compare_comparison
 from inferlab.analysis.energy import energy_cell_metrics
 from inferlab.analysis.step_decision import variance_inflation
 from inferlab.report.capacity import front_line, headline
 from inferlab.runs.reader import Run
 from inferlab.runs.verify import verify_run
-from inferlab.specs import LoadSpec
 
-from .evidence import link_workspace
+from .evidence import judged_again, link_workspace
 
 D = Path(__file__).resolve().parents[2] / "data" / "gpu-evidence" / "2026-12-05-h200-s10"
 CAP = {"cap-1": D / "cap-1/ws/data/runs/20261205T033905Z-local-cap-1",
@@ -91,7 +90,7 @@ def test_search_one_reproduces_step_by_step_and_its_boundary_interval_is_now_bou
     test_certify.py): 590.7 req/s, 95 % interval [374.4, 628.7], not 584 and [0, inf]. cap-2's is
     unchanged (638, [0, inf]): `readings/read.py` re-judges both."""
     run = Run(CAP["cap-1"])
-    again = complete_record(replay(run), LoadSpec.model_validate(run.manifest.spec))
+    again = judged_again(run)
     assert [[s.get(k) for k in KEYS] for s in again["steps"]] == [[s.get(k) for k in KEYS] for s in run.capacity["steps"]]
     assert again["certified_rate"] == 535.1 and again["claim"] == run.capacity["claim"]
     assert (round(run.capacity["boundary"], 1), run.capacity["interval_low"], run.capacity["interval_high"]) == \

@@ -61,7 +61,7 @@ def _run_verbs(sub) -> None:
                           ("capacity", o.env_default("CAPACITY_SPEC"))):
         s = sub.add_parser(name, help=f"run a {name} spec (YAML path or built-in name, default {default})",
                            parents=[o.target(), o.base_url(), o.spec_sets(), observers])
-        # no default here: `--resume RUN_ID` alone resumes with the run's recorded spec (cmd_sweep)
+        # no default here: `--resume RUN_ID` alone resumes with the run's recorded spec (commands.run_spec)
         s.add_argument("spec", nargs="?", default=None, help=f"default {default}; with --resume: the run's recorded "
                        "spec (--set items merge into it)")
         s.add_argument("--label", default=None, help="run label (default: the spec's name)")

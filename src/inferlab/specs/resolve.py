@@ -4,7 +4,6 @@ label merged in, validated; every error names the file and each bad field (:clas
 from __future__ import annotations
 
 import copy
-
 from pathlib import Path
 
 import yaml
