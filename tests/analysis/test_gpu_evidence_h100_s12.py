@@ -71,5 +71,6 @@ def test_detailed_traces_aa_finds_no_difference_at_1_vu_and_gives_no_verdict_on_
     assert (round(one["ratio"], 2), round(one["ci_low_adj"], 2), round(one["ci_high_adj"], 2)) == (1.0, 0.65, 1.54)
     assert one["verdict"] == "no significant difference"
     many = row("short-c64", "throughput")
-    assert round(many["ratio"], 2) == 1.08 and many["validity"] == "INVALID"
+    # recorded 1.08; session 14's window corrections (analysis/window.py) moved it
+    assert round(many["ratio"], 2) == 1.07 and many["validity"] == "INVALID"
     assert many["verdict"].startswith("no verdict: INVALID data") and "stationarity" in many["verdict"]

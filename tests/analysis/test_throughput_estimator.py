@@ -1,6 +1,7 @@
 """Closed-loop throughput against a known truth: a request-level queueing simulator
 (tests/sim/queueing.py) with 1, 2, 4, 8 and 16 slots, lock-step batching (every answer the same
-length) and lognormal service times, at the shipped cell sizes (2 x VUs + 20 requests,
+length) and lognormal service times, a batch that slows each request a little (GPU-like) or much
+(2-core CPU-like), at the shipped cell sizes (2 x VUs + 20 requests,
 specs.models.SweepSpec.iterations). Issue 19 item 1: bias under 2 %."""
 
 from __future__ import annotations
@@ -13,25 +14,25 @@ from inferlab.specs import builtin_spec, load_spec
 from tests.sim.queueing import closed_loop, true_closed_rate
 
 SPEC = load_spec(builtin_spec("matrix-local"))
-SIMS = 200
+SIMS = 300
+# Distinct shapes only: with vus <= slots every user is served at once, so more slots change nothing
+SHAPES = [(1, 1), (4, 1), (4, 2), (4, 4), (16, 1), (16, 2), (16, 4), (16, 8), (16, 16)]
 
 
-@pytest.mark.parametrize("vus", [1, 4, 16])
-@pytest.mark.parametrize("slots", [1, 2, 4, 8, 16])
-@pytest.mark.parametrize("sigma", [0.0, 0.02, 0.5])  # lock-step, clustered (a batch of equal answers), spread
-def test_window_throughput_bias_under_2_percent(vus, slots, sigma):
+@pytest.mark.parametrize("vus,slots", SHAPES)
+@pytest.mark.parametrize("sigma", [0.0, 0.02, 0.2, 0.5])  # lock-step, clustered (a batch of equal answers), spread
+@pytest.mark.parametrize("alpha", [0.05, 0.6])  # time per token at 16 in the batch: 1.75x (GPU-like), 10x (2-core CPU)
+def test_window_throughput_bias_under_2_percent(vus, slots, sigma, alpha):
     n = SPEC.iterations(vus)
-    truth = true_closed_rate(vus, slots, 0.05, sigma)
-    est = [repeat_metrics(closed_loop(vus, n, slots, 0.05, sigma, seed=s), 1e9, vus=vus)["throughput"]
+    truth = true_closed_rate(vus, slots, alpha, sigma)
+    est = [repeat_metrics(closed_loop(vus, n, slots, alpha, sigma, seed=s), 1e9, vus=vus)["throughput"]
            for s in range(SIMS if sigma else 1)]
     bias = np.mean(est) / truth - 1
-    # Lock-step and clustered batches: < 2 %. Lognormal sigma 0.5: a count over a window of ~20
-    # answers reads high by ~CV^2/n; measured +1.1..+1.8 % at 1-8 slots and +2.6 % (+-0.4) at 16
-    # slots x 16 VUs: the 2 % target is not met there (docs/decisions.md, known gaps), so the bound
-    # is 3.5 % for that shape; heavier tails (sigma 1), mixed lengths and fast failures read higher
-    # and are not claimed.
-    limit = 0.02 if sigma < 0.1 else 0.035
-    assert abs(bias) < limit, f"{slots} slots, {vus} VUs, {n} requests, sigma {sigma}: bias {bias:+.2%}"
+    # Measured (300 runs a shape, standard error 0.2-0.7 points): within -1.2..+1.7 %, the largest
+    # at 16 slots x 16 VUs, sigma 0.5, alpha 0.6. Before the window's edge correction and the
+    # floor on the close's lives (analysis/window.py) that shape read +3.5 % and sigma 0.5 at 16 x 16
+    # +2.1 %. Heavier tails (sigma 1) and a bimodal length mix are not claimed (docs/decisions.md).
+    assert abs(bias) < 0.02, f"{slots} slots, {vus} VUs, {n} requests, sigma {sigma}, alpha {alpha}: bias {bias:+.2%}"
 
 
 def test_old_littles_law_estimator_was_biased_on_this_simulator():
