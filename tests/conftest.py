@@ -37,6 +37,7 @@ SESSION_SLOTS = 4
 
 _engine_starts: list[str] = []  # the test (node id) during whose setup or run each engine started
 _start_s: list[float] = []  # seconds each engine start took (to healthy)
+_wall_t0 = [time.monotonic()]  # when the session started (its wall time, beside the tiers' summed test time)
 _tier_s = {"engine": 0.0, "other": 0.0}  # setup + call + teardown seconds of the tests of each tier
 _current_test = ["(outside a test)"]
 _speed: list[MeasuredSpeed] = []
@@ -72,6 +73,10 @@ def count_engine_starts():
         yield
 
 
+def pytest_sessionstart(session):
+    _wall_t0[0] = time.monotonic()
+
+
 def pytest_sessionfinish(session, exitstatus):
     if len(_engine_starts) > MAX_ENGINE_STARTS and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -84,8 +89,11 @@ def pytest_runtest_logreport(report):
 def pytest_terminal_summary(terminalreporter):
     tr, n = terminalreporter, len(_engine_starts)
     tr.section("time by tier")  # where make test's minutes went (docs/testing.md, "Where the time goes")
+    workers = getattr(tr.config.option, "numprocesses", None)  # pytest-xdist's -n (make test's first session)
     tr.write_line(f"tests without the engine {_tier_s['other'] / 60:.1f} min, engine tests {_tier_s['engine'] / 60:.1f} min"
-                  + (f" (engine start-ups {sum(_start_s) / 60:.1f} min over {len(_start_s)})" if _start_s else ""))
+                  + (f" (engine start-ups {sum(_start_s) / 60:.1f} min over {len(_start_s)})" if _start_s else "")
+                  + (f"; summed over {workers} workers, the session's wall time "
+                     f"{(time.monotonic() - _wall_t0[0]) / 60:.1f} min" if workers else ""))
     if not n and not _speed:
         return
     tr.section("engine")
@@ -160,6 +168,8 @@ def skip_without_engine() -> None:
 
     if os.environ.get("INFERLAB_SKIP_ENGINE") == "1":
         pytest.skip("INFERLAB_SKIP_ENGINE=1: engine tests skipped")
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker would start its own engine, uncounted
+        pytest.fail("engine tests run in one process (make test's second session: pytest -m engine), not under -n")
     if not (ROOT / ENGINE_VENV / "bin" / "python").is_file():
         pytest.skip(f"{ENGINE_VENV}/ missing: `make engine` (make test does it)")
 
