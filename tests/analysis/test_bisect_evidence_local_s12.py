@@ -57,7 +57,7 @@ def test_the_gate_and_the_comparison_reproduce_from_the_raw_files(home):
     assert round(thr.loc["short-c1", "ratio"], 2) == 1.03 and thr.loc["short-c1", "verdict"] == "no significant difference"
     # recorded 1.09x [1.03, 1.15]; the session-14 window corrections (analysis/window.py) moved it
     assert round(thr.loc["short-c16", "ratio"], 2) == 1.08 and thr.loc["short-c16", "verdict"] == "better"
-    assert (round(thr.loc["short-c16", "ci_low_adj"], 2), round(thr.loc["short-c16", "ci_high_adj"], 2)) == (1.02, 1.14)
+    assert (round(thr.loc["short-c16", "ci_low_adj"], 2), round(thr.loc["short-c16", "ci_high_adj"], 2)) == (1.02, 1.15)
     assert set(res["validity"]) == {"VALID"}
     lines = "\n".join(answer_lines(C))
     assert "A/B identical on all 32 prompts" in lines and "control (A against A) identical on all 32 prompts" in lines

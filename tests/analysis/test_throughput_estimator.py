@@ -14,25 +14,27 @@ from inferlab.specs import builtin_spec, load_spec
 from tests.sim.queueing import closed_loop, true_closed_rate
 
 SPEC = load_spec(builtin_spec("matrix-local"))
-SIMS = 300
+SIMS = {0.0: 1, 0.02: 300, 0.2: 1000, 0.5: 1000}  # lock-step is deterministic; spread shapes need ~1,000 runs
 # Distinct shapes only: with vus <= slots every user is served at once, so more slots change nothing
 SHAPES = [(1, 1), (4, 1), (4, 2), (4, 4), (16, 1), (16, 2), (16, 4), (16, 8), (16, 16)]
 
 
 @pytest.mark.parametrize("vus,slots", SHAPES)
-@pytest.mark.parametrize("sigma", [0.0, 0.02, 0.2, 0.5])  # lock-step, clustered (a batch of equal answers), spread
+@pytest.mark.parametrize("sigma", list(SIMS))  # lock-step, clustered (a batch of equal answers), spread
 @pytest.mark.parametrize("alpha", [0.05, 0.6])  # time per token at 16 in the batch: 1.75x (GPU-like), 10x (2-core CPU)
 def test_window_throughput_bias_under_2_percent(vus, slots, sigma, alpha):
     n = SPEC.iterations(vus)
     truth = true_closed_rate(vus, slots, alpha, sigma)
-    est = [repeat_metrics(closed_loop(vus, n, slots, alpha, sigma, seed=s), 1e9, vus=vus)["throughput"]
-           for s in range(SIMS if sigma else 1)]
-    bias = np.mean(est) / truth - 1
-    # Measured (300 runs a shape, standard error 0.2-0.7 points): within -1.2..+1.7 %, the largest
-    # at 16 slots x 16 VUs, sigma 0.5, alpha 0.6. Before the window's edge correction and the
-    # floor on the close's lives (analysis/window.py) that shape read +3.5 % and sigma 0.5 at 16 x 16
-    # +2.1 %. Heavier tails (sigma 1) and a bimodal length mix are not claimed (docs/decisions.md).
-    assert abs(bias) < 0.02, f"{slots} slots, {vus} VUs, {n} requests, sigma {sigma}, alpha {alpha}: bias {bias:+.2%}"
+    est = np.array([repeat_metrics(closed_loop(vus, n, slots, alpha, sigma, seed=s), 1e9, vus=vus)["throughput"]
+                    for s in range(SIMS[sigma])]) / truth
+    bias, se = est.mean() - 1, est.std(ddof=1) / np.sqrt(len(est)) if len(est) > 1 else 0.0
+    # The whole 95 % interval of the bias inside +-2 %, not only its estimate (a 300-run estimate
+    # at 16 x 16, sigma 0.5, has a standard error of 0.6 points). Measured (1,000 runs a shape):
+    # -0.0..+1.0 %, standard error 0.13-0.39 points. Before the session-14 corrections 16 x 16
+    # read +2.1 % (sigma 0.5, alpha 0.05) and +4.6 % (sigma 0.5, alpha 0.6). Heavier tails
+    # (sigma 1), a bimodal length mix and many fast failures are not claimed (docs/decisions.md).
+    assert abs(bias) + 1.96 * se < 0.02, \
+        f"{slots} slots, {vus} VUs, {n} requests, sigma {sigma}, alpha {alpha}: bias {bias:+.2%} (se {se:.2%})"
 
 
 def test_old_littles_law_estimator_was_biased_on_this_simulator():

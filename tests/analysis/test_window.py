@@ -35,15 +35,17 @@ def reference(req: pd.DataFrame, slo: float, executor: str, vus: int | None, tok
     ok, little = req["ok"], np.nan
     if closed:
         life = (req["end_ts"] - req["start_ts"]).dt.total_seconds()
-        whole = (req["start_ts"] >= t0) & (req["end_ts"] <= t1)
-        at_close = (req["start_ts"] <= t1) & (req["end_ts"] > t1)
-        steady = life.where(~at_close, np.fmax(life, life[whole].mean())) if whole.sum() >= 2 else life
-        share = inside / steady.clip(lower=1e-9)
+        share = inside / life.clip(lower=1e-9)
         x = life[win.index]
+        done = x.dropna()
+        for i in req.index[(req["start_ts"] <= t1) & (req["end_ts"] > t1)] if len(done) >= 5 else []:  # at the close
+            longer = done[done > (t1 - req.at[i, "start_ts"]).total_seconds()]
+            if len(longer):  # the mean share over the completed lives that outlive its age
+                share[i] = (inside[i] / longer.clip(lower=1e-9)).mean()
 
         def rate(reward: pd.Series) -> float:  # the edge excess: (E[R] var X - E[X] cov(R, X)) / E[X]^2
             r = reward[win.index]
-            excess = (r.mean() * x.var() - x.mean() * r.cov(x)) / x.mean() ** 2 if len(x) >= 2 else 0.0
+            excess = (r.mean() * x.var() - x.mean() * r.cov(x)) / x.mean() ** 2 if len(x) >= 5 else 0.0
             return max(0.0, float((share * reward).sum()) - excess) / span
 
         throughput = rate(ok.astype(float))

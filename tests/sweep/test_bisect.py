@@ -25,6 +25,11 @@ from inferlab.specs.builds import BuildsError
 from ..conftest import cli_sigterm_when, make_workspace
 from ..platform.test_platform import copy_platform
 
+# The stand-in bisects judge 25 % service-time changes within a 5-10 % margin from 12-request
+# cells: a busy machine's scheduling jitter decides them, so they run in make test's one-process
+# session (two failed under three xdist processes beside other load; pyproject.toml markers)
+pytestmark = pytest.mark.serial
+
 # short cells: one cell of 2 users x 6 requests (~1 s on the stand-in); no probe, no answer check
 SETS = ["concurrency=[2]", "iterations_per_vu=6", "probe.idle_requests=0", "probe.under_load_requests=0"]
 GOOD = {"tpot-ms": 8.0, "prefill-base-ms": 4.0, "prefill-ms-per-token": 0.4}
