@@ -65,6 +65,23 @@ def test_render_all_renders_every_sample_report(workspace, monkeypatch):
     assert made == [workspace / "reports" / s / "x.html" for s in slugs]
 
 
+def test_make_report_renders_the_local_run_and_the_samples_stress_capacity_and_compare_reports(workspace):
+    """make report's set (docs/testing.md, "make report"): the local run's load test, every sample
+    stress and capacity run (the tune trial included), every shipped comparison; no sample sweep."""
+    from inferlab.report import catalog
+    from inferlab.runs.reader import list_runs
+
+    runs = list_runs()
+    kinds = dict(zip(runs["run_id"], runs["kind"]))
+    jobs = catalog.jobs_for("sample", local_run="20261127T121016Z-local-trace-timing-quiet")
+    reports = [j.report for j in jobs]
+    assert reports[0] == "load-test" and reports.count("load-test") == 1
+    rendered_runs = {j.parameters.get("run_id") for j in jobs[1:] if j.report != "compare"}
+    assert {kinds[r] for r in rendered_runs} == {"stress", "capacity"}
+    assert {r for r, k in kinds.items() if k == "capacity"} <= rendered_runs
+    assert reports.count("compare") == len(catalog.sample_comparisons()) + 1  # + the H200 tuned-vs-baseline pair
+
+
 def test_compare_sections_are_one_call_each(workspace):
     import inferlab
     from inferlab.analysis.compare import compare_sides

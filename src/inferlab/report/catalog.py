@@ -62,7 +62,9 @@ def jobs_for(runs: str, local_run: str | None = None) -> list[Job]:
         sample = list_runs()
         sample = sample[(sample["where"] == "sample") & ~sample["run_id"].isin(comparison_runs(sample_comparisons()))]
         sweeps = sample[sample["kind"] == "sweep"]["run_id"].tolist()
-        jobs += [_run_job(r) for r, kind in zip(sample["run_id"], sample["kind"]) if not local_run or kind == "stress"]
+        # beside a local run (make report): the sample's stress and capacity reports, not its sweeps
+        jobs += [_run_job(r) for r, kind in zip(sample["run_id"], sample["kind"])
+                 if not local_run or kind in ("stress", "capacity")]
         base = next((r for r in sweeps if "baseline" in r), None)
         tuned = next((r for r in sweeps if "tuned" in r), None)
         if base and tuned:
