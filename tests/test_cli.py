@@ -46,6 +46,23 @@ def test_defaults_come_from_the_environment_when_the_parser_is_built(monkeypatch
     assert p.parse_args(["ab", "a", "b"]).target == "url"
 
 
+def test_ab_answer_tokens_reaches_the_comparison_and_a_resume_refuses_it(monkeypatch, capsys):
+    """``ab --answer-tokens N`` asks run_comparison for N-token answers (not given: its default);
+    a count below 1 is a usage error; with ``--resume`` it is refused (the record fixes it)."""
+    import inferlab.sweep.ab as ab
+
+    seen: list[dict] = []
+    monkeypatch.setattr(ab, "run_comparison", lambda *a, **kw: seen.append(kw) or "cid")
+    assert main(["ab", "ci-tiny", "ci-tiny", "--answer-tokens", "8"]) == 0
+    assert main(["ab", "ci-tiny", "ci-tiny"]) == 0
+    assert seen[0]["answer_tokens"] == 8 and "answer_tokens" not in seen[1]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["ab", "a", "b", "--answer-tokens", "0"])
+    assert "expected a whole number of at least 1" in capsys.readouterr().err
+    assert main(["ab", "--resume", "20261127T073618Z-local-ab-aa-local", "--answer-tokens", "8"]) == 2
+    assert "drop --answer-tokens" in capsys.readouterr().err
+
+
 def test_ab_and_gate_declare_the_a_b_options_once():
     """ab and gate share their A/B options (options.ab_run), each with its own order default:
     ab's abba, gate's alternate (gate takes no abba); the CLI's orders are sweep.ab's."""

@@ -28,7 +28,7 @@ def test_interleaved_2_plus_2_alternates_and_restarts_the_engine(workspace, caps
     tuned = load_spec(builtin_spec("ci-tiny"), {"concurrency": [2], "name": "tiny-b",
                                                 "engine": {"args": ["--max-model-len", "1024", "--enforce-eager",
                                                                     "--max-num-seqs", "1"]}})
-    cid = run_comparison(base, tuned, target="local", pairs=2, label="ci")
+    cid = run_comparison(base, tuned, target="local", pairs=2, label="ci", answer_tokens=8)
     c = load_comparison(cid)
     assert c.status == "complete", c.reason
     assert [r.side for r in c.repeats] == ["baseline", "tuned", "tuned", "baseline"]  # ABBA, the default order
@@ -76,6 +76,7 @@ def test_interleaved_2_plus_2_alternates_and_restarts_the_engine(workspace, caps
         run = inferlab.load_run(repeat[(p.side, p.pair)].run_id)
         last_cell = max(x.ended_at for x in run.manifest.cells if x.ended_at)
         assert last_cell <= p.started_at <= p.ended_at <= datetime.fromisoformat(run.manifest.target.process["stopped_at"])
+    assert chk.max_tokens == 8  # 8-token answers: a quarter of the default pass's decode on a slow CPU
     assert chk.ab.unit == "token ids" and chk.ab.n_prompts == 32 and chk.ab.n_missing == 0
     assert chk.control.n_missing == 0 and chk.ab.max_logprob_diff is not None
     assert recheck(find_comparison(cid).parent, chk) == []

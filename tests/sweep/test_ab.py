@@ -163,7 +163,7 @@ def test_a_cut_abba_resumes_into_the_record_of_an_uncut_one(workspace, monkeypat
     try:
         with pytest.raises(KeyboardInterrupt):
             run_comparison(spec, spec, target="url", base_url=f"http://127.0.0.1:{server.port}", pairs=3,
-                           label="cut", on_repeat=CutAfter(2, switcher))
+                           label="cut", on_repeat=CutAfter(2, switcher), answer_tokens=6)
         (d,) = (workspace / "data" / "comparisons").iterdir()
         cut = load_comparison(d)
         assert (cut.status, len(cut.repeats), cut.answers.status) == ("partial", 2, "incomplete"), cut.reason
@@ -182,6 +182,7 @@ def test_a_cut_abba_resumes_into_the_record_of_an_uncut_one(workspace, monkeypat
     chk = c.answers
     assert chk.status == "complete" and chk.ab.identical and chk.control.identical, chk.reason
     assert [(p.role, p.pair) for p in chk.passes] == [("baseline", 1), ("tuned", 1), ("control", 2)]
+    assert chk.max_tokens == 6  # as recorded before the cut: the resumed passes are comparable with the first
     (note,) = [n for n in c.notes if n.startswith("resumed at")]
     assert "after 2 repeats (it was partial" in note
     a, b, _ = sides(comparison=cid)

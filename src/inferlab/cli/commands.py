@@ -257,7 +257,8 @@ def _resume_ab(a, other: str, specs: list[str], options: dict) -> str:
 
 def cmd_ab(a) -> int:
     print(run_ab(a, a.baseline, a.tuned, "tuned", until_width=a.until_width, max_pairs=a.max_pairs,
-                 primary=a.primary, answer_check=False if a.no_answer_check else None))
+                 primary=a.primary, answer_check=False if a.no_answer_check else None,
+                 answer_tokens=a.answer_tokens))
     return 0
 
 

@@ -155,6 +155,27 @@ def answer_check() -> argparse.ArgumentParser:
     return p
 
 
+def answer_tokens() -> argparse.ArgumentParser:
+    """``--answer-tokens``: the longest answer the A/B's answer check asks for (not given: its
+    MAX_TOKENS, sweep/answer_check.py); the comparison records it, so a resume refuses it."""
+    p = _parent()
+    p.add_argument("--answer-tokens", type=_positive_int, default=None, metavar="N",
+                   help="the answer check's longest answer in tokens (default 32: 3 passes of 32 prompts; "
+                        "fewer tokens check less of each answer and take less time on a slow engine)")
+    return p
+
+
+def _positive_int(text: str) -> int:
+    """A count of at least 1; anything else is a usage error (exit 2) that says what was expected."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text}: expected a whole number of at least 1")
+    return n
+
+
 def _alpha(text: str) -> float:
     """An ``--alpha`` value: a level between 0 and 0.5; anything else is a usage error (exit 2)
     that says what was expected."""

@@ -42,7 +42,7 @@ from ..runs.store import current_writer, refuse_unresumable
 from ..specs import LoadSpec
 from ..specs.builds import Build
 from ..targets.engine import engine_choice, restore_engine
-from .answer_check import AnswerChecker
+from .answer_check import MAX_TOKENS, AnswerChecker
 
 ORDERS = ("abba", "alternate", "random")
 
@@ -72,9 +72,11 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
                    pairs: int = 3, order: str = "abba", seed: int = 0, label: str | None = None,
                    until_width: float | None = None, max_pairs: int = 8, on_repeat=None,
                    overlays: tuple[str, str] | None = None, primary: str = "throughput",
-                   answer_check: bool = True, builds: tuple[Build, Build] | None = None) -> str:
+                   answer_check: bool = True, builds: tuple[Build, Build] | None = None,
+                   answer_tokens: int = MAX_TOKENS) -> str:
     """Run the comparison; returns its id. Each repeat is a run (label ``<label>-a|b``).
-    ``answer_check``: the prompt set on both sides' engines while up (sweep/answer_check.py).
+    ``answer_check``: the prompt set on both sides' engines while up (sweep/answer_check.py),
+    each answer at most ``answer_tokens`` tokens long (recorded; a resume keeps it).
     ``overlays`` (target k8s): (baseline, tuned) overlay names, deployed before each repeat, so
     the cluster's engine pods are replaced between configurations as the local engine is.
     ``on_repeat``: called with the record after each repeat is saved.
@@ -104,7 +106,7 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
         c.notes.append("target url: the server is the user's; the tool cannot restart it between repeats")
     elif target == "k8s" and not overlays:
         c.notes.append("target k8s without overlays: both sides ran against the same deployment, not restarted")
-    answers = AnswerChecker(c, d, pairs) if answer_check else None
+    answers = AnswerChecker(c, d, pairs, max_tokens=answer_tokens) if answer_check else None
     save_comparison(c, d)
     return _drive(c, d, (baseline, tuned), answers, on_repeat)
 
