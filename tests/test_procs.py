@@ -135,3 +135,22 @@ def test_a_missing_program_raises_the_owners_error_and_leaves_no_scratch(tmp_pat
         p.start()
     assert not p.made.exists() and p.proc is None
     p.stop()  # twice, and before any start: harmless
+
+
+def test_health_polls_start_fast_and_slow_to_the_interval(monkeypatch):
+    """wait_for_health's pauses: FIRST_POLL_S, then 1.5x each poll, never above interval_s; it
+    returns on the first passing check (no pause after it)."""
+    import inferlab.procs as procs
+
+    pauses: list[float] = []
+    monkeypatch.setattr(procs.time, "sleep", pauses.append)
+    checks = iter([False] * 12 + [True])
+
+    class Running:
+        def poll(self):
+            return None
+
+    assert procs.wait_for_health(Running(), lambda: next(checks), time.monotonic() + 60, interval_s=1.0) == "healthy"
+    assert len(pauses) == 12 and pauses[0] == procs.FIRST_POLL_S
+    assert all(b == pytest.approx(min(a * 1.5, 1.0)) for a, b in zip(pauses, pauses[1:]))
+    assert pauses[-1] == 1.0 and max(pauses) == 1.0

@@ -5,16 +5,15 @@ and no plaintext Secret in git. ``make validate`` adds Kubernetes schemas and pr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import jsonschema
 import yaml
 
 from ..formats.edge_log import INGRESS_CONFIGMAP, INGRESS_CONTROLLER_DIR, edge_log_source
 from ..offline import K6_ENV, VLLM_ENV
 from ..paths import platform_dir
 from .render import is_vllm_image, pod_containers, split_image
+from .schema import validator
 from .tracing import tracing_errors
 
 SCHEMAS = Path(__file__).with_name("schemas")
@@ -98,7 +97,7 @@ def custom_schema_errors(doc: dict) -> list[str] | None:
     f = SCHEMAS / f"{doc.get('kind')}.json"
     if not f.is_file():
         return None
-    v = jsonschema.Draft202012Validator(json.loads(f.read_text()))
+    v = validator(f)
     return [f"{_where(doc)}: {'.'.join(map(str, e.path))}: {e.message}" for e in v.iter_errors(doc)]
 
 

@@ -19,16 +19,14 @@ No Collector binary runs here, so its configuration is checked two ways:
 
 from __future__ import annotations
 
-import json
 import posixpath
-from functools import cache
 from pathlib import Path
 
-import jsonschema
 import yaml
 
 from ..formats.otlp import COLLECTOR_SPANS_FILE
 from .render import engine_argv, engine_container
+from .schema import validator
 
 RELEASE = "0.133.0"  # the Collector release the schema was written from; the image must match it
 IMAGE = f"otel/opentelemetry-collector:{RELEASE}"
@@ -38,16 +36,11 @@ FLAG, DETAILED = "--otlp-traces-endpoint", "--collect-detailed-traces"
 SCHEMA = Path(__file__).with_name("schemas") / "otelcol" / f"config-{RELEASE}.json"
 
 
-@cache
-def _validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
-
-
 def collector_config_errors(config) -> list[str]:
     """Errors of a Collector configuration (parsed YAML): schema first (each with the key path),
     then the cross-references (only for a configuration the schema accepts)."""
     errs = [f"{'.'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
-            for e in sorted(_validator().iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))]
+            for e in sorted(validator(SCHEMA).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))]
     if errs:
         return errs
     defined = {kind: set(config.get(kind) or {}) for kind in ("receivers", "processors", "exporters")}

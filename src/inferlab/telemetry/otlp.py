@@ -141,7 +141,9 @@ class OtlpReceiver:
         self.detailed = detailed
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.receiver = self
-        self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-receiver", daemon=True)
+        # a 50 ms poll: shutdown() waits up to one poll, paid at the end of every run (0.5 s by default)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="otlp-receiver",
+                                        daemon=True)
         self._cond = threading.Condition()
         self._lines: list[bytes] = []
         self._ids: Counter[str] = Counter()
