@@ -20,7 +20,6 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import kubernetes_validate
 import yaml
 
 from ..nginx import main_config
@@ -42,6 +41,8 @@ def schema_errors(doc: dict) -> list[str]:
     custom = custom_schema_errors(doc)
     if custom is not None:
         return custom
+    import kubernetes_validate  # on first use: it imports jsonschema (~1 s; platform/schema.py)
+
     kind, name = doc.get("kind", "?"), doc.get("metadata", {}).get("name")
     try:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
