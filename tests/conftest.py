@@ -73,6 +73,15 @@ def count_engine_starts():
         yield
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test that uses :func:`rendered_reports` runs in one xdist worker (group
+    ``rendered-reports``; make test passes ``--dist loadgroup``): a session fixture is made once
+    per worker that needs it, and this one renders 9 reports (~60 s on 2 cores, both cores)."""
+    for item in items:
+        if "rendered_reports" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("rendered-reports"))
+
+
 def pytest_sessionstart(session):
     _wall_t0[0] = time.monotonic()
 

@@ -339,10 +339,11 @@ def restartable_standin(tmp_path, monkeypatch):
     from inferlab.standin import StandInConfig, standin_argv
 
     key, pid_file = "standin-key", tmp_path / "standin.pid"
-    # capacity-local's 64-token answers at 5 ms a token (a batch of N: 1 + 0.05 (N - 1) times
-    # slower): one slot serves ~3 answers/s, so fails FAST's first step (4/s); the default slots
-    # pass every step up to its max_rate (16/s: ~7 running, 0.4 s an answer)
-    cfg = StandInConfig(port=free_port(), tpot_ms=5, batch_alpha=0.05, pid_file=str(pid_file))
+    # capacity-local's 64-token answers at 2.5 ms a token (a batch of N: 1 + 0.05 (N - 1) times
+    # slower): one slot serves ~6 answers/s, so fails FAST's 8/s step; the default slots pass
+    # every step up to its max_rate (16/s: ~3 running, 0.2 s an answer). (5 ms a token: one slot
+    # ~3 answers/s, its certification steps at 1.5-2.7/s took ~90 s of the test's ~150.)
+    cfg = StandInConfig(port=free_port(), tpot_ms=2.5, batch_alpha=0.05, pid_file=str(pid_file))
     script = tmp_path / "restart.sh"
     script.write_text(
         f"old=$(cat {pid_file} 2>/dev/null) && kill $old && for i in $(seq 100); do kill -0 $old 2>/dev/null "
