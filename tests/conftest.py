@@ -73,15 +73,6 @@ def count_engine_starts():
         yield
 
 
-def pytest_collection_modifyitems(config, items):
-    """Every test that uses :func:`rendered_reports` runs in one xdist worker (group
-    ``rendered-reports``; make test passes ``--dist loadgroup``): a session fixture is made once
-    per worker that needs it, and this one renders 9 reports (~60 s on 2 cores, both cores)."""
-    for item in items:
-        if "rendered_reports" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("rendered-reports"))
-
-
 def pytest_sessionstart(session):
     _wall_t0[0] = time.monotonic()
 
@@ -251,12 +242,33 @@ class RenderedReports:
 
 @pytest.fixture(scope="session")
 def rendered_reports(tmp_path_factory) -> RenderedReports:
+    """The reports of :class:`RenderedReports`, rendered once per ``make test`` session: under
+    pytest-xdist the first worker that needs them renders them into the run's shared base
+    folder while holding a file lock, and the others wait for it and read its list (they would
+    otherwise each render the same 9 reports, ~60 s on both cores each)."""
+    import fcntl
+    import json
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: the workers' common folder
+    made_list = root / "rendered-reports.json"
+    with open(root / "rendered-reports.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not made_list.is_file():  # a worker whose render failed wrote none: the next one tries afresh
+            made_list.write_text(json.dumps(_render_reports(Path(tempfile.mkdtemp(dir=root, prefix="rendered-reports-")))))
+        ws, printed, html_only = json.loads(made_list.read_text())
+    as_paths = lambda d: {k: [Path(p) for p in v] for k, v in d.items()}  # noqa: E731
+    return RenderedReports(Path(ws), as_paths(printed), as_paths(html_only))
+
+
+def _render_reports(ws: Path) -> tuple[str, dict[str, list[str]], dict[str, list[str]]]:
+    """Render the reports of :class:`RenderedReports` into the empty workspace ``ws``; returns
+    (workspace, printed, html_only) with paths as strings."""
     from inferlab.credentials import write_secret
     from inferlab.report import catalog
 
     from .sweep.tune_sample import sample_tune
 
-    ws = tmp_path_factory.mktemp("rendered-reports")
     with pytest.MonkeyPatch.context() as mp:
         make_workspace(ws, mp)
         write_secret("api-key", REPORT_SECRET)  # where the leak scan looks
@@ -272,10 +284,8 @@ def rendered_reports(tmp_path_factory) -> RenderedReports:
         # kernel and Chromium, and pytest leaves the second core of a 2-core machine idle.
         todo = [(job, True) for job in first.values()] + [(by_slug[slug], False) for slug in HTML_ONLY_REPORTS]
         with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-            made = list(pool.map(_render, todo))
-    printed = dict(zip(first, made[:len(first)]))
-    html_only = dict(zip(HTML_ONLY_REPORTS, made[len(first):]))
-    return RenderedReports(ws, printed, html_only)
+            made = [[str(p) for p in files] for files in pool.map(_render, todo)]
+    return str(ws), dict(zip(first, made[:len(first)])), dict(zip(HTML_ONLY_REPORTS, made[len(first):]))
 
 
 def _render(job_pdf) -> list[Path]:
