@@ -51,11 +51,11 @@ test: setup engine system-deps ## Set up everything (system packages too) and ru
 	@# two sessions: the tests without the engine on TEST_WORKERS processes (most wait on timed load or
 	@# simulate: 3 overlap well on 2 cores), then in one process the real-engine tests (<= 5 starts)
 	@# and the few that judge stand-in timing closely (marker serial)
-	rc=0; $(BIN)/pytest -q -m "not engine and not serial" -n $(TEST_WORKERS) || rc=$$?; \
+	rc=0; $(BIN)/pytest -q -m "not engine and not serial" -n $(TEST_WORKERS) --maxschedchunk 1 || rc=$$?; \
 	$(BIN)/pytest -q -m "engine or serial" -p no:xdist || rc=$$?; exit $$rc
 
 test-fast: setup ## Tests that need no engine
-	rc=0; INFERLAB_SKIP_ENGINE=1 $(BIN)/pytest -q -m "not engine and not serial" -n $(TEST_WORKERS) || rc=$$?; \
+	rc=0; INFERLAB_SKIP_ENGINE=1 $(BIN)/pytest -q -m "not engine and not serial" -n $(TEST_WORKERS) --maxschedchunk 1 || rc=$$?; \
 	INFERLAB_SKIP_ENGINE=1 $(BIN)/pytest -q -m "serial and not engine" -p no:xdist || rc=$$?; exit $$rc
 
 perf: setup ## Workspace speed benchmarks (ingest vs naive pandas, report rendering, k6's own ceiling)

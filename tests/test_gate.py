@@ -272,6 +272,7 @@ def test_gate_of_two_specs_on_k8s_deploys_the_baseline_overlay_first_and_stops_w
 # --- end to end: the A/B run first, on the stand-in with real k6 ------------------------------------
 
 
+@pytest.mark.slow
 def test_gate_of_two_specs_runs_an_interleaved_ab_on_the_standin_and_fails_the_slower_candidate(
         workspace, monkeypatch, capsys):
     """Both sides against one stand-in (target url); the candidate asks for 64 output tokens where

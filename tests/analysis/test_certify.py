@@ -474,6 +474,7 @@ def run_searches(noise: float, reps: int, seed: int, cfg: SearchConfig) -> tuple
     return speeds, steps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("noise", [0.03, 0.07])
 def test_search_interval_covers_the_true_boundary(noise):
     """The nominal 95 % boundary interval contains the true boundary of each search's engine in

@@ -38,6 +38,7 @@ def test_every_run_verifies_but_its_gzipped_engine_log_which_restores_the_record
     assert hashlib.sha256(raw).hexdigest() == entry["sha256"]
 
 
+@pytest.mark.slow
 def test_the_cut_search_makes_no_claim_and_reproduces_step_by_step():
     run = Run(CAP)
     rec = run.capacity

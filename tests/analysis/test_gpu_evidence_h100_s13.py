@@ -38,6 +38,7 @@ def test_the_run_verifies_but_its_gzipped_engine_logs_which_restore_the_recorded
         assert hashlib.sha256(gzip.decompress((CAP / (p + ".gz")).read_bytes())).hexdigest() == files[p]
 
 
+@pytest.mark.slow
 def test_the_resumed_search_reproduces_step_by_step_and_certifies_nothing():
     run = Run(CAP)
     rec = run.capacity

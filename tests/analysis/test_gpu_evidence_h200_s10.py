@@ -81,6 +81,7 @@ def test_each_search_is_complete_certified_and_its_steps_are_the_readmes(label):
     assert "boundary interval [0, inf]" in front_line(rec)
 
 
+@pytest.mark.slow
 def test_search_one_reproduces_step_by_step_and_its_boundary_interval_is_now_bounded():
     """Every step of cap-1 rebuilt from its cells' k6 files and spans by the current judge: the
     same steps and claim. Its boundary is not the recorded one: the product that recorded it cut

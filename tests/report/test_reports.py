@@ -16,6 +16,7 @@ from inferlab.tools import which_tool
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_sample_reports_render(rendered_reports):
     """The session's rendered reports (tests/conftest.py: one of each kind printed to PDF, the
     other shapes of sample run HTML-only) are self-contained and hold no secret."""

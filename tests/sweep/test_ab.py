@@ -66,6 +66,7 @@ class SideSwitcher:
         self.current.stop()
 
 
+@pytest.mark.slow
 def test_interleaved_ab_on_the_standin_finds_the_one_slot_side_slower(workspace, monkeypatch):
     """2+2 repeats at 4 VUs: baseline a stand-in with the default slots, tuned one with a single
     slot (vLLM's --max-num-seqs 1). The sides interleave A B B A (the default ABBA order), every

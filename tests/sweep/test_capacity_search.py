@@ -73,6 +73,7 @@ def _sigterm_after(workspace: Path, base_url: str, decided: int) -> str:
     return sorted(runs.iterdir())[0].name
 
 
+@pytest.mark.slow
 def test_certified_search_cut_by_sigterm_keeps_its_steps_and_resume_completes_it(workspace, standin):
     """One search, cut and resumed (one search's cost for both halves): SIGTERM while a cell runs,
     once 4 cells carry their step's verdict, leaves the run ``partial`` as before, plus
@@ -171,6 +172,7 @@ def test_certified_search_cut_by_sigterm_keeps_its_steps_and_resume_completes_it
     json.dumps(res)
 
 
+@pytest.mark.slow
 def test_certified_search_on_a_workload_holds_its_length_and_prefix_mix(workspace, standin, tmp_path):
     """A capacity search on a workload file: each step is the workload's own open loop at a
     constant session rate (lengths and prefixes drawn as the file says), recorded as its own
@@ -201,6 +203,7 @@ def test_certified_search_on_a_workload_holds_its_length_and_prefix_mix(workspac
     assert len(req) and set(req["cell_id"]) == {c.cell_id for c in cells}
 
 
+@pytest.mark.slow
 def test_a_search_whose_target_dies_records_its_decided_steps(workspace, monkeypatch):
     """A stop reason (the target died: the stand-in exits after 40 completed requests, inside
     exploration step 2) ends the run ``partial`` with that reason and writes the partial record:

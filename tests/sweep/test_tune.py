@@ -358,6 +358,7 @@ def restartable_standin(tmp_path, monkeypatch):
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
 
 
+@pytest.mark.slow
 def test_search_ranks_the_known_worse_setting_below_the_default(workspace, spec, restartable_standin):
     """Seeds: the default and --max-num-seqs 1 (one request at a time), each a restart of the
     stand-in and a certified capacity search against it (target url): the one-slot candidate's

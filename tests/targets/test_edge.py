@@ -156,6 +156,7 @@ def _open_loop(tmp_path, edge: EdgeSpec, rate: float, duration_s: int, cell_id: 
     return read_k6(cell_dir / "k6.ndjson.gz"), read_edge_log(tmp_path / f"{cell_id}.log")
 
 
+@pytest.mark.slow
 def test_rate_limit_rejects_the_predicted_share(workspace, tmp_path):
     """Open loop at twice a limit far below what the upstream serves (it answers in ~1 ms):
     the measured rejected share is within 5 points of 1 - (rate*T + burst)/(offered*T), and
