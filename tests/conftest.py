@@ -252,17 +252,27 @@ def rendered_reports(tmp_path_factory) -> RenderedReports:
     """The reports of :class:`RenderedReports`, rendered once per ``make test`` session: under
     pytest-xdist the first worker that needs them renders them into the run's shared base
     folder while holding a file lock, and the others wait for it and read its list (they would
-    otherwise each render the same 9 reports, ~60 s on both cores each)."""
+    otherwise each render the same 9 reports, ~60 s on both cores each). A render that fails is
+    recorded beside the list, and every later use fails at once with its reason."""
     import fcntl
     import json
 
     base = tmp_path_factory.getbasetemp()
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: the workers' common folder
-    made_list = root / "rendered-reports.json"
+    made_list, failed = root / "rendered-reports.json", root / "rendered-reports.error"
     with open(root / "rendered-reports.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if not made_list.is_file():  # a worker whose render failed wrote none: the next one tries afresh
-            made_list.write_text(json.dumps(_render_reports(Path(tempfile.mkdtemp(dir=root, prefix="rendered-reports-")))))
+        if failed.is_file():  # the first render failed: the others fail with its reason, not a render each
+            pytest.fail(f"rendering the session's reports failed in another process: {failed.read_text()}")
+        if not made_list.is_file():
+            try:
+                made = _render_reports(Path(tempfile.mkdtemp(dir=root, prefix="rendered-reports-")))
+            except BaseException as exc:
+                failed.write_text(f"{type(exc).__name__}: {exc}"[:2000])
+                raise
+            tmp = made_list.with_suffix(".tmp")
+            tmp.write_text(json.dumps(made))
+            os.replace(tmp, made_list)  # whole or absent, never half-written
         ws, printed, html_only = json.loads(made_list.read_text())
     as_paths = lambda d: {k: [Path(p) for p in v] for k, v in d.items()}  # noqa: E731
     return RenderedReports(Path(ws), as_paths(printed), as_paths(html_only))

@@ -61,6 +61,10 @@ def test_ab_answer_tokens_reaches_the_comparison_and_a_resume_refuses_it(monkeyp
     assert "expected a whole number of at least 1" in capsys.readouterr().err
     assert main(["ab", "--resume", "20261127T073618Z-local-ab-aa-local", "--answer-tokens", "8"]) == 2
     assert "drop --answer-tokens" in capsys.readouterr().err
+    assert main(["ab", "ci-tiny", "ci-tiny", "--answer-tokens", "8", "--no-answer-check"]) == 2 and len(seen) == 2
+    from inferlab.cli.options import ANSWER_TOKENS
+    from inferlab.sweep.answer_check import MAX_TOKENS
+    assert ANSWER_TOKENS == MAX_TOKENS  # the help's default is the check's
 
 
 def test_ab_and_gate_declare_the_a_b_options_once():

@@ -139,11 +139,18 @@ def test_a_missing_program_raises_the_owners_error_and_leaves_no_scratch(tmp_pat
 
 def test_health_polls_start_fast_and_slow_to_the_interval(monkeypatch):
     """wait_for_health's pauses: FIRST_POLL_S, then 1.5x each poll, never above interval_s; it
-    returns on the first passing check (no pause after it)."""
+    returns on the first passing check (no pause after it); no process to watch (None) is allowed."""
     import inferlab.procs as procs
 
+    import threading
+
     pauses: list[float] = []
-    monkeypatch.setattr(procs.time, "sleep", pauses.append)
+    real_sleep = time.sleep
+
+    def sleep(s: float) -> None:  # time.sleep is global: another thread's pauses are not this wait's
+        pauses.append(s) if threading.current_thread() is threading.main_thread() else real_sleep(s)
+
+    monkeypatch.setattr(procs.time, "sleep", sleep)
     checks = iter([False] * 12 + [True])
 
     class Running:
@@ -154,3 +161,4 @@ def test_health_polls_start_fast_and_slow_to_the_interval(monkeypatch):
     assert len(pauses) == 12 and pauses[0] == procs.FIRST_POLL_S
     assert all(b == pytest.approx(min(a * 1.5, 1.0)) for a, b in zip(pauses, pauses[1:]))
     assert pauses[-1] == 1.0 and max(pauses) == 1.0
+    assert procs.wait_for_health(None, lambda: True, time.monotonic() + 1) == "healthy"

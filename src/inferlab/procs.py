@@ -55,13 +55,14 @@ def _is_healthy(check: HealthCheck, request_timeout_s: float, verify: bool | ssl
         return False
 
 
-def wait_for_health(proc: subprocess.Popen, check: HealthCheck, deadline: float, interval_s: float = 1.0,
+def wait_for_health(proc: subprocess.Popen | None, check: HealthCheck, deadline: float, interval_s: float = 1.0,
                     request_timeout_s: float = 2.0, verify: bool | ssl.SSLContext = True
                     ) -> Literal["healthy", "exited", "timeout"]:
     """Poll ``check`` (a URL that must return 200, or a function that must return True; HTTP,
     OS and value errors count as not yet) until it passes ("healthy"), ``proc`` exits ("exited") or
-    ``time.monotonic()`` passes ``deadline`` ("timeout"). ``verify``: httpx's (a context
-    trusting the project CA for the local edge).
+    ``time.monotonic()`` passes ``deadline`` ("timeout"). ``proc`` None: no child of ours to watch
+    (a server the user's restart command started). ``verify``: httpx's (a context trusting the
+    project CA for the local edge).
 
     Decision: the wait between polls starts at :data:`FIRST_POLL_S` and grows 1.5x a poll up to
     ``interval_s``: a server up in half a second (the stand-in, nginx) is seen then, not after a
@@ -69,7 +70,7 @@ def wait_for_health(proc: subprocess.Popen, check: HealthCheck, deadline: float,
     polled about once an interval as before."""
     wait = min(FIRST_POLL_S, interval_s)
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             return "exited"
         if _is_healthy(check, request_timeout_s, verify):
             return "healthy"

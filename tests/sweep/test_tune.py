@@ -340,9 +340,10 @@ def restartable_standin(tmp_path, monkeypatch):
 
     key, pid_file = "standin-key", tmp_path / "standin.pid"
     # capacity-local's 64-token answers at 2.5 ms a token (a batch of N: 1 + 0.05 (N - 1) times
-    # slower): one slot serves ~6 answers/s, so fails FAST's 8/s step; the default slots pass
-    # every step up to its max_rate (16/s: ~3 running, 0.2 s an answer). (5 ms a token: one slot
-    # ~3 answers/s, its certification steps at 1.5-2.7/s took ~90 s of the test's ~150.)
+    # slower): one slot serves ~6 answers/s (~0.18 s an answer with prefill), so its queue grows
+    # at FAST's 8/s or 16/s step; the default slots pass every step up to its max_rate (16/s: ~3
+    # running). Measured: one slot certified 7.85/s, the default 16/s. (At 5 ms a token one slot
+    # held ~3 answers/s, and its certification steps at 1.5-2.7/s made the test ~150 s, not ~120.)
     cfg = StandInConfig(port=free_port(), tpot_ms=2.5, batch_alpha=0.05, pid_file=str(pid_file))
     script = tmp_path / "restart.sh"
     script.write_text(
@@ -380,7 +381,7 @@ def test_search_ranks_the_known_worse_setting_below_the_default(workspace, spec,
 
 
 # a small certified search: e2e-only judging is what the stand-in's k6 rows allow; one slot
-# holds ~3 answers/s, the default slots far more (max_rate 16 ends its exploration)
+# holds ~6 answers/s, the default slots far more (max_rate 16 ends its exploration)
 FAST = ["capacity.start_rate=2", "capacity.growth=2", "capacity.explore_requests=20", "capacity.explore_resolution=0.3",
         "capacity.cap_requests=40", "capacity.n_looks=2", "capacity.cert_grid=[0.5,0.7,0.9]",
         "capacity.warmup_s=1", "capacity.max_rate=16", "slo.e2e_ms=1500", "slo.e2e_p=90", "slo.ttft_ms=1500",

@@ -19,6 +19,8 @@ TARGETS = ["local", "url", "k8s"]
 # an A/B's orders: sweep.ab.ORDERS, written here so that parsing imports nothing heavy
 # (tests/test_cli.py checks that the two agree)
 ORDERS = ("abba", "alternate", "random")
+# the answer check's default longest answer: sweep.answer_check.MAX_TOKENS, written here likewise
+ANSWER_TOKENS = 32
 ORDER_HELP = {"abba": "abba: A B, B A, A B, ... (counterbalanced)", "alternate": "alternate: A B A B ...",
               "random": "random: a seeded random order within each pair"}
 LOCAL_SERVER = "http://127.0.0.1:8011"  # `inferlab serve`'s engine
@@ -160,7 +162,7 @@ def answer_tokens() -> argparse.ArgumentParser:
     MAX_TOKENS, sweep/answer_check.py); the comparison records it, so a resume refuses it."""
     p = _parent()
     p.add_argument("--answer-tokens", type=_positive_int, default=None, metavar="N",
-                   help="the answer check's longest answer in tokens (default 32: 3 passes of 32 prompts; "
+                   help=f"the answer check's longest answer in tokens (default {ANSWER_TOKENS}: 3 passes of 32 prompts; "
                         "fewer tokens check less of each answer and take less time on a slow engine)")
     return p
 

@@ -20,7 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
+from ..procs import wait_for_health
 
 RESTART_ENV = "INFERLAB_TUNE_RESTART_COMMAND"
 NAMESPACE, DEPLOYMENT, CONTAINER = "inferlab", "vllm", "vllm"
@@ -52,14 +52,9 @@ def url_restart(command: str, args: list[str], trial: int, base_url: str, timeou
     proc = subprocess.run(["/bin/sh", "-c", command], env=env, capture_output=True, text=True, timeout=timeout_s)
     if proc.returncode != 0:
         return f"restart command exited {proc.returncode}: {(proc.stderr or proc.stdout)[-500:]}"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base_url.rstrip('/')}/health", timeout=5, verify=verify_tls).status_code == 200:
-                return ""
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
+    if wait_for_health(None, f"{base_url.rstrip('/')}/health", time.monotonic() + timeout_s, interval_s=2,
+                       request_timeout_s=5, verify=verify_tls) == "healthy":
+        return ""
     return f"{base_url}/health did not answer 200 within {timeout_s:.0f} s after the restart command"
 
 
