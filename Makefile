@@ -18,6 +18,8 @@ NEEDS_ENGINE = $(if $(filter-out local,$(TARGET)),,yes)
 TORCH_INDEX ?=
 # pytest-xdist processes for the tests without the engine (make test, make test-fast)
 TEST_WORKERS ?= 3
+# that session's xdist options: hand tests out two at a time, so the `slow` ones collected first start at once
+XDIST_OPTS = -n $(TEST_WORKERS) --maxschedchunk 1
 ENGINE_PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
 .PHONY: tune capacity ab ui help setup engine test test-fast perf report lab clean serve benchmark stress validate deploy undeploy secrets sample system-deps
@@ -51,11 +53,11 @@ test: setup engine system-deps ## Set up everything (system packages too) and ru
 	@# two sessions: the tests without the engine on TEST_WORKERS processes (most wait on timed load or
 	@# simulate: 3 overlap well on 2 cores), then in one process the real-engine tests (<= 5 starts)
 	@# and the few that judge stand-in timing closely (marker serial)
-	rc=0; $(BIN)/pytest -q -m "not engine and not serial" -n $(TEST_WORKERS) --maxschedchunk 1 || rc=$$?; \
+	rc=0; $(BIN)/pytest -q -m "not engine and not serial" $(XDIST_OPTS) || rc=$$?; \
 	$(BIN)/pytest -q -m "engine or serial" -p no:xdist || rc=$$?; exit $$rc
 
 test-fast: setup ## Tests that need no engine
-	rc=0; INFERLAB_SKIP_ENGINE=1 $(BIN)/pytest -q -m "not engine and not serial" -n $(TEST_WORKERS) --maxschedchunk 1 || rc=$$?; \
+	rc=0; INFERLAB_SKIP_ENGINE=1 $(BIN)/pytest -q -m "not engine and not serial" $(XDIST_OPTS) || rc=$$?; \
 	INFERLAB_SKIP_ENGINE=1 $(BIN)/pytest -q -m "serial and not engine" -p no:xdist || rc=$$?; exit $$rc
 
 perf: setup ## Workspace speed benchmarks (ingest vs naive pandas, report rendering, k6's own ceiling)

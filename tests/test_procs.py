@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 
 import psutil
@@ -141,8 +142,6 @@ def test_health_polls_start_fast_and_slow_to_the_interval(monkeypatch):
     """wait_for_health's pauses: FIRST_POLL_S, then 1.5x each poll, never above interval_s; it
     returns on the first passing check (no pause after it); no process to watch (None) is allowed."""
     import inferlab.procs as procs
-
-    import threading
 
     pauses: list[float] = []
     real_sleep = time.sleep
