@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .measured_speed import MeasuredSpeed, measure_speed
+from .measured_speed import MeasuredSpeed, measure_speed, tiny_sets, tiny_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -105,7 +105,7 @@ def pytest_terminal_summary(terminalreporter):
         return
     tr.section("engine")
     if _speed:
-        tr.write_line(f"session engine speed: {_speed[0].describe()}")
+        tr.write_line(f"session engine speed: {_speed[0].describe()}; ci-tiny answers {tiny_tokens(_speed[0])} tokens")
     over = n > MAX_ENGINE_STARTS
     tr.write_line(f"engine starts: {n} (at most {MAX_ENGINE_STARTS})" + (": OVER THE LIMIT, the session fails" if over
                                                                           else ""), red=over)
@@ -216,6 +216,19 @@ def engine_speed(engine) -> MeasuredSpeed:
     if not _speed:
         _speed.append(measure_speed(engine.base_url, engine.api_key, engine.spec.served_model_name))
     return _speed[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_answer_tokens(engine_speed) -> int:
+    """ci-tiny's answer and probe length on the real engine, from its measured speed."""
+    return tiny_tokens(engine_speed)
+
+
+@pytest.fixture(scope="session")
+def tiny_on_engine(tiny_answer_tokens) -> list[str]:
+    """The ``--set`` items that size ci-tiny's answers and probe for this machine's engine
+    (``resolve_spec("ci-tiny", sets=...)``, the CLI's ``--set``, the notebook's ``set_fields``)."""
+    return tiny_sets(tiny_answer_tokens)
 
 
 #: A known secret written into the rendered reports' workspace: no rendered file may contain it.

@@ -18,6 +18,14 @@ import httpx
 
 PROMPT = "Explain what a GPU is in two sentences."
 
+#: ci-tiny's answers and streaming probe on the real engine are as long as one client gets in
+#: this many seconds, 4 to 16 tokens (:func:`tiny_tokens`). Decision: the engine tests check what
+#: a run records, not how the engine decodes long answers, and ci-tiny's 16-token answers and the
+#: probe's default 64 made the engine session 2.3x longer with the engine slowed to the AVX2-only
+#: CPU's speed (docs/testing.md, "Slow engine"): 8 tokens on a CPU with AVX-512, 4 on that one.
+TINY_ANSWER_S = 1 / 3
+PROBE_PROMPT = "Say hello and describe the weather."  # the probe's default prompt (specs.ProbeSpec)
+
 
 @dataclass(frozen=True)
 class MeasuredSpeed:
@@ -72,3 +80,15 @@ def measure_speed(base_url: str, api_key: str, model: str, tokens: int = 16, rep
         samples = [_one_answer(c, model, tokens) for _ in range(repeats)]
     return MeasuredSpeed(ttft_s=statistics.median(s[0] for s in samples),
                          tokens_per_s=statistics.median(s[1] for s in samples))
+
+
+def tiny_tokens(speed: MeasuredSpeed) -> int:
+    """ci-tiny's answer length on this engine: what one client gets in :data:`TINY_ANSWER_S`."""
+    return speed.tokens_within(TINY_ANSWER_S, 4, 16)
+
+
+def tiny_sets(tokens: int) -> list[str]:
+    """``--set`` items (the CLI's, the sweep notebook's ``set_fields``) that give ci-tiny's
+    answers and its streaming probe ``tokens`` tokens each."""
+    return [f"payloads.short.max_tokens={tokens}",
+            f'probe.payload={{prompt: "{PROBE_PROMPT}", max_tokens: {tokens}}}']

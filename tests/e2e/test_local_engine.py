@@ -20,7 +20,7 @@ import pytest
 
 import inferlab
 from inferlab.analysis.crosscheck import crosscheck
-from inferlab.specs import builtin_spec, load_spec
+from inferlab.specs import builtin_spec, resolve_spec
 from inferlab.sweep.runner import run
 from inferlab.report import catalog, render
 
@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def tiny():
-    return load_spec(builtin_spec("ci-tiny"))
+def tiny(tiny_on_engine):
+    """ci-tiny with its answers and probe sized for this machine's engine (conftest)."""
+    return resolve_spec("ci-tiny", sets=tiny_on_engine)
 
 
 @pytest.fixture
@@ -165,9 +166,9 @@ class Relay:
                 pass
 
 
-def test_engine_gone_mid_sweep_leaves_partial(keyed, tiny):
+def test_engine_gone_mid_sweep_leaves_partial(keyed, tiny_on_engine):
     relay = Relay(int(keyed.base_url.rsplit(":", 1)[1]))
-    spec = load_spec(builtin_spec("ci-tiny"), {"concurrency": [1, 2], "repeats": 2})
+    spec = resolve_spec("ci-tiny", {"concurrency": [1, 2], "repeats": 2}, sets=tiny_on_engine)
     done = threading.Event()
 
     def cut_after_first_cell():
@@ -191,13 +192,14 @@ def test_engine_gone_mid_sweep_leaves_partial(keyed, tiny):
     assert "unhealthy" in m.reason or "not complete" in m.reason
 
 
-def test_ctrl_c_mid_cell_then_resume(keyed, workspace):
+def test_ctrl_c_mid_cell_then_resume(keyed, workspace, tiny_on_engine):
     # interrupt while the SECOND cell's k6 is writing requests (its NDJSON exists): the cut cell
     # is kept aside with its files still recorded, and --resume re-runs it under the same names
     spec = workspace / "ctrl-c.yaml"
     spec.write_text(builtin_spec("ci-tiny").read_text().replace("iterations_per_vu: 2", "iterations_per_vu: 12"))
     env = {**os.environ, "INFERLAB_HOME": str(workspace), "INFERLAB_API_KEY": keyed.api_key}
-    argv = [sys.executable, "-m", "inferlab.cli", "sweep", str(spec), "--target", "url", "--base-url", keyed.base_url]
+    argv = [sys.executable, "-m", "inferlab.cli", "sweep", str(spec), "--target", "url", "--base-url", keyed.base_url,
+            *(a for item in tiny_on_engine for a in ("--set", item))]
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     runs = workspace / "data" / "runs"
     deadline = time.time() + 120

@@ -110,11 +110,12 @@ def test_sweep_notebook_result_cell(workspace):
 
 
 @pytest.mark.engine
-def test_sweep_notebook_runs_against_the_real_engine(workspace, engine, monkeypatch, tmp_path):
+def test_sweep_notebook_runs_against_the_real_engine(workspace, engine, monkeypatch, tmp_path, tiny_on_engine):
     monkeypatch.setenv("INFERLAB_API_KEY", engine.api_key)
     out = tmp_path / "10.ipynb"
     pm.execute_notebook(str(ROOT / "notebooks" / "10-matrix-sweep.ipynb"), str(out), kernel_name="python3",
-                        parameters={"spec": "ci-tiny", "target": "url", "base_url": engine.base_url, "dry_run": False},
+                        parameters={"spec": "ci-tiny", "set_fields": tiny_on_engine, "target": "url",
+                                    "base_url": engine.base_url, "dry_run": False},
                         progress_bar=False)
     import inferlab
 
