@@ -1,28 +1,32 @@
 #!/usr/bin/env bash
 # Rehearse a slower CPU for the local engine only: run a command (make test, make report, ...)
 # with every process started through .venv-engine/bin/python limited by a CFS quota (cgroup v1
-# `cpu` or v2 `cpu.max`) to a share of this machine's cores; everything else (pytest, k6, nginx,
-# the stand-in) keeps this machine's speed. Developers' tool, root only; it changes nothing in
-# the tree (the venv's link is put back on exit).
+# `cpu` controller) to a share of this machine's cores; everything else (pytest, k6, nginx,
+# Chromium, the stand-in) keeps this machine's speed. Developers' tool, root only; it changes
+# nothing in the tree (the venv's link is put back on exit).
 #
-#   scripts/slow-engine.sh FACTOR COMMAND [ARG...]     e.g. scripts/slow-engine.sh 4.2 make test
-#   START_FACTOR=1 scripts/slow-engine.sh 4.2 ...        the engine's start-up at this machine's speed
+#   scripts/slow-engine.sh FACTOR COMMAND [ARG...]     e.g. scripts/slow-engine.sh 4 make test
+#   START_FACTOR=1 scripts/slow-engine.sh 4 ...          the engine's start-up at this machine's speed
 #
 # An engine server (argv with --port) gets 1/START_FACTOR of the cores (default: FACTOR) until
 # its /health answers, then 1/FACTOR; other engine-venv processes (model conversion, queries of
 # the venv) get 1/START_FACTOR.
 #
 # Why: the done-when of issue 18 names a 2-core AVX2-only CPU on which the engine answered 64
-# tokens in 6.8 s at 1 client (9.4 tokens/s); a 2-core machine with AVX-512 does it in ~2 s.
-# A quota is not that CPU. Decode slowed by FACTOR stands in for that CPU's decode. The start-up
-# (imports, model load, warm-up: mostly one thread of Python) would slow less on a slower CPU
-# than decode does, so START_FACTOR=1 and START_FACTOR=FACTOR bound it from both sides. What
-# runs outside the engine keeps this machine's speed. docs/testing.md, "Slow engine".
+# tokens in 6.8 s at 1 client; a 2-core machine with AVX-512 does it in ~2 s. A quota is not
+# that CPU. Decode slowed by the quota stands in for that CPU's decode. The start-up (imports,
+# model load, warm-up: mostly one thread of Python) slows less on a slower CPU than decode does,
+# so START_FACTOR=1 and START_FACTOR=FACTOR bound it from both sides. docs/testing.md, "Slow engine".
 #
-# How: .venv-engine/bin/python (a link to python3) is replaced for the command's duration by a
-# small script that moves itself into the start group, and, for a server, leaves a watcher that
-# moves the group's processes into the run group once /health answers; then it execs the venv's
-# python3 (so the venv is still found). Children inherit the group.
+# How: .venv-engine/bin/python (make engine's link to python3) is replaced for the command's
+# duration by a small script that moves itself into the start group and, for a server, leaves a
+# watcher that moves the start group's processes into the run group once /health answers; then
+# it execs the venv's python3 (so the venv is still found). Children inherit the group.
+#
+# Runs recorded meanwhile carry the slowed speed, and the run-time estimate reads this host's
+# newest local record (sweep/engine_speed.py): the script lists them at the end; move them out
+# of data/runs after reading them. If the script itself is killed (SIGKILL), the next run finds
+# its wrapper, sees its owner gone and puts the link back; by hand: ln -sfn python3 .venv-engine/bin/python
 set -euo pipefail
 
 factor=${1:?usage: scripts/slow-engine.sh FACTOR COMMAND [ARG...]}
@@ -30,33 +34,50 @@ shift
 [ $# -gt 0 ] || { echo "slow-engine: no command given" >&2; exit 2; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 py="$root/.venv-engine/bin/python"
-[ -e "$root/.venv-engine/bin/python3" ] || { echo "slow-engine: $root/.venv-engine missing: run make engine first" >&2; exit 2; }
+marker="# inferlab slow-engine wrapper, owner pid"
 [ "$(id -u)" = 0 ] || { echo "slow-engine: needs root (it writes a cgroup)" >&2; exit 2; }
 command -v curl >/dev/null || { echo "slow-engine: needs curl (the watcher polls /health)" >&2; exit 2; }
-start_factor=${START_FACTOR:-$factor}
+base=/sys/fs/cgroup/cpu
+[ -f "$base/cpu.cfs_quota_us" ] && [ -w "$base" ] || {
+  echo "slow-engine: needs cgroup v1's cpu controller, writable, at $base (cgroup v2 is not supported)" >&2; exit 2; }
+
+# the link as make engine made it, or a wrapper left by a rehearsal that was killed
+if [ -f "$py" ] && [ ! -L "$py" ] && grep -q "^$marker" "$py"; then
+  owner=$(sed -n "s/^$marker \([0-9]*\)$/\1/p" "$py")
+  if [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null; then
+    echo "slow-engine: another rehearsal (pid $owner) holds $py" >&2; exit 2
+  fi
+  echo "slow-engine: $py is a wrapper left by a rehearsal that was killed (pid $owner): putting the link back" >&2
+  ln -sfn python3 "$py"
+  for cg in "$base"/inferlab-slow-engine-"$owner"-*; do
+    [ -d "$cg" ] || continue
+    for p in $(cat "$cg/cgroup.procs"); do echo "$p" > "$base/cgroup.procs" || true; done
+    rmdir "$cg" || true
+  done
+fi
+[ -L "$py" ] && [ "$(readlink "$py")" = python3 ] && [ -x "$root/.venv-engine/bin/python3" ] || {
+  echo "slow-engine: expected $py -> python3 (make engine's venv); found $(ls -l "$py" 2>&1)" >&2; exit 2; }
 
 cores=$(nproc)
 period=10000  # 10 ms periods: the quota's stalls stay short beside a token's time
-quota() {
-  python3 -c "import sys; c, f, p = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]); assert f >= 1, 'FACTOR >= 1'; print(max(1000, round(c * p / f)))" "$cores" "$1" "$period"
+quota() {  # the quota (us per period) for 1/FACTOR of the cores; refuses a FACTOR below 1
+  awk -v c="$cores" -v f="$1" -v p="$period" 'BEGIN { if (!(f + 0 >= 1)) exit 1; q = int(c * p / f + 0.5); print (q < 1000 ? 1000 : q) }' \
+    || { echo "slow-engine: FACTOR must be a number >= 1, got '$1'" >&2; return 1; }
 }
-quota "$factor" >/dev/null && quota "$start_factor" >/dev/null  # both FACTORs checked before anything changes
-name="inferlab-slow-engine-$$"
-if [ -f /sys/fs/cgroup/cgroup.controllers ]; then  # cgroup v2, unified
-  base=/sys/fs/cgroup
-  limit() { echo "$(quota "$2") $period" > "$1/cpu.max"; }
-elif [ -d /sys/fs/cgroup/cpu ]; then  # cgroup v1
-  base=/sys/fs/cgroup/cpu
-  limit() { echo "$period" > "$1/cpu.cfs_period_us"; local q; q=$(quota "$2"); echo "$q" > "$1/cpu.cfs_quota_us"; }
-else
-  echo "slow-engine: no writable cpu cgroup found under /sys/fs/cgroup" >&2
-  exit 2
-fi
-run_cg=$base/$name-run
-start_cg=$base/$name-start
+start_factor=${START_FACTOR:-$factor}
+quota "$factor" >/dev/null && quota "$start_factor" >/dev/null  # both checked before anything changes
 
+run_cg=$base/inferlab-slow-engine-$$-run
+start_cg=$base/inferlab-slow-engine-$$-start
+limit() {
+  local q
+  q=$(quota "$2")
+  echo "$period" > "$1/cpu.cfs_period_us"
+  echo "$q" > "$1/cpu.cfs_quota_us"
+}
+created=$(mktemp)
 restore() {
-  rm -f "$py" && ln -s python3 "$py"
+  ln -sfn python3 "$py"
   # processes still in the groups (an engine being stopped) go back to the root group first
   for cg in "$run_cg" "$start_cg"; do
     [ -d "$cg" ] || continue
@@ -67,16 +88,24 @@ restore() {
     done
     [ ! -d "$cg" ] || echo "slow-engine: $cg left behind (still in use)" >&2
   done
+  local runs="$root/data/runs" new
+  if [ -d "$runs" ]; then
+    new=$(find "$runs" -mindepth 1 -maxdepth 1 -type d -newer "$created" -printf '%f\n' | sort)
+    [ -z "$new" ] || printf 'slow-engine: run records made with the slowed engine (move them out of %s):\n%s\n' "$runs" "$new" >&2
+  fi
+  rm -f "$created"
 }
 trap restore EXIT
-trap "exit 143" TERM INT
+trap "exit 143" TERM
+trap "exit 130" INT
 mkdir "$run_cg" "$start_cg"
 limit "$run_cg" "$factor"
 limit "$start_cg" "$start_factor"
 
-rm -f "$py"
-cat > "$py" <<WRAPPER
+# written beside the link and renamed over it: the venv never lacks its python
+cat > "$py.slow-engine" <<WRAPPER
 #!/bin/sh
+$marker $$
 echo \$\$ > $start_cg/cgroup.procs
 port=; prev=
 for a in "\$@"; do [ "\$prev" = --port ] && port=\$a; prev=\$a; done
@@ -87,6 +116,7 @@ if [ -n "\$port" ]; then
 fi
 exec "\$(dirname "\$0")/python3" "\$@"
 WRAPPER
-chmod +x "$py"
+chmod +x "$py.slow-engine"
+mv -f "$py.slow-engine" "$py"
 echo "slow-engine: on $cores cores the engine gets 1/$factor of the machine once healthy, 1/$start_factor while it starts: $*" >&2
 "$@"

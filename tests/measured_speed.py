@@ -16,15 +16,17 @@ from dataclasses import dataclass
 
 import httpx
 
+from inferlab.specs import ProbeSpec
+
 PROMPT = "Explain what a GPU is in two sentences."
 
 #: ci-tiny's answers and streaming probe on the real engine are as long as one client gets in
 #: this many seconds, 4 to 16 tokens (:func:`tiny_tokens`). Decision: the engine tests check what
-#: a run records, not how the engine decodes long answers, and ci-tiny's 16-token answers and the
-#: probe's default 64 made the engine session 2.3x longer with the engine slowed to the AVX2-only
-#: CPU's speed (docs/testing.md, "Slow engine"): 8 tokens on a CPU with AVX-512, 4 on that one.
+#: a run records, not how the engine decodes long answers. With ci-tiny's own 16-token answers and
+#: the probe's default 64, the engine session took 1,300 s with the engine slowed below the
+#: AVX2-only CPU's speed; with these, 759 s (docs/testing.md, "Slow engine"). 8 tokens on this
+#: CPU with AVX-512, 4 on the slowed engine.
 TINY_ANSWER_S = 1 / 3
-PROBE_PROMPT = "Say hello and describe the weather."  # the probe's default prompt (specs.ProbeSpec)
 
 
 @dataclass(frozen=True)
@@ -90,5 +92,5 @@ def tiny_tokens(speed: MeasuredSpeed) -> int:
 def tiny_sets(tokens: int) -> list[str]:
     """``--set`` items (the CLI's, the sweep notebook's ``set_fields``) that give ci-tiny's
     answers and its streaming probe ``tokens`` tokens each."""
-    return [f"payloads.short.max_tokens={tokens}",
-            f'probe.payload={{prompt: "{PROBE_PROMPT}", max_tokens: {tokens}}}']
+    prompt = ProbeSpec().payload.prompt  # the probe's own default prompt, at this length
+    return [f"payloads.short.max_tokens={tokens}", f'probe.payload={{prompt: "{prompt}", max_tokens: {tokens}}}']

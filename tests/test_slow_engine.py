@@ -1,10 +1,12 @@
 """scripts/slow-engine.sh, the developers' rehearsal of a slower CPU for the engine (docs/testing.md,
-"Slow engine"): an engine-venv process runs in the script's start group, and the venv's link and
-the cgroups are put back when the command ends, also when it fails."""
+"Slow engine"): an engine-venv process runs in the start group at its quota, a server moves to
+the run group once its /health answers, the venv's link and the cgroups come back when the
+command ends (also when it fails), and a wrapper left by a killed rehearsal is repaired."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -13,52 +15,117 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "slow-engine.sh"
 LINK = ROOT / ".venv-engine" / "bin" / "python"
-CGROUP_BASES = (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup"))
+CPU_CGROUP = Path("/sys/fs/cgroup/cpu")  # the script's: cgroup v1's cpu controller
+PERIOD_US = 10000  # the script's CFS period
 
 # it swaps .venv-engine/bin/python for the command's duration: never beside an engine test
 pytestmark = pytest.mark.serial
 
+# what an engine-venv process reports: its venv, its cpu cgroup, that group's quota
+GROUP = """
+import sys
+def group():
+    g = next(l.split(":", 2)[2] for l in open("/proc/self/cgroup").read().splitlines() if l.split(":")[1] == "cpu")
+    return g, open("/sys/fs/cgroup/cpu" + g + "/cpu.cfs_quota_us").read().strip()
+"""
+REPORT = GROUP + "print(sys.prefix, *group())\n"
 
-def _writable_cgroup() -> bool:
-    v2 = Path("/sys/fs/cgroup/cgroup.controllers").is_file()
-    base = CGROUP_BASES[1] if v2 else CGROUP_BASES[0]
-    return os.geteuid() == 0 and base.is_dir() and os.access(base, os.W_OK)
+# a server as the wrapper sees one (--port P in argv). With "serve" last it answers /health on P
+# and waits up to 30 s to be moved; without, nothing answers and it reports after 3 s.
+SERVER = GROUP + """
+import http.server, threading, time
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+serve = sys.argv[-1] == "serve"
+if serve:
+    srv = http.server.HTTPServer(("127.0.0.1", int(sys.argv[sys.argv.index("--port") + 1])), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+first = now = group()
+deadline = time.time() + (30 if serve else 3)
+while time.time() < deadline and now[0] == first[0]:
+    time.sleep(0.2)
+    now = group()
+print(*first)
+print(*now)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _leftovers() -> list[str]:
-    return [p.name for base in CGROUP_BASES if base.is_dir() for p in base.iterdir()
-            if p.name.startswith("inferlab-slow-engine-")]
+    return sorted(p.name for p in CPU_CGROUP.iterdir() if p.name.startswith("inferlab-slow-engine-"))
+
+
+def _quota(factor: float) -> int:
+    return max(1000, round(os.cpu_count() * PERIOD_US / factor))
 
 
 @pytest.fixture
 def rehearsal():
-    if not _writable_cgroup():
-        pytest.skip("needs root and a writable cpu cgroup (the script's own requirement)")
-    if not LINK.is_symlink():
-        pytest.skip(f"{LINK} is not the venv's link (make engine makes it)")
+    if os.geteuid() != 0 or not (CPU_CGROUP / "cpu.cfs_quota_us").is_file() or not os.access(CPU_CGROUP, os.W_OK):
+        pytest.skip("needs root and cgroup v1's cpu controller, writable (the script's own requirement)")
+    if not (LINK.is_symlink() and os.readlink(LINK) == "python3"):
+        pytest.skip(f"{LINK} is not make engine's link (inside a rehearsal?)")
     before = _leftovers()
-    yield
-    assert LINK.is_symlink() and os.readlink(LINK) == "python3"
+    try:
+        yield
+    finally:
+        intact = LINK.is_symlink() and os.readlink(LINK) == "python3"
+        if not intact:  # never leave the venv slowed for the tests after this one
+            LINK.unlink(missing_ok=True)
+            LINK.symlink_to("python3")
+    assert intact, "the script did not put the venv's link back"
     assert _leftovers() == before
 
 
-def test_an_engine_venv_process_runs_in_the_start_group(rehearsal):
-    code = "import sys; print(sys.prefix); print(open('/proc/self/cgroup').read())"
-    res = subprocess.run([str(SCRIPT), "4", str(LINK), "-c", code], capture_output=True, text=True, timeout=60)
+def test_an_engine_venv_process_runs_in_the_start_group_at_its_quota(rehearsal):
+    res = subprocess.run([str(SCRIPT), "4", str(LINK), "-c", REPORT], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "START_FACTOR": "2"})
     assert res.returncode == 0, res.stderr
-    prefix, groups = res.stdout.split("\n", 1)
+    prefix, group, quota = res.stdout.split()
     assert prefix == str(ROOT / ".venv-engine")  # the venv is still found through the wrapper
-    assert any(line.split(":")[-1].startswith("/inferlab-slow-engine-") and line.endswith("-start")
-               for line in groups.splitlines() if ":cpu" in line or line.startswith("0::")), groups
-    assert "1/4 of the machine once healthy, 1/4 while it starts" in res.stderr
+    assert group.startswith("/inferlab-slow-engine-") and group.endswith("-start"), group
+    assert int(quota) == _quota(2)  # not a server: START_FACTOR's share
+
+
+@pytest.mark.parametrize("serve", [True, False], ids=["healthy", "never-healthy"])
+def test_a_server_moves_to_the_run_group_once_healthy(rehearsal, serve):
+    argv = [str(SCRIPT), "4", str(LINK), "-c", SERVER, "--port", str(_free_port()), *(["serve"] if serve else [])]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={**os.environ, "START_FACTOR": "1"})
+    assert res.returncode == 0, res.stderr
+    first, now = (line.split() for line in res.stdout.splitlines())
+    assert first[0].endswith("-start") and int(first[1]) == _quota(1), res.stdout
+    if serve:
+        assert now[0].endswith("-run") and int(now[1]) == _quota(4), res.stdout
+    else:
+        assert now == first  # no /health answered: it stays at the start-up quota
 
 
 def test_a_failing_command_keeps_its_exit_status_and_restores_everything(rehearsal):
-    res = subprocess.run([str(SCRIPT), "2", "sh", "-c", "exit 7"], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "START_FACTOR": "1"})
-    assert res.returncode == 7 and "1/2 of the machine once healthy, 1/1 while it starts" in res.stderr
+    res = subprocess.run([str(SCRIPT), "2", "sh", "-c", "exit 7"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 7 and "1/2 of the machine once healthy, 1/2 while it starts" in res.stderr
 
 
-def test_a_factor_below_one_is_refused(rehearsal):
+def test_a_factor_below_one_changes_nothing(rehearsal):
     res = subprocess.run([str(SCRIPT), "0.5", "true"], capture_output=True, text=True, timeout=60)
-    assert res.returncode != 0 and "FACTOR >= 1" in res.stderr
+    assert res.returncode != 0 and "FACTOR must be a number >= 1, got '0.5'" in res.stderr
+
+
+def test_a_wrapper_left_by_a_killed_rehearsal_is_repaired(rehearsal):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    LINK.unlink()
+    LINK.write_text(f"#!/bin/sh\n# inferlab slow-engine wrapper, owner pid {dead.pid}\nexit 99\n")
+    LINK.chmod(0o755)
+    res = subprocess.run([str(SCRIPT), "2", str(LINK), "-c", "print('ran')"], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == "ran", res.stderr
+    assert f"left by a rehearsal that was killed (pid {dead.pid})" in res.stderr

@@ -97,7 +97,8 @@ def test_wrong_key_fails_clearly(workspace, engine, monkeypatch, tiny):
     assert m.status == "failed" and "401" in m.reason
 
 
-def test_unreachable_url_fails_clearly(workspace, tiny):
+def test_unreachable_url_fails_clearly(workspace):
+    tiny = resolve_spec("ci-tiny")  # no engine involved: the spec as shipped
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -105,7 +106,8 @@ def test_unreachable_url_fails_clearly(workspace, tiny):
     assert m.status == "failed" and "cannot reach" in m.reason
 
 
-def test_k6_missing_is_a_clear_error(workspace, monkeypatch, tiny):
+def test_k6_missing_is_a_clear_error(workspace, monkeypatch):
+    tiny = resolve_spec("ci-tiny")
     from inferlab.tools import ToolNotFound
 
     monkeypatch.setattr("inferlab.tools.which_tool", lambda name: None)
