@@ -65,7 +65,9 @@ quota() {  # the quota (us per period) for 1/FACTOR of the cores; refuses a FACT
     || { echo "slow-engine: FACTOR must be a number >= 1, got '$1'" >&2; return 1; }
 }
 start_factor=${START_FACTOR:-$factor}
-quota "$factor" >/dev/null && quota "$start_factor" >/dev/null  # both checked before anything changes
+# both checked before anything changes (two commands: set -e stops at either)
+quota "$factor" >/dev/null
+quota "$start_factor" >/dev/null
 
 run_cg=$base/inferlab-slow-engine-$$-run
 start_cg=$base/inferlab-slow-engine-$$-start
@@ -77,6 +79,7 @@ limit() {
 }
 created=$(mktemp)
 restore() {
+  set +e  # every step runs, and the script keeps the command's exit status
   ln -sfn python3 "$py"
   # processes still in the groups (an engine being stopped) go back to the root group first
   for cg in "$run_cg" "$start_cg"; do
@@ -88,10 +91,10 @@ restore() {
     done
     [ ! -d "$cg" ] || echo "slow-engine: $cg left behind (still in use)" >&2
   done
-  local runs="$root/data/runs" new
+  local runs="${INFERLAB_HOME:-$root}/data/runs" new  # the workspace's (inferlab.paths)
   if [ -d "$runs" ]; then
     new=$(find "$runs" -mindepth 1 -maxdepth 1 -type d -newer "$created" -printf '%f\n' | sort)
-    [ -z "$new" ] || printf 'slow-engine: run records made with the slowed engine (move them out of %s):\n%s\n' "$runs" "$new" >&2
+    [ -z "$new" ] || printf 'slow-engine: run records made or changed with the slowed engine (move them out of %s):\n%s\n' "$runs" "$new" >&2
   fi
   rm -f "$created"
 }

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.serial
 GROUP = """
 import sys
 def group():
-    g = next(l.split(":", 2)[2] for l in open("/proc/self/cgroup").read().splitlines() if l.split(":")[1] == "cpu")
+    g = next(l.split(":", 2)[2] for l in open("/proc/self/cgroup").read().splitlines()
+             if "cpu" in l.split(":")[1].split(","))  # "cpu" alone or "cpu,cpuacct"
     return g, open("/sys/fs/cgroup/cpu" + g + "/cpu.cfs_quota_us").read().strip()
 """
 REPORT = GROUP + "print(sys.prefix, *group())\n"
@@ -41,10 +42,10 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 serve = sys.argv[-1] == "serve"
+first = now = group()  # before /health can answer
 if serve:
     srv = http.server.HTTPServer(("127.0.0.1", int(sys.argv[sys.argv.index("--port") + 1])), H)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-first = now = group()
 deadline = time.time() + (30 if serve else 3)
 while time.time() < deadline and now[0] == first[0]:
     time.sleep(0.2)
@@ -65,7 +66,8 @@ def _leftovers() -> list[str]:
 
 
 def _quota(factor: float) -> int:
-    return max(1000, round(os.cpu_count() * PERIOD_US / factor))
+    cores = int(subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout)  # the script's count
+    return max(1000, round(cores * PERIOD_US / factor))
 
 
 @pytest.fixture
@@ -129,3 +131,15 @@ def test_a_wrapper_left_by_a_killed_rehearsal_is_repaired(rehearsal):
                          timeout=60)
     assert res.returncode == 0 and res.stdout.strip() == "ran", res.stderr
     assert f"left by a rehearsal that was killed (pid {dead.pid})" in res.stderr
+
+
+def test_a_wrapper_whose_rehearsal_is_alive_is_left_alone(rehearsal):
+    LINK.unlink()
+    LINK.write_text(f"#!/bin/sh\n# inferlab slow-engine wrapper, owner pid {os.getpid()}\nexit 99\n")
+    try:
+        res = subprocess.run([str(SCRIPT), "2", "true"], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2 and f"another rehearsal (pid {os.getpid()}) holds" in res.stderr, res.stderr
+        assert "wrapper, owner pid" in LINK.read_text()  # untouched
+    finally:
+        LINK.unlink()
+        LINK.symlink_to("python3")
