@@ -174,6 +174,18 @@ def test_prometheus_that_cannot_start_says_why(tmp_path, monkeypatch):
         prom.LocalPrometheus([ScrapeTarget("vllm", "http://127.0.0.1:9/metrics")]).start()
 
 
+@needs_prometheus
+def test_another_prometheus_on_the_chosen_port_is_not_taken_for_ours(tmp_path, monkeypatch):
+    """The port is free when chosen, not reserved: when another Prometheus answers there, this
+    start fails with its own log tail instead of being taken for ready."""
+    with prom.LocalPrometheus([ScrapeTarget("vllm", "http://127.0.0.1:9/metrics")]) as other:
+        port = int(other.url.rsplit(":", 1)[1])
+        monkeypatch.setattr(prom, "free_port", lambda preferred=0: port)
+        with pytest.raises(prom.PrometheusError, match="before ready; log tail"):
+            prom.LocalPrometheus([ScrapeTarget("vllm", "http://127.0.0.1:9/metrics")], ready_timeout_s=15).start()
+        assert other.proc.poll() is None  # the other one is left as it was
+
+
 def test_only_bearer_headers_can_be_sent():
     with pytest.raises(prom.PrometheusError, match="cannot send headers"):
         prom._scrape_config(ScrapeTarget("edge", "https://127.0.0.1:1/metrics", {"X-Other": "1"}), None)

@@ -155,11 +155,21 @@ class LocalPrometheus(ManagedProcess):
         exe = find_tool("prometheus")
         self.dir = self.cwd = self.scratch_dir("inferlab-prometheus-")  # 0700
         config = self._write_config()
-        port = free_port(9091)
+        port = free_port(9091)  # free now, not reserved: another process may take it first
         self.url = f"http://127.0.0.1:{port}"
-        self.health, self.log = f"{self.url}/-/ready", self.dir / "prometheus.log"
+        self.health, self.log = self._ready_and_ours, self.dir / "prometheus.log"
         self.argv = [exe, f"--config.file={config}", f"--storage.tsdb.path={self.dir / 'data'}",
                      f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=2d", "--log.level=info"]
+
+    def _ready_and_ours(self) -> bool:
+        """Ready, and this Prometheus: its storage path is ours. Decision: the port is only
+        free when chosen, so another Prometheus (a second run or test on this machine, also
+        preferring 9091) may answer there; without this check a start that failed was once taken
+        for ready (2026-12-06, two xdist processes)."""
+        if httpx.get(f"{self.url}/-/ready", timeout=2).status_code != 200:
+            return False
+        r = httpx.get(f"{self.url}/api/v1/status/flags", timeout=2)
+        return r.status_code == 200 and r.json().get("data", {}).get("storage.tsdb.path") == str(self.dir / "data")
 
     def start(self, timeout_s: float | None = None) -> LocalPrometheus:
         super().start(timeout_s)
