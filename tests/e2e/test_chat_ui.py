@@ -4,6 +4,7 @@ stream in with its stats. The key stays server-side."""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import httpx
@@ -37,11 +38,14 @@ def test_proxy_adds_the_key_and_exposes_only_two_endpoints(ui, engine):
 
 
 @pytest.mark.skipif(which_tool("chromium") is None, reason="Chromium not installed (make system-deps)")
-def test_real_browser_chats_and_streams(ui, engine, engine_speed):
-    """Type, click Send, watch the answer stream in; then ?q= deep links send on load. The page
-    asks for up to 256 tokens: each answer may take 4x what this machine's engine measured."""
-    answer_s = max(120, 4 * engine_speed.answer_s(256))
-    b = Browser(f"{ui.url}/")
+def test_real_browser_chats_and_streams(ui, engine, engine_speed, tiny_answer_tokens):
+    """Type, click Send, watch the answer stream in; a second turn carries the conversation; then
+    ?q= deep links send on load. The page is opened with ?max_tokens= at ci-tiny's answer length
+    (what this machine's engine makes in 0.5 s: 4-16 tokens), so no answer is the page's default
+    256 tokens (~45 s on a slow CPU); a bad ?max_tokens= is refused on the page and nothing sent."""
+    n = tiny_answer_tokens
+    answer_s = max(60, 4 * engine_speed.answer_s(n))
+    b = Browser(f"{ui.url}/?max_tokens={n}")
     try:
         b.wait_for("document.getElementById('model').textContent === 'model smollm2'", 60)
         b.js("document.getElementById('input').value = 'Name three colors.'")
@@ -52,11 +56,21 @@ def test_real_browser_chats_and_streams(ui, engine, engine_speed):
         answer = b.js("document.getElementById('answer-1').firstChild.textContent")
         stats = b.js("document.querySelector('#answer-1 .stats').textContent")
         assert len(answer.strip()) > 0 and "TTFT" in stats and "tokens/s" in stats
+        tokens = int(re.search(r"(\d+) tokens ·", stats).group(1))
+        assert 1 <= tokens <= n, stats  # the page asked for at most ?max_tokens=
         assert engine.api_key not in b.js("document.documentElement.outerHTML")
         # a second turn carries the conversation (the page sends its history)
         b.js("document.getElementById('input').value = 'And one more?'")
         b.js("document.getElementById('send').click()")
         b.wait_for("document.getElementById('answer-3') !== null && "
+                   "document.getElementById('status').dataset.state === 'done'", answer_s)
+        # a deep link sends on load; a cap that is not a whole number 1-4096 sends nothing and says why
+        b.js(f"location.href = '{ui.url}/?max_tokens=0&q=hello'")
+        b.wait_for("document.getElementById('status').dataset.state === 'error'", 30)
+        assert "?max_tokens=0: expected a whole number from 1 to 4096" in b.js("document.body.innerText")
+        assert b.js("document.querySelectorAll('.assistant').length") == 0
+        b.js(f"location.href = '{ui.url}/?max_tokens={n}&q=hello'")
+        b.wait_for("document.getElementById('answer-1') !== null && "
                    "document.getElementById('status').dataset.state === 'done'", answer_s)
     finally:
         b.close()
