@@ -46,25 +46,34 @@ def test_defaults_come_from_the_environment_when_the_parser_is_built(monkeypatch
     assert p.parse_args(["ab", "a", "b"]).target == "url"
 
 
-def test_ab_answer_tokens_reaches_the_comparison_and_a_resume_refuses_it(monkeypatch, capsys):
-    """``ab --answer-tokens N`` asks run_comparison for N-token answers (not given: its default);
-    a count below 1 is a usage error; with ``--resume`` it is refused (the record fixes it)."""
+def test_ab_answer_tokens_and_prompts_reach_the_comparison_and_a_resume_refuses_them(monkeypatch, capsys):
+    """``ab --answer-tokens N --answer-prompts M`` asks run_comparison for N-token answers to M
+    prompts (not given: its defaults); a count below 1 (or prompts over the set's 32) is a usage
+    error; with ``--resume`` or ``--no-answer-check`` they are refused (the record fixes them)."""
     import inferlab.sweep.ab as ab
 
     seen: list[dict] = []
     monkeypatch.setattr(ab, "run_comparison", lambda *a, **kw: seen.append(kw) or "cid")
-    assert main(["ab", "ci-tiny", "ci-tiny", "--answer-tokens", "8"]) == 0
+    assert main(["ab", "ci-tiny", "ci-tiny", "--answer-tokens", "8", "--answer-prompts", "12"]) == 0
     assert main(["ab", "ci-tiny", "ci-tiny"]) == 0
-    assert seen[0]["answer_tokens"] == 8 and "answer_tokens" not in seen[1]
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["ab", "a", "b", "--answer-tokens", "0"])
-    assert "expected a whole number of at least 1" in capsys.readouterr().err
-    assert main(["ab", "--resume", "20261127T073618Z-local-ab-aa-local", "--answer-tokens", "8"]) == 2
-    assert "drop --answer-tokens" in capsys.readouterr().err
-    assert main(["ab", "ci-tiny", "ci-tiny", "--answer-tokens", "8", "--no-answer-check"]) == 2 and len(seen) == 2
-    from inferlab.cli.options import ANSWER_TOKENS
+    assert (seen[0]["answer_tokens"], seen[0]["answer_prompts"]) == (8, 12)
+    assert "answer_tokens" not in seen[1] and "answer_prompts" not in seen[1]
+    for opt, bad, why in (("--answer-tokens", "0", "expected a whole number of at least 1"),
+                          ("--answer-prompts", "0", "expected a whole number of at least 1"),
+                          ("--answer-prompts", "33", "33: the answer check's prompt set has 32 prompts")):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["ab", "a", "b", opt, bad])
+        assert why in capsys.readouterr().err
+    assert main(["ab", "--resume", "20261127T073618Z-local-ab-aa-local", "--answer-tokens", "8",
+                 "--answer-prompts", "4"]) == 2
+    assert "drop --answer-tokens, --answer-prompts" in capsys.readouterr().err
+    assert main(["ab", "ci-tiny", "ci-tiny", "--answer-prompts", "8", "--no-answer-check"]) == 2 and len(seen) == 2
+    assert "--answer-prompts set the answer check's passes; with --no-answer-check there is none" in \
+        capsys.readouterr().err
+    from inferlab.cli.options import ANSWER_PROMPTS, ANSWER_TOKENS
+    from inferlab.specs.answer_prompts import load_prompt_set
     from inferlab.sweep.answer_check import MAX_TOKENS
-    assert ANSWER_TOKENS == MAX_TOKENS  # the help's default is the check's
+    assert ANSWER_TOKENS == MAX_TOKENS and ANSWER_PROMPTS == len(load_prompt_set())  # the help's defaults
 
 
 def test_ab_and_gate_declare_the_a_b_options_once():

@@ -13,6 +13,7 @@ import pytest
 
 import inferlab
 from inferlab.analysis.answers import recheck
+from inferlab.ingest.answers import read_answers
 from inferlab.procs import free_port
 from inferlab.runs.answer_record import AnswerCheck, AnswerPass
 from inferlab.runs.comparison import Comparison, find_comparison, load_comparison, save_comparison
@@ -36,7 +37,7 @@ def expected_changed() -> list[str]:
             if changed_at(chat_prompt_tokens(p.messages), MAX_TOKENS, SHARE) is not None]
 
 
-def _ab(monkeypatch, tuned_update: dict, pairs: int = 2, label: str = "answers") -> str:
+def _ab(monkeypatch, tuned_update: dict, pairs: int = 2, label: str = "answers", **kw) -> str:
     key = "standin-key"
     monkeypatch.setenv("INFERLAB_API_KEY", key)
     server = StandInConfig(port=free_port(), api_key=key, tpot_ms=1, prefill_ms_per_token=0.01)
@@ -46,7 +47,7 @@ def _ab(monkeypatch, tuned_update: dict, pairs: int = 2, label: str = "answers")
     tuned = load_spec(builtin_spec("ci-tiny"), {**spec, "name": "tiny-b"})
     try:
         return run_comparison(base, tuned, target="url", base_url=f"http://127.0.0.1:{server.port}", pairs=pairs,
-                              label=label, on_repeat=switcher)
+                              label=label, on_repeat=switcher, **kw)
     finally:
         switcher.stop()
 
@@ -95,6 +96,30 @@ def test_a_setting_that_changes_answers_is_found_prompt_by_prompt(workspace, mon
     assert lines[0] == (f"Answer check: A/B differ on {len(truth)} of 32 prompts; control (A against A) identical "
                         "on all 32 prompts")
     assert f"A/B {truth[0]}: first divergence at token {first.position}" in "\n".join(lines)
+
+
+def test_a_check_of_the_first_n_prompts_asks_those_only_and_a_resume_keeps_n(workspace, monkeypatch):
+    """``answer_prompts=N`` (``ab --answer-prompts N``): every pass asks the set's first N prompts,
+    the record says N, the verdict's phrase counts N, and a reopened check (a resume) asks the
+    same N. A count outside 1-32 is refused before the comparison's folder exists."""
+    n = 10
+    cid = _ab(monkeypatch, {"answer_change_share": SHARE}, pairs=1, label="first-n", answer_prompts=n)
+    c = load_comparison(cid)
+    chk, folder = c.answers, find_comparison(cid).parent
+    first = [p.id for p in load_prompt_set()[:n]]
+    truth = [x for x in expected_changed() if x in first]
+    assert 1 <= len(truth) < n  # some of the first 10 change, not all
+    assert chk.status == "complete" and chk.n_prompts == n and [p.answered for p in chk.passes] == [n] * 3
+    for p in chk.passes:
+        assert [x.prompt_id for x in read_answers(folder / p.file.path)] == first
+    assert chk.ab.differing == truth and chk.label == f"answers differ on {len(truth)} of {n} prompts"
+    assert chk.control.summary == f"identical on all {n} prompts" and recheck(folder, chk) == []
+    assert [p.id for p in AnswerChecker(c, folder, c.pairs).prompts] == first  # a resume's checker
+    spec = load_spec(builtin_spec("ci-tiny"))
+    for bad in (0, 33):
+        with pytest.raises(ValueError, match=f"1 to 32 prompts of answers-32-v1, not {bad}"):
+            run_comparison(spec, spec, target="url", base_url="http://127.0.0.1:9", label="bad", answer_prompts=bad)
+    assert [x.name for x in find_comparison(cid).parent.parent.iterdir()] == [cid]  # no folder for either
 
 
 def test_a_same_configuration_comparison_has_identical_answers_and_a_same_engine_control(workspace, monkeypatch):

@@ -19,8 +19,10 @@ TARGETS = ["local", "url", "k8s"]
 # an A/B's orders: sweep.ab.ORDERS, written here so that parsing imports nothing heavy
 # (tests/test_cli.py checks that the two agree)
 ORDERS = ("abba", "alternate", "random")
-# the answer check's default longest answer: sweep.answer_check.MAX_TOKENS, written here likewise
+# the answer check's default longest answer (sweep.answer_check.MAX_TOKENS) and its prompt set's
+# size (specs/answers/answers-32-v1.jsonl), written here likewise
 ANSWER_TOKENS = 32
+ANSWER_PROMPTS = 32
 ORDER_HELP = {"abba": "abba: A B, B A, A B, ... (counterbalanced)", "alternate": "alternate: A B A B ...",
               "random": "random: a seeded random order within each pair"}
 LOCAL_SERVER = "http://127.0.0.1:8011"  # `inferlab serve`'s engine
@@ -157,13 +159,18 @@ def answer_check() -> argparse.ArgumentParser:
     return p
 
 
-def answer_tokens() -> argparse.ArgumentParser:
-    """``--answer-tokens``: the longest answer the A/B's answer check asks for (not given: its
-    MAX_TOKENS, sweep/answer_check.py); the comparison records it, so a resume refuses it."""
+def answer_size() -> argparse.ArgumentParser:
+    """``--answer-tokens``, ``--answer-prompts``: the longest answer the A/B's answer check asks
+    for and how many of the set's prompts (not given: MAX_TOKENS and the whole set,
+    sweep/answer_check.py); the comparison records both, so a resume refuses them."""
     p = _parent()
     p.add_argument("--answer-tokens", type=_positive_int, default=None, metavar="N",
-                   help=f"the answer check's longest answer in tokens (default {ANSWER_TOKENS}: 3 passes of 32 prompts; "
-                        "fewer tokens check less of each answer and take less time on a slow engine)")
+                   help=f"the answer check's longest answer in tokens (default {ANSWER_TOKENS}: 3 passes of "
+                        f"{ANSWER_PROMPTS} prompts; fewer tokens check less of each answer and take less time on a slow engine)")
+    p.add_argument("--answer-prompts", type=_prompt_count, default=None, metavar="N",
+                   help=f"ask the first N of the answer check's {ANSWER_PROMPTS} prompts (default all; the set is in a "
+                        "seeded random order, so any first N mix its kinds): fewer prompts find fewer changed answers, "
+                        "in less time on a slow engine")
     return p
 
 
@@ -175,6 +182,14 @@ def _positive_int(text: str) -> int:
         n = 0
     if n < 1:
         raise argparse.ArgumentTypeError(f"{text}: expected a whole number of at least 1")
+    return n
+
+
+def _prompt_count(text: str) -> int:
+    """``--answer-prompts``: 1 to the prompt set's size; anything else is a usage error (exit 2)."""
+    n = _positive_int(text)
+    if n > ANSWER_PROMPTS:
+        raise argparse.ArgumentTypeError(f"{text}: the answer check's prompt set has {ANSWER_PROMPTS} prompts")
     return n
 
 

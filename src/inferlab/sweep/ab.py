@@ -73,10 +73,11 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
                    until_width: float | None = None, max_pairs: int = 8, on_repeat=None,
                    overlays: tuple[str, str] | None = None, primary: str = "throughput",
                    answer_check: bool = True, builds: tuple[Build, Build] | None = None,
-                   answer_tokens: int = MAX_TOKENS) -> str:
+                   answer_tokens: int = MAX_TOKENS, answer_prompts: int | None = None) -> str:
     """Run the comparison; returns its id. Each repeat is a run (label ``<label>-a|b``).
     ``answer_check``: the prompt set on both sides' engines while up (sweep/answer_check.py),
-    each answer at most ``answer_tokens`` tokens long (recorded; a resume keeps it).
+    each answer at most ``answer_tokens`` tokens long, ``answer_prompts`` of the set's prompts (None:
+    all; recorded; a resume keeps both).
     ``overlays`` (target k8s): (baseline, tuned) overlay names, deployed before each repeat, so
     the cluster's engine pods are replaced between configurations as the local engine is.
     ``on_repeat``: called with the record after each repeat is saved.
@@ -94,7 +95,6 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
     name = slug(label or f"{baseline.name}-vs-{tuned.name}")
     cid = f"{now:%Y%m%dT%H%M%SZ}-{target}-ab-{name}"
     d = comparisons_dir() / cid
-    d.mkdir(parents=True)
     c = Comparison(comparison_id=cid, created_at=now, target=target, order=order, seed=seed,  # type: ignore[arg-type]
                    baseline=baseline.model_dump(mode="json"), tuned=tuned.model_dump(mode="json"),
                    until_width=until_width, pairs=pairs, max_pairs=max_pairs if until_width is not None else None,
@@ -106,7 +106,9 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
         c.notes.append("target url: the server is the user's; the tool cannot restart it between repeats")
     elif target == "k8s" and not overlays:
         c.notes.append("target k8s without overlays: both sides ran against the same deployment, not restarted")
-    answers = AnswerChecker(c, d, pairs, max_tokens=answer_tokens) if answer_check else None
+    # the checker refuses a prompt count out of range: before the record's folder exists
+    answers = AnswerChecker(c, d, pairs, max_tokens=answer_tokens, prompts=answer_prompts) if answer_check else None
+    d.mkdir(parents=True)
     save_comparison(c, d)
     return _drive(c, d, (baseline, tuned), answers, on_repeat)
 

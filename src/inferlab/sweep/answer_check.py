@@ -47,14 +47,21 @@ class AnswerChecker:
     """Runs the passes of one comparison's check and keeps ``comparison.answers`` current."""
 
     def __init__(self, c: Comparison, folder: Path, pairs: int, max_tokens: int = MAX_TOKENS,
-                 concurrency: int = CONCURRENCY) -> None:
+                 concurrency: int = CONCURRENCY, prompts: int | None = None) -> None:
+        """``prompts``: how many of the set's prompts each pass asks, the first ``prompts`` in the
+        set's order (a seeded shuffle, so any first few mix short, medium, long and shared-prefix
+        prompts); None: all of them. Recorded as the check's ``n_prompts``; a resume keeps it."""
         self.c, self.folder, self.pairs = c, folder, pairs
-        self.prompts = load_prompt_set()
+        every = load_prompt_set()
         if c.answers is None:
-            c.answers = AnswerCheck(prompt_set=NAME, prompt_set_sha256=SHA256, n_prompts=len(self.prompts),
+            n = len(every) if prompts is None else prompts
+            if not 1 <= n <= len(every):
+                raise ValueError(f"the answer check asks 1 to {len(every)} prompts of {NAME}, not {n}")
+            c.answers = AnswerCheck(prompt_set=NAME, prompt_set_sha256=SHA256, n_prompts=n,
                                     max_tokens=max_tokens, concurrency=concurrency)
         else:
             self._reopen()
+        self.prompts = every[:self.check.n_prompts]
 
     def _reopen(self) -> None:
         """The check of a resumed comparison (sweep/ab.py ``resume_comparison``) goes on as
