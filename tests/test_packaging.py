@@ -1,3 +1,4 @@
+import os
 import re
 import subprocess
 import tomllib
@@ -39,9 +40,12 @@ def test_make_test_and_report_set_up_side_by_side():
     """``make test`` and ``make report`` run their set-up steps in one ``make -j3`` (pip into both
     venvs and apt at once: 107 s, not 157 s, from a fresh clone on 2 cores); ``make report`` leaves
     the engine out where it renders given runs or drives another target. Read from ``make -n``
-    (a dry run: the sub-make only prints)."""
+    (a dry run: the sub-make only prints), outside any make that runs this test."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+
     def setup_steps(*args: str) -> list[str]:
-        out = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=ROOT, env=env, capture_output=True,
+                             text=True, check=True).stdout
         head, _, steps = out.splitlines()[0].partition(" -j3 --output-sync=target ")
         assert head.endswith("make --no-print-directory"), out
         return steps.split()
