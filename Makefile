@@ -24,10 +24,6 @@ XDIST_OPTS = -n $(TEST_WORKERS) --maxschedchunk 1
 # packages), each step's output kept together: from a fresh clone on 2 cores 107 s, not 157 s
 # one after another (the venvs alone; apt overlaps them too)
 SETUP_SIDE_BY_SIDE = $(MAKE) --no-print-directory -j3 --output-sync=target
-# the tests that only compute (marker background: tests/analysis/) run beside the engine session
-# at idle CPU priority (SCHED_IDLE; nice 19 where chrt is missing): the engine tests leave most of
-# a core idle, and whatever they run (pytest, k6, the API server) preempts these at once
-IDLE_PRIORITY = $(if $(shell command -v chrt),chrt --idle 0,nice -n 19)
 ENGINE_PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
 .PHONY: tune capacity ab ui help setup engine test test-fast perf report lab clean serve benchmark stress validate deploy undeploy secrets sample system-deps
@@ -59,18 +55,11 @@ system-deps: ## apt-get install chromium, nginx, prometheus (promtool), poppler-
 
 test: ## Set up everything (system packages too) and run every test, the real engine included
 	@$(SETUP_SIDE_BY_SIDE) setup engine system-deps
-	@# four sessions (docs/testing.md, "Tiers"): the tests that need no engine on TEST_WORKERS processes
-	@# (most wait on timed load or simulate: 3 overlap well on 2 cores); the few that judge stand-in
-	@# timing closely (marker serial) alone; then the real-engine tests (<= 5 starts) in one process
-	@# while the compute-only tests (marker background) run at idle priority beside them, their
-	@# output printed after the engine session's
-	rc=0; $(BIN)/pytest -q -m "not engine and not serial and not background" $(XDIST_OPTS) || rc=$$?; \
-	$(BIN)/pytest -q -m "serial and not engine" -p no:xdist || rc=$$?; \
-	log=$$(mktemp); $(IDLE_PRIORITY) $(BIN)/pytest -q -m "background and not engine and not serial" -p no:xdist \
-	  >$$log 2>&1 & bg=$$!; trap 'kill $$bg 2>/dev/null; rm -f $$log' EXIT; \
-	$(BIN)/pytest -q -m engine -p no:xdist || rc=$$?; \
-	wait $$bg || rc=$$?; echo "== the compute-only tests (marker background), run beside the engine tests:"; \
-	cat $$log; exit $$rc
+	@# two sessions: the tests without the engine on TEST_WORKERS processes (most wait on timed load or
+	@# simulate: 3 overlap well on 2 cores), then in one process the real-engine tests (<= 5 starts)
+	@# and the few that judge stand-in timing closely (marker serial)
+	rc=0; $(BIN)/pytest -q -m "not engine and not serial" $(XDIST_OPTS) || rc=$$?; \
+	$(BIN)/pytest -q -m "engine or serial" -p no:xdist || rc=$$?; exit $$rc
 
 test-fast: setup ## Tests that need no engine
 	rc=0; INFERLAB_SKIP_ENGINE=1 $(BIN)/pytest -q -m "not engine and not serial" $(XDIST_OPTS) || rc=$$?; \

@@ -73,20 +73,10 @@ def count_engine_starts():
         yield
 
 
-#: Tests that only compute (the statistics' simulations, replays of shipped records): marker
-#: ``background`` on every test here, so that make test runs them at idle CPU priority beside the
-#: engine session (tests/test_tiers.py checks that none of them starts a process or a server).
-COMPUTE_ONLY = Path(__file__).parent / "analysis"
-
-
 def pytest_collection_modifyitems(config, items):
-    """Tests under :data:`COMPUTE_ONLY` get marker ``background``. Tests marked ``slow`` first,
-    each group in its collected order: make test's xdist session hands out tests two at a time
-    (``--maxschedchunk 1``), so its processes start the long ones at once and fill in with short
-    ones, rather than meeting a 2-minute test near the end."""
-    for item in items:
-        if item.path.is_relative_to(COMPUTE_ONLY):
-            item.add_marker(pytest.mark.background)
+    """Tests marked ``slow`` first, each group in its collected order: make test's xdist session
+    hands out tests two at a time (``--maxschedchunk 1``), so its processes start the long ones
+    at once and fill in with short ones, rather than meeting a 2-minute test near the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: False (slow) first
 
 
