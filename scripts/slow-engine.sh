@@ -7,10 +7,18 @@
 #
 #   scripts/slow-engine.sh FACTOR COMMAND [ARG...]     e.g. scripts/slow-engine.sh 4 make test
 #   START_FACTOR=1 scripts/slow-engine.sh 4 ...          the engine's start-up at this machine's speed
+#   ISA=avx2 scripts/slow-engine.sh 1 make test          the engine on its AVX2 code paths, no quota
 #
 # An engine server (argv with --port) gets 1/START_FACTOR of the cores (default: FACTOR) until
 # its /health answers, then 1/FACTOR; other engine-venv processes (model conversion, queries of
 # the venv) get 1/START_FACTOR.
+#
+# ISA=avx2: every engine process takes this CPU for one without AVX-512, as on an AVX2-only CPU:
+# vLLM loads its AVX2 kernels (torch.cpu's AVX-512 checks answer False: a sitecustomize the
+# wrapper puts on PYTHONPATH patches them when torch.cpu is imported), PyTorch dispatches its
+# AVX2 kernels (ATEN_CPU_CAPABILITY=avx2) and oneDNN stops at AVX2 (ONEDNN_MAX_CPU_ISA=AVX2).
+# The product still reads this CPU's flags, so the engine keeps the dtype it picks here
+# (bfloat16; on an AVX2-only CPU it picks float32, ~10 % faster there).
 #
 # Why: the done-when of issue 18 names a 2-core AVX2-only CPU on which the engine answered 64
 # tokens in 6.8 s at 1 client; a 2-core machine with AVX-512 does it in ~2 s. A quota is not
@@ -65,6 +73,8 @@ quota() {  # the quota (us per period) for 1/FACTOR of the cores; refuses a FACT
     || { echo "slow-engine: FACTOR must be a number >= 1, got '$1'" >&2; return 1; }
 }
 start_factor=${START_FACTOR:-$factor}
+isa=${ISA:-}
+case "$isa" in ""|avx2) ;; *) echo "slow-engine: ISA must be avx2 or unset, got '$isa'" >&2; exit 2 ;; esac
 # both checked before anything changes (two commands: set -e stops at either)
 quota "$factor" >/dev/null
 quota "$start_factor" >/dev/null
@@ -78,9 +88,11 @@ limit() {
   echo "$q" > "$1/cpu.cfs_quota_us"
 }
 created=$(mktemp)
+site=$(mktemp -d)  # ISA=avx2's sitecustomize
 restore() {
   set +e  # every step runs, and the script keeps the command's exit status
   ln -sfn python3 "$py"
+  rm -rf "$site"
   # processes still in the groups (an engine being stopped) go back to the root group first
   for cg in "$run_cg" "$start_cg"; do
     [ -d "$cg" ] || continue
@@ -105,11 +117,44 @@ mkdir "$run_cg" "$start_cg"
 limit "$run_cg" "$factor"
 limit "$start_cg" "$start_factor"
 
+isa_env=
+if [ "$isa" = avx2 ]; then
+  cat > "$site/sitecustomize.py" <<'SITE'
+"""inferlab slow-engine ISA=avx2: torch.cpu's AVX-512 checks answer False in this process."""
+import importlib.abc
+import sys
+
+
+class _NoAvx512(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "torch.cpu":
+            return None
+        sys.meta_path.remove(self)
+        import importlib.util
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            for f in ("_is_avx512_supported", "_is_avx512_bf16_supported", "_is_avx512_vnni_supported",
+                      "_is_amx_tile_supported", "_is_amx_fp16_supported"):
+                if hasattr(module, f):
+                    setattr(module, f, lambda: False)
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _NoAvx512())
+SITE
+  isa_env="ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 PYTHONPATH=$site\${PYTHONPATH:+:\$PYTHONPATH}"
+fi
+
 # written beside the link and renamed over it: the venv never lacks its python
 cat > "$py.slow-engine" <<WRAPPER
 #!/bin/sh
 $marker $$
 echo \$\$ > $start_cg/cgroup.procs
+${isa_env:+export $isa_env}
 port=; prev=
 for a in "\$@"; do [ "\$prev" = --port ] && port=\$a; prev=\$a; done
 if [ -n "\$port" ]; then
@@ -121,5 +166,5 @@ exec "\$(dirname "\$0")/python3" "\$@"
 WRAPPER
 chmod +x "$py.slow-engine"
 mv -f "$py.slow-engine" "$py"
-echo "slow-engine: on $cores cores the engine gets 1/$factor of the machine once healthy, 1/$start_factor while it starts: $*" >&2
+echo "slow-engine: on $cores cores the engine gets 1/$factor of the machine once healthy, 1/$start_factor while it starts${isa:+, on its $isa code paths}: $*" >&2
 "$@"
