@@ -21,8 +21,7 @@ TEST_WORKERS ?= 3
 # that session's xdist options: hand tests out two at a time, so the `slow` ones collected first start at once
 XDIST_OPTS = -n $(TEST_WORKERS) --maxschedchunk 1
 # make test's and make report's set-up steps side by side (pip into two venvs, apt for the system
-# packages), each step's output kept together: from a fresh clone on 2 cores 107 s, not 157 s
-# one after another (the venvs alone; apt overlaps them too)
+# packages), each step's output kept together (docs/testing.md, "Tiers": the time it saves)
 SETUP_SIDE_BY_SIDE = $(MAKE) --no-print-directory -j3 --output-sync=target
 ENGINE_PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 

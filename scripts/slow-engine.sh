@@ -57,6 +57,7 @@ if [ -f "$py" ] && [ ! -L "$py" ] && grep -q "^$marker" "$py"; then
   fi
   echo "slow-engine: $py is a wrapper left by a rehearsal that was killed (pid $owner): putting the link back" >&2
   ln -sfn python3 "$py"
+  rm -rf "${TMPDIR:-/tmp}"/inferlab-slow-engine-"$owner"-site.*
   for cg in "$base"/inferlab-slow-engine-"$owner"-*; do
     [ -d "$cg" ] || continue
     for p in $(cat "$cg/cgroup.procs"); do echo "$p" > "$base/cgroup.procs" || true; done
@@ -88,7 +89,7 @@ limit() {
   echo "$q" > "$1/cpu.cfs_quota_us"
 }
 created=$(mktemp)
-site=$(mktemp -d)  # ISA=avx2's sitecustomize
+site=$(mktemp -d "${TMPDIR:-/tmp}/inferlab-slow-engine-$$-site.XXXX")  # ISA=avx2's sitecustomize
 restore() {
   set +e  # every step runs, and the script keeps the command's exit status
   ln -sfn python3 "$py"
@@ -126,20 +127,25 @@ import sys
 
 
 class _NoAvx512(importlib.abc.MetaPathFinder):
+    """Finds torch.cpu as the path finder does and, once it has run, makes its get_capabilities
+    (every _is_*_supported asks it) drop the AVX-512 and AMX entries."""
+
     def find_spec(self, name, path, target=None):
         if name != "torch.cpu":
             return None
-        sys.meta_path.remove(self)
-        import importlib.util
-        spec = importlib.util.find_spec(name)
+        import importlib.machinery
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is None or spec.loader is None:
+            return spec
         run = spec.loader.exec_module
 
         def exec_module(module):
             run(module)
-            for f in ("_is_avx512_supported", "_is_avx512_bf16_supported", "_is_avx512_vnni_supported",
-                      "_is_amx_tile_supported", "_is_amx_fp16_supported"):
-                if hasattr(module, f):
-                    setattr(module, f, lambda: False)
+            real = module.get_capabilities
+
+            def get_capabilities():
+                return {k: v for k, v in real().items() if not k.startswith(("avx512", "amx"))}
+            module.get_capabilities = get_capabilities
         spec.loader.exec_module = exec_module
         return spec
 
@@ -167,4 +173,6 @@ WRAPPER
 chmod +x "$py.slow-engine"
 mv -f "$py.slow-engine" "$py"
 echo "slow-engine: on $cores cores the engine gets 1/$factor of the machine once healthy, 1/$start_factor while it starts${isa:+, on its $isa code paths}: $*" >&2
-"$@"
+# one line: bash reads a script as it runs, so an edit to this file while the command runs must
+# not change what follows it (the exit status, then the EXIT trap's restore)
+"$@"; exit $?

@@ -68,7 +68,7 @@ def test_ab_answer_tokens_and_prompts_reach_the_comparison_and_a_resume_refuses_
                  "--answer-prompts", "4"]) == 2
     assert "drop --answer-tokens, --answer-prompts" in capsys.readouterr().err
     assert main(["ab", "ci-tiny", "ci-tiny", "--answer-prompts", "8", "--no-answer-check"]) == 2 and len(seen) == 2
-    assert "--answer-prompts set the answer check's passes; with --no-answer-check there is none" in \
+    assert "--answer-prompts sets the answer check's passes; with --no-answer-check there is none" in \
         capsys.readouterr().err
     from inferlab.cli.options import ANSWER_PROMPTS, ANSWER_TOKENS
     from inferlab.specs.answer_prompts import load_prompt_set

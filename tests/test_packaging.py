@@ -38,10 +38,11 @@ def test_makefile_targets_are_documented():
 
 def test_make_test_and_report_set_up_side_by_side():
     """``make test`` and ``make report`` run their set-up steps in one ``make -j3`` (pip into both
-    venvs and apt at once: 107 s, not 157 s, from a fresh clone on 2 cores); ``make report`` leaves
-    the engine out where it renders given runs or drives another target. Read from ``make -n``
-    (a dry run: the sub-make only prints), outside any make that runs this test."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    venvs and apt at once; docs/testing.md, "Tiers"); ``make report`` leaves the engine out where
+    it renders given runs or drives another target. Read from ``make -n`` (a dry run: the sub-make
+    only prints), outside any make that runs this test and with TARGET and RUNS unset."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "GNUMAKEFLAGS", "TARGET", "RUNS")}
 
     def setup_steps(*args: str) -> list[str]:
         out = subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=ROOT, env=env, capture_output=True,

@@ -145,19 +145,32 @@ def test_a_wrapper_whose_rehearsal_is_alive_is_left_alone(rehearsal):
         LINK.symlink_to("python3")
 
 
+def _isa_line(stdout: str) -> list[str]:
+    """The probe's ``isa:`` line, split (vLLM logs to stdout around it)."""
+    return next(line.split()[1:] for line in reversed(stdout.splitlines()) if line.startswith("isa:"))
+
+
 def test_isa_avx2_puts_torch_and_vllm_on_their_avx2_code_paths(rehearsal):
-    """ISA=avx2: in an engine-venv process torch.cpu's AVX-512 checks (vLLM's choice of its
-    kernels) answer False, PyTorch dispatches AVX2 kernels and oneDNN stops at AVX2; without it
-    the same process sees this CPU as it is. A value other than avx2 is refused."""
-    probe = ("import os, torch, torch.backends.cpu as b; print(torch.cpu._is_avx512_supported(), "
-             "torch.cpu._is_avx512_bf16_supported(), b.get_cpu_capability(), os.environ.get('ONEDNN_MAX_CPU_ISA'))")
-    res = subprocess.run([str(SCRIPT), "1", str(LINK), "-c", probe], capture_output=True, text=True, timeout=120,
+    """ISA=avx2: in an engine-venv process torch.cpu sees no AVX-512, vLLM loads its AVX2 kernels
+    (``_C_AVX2``, read from the process's memory map), PyTorch dispatches AVX2 kernels and oneDNN
+    stops at AVX2; without it the same process sees this CPU as it is. A value other than avx2
+    is refused."""
+    probe = ("import os, torch, torch.backends.cpu as b\n"
+             "from vllm.platforms.cpu import CpuPlatform\n"
+             "CpuPlatform.import_kernels()\n"
+             "kernels = sorted({l.rsplit('/', 1)[-1] for l in open('/proc/self/maps') if '/vllm/_C' in l})\n"
+             "print('isa:', torch.cpu._is_avx512_supported(), torch.cpu._is_avx512_bf16_supported(), b.get_cpu_capability(),"
+             " os.environ.get('ONEDNN_MAX_CPU_ISA'), *kernels)")
+    res = subprocess.run([str(SCRIPT), "1", str(LINK), "-c", probe], capture_output=True, text=True, timeout=180,
                          env={**os.environ, "ISA": "avx2"})
-    assert res.returncode == 0 and res.stdout.split() == ["False", "False", "AVX2", "AVX2"], res.stdout + res.stderr
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert _isa_line(res.stdout) == ["False", "False", "AVX2", "AVX2", "_C_AVX2.abi3.so"], res.stdout
     assert "on its avx2 code paths" in res.stderr
     if "avx512f" in Path("/proc/cpuinfo").read_text():  # the contrast: this CPU's own view, no ISA given
-        res = subprocess.run([str(SCRIPT), "1", str(LINK), "-c", probe], capture_output=True, text=True, timeout=120)
-        assert res.returncode == 0 and res.stdout.split()[0] == "True" and res.stdout.split()[3] == "None", res.stdout
+        res = subprocess.run([str(SCRIPT), "1", str(LINK), "-c", probe], capture_output=True, text=True, timeout=180)
+        assert res.returncode == 0, res.stderr[-3000:]
+        seen = _isa_line(res.stdout)
+        assert seen[0] == "True" and seen[2] != "AVX2" and seen[3] == "None" and seen[4] != "_C_AVX2.abi3.so", seen
     res = subprocess.run([str(SCRIPT), "1", "true"], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "ISA": "sse4"})
     assert res.returncode == 2 and "ISA must be avx2 or unset, got 'sse4'" in res.stderr

@@ -64,11 +64,15 @@ def test_real_browser_chats_and_streams(ui, engine, engine_speed, tiny_answer_to
         b.js("document.getElementById('send').click()")
         b.wait_for("document.getElementById('answer-3') !== null && "
                    "document.getElementById('status').dataset.state === 'done'", answer_s)
-        # a deep link sends on load; a cap that is not a whole number 1-4096 sends nothing and says why
-        b.js(f"location.href = '{ui.url}/?max_tokens=0&q=hello'")
-        b.wait_for("document.getElementById('status').dataset.state === 'error'", 30)
-        assert "?max_tokens=0: expected a whole number from 1 to 4096" in b.js("document.body.innerText")
-        assert b.js("document.querySelectorAll('.assistant').length") == 0
+        # a cap that is not digits 1-4096 sends nothing (no message shown as sent) and says why, once
+        for bad in ("", "0", "4097", "1.5", "1e3", "abc", "%2012"):
+            b.js(f"location.href = '{ui.url}/?max_tokens={bad}&q=hello'")
+            b.wait_for(f"document.getElementById('status').dataset.state === 'error' && "
+                       f"location.search.startsWith('?max_tokens={bad}&')", 30)
+            errors = b.js("[...document.querySelectorAll('.msg.error')].map(e => e.textContent)")
+            assert errors == [f"?max_tokens={bad.replace('%20', ' ')}: expected a whole number from 1 to 4096"], (bad, errors)
+            assert b.js("document.querySelectorAll('.msg.user, .assistant').length") == 0, bad
+        # a deep link with a good cap sends on load
         b.js(f"location.href = '{ui.url}/?max_tokens={n}&q=hello'")
         b.wait_for("document.getElementById('answer-1') !== null && "
                    "document.getElementById('status').dataset.state === 'done'", answer_s)

@@ -31,8 +31,7 @@ def test_interleaved_2_plus_2_alternates_and_restarts_the_engine(workspace, caps
     tuned = resolve_spec("ci-tiny", {"concurrency": [2], "name": "tiny-b",
                                      "engine": {"args": ["--max-model-len", "1024", "--enforce-eager",
                                                          "--max-num-seqs", "1"]}}, sets=tiny_on_engine)
-    # the answer check: ci-tiny's answer length, 8 of the 32 prompts (its passes took 90 of the
-    # test's 273 s on the slowed engine with all 32: docs/testing.md, "Slow engine")
+    # the answer check: ci-tiny's answer length, 8 of the 32 prompts (docs/testing.md, "Session 17")
     cid = run_comparison(base, tuned, target="local", pairs=2, label="ci", answer_tokens=tiny_answer_tokens,
                          answer_prompts=ANSWER_PROMPTS)
     c = load_comparison(cid)

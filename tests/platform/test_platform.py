@@ -517,7 +517,7 @@ def _run_live_tests(tmp_path, **env) -> str:
         "users": [{"name": "u", "user": {"token": "t"}}]}))
     full = {k: v for k, v in os.environ.items() if k not in (LIVE_FLAG, LIVE_NS)}
     full.update(KUBECONFIG=str(kubeconfig), **env)
-    # --tb=line: the failing deploy's full traceback took ~16 s to format
+    # --tb=line: the failing deploy's full traceback is slow to format (docs/testing.md, "Session 17")
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "--tb=line", "-p", "no:cacheprovider",
                            "-m", "cluster", str(Path(__file__))],
                           capture_output=True, text=True, env=full, cwd=ROOT, timeout=300)

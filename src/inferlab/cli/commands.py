@@ -258,7 +258,8 @@ def _resume_ab(a, other: str, specs: list[str], options: dict) -> str:
 def cmd_ab(a) -> int:
     given = [f"--answer-{k}" for k in ("tokens", "prompts") if getattr(a, f"answer_{k}") is not None]
     if a.no_answer_check and given:
-        raise RuntimeError(f"{' and '.join(given)} set the answer check's passes; with --no-answer-check there is none")
+        raise RuntimeError(f"{' and '.join(given)} {'set' if len(given) > 1 else 'sets'} the answer check's passes; "
+                           "with --no-answer-check there is none")
     print(run_ab(a, a.baseline, a.tuned, "tuned", until_width=a.until_width, max_pairs=a.max_pairs,
                  primary=a.primary, answer_check=False if a.no_answer_check else None,
                  answer_tokens=a.answer_tokens, answer_prompts=a.answer_prompts))

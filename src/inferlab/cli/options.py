@@ -159,7 +159,7 @@ def answer_check() -> argparse.ArgumentParser:
     return p
 
 
-def answer_size() -> argparse.ArgumentParser:
+def answer_check_size() -> argparse.ArgumentParser:
     """``--answer-tokens``, ``--answer-prompts``: the longest answer the A/B's answer check asks
     for and how many of the set's prompts (not given: MAX_TOKENS and the whole set,
     sweep/answer_check.py); the comparison records both, so a resume refuses them."""

@@ -114,7 +114,7 @@ def _comparison_verbs(sub) -> None:
     s = sub.add_parser("ab", help="interleaved A/B (or A/A) comparison: BASELINE_SPEC TUNED_SPEC as alternating repeats",
                        parents=[o.target(), o.base_url(), observers, o.ab_run("tuned"),
                                 o.ab_primary(PRIMARY_METRICS, default=None), o.answer_check(),
-                                o.answer_size()])
+                                o.answer_check_size()])
     s.add_argument("baseline", nargs="?", metavar="BASELINE_SPEC", help="(not with --resume)")
     s.add_argument("tuned", nargs="?", metavar="TUNED_SPEC", help="(not with --resume)")
     s.add_argument("--until-width", type=float, default=None, metavar="W",

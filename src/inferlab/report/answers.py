@@ -14,6 +14,7 @@ from IPython.display import Markdown
 from ..analysis.answers import label, recheck, verdict_label
 from ..runs.answer_record import AnswerCheck, DiffResult
 from ..runs.comparison import find_comparison, load_comparison
+from ..specs.answer_prompts import SHA256, load_prompt_set
 from .sections import Section
 
 COLUMNS = ["prompt", "first divergent token", "baseline token", "tuned token", "baseline answer", "tuned answer"]
@@ -23,7 +24,10 @@ def _how(chk: AnswerCheck) -> str:
     control = chk.passed("control")
     where = ("a fresh engine of the baseline's configuration" if control is None or control.engine == "fresh"
              else "a second pass on the baseline's engine")
-    return (f"prompt set `{chk.prompt_set}` ({chk.n_prompts} prompts, sha256 {chk.prompt_set_sha256[:12]}), greedy "
+    size = len(load_prompt_set()) if chk.prompt_set_sha256 == SHA256 else None  # the shipped set's; else unknown here
+    asked = f"the first {chk.n_prompts} of its {size} prompts" if size and chk.n_prompts < size else \
+        f"{chk.n_prompts} prompts"
+    return (f"prompt set `{chk.prompt_set}` ({asked}, sha256 {chk.prompt_set_sha256[:12]}), greedy "
             f"(temperature {chk.temperature:g}), up to {chk.max_tokens} tokens, {chk.concurrency} in flight, on each "
             f"side's engine after its measured cells; control: the baseline against {where}, same concurrency")
 

@@ -107,7 +107,7 @@ def run_comparison(baseline: LoadSpec, tuned: LoadSpec, target: str = "local", b
     elif target == "k8s" and not overlays:
         c.notes.append("target k8s without overlays: both sides ran against the same deployment, not restarted")
     # the checker refuses a prompt count out of range: before the record's folder exists
-    answers = AnswerChecker(c, d, pairs, max_tokens=answer_tokens, prompts=answer_prompts) if answer_check else None
+    answers = AnswerChecker(c, d, pairs, max_tokens=answer_tokens, n_prompts=answer_prompts) if answer_check else None
     d.mkdir(parents=True)
     save_comparison(c, d)
     return _drive(c, d, (baseline, tuned), answers, on_repeat)

@@ -47,14 +47,17 @@ class AnswerChecker:
     """Runs the passes of one comparison's check and keeps ``comparison.answers`` current."""
 
     def __init__(self, c: Comparison, folder: Path, pairs: int, max_tokens: int = MAX_TOKENS,
-                 concurrency: int = CONCURRENCY, prompts: int | None = None) -> None:
-        """``prompts``: how many of the set's prompts each pass asks, the first ``prompts`` in the
-        set's order (a seeded shuffle, so any first few mix short, medium, long and shared-prefix
-        prompts); None: all of them. Recorded as the check's ``n_prompts``; a resume keeps it."""
+                 concurrency: int = CONCURRENCY, n_prompts: int | None = None) -> None:
+        """A new check (``c.answers`` None) asks each pass for the first ``n_prompts`` prompts of
+        the set in its order (a seeded shuffle, so any first few mix short, medium, long and
+        shared-prefix prompts; None: all of them), at most ``max_tokens`` tokens each, and records
+        all three; ValueError for a count outside 1 to the set's size, before anything is
+        recorded. A recorded check (a resume) goes on with what it recorded: the three arguments
+        are then not used."""
         self.c, self.folder, self.pairs = c, folder, pairs
         every = load_prompt_set()
         if c.answers is None:
-            n = len(every) if prompts is None else prompts
+            n = len(every) if n_prompts is None else n_prompts
             if not 1 <= n <= len(every):
                 raise ValueError(f"the answer check asks 1 to {len(every)} prompts of {NAME}, not {n}")
             c.answers = AnswerCheck(prompt_set=NAME, prompt_set_sha256=SHA256, n_prompts=n,
