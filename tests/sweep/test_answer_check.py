@@ -115,6 +115,9 @@ def test_a_check_of_the_first_n_prompts_asks_those_only_and_a_resume_keeps_n(wor
     assert chk.ab.differing == truth and chk.label == f"answers differ on {len(truth)} of {n} prompts"
     assert chk.control.summary == f"identical on all {n} prompts" and recheck(folder, chk) == []
     assert [p.id for p in AnswerChecker(c, folder, c.pairs).prompts] == first  # a resume's checker
+    from inferlab.report.answers import answer_lines
+
+    assert answer_lines(cid)[1].startswith(f"  prompt set `answers-32-v1` (the first {n} of its 32 prompts, sha256 ")
     spec = load_spec(builtin_spec("ci-tiny"))
     for bad in (0, 33):
         with pytest.raises(ValueError, match=f"1 to 32 prompts of answers-32-v1, not {bad}"):
