@@ -14,9 +14,11 @@
 # the venv) get 1/START_FACTOR.
 #
 # ISA=avx2: every engine process takes this CPU for one without AVX-512, as on an AVX2-only CPU:
-# vLLM loads its AVX2 kernels (torch.cpu's AVX-512 checks answer False: a sitecustomize the
-# wrapper puts on PYTHONPATH patches them when torch.cpu is imported), PyTorch dispatches its
-# AVX2 kernels (ATEN_CPU_CAPABILITY=avx2) and oneDNN stops at AVX2 (ONEDNN_MAX_CPU_ISA=AVX2).
+# vLLM loads its AVX2 kernels (torch.cpu's capabilities lose their AVX-512 and AMX entries: a
+# sitecustomize the wrapper puts on PYTHONPATH filters them when torch.cpu is imported), PyTorch
+# dispatches its AVX2 kernels (ATEN_CPU_CAPABILITY=avx2), oneDNN and MKL stop at AVX2
+# (ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS) and inductor compiles for x86-64-v3 (AVX2),
+# not -march=native (TORCHINDUCTOR_CPP_MARCH).
 # The product still reads this CPU's flags, so the engine keeps the dtype it picks here
 # (bfloat16; on an AVX2-only CPU it picks float32, ~10 % faster there).
 #
@@ -152,7 +154,8 @@ class _NoAvx512(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, _NoAvx512())
 SITE
-  isa_env="ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 PYTHONPATH=$site\${PYTHONPATH:+:\$PYTHONPATH}"
+  isa_env="ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 TORCHINDUCTOR_CPP_MARCH=x86-64-v3"
+  isa_env="$isa_env PYTHONPATH=$site\${PYTHONPATH:+:\$PYTHONPATH}"
 fi
 
 # written beside the link and renamed over it: the venv never lacks its python

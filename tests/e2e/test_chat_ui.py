@@ -72,6 +72,10 @@ def test_real_browser_chats_and_streams(ui, engine, engine_speed, tiny_answer_to
             errors = b.js("[...document.querySelectorAll('.msg.error')].map(e => e.textContent)")
             assert errors == [f"?max_tokens={bad.replace('%20', ' ')}: expected a whole number from 1 to 4096"], (bad, errors)
             assert b.js("document.querySelectorAll('.msg.user, .assistant').length") == 0, bad
+            b.js("document.getElementById('input').value = 'typed'")  # Send refuses too, and keeps the text
+            b.js("document.getElementById('send').click()")
+            assert b.js("document.getElementById('input').value") == "typed", bad
+            assert b.js("document.querySelectorAll('.msg.user, .assistant, .msg.error').length") == 1, bad
         # a deep link with a good cap sends on load
         b.js(f"location.href = '{ui.url}/?max_tokens={n}&q=hello'")
         b.wait_for("document.getElementById('answer-1') !== null && "
