@@ -46,11 +46,11 @@ def test_engine_serves_and_keeps_key_off_argv(engine):
     assert engine.api_key not in engine.log_path.read_text()
 
 
-def test_sweep_writes_a_complete_checked_run(keyed, tiny):
+def test_sweep_writes_a_complete_checked_run(keyed, tiny_on_engine):
     # three idle probes, not ci-tiny's two: with an odd count the client's median is one request's
     # TTFT, whose bucket the server's histogram median interpolates in; with two it is their mean,
     # and one slow probe (80 and 135 ms) put it 53 % from the histogram's 70 ms (CI at 1924ccc)
-    tiny = tiny.model_copy(update={"probe": tiny.probe.model_copy(update={"idle_requests": 3})})
+    tiny = resolve_spec("ci-tiny", sets=[*tiny_on_engine, "probe.idle_requests=3"])
     rid = run(tiny, target="url", base_url=keyed.base_url)
     r = inferlab.load_run(rid)
     m = r.manifest
