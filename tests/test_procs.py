@@ -3,6 +3,7 @@ start, one that never answers, one that ignores SIGTERM, one with a child of its
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -161,3 +162,104 @@ def test_health_polls_start_fast_and_slow_to_the_interval(monkeypatch):
     assert all(b == pytest.approx(min(a * 1.5, 1.0)) for a, b in zip(pauses, pauses[1:]))
     assert pauses[-1] == 1.0 and max(pauses) == 1.0
     assert procs.wait_for_health(None, lambda: True, time.monotonic() + 1) == "healthy"
+
+
+@pytest.fixture
+def main_thread_handlers():
+    """Ctrl-C and SIGTERM as the CLI sets them (both raise KeyboardInterrupt), restored after;
+    the tests that signal this process need the main thread (only it runs Python handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers can be set from the main thread only")
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    before = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, h in before.items():
+        signal.signal(s, h)
+
+
+def test_a_sigterm_inside_the_spawn_is_delivered_after_it_and_the_child_is_stopped(main_thread_handlers, monkeypatch):
+    """A SIGTERM that lands while Popen runs (a time limit's, or a test's ready() poll) is held
+    until the Popen is ours, then raised: start() stops the child. Without the hold the
+    KeyboardInterrupt unwound out of Popen and left a running k6 no one held (four xdist
+    processes, session 18: its log grew after the cell was hashed)."""
+    import os
+    import subprocess
+
+    import inferlab.procs as procs
+
+    real, pids = subprocess.Popen, []
+
+    def popen_then_sigterm(*args, **kw):
+        child = real(*args, **kw)
+        pids.append(child.pid)
+        os.kill(os.getpid(), signal.SIGTERM)  # before Popen has returned
+        time.sleep(0.3)  # bytecode boundaries: an unheld handler raises in here
+        return child
+
+    monkeypatch.setattr(procs.subprocess, "Popen", popen_then_sigterm)
+    p = ManagedProcess(_sleeper(), name="k6-like", stop_signal=signal.SIGINT, grace_s=5, own_group=False)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            p.start()
+        assert pids and p.proc is not None and p.proc.pid == pids[0]
+        assert _dead(pids[0])
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_interrupts_deferred_restores_the_handlers_and_delivers_only_after(main_thread_handlers):
+    import os
+
+    from inferlab.procs import interrupts_deferred
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    reached_end = False
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+            reached_end = True
+    assert reached_end
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+    with interrupts_deferred():  # nothing caught: nothing raised
+        pass
+
+
+def test_a_port_taken_before_the_bind_is_tried_again_on_another(tmp_path):
+    """The owner chose a port that was free; another process bound it before the child did.
+    An owner whose prepare() chooses the port and says how to see the clash gets a second try;
+    one that does not, fails as before."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = [taken.getsockname()[1]]
+
+        class Server(ManagedProcess):
+            def prepare(self) -> None:
+                self.port = ports.pop(0) if ports else free_port()
+                self.log = self.scratch_dir("inferlab-test-", parent=tmp_path) / "server.log"
+                self.argv = [PY, "-m", "http.server", "--bind", "127.0.0.1", str(self.port)]
+                self.health = f"http://127.0.0.1:{self.port}/"
+
+            def port_was_taken(self) -> bool:
+                return "Address already in use" in self.log_tail()
+
+        with Server(name="http.server", error=OwnerError, timeout_s=15, poll_s=0.05) as p:
+            assert p.port != taken.getsockname()[1] and p.proc is not None and p.proc.poll() is None
+        assert p.proc.poll() is not None and list(tmp_path.iterdir()) == []  # both tries' scratch gone
+
+        class Fixed(Server):
+            def port_was_taken(self) -> bool:
+                return False
+
+        ports.append(taken.getsockname()[1])
+        with pytest.raises(OwnerError, match="exited with code 1 before ready"):
+            Fixed(name="http.server", error=OwnerError, timeout_s=15, poll_s=0.05).start()

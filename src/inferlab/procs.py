@@ -4,7 +4,8 @@ port-forward, Chromium in tests).
 :class:`ManagedProcess` is the one home of a served child's lifecycle: argv and environment,
 a scratch directory, a log file, a health check, a stop signal, and the error its owner raises.
 The smaller helpers below it (:func:`wait_for_health`, :func:`stop_process`, :func:`free_port`)
-serve children that need less (a port-forward, a sampler).
+serve children that need less (a port-forward, a sampler); every spawn, theirs included, runs
+inside :func:`interrupts_deferred`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -44,6 +46,35 @@ def free_port(preferred: int = 0) -> int:
 
 
 FIRST_POLL_S = 0.05  # wait_for_health's first pause
+SPAWN_ATTEMPTS = 3  # a child whose port was taken between free_port() and its bind: tries in all
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Ctrl-C and SIGTERM held while the body runs, then delivered (the first one) as it would
+    have been. Used around a spawn: an interrupt raised inside ``Popen`` leaves a running child
+    that no one holds, so :func:`stop_all` cannot stop it (an orphaned k6 once kept writing into
+    a cell already recorded and hashed as partial: four xdist processes, session 18).
+
+    Decision: Python handlers swapped for the body, not a signal mask: a child inherits the
+    mask, and a k6 or vLLM with SIGINT and SIGTERM blocked could never be stopped gently. Only
+    in the main thread (the only one that may set handlers) and where both handlers were set
+    from Python; elsewhere the body runs unguarded."""
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.getsignal(s) for s in sigs}
+    if threading.current_thread() is not threading.main_thread() or None in before.values():
+        yield
+        return
+    caught: list[int] = []
+    for s in sigs:
+        signal.signal(s, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def _is_healthy(check: HealthCheck, request_timeout_s: float, verify: bool | ssl.SSLContext) -> bool:
@@ -114,7 +145,10 @@ class ManagedProcess:
       :meth:`prepare` cannot find (:class:`inferlab.tools.ToolNotFound`, install hint kept).
       On any failure in :meth:`start`, an interrupt included, the child is stopped and the
       scratch removed before the error goes on (``__exit__`` does not run when ``__enter__``
-      raises).
+      raises); a Ctrl-C or SIGTERM during the spawn itself is held until the child is held
+      (:func:`interrupts_deferred`). A child that exits because its port was taken after the
+      owner chose it is started again, up to ``SPAWN_ATTEMPTS`` tries, where the owner says
+      how to see that (:meth:`port_was_taken`: Prometheus).
     - :meth:`stop` sends ``stop_signal`` (to the group when ``own_group``), SIGKILL after
       ``grace_s``, then SIGKILL to the group for any child that outlived the leader; the child
       is reaped; scratch directories are removed. Safe to call twice (the group is signalled
@@ -168,18 +202,30 @@ class ManagedProcess:
         """Start and wait for health (see the class); ``timeout_s`` overrides the constructor's."""
         if timeout_s is not None:
             self.timeout_s = timeout_s
-        try:
+        for attempt in range(1, SPAWN_ATTEMPTS + 1):
             try:
-                self.prepare()
-            except ToolNotFound as exc:  # the owner's callers catch the owner's error
-                raise self.error(str(exc)) from exc
-            self._spawn()
-            if self.health is not None:
-                self._wait_healthy()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+                try:
+                    self.prepare()
+                except ToolNotFound as exc:  # the owner's callers catch the owner's error
+                    raise self.error(str(exc)) from exc
+                self._spawn()
+                if self.health is not None:
+                    self._wait_healthy()
+                return self
+            except BaseException as exc:
+                again = isinstance(exc, self.error) and attempt < SPAWN_ATTEMPTS and self.port_was_taken()
+                self.stop()
+                if not again:
+                    raise
+                self.proc, self._ended = None, False  # prepare() picks another port
+        raise AssertionError("unreachable")
+
+    def port_was_taken(self) -> bool:
+        """After a failed start, before its scratch is removed: did the child exit because its
+        port was taken after the owner chose it (free then, not reserved)? Then :meth:`start`
+        tries again from :meth:`prepare`, which must choose the port and the log anew. The
+        default: never (an owner that picks its port once, in ``__init__``, cannot move)."""
+        return False
 
     def _spawn(self) -> None:
         if self.log is None:
@@ -188,9 +234,10 @@ class ManagedProcess:
         fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         try:
             self._t0 = time.monotonic()
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
-                                         env=dict(self.env) if self.env is not None else None, cwd=self.cwd,
-                                         start_new_session=self.own_group)
+            with interrupts_deferred():  # the Popen is ours before a Ctrl-C can unwind past it
+                self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
+                                             env=dict(self.env) if self.env is not None else None, cwd=self.cwd,
+                                             start_new_session=self.own_group)
         finally:
             os.close(fd)  # the child holds its own copy
 

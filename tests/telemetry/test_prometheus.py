@@ -176,14 +176,24 @@ def test_prometheus_that_cannot_start_says_why(tmp_path, monkeypatch):
 
 @needs_prometheus
 def test_another_prometheus_on_the_chosen_port_is_not_taken_for_ours(tmp_path, monkeypatch):
-    """The port is free when chosen, not reserved: when another Prometheus answers there, this
-    start fails with its own log tail instead of being taken for ready."""
-    with prom.LocalPrometheus([ScrapeTarget("vllm", "http://127.0.0.1:9/metrics")]) as other:
+    """The port is free when chosen, not reserved: when another Prometheus binds it first, this
+    one is not taken for ready; it starts again on another port (two xdist processes, session
+    18). A port taken on every try fails with its own log tail. The other one is left as it was."""
+    from inferlab.procs import SPAWN_ATTEMPTS, free_port
+
+    target = [ScrapeTarget("vllm", "http://127.0.0.1:9/metrics")]
+    with prom.LocalPrometheus(target) as other:
         port = int(other.url.rsplit(":", 1)[1])
-        monkeypatch.setattr(prom, "free_port", lambda preferred=0: port)
-        with pytest.raises(prom.PrometheusError, match="before ready; log tail"):
-            prom.LocalPrometheus([ScrapeTarget("vllm", "http://127.0.0.1:9/metrics")], ready_timeout_s=15).start()
-        assert other.proc.poll() is None  # the other one is left as it was
+        chosen = iter([port])
+        monkeypatch.setattr(prom, "free_port", lambda preferred=0: next(chosen, None) or free_port())
+        with prom.LocalPrometheus(target, ready_timeout_s=15) as mine:
+            assert int(mine.url.rsplit(":", 1)[1]) != port and mine.proc.poll() is None
+        tries = []
+        monkeypatch.setattr(prom, "free_port", lambda preferred=0: tries.append(port) or port)
+        with pytest.raises(prom.PrometheusError, match="address already in use"):
+            prom.LocalPrometheus(target, ready_timeout_s=15).start()
+        assert len(tries) == SPAWN_ATTEMPTS
+        assert other.proc.poll() is None
 
 
 def test_only_bearer_headers_can_be_sent():

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from .. import credentials
 from ..kube import KubeExec, cluster_client, pod_exec
-from ..procs import stop_process
+from ..procs import interrupts_deferred, stop_process
 from ..runs.manifest import TargetInfo
 from ..formats.otlp import COLLECTOR_SPANS_FILE
 from ..specs import LoadSpec
@@ -31,8 +31,9 @@ def port_forward(namespace: str = NAMESPACE, service: str = SERVICE, port: int =
         kubectl = find_tool("kubectl")
     except ToolNotFound as exc:
         raise TargetError(f"{exc} (needed for TARGET=k8s port-forward)") from None
-    proc = subprocess.Popen([kubectl, "-n", namespace, "port-forward", f"svc/{service}", f"127.0.0.1:0:{port}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with interrupts_deferred():  # held by us before a Ctrl-C can leave it running
+        proc = subprocess.Popen([kubectl, "-n", namespace, "port-forward", f"svc/{service}", f"127.0.0.1:0:{port}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         # only kubectl's success line: its errors mention 127.0.0.1:8080 (the default API server)

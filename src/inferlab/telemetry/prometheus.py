@@ -155,7 +155,7 @@ class LocalPrometheus(ManagedProcess):
         exe = find_tool("prometheus")
         self.dir = self.cwd = self.scratch_dir("inferlab-prometheus-")  # 0700
         config = self._write_config()
-        port = free_port(9091)  # free now, not reserved: another process may take it first
+        port = free_port(9091)  # free now, not reserved: if another process takes it first, start() tries again
         self.url = f"http://127.0.0.1:{port}"
         self.health, self.log = self._ready_and_ours, self.dir / "prometheus.log"
         self.argv = [exe, f"--config.file={config}", f"--storage.tsdb.path={self.dir / 'data'}",
@@ -170,6 +170,11 @@ class LocalPrometheus(ManagedProcess):
             return False
         r = httpx.get(f"{self.url}/api/v1/status/flags", timeout=2)
         return r.status_code == 200 and r.json().get("data", {}).get("storage.tsdb.path") == str(self.dir / "data")
+
+    def port_was_taken(self) -> bool:
+        """Its log says the listen address was in use: another process (a second Prometheus
+        also preferring 9091) bound the port between :func:`free_port` and this start."""
+        return "address already in use" in self.log_tail(10)
 
     def start(self, timeout_s: float | None = None) -> LocalPrometheus:
         super().start(timeout_s)

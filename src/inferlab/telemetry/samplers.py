@@ -21,7 +21,7 @@ from types import ModuleType
 
 import psutil
 
-from ..procs import stop_process
+from ..procs import interrupts_deferred, stop_process
 from ..tools import find_tool, which_tool
 
 NVIDIA_SMI_QUERY = "timestamp,utilization.gpu,utilization.memory,memory.used,memory.total,temperature.gpu,power.draw"
@@ -38,8 +38,9 @@ class NvidiaSmiLogger:
     def __enter__(self) -> NvidiaSmiLogger:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.out, "x")  # noqa: SIM115 - closed in __exit__
-        self.proc = subprocess.Popen([find_tool("nvidia-smi"), f"--query-gpu={NVIDIA_SMI_QUERY}", "--format=csv",
-                                      "-l", str(self.interval_s)], stdout=self._fh, stderr=subprocess.DEVNULL)
+        with interrupts_deferred():  # held by us before a Ctrl-C can leave it running
+            self.proc = subprocess.Popen([find_tool("nvidia-smi"), f"--query-gpu={NVIDIA_SMI_QUERY}", "--format=csv",
+                                          "-l", str(self.interval_s)], stdout=self._fh, stderr=subprocess.DEVNULL)
         return self
 
     def __exit__(self, *exc) -> None:
