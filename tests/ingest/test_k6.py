@@ -216,3 +216,19 @@ def test_ramp_dropped_iterations_in_sample():
     ramp = pts[pts["cell_id"] == "short-rate20to600"]
     assert ramp.loc[ramp["metric"] == "dropped_iterations", "value"].sum() == 2974
     assert (run.requests["cell_id"] == "short-rate20to600").sum() == 24920
+
+
+@pytest.mark.parametrize(("name", "chunk_bytes"), [("k6-1.1.0/short_c1.ndjson.gz", None),
+                                                    ("k6-1.1.0/short_c1.ndjson.gz", 777),
+                                                    ("k6-1.1.0-workload/mt-poisson-at20.ndjson.gz", None)])
+def test_one_pass_gives_both_tables_as_the_two_readers_do(fixtures, name, chunk_bytes):
+    """read_k6_tables (a capacity step reads both) is the two readers' frames and line
+    accounting from one pass, in whatever chunks."""
+    from inferlab.ingest import read_k6_tables
+
+    path, kw = fixtures / name, {"chunk_bytes": chunk_bytes} if chunk_bytes else {}
+    req, pts = read_k6_tables(path, **kw)
+    for got, want in ((req, read_k6(path, **kw)), (pts, read_k6_points(path, **kw))):
+        pd.testing.assert_frame_equal(got, want)
+        assert got.attrs["ingest"] == want.attrs["ingest"]
+    assert len(req) and len(pts)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..ingest import read_k6, read_k6_points, read_spans
+from ..ingest import read_k6_tables, read_spans
 from ..ingest.stream_clock import read_stream_clock
 from ..runs.layout import CELL_FILES, SPANS
 from ..runs.manifest import CellRecord
@@ -94,8 +94,7 @@ def read_segment(run_dir: Path, run_id: str, cell: CellRecord, warmup_s: float) 
     from .validity import CellInputs, check_cell
 
     cell_dir = run_dir / "cells" / cell.cell_id
-    req = read_k6(cell_dir / CELL_FILES["k6"])
-    pts = read_k6_points(cell_dir / CELL_FILES["k6"])
+    req, pts = read_k6_tables(cell_dir / CELL_FILES["k6"])  # one pass over the file
     dropped = int(pts.loc[pts["metric"] == "dropped_iterations", "value"].sum()) if not pts.empty else 0
     # TTFT/TPOT per request from the cell's spans, else its stream clock (whichever was recorded)
     spans = read_spans(cell_dir / SPANS) if (cell_dir / SPANS).is_file() else None

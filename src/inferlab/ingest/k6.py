@@ -160,20 +160,26 @@ def _parse_chunk(data: bytes, first_line: int, stats: LineStats, tags: _TagTable
     return out.with_columns(pl.col("metric").cast(pl.Categorical))
 
 
-def _scan(path: str | Path, chunk_bytes: int, requests: bool) -> tuple[pl.DataFrame, _TagTable, LineStats]:
-    """All Points of the file, request metrics only (``requests``) or all the others: filtered
-    per chunk, so a 2 GB file never holds the Points it does not need."""
+def _scan(path: str | Path, chunk_bytes: int,
+          requests: bool | None) -> tuple[pl.DataFrame, pl.DataFrame, _TagTable, LineStats]:
+    """The file's Points in one pass: (request metrics, all the others, tags, line stats).
+    ``requests`` True or False keeps only that side, filtered per chunk, so a 2 GB file never
+    holds the Points it does not need (the other side comes back empty); None keeps both."""
     stats = LineStats(str(path))
     tags = _TagTable()
     is_request = pl.col("metric").cast(pl.String).is_in(REQUEST_METRICS)
-    wanted = is_request if requests else ~is_request
-    parts = [_parse_chunk(data, first, stats, tags).filter(wanted)
-             for first, data in iter_line_chunks(path, stats, chunk_bytes)]
-    schema = {"ln": pl.UInt32, "metric": pl.Categorical, "value": pl.Float64, "ts_ns": pl.Int64, "tag_id": pl.Int32}
-    points = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+    req_parts, other_parts = [], []
+    for first, data in iter_line_chunks(path, stats, chunk_bytes):
+        points = _parse_chunk(data, first, stats, tags)
+        if requests is not False:
+            req_parts.append(points.filter(is_request))
+        if requests is not True:
+            other_parts.append(points.filter(~is_request))
     if stats.lines_read == 0:
         raise IngestError(path, None, EXPECTED, "an empty file")
-    return points, tags, stats
+    schema = {"ln": pl.UInt32, "metric": pl.Categorical, "value": pl.Float64, "ts_ns": pl.Int64, "tag_id": pl.Int32}
+    both = [pl.concat(parts) if parts else pl.DataFrame(schema=schema) for parts in (req_parts, other_parts)]
+    return both[0], both[1], tags, stats
 
 
 def _used_tags(tags: _TagTable, ids: pl.Series) -> pl.DataFrame:
@@ -236,7 +242,25 @@ def read_k6(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pd.Data
     """One row per HTTP request: end_ts, start_ts (= end_ts - duration), timings in ``_ms``,
     method, url, status, ok, error, error_code, every custom tag as a column, Point metadata as
     ``meta_<key>`` columns, and ``request_id`` (the X-Request-Id chat.js sent) where recorded."""
-    req, tags, stats = _scan(path, chunk_bytes, requests=True)
+    req, _, tags, stats = _scan(path, chunk_bytes, requests=True)
+    return _request_table(req, tags, stats)
+
+
+def read_k6_points(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pd.DataFrame:
+    """Every non-request metric (iterations, dropped_iterations, checks, data_sent, vus, ...)
+    in long form: ts, metric, value and the Point's tags as columns."""
+    _, other, tags, stats = _scan(path, chunk_bytes, requests=False)
+    return _point_table(other, tags, stats)
+
+
+def read_k6_tables(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(read_k6(path), read_k6_points(path))`` from one pass over the file: the same two
+    frames, line accounting included, for the reader that needs both (a capacity step)."""
+    req, other, tags, stats = _scan(path, chunk_bytes, requests=None)
+    return _request_table(req, tags, stats), _point_table(other, tags, stats)
+
+
+def _request_table(req: pl.DataFrame, tags: _TagTable, stats: LineStats) -> pd.DataFrame:
     stats.lines_used = len(req)
     if req.is_empty():
         return attach(empty_requests(), stats)
@@ -268,10 +292,7 @@ def read_k6(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pd.Data
     return attach(_to_pandas_utc(result, []), stats)
 
 
-def read_k6_points(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pd.DataFrame:
-    """Every non-request metric (iterations, dropped_iterations, checks, data_sent, vus, ...)
-    in long form: ts, metric, value and the Point's tags as columns."""
-    other, tags, stats = _scan(path, chunk_bytes, requests=False)
+def _point_table(other: pl.DataFrame, tags: _TagTable, stats: LineStats) -> pd.DataFrame:
     stats.lines_used = len(other)
     other = other.join(_used_tags(tags, other["tag_id"]), left_on="tag_id", right_on="_tags", how="left")
     other = other.with_columns(

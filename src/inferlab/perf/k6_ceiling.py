@@ -25,7 +25,7 @@ import pandas as pd
 import psutil
 
 from ..analysis.validity import LAG_P99_MS, grid_lag_ms
-from ..ingest import read_k6, read_k6_points
+from ..ingest import read_k6_tables
 from ..load.k6 import run_cell
 from ..runs.layout import segment_files
 from ..specs import LoadSpec
@@ -58,8 +58,7 @@ def step(spec: LoadSpec, base_url: str, rate: float, work: Path, seconds: int = 
     with HostSampler(d / "host.csv", lambda: {"k6": _k6_pids()}, interval_s=0.5):
         run_cell(spec, cell, base_url, None, d, run_id="k6-ceiling")
     ndjson = d / segment_files(0, 1)["ndjson"]
-    req = read_k6(ndjson)
-    points = read_k6_points(ndjson)
+    req, points = read_k6_tables(ndjson)
     dropped = int(points.loc[points["metric"] == "dropped_iterations", "value"].sum()) if not points.empty else 0
     starts = (req["start_ts"] - req["start_ts"].min()).dt.total_seconds().to_numpy(float)
     lag = grid_lag_ms(starts, rate) if len(starts) else np.array([np.nan])
