@@ -138,3 +138,4 @@ def test_truncated_tail_skipped_blank_counted_empty_file(tmp_path, otlp):
     empty.write_bytes(b"")
     df = read_spans(empty)
     assert df.empty and list(df.columns) == COLUMNS
+    assert str(df["start_ts"].dtype) == str(read_spans(otlp / FILES[0])["start_ts"].dtype) == "datetime64[ns, UTC]"
