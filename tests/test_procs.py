@@ -263,3 +263,88 @@ def test_a_port_taken_before_the_bind_is_tried_again_on_another(tmp_path):
         ports.append(taken.getsockname()[1])
         with pytest.raises(OwnerError, match="exited with code 1 before ready"):
             Fixed(name="http.server", error=OwnerError, timeout_s=15, poll_s=0.05).start()
+
+
+def test_an_ignored_or_default_signal_is_left_as_the_kernel_has_it(main_thread_handlers):
+    """Only Python handlers are swapped: a background job's ignored Ctrl-C stays ignored, in
+    this process and in the child (an ignore survives exec; a handler set from Python does
+    not). Once the swap set a CI's ignored Ctrl-C back from Python and a test's sweep, started
+    after, ignored the test's Ctrl-C (session 18)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    p = ManagedProcess([PY, "-c", "print(open('/proc/self/status').read(), flush=True); import time; time.sleep(30)"],
+                       health=lambda: _log_has(p, "SigIgn"), poll_s=0.05)
+    with p:
+        ignored = int(next(ln for ln in p.log_tail(80).splitlines() if ln.startswith("SigIgn:")).split()[1], 16)
+    assert ignored & (1 << (signal.SIGINT - 1)), "the child no longer ignores SIGINT"
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+@pytest.mark.parametrize("arrives_at", [2, 4])  # 2: while SIGTERM is swapped in; 4: while it is put back
+def test_a_signal_between_the_swaps_leaves_no_recorder_behind(main_thread_handlers, monkeypatch, arrives_at):
+    """The swaps run with both signals blocked: a signal that arrives between the SIGINT and
+    SIGTERM swaps is delivered after, to the handler in place, and neither signal is left with
+    the recorder (which would swallow every later Ctrl-C or SIGTERM)."""
+    import os
+    import types
+
+    import inferlab.procs as procs
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    calls = []
+
+    def signal_then_send(s, h):
+        calls.append(s)
+        if len(calls) == arrives_at:
+            os.kill(os.getpid(), signal.SIGTERM if arrives_at == 2 else signal.SIGINT)
+        return signal.signal(s, h)
+
+    proxy = types.SimpleNamespace(**{k: getattr(signal, k) for k in dir(signal) if not k.startswith("__")})
+    proxy.signal = signal_then_send
+    monkeypatch.setattr(procs, "signal", proxy)
+    with pytest.raises(KeyboardInterrupt):
+        with procs.interrupts_deferred():
+            time.sleep(0.05)
+    monkeypatch.undo()
+    assert len(calls) == 4 and {s: signal.getsignal(s) for s in handlers} == handlers
+
+
+@pytest.mark.parametrize("site", ["nvidia-smi logger", "kubectl port-forward"])
+def test_the_helper_spawns_are_stopped_by_an_interrupt_inside_them_too(main_thread_handlers, monkeypatch, tmp_path,
+                                                                      site):
+    """The two children outside ManagedProcess (procs.stop_process's): a SIGTERM inside their
+    Popen ends with the child stopped, not left writing (the logger into its run's CSV)."""
+    import os
+    import subprocess
+
+    import inferlab.targets.k8s as k8s
+    import inferlab.telemetry.samplers as samplers
+
+    fake = tmp_path / "tool"
+    fake.write_text("#!/bin/sh\necho 'Forwarding from 127.0.0.1:1234 -> 8000'\nexec sleep 30\n")
+    fake.chmod(0o755)
+    real, pids = subprocess.Popen, []
+
+    def popen_then_sigterm(*args, **kw):
+        child = real(*args, **kw)
+        pids.append(child.pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+        return child
+
+    monkeypatch.setattr(subprocess, "Popen", popen_then_sigterm)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            if site == "nvidia-smi logger":
+                monkeypatch.setattr(samplers, "find_tool", lambda name: str(fake))
+                with samplers.NvidiaSmiLogger(tmp_path / "nvidia-smi.csv"):
+                    pass
+            else:
+                monkeypatch.setattr(k8s, "find_tool", lambda name: str(fake))
+                with k8s.port_forward():
+                    pass
+        assert pids and _dead(pids[0])
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -4,8 +4,8 @@ port-forward, Chromium in tests).
 :class:`ManagedProcess` is the one home of a served child's lifecycle: argv and environment,
 a scratch directory, a log file, a health check, a stop signal, and the error its owner raises.
 The smaller helpers below it (:func:`wait_for_health`, :func:`stop_process`, :func:`free_port`)
-serve children that need less (a port-forward, a sampler); every spawn, theirs included, runs
-inside :func:`interrupts_deferred`.
+serve children that need less (a port-forward, a sampler); every long-lived child's spawn,
+theirs included, runs inside :func:`interrupts_deferred` (``subprocess.run``'s short ones do not).
 """
 
 from __future__ import annotations
@@ -50,29 +50,54 @@ SPAWN_ATTEMPTS = 3  # a child whose port was taken between free_port() and its b
 
 
 @contextlib.contextmanager
-def interrupts_deferred():
-    """Ctrl-C and SIGTERM held while the body runs, then delivered (the first one) as it would
-    have been. Used around a spawn: an interrupt raised inside ``Popen`` leaves a running child
-    that no one holds, so :func:`stop_all` cannot stop it (an orphaned k6 once kept writing into
-    a cell already recorded and hashed as partial: four xdist processes, session 18).
-
-    Decision: Python handlers swapped for the body, not a signal mask: a child inherits the
-    mask, and a k6 or vLLM with SIGINT and SIGTERM blocked could never be stopped gently. Only
-    in the main thread (the only one that may set handlers) and where both handlers were set
-    from Python; elsewhere the body runs unguarded."""
-    sigs = (signal.SIGINT, signal.SIGTERM)
-    before = {s: signal.getsignal(s) for s in sigs}
-    if threading.current_thread() is not threading.main_thread() or None in before.values():
+def _signals_blocked(sigs: Iterable[int]):
+    """``sigs`` blocked for the body (kernel mask), then the mask as it was: a signal that came
+    meanwhile is delivered at the unblock, to whatever handler is set by then. Never around a
+    spawn (a child inherits the mask); a platform without pthread_sigmask runs it unblocked."""
+    try:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    except (AttributeError, ValueError, OSError):
         yield
         return
-    caught: list[int] = []
-    for s in sigs:
-        signal.signal(s, lambda signum, _frame: caught.append(signum))
     try:
         yield
     finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Ctrl-C and SIGTERM held while the body runs, then delivered (the first one caught) as it
+    would have been. Used around every long-lived child's spawn: an interrupt raised inside
+    ``Popen`` leaves a running child that no one holds, so nothing can stop it (an orphaned k6
+    once kept writing into a cell already recorded and hashed as partial: four xdist processes,
+    session 18).
+
+    Decisions: only a signal whose handler is a Python function is held, as only those raise
+    inside ``Popen``; an ignored one (a background job's Ctrl-C) or a default one (SIGTERM kills
+    the process, child or not) is left alone, since setting it would change what the kernel
+    does and what the child inherits (the ignore is kept across exec; once a CI's ignored Ctrl-C
+    was set back from Python and a test's sweep then ignored its Ctrl-C). Held by swapping
+    handlers, not by a signal mask around the spawn: a child inherits the mask, and a k6 or vLLM
+    with SIGINT and SIGTERM blocked could never be stopped gently; the swaps themselves run
+    with both blocked, so no signal lands between them. Only in the main thread (the only one
+    that may set handlers, and the only one Python runs them in)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {s: h for s in (signal.SIGINT, signal.SIGTERM) if callable(h := signal.getsignal(s))}
+    caught: list[int] = []
+    swapped: dict[int, Callable] = {}
+    try:
+        with _signals_blocked(held):
+            for s, handler in held.items():
+                signal.signal(s, lambda signum, _frame: caught.append(signum))
+                swapped[s] = handler
+        yield
+    finally:
+        with _signals_blocked(held):
+            for s, handler in swapped.items():
+                signal.signal(s, handler)
         if caught:
             signal.raise_signal(caught[0])
 
@@ -147,8 +172,9 @@ class ManagedProcess:
       scratch removed before the error goes on (``__exit__`` does not run when ``__enter__``
       raises); a Ctrl-C or SIGTERM during the spawn itself is held until the child is held
       (:func:`interrupts_deferred`). A child that exits because its port was taken after the
-      owner chose it is started again, up to ``SPAWN_ATTEMPTS`` tries, where the owner says
-      how to see that (:meth:`port_was_taken`: Prometheus).
+      owner chose it is started again, up to ``SPAWN_ATTEMPTS`` tries, each with its own
+      ``timeout_s``, where the owner says how to see that (:meth:`port_was_taken`: Prometheus);
+      ``startup_s`` is the try that started.
     - :meth:`stop` sends ``stop_signal`` (to the group when ``own_group``), SIGKILL after
       ``grace_s``, then SIGKILL to the group for any child that outlived the leader; the child
       is reaped; scratch directories are removed. Safe to call twice (the group is signalled
@@ -213,8 +239,10 @@ class ManagedProcess:
                     self._wait_healthy()
                 return self
             except BaseException as exc:
-                again = isinstance(exc, self.error) and attempt < SPAWN_ATTEMPTS and self.port_was_taken()
-                self.stop()
+                try:  # read before stop() removes the log; the child is stopped whatever happens
+                    again = isinstance(exc, self.error) and attempt < SPAWN_ATTEMPTS and self.port_was_taken()
+                finally:
+                    self.stop()
                 if not again:
                     raise
                 self.proc, self._ended = None, False  # prepare() picks another port

@@ -206,7 +206,11 @@ def test_ctrl_c_mid_cell_then_resume(keyed, workspace, tiny_on_engine):
     env = {**os.environ, "INFERLAB_HOME": str(workspace), "INFERLAB_API_KEY": keyed.api_key}
     argv = [sys.executable, "-m", "inferlab.cli", "sweep", str(spec), "--target", "url", "--base-url", keyed.base_url,
             *(a for item in tiny_on_engine for a in ("--set", item))]
-    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # Ctrl-C as a terminal's foreground job gets it: not ignored, whatever this session inherited
+    # (a background job of a non-interactive shell, such as a CI harness's, ignores SIGINT, and
+    # the sweep rightly keeps ignoring it then)
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     runs = workspace / "data" / "runs"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not list(runs.glob("*/cells/short-c2/.k6.ndjson.partial")):

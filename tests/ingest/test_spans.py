@@ -105,6 +105,8 @@ def test_malformed_line_names_file_line(tmp_path, otlp):
 @pytest.mark.parametrize(("edit", "field"), [
     (lambda s: s.pop("startTimeUnixNano"), "span field startTimeUnixNano"),
     (lambda s: s.update(endTimeUnixNano="soon"), "span times/kind as integers"),
+    (lambda s: s.update(endTimeUnixNano="18446744073709551615"), "outside 0 to 2\\*\\*63-1 ns"),  # uint64 max
+    (lambda s: s.update(startTimeUnixNano=str(2 ** 63)), "outside 0 to 2\\*\\*63-1 ns"),
     (lambda s: s["attributes"][1].update(value={"stringValue": "fast"}), "gen_ai.latency.e2e: a number"),
     (lambda s: s["attributes"].append({"key": "x", "value": {"weirdValue": 1}}), "unknown AnyValue"),
 ])

@@ -75,6 +75,8 @@ def _attrs(items, where: str) -> dict:
 def _span_row(span: dict, resource: str) -> dict:
     try:
         start, end = int(span["startTimeUnixNano"]), int(span["endTimeUnixNano"])
+        if not (0 <= start < 2 ** 63 and 0 <= end < 2 ** 63):  # int64 nanoseconds: the columns' range
+            raise ValueError(f"outside 0 to 2**63-1 ns: {start}, {end}")
         row = {"trace_id": span["traceId"], "span_id": span["spanId"], "parent_span_id": span.get("parentSpanId", ""),
                "name": span["name"], "kind": int(span.get("kind", 0))}
     except KeyError as exc:

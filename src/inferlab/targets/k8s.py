@@ -31,10 +31,11 @@ def port_forward(namespace: str = NAMESPACE, service: str = SERVICE, port: int =
         kubectl = find_tool("kubectl")
     except ToolNotFound as exc:
         raise TargetError(f"{exc} (needed for TARGET=k8s port-forward)") from None
-    with interrupts_deferred():  # held by us before a Ctrl-C can leave it running
-        proc = subprocess.Popen([kubectl, "-n", namespace, "port-forward", f"svc/{service}", f"127.0.0.1:0:{port}"],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = None
     try:
+        with interrupts_deferred():  # held by us before a Ctrl-C can unwind past the spawn
+            proc = subprocess.Popen([kubectl, "-n", namespace, "port-forward", f"svc/{service}",
+                                     f"127.0.0.1:0:{port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         line = proc.stdout.readline() if proc.stdout else ""
         # only kubectl's success line: its errors mention 127.0.0.1:8080 (the default API server)
         m = re.match(r"Forwarding from 127\.0\.0\.1:(\d+) ->", line)

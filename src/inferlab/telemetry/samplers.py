@@ -38,9 +38,14 @@ class NvidiaSmiLogger:
     def __enter__(self) -> NvidiaSmiLogger:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.out, "x")  # noqa: SIM115 - closed in __exit__
-        with interrupts_deferred():  # held by us before a Ctrl-C can leave it running
-            self.proc = subprocess.Popen([find_tool("nvidia-smi"), f"--query-gpu={NVIDIA_SMI_QUERY}", "--format=csv",
-                                          "-l", str(self.interval_s)], stdout=self._fh, stderr=subprocess.DEVNULL)
+        try:
+            with interrupts_deferred():  # held by us before a Ctrl-C can unwind past the spawn
+                self.proc = subprocess.Popen([find_tool("nvidia-smi"), f"--query-gpu={NVIDIA_SMI_QUERY}",
+                                              "--format=csv", "-l", str(self.interval_s)],
+                                             stdout=self._fh, stderr=subprocess.DEVNULL)
+        except BaseException:  # a raising __enter__ gets no __exit__: stop it (and close the file) here
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
