@@ -280,35 +280,6 @@ def test_an_ignored_or_default_signal_is_left_as_the_kernel_has_it(main_thread_h
     assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
-@pytest.mark.parametrize("arrives_at", [2, 4])  # 2: while SIGTERM is swapped in; 4: while it is put back
-def test_a_signal_between_the_swaps_leaves_no_recorder_behind(main_thread_handlers, monkeypatch, arrives_at):
-    """The swaps run with both signals blocked: a signal that arrives between the SIGINT and
-    SIGTERM swaps is delivered after, to the handler in place, and neither signal is left with
-    the recorder (which would swallow every later Ctrl-C or SIGTERM)."""
-    import os
-    import types
-
-    import inferlab.procs as procs
-
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    calls = []
-
-    def signal_then_send(s, h):
-        calls.append(s)
-        if len(calls) == arrives_at:
-            os.kill(os.getpid(), signal.SIGTERM if arrives_at == 2 else signal.SIGINT)
-        return signal.signal(s, h)
-
-    proxy = types.SimpleNamespace(**{k: getattr(signal, k) for k in dir(signal) if not k.startswith("__")})
-    proxy.signal = signal_then_send
-    monkeypatch.setattr(procs, "signal", proxy)
-    with pytest.raises(KeyboardInterrupt):
-        with procs.interrupts_deferred():
-            time.sleep(0.05)
-    monkeypatch.undo()
-    assert len(calls) == 4 and {s: signal.getsignal(s) for s in handlers} == handlers
-
-
 @pytest.mark.parametrize("site", ["nvidia-smi logger", "kubectl port-forward"])
 def test_the_helper_spawns_are_stopped_by_an_interrupt_inside_them_too(main_thread_handlers, monkeypatch, tmp_path,
                                                                       site):

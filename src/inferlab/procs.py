@@ -87,19 +87,44 @@ def interrupts_deferred():
         return
     held = {s: h for s in (signal.SIGINT, signal.SIGTERM) if callable(h := signal.getsignal(s))}
     caught: list[int] = []
+    holding = [True]
     swapped: dict[int, Callable] = {}
+
+    def gate(signum, frame):  # while held: recorded; after: the handler it stands for, as if restored
+        if holding[0]:
+            caught.append(signum)
+        else:
+            held[signum](signum, frame)
+
     try:
         with _signals_blocked(held):
             for s, handler in held.items():
-                signal.signal(s, lambda signum, _frame: caught.append(signum))
+                signal.signal(s, gate)
                 swapped[s] = handler
         yield
     finally:
-        with _signals_blocked(held):
-            for s, handler in swapped.items():
-                signal.signal(s, handler)
+        holding[0] = False
+        raised = _restore_handlers(swapped)
+        if raised is not None:  # a signal came while restoring: its handler raised already
+            raise raised
         if caught:
             signal.raise_signal(caught[0])
+
+
+def _restore_handlers(handlers: dict[int, Callable]) -> BaseException | None:
+    """Put every handler back, even when one that is back already runs and raises meanwhile (a
+    signal from another thread's delivery is not held by this thread's mask): that exception is
+    returned, after the rest are back, for the caller to raise."""
+    todo, raised = list(handlers.items()), None
+    while todo:
+        try:
+            with _signals_blocked(handlers):
+                while todo:
+                    signal.signal(*todo[0])
+                    todo.pop(0)
+        except BaseException as exc:  # noqa: BLE001 - a handler's KeyboardInterrupt, kept for after
+            raised = raised or exc
+    return raised
 
 
 def _is_healthy(check: HealthCheck, request_timeout_s: float, verify: bool | ssl.SSLContext) -> bool:
