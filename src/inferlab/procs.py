@@ -50,10 +50,12 @@ SPAWN_ATTEMPTS = 3  # a child whose port was taken between free_port() and its b
 
 
 @contextlib.contextmanager
-def _signals_blocked(sigs: Iterable[int]):
-    """``sigs`` blocked for the body (kernel mask), then the mask as it was: a signal that came
-    meanwhile is delivered at the unblock, to whatever handler is set by then. Never around a
-    spawn (a child inherits the mask); a platform without pthread_sigmask runs it unblocked."""
+def signals_blocked(sigs: Iterable[int] = (signal.SIGINT, signal.SIGTERM)):
+    """``sigs`` (default: Ctrl-C and SIGTERM) blocked in this thread for the body, then the mask
+    as it was: a signal that came meanwhile is delivered at the unblock, to whatever handler is
+    set by then. Around a write-once record's write (a second Ctrl-C cannot leave it half
+    written) and handler swaps; never around a spawn (a child inherits the mask). Where
+    pthread_sigmask is missing, the body runs unblocked."""
     try:
         before = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
     except (AttributeError, ValueError, OSError):
@@ -97,7 +99,7 @@ def interrupts_deferred():
             held[signum](signum, frame)
 
     try:
-        with _signals_blocked(held):
+        with signals_blocked(held):
             for s, handler in held.items():
                 signal.signal(s, gate)
                 swapped[s] = handler
@@ -118,7 +120,7 @@ def _restore_handlers(handlers: dict[int, Callable]) -> BaseException | None:
     todo, raised = list(handlers.items()), None
     while todo:
         try:
-            with _signals_blocked(handlers):
+            with signals_blocked(handlers):
                 while todo:
                     signal.signal(*todo[0])
                     todo.pop(0)

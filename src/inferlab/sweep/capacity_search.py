@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-from contextlib import contextmanager
 
 from ..analysis.capacity import search_config
 from ..analysis.capacity_steps import (SearchState, complete_record, finished_cells, partial_record, resumed_cell,
                                        search, to_json)
 from ..analysis.certify import StepPlan
+from ..procs import signals_blocked
 from ..runs.layout import CAPACITY, CAPACITY_PARTIAL, unique_name, with_resumes
 from ..runs.manifest import CellRecord
 from ..specs import CellPlan, LoadSpec, make_cell_id
@@ -85,7 +84,7 @@ def run_capacity(spec: LoadSpec, session: TargetSession, ctx: RunContext) -> tup
         _record_partial(w, spec, state, state.stop)
         return "partial", state.stop
     result = complete_record(state, spec, _earlier_partials(w))
-    with _signals_held():
+    with signals_blocked():
         w.write_bytes(CAPACITY, json.dumps(result, indent=1, default=to_json).encode())
     w.manifest.notes.append(f"capacity: {result['claim']}; boundary interval [{result['interval_low']:.3g}, "
                             f"{result['interval_high']:.3g}] req/s ({len(state.steps)} steps)")
@@ -99,7 +98,7 @@ def _record_partial(w, spec: LoadSpec, state: SearchState, reason: str) -> None:
     rel = unique_name(w.dir, CAPACITY_PARTIAL)
     try:
         rec = partial_record(state, spec, reason, _earlier_partials(w))
-        with _signals_held():
+        with signals_blocked():
             w.write_bytes(rel, json.dumps(rec, indent=1, default=to_json).encode())
     except Exception as exc:  # noqa: BLE001 - the stop itself is what the run reports
         w.note(f"capacity: the partial record {rel} could not be written ({type(exc).__name__}: {exc})")
@@ -112,23 +111,6 @@ def _record_partial(w, spec: LoadSpec, state: SearchState, reason: str) -> None:
 def _earlier_partials(w) -> list[str]:
     """The partial records earlier sessions of this run wrote (a resumed search's record supersedes them)."""
     return with_resumes(CAPACITY_PARTIAL, {p.name for p in w.dir.glob("capacity-partial*.json")})
-
-
-@contextmanager
-def _signals_held():
-    """Ctrl-C and SIGTERM held back while a record is written (delivered right after), so a
-    second signal cannot leave a half-written write-once file. Only where it can be held: the
-    main thread on a platform with pthread_sigmask; elsewhere the write goes on unguarded."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    try:
-        before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except (AttributeError, ValueError, OSError):
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _new_cell(w, spec: LoadSpec, plan: StepPlan, block: int) -> CellRecord:
