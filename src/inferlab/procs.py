@@ -81,9 +81,11 @@ def interrupts_deferred():
     does and what the child inherits (the ignore is kept across exec; once a CI's ignored Ctrl-C
     was set back from Python and a test's sweep then ignored its Ctrl-C). Held by swapping
     handlers, not by a signal mask around the spawn: a child inherits the mask, and a k6 or vLLM
-    with SIGINT and SIGTERM blocked could never be stopped gently; the swaps themselves run
-    with both blocked, so no signal lands between them. Only in the main thread (the only one
-    that may set handlers, and the only one Python runs them in)."""
+    with SIGINT and SIGTERM blocked could never be stopped gently. The swaps run with both
+    blocked in this thread; a signal the kernel hands another thread can still run a handler
+    between them, so the stand-in forwards once the body is over and every handler is put back
+    even then (:func:`_restore_handlers`). Only in the main thread (the only one that may set
+    handlers, and the only one Python runs them in)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
