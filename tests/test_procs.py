@@ -180,36 +180,41 @@ def main_thread_handlers():
         signal.signal(s, h)
 
 
-def test_a_sigterm_inside_the_spawn_is_delivered_after_it_and_the_child_is_stopped(main_thread_handlers, monkeypatch):
-    """A SIGTERM that lands while Popen runs (a time limit's, or a test's ready() poll) is held
-    until the Popen is ours, then raised: start() stops the child. Without the hold the
-    KeyboardInterrupt unwound out of Popen and left a running k6 no one held (four xdist
-    processes, session 18: its log grew after the cell was hashed)."""
+@pytest.fixture
+def sigterm_inside_popen(main_thread_handlers, monkeypatch) -> list[int]:
+    """Every ``subprocess.Popen`` sends this process SIGTERM after the child exists and before
+    it returns (a time limit's SIGTERM landing mid-spawn), then passes bytecode boundaries, where
+    an unheld handler raises. The children's pids, in order; any still alive is killed after."""
     import os
     import subprocess
-
-    import inferlab.procs as procs
 
     real, pids = subprocess.Popen, []
 
     def popen_then_sigterm(*args, **kw):
         child = real(*args, **kw)
         pids.append(child.pid)
-        os.kill(os.getpid(), signal.SIGTERM)  # before Popen has returned
-        time.sleep(0.3)  # bytecode boundaries: an unheld handler raises in here
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.3)
         return child
 
-    monkeypatch.setattr(procs.subprocess, "Popen", popen_then_sigterm)
+    monkeypatch.setattr(subprocess, "Popen", popen_then_sigterm)
+    yield pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_sigterm_inside_the_spawn_is_delivered_after_it_and_the_child_is_stopped(sigterm_inside_popen):
+    """A SIGTERM that lands while Popen runs (a time limit's, or a test's ready() poll) is held
+    until the Popen is ours, then raised: start() stops the child. Without the hold the
+    KeyboardInterrupt unwound out of Popen and left a running k6 no one held (four xdist
+    processes, session 18: its log grew after the cell was hashed)."""
+    pids = sigterm_inside_popen
     p = ManagedProcess(_sleeper(), name="k6-like", stop_signal=signal.SIGINT, grace_s=5, own_group=False)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            p.start()
-        assert pids and p.proc is not None and p.proc.pid == pids[0]
-        assert _dead(pids[0])
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    with pytest.raises(KeyboardInterrupt):
+        p.start()
+    assert pids and p.proc is not None and p.proc.pid == pids[0]
+    assert _dead(pids[0])
 
 
 def test_interrupts_deferred_restores_the_handlers_and_delivers_only_after(main_thread_handlers):
@@ -281,41 +286,23 @@ def test_an_ignored_or_default_signal_is_left_as_the_kernel_has_it(main_thread_h
 
 
 @pytest.mark.parametrize("site", ["nvidia-smi logger", "kubectl port-forward"])
-def test_the_helper_spawns_are_stopped_by_an_interrupt_inside_them_too(main_thread_handlers, monkeypatch, tmp_path,
+def test_the_helper_spawns_are_stopped_by_an_interrupt_inside_them_too(sigterm_inside_popen, monkeypatch, tmp_path,
                                                                       site):
     """The two children outside ManagedProcess (procs.stop_process's): a SIGTERM inside their
     Popen ends with the child stopped, not left writing (the logger into its run's CSV)."""
-    import os
-    import subprocess
-
     import inferlab.targets.k8s as k8s
     import inferlab.telemetry.samplers as samplers
 
     fake = tmp_path / "tool"
     fake.write_text("#!/bin/sh\necho 'Forwarding from 127.0.0.1:1234 -> 8000'\nexec sleep 30\n")
     fake.chmod(0o755)
-    real, pids = subprocess.Popen, []
-
-    def popen_then_sigterm(*args, **kw):
-        child = real(*args, **kw)
-        pids.append(child.pid)
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.2)
-        return child
-
-    monkeypatch.setattr(subprocess, "Popen", popen_then_sigterm)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            if site == "nvidia-smi logger":
-                monkeypatch.setattr(samplers, "find_tool", lambda name: str(fake))
-                with samplers.NvidiaSmiLogger(tmp_path / "nvidia-smi.csv"):
-                    pass
-            else:
-                monkeypatch.setattr(k8s, "find_tool", lambda name: str(fake))
-                with k8s.port_forward():
-                    pass
-        assert pids and _dead(pids[0])
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    with pytest.raises(KeyboardInterrupt):
+        if site == "nvidia-smi logger":
+            monkeypatch.setattr(samplers, "find_tool", lambda name: str(fake))
+            with samplers.NvidiaSmiLogger(tmp_path / "nvidia-smi.csv"):
+                pass
+        else:
+            monkeypatch.setattr(k8s, "find_tool", lambda name: str(fake))
+            with k8s.port_forward():
+                pass
+    assert sigterm_inside_popen and _dead(sigterm_inside_popen[0])
