@@ -46,6 +46,31 @@ def test_engine_serves_and_keeps_key_off_argv(engine):
     assert engine.api_key not in engine.log_path.read_text()
 
 
+def test_the_test_engine_computes_in_one_process_on_one_thread(engine, engine_speed):
+    """ci-tiny's engine layout (docs/local-engine.md, "The test engines"): no worker process
+    beside the EngineCore (vLLM's CPU platform swaps ``uni`` for ``mp`` unless multiprocessing
+    is off), and its compute on one thread: while it decodes one answer the EngineCore uses about
+    one core (measured 0.98), where two threads used 1.87 of this machine's two."""
+    import httpx
+    import psutil
+
+    tree = [psutil.Process(engine.proc.pid), *psutil.Process(engine.proc.pid).children(recursive=True)]
+    names = [p.name() for p in tree]
+    assert "VLLM::EngineCore" in names and not any("Worker" in n for n in names), names
+    core = next(p for p in tree if p.name() == "VLLM::EngineCore")
+    tokens = max(16, round(2 * engine_speed.tokens_per_s))  # ~2 s of decoding
+    body = {"model": engine.spec.served_model_name, "messages": [{"role": "user", "content": "Count to a thousand."}],
+            "max_tokens": tokens, "ignore_eos": True}
+    cpu0, t0 = sum(core.cpu_times()[:2]), time.monotonic()
+    r = httpx.post(f"{engine.base_url}/v1/chat/completions", json=body, timeout=120,
+                   headers={"Authorization": f"Bearer {engine.api_key}"})
+    cores = (sum(core.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == tokens, r.text
+    assert cores < 1.4, f"the EngineCore used {cores:.2f} cores while decoding: more than one compute thread"
+    log = engine.log_path.read_text()
+    assert "VllmWorker" not in log and "(Worker pid=" not in log
+
+
 def test_sweep_writes_a_complete_checked_run(keyed, tiny_on_engine):
     # three idle probes, not ci-tiny's two: with an odd count the client's median is one request's
     # TTFT, whose bucket the server's histogram median interpolates in; with two it is their mean,
