@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..ingest import read_edge_log, read_k6_summary, read_k6_tables, read_nvidia_smi_log, read_probe, read_prometheus_text
+from ..ingest import read_edge_log, read_k6, read_k6_points, read_k6_summary, read_nvidia_smi_log, read_probe, read_prometheus_text
 from ..ingest.k6 import empty_requests
 from ..ingest.series import RAW_COLUMNS, read_metric_types, read_samples, tidy_series
 from .layout import (CAPACITY, CAPACITY_PARTIAL, CELL_FILES, EDGE_LOG, IDLE_PROBE, INGRESS_LOG, K6_SEGMENTED, SPANS,
@@ -129,11 +129,8 @@ class Run:
         """A telemetry file and the ``-resume<N>`` siblings resumed sessions wrote."""
         return [self.dir / r for r in with_resumes(TELEMETRY[key], self._present("telemetry"))]
 
-    def _tag(self, df: pd.DataFrame, cell_id: str, quality: list[dict] | None = None, **extra) -> pd.DataFrame:
-        """``df`` with run_id and cell_id (then ``extra``) as columns; its line accounting goes to
-        ``quality`` (default: data_quality's rows)."""
-        (self._quality if quality is None else quality).append(
-            {"run_id": self.run_id, "cell_id": cell_id, **df.attrs.get("ingest", {})})
+    def _tag(self, df: pd.DataFrame, cell_id: str, **extra) -> pd.DataFrame:
+        self._quality.append({"run_id": self.run_id, "cell_id": cell_id, **df.attrs.get("ingest", {})})
         df = df.assign(run_id=self.run_id, cell_id=cell_id, **extra)
         lead = ["run_id", "cell_id"]
         return df[lead + [c for c in df.columns if c not in lead]]
@@ -149,39 +146,22 @@ class Run:
         return empty if empty is not None else pd.DataFrame(columns=["run_id", "cell_id", *columns])
 
     @cached_property
-    def _k6(self) -> dict[str, tuple[pd.DataFrame, list[dict]]]:
-        """Both k6 tables from one verified pass over each cell's k6 file (a report reads both:
-        each file parsed and hashed once, not twice), each with its data_quality rows. The two
-        tables are held together from the first use of either."""
-        req, pts, req_q, pts_q = [], [], [], []
-        for cell, p in self._cell_files("k6"):
-            r, o = self._read(p, read_k6_tables)
-            if "phase" not in r.columns:
-                r["phase"] = "measure"
-            req.append(self._tag(r, cell.cell_id, req_q, payload=cell.payload, vus=cell.vus, executor=cell.executor))
-            pts.append(self._tag(o, cell.cell_id, pts_q))
-        empty = empty_requests({"run_id": "object", "cell_id": "object", "phase": "object", "payload": "object",
-                                "vus": "int64", "executor": "object"})
-        return {"requests": (self._concat(req, empty=empty), req_q), "points": (self._concat(pts), pts_q)}
-
-    def _k6_table(self, name: str) -> pd.DataFrame:
-        """One of :attr:`_k6`'s tables; its quality rows join data_quality now, where reading
-        that table alone would have put them."""
-        df, quality = self._k6[name]
-        self._quality.extend(quality)
-        return df
-
-    @cached_property
     def requests(self) -> pd.DataFrame:
         """One row per HTTP request of every cell; ``phase`` is warmup|measure (measure when untagged).
         A run that recorded no request (every cell cut before its first answer) gives an empty
         table with the same columns, so readers need no special case."""
-        return self._k6_table("requests")
+        frames = []
+        for cell, p in self._cell_files("k6"):
+            df = self._read(p, read_k6)
+            if "phase" not in df.columns:
+                df["phase"] = "measure"
+            frames.append(self._tag(df, cell.cell_id, payload=cell.payload, vus=cell.vus, executor=cell.executor))
+        return self._concat(frames, empty=empty_requests({"run_id": "object", "cell_id": "object", "phase": "object",
+                                                          "payload": "object", "vus": "int64", "executor": "object"}))
 
     @cached_property
     def points(self) -> pd.DataFrame:
-        """k6's other Points of every cell (iterations, checks, dropped_iterations, ...) in long form."""
-        return self._k6_table("points")
+        return self._concat([self._tag(self._read(p, read_k6_points), c.cell_id) for c, p in self._cell_files("k6")])
 
     @cached_property
     def summary(self) -> pd.DataFrame:
