@@ -58,7 +58,7 @@ def test_the_test_engine_computes_in_one_process_on_one_thread(engine, engine_sp
     names = [p.name() for p in tree]
     assert "VLLM::EngineCore" in names and not any("Worker" in n for n in names), names
     core = next(p for p in tree if p.name() == "VLLM::EngineCore")
-    tokens = min(256, max(16, round(2 * engine_speed.tokens_per_s)))  # ~2 s of decoding, within --max-model-len
+    tokens = engine_speed.tokens_within(2.0, 16, 256)  # ~2 s of decoding, within --max-model-len
     body = {"model": engine.spec.served_model_name, "messages": [{"role": "user", "content": "Count to a thousand."}],
             "max_tokens": tokens, "ignore_eos": True}
     cpu0, t0 = sum(core.cpu_times()[:2]), time.monotonic()
