@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from inferlab.procs import ManagedProcess, free_port, stop_all
+from inferlab.procs import ManagedProcess, free_port, lease_port, listens_on, stop_all
 from inferlab.tools import ToolNotFound
 
 PY = sys.executable
@@ -59,6 +59,75 @@ def test_free_port_prefers_the_given_port_and_falls_back():
         s.bind(("127.0.0.1", port))
         s.listen()
         assert free_port(port) != port
+
+
+def test_a_leased_port_goes_to_no_one_else_until_released():
+    """Two leases preferring one port (two engines preferring 8011): the first gets it, the
+    second another; a lease held by another process (its child not bound yet: the port is
+    free) is skipped too; released, the preferred port is leased again."""
+    import subprocess
+
+    preferred = free_port()
+    a = lease_port(preferred)
+    b = lease_port(preferred)
+    assert a.port == preferred and b.port != preferred
+    a.release()
+    a.release()  # twice is safe
+    holder = subprocess.Popen([PY, "-c", ("import sys; from inferlab.procs import lease_port; "
+                                          f"lease_port({preferred}); print('held', flush=True); sys.stdin.read()")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        c = lease_port(preferred)
+        assert c.port != preferred  # the other process's lease, though nothing listens there
+        c.release()
+    finally:
+        holder.communicate("")  # ends it: the kernel drops its lock
+    d = lease_port(preferred)
+    assert d.port == preferred
+    d.release()
+    b.release()
+
+
+def test_listens_on_names_the_childs_own_listener_only():
+    import socket
+
+    port = free_port()
+    with ManagedProcess([PY, "-m", "http.server", "--bind", "127.0.0.1", str(port)], health=f"http://127.0.0.1:{port}/",
+                        timeout_s=15, poll_s=0.1) as p:
+        assert listens_on(p.pid, port) and not listens_on(p.pid, free_port())
+        with socket.socket() as s:  # a listener of this process: not the child's
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            assert not listens_on(p.pid, s.getsockname()[1])
+    assert not listens_on(p.pid, port)  # gone
+
+
+def test_another_program_answering_on_the_childs_port_is_not_taken_for_it(tmp_path):
+    """A child that binds its port late (vLLM: after its imports) finds it taken by another
+    program, which already answers its health URL: the start fails and says the port was
+    taken, rather than passing on the other program's health (it did before listen_port)."""
+    import http.server
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    port = other.server_address[1]
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        late = [PY, "-c", ("import socket, time; time.sleep(1); s = socket.socket(); "
+                           f"s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)")]
+        p = ManagedProcess(late, name="late binder", error=OwnerError, health=f"http://127.0.0.1:{port}/",
+                           timeout_s=15, poll_s=0.1)
+        p.listen_port = port
+        with pytest.raises(OwnerError, match=f"before ready \\(port {port} was taken by another program"):
+            p.start()
+        # without listen_port, the other program's answer passes for this child's health
+        q = ManagedProcess(late, name="late binder", error=OwnerError, health=f"http://127.0.0.1:{port}/",
+                           timeout_s=15, poll_s=0.1)
+        with q:
+            assert q.startup_s is not None and q.startup_s < 1 and not listens_on(q.pid, port)
+    finally:
+        other.shutdown()
+        other.server_close()
 
 
 def test_a_server_becomes_healthy_and_is_stopped_and_reaped(tmp_path):

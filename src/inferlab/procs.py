@@ -3,14 +3,15 @@ port-forward, Chromium in tests).
 
 :class:`ManagedProcess` is the one home of a served child's lifecycle: argv and environment,
 a scratch directory, a log file, a health check, a stop signal, and the error its owner raises.
-The smaller helpers below it (:func:`wait_for_health`, :func:`stop_process`, :func:`free_port`)
-serve children that need less (a port-forward, a sampler); every long-lived child's spawn,
+The smaller helpers below it (:func:`wait_for_health`, :func:`stop_process`, :func:`free_port`,
+:func:`lease_port`, :func:`listens_on`) serve children that need less (a port-forward, a sampler); every long-lived child's spawn,
 theirs included, runs inside :func:`interrupts_deferred` (``subprocess.run``'s short ones do not).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Literal, Self
 
 import httpx
+import psutil
 
 from .tools import ToolNotFound
 
@@ -43,6 +45,74 @@ def free_port(preferred: int = 0) -> int:
             except OSError:
                 continue
     raise OSError("no free TCP port on 127.0.0.1")
+
+
+#: Where :func:`lease_port` keeps its lock files: one a port, per user, on this machine.
+PORT_LEASES = Path(tempfile.gettempdir()) / f"inferlab-ports-{os.getuid()}"
+
+
+class PortLease:
+    """A port :func:`lease_port` handed out, held until :meth:`release` (or this process ends)."""
+
+    def __init__(self, port: int, fd: int) -> None:
+        self.port, self._fd = port, fd
+
+    def release(self) -> None:
+        """Let the port go (safe to call twice)."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the file drops its flock
+            self._fd = None
+
+
+def lease_port(preferred: int = 0, attempts: int = 64) -> PortLease:
+    """A TCP port free on 127.0.0.1 now that no other lease holds: ``preferred`` when it is
+    both, else one the kernel picks. Hold the lease until the child that binds it has stopped.
+
+    Decision: a port is only free when chosen, and vLLM binds its port ~6-15 s after its start
+    (after its imports), so two runs on one machine (a sweep on each GPU, two notebooks, two
+    test processes) that both prefer 8011 both got it: one failed to start, or took the other's
+    /health for its own. A lease is an exclusive ``flock`` on ``PORT_LEASES/<port>.lock``: any
+    inferlab process (any thread) skips a leased port, and the kernel drops the lock when the
+    holder exits, however it exits. Another program can still take the port before the child
+    binds it; :meth:`ManagedProcess.start` then says so (its health counts only a listener of
+    the child's own, :func:`listens_on`)."""
+    PORT_LEASES.mkdir(mode=0o700, exist_ok=True)
+    candidate = preferred
+    for _ in range(attempts):
+        port = free_port(candidate)
+        candidate = 0  # after the preferred port: kernel-chosen ones
+        fd = os.open(PORT_LEASES / f"{port}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another lease holds it (its child may not have bound it yet)
+            os.close(fd)
+            continue
+        if free_port(port) == port:  # still free now that it is ours
+            return PortLease(port, fd)
+        os.close(fd)
+    raise OSError(f"no TCP port on 127.0.0.1 both free and unleased after {attempts} tries ({PORT_LEASES})")
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Does process ``pid``, or one of its descendants, listen on TCP ``port``? What tells a
+    child's own server from another program that answers on the same port (a health URL alone
+    cannot). Where this system does not let us read the sockets (psutil's AccessDenied), True:
+    the check cannot tell, so it does not stand in the way."""
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    for p in tree:
+        try:
+            conns = p.net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.AccessDenied:
+            return True
+        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns):
+            return True
+    return False
 
 
 FIRST_POLL_S = 0.05  # wait_for_health's first pause
@@ -204,6 +274,11 @@ class ManagedProcess:
       owner chose it is started again, up to ``SPAWN_ATTEMPTS`` tries, each with its own
       ``timeout_s``, where the owner says how to see that (:meth:`port_was_taken`: Prometheus);
       ``startup_s`` is the try that started.
+    - ``listen_port`` (set by an owner whose child serves on a port): the health check passes
+      only once the child, or a descendant, listens on that port (:func:`listens_on`), so a
+      server of another program answering there is never taken for this child; a child that
+      exits because the port was taken says so. An owner that picks its own port takes it with
+      :meth:`lease_port` (held until :meth:`stop`), so no two inferlab children share one.
     - :meth:`stop` sends ``stop_signal`` (to the group when ``own_group``), SIGKILL after
       ``grace_s``, then SIGKILL to the group for any child that outlived the leader; the child
       is reaped; scratch directories are removed. Safe to call twice (the group is signalled
@@ -223,7 +298,9 @@ class ManagedProcess:
         self.stop_signal, self.grace_s, self.own_group = stop_signal, grace_s, own_group
         self.proc: subprocess.Popen | None = None
         self.startup_s: float | None = None
+        self.listen_port: int | None = None
         self._scratch: list[Path] = []
+        self._leases: list[PortLease] = []
         self._ended = False  # stopped and reaped: never signal its (reusable) ids again
 
     # ---- hooks and helpers for owners -----------------------------------------------------
@@ -239,6 +316,14 @@ class ManagedProcess:
         if mode is not None:
             d.chmod(mode)
         return d
+
+    def lease_port(self, preferred: int = 0) -> int:
+        """A port from :func:`lease_port`, held until :meth:`stop`, and this child's
+        ``listen_port``."""
+        lease = lease_port(preferred)
+        self._leases.append(lease)
+        self.listen_port = lease.port
+        return lease.port
 
     def log_tail(self, n: int = 40) -> str:
         """The last ``n`` lines of the log ("(no log)" when there is none yet)."""
@@ -300,14 +385,22 @@ class ManagedProcess:
 
     def _wait_healthy(self) -> None:
         assert self.proc is not None and self.health is not None
-        outcome = wait_for_health(self.proc, self.health, self._t0 + self.timeout_s, self.poll_s,
-                                  verify=self.verify)
+        check, port, pid = self.health, self.listen_port, self.proc.pid
+        if port is not None:  # ours: the child listens there, then its health check passes
+            def check() -> bool:
+                return listens_on(pid, port) and _is_healthy(self.health, 2.0, self.verify)
+        outcome = wait_for_health(self.proc, check, self._t0 + self.timeout_s, self.poll_s, verify=self.verify)
         if outcome == "exited":
-            raise self.error(f"{self.name} exited with code {self.proc.returncode} before ready; "
+            taken = (f" (port {port} was taken by another program after it was chosen: start again)"
+                     if port is not None and "address already in use" in self.log_tail(20).lower() else "")
+            raise self.error(f"{self.name} exited with code {self.proc.returncode} before ready{taken}; "
                              f"log tail:\n{self.log_tail()}")
         if outcome == "timeout":
             what = self.health if isinstance(self.health, str) else "its health check"
-            raise self.error(f"{self.name} not healthy at {what} after {self.timeout_s:.0f}s; "
+            other = (f" (port {port}: another program answers there)"
+                     if port is not None and not listens_on(pid, port) and _is_healthy(self.health, 2.0, self.verify)
+                     else "")
+            raise self.error(f"{self.name} not healthy at {what} after {self.timeout_s:.0f}s{other}; "
                              f"log tail:\n{self.log_tail()}")
         self.startup_s = round(time.monotonic() - self._t0, 1)
 
@@ -365,3 +458,6 @@ def stop_all(procs: Iterable[ManagedProcess], grace_s: float | None = None) -> N
         for d in p._scratch:
             shutil.rmtree(d, ignore_errors=True)
         p._scratch.clear()
+        for lease in p._leases:  # the child is gone: its port may go to the next one
+            lease.release()
+        p._leases.clear()

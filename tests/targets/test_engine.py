@@ -4,6 +4,7 @@ leaves it to vLLM, the spec's own where it names one, the key only in the enviro
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,41 @@ def test_a_resume_restores_the_recorded_engine_or_refuses_another(monkeypatch, t
     monkeypatch.delenv(engine.ENGINE_MODEL_ENV)
     engine.restore_engine({"model": None}, "bisect Y")
     assert engine.ENGINE_MODEL_ENV not in os.environ
+
+
+def test_two_engines_started_at_once_each_get_a_port_of_their_own(tmp_path):
+    """Two engines started together (two runs on one machine, a replica pair) both prefer
+    :data:`engine.DEFAULT_PORT` and bind it only after their imports, as vLLM does: played by
+    the stand-in behind a wrapper that waits a second first. Each leases its own port, so both
+    start, and each one's health is its own listener's; once stopped, the port is free to
+    lease again. (Choosing the port when the engine was built, both got 8011: one failed, or
+    passed on the other's /health.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from inferlab.procs import lease_port, listens_on, stop_all
+
+    py = tmp_path / "bin" / "python"
+    py.parent.mkdir()
+    py.write_text(f"""#!/bin/sh
+[ "$1 $2" = "-m vllm.entrypoints.openai.api_server" ] || exit 64
+shift 2
+sleep 1
+exec {sys.executable} -m inferlab.standin "$@"
+""")
+    py.chmod(0o755)
+    engines = [LocalEngine(EngineSpec(), "key-0123456789", tmp_path / f"engine-{i}.log", python=str(py),
+                           model="/models/standin", device="cpu") for i in range(2)]
+    with pytest.raises(engine.EngineError, match="start"):
+        engines[0].base_url  # noqa: B018 - chosen at start
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(lambda e: e.start(timeout_s=30), engines))
+        assert engines[0].port != engines[1].port
+        for e in engines:
+            assert listens_on(e.pid, e.port) and e.base_url.endswith(f":{e.port}")
+            assert e.version() is not None
+    finally:
+        stop_all(engines)
+    again = lease_port(engines[0].port)
+    assert again.port == engines[0].port  # released with its engine
+    again.release()

@@ -176,20 +176,36 @@ def test_prometheus_that_cannot_start_says_why(tmp_path, monkeypatch):
 
 @needs_prometheus
 def test_another_prometheus_on_the_chosen_port_is_not_taken_for_ours(tmp_path, monkeypatch):
-    """The port is free when chosen, not reserved: when another Prometheus binds it first, this
-    one is not taken for ready; it starts again on another port (two xdist processes, session
-    18). A port taken on every try fails with its own log tail. The other one is left as it was."""
-    from inferlab.procs import SPAWN_ATTEMPTS, free_port
+    """A leased port is free when chosen, not reserved against other programs: when another
+    Prometheus (one this workspace did not start, played by one whose lease is bypassed) binds
+    it first, this one is not taken for ready; it starts again on another port (two xdist
+    processes, session 18, before ports were leased). A port taken on every try fails with its
+    own log tail. The other one is left as it was."""
+    from inferlab.procs import SPAWN_ATTEMPTS
 
     target = [ScrapeTarget("vllm", "http://127.0.0.1:9/metrics")]
+    lease = prom.LocalPrometheus.lease_port
     with prom.LocalPrometheus(target) as other:
         port = int(other.url.rsplit(":", 1)[1])
-        chosen = iter([port])
-        monkeypatch.setattr(prom, "free_port", lambda preferred=0: next(chosen, None) or free_port())
+        chosen, tries = iter([port]), []
+
+        def taken_first(self, preferred=0):  # the other's port, as if it were free when chosen; then leases
+            p = next(chosen, None)
+            if p is None:
+                return lease(self, preferred)
+            self.listen_port = p
+            return p
+
+        monkeypatch.setattr(prom.LocalPrometheus, "lease_port", taken_first)
         with prom.LocalPrometheus(target, ready_timeout_s=15) as mine:
             assert int(mine.url.rsplit(":", 1)[1]) != port and mine.proc.poll() is None
-        tries = []
-        monkeypatch.setattr(prom, "free_port", lambda preferred=0: tries.append(port) or port)
+
+        def always_taken(self, preferred=0):
+            tries.append(port)
+            self.listen_port = port
+            return port
+
+        monkeypatch.setattr(prom.LocalPrometheus, "lease_port", always_taken)
         with pytest.raises(prom.PrometheusError, match="address already in use"):
             prom.LocalPrometheus(target, ready_timeout_s=15).start()
         assert len(tries) == SPAWN_ATTEMPTS

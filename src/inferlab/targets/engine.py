@@ -32,7 +32,7 @@ import httpx
 
 from .. import machine, paths
 from ..offline import VLLM_ENV
-from ..procs import ManagedProcess, free_port
+from ..procs import ManagedProcess
 from ..runs.store import sha256_file
 from ..specs import EngineSpec
 
@@ -219,17 +219,24 @@ class LocalEngine(ManagedProcess):
         or id it serves as is, and its device; each left None comes from :func:`engine_choice`
         (``INFERLAB_ENGINE_*``, else .venv-engine's CPU build and the bundled SmolLM2, converted
         once). A CPU engine gets this CPU's dtype (:func:`with_machine_dtype`); any other runs
-        its arguments as the spec says."""
+        its arguments as the spec says. ``port``: the caller's; None: each start leases one
+        (:data:`DEFAULT_PORT` when free, :meth:`ManagedProcess.lease_port`), so ``port`` and
+        ``base_url`` are known from :meth:`prepare` on."""
         self.spec, self.api_key, self.log_path = spec, api_key, log_path
         self.choice = engine_choice(python, model, device)
         self.python, self.model = self.choice.python, self.choice.model
         self.cpu_prefix = cpu_prefix or []  # e.g. ["taskset", "-c", "0-7"] (see pinning.py)
-        self.port = port or free_port(DEFAULT_PORT)
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.fixed_port, self.port = port, port
         self.model_dir: Path | None = None
         # own process group: stop() signals the engine *and* its EngineCore children
-        super().__init__(name="vLLM", error=EngineError, health=f"{self.base_url}/health", log=log_path,
+        super().__init__(name="vLLM", error=EngineError, log=log_path,
                          cwd=log_path.parent, timeout_s=spec.startup_timeout_s, poll_s=1.0, grace_s=20)
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise EngineError("the engine's port is chosen when it starts: start() first")
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def engine_args(self) -> list[str]:
@@ -247,6 +254,10 @@ class LocalEngine(ManagedProcess):
         """The model (converted once), then the command line and environment; the API key
         goes in ``VLLM_API_KEY`` only (vLLM logs its non-default CLI args)."""
         self.model_dir = Path(self.model) if self.model else self._bundled_model()
+        if self.fixed_port is None:  # leased until stop(): no other inferlab engine starts on it meanwhile
+            self.port = self.lease_port(DEFAULT_PORT)
+        self.listen_port = self.port
+        self.health = f"{self.base_url}/health"
         self.argv = [*self.cpu_prefix, self.python or str(engine_python()), "-m", "vllm.entrypoints.openai.api_server",
                      "--model", str(self.model_dir), "--served-model-name", self.spec.served_model_name,
                      "--host", "127.0.0.1", "--port", str(self.port), *self.engine_args]

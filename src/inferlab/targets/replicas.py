@@ -97,7 +97,7 @@ def replicas_target(spec: LoadSpec, run_dir: Path, n: int = 2, devices: Devices 
     started_at = datetime.now(UTC)
     log = Path(engine_log)
     engines = [LocalEngine(s, key, run_dir / log.with_name(f"{log.stem}-replica{i}{log.suffix}"),
-                           port=free_port(), cpu_prefix=prefix, python=engine_python, model=model)
+                           cpu_prefix=prefix, python=engine_python, model=model)  # each leases its port
                for i, (s, prefix) in enumerate(replica_specs(spec.engine, n, devices))]
     with contextlib.ExitStack() as stack:
         for e in engines:

@@ -30,7 +30,7 @@ import yaml
 from pydantic import Field
 
 from .. import paths
-from ..procs import ManagedProcess, free_port
+from ..procs import ManagedProcess
 from ..runs.store import RunWriter
 from ..specs.models import StrictModel
 from ..tools import ToolNotFound, find_tool
@@ -155,7 +155,7 @@ class LocalPrometheus(ManagedProcess):
         exe = find_tool("prometheus")
         self.dir = self.cwd = self.scratch_dir("inferlab-prometheus-")  # 0700
         config = self._write_config()
-        port = free_port(9091)  # free now, not reserved: if another process takes it first, start() tries again
+        port = self.lease_port(9091)  # leased until stop(); another program that takes it first: start() tries again
         self.url = f"http://127.0.0.1:{port}"
         self.health, self.log = self._ready_and_ours, self.dir / "prometheus.log"
         self.argv = [exe, f"--config.file={config}", f"--storage.tsdb.path={self.dir / 'data'}",
@@ -172,8 +172,8 @@ class LocalPrometheus(ManagedProcess):
         return r.status_code == 200 and r.json().get("data", {}).get("storage.tsdb.path") == str(self.dir / "data")
 
     def port_was_taken(self) -> bool:
-        """Its log says the listen address was in use: another process (a second Prometheus
-        also preferring 9091) bound the port between :func:`free_port` and this start."""
+        """Its log says the listen address was in use: another program (not an inferlab child:
+        those lease their ports) bound the port between its choice and this start."""
         return "address already in use" in self.log_tail(10)
 
     def start(self, timeout_s: float | None = None) -> LocalPrometheus:
