@@ -1,8 +1,8 @@
 """Real-engine evidence for the answer check: which engine flags change greedy answers.
 
-Starts the local vLLM CPU engine once per configuration (ci-tiny's size: --max-model-len 1024
---enforce-eager, VLLM_CPU_KVCACHE_SPACE=1, in vLLM's own process layout, not ci-tiny's one
-process; plus the configuration's flags), runs the
+Starts the local vLLM CPU engine once per configuration (ci-tiny's size when the evidence was
+recorded: --max-model-len 1024 --enforce-eager, VLLM_CPU_KVCACHE_SPACE=1, in vLLM's own process
+layout, not ci-tiny's one process; plus the configuration's flags), runs the
 shipped prompt set (greedy, 32 tokens) as the answer check does, and writes every pass's answer
 file plus ``findings.json`` (each comparison's DiffResult) into ``--out``:
 

@@ -4,10 +4,12 @@ start, one that never answers, one that ignores SIGTERM, one with a child of its
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -73,20 +75,33 @@ def test_a_leased_port_goes_to_no_one_else_until_released():
     assert a.port == preferred and b.port != preferred
     a.release()
     a.release()  # twice is safe
+    import inferlab
+
+    src = str(Path(inferlab.__file__).parents[1])  # this checkout's, whatever the venv's install points at
     holder = subprocess.Popen([PY, "-c", ("import sys; from inferlab.procs import lease_port; "
                                           f"lease_port({preferred}); print('held', flush=True); sys.stdin.read()")],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": src})
     try:
         assert holder.stdout.readline().strip() == "held"
         c = lease_port(preferred)
         assert c.port != preferred  # the other process's lease, though nothing listens there
         c.release()
+        with pytest.raises(OSError, match=f"no lease on port {preferred}"):
+            lease_port(preferred, exact=True)  # a port the caller names: that one or an error
     finally:
         holder.communicate("")  # ends it: the kernel drops its lock
-    d = lease_port(preferred)
+    d = lease_port(preferred, exact=True)
     assert d.port == preferred
     d.release()
     b.release()
+    import socket
+
+    with socket.socket() as s:  # in use by a program that takes no lease
+        s.bind(("127.0.0.1", preferred))
+        s.listen()
+        with pytest.raises(OSError, match="in use"):
+            lease_port(preferred, exact=True)
 
 
 def test_listens_on_names_the_childs_own_listener_only():
@@ -95,12 +110,17 @@ def test_listens_on_names_the_childs_own_listener_only():
     port = free_port()
     with ManagedProcess([PY, "-m", "http.server", "--bind", "127.0.0.1", str(port)], health=f"http://127.0.0.1:{port}/",
                         timeout_s=15, poll_s=0.1) as p:
-        assert listens_on(p.pid, port) and not listens_on(p.pid, free_port())
+        assert listens_on(p.pid, port)
         with socket.socket() as s:  # a listener of this process: not the child's
             s.bind(("127.0.0.1", 0))
             s.listen()
             assert not listens_on(p.pid, s.getsockname()[1])
     assert not listens_on(p.pid, port)  # gone
+    port = free_port()  # a shell that runs the server as its own child (no exec): a descendant's listener
+    shell = ["/bin/sh", "-c", f"{PY} -m http.server --bind 127.0.0.1 {port}; true"]
+    with ManagedProcess(shell, health=f"http://127.0.0.1:{port}/", timeout_s=15, poll_s=0.1) as p:
+        kids = psutil.Process(p.pid).children()
+        assert kids and all(k.pid != p.pid for k in kids) and listens_on(p.pid, port)
 
 
 def test_another_program_answering_on_the_childs_port_is_not_taken_for_it(tmp_path):

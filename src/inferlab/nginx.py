@@ -31,9 +31,10 @@ class NginxProcess(ManagedProcess):
     """nginx on a config the owner writes: in :meth:`prepare`, call :meth:`work_dir` (public
     files; its ``error.log`` is this process's log, so a failed start shows nginx's own
     words), write :func:`main_config` where it belongs (a private directory when it holds a
-    key) and pass that path to :meth:`use_config`."""
+    key) and pass that path to :meth:`use_config`. ``health`` None: the owner sets it in
+    :meth:`prepare`, with the port it leases there."""
 
-    def __init__(self, *, name: str, error: type[Exception], health: str, timeout_s: float = 20,
+    def __init__(self, *, name: str, error: type[Exception], health: str | None = None, timeout_s: float = 20,
                  verify: bool | ssl.SSLContext = True) -> None:
         super().__init__(name=name, error=error, health=health, timeout_s=timeout_s, poll_s=0.2, verify=verify,
                          stop_signal=signal.SIGQUIT)

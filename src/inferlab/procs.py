@@ -3,8 +3,8 @@ port-forward, Chromium in tests).
 
 :class:`ManagedProcess` is the one home of a served child's lifecycle: argv and environment,
 a scratch directory, a log file, a health check, a stop signal, and the error its owner raises.
-The smaller helpers below it (:func:`wait_for_health`, :func:`stop_process`, :func:`free_port`,
-:func:`lease_port`, :func:`listens_on`) serve children that need less (a port-forward, a sampler); every long-lived child's spawn,
+The smaller helpers below it (:func:`wait_for_health`, :func:`stop_process`,
+:func:`free_port`, :func:`lease_port`, :func:`listens_on`) serve children that need less (a port-forward, a sampler); every long-lived child's spawn,
 theirs included, runs inside :func:`interrupts_deferred` (``subprocess.run``'s short ones do not).
 """
 
@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import tempfile
 import threading
@@ -47,8 +48,9 @@ def free_port(preferred: int = 0) -> int:
     raise OSError("no free TCP port on 127.0.0.1")
 
 
-#: Where :func:`lease_port` keeps its lock files: one a port, per user, on this machine.
-PORT_LEASES = Path(tempfile.gettempdir()) / f"inferlab-ports-{os.getuid()}"
+#: Where :func:`lease_port` keeps its lock files: one a port, per user, for the whole machine
+#: (a fixed folder, not $TMPDIR: two processes with different TMPDIRs share the ports all the same).
+PORT_LEASES = Path("/tmp") / f"inferlab-ports-{os.getuid()}"
 
 
 class PortLease:
@@ -64,55 +66,82 @@ class PortLease:
             self._fd = None
 
 
-def lease_port(preferred: int = 0, attempts: int = 64) -> PortLease:
+def _lease_dir() -> Path:
+    """:data:`PORT_LEASES`, made if missing; refused unless it is a real folder of this user's
+    that no one else may write (another user could otherwise block leases or plant links)."""
+    with contextlib.suppress(FileExistsError):
+        PORT_LEASES.mkdir(mode=0o700)
+    st = os.lstat(PORT_LEASES)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise PermissionError(f"{PORT_LEASES}: not a folder of this user's that only it may write")
+    return PORT_LEASES
+
+
+def lease_port(preferred: int = 0, attempts: int = 64, exact: bool = False) -> PortLease:
     """A TCP port free on 127.0.0.1 now that no other lease holds: ``preferred`` when it is
-    both, else one the kernel picks. Hold the lease until the child that binds it has stopped.
+    both, else one the kernel picks (``exact``: ``preferred`` or an OSError). Hold the lease
+    until the child that binds it has stopped.
 
     Decision: a port is only free when chosen, and vLLM binds its port ~6-15 s after its start
     (after its imports), so two runs on one machine (a sweep on each GPU, two notebooks, two
     test processes) that both prefer 8011 both got it: one failed to start, or took the other's
     /health for its own. A lease is an exclusive ``flock`` on ``PORT_LEASES/<port>.lock``: any
-    inferlab process (any thread) skips a leased port, and the kernel drops the lock when the
-    holder exits, however it exits. Another program can still take the port before the child
-    binds it; :meth:`ManagedProcess.start` then says so (its health counts only a listener of
-    the child's own, :func:`listens_on`)."""
-    PORT_LEASES.mkdir(mode=0o700, exist_ok=True)
+    inferlab process (any thread: a lock belongs to an open file) skips a leased port, and the
+    kernel drops the lock when the holder exits, however it exits. The lock files stay (one a
+    port ever leased, empty): removing one while another process opens it would split the lock.
+    Another program can still take the port before the child binds it; :meth:`ManagedProcess.start`
+    then says so (its health counts only a listener of the child's own, :func:`listens_on`)."""
+    folder = _lease_dir()
     candidate = preferred
-    for _ in range(attempts):
+    for _ in range(1 if exact else attempts):
         port = free_port(candidate)
+        if exact and port != preferred:
+            raise OSError(f"port {preferred} on 127.0.0.1 is in use")
         candidate = 0  # after the preferred port: kernel-chosen ones
-        fd = os.open(PORT_LEASES / f"{port}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(folder / f"{port}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # another lease holds it (its child may not have bound it yet)
+            if free_port(port) == port:  # still free now that it is ours
+                return PortLease(port, fd)
+        except BlockingIOError:  # another lease holds it (its child may not have bound it yet)
+            pass
+        except BaseException:
             os.close(fd)
-            continue
-        if free_port(port) == port:  # still free now that it is ours
-            return PortLease(port, fd)
+            raise
         os.close(fd)
-    raise OSError(f"no TCP port on 127.0.0.1 both free and unleased after {attempts} tries ({PORT_LEASES})")
+    what = f"port {preferred}" if exact else f"a port after {attempts} tries"
+    raise OSError(f"no lease on {what}: another inferlab process holds it, or it is in use ({folder})")
 
 
 def listens_on(pid: int, port: int) -> bool:
     """Does process ``pid``, or one of its descendants, listen on TCP ``port``? What tells a
     child's own server from another program that answers on the same port (a health URL alone
     cannot). Where this system does not let us read the sockets (psutil's AccessDenied), True:
-    the check cannot tell, so it does not stand in the way."""
+    the check cannot tell, so it does not stand in the way; a process gone, or any other psutil
+    error: False."""
     try:
         root = psutil.Process(pid)
         tree = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
+        for p in tree:
+            try:
+                # psutil >= 6 names it net_connections; 5.x (a GPU image's) connections
+                conns = getattr(p, "net_connections", None) or p.connections
+                conns = conns(kind="tcp")
+            except psutil.NoSuchProcess:
+                continue
+            if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns):
+                return True
+    except psutil.AccessDenied:
+        return True
+    except psutil.Error:
         return False
-    for p in tree:
-        try:
-            conns = p.net_connections(kind="inet")
-        except psutil.NoSuchProcess:
-            continue
-        except psutil.AccessDenied:
-            return True
-        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns):
-            return True
     return False
+
+
+def port_taken(log_tail: str) -> bool:
+    """Does a child's log tail say it could not bind its port (vLLM's and Python's ``[Errno 98]
+    Address already in use``, Prometheus's and nginx's ``address already in use``)?"""
+    return "address already in use" in log_tail.lower()
 
 
 FIRST_POLL_S = 0.05  # wait_for_health's first pause
@@ -317,10 +346,13 @@ class ManagedProcess:
             d.chmod(mode)
         return d
 
-    def lease_port(self, preferred: int = 0) -> int:
+    def lease_port(self, preferred: int = 0, exact: bool = False) -> int:
         """A port from :func:`lease_port`, held until :meth:`stop`, and this child's
-        ``listen_port``."""
-        lease = lease_port(preferred)
+        ``listen_port``; none to be had raises the owner's error."""
+        try:
+            lease = lease_port(preferred, exact=exact)
+        except OSError as exc:  # the owner's callers catch the owner's error
+            raise self.error(f"{self.name}: {exc}") from exc
         self._leases.append(lease)
         self.listen_port = lease.port
         return lease.port
@@ -391,8 +423,8 @@ class ManagedProcess:
                 return listens_on(pid, port) and _is_healthy(self.health, 2.0, self.verify)
         outcome = wait_for_health(self.proc, check, self._t0 + self.timeout_s, self.poll_s, verify=self.verify)
         if outcome == "exited":
-            taken = (f" (port {port} was taken by another program after it was chosen: start again)"
-                     if port is not None and "address already in use" in self.log_tail(20).lower() else "")
+            taken = (f" (port {port} was taken by another program after it was leased: start again)"
+                     if port is not None and port_taken(self.log_tail(20)) else "")
             raise self.error(f"{self.name} exited with code {self.proc.returncode} before ready{taken}; "
                              f"log tail:\n{self.log_tail()}")
         if outcome == "timeout":

@@ -7,22 +7,17 @@ real GPU engine runs on the GPU host only (scripts/gpu/README.md)."""
 
 from __future__ import annotations
 
-import sys
-
 import inferlab
 from inferlab.cli import main
+
+from ..standin_python import standin_python
 
 
 def test_sweep_on_another_engine_interpreter_and_device(workspace, tmp_path, monkeypatch):
     for name in ("PYTHON", "MODEL", "DEVICE"):
         monkeypatch.delenv(f"INFERLAB_ENGINE_{name}", raising=False)
     monkeypatch.setattr("os.environ", dict(__import__("os").environ))  # the flags export; restored after
-    gpu_python = tmp_path / "gpu-build" / "bin" / "python3"
-    gpu_python.parent.mkdir(parents=True)
-    gpu_python.write_text("#!/bin/sh\n# a GPU build's interpreter, played by the stand-in\n"
-                          '[ "$1 $2" = "-m vllm.entrypoints.openai.api_server" ] || exit 64\nshift 2\n'
-                          f'exec {sys.executable} -m inferlab.standin --tpot-ms 5 "$@"\n')
-    gpu_python.chmod(0o755)
+    gpu_python = standin_python(tmp_path / "gpu-build" / "bin" / "python3", extra="--tpot-ms 5", what="a GPU build")
     rc = main(["sweep", "ci-tiny", "--target", "local", "--label", "override", "--engine-python", str(gpu_python),
                "--engine-model", "/models/smollm2", "--engine-device", "cuda:0",
                "--set", "engine.args=[--max-model-len, '1024']"])

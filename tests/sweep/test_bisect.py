@@ -10,7 +10,6 @@ search itself, on synthetic outcomes: tests/analysis/test_bisect.py."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from inferlab.specs.builds import BuildsError
 
 from ..conftest import cli_sigterm_when, make_workspace
 from ..platform.test_platform import copy_platform
+from ..standin_python import standin_python
 
 # The stand-in bisects judge 25 % service-time changes within a 5-10 % margin from 12-request
 # cells: a busy machine's scheduling jitter decides them, so they run in make test's one-process
@@ -38,22 +38,13 @@ GOOD = {"tpot-ms": 8.0, "prefill-base-ms": 4.0, "prefill-ms-per-token": 0.4}
 def wrapper(folder: Path, name: str, speeds: list[float]) -> Path:
     """A build's interpreter, played by the stand-in: start k (0, 1, ...) of this build serves
     at ``GOOD`` service times x ``speeds[k % len(speeds)]`` (every phase of a request scaled)."""
-    py = folder / name / "bin" / "python"
-    py.parent.mkdir(parents=True)
+    starts = folder / name / "bin" / "starts"
     cases = "\n".join(f"  {i}) set -- {' '.join(f'--{k} {v * s:g}' for k, v in GOOD.items())} \"$@\" ;;"
                       for i, s in enumerate(speeds))
-    py.write_text(f"""#!/bin/sh
-# build {name}: the stand-in at {speeds} x the good build's service times, by engine start
-[ "$1 $2" = "-m vllm.entrypoints.openai.api_server" ] || exit 64
-shift 2
-n=$(cat "{py.parent}/starts" 2>/dev/null || echo 0); echo $((n + 1)) > "{py.parent}/starts"
-case $((n % {len(speeds)})) in
-{cases}
-esac
-exec {sys.executable} -m inferlab.standin --batch-alpha 0 "$@"
-""")
-    py.chmod(0o755)
-    return py
+    pick = (f'n=$(cat "{starts}" 2>/dev/null || echo 0); echo $((n + 1)) > "{starts}"\n'
+            f"case $((n % {len(speeds)})) in\n{cases}\nesac")
+    return standin_python(folder / name / "bin" / "python", extra="--batch-alpha 0", before=pick,
+                          what=f"build {name} (the stand-in at {speeds} x the good build's service times, by engine start)")
 
 
 def bisect(capsys, builds: list[tuple[str, Path]], *argv: str) -> tuple[int, str, str]:
@@ -208,7 +199,7 @@ def k8s_home(home, monkeypatch, tmp_path):
 
 def test_every_k8s_builds_image_renders_into_the_engine_deployment_and_nothing_else(k8s_home):
     from inferlab.platform.render import engine_container, kustomize_build
-    from inferlab.specs.builds import build_list, build_from_option
+    from inferlab.specs.builds import build_from_option, build_list
     from inferlab.sweep.bisect import prepare_builds
 
     builds = build_list([build_from_option("old=v0.30.0", "k8s"), build_from_option("dev=ghcr.io/me/vllm-cpu:dev-7", "k8s")])

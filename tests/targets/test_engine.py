@@ -4,7 +4,6 @@ leaves it to vLLM, the spec's own where it names one, the key only in the enviro
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -38,6 +37,7 @@ def test_local_engine_argv(monkeypatch, tmp_path):
     monkeypatch.setattr(engine, "engine_python", lambda: Path("/venv-engine/bin/python"))
     cpu = LocalEngine(EngineSpec(), "key-0123456789", tmp_path / "engine.log", port=18011)
     cpu.prepare()
+    cpu.stop()  # never started: lets its port lease go
     assert cpu.argv[:4] == ["/venv-engine/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model"]
     assert cpu.argv[-4:] == ["--max-model-len", "2048", "--dtype", "float32"] and cpu.engine_args == cpu.argv[-4:]
     assert "key-0123456789" not in " ".join(cpu.argv) and cpu.env["VLLM_API_KEY"] == "key-0123456789"
@@ -50,6 +50,7 @@ def test_local_engine_argv(monkeypatch, tmp_path):
     py.write_text("")
     gpu = LocalEngine(EngineSpec(), "k", tmp_path / "gpu.log", port=18012, python=str(py), model="org/m")
     gpu.prepare()
+    gpu.stop()
     assert "--dtype" not in gpu.argv and gpu.argv[0] == str(py) and gpu.choice.device == "cuda"
 
 
@@ -115,6 +116,7 @@ def test_a_cuda_engine_gets_no_cpu_defaults(monkeypatch, tmp_path):
     monkeypatch.setenv("INFERLAB_ENGINE_DEVICE", "cuda:0")
     eng = LocalEngine(EngineSpec(args=["--enforce-eager"]), "k", tmp_path / "e.log", port=18013)
     eng.prepare()
+    eng.stop()
     assert eng.engine_args == ["--enforce-eager"] and eng.env["CUDA_VISIBLE_DEVICES"] == "0"
     assert eng.argv[eng.argv.index("--model") + 1] == str(tmp_path / "model")
     assert local.local_pinning() == (None, "not pinned: the engine runs on cuda:0")
@@ -158,26 +160,22 @@ def test_a_resume_restores_the_recorded_engine_or_refuses_another(monkeypatch, t
     assert engine.ENGINE_MODEL_ENV not in os.environ
 
 
-def test_two_engines_started_at_once_each_get_a_port_of_their_own(tmp_path):
+def test_two_engines_started_at_once_each_get_a_port_of_their_own(tmp_path, monkeypatch):
     """Two engines started together (two runs on one machine, a replica pair) both prefer
     :data:`engine.DEFAULT_PORT` and bind it only after their imports, as vLLM does: played by
     the stand-in behind a wrapper that waits a second first. Each leases its own port, so both
     start, and each one's health is its own listener's; once stopped, the port is free to
     lease again. (Choosing the port when the engine was built, both got 8011: one failed, or
     passed on the other's /health.)"""
+    import fcntl
     from concurrent.futures import ThreadPoolExecutor
 
-    from inferlab.procs import lease_port, listens_on, stop_all
+    from inferlab.procs import PORT_LEASES, free_port, listens_on, stop_all
 
-    py = tmp_path / "bin" / "python"
-    py.parent.mkdir()
-    py.write_text(f"""#!/bin/sh
-[ "$1 $2" = "-m vllm.entrypoints.openai.api_server" ] || exit 64
-shift 2
-sleep 1
-exec {sys.executable} -m inferlab.standin "$@"
-""")
-    py.chmod(0o755)
+    from ..standin_python import standin_python
+
+    monkeypatch.setattr(engine, "DEFAULT_PORT", free_port())  # free here, as 8011 may not be
+    py = standin_python(tmp_path / "bin" / "python", before="sleep 1  # vLLM's imports, before it binds")
     engines = [LocalEngine(EngineSpec(), "key-0123456789", tmp_path / f"engine-{i}.log", python=str(py),
                            model="/models/standin", device="cpu") for i in range(2)]
     with pytest.raises(engine.EngineError, match="start"):
@@ -185,12 +183,12 @@ exec {sys.executable} -m inferlab.standin "$@"
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
             list(pool.map(lambda e: e.start(timeout_s=30), engines))
-        assert engines[0].port != engines[1].port
+        assert engine.DEFAULT_PORT in {e.port for e in engines} and engines[0].port != engines[1].port
         for e in engines:
             assert listens_on(e.pid, e.port) and e.base_url.endswith(f":{e.port}")
             assert e.version() is not None
     finally:
         stop_all(engines)
-    again = lease_port(engines[0].port)
-    assert again.port == engines[0].port  # released with its engine
-    again.release()
+    for e in engines:  # each lease went with its engine: its lock can be taken
+        with open(PORT_LEASES / f"{e.port}.lock") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 from ..credentials import secrets_dir
 from ..formats.edge_log import edge_log_source, local_edge_template
 from ..nginx import NginxProcess, main_config, nginx_version
-from ..procs import free_port
 from ..specs import EdgeSpec
 from .session import TargetError, TargetSession, trust
 from .tlsca import IssuedCert, issue_server_cert
@@ -87,9 +86,9 @@ class Edge(NginxProcess):
 
     def __init__(self, edge: EdgeSpec, upstream: str, access_log: Path, port: int | None = None) -> None:
         self.edge, self.upstream, self.access_log = edge, upstream, access_log
-        self.port = port or free_port()
-        self.url = f"{'https' if edge.tls else 'http'}://127.0.0.1:{self.port}"
-        super().__init__(name="edge nginx", error=TargetError, health=f"{self.url}/health")
+        self.fixed_port, self.port = port, port  # None: leased at start (procs.lease_port)
+        self.url: str | None = None  # from prepare() on
+        super().__init__(name="edge nginx", error=TargetError)
         self.tls: IssuedCert | None = None
         self.private: Path | None = None  # config and server key, in the secrets folder
 
@@ -102,6 +101,9 @@ class Edge(NginxProcess):
         except FileExistsError:
             raise TargetError(f"{self.access_log} exists: the edge writes a new access log per run "
                               "(a resumed run passes a -resume<N> name)") from None
+        self.port = self.lease_port(self.fixed_port or 0, exact=self.fixed_port is not None)
+        self.url = f"{'https' if self.edge.tls else 'http'}://127.0.0.1:{self.port}"
+        self.health = f"{self.url}/health"
         work = self.work_dir("inferlab-edge-")  # pid, error log, temp (nginx workers write here)
         self.private = self.scratch_dir("edge-", parent=secrets_dir())  # 0700: the server key
         self.tls = issue_server_cert(self.private) if self.edge.tls else None

@@ -219,7 +219,8 @@ class LocalEngine(ManagedProcess):
         or id it serves as is, and its device; each left None comes from :func:`engine_choice`
         (``INFERLAB_ENGINE_*``, else .venv-engine's CPU build and the bundled SmolLM2, converted
         once). A CPU engine gets this CPU's dtype (:func:`with_machine_dtype`); any other runs
-        its arguments as the spec says. ``port``: the caller's; None: each start leases one
+        its arguments as the spec says. ``port``: the caller's (leased exactly: in use or leased by
+        another inferlab process, the start fails); None: each start leases one
         (:data:`DEFAULT_PORT` when free, :meth:`ManagedProcess.lease_port`), so ``port`` and
         ``base_url`` are known from :meth:`prepare` on."""
         self.spec, self.api_key, self.log_path = spec, api_key, log_path
@@ -234,6 +235,7 @@ class LocalEngine(ManagedProcess):
 
     @property
     def base_url(self) -> str:
+        """``http://127.0.0.1:<port>``; an EngineError before :meth:`prepare` has leased the port."""
         if self.port is None:
             raise EngineError("the engine's port is chosen when it starts: start() first")
         return f"http://127.0.0.1:{self.port}"
@@ -254,9 +256,9 @@ class LocalEngine(ManagedProcess):
         """The model (converted once), then the command line and environment; the API key
         goes in ``VLLM_API_KEY`` only (vLLM logs its non-default CLI args)."""
         self.model_dir = Path(self.model) if self.model else self._bundled_model()
-        if self.fixed_port is None:  # leased until stop(): no other inferlab engine starts on it meanwhile
-            self.port = self.lease_port(DEFAULT_PORT)
-        self.listen_port = self.port
+        # leased until stop(): no other inferlab child starts on it meanwhile (the caller's port, or
+        # DEFAULT_PORT when free, else any)
+        self.port = self.lease_port(self.fixed_port or DEFAULT_PORT, exact=self.fixed_port is not None)
         self.health = f"{self.base_url}/health"
         self.argv = [*self.cpu_prefix, self.python or str(engine_python()), "-m", "vllm.entrypoints.openai.api_server",
                      "--model", str(self.model_dir), "--served-model-name", self.spec.served_model_name,

@@ -31,7 +31,6 @@ import httpx
 
 from .. import credentials
 from ..nginx import NginxProcess, main_config
-from ..procs import free_port
 from ..runs.manifest import TargetInfo
 from ..specs import EngineSpec, LoadSpec
 from .engine import EngineError, LocalEngine
@@ -75,11 +74,14 @@ class Balancer(NginxProcess):
 
     def __init__(self, upstreams: list[str], access_log: Path) -> None:
         self.upstreams, self.access_log = upstreams, access_log
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__(name="nginx in front of the replicas", error=TargetError, health=f"{self.url}/health")
+        self.port: int | None = None  # leased at start (procs.lease_port)
+        self.url: str | None = None
+        super().__init__(name="nginx in front of the replicas", error=TargetError)
 
     def prepare(self) -> None:
+        self.port = self.lease_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.health = f"{self.url}/health"
         work = self.work_dir("inferlab-replicas-")
         self.access_log.parent.mkdir(parents=True, exist_ok=True)
         conf = work / "nginx.conf"

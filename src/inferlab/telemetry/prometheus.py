@@ -30,7 +30,7 @@ import yaml
 from pydantic import Field
 
 from .. import paths
-from ..procs import ManagedProcess
+from ..procs import ManagedProcess, port_taken
 from ..runs.store import RunWriter
 from ..specs.models import StrictModel
 from ..tools import ToolNotFound, find_tool
@@ -174,7 +174,7 @@ class LocalPrometheus(ManagedProcess):
     def port_was_taken(self) -> bool:
         """Its log says the listen address was in use: another program (not an inferlab child:
         those lease their ports) bound the port between its choice and this start."""
-        return "address already in use" in self.log_tail(10)
+        return port_taken(self.log_tail(10))
 
     def start(self, timeout_s: float | None = None) -> LocalPrometheus:
         super().start(timeout_s)
