@@ -104,6 +104,29 @@ def test_a_leased_port_goes_to_no_one_else_until_released():
             lease_port(preferred, exact=True)
 
 
+def test_a_port_whose_connections_wait_in_time_wait_is_free_to_lease():
+    """A server that closed its connections leaves them in TIME_WAIT for ~60 s; the servers bind
+    with SO_REUSEADDR, so the port is free to them, and `inferlab serve` restarted at once must
+    lease it exactly (a probe without SO_REUSEADDR called it in use)."""
+    import socket
+
+    with socket.socket() as srv:
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn, nginx and Prometheus bind
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        cli = socket.create_connection(("127.0.0.1", port))
+        conn, _ = srv.accept()
+        conn.close()  # the server closes first: its side waits in TIME_WAIT
+        time.sleep(0.1)
+        cli.close()
+    assert any(c.laddr.port == port and c.status == psutil.CONN_TIME_WAIT
+               for c in psutil.net_connections(kind="tcp") if c.laddr)
+    lease = lease_port(port, exact=True)
+    assert lease.port == port
+    lease.release()
+
+
 def test_listens_on_names_the_childs_own_listener_only():
     import socket
 

@@ -37,9 +37,13 @@ HealthCheck = str | Callable[[], bool]
 
 def free_port(preferred: int = 0) -> int:
     """A TCP port free on 127.0.0.1 now: ``preferred`` when it is free, else one the kernel
-    picks (0 asks for that directly). Free now, not reserved: the caller binds it soon."""
+    picks (0 asks for that directly). Free now, not reserved: the caller binds it soon.
+    Decision: probed with SO_REUSEADDR, as the servers bind (uvicorn, nginx, Prometheus): a port
+    whose last connections wait in TIME_WAIT (~60 s after a server closed them) is free to them,
+    and so to this; a port another socket listens on is not."""
     for port in dict.fromkeys((preferred, 0)):
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
                 return s.getsockname()[1]
@@ -479,17 +483,19 @@ def stop_all(procs: Iterable[ManagedProcess], grace_s: float | None = None) -> N
                 p.proc.wait(timeout=max(0.0, t0 + grace - time.monotonic()))  # type: ignore[union-attr]
     except KeyboardInterrupt:
         pass
-    for p in procs:
-        if p.proc is None or p._ended:
-            continue
-        if p.proc.poll() is None or p.own_group:  # the group: children that outlived the leader
-            p.signal(signal.SIGKILL)
-        p.proc.wait()
-        p._ended = True
-    for p in procs:  # those never started too: a prepare() that failed may have made scratch
-        for d in p._scratch:
-            shutil.rmtree(d, ignore_errors=True)
-        p._scratch.clear()
-        for lease in p._leases:  # the child is gone: its port may go to the next one
-            lease.release()
-        p._leases.clear()
+    try:
+        for p in procs:
+            if p.proc is None or p._ended:
+                continue
+            if p.proc.poll() is None or p.own_group:  # the group: children that outlived the leader
+                p.signal(signal.SIGKILL)
+            p.proc.wait()
+            p._ended = True
+    finally:  # even when a second Ctrl-C cuts the wait: no scratch or port lease outlives this
+        for p in procs:  # those never started too: a prepare() that failed may have made scratch
+            for d in p._scratch:
+                shutil.rmtree(d, ignore_errors=True)
+            p._scratch.clear()
+            for lease in p._leases:  # the child is gone (or killed): its port may go to the next one
+                lease.release()
+            p._leases.clear()

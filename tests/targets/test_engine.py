@@ -35,7 +35,7 @@ def test_local_engine_argv(monkeypatch, tmp_path):
     monkeypatch.setattr(machine, "engine_dtype", lambda cpuinfo=None: "float32")
     monkeypatch.setattr(engine, "prepare_model", lambda: tmp_path / "model")
     monkeypatch.setattr(engine, "engine_python", lambda: Path("/venv-engine/bin/python"))
-    cpu = LocalEngine(EngineSpec(), "key-0123456789", tmp_path / "engine.log", port=18011)
+    cpu = LocalEngine(EngineSpec(), "key-0123456789", tmp_path / "engine.log")
     cpu.prepare()
     cpu.stop()  # never started: lets its port lease go
     assert cpu.argv[:4] == ["/venv-engine/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model"]
@@ -48,7 +48,7 @@ def test_local_engine_argv(monkeypatch, tmp_path):
     # another vLLM (a GPU build): its arguments as the spec says
     py = tmp_path / "gpu-python"
     py.write_text("")
-    gpu = LocalEngine(EngineSpec(), "k", tmp_path / "gpu.log", port=18012, python=str(py), model="org/m")
+    gpu = LocalEngine(EngineSpec(), "k", tmp_path / "gpu.log", python=str(py), model="org/m")
     gpu.prepare()
     gpu.stop()
     assert "--dtype" not in gpu.argv and gpu.argv[0] == str(py) and gpu.choice.device == "cuda"
@@ -114,7 +114,7 @@ def test_a_cuda_engine_gets_no_cpu_defaults(monkeypatch, tmp_path):
     monkeypatch.setenv("INFERLAB_ENGINE_PYTHON", _python(tmp_path))
     monkeypatch.setenv("INFERLAB_ENGINE_MODEL", str(tmp_path / "model"))
     monkeypatch.setenv("INFERLAB_ENGINE_DEVICE", "cuda:0")
-    eng = LocalEngine(EngineSpec(args=["--enforce-eager"]), "k", tmp_path / "e.log", port=18013)
+    eng = LocalEngine(EngineSpec(args=["--enforce-eager"]), "k", tmp_path / "e.log")
     eng.prepare()
     eng.stop()
     assert eng.engine_args == ["--enforce-eager"] and eng.env["CUDA_VISIBLE_DEVICES"] == "0"

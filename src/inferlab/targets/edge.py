@@ -93,17 +93,17 @@ class Edge(NginxProcess):
         self.private: Path | None = None  # config and server key, in the secrets folder
 
     def prepare(self) -> None:
-        """Claim the access log (a new file: the run record is write-once), then write the
-        config and, with TLS, a server certificate from the project CA."""
+        """Lease the port, claim the access log (a new file: the run record is write-once), then
+        write the config and, with TLS, a server certificate from the project CA."""
+        self.port = self.lease_port(self.fixed_port or 0, exact=bool(self.fixed_port))  # first: no log if none
+        self.url = f"{'https' if self.edge.tls else 'http'}://127.0.0.1:{self.port}"
+        self.health = f"{self.url}/health"
         self.access_log.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.close(os.open(self.access_log, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         except FileExistsError:
             raise TargetError(f"{self.access_log} exists: the edge writes a new access log per run "
                               "(a resumed run passes a -resume<N> name)") from None
-        self.port = self.lease_port(self.fixed_port or 0, exact=self.fixed_port is not None)
-        self.url = f"{'https' if self.edge.tls else 'http'}://127.0.0.1:{self.port}"
-        self.health = f"{self.url}/health"
         work = self.work_dir("inferlab-edge-")  # pid, error log, temp (nginx workers write here)
         self.private = self.scratch_dir("edge-", parent=secrets_dir())  # 0700: the server key
         self.tls = issue_server_cert(self.private) if self.edge.tls else None

@@ -258,7 +258,7 @@ class LocalEngine(ManagedProcess):
         self.model_dir = Path(self.model) if self.model else self._bundled_model()
         # leased until stop(): no other inferlab child starts on it meanwhile (the caller's port, or
         # DEFAULT_PORT when free, else any)
-        self.port = self.lease_port(self.fixed_port or DEFAULT_PORT, exact=self.fixed_port is not None)
+        self.port = self.lease_port(self.fixed_port or DEFAULT_PORT, exact=bool(self.fixed_port))
         self.health = f"{self.base_url}/health"
         self.argv = [*self.cpu_prefix, self.python or str(engine_python()), "-m", "vllm.entrypoints.openai.api_server",
                      "--model", str(self.model_dir), "--served-model-name", self.spec.served_model_name,
