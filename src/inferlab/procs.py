@@ -3,8 +3,9 @@ port-forward, Chromium in tests).
 
 :class:`ManagedProcess` is the one home of a served child's lifecycle: argv and environment,
 a scratch directory, a log file, a health check, a stop signal, and the error its owner raises.
-The smaller helpers below it (:func:`wait_for_health`, :func:`stop_process`,
-:func:`free_port`, :func:`lease_port`, :func:`listens_on`) serve children that need less (a port-forward, a sampler); every long-lived child's spawn,
+Its port helpers (:func:`lease_port`, :func:`listens_on`) are what its owners take their ports
+with; the smaller helpers (:func:`wait_for_health`, :func:`stop_process`, :func:`free_port`)
+serve children that need less (a port-forward, a sampler); every long-lived child's spawn,
 theirs included, runs inside :func:`interrupts_deferred` (``subprocess.run``'s short ones do not).
 """
 
@@ -149,7 +150,7 @@ def port_taken(log_tail: str) -> bool:
 
 
 FIRST_POLL_S = 0.05  # wait_for_health's first pause
-SPAWN_ATTEMPTS = 3  # a child whose port was taken between free_port() and its bind: tries in all
+SPAWN_ATTEMPTS = 3  # a child whose port another program took between its choice and its bind: tries in all
 
 
 @contextlib.contextmanager
@@ -422,9 +423,13 @@ class ManagedProcess:
     def _wait_healthy(self) -> None:
         assert self.proc is not None and self.health is not None
         check, port, pid = self.health, self.listen_port, self.proc.pid
+
+        def answers() -> bool:  # the owner's check, as wait_for_health runs it
+            return _is_healthy(self.health, 2.0, self.verify)
+
         if port is not None:  # ours: the child listens there, then its health check passes
             def check() -> bool:
-                return listens_on(pid, port) and _is_healthy(self.health, 2.0, self.verify)
+                return listens_on(pid, port) and answers()
         outcome = wait_for_health(self.proc, check, self._t0 + self.timeout_s, self.poll_s, verify=self.verify)
         if outcome == "exited":
             taken = (f" (port {port} was taken by another program after it was leased: start again)"
@@ -434,8 +439,7 @@ class ManagedProcess:
         if outcome == "timeout":
             what = self.health if isinstance(self.health, str) else "its health check"
             other = (f" (port {port}: another program answers there)"
-                     if port is not None and not listens_on(pid, port) and _is_healthy(self.health, 2.0, self.verify)
-                     else "")
+                     if port is not None and not listens_on(pid, port) and answers() else "")
             raise self.error(f"{self.name} not healthy at {what} after {self.timeout_s:.0f}s{other}; "
                              f"log tail:\n{self.log_tail()}")
         self.startup_s = round(time.monotonic() - self._t0, 1)

@@ -31,7 +31,8 @@ def test_interleaved_2_plus_2_alternates_and_restarts_the_engine(workspace, caps
     # the tuned side: ci-tiny's engine (its KV cache size included: without it vLLM asks for 92 % of
     # the RAM, which the session engine beside it leaves no room for) with one sequence at a time
     tuned = resolve_spec("ci-tiny", {"concurrency": [2], "name": "tiny-b",
-                                     "engine": {"args": [*base.engine.args, "--max-num-seqs", "1"]}}, sets=tiny_on_engine)
+                                     "engine": {"args": [*base.engine.args, "--max-num-seqs", "1"]}},
+                         sets=tiny_on_engine)
     # the answer check: ci-tiny's answer length, 8 of the 32 prompts (docs/testing.md, "Session 17")
     cid = run_comparison(base, tuned, target="local", pairs=2, label="ci", answer_tokens=tiny_answer_tokens,
                          answer_prompts=ANSWER_PROMPTS)

@@ -43,8 +43,8 @@ def wrapper(folder: Path, name: str, speeds: list[float]) -> Path:
                       for i, s in enumerate(speeds))
     pick = (f'n=$(cat "{starts}" 2>/dev/null || echo 0); echo $((n + 1)) > "{starts}"\n'
             f"case $((n % {len(speeds)})) in\n{cases}\nesac")
-    return standin_python(folder / name / "bin" / "python", extra="--batch-alpha 0", before=pick,
-                          what=f"build {name} (the stand-in at {speeds} x the good build's service times, by engine start)")
+    what = f"build {name} (the stand-in at {speeds} x the good build's service times, by engine start)"
+    return standin_python(folder / name / "bin" / "python", extra="--batch-alpha 0", before=pick, what=what)
 
 
 def bisect(capsys, builds: list[tuple[str, Path]], *argv: str) -> tuple[int, str, str]:
