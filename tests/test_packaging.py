@@ -22,9 +22,10 @@ def test_environment_yml_agrees_with_pyproject():
 
 
 def test_lock_pins_every_direct_dependency():
+    """The package's dependencies and its ``dev`` extra (what make setup installs)."""
     py = tomllib.loads((ROOT / "pyproject.toml").read_text())
     locked = {l.split("==")[0].lower().replace("_", "-") for l in (ROOT / "requirements.lock").read_text().splitlines() if "==" in l}
-    for dep in py["project"]["dependencies"]:
+    for dep in py["project"]["dependencies"] + py["project"]["optional-dependencies"]["dev"]:
         name = re.split(r"[<>=\[ ]", dep)[0].lower().replace("_", "-")
         assert name in locked, f"{name} not pinned in requirements.lock"
 

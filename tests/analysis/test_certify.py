@@ -57,8 +57,9 @@ def true_boundary(speed: np.ndarray) -> np.ndarray:
 def ttft_ms(rates, n: int, speeds=1.0, seed: int = 0) -> np.ndarray:
     """(steps, n) TTFTs in ms of constant-rate steps (one per rate), warm-up cut."""
     rates = np.asarray(rates, float)
-    o = open_loop_batch(np.arange(n + WARM)[None, :] / rates[:, None], speed=speeds, seed=seed, **SIM)
-    return o["ttft"][:, WARM:] * 1000.0
+    tt = open_loop_batch(np.arange(n + WARM)[None, :] / rates[:, None], speed=speeds, seed=seed, **SIM)["ttft"]
+    tt *= 1000.0  # in place: a fresh (2,000 x 4,050) array costs more to touch than to fill
+    return tt[:, WARM:]
 
 
 def run_step(rate: float, values: np.ndarray, looks, alpha: float = 0.05):
