@@ -101,6 +101,17 @@ def test_the_batch_simulator_is_the_event_simulator():
     assert np.all(many["ttft"] > 0) and np.all(many["ttft"] < many["e2e"])
 
 
+def test_the_batch_simulator_refuses_what_its_compiled_loop_cannot_run():
+    """No slots (the loop would read past its slot array and never end) and a speed path with a
+    NaN time or factor (the loop would ignore it and every change after it)."""
+    arr = np.arange(20)[None, :] / 5.0
+    with pytest.raises(ValueError, match="slots must be at least 1"):
+        open_loop_batch(arr, 0)
+    for times, factors in (([[0.0, np.nan]], [[1.0, 0.5]]), ([[0.0, 1.0]], [[1.0, np.nan]])):
+        with pytest.raises(ValueError, match="speed_path"):
+            open_loop_batch(arr, 4, speed_path=(np.array(times), np.array(factors)))
+
+
 def test_requests_needed_for_a_zero_violation_pass():
     assert requests_needed(0.99, 0.95) == 299 and requests_needed(0.99, 0.99) == 459
     assert requests_needed(0.95, 0.95) == 59

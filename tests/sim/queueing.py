@@ -131,7 +131,7 @@ def true_closed_rate(vus: int, slots: int, alpha: float = 0.05, sigma: float = 0
 
 def open_loop_batch(arrivals_s: np.ndarray, slots: int, alpha: float = 0.05, sigma: float = 0.0,
                     work_mean: float = 1.0, prefill_share: float = 0.1, speed=1.0, seed: int = 0,
-                    speed_path: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+                    speed_path: tuple[np.ndarray, np.ndarray] | None = None) -> BatchTimes:
     """The ``open_loop`` server run for many independent replicates at once, with per-request
     TTFT and TPOT: the same processor sharing over ``slots`` with a FIFO queue, exact and
     event-driven, each replicate with its own clock (compiled: :func:`_ps_fifo_events`).
@@ -148,6 +148,8 @@ def open_loop_batch(arrivals_s: np.ndarray, slots: int, alpha: float = 0.05, sig
     seconds), replicate ``r`` runs at ``speed[r] * factors[r, k]`` (an engine whose decode
     speed swings while it runs: :func:`telegraph_path`).
     """
+    if slots < 1:  # the compiled loop does not check its bounds
+        raise ValueError(f"slots must be at least 1, got {slots}")
     arr = np.atleast_2d(np.asarray(arrivals_s, float))
     n_rep, n = arr.shape
     rng = np.random.default_rng(seed)
@@ -159,7 +161,7 @@ def open_loop_batch(arrivals_s: np.ndarray, slots: int, alpha: float = 0.05, sig
     speed = np.broadcast_to(np.asarray(speed, float), (n_rep,))
     if speed_path is not None:
         times, factors = (np.atleast_2d(np.asarray(x, float)) for x in speed_path)
-        if (np.diff(times, axis=1) < 0).any() or (factors <= 0).any():
+        if np.isnan(times).any() or (np.diff(times, axis=1) < 0).any() or not (factors > 0).all():
             raise ValueError("speed_path: change times must be sorted per replicate and factors > 0")
     return _ps_fifo(arr, work, decode, speed, slots, alpha, speed_path)
 
@@ -202,7 +204,8 @@ class BatchTimes(Mapping):
     """:func:`open_loop_batch`'s result: ``ttft``, ``tpot``, ``e2e`` and ``end`` (seconds,
     (replicates, n) arrays), each computed when it is read. A coverage test of 2,000 x 4,050
     requests reads one of them; computing all four there took ~40 % of the simulation's time,
-    most of it the kernel's first touch of fresh memory on a VM."""
+    most of it the kernel's first touch of fresh memory on a VM. It holds the arrival array it
+    was given, not a copy: changing that array later changes what is read."""
 
     KEYS = ("ttft", "tpot", "e2e", "end")
 
@@ -217,7 +220,7 @@ class BatchTimes(Mapping):
         if key == "e2e":
             return self._end - self._arr
         if key == "end":
-            return self._end
+            return self._end.copy()
         raise KeyError(key)
 
     def __iter__(self):
