@@ -52,12 +52,14 @@ from ..targets.engine import dtype_arg, with_machine_dtype
 #   200 tokens/s, the median of the 12 A/A and baseline 16-VU cells, warm-up counted as k6 sent it.
 REFERENCE_TOKENS_PER_S = {("avx2", "bfloat16"): {1: 9.4, 16: 47.8}, ("avx2", "float32"): {1: 10.3, 16: 52.4},
                           ("avx512", "bfloat16"): {1: 27.9, 16: 200.0}}
-# Engine start-up (s) where this workspace has recorded none, so the engine's first start here.
+# Engine start-up (s) where this machine has recorded none: taken as the engine's first start.
 # AVX-512: eager 25 s (the median of data/sample's 35 eager local runs); torch.compile 128 s, a
 # fresh clone's first compiled start (`make report` on a 2-core Intel Xeon, session 21: 73 s of
-# it inductor's compile, which vLLM caches per model path; data/sample's one compiled run, on
-# another machine, took 74 s). AVX2-only, not recorded: eager taken as 3x, like decode; compiled
-# as the same 73 s of compile (C++ built by the compiler, no AVX-512 in it) + 3x the other 55 s.
+# it inductor's compile, which vLLM caches in ~/.cache/vllm by model path, so a checkout at a new
+# path compiles again; data/sample's one compiled run, on another machine, took 74 s). AVX2-only,
+# not recorded: eager taken as 3x, like decode; compiled as the same 73 s of compile (C++ built
+# by the compiler, no AVX-512 in it) + 3x the other 55 s (a slower machine overall would compile
+# slower too: 2x the whole, 256 s, is as likely).
 REFERENCE_STARTUP_S = {("avx512", True): 25.0, ("avx512", False): 128.0, ("avx2", True): 75.0, ("avx2", False): 240.0}
 BATCH_GAIN_CAP_VUS = 16  # no further batching gain assumed beyond this many VUs (the matrix's largest level)
 RECORDS_SCANNED = 50  # newest local run records read when looking for a measurement

@@ -4,7 +4,7 @@ line a run prints before it starts (so ``make report`` says how long it expects 
 A cell of ``n`` requests (plus warm-up) of ``t`` output tokens at ``v`` VUs takes
 ``n * t / tokens_per_s(v)`` seconds on this machine's engine (:mod:`.engine_speed`, which says
 where its figures come from), plus the engine's start-up for the local target, and the bundled
-model's one-time conversion where this workspace has not converted it yet.
+model's one-time conversion where this checkout has not converted it yet.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .engine_speed import EngineSpeed, engine_speed
 
 PREFILL_COST = 1 / 35  # a prompt token costs ~1/35 of an output token (measured: ~1 ms vs ~35 ms/token)
 CELL_OVERHEAD_S = 2.0  # k6 start, two /metrics scrapes, the checkpoint
-# The bundled GGUF -> bf16 checkpoint, once per workspace, before the engine's first start:
+# The bundled GGUF -> bf16 checkpoint, once per checkout, before the engine's first start:
 # 28.4 s on a 2-core Intel Xeon (session 21, by hand), and not in a run record's start-up time.
 MODEL_CONVERSION_S = 30.0
 
@@ -38,8 +38,9 @@ class CellEstimate:
 
 @dataclass(frozen=True)
 class Estimate:
-    """A run's expected k6 requests, probe requests and seconds (engine start-up included for the
-    local target), cell by cell."""
+    """A run's expected k6 requests, probe requests and seconds (for the local target the engine's
+    start-up included, and the bundled model's conversion where it is still to be done), cell by
+    cell."""
 
     cells: list[CellEstimate]
     probe_requests: int

