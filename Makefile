@@ -17,7 +17,7 @@ NEEDS_ENGINE = $(if $(filter-out local,$(TARGET)),,yes)
 # CPU index, e.g. make engine TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 # pytest-xdist processes for the tests without the engine (make test, make test-fast)
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
 # that session's xdist options: hand tests out two at a time, so the `slow` ones collected first start at once
 XDIST_OPTS = -n $(TEST_WORKERS) --maxschedchunk 1
 # make test's and make report's set-up steps side by side (pip into two venvs, apt for the system
@@ -55,7 +55,7 @@ system-deps: ## apt-get install chromium, nginx, prometheus (promtool), poppler-
 test: ## Set up everything (system packages too) and run every test, the real engine included
 	@$(SETUP_SIDE_BY_SIDE) setup engine system-deps
 	@# two sessions: the tests without the engine on TEST_WORKERS processes (most wait on timed load or
-	@# simulate: 4 overlap them on 2 cores, docs/testing.md), then in one process the real-engine tests (<= 5 starts)
+	@# simulate: 3 overlap them on 2 cores, docs/testing.md), then in one process the real-engine tests (<= 5 starts)
 	@# and the few that judge stand-in timing closely (marker serial)
 	rc=0; $(BIN)/pytest -q -m "not engine and not serial" $(XDIST_OPTS) || rc=$$?; \
 	$(BIN)/pytest -q -m "engine or serial" -p no:xdist || rc=$$?; exit $$rc
